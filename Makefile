@@ -1,0 +1,70 @@
+# ngx_cdp: build, test, run and benchmark the module.
+#
+#   make            build build/objs/ngx_http_cdp_module.so against Debian's
+#                   nginx (nginx-dev), or NGINX_SRC=/path/to/nginx-x.y.z
+#   make run        start Redis and nginx with the module on the demo site
+#   make test       unit tests, then integration tests (real nginx, Redis)
+#   make bench      the pixel against nginx's own userid + empty_gif
+#   make fuzz       libFuzzer targets of the pure parsers (clang-14)
+
+SHELL      := /bin/bash
+TOP        := $(abspath .)
+BUILD      := $(TOP)/build
+NGINX_SRC  ?= /usr/share/nginx/src
+MODULE     := $(BUILD)/objs/ngx_http_cdp_module.so
+NGINX_BIN  ?= /usr/sbin/nginx
+PYTHON     := /usr/bin/python3
+
+SRCS := $(wildcard ngx_cdp_module/*.c ngx_cdp_module/*.h) config \
+        store/cdp.lua store/embed.sh
+
+.PHONY: all build deps run test unit integration bench fuzz clean
+
+all: build
+
+build: $(MODULE)
+
+deps:
+	@sh scripts/deps.sh
+
+# Debian's nginx-dev ships a configurable source tree with the flags its
+# nginx binary was built with: the module must be built with the same ones.
+$(BUILD)/Makefile: config
+	@test -x $(NGINX_SRC)/configure || { \
+	    echo "no nginx source at $(NGINX_SRC): apt-get install nginx-dev," \
+	         "or make NGINX_SRC=/path/to/nginx-x.y.z"; exit 1; }
+	rm -rf $(BUILD)
+	mkdir -p $(BUILD)
+	cp -r $(NGINX_SRC)/. $(BUILD)/
+	cd $(BUILD) && if [ -f conf_flags ]; then \
+	    . ./conf_flags; \
+	    ./configure "$${NGX_CONF_FLAGS[@]}" --add-dynamic-module=$(TOP); \
+	else \
+	    ./configure --with-compat --add-dynamic-module=$(TOP); \
+	fi
+
+$(MODULE): $(BUILD)/Makefile $(SRCS)
+	sh store/embed.sh store/cdp.lua \
+	    $(BUILD)/objs/addon/ngx_cdp/ngx_cdp_store_lua.h
+	$(MAKE) -C $(BUILD) -f objs/Makefile modules
+
+run: deps build
+	@bash scripts/run.sh
+
+unit:
+	$(MAKE) -C tests/unit
+
+integration: build
+	$(PYTHON) -m pytest -q tests/integration
+
+test: deps build unit integration
+
+bench: deps build
+	@bash tests/bench/bench.sh
+
+fuzz:
+	$(MAKE) -C tests/fuzz
+
+clean:
+	rm -rf $(BUILD) var
+	$(MAKE) -C tests/unit clean

@@ -1,0 +1,312 @@
+
+/*
+ * ngx_cdp: one event, rendered as Segment-spec JSON.
+ *
+ * Every source (pixel today, the API and edge capture later) produces the
+ * same document, so downstream consumers read one format.
+ */
+
+
+#include "ngx_http_cdp_module.h"
+
+#include <openssl/rand.h>
+
+
+#define NGX_CDP_MAX_USER_AGENT  1024
+
+#define ngx_cdp_lit(p, s)  ngx_cpymem(p, s, sizeof(s) - 1)
+
+
+static u_char *ngx_cdp_json_member(u_char *p, const char *key,
+    ngx_cdp_str_t *v, ngx_uint_t *first);
+static u_char *ngx_cdp_json_page(u_char *p, ngx_cdp_str_t *url,
+    ngx_cdp_url_t *u, ngx_cdp_str_t *search, ngx_cdp_str_t *ref,
+    ngx_cdp_str_t *title);
+static size_t ngx_cdp_ip_text(ngx_http_request_t *r, u_char *dst);
+
+
+/* messageId: a random tag per worker and a counter, unique and cheap */
+static u_char      ngx_cdp_worker_tag[16];
+static ngx_uint_t  ngx_cdp_worker_tag_set;
+static uint64_t    ngx_cdp_message_seq;
+
+
+ngx_int_t
+ngx_cdp_event_from_hit(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
+    ngx_cdp_hit_t *hit, ngx_str_t *json)
+{
+    u_char          *p, *scratch;
+    size_t           len, iplen;
+    ngx_uint_t       i, first, is_page;
+    ngx_time_t      *tp;
+    ngx_cdp_str_t    url, ua, search, empty, *s;
+    ngx_cdp_url_t    u;
+    u_char           ip[NGX_CDP_IP_TEXT_MAX];
+    u_char           ts[NGX_CDP_ISO8601_LEN];
+    u_char           tag[8];
+
+    if (!ngx_cdp_worker_tag_set) {
+        if (RAND_bytes(tag, sizeof(tag)) != 1) {
+            return NGX_ERROR;
+        }
+
+        (void) ngx_cdp_hex(ngx_cdp_worker_tag, tag, sizeof(tag));
+        ngx_cdp_worker_tag_set = 1;
+    }
+
+    is_page = (hit->event.data == NULL);
+
+    empty.data = (u_char *) "";
+    empty.len = 0;
+
+    /* without url=, the page is the one that embedded the <img> */
+
+    url = hit->url;
+
+    if (url.data == NULL && r->headers_in.referer) {
+        url.data = r->headers_in.referer->value.data;
+        url.len = ngx_min(r->headers_in.referer->value.len, NGX_CDP_MAX_URL);
+    }
+
+    if (url.data == NULL) {
+        url = empty;
+    }
+
+    ua = empty;
+
+    if (r->headers_in.user_agent) {
+        ua.data = r->headers_in.user_agent->value.data;
+        ua.len = ngx_min(r->headers_in.user_agent->value.len,
+                         NGX_CDP_MAX_USER_AGENT);
+    }
+
+    scratch = ngx_pnalloc(r->pool, url.len + 1);
+    if (scratch == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_cdp_url_parse(url.data, url.len, &u, scratch);
+
+    /* Segment's "search" keeps the '?' as location.search does */
+
+    search = empty;
+
+    if (u.search.len) {
+        p = ngx_pnalloc(r->pool, u.search.len + 1);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        p[0] = '?';
+        ngx_memcpy(&p[1], u.search.data, u.search.len);
+
+        search.data = p;
+        search.len = u.search.len + 1;
+    }
+
+    iplen = ngx_cdp_ip_text(r, ip);
+
+    /* an upper bound: every string at its worst escaping */
+
+    len = 1024
+          + 3 * NGX_CDP_JSON_STR_MAX(hit->title.len)
+          + 2 * NGX_CDP_JSON_STR_MAX(url.len)
+          + 2 * NGX_CDP_JSON_STR_MAX(u.path.len)
+          + 2 * NGX_CDP_JSON_STR_MAX(search.len)
+          + 2 * NGX_CDP_JSON_STR_MAX(hit->ref.len)
+          + NGX_CDP_JSON_STR_MAX(hit->event.len)
+          + NGX_CDP_JSON_STR_MAX(ua.len)
+          + NGX_CDP_JSON_STR_MAX(u.source.len)
+          + NGX_CDP_JSON_STR_MAX(u.medium.len)
+          + NGX_CDP_JSON_STR_MAX(u.name.len)
+          + NGX_CDP_JSON_STR_MAX(u.term.len)
+          + NGX_CDP_JSON_STR_MAX(u.content.len);
+
+    for (i = 0; i < hit->nprops; i++) {
+        len += 2 + NGX_CDP_JSON_STR_MAX(hit->props[i].name.len)
+                 + NGX_CDP_JSON_STR_MAX(hit->props[i].value.len);
+    }
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    json->data = p;
+
+    if (is_page) {
+        p = ngx_cdp_lit(p, "{\"type\":\"page\"");
+
+        if (hit->title.data) {
+            p = ngx_cdp_lit(p, ",\"name\":");
+            p = ngx_cdp_json_str(p, hit->title.data, hit->title.len);
+        }
+
+    } else {
+        p = ngx_cdp_lit(p, "{\"type\":\"track\",\"event\":");
+        p = ngx_cdp_json_str(p, hit->event.data, hit->event.len);
+    }
+
+    tp = ngx_timeofday();
+    (void) ngx_cdp_iso8601(ts, tp->sec, (unsigned) tp->msec);
+
+    p = ngx_cdp_lit(p, ",\"messageId\":\"px-");
+    p = ngx_cpymem(p, ngx_cdp_worker_tag, sizeof(ngx_cdp_worker_tag));
+    p = ngx_sprintf(p, "-%uL\"", ++ngx_cdp_message_seq);
+
+    p = ngx_cdp_lit(p, ",\"anonymousId\":\"");
+    p = ngx_cpymem(p, ctx->aid, NGX_CDP_ID_HEX_LEN);
+
+    p = ngx_cdp_lit(p, "\",\"timestamp\":\"");
+    p = ngx_cpymem(p, ts, NGX_CDP_ISO8601_LEN);
+    p = ngx_cdp_lit(p, "\",\"receivedAt\":\"");
+    p = ngx_cpymem(p, ts, NGX_CDP_ISO8601_LEN);
+
+    p = ngx_cdp_lit(p, "\",\"properties\":{");
+
+    first = 1;
+
+    if (is_page) {
+        p = ngx_cdp_json_page(p, &url, &u, &search, &hit->ref, &hit->title);
+        first = 0;
+    }
+
+    for (i = 0; i < hit->nprops; i++) {
+        s = &hit->props[i].name;
+
+        /* the standard page properties win over custom ones */
+
+        if (is_page
+            && ((s->len == 3 && ngx_strncmp(s->data, "url", 3) == 0)
+                || (s->len == 4 && ngx_strncmp(s->data, "path", 4) == 0)
+                || (s->len == 5 && ngx_strncmp(s->data, "title", 5) == 0)
+                || (s->len == 6 && ngx_strncmp(s->data, "search", 6) == 0)
+                || (s->len == 8 && ngx_strncmp(s->data, "referrer", 8) == 0)))
+        {
+            continue;
+        }
+
+        if (!first) {
+            *p++ = ',';
+        }
+
+        first = 0;
+
+        p = ngx_cdp_json_str(p, s->data, s->len);
+        *p++ = ':';
+        p = ngx_cdp_json_str(p, hit->props[i].value.data,
+                             hit->props[i].value.len);
+    }
+
+    p = ngx_cdp_lit(p, "},\"context\":{\"page\":{");
+    p = ngx_cdp_json_page(p, &url, &u, &search, &hit->ref, &hit->title);
+    *p++ = '}';
+
+    if (u.source.data || u.medium.data || u.name.data || u.term.data
+        || u.content.data)
+    {
+        p = ngx_cdp_lit(p, ",\"campaign\":{");
+        first = 1;
+        p = ngx_cdp_json_member(p, "source", &u.source, &first);
+        p = ngx_cdp_json_member(p, "medium", &u.medium, &first);
+        p = ngx_cdp_json_member(p, "name", &u.name, &first);
+        p = ngx_cdp_json_member(p, "term", &u.term, &first);
+        p = ngx_cdp_json_member(p, "content", &u.content, &first);
+        *p++ = '}';
+    }
+
+    if (ua.len) {
+        p = ngx_cdp_lit(p, ",\"userAgent\":");
+        p = ngx_cdp_json_str(p, ua.data, ua.len);
+    }
+
+    if (iplen) {
+        p = ngx_cdp_lit(p, ",\"ip\":\"");
+        p = ngx_cpymem(p, ip, iplen);
+        *p++ = '"';
+    }
+
+    p = ngx_cdp_lit(p, ",\"library\":{\"name\":\"ngx_cdp\",\"version\":\""
+                       NGX_CDP_VERSION "\"}}}");
+
+    json->len = p - json->data;
+
+    return NGX_OK;
+}
+
+
+/* "key":"value", for a present value; *first tracks the comma */
+
+static u_char *
+ngx_cdp_json_member(u_char *p, const char *key, ngx_cdp_str_t *v,
+    ngx_uint_t *first)
+{
+    if (v->data == NULL) {
+        return p;
+    }
+
+    if (!*first) {
+        *p++ = ',';
+    }
+
+    *first = 0;
+
+    *p++ = '"';
+    p = ngx_cpymem(p, key, ngx_strlen(key));
+    *p++ = '"';
+    *p++ = ':';
+
+    return ngx_cdp_json_str(p, v->data, v->len);
+}
+
+
+static u_char *
+ngx_cdp_json_page(u_char *p, ngx_cdp_str_t *url, ngx_cdp_url_t *u,
+    ngx_cdp_str_t *search, ngx_cdp_str_t *ref, ngx_cdp_str_t *title)
+{
+    p = ngx_cdp_lit(p, "\"url\":");
+    p = ngx_cdp_json_str(p, url->data, url->len);
+    p = ngx_cdp_lit(p, ",\"path\":");
+    p = ngx_cdp_json_str(p, u->path.data, u->path.len);
+    p = ngx_cdp_lit(p, ",\"search\":");
+    p = ngx_cdp_json_str(p, search->data, search->len);
+    p = ngx_cdp_lit(p, ",\"referrer\":");
+    p = ngx_cdp_json_str(p, ref->data, ref->len);
+    p = ngx_cdp_lit(p, ",\"title\":");
+
+    return ngx_cdp_json_str(p, title->data, title->len);
+}
+
+
+/*
+ * The client address as nginx sees it (realip applies), truncated: only
+ * the /24 or /48 network is ever written anywhere.
+ */
+
+static size_t
+ngx_cdp_ip_text(ngx_http_request_t *r, u_char *dst)
+{
+    struct sockaddr      *sa;
+    struct sockaddr_in   *sin;
+#if (NGX_HAVE_INET6)
+    struct sockaddr_in6  *sin6;
+#endif
+
+    sa = r->connection->sockaddr;
+
+    switch (sa->sa_family) {
+
+    case AF_INET:
+        sin = (struct sockaddr_in *) sa;
+        return ngx_cdp_ip_truncate(AF_INET, (u_char *) &sin->sin_addr, dst);
+
+#if (NGX_HAVE_INET6)
+    case AF_INET6:
+        sin6 = (struct sockaddr_in6 *) sa;
+        return ngx_cdp_ip_truncate(AF_INET6, sin6->sin6_addr.s6_addr, dst);
+#endif
+
+    default:
+        return 0;
+    }
+}

@@ -1,0 +1,194 @@
+
+/*
+ * ngx_cdp: the pixel.
+ *
+ * It answers at once, whatever Redis does: the event is handed to the
+ * worker's queue (ngx_cdp_redis.c) and the GIF goes out in the same call.
+ * A bad hit still gets the GIF (an error image would show in pages and
+ * e-mails); its event is dropped and counted.
+ */
+
+
+#include "ngx_http_cdp_module.h"
+
+
+static void ngx_cdp_pixel_event(ngx_http_request_t *r,
+    ngx_http_cdp_ctx_t *ctx);
+
+
+/* the 43-byte transparent 1x1 GIF */
+
+static u_char  ngx_cdp_gif[] = {
+
+    'G', 'I', 'F', '8', '9', 'a',  /* header                                 */
+
+                                   /* logical screen descriptor              */
+    0x01, 0x00,                    /* logical screen width                   */
+    0x01, 0x00,                    /* logical screen height                  */
+    0x80,                          /* global 1-bit color table               */
+    0x01,                          /* background color #1                    */
+    0x00,                          /* no aspect ratio                        */
+
+                                   /* global color table                     */
+    0x00, 0x00, 0x00,              /* #0: black                              */
+    0xff, 0xff, 0xff,              /* #1: white                              */
+
+                                   /* graphic control extension              */
+    0x21,                          /* extension introducer                   */
+    0xf9,                          /* graphic control label                  */
+    0x04,                          /* block size                             */
+    0x01,                          /* transparent color is given,            */
+                                   /*     no disposal specified,             */
+                                   /*     user input is not expected         */
+    0x00, 0x00,                    /* delay time                             */
+    0x01,                          /* transparent color #1                   */
+    0x00,                          /* block terminator                       */
+
+                                   /* image descriptor                       */
+    0x2c,                          /* image separator                        */
+    0x00, 0x00,                    /* image left position                    */
+    0x00, 0x00,                    /* image top position                     */
+    0x01, 0x00,                    /* image width                            */
+    0x01, 0x00,                    /* image height                           */
+    0x00,                          /* no local color table, no interlaced    */
+
+                                   /* table based image data                 */
+    0x02,                          /* LZW minimum code size,                 */
+                                   /*     must be at least 2-bit             */
+    0x02,                          /* block size                             */
+    0x4c, 0x01,                    /* compressed bytes 01_001_100, 0000000_1 */
+                                   /* 100: clear code                        */
+                                   /* 001: 1                                 */
+                                   /* 101: end of information code           */
+    0x00,                          /* block terminator                       */
+
+    0x3B                           /* trailer                                */
+};
+
+
+ngx_int_t
+ngx_cdp_pixel_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                 rc;
+    ngx_buf_t                *b;
+    ngx_chain_t               out;
+    ngx_table_elt_t          *cc;
+    ngx_http_cdp_ctx_t       *ctx;
+    ngx_http_cdp_loc_conf_t  *lcf;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_cdp_module);
+
+    ctx = ngx_http_cdp_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_cdp_cookie_issue(r, ctx) == NGX_OK) {
+        ngx_cdp_pixel_event(r, ctx);
+
+    } else {
+        ngx_cdp_count(NGX_CDP_C_DROP_MALFORMED, 1);
+    }
+
+    cc = ngx_list_push(&r->headers_out.headers);
+    if (cc == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cc->hash = 1;
+    ngx_str_set(&cc->key, "Cache-Control");
+    ngx_str_set(&cc->value, "no-store");
+
+    if (lcf->pixel == NGX_HTTP_NO_CONTENT) {
+        r->headers_out.status = NGX_HTTP_NO_CONTENT;
+        r->header_only = 1;
+        ngx_http_clear_content_length(r);
+
+        return ngx_http_send_header(r);
+    }
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = sizeof(ngx_cdp_gif);
+
+    ngx_str_set(&r->headers_out.content_type, "image/gif");
+    r->headers_out.content_type_len = sizeof("image/gif") - 1;
+    r->headers_out.content_type_lowcase = NULL;
+
+    if (r->method == NGX_HTTP_HEAD) {
+        return ngx_http_send_header(r);
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->pos = ngx_cdp_gif;
+    b->last = ngx_cdp_gif + sizeof(ngx_cdp_gif);
+    b->memory = 1;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+static void
+ngx_cdp_pixel_event(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx)
+{
+    int             rc;
+    u_char         *scratch;
+    ngx_str_t       json;
+    ngx_cdp_hit_t   hit;
+
+    if (r->args.len > NGX_CDP_MAX_QUERY) {
+        ngx_cdp_count(NGX_CDP_C_DROP_TOO_LARGE, 1);
+        return;
+    }
+
+    scratch = ngx_pnalloc(r->pool, r->args.len + 1);
+    if (scratch == NULL) {
+        ngx_cdp_count(NGX_CDP_C_DROP_MALFORMED, 1);
+        return;
+    }
+
+    rc = ngx_cdp_hit_parse(r->args.data, r->args.len, &hit, scratch);
+
+    if (rc != NGX_CDP_HIT_OK) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "cdp: pixel hit dropped: %d", rc);
+
+        ngx_cdp_count(rc == NGX_CDP_HIT_TOO_LARGE ? NGX_CDP_C_DROP_TOO_LARGE
+                                                  : NGX_CDP_C_DROP_MALFORMED,
+                      1);
+        return;
+    }
+
+    if (ngx_cdp_event_from_hit(r, ctx, &hit, &json) != NGX_OK) {
+        ngx_cdp_count(NGX_CDP_C_DROP_MALFORMED, 1);
+        return;
+    }
+
+    (void) ngx_cdp_redis_enqueue_event(ctx->aid,
+                                       hit.event.data ? NGX_CDP_EVENT_TRACK
+                                                      : NGX_CDP_EVENT_PAGE,
+                                       &json);
+}

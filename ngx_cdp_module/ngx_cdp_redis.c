@@ -1,0 +1,1046 @@
+
+/*
+ * ngx_cdp: the per-worker Redis client.
+ *
+ * nginx owns the socket (ngx_event_connect_peer, its event loop and its
+ * timers); hiredis is only the codec: redisFormatCommandArgv for the few
+ * handshake commands, redisReader for every reply.  Debian's hiredis 0.14
+ * async API would resolve names with a blocking getaddrinfo(), close the
+ * fd itself and read at most 16 KiB per wakeup, which does not fit nginx's
+ * edge-triggered epoll.
+ *
+ * Events are appended to the current batch as RESP bulk strings, ready to
+ * be sent.  A batch becomes one FCALL cdp_ingest when it holds
+ * cdp_batch_size events or 1 ms after its first event: one write and one
+ * round trip for many hits.  Replies come back in order; each command in
+ * flight has a pending entry with its callback, which is also called, with
+ * no reply, when the connection is lost.
+ */
+
+
+#include "ngx_http_cdp_module.h"
+
+#include <hiredis/hiredis.h>
+
+#include "ngx_cdp_store_lua.h"
+
+
+#define NGX_CDP_REDIS_DOWN        0     /* waiting for the reconnect timer */
+#define NGX_CDP_REDIS_CONNECTING  1     /* connect() in progress */
+#define NGX_CDP_REDIS_HANDSHAKE   2     /* AUTH, SELECT, library check */
+#define NGX_CDP_REDIS_READY       3
+
+#define NGX_CDP_BACKOFF_MIN       100
+#define NGX_CDP_BACKOFF_MAX       5000
+
+#define NGX_CDP_FLUSH_DELAY       1
+
+/* bytes a worker may hold for Redis, whatever cdp_queue_size says */
+#define NGX_CDP_MAX_BUFFERED      (64 * 1024 * 1024)
+
+
+typedef void (*ngx_cdp_redis_reply_pt)(redisReply *reply, void *data,
+    ngx_uint_t nevents);
+
+
+typedef struct {
+    ngx_cdp_redis_reply_pt     handler;
+    void                      *data;
+    ngx_uint_t                 nevents;
+} ngx_cdp_redis_pending_t;
+
+
+/* a growable byte buffer: [pos, last) holds data */
+typedef struct {
+    u_char                    *start;
+    u_char                    *pos;
+    u_char                    *last;
+    u_char                    *end;
+} ngx_cdp_rbuf_t;
+
+
+typedef struct {
+    ngx_http_cdp_main_conf_t  *mcf;
+    ngx_log_t                 *log;
+
+    ngx_peer_connection_t      peer;
+    ngx_connection_t          *connection;
+    ngx_uint_t                 state;
+    redisReader               *reader;
+
+    ngx_cdp_rbuf_t             out;         /* commands not yet written */
+    ngx_cdp_rbuf_t             keys;        /* current batch: KEYS */
+    ngx_cdp_rbuf_t             args;        /* current batch: ARGV */
+    ngx_uint_t                 batch;       /* events in the batch */
+    ngx_uint_t                 queued;      /* events not acknowledged */
+
+    ngx_cdp_redis_pending_t   *pending;     /* a ring */
+    ngx_uint_t                 pending_size;
+    ngx_uint_t                 pending_head;
+    ngx_uint_t                 pending_n;
+
+    ngx_event_t                flush_ev;
+    ngx_event_t                reconnect_ev;
+    ngx_msec_t                 backoff;
+
+    ngx_str_t                  stream_key;
+    u_char                     maxlen[NGX_INT_T_LEN];
+    size_t                     maxlen_len;
+
+    unsigned                   must_close:1;
+    unsigned                   loading:1;
+    unsigned                   reported:1;  /* the outage is logged */
+} ngx_cdp_redis_t;
+
+
+static void ngx_cdp_redis_connect(ngx_cdp_redis_t *rd);
+static void ngx_cdp_redis_handshake(ngx_cdp_redis_t *rd);
+static void ngx_cdp_redis_ready(ngx_cdp_redis_t *rd);
+static void ngx_cdp_redis_fail(ngx_cdp_redis_t *rd, const char *why);
+static void ngx_cdp_redis_send(ngx_cdp_redis_t *rd);
+static void ngx_cdp_redis_flush(ngx_cdp_redis_t *rd);
+static ngx_int_t ngx_cdp_redis_command(ngx_cdp_redis_t *rd, int argc,
+    const char **argv, const size_t *argvlen, ngx_cdp_redis_reply_pt handler,
+    void *data);
+static ngx_int_t ngx_cdp_redis_push(ngx_cdp_redis_t *rd,
+    ngx_cdp_redis_reply_pt handler, void *data, ngx_uint_t nevents);
+static ngx_int_t ngx_cdp_redis_replies(ngx_cdp_redis_t *rd);
+static void ngx_cdp_redis_load_library(ngx_cdp_redis_t *rd);
+static void ngx_cdp_redis_dequeued(ngx_cdp_redis_t *rd, ngx_uint_t n);
+
+static void ngx_cdp_redis_read_handler(ngx_event_t *rev);
+static void ngx_cdp_redis_write_handler(ngx_event_t *wev);
+static void ngx_cdp_redis_flush_handler(ngx_event_t *ev);
+static void ngx_cdp_redis_reconnect_handler(ngx_event_t *ev);
+
+static void ngx_cdp_redis_setup_done(redisReply *reply, void *data,
+    ngx_uint_t nevents);
+static void ngx_cdp_redis_version_done(redisReply *reply, void *data,
+    ngx_uint_t nevents);
+static void ngx_cdp_redis_load_done(redisReply *reply, void *data,
+    ngx_uint_t nevents);
+static void ngx_cdp_redis_batch_done(redisReply *reply, void *data,
+    ngx_uint_t nevents);
+
+static ngx_int_t ngx_cdp_rbuf_reserve(ngx_cdp_rbuf_t *b, size_t n);
+static void ngx_cdp_rbuf_bulk(ngx_cdp_rbuf_t *b, const u_char *data,
+    size_t len);
+static size_t ngx_cdp_bulk_len(size_t len);
+
+
+static ngx_cdp_redis_t  *ngx_cdp_redis;
+
+
+ngx_int_t
+ngx_cdp_redis_init_process(ngx_cycle_t *cycle, ngx_http_cdp_main_conf_t *mcf)
+{
+    ngx_cdp_redis_t  *rd;
+
+    rd = ngx_pcalloc(cycle->pool, sizeof(ngx_cdp_redis_t));
+    if (rd == NULL) {
+        return NGX_ERROR;
+    }
+
+    rd->mcf = mcf;
+    rd->log = cycle->log;
+    rd->backoff = NGX_CDP_BACKOFF_MIN;
+
+    /* every event and every handshake command may be in flight at once */
+    rd->pending_size = mcf->queue_size + 8;
+    rd->pending = ngx_pcalloc(cycle->pool,
+                              rd->pending_size
+                              * sizeof(ngx_cdp_redis_pending_t));
+    if (rd->pending == NULL) {
+        return NGX_ERROR;
+    }
+
+    rd->stream_key.len = mcf->prefix.len + sizeof(":events") - 1;
+    rd->stream_key.data = ngx_pnalloc(cycle->pool, rd->stream_key.len);
+    if (rd->stream_key.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(rd->stream_key.data, "%V:events", &mcf->prefix);
+
+    rd->maxlen_len = ngx_sprintf(rd->maxlen, "%ui", mcf->stream_maxlen)
+                     - rd->maxlen;
+
+    rd->flush_ev.handler = ngx_cdp_redis_flush_handler;
+    rd->flush_ev.data = rd;
+    rd->flush_ev.log = cycle->log;
+
+    /* a down Redis must not hold up a graceful shutdown */
+    rd->reconnect_ev.handler = ngx_cdp_redis_reconnect_handler;
+    rd->reconnect_ev.data = rd;
+    rd->reconnect_ev.log = cycle->log;
+    rd->reconnect_ev.cancelable = 1;
+
+    ngx_cdp_redis = rd;
+
+    ngx_cdp_redis_connect(rd);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_cdp_redis_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_cdp_redis_t  *rd;
+
+    rd = ngx_cdp_redis;
+    if (rd == NULL) {
+        return;
+    }
+
+    if (rd->queued) {
+        ngx_log_error(NGX_LOG_WARN, rd->log, 0,
+                      "cdp: %ui events not acknowledged by redis at exit",
+                      rd->queued);
+        ngx_cdp_count(NGX_CDP_C_DROP_REDIS_DOWN, rd->queued);
+        ngx_cdp_redis_dequeued(rd, rd->queued);
+    }
+
+    if (rd->connection) {
+        ngx_close_connection(rd->connection);
+        rd->connection = NULL;
+    }
+
+    if (rd->reader) {
+        redisReaderFree(rd->reader);
+        rd->reader = NULL;
+    }
+
+    ngx_free(rd->out.start);
+    ngx_free(rd->keys.start);
+    ngx_free(rd->args.start);
+
+    ngx_cdp_redis = NULL;
+}
+
+
+/*
+ * Hands one event to the worker's queue.  Never waits: a down Redis or a
+ * full queue drops the event and counts it.
+ */
+
+ngx_int_t
+ngx_cdp_redis_enqueue_event(const u_char *aid, ngx_uint_t kind,
+    ngx_str_t *json)
+{
+    size_t            klen;
+    u_char           *p;
+    ngx_time_t       *tp;
+    ngx_cdp_redis_t  *rd;
+    u_char            ts[NGX_INT64_LEN];
+
+    rd = ngx_cdp_redis;
+
+    ngx_cdp_count(NGX_CDP_C_ACCEPTED, 1);
+
+    if (rd == NULL || rd->state == NGX_CDP_REDIS_DOWN) {
+        ngx_cdp_count(NGX_CDP_C_DROP_REDIS_DOWN, 1);
+        return NGX_DECLINED;
+    }
+
+    klen = rd->mcf->prefix.len + sizeof(":browser:") - 1 + NGX_CDP_ID_HEX_LEN;
+
+    if (rd->queued >= rd->mcf->queue_size
+        || (size_t) ((rd->out.last - rd->out.pos)
+                     + (rd->keys.last - rd->keys.pos)
+                     + (rd->args.last - rd->args.pos))
+           + json->len > NGX_CDP_MAX_BUFFERED)
+    {
+        ngx_cdp_count(NGX_CDP_C_DROP_QUEUE_FULL, 1);
+        return NGX_DECLINED;
+    }
+
+    tp = ngx_timeofday();
+    p = ngx_sprintf(ts, "%uL", (uint64_t) tp->sec * 1000 + tp->msec);
+
+    if (ngx_cdp_rbuf_reserve(&rd->keys, ngx_cdp_bulk_len(klen)) != NGX_OK
+        || ngx_cdp_rbuf_reserve(&rd->args,
+                                ngx_cdp_bulk_len(p - ts)
+                                + ngx_cdp_bulk_len(sizeof("track") - 1)
+                                + ngx_cdp_bulk_len(json->len))
+           != NGX_OK)
+    {
+        ngx_cdp_count(NGX_CDP_C_DROP_QUEUE_FULL, 1);
+        return NGX_DECLINED;
+    }
+
+    rd->keys.last = ngx_sprintf(rd->keys.last, "$%uz\r\n%V:browser:",
+                                klen, &rd->mcf->prefix);
+    rd->keys.last = ngx_cpymem(rd->keys.last, aid, NGX_CDP_ID_HEX_LEN);
+    *rd->keys.last++ = CR;
+    *rd->keys.last++ = LF;
+
+    ngx_cdp_rbuf_bulk(&rd->args, ts, p - ts);
+
+    if (kind == NGX_CDP_EVENT_PAGE) {
+        ngx_cdp_rbuf_bulk(&rd->args, (u_char *) "page", 4);
+
+    } else {
+        ngx_cdp_rbuf_bulk(&rd->args, (u_char *) "track", 5);
+    }
+
+    ngx_cdp_rbuf_bulk(&rd->args, json->data, json->len);
+
+    rd->batch++;
+    rd->queued++;
+    ngx_cdp_count(NGX_CDP_C_QUEUE_EVENTS, 1);
+
+    if (rd->batch >= rd->mcf->batch_size) {
+        ngx_cdp_redis_flush(rd);
+
+    } else if (!rd->flush_ev.timer_set) {
+        ngx_add_timer(&rd->flush_ev, NGX_CDP_FLUSH_DELAY);
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_cdp_redis_connect(ngx_cdp_redis_t *rd)
+{
+    ngx_int_t          rc;
+    ngx_connection_t  *c;
+
+    ngx_memzero(&rd->peer, sizeof(ngx_peer_connection_t));
+
+    rd->peer.sockaddr = rd->mcf->addr->sockaddr;
+    rd->peer.socklen = rd->mcf->addr->socklen;
+    rd->peer.name = &rd->mcf->addr->name;
+    rd->peer.get = ngx_event_get_peer;
+    rd->peer.log = rd->log;
+    rd->peer.log_error = NGX_ERROR_ERR;
+
+    if (rd->reader) {
+        redisReaderFree(rd->reader);
+    }
+
+    rd->reader = redisReaderCreate();
+    if (rd->reader == NULL) {
+        ngx_cdp_redis_fail(rd, "redisReaderCreate() failed");
+        return;
+    }
+
+    rd->state = NGX_CDP_REDIS_CONNECTING;
+
+    rc = ngx_event_connect_peer(&rd->peer);
+
+    if (rc == NGX_ERROR || rc == NGX_BUSY || rc == NGX_DECLINED) {
+        if (rd->peer.connection) {
+            ngx_close_connection(rd->peer.connection);
+            rd->peer.connection = NULL;
+        }
+
+        ngx_cdp_redis_fail(rd, "connect() failed");
+        return;
+    }
+
+    c = rd->peer.connection;
+    rd->connection = c;
+
+    c->data = rd;
+    c->log = rd->log;
+    c->read->log = rd->log;
+    c->write->log = rd->log;
+    c->read->handler = ngx_cdp_redis_read_handler;
+    c->write->handler = ngx_cdp_redis_write_handler;
+
+    if (rc == NGX_AGAIN) {
+        ngx_add_timer(c->write, rd->mcf->timeout);
+        return;
+    }
+
+    ngx_cdp_redis_handshake(rd);
+}
+
+
+static ngx_int_t
+ngx_cdp_redis_test_connect(ngx_connection_t *c)
+{
+    int        err;
+    socklen_t  len;
+
+    err = 0;
+    len = sizeof(int);
+
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, (void *) &err, &len) == -1) {
+        err = ngx_socket_errno;
+    }
+
+    if (err) {
+        (void) ngx_connection_error(c, err, "connect() to redis failed");
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_cdp_redis_handshake(ngx_cdp_redis_t *rd)
+{
+    u_char       db[NGX_INT_T_LEN];
+    const char  *argv[3];
+    size_t       argvlen[3];
+
+    rd->state = NGX_CDP_REDIS_HANDSHAKE;
+
+    if (rd->mcf->password.len) {
+        argv[0] = "AUTH";
+        argvlen[0] = 4;
+        argv[1] = (const char *) rd->mcf->password.data;
+        argvlen[1] = rd->mcf->password.len;
+
+        if (ngx_cdp_redis_command(rd, 2, argv, argvlen,
+                                  ngx_cdp_redis_setup_done, "AUTH")
+            != NGX_OK)
+        {
+            return;
+        }
+    }
+
+    if (rd->mcf->db) {
+        argv[0] = "SELECT";
+        argvlen[0] = 6;
+        argv[1] = (const char *) db;
+        argvlen[1] = ngx_sprintf(db, "%ui", rd->mcf->db) - db;
+
+        if (ngx_cdp_redis_command(rd, 2, argv, argvlen,
+                                  ngx_cdp_redis_setup_done, "SELECT")
+            != NGX_OK)
+        {
+            return;
+        }
+    }
+
+    argv[0] = "FCALL_RO";
+    argvlen[0] = 8;
+    argv[1] = "cdp_version";
+    argvlen[1] = 11;
+    argv[2] = "0";
+    argvlen[2] = 1;
+
+    if (ngx_cdp_redis_command(rd, 3, argv, argvlen,
+                              ngx_cdp_redis_version_done, NULL)
+        != NGX_OK)
+    {
+        return;
+    }
+
+    ngx_cdp_redis_send(rd);
+}
+
+
+static void
+ngx_cdp_redis_setup_done(redisReply *reply, void *data, ngx_uint_t nevents)
+{
+    ngx_cdp_redis_t  *rd = ngx_cdp_redis;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ERROR) {
+        return;
+    }
+
+    /* the reply of a failed AUTH does not contain the password */
+    ngx_log_error(NGX_LOG_ERR, rd->log, 0, "cdp: redis %s failed: %s",
+                  (char *) data, reply->str);
+
+    rd->must_close = 1;
+}
+
+
+static void
+ngx_cdp_redis_version_done(redisReply *reply, void *data, ngx_uint_t nevents)
+{
+    ngx_cdp_redis_t  *rd = ngx_cdp_redis;
+
+    if (reply == NULL || rd->must_close) {
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_STRING
+        && reply->len == sizeof(NGX_CDP_STORE_REV) - 1
+        && ngx_strncmp(reply->str, NGX_CDP_STORE_REV, reply->len) == 0)
+    {
+        ngx_cdp_redis_ready(rd);
+        return;
+    }
+
+    /* missing ("Function not found") or another revision */
+
+    ngx_cdp_redis_load_library(rd);
+}
+
+
+static void
+ngx_cdp_redis_load_library(ngx_cdp_redis_t *rd)
+{
+    const char  *argv[4];
+    size_t       argvlen[4];
+
+    if (rd->loading) {
+        return;
+    }
+
+    argv[0] = "FUNCTION";
+    argvlen[0] = 8;
+    argv[1] = "LOAD";
+    argvlen[1] = 4;
+    argv[2] = "REPLACE";
+    argvlen[2] = 7;
+    argv[3] = ngx_cdp_store_lua;
+    argvlen[3] = sizeof(ngx_cdp_store_lua) - 1;
+
+    if (ngx_cdp_redis_command(rd, 4, argv, argvlen, ngx_cdp_redis_load_done,
+                              NULL)
+        == NGX_OK)
+    {
+        rd->loading = 1;
+    }
+}
+
+
+static void
+ngx_cdp_redis_load_done(redisReply *reply, void *data, ngx_uint_t nevents)
+{
+    ngx_cdp_redis_t  *rd = ngx_cdp_redis;
+
+    if (reply == NULL) {
+        return;
+    }
+
+    rd->loading = 0;
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      "cdp: redis FUNCTION LOAD of the store library "
+                      "failed: %s", reply->str);
+        rd->must_close = 1;
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
+                  "cdp: loaded the store library cdp_v1 revision %s "
+                  "into redis %V", NGX_CDP_STORE_REV, &rd->mcf->addr_text);
+
+    if (rd->state == NGX_CDP_REDIS_HANDSHAKE) {
+        ngx_cdp_redis_ready(rd);
+    }
+}
+
+
+static void
+ngx_cdp_redis_ready(ngx_cdp_redis_t *rd)
+{
+    rd->state = NGX_CDP_REDIS_READY;
+    rd->backoff = NGX_CDP_BACKOFF_MIN;
+
+    ngx_cdp_count(NGX_CDP_C_REDIS_CONNECTS, 1);
+
+    if (rd->reported) {
+        ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
+                      "cdp: redis %V is back", &rd->mcf->addr_text);
+        rd->reported = 0;
+    }
+
+    ngx_cdp_redis_flush(rd);
+}
+
+
+/*
+ * The connection is gone or unusable: every command in flight is failed,
+ * the batch being filled is dropped (keeping events across an outage is
+ * the spool's job, not yet built), and a reconnect is scheduled.
+ */
+
+static void
+ngx_cdp_redis_fail(ngx_cdp_redis_t *rd, const char *why)
+{
+    ngx_uint_t               was_ready;
+    ngx_cdp_redis_pending_t  *p;
+
+    was_ready = (rd->state == NGX_CDP_REDIS_READY);
+
+    if (rd->connection) {
+        ngx_close_connection(rd->connection);
+        rd->connection = NULL;
+        rd->peer.connection = NULL;
+    }
+
+    rd->state = NGX_CDP_REDIS_DOWN;
+
+    if (was_ready) {
+        ngx_cdp_count(NGX_CDP_C_REDIS_DISCONNECTS, 1);
+
+    } else {
+        ngx_cdp_count(NGX_CDP_C_REDIS_CONNECT_FAILURES, 1);
+    }
+
+    if (!rd->reported && !ngx_exiting && !ngx_terminate) {
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      "cdp: redis %V unavailable (%s), events are dropped "
+                      "until it is back", &rd->mcf->addr_text, why);
+        rd->reported = 1;
+    }
+
+    rd->out.pos = rd->out.start;
+    rd->out.last = rd->out.start;
+
+    while (rd->pending_n) {
+        p = &rd->pending[rd->pending_head];
+        rd->pending_head = (rd->pending_head + 1) % rd->pending_size;
+        rd->pending_n--;
+
+        p->handler(NULL, p->data, p->nevents);
+    }
+
+    if (rd->batch) {
+        ngx_cdp_count(NGX_CDP_C_DROP_REDIS_DOWN, rd->batch);
+        ngx_cdp_redis_dequeued(rd, rd->batch);
+        rd->batch = 0;
+    }
+
+    rd->keys.pos = rd->keys.start;
+    rd->keys.last = rd->keys.start;
+    rd->args.pos = rd->args.start;
+    rd->args.last = rd->args.start;
+
+    if (rd->flush_ev.timer_set) {
+        ngx_del_timer(&rd->flush_ev);
+    }
+
+    rd->must_close = 0;
+    rd->loading = 0;
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    if (!rd->reconnect_ev.timer_set) {
+        ngx_add_timer(&rd->reconnect_ev, rd->backoff);
+    }
+
+    rd->backoff = ngx_min(rd->backoff * 2, NGX_CDP_BACKOFF_MAX);
+}
+
+
+static void
+ngx_cdp_redis_reconnect_handler(ngx_event_t *ev)
+{
+    ngx_cdp_redis_t  *rd = ev->data;
+
+    if (rd->state == NGX_CDP_REDIS_DOWN) {
+        ngx_cdp_redis_connect(rd);
+    }
+}
+
+
+static void
+ngx_cdp_redis_flush_handler(ngx_event_t *ev)
+{
+    ngx_cdp_redis_flush(ev->data);
+}
+
+
+/* the batch becomes one FCALL cdp_ingest, written at once */
+
+static void
+ngx_cdp_redis_flush(ngx_cdp_redis_t *rd)
+{
+    size_t      len, keys, args;
+    ngx_uint_t  n;
+    u_char      numkeys[NGX_INT_T_LEN];
+    size_t      numkeys_len;
+
+    if (rd->batch == 0 || rd->state != NGX_CDP_REDIS_READY) {
+        return;
+    }
+
+    if (rd->flush_ev.timer_set) {
+        ngx_del_timer(&rd->flush_ev);
+    }
+
+    n = rd->batch;
+    keys = rd->keys.last - rd->keys.pos;
+    args = rd->args.last - rd->args.pos;
+
+    numkeys_len = ngx_sprintf(numkeys, "%ui", 1 + n) - numkeys;
+
+    len = sizeof("*\r\n$5\r\nFCALL\r\n$10\r\ncdp_ingest\r\n") - 1
+          + NGX_INT_T_LEN
+          + ngx_cdp_bulk_len(numkeys_len)
+          + ngx_cdp_bulk_len(rd->stream_key.len) + keys
+          + ngx_cdp_bulk_len(rd->maxlen_len) + args;
+
+    if (ngx_cdp_rbuf_reserve(&rd->out, len) != NGX_OK
+        || ngx_cdp_redis_push(rd, ngx_cdp_redis_batch_done, NULL, n)
+           != NGX_OK)
+    {
+        ngx_cdp_redis_fail(rd, "out of memory");
+        return;
+    }
+
+    /* FCALL cdp_ingest numkeys stream browser... maxlen (ts kind json)... */
+
+    rd->out.last = ngx_sprintf(rd->out.last,
+                               "*%ui\r\n$5\r\nFCALL\r\n$10\r\ncdp_ingest\r\n",
+                               3 + (1 + n) + (1 + 3 * n));
+    ngx_cdp_rbuf_bulk(&rd->out, numkeys, numkeys_len);
+    ngx_cdp_rbuf_bulk(&rd->out, rd->stream_key.data, rd->stream_key.len);
+    rd->out.last = ngx_cpymem(rd->out.last, rd->keys.pos, keys);
+    ngx_cdp_rbuf_bulk(&rd->out, rd->maxlen, rd->maxlen_len);
+    rd->out.last = ngx_cpymem(rd->out.last, rd->args.pos, args);
+
+    rd->keys.pos = rd->keys.start;
+    rd->keys.last = rd->keys.start;
+    rd->args.pos = rd->args.start;
+    rd->args.last = rd->args.start;
+    rd->batch = 0;
+
+    ngx_cdp_count(NGX_CDP_C_REDIS_BATCHES, 1);
+
+    ngx_cdp_redis_send(rd);
+}
+
+
+static void
+ngx_cdp_redis_batch_done(redisReply *reply, void *data, ngx_uint_t nevents)
+{
+    ngx_cdp_redis_t  *rd = ngx_cdp_redis;
+
+    ngx_cdp_redis_dequeued(rd, nevents);
+
+    if (reply == NULL) {
+        ngx_cdp_count(NGX_CDP_C_DROP_REDIS_DOWN, nevents);
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_INTEGER) {
+        ngx_cdp_count(NGX_CDP_C_STORED, nevents);
+        return;
+    }
+
+    ngx_cdp_count(NGX_CDP_C_DROP_REDIS_ERROR, nevents);
+
+    if (reply->type != REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      "cdp: unexpected reply type %d to cdp_ingest",
+                      reply->type);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                  "cdp: redis cdp_ingest failed, %ui events dropped: %s",
+                  nevents, reply->str);
+
+    /* FUNCTION FLUSH, or a Redis restarted without its data */
+
+    if (ngx_strstr(reply->str, "Function not found")) {
+        ngx_cdp_redis_load_library(rd);
+    }
+}
+
+
+static void
+ngx_cdp_redis_dequeued(ngx_cdp_redis_t *rd, ngx_uint_t n)
+{
+    rd->queued -= n;
+    ngx_cdp_count(NGX_CDP_C_QUEUE_EVENTS, (ngx_atomic_int_t) -n);
+}
+
+
+static ngx_int_t
+ngx_cdp_redis_command(ngx_cdp_redis_t *rd, int argc, const char **argv,
+    const size_t *argvlen, ngx_cdp_redis_reply_pt handler, void *data)
+{
+    int    len;
+    char  *cmd;
+
+    len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
+    if (len < 0) {
+        ngx_cdp_redis_fail(rd, "redisFormatCommandArgv() failed");
+        return NGX_ERROR;
+    }
+
+    if (ngx_cdp_rbuf_reserve(&rd->out, len) != NGX_OK
+        || ngx_cdp_redis_push(rd, handler, data, 0) != NGX_OK)
+    {
+        redisFreeCommand(cmd);
+        ngx_cdp_redis_fail(rd, "out of memory");
+        return NGX_ERROR;
+    }
+
+    rd->out.last = ngx_cpymem(rd->out.last, cmd, len);
+    redisFreeCommand(cmd);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_cdp_redis_push(ngx_cdp_redis_t *rd, ngx_cdp_redis_reply_pt handler,
+    void *data, ngx_uint_t nevents)
+{
+    ngx_cdp_redis_pending_t  *p;
+
+    if (rd->pending_n == rd->pending_size) {
+        return NGX_ERROR;
+    }
+
+    p = &rd->pending[(rd->pending_head + rd->pending_n) % rd->pending_size];
+    p->handler = handler;
+    p->data = data;
+    p->nevents = nevents;
+
+    rd->pending_n++;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_cdp_redis_send(ngx_cdp_redis_t *rd)
+{
+    ssize_t            n;
+    ngx_connection_t  *c;
+
+    c = rd->connection;
+
+    if (c == NULL || rd->state == NGX_CDP_REDIS_CONNECTING) {
+        return;
+    }
+
+    while (rd->out.pos < rd->out.last) {
+        n = c->send(c, rd->out.pos, rd->out.last - rd->out.pos);
+
+        if (n > 0) {
+            rd->out.pos += n;
+            continue;
+        }
+
+        if (n == NGX_AGAIN) {
+            break;
+        }
+
+        ngx_cdp_redis_fail(rd, "send() failed");
+        return;
+    }
+
+    if (rd->out.pos == rd->out.last) {
+        rd->out.pos = rd->out.start;
+        rd->out.last = rd->out.start;
+    }
+
+    if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
+        ngx_cdp_redis_fail(rd, "write event failed");
+        return;
+    }
+
+    /* replies are awaited at most "timeout"; a later one resets it */
+
+    if (rd->pending_n && !c->read->timer_set) {
+        ngx_add_timer(c->read, rd->mcf->timeout);
+    }
+}
+
+
+static void
+ngx_cdp_redis_write_handler(ngx_event_t *wev)
+{
+    ngx_connection_t  *c;
+    ngx_cdp_redis_t   *rd;
+
+    c = wev->data;
+    rd = c->data;
+
+    if (rd->state != NGX_CDP_REDIS_CONNECTING) {
+        ngx_cdp_redis_send(rd);
+        return;
+    }
+
+    if (wev->timedout) {
+        ngx_cdp_redis_fail(rd, "connect timed out");
+        return;
+    }
+
+    if (wev->timer_set) {
+        ngx_del_timer(wev);
+    }
+
+    if (ngx_cdp_redis_test_connect(c) != NGX_OK) {
+        ngx_cdp_redis_fail(rd, "connect() failed");
+        return;
+    }
+
+    ngx_cdp_redis_handshake(rd);
+}
+
+
+static void
+ngx_cdp_redis_read_handler(ngx_event_t *rev)
+{
+    ssize_t            n;
+    ngx_connection_t  *c;
+    ngx_cdp_redis_t   *rd;
+    static u_char      buf[65536];
+
+    c = rev->data;
+    rd = c->data;
+
+    if (c->close) {
+        /* worker_shutdown_timeout */
+        ngx_cdp_redis_fail(rd, "worker is shutting down");
+        return;
+    }
+
+    if (rev->timedout) {
+        ngx_cdp_redis_fail(rd, "reply timed out");
+        return;
+    }
+
+    if (rd->state == NGX_CDP_REDIS_CONNECTING) {
+        /* the write event tells how connect() ended */
+        return;
+    }
+
+    for ( ;; ) {
+        n = c->recv(c, buf, sizeof(buf));
+
+        if (n == NGX_AGAIN) {
+            break;
+        }
+
+        if (n == 0) {
+            ngx_cdp_redis_fail(rd, "redis closed the connection");
+            return;
+        }
+
+        if (n == NGX_ERROR) {
+            ngx_cdp_redis_fail(rd, "recv() failed");
+            return;
+        }
+
+        if (redisReaderFeed(rd->reader, (char *) buf, n) != REDIS_OK
+            || ngx_cdp_redis_replies(rd) != NGX_OK)
+        {
+            ngx_cdp_redis_fail(rd, "protocol error");
+            return;
+        }
+
+        if (rd->must_close) {
+            ngx_cdp_redis_fail(rd, "handshake failed");
+            return;
+        }
+    }
+
+    if (ngx_handle_read_event(rev, 0) != NGX_OK) {
+        ngx_cdp_redis_fail(rd, "read event failed");
+        return;
+    }
+
+    if (rev->timer_set) {
+        ngx_del_timer(rev);
+    }
+
+    /* handlers may have queued commands: the library load, a flush */
+
+    ngx_cdp_redis_send(rd);
+}
+
+
+static ngx_int_t
+ngx_cdp_redis_replies(ngx_cdp_redis_t *rd)
+{
+    void                     *reply;
+    ngx_cdp_redis_pending_t   p;
+
+    for ( ;; ) {
+        if (redisReaderGetReply(rd->reader, &reply) != REDIS_OK) {
+            return NGX_ERROR;
+        }
+
+        if (reply == NULL) {
+            return NGX_OK;
+        }
+
+        if (rd->pending_n == 0) {
+            freeReplyObject(reply);
+            ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                          "cdp: unexpected reply from redis");
+            return NGX_ERROR;
+        }
+
+        p = rd->pending[rd->pending_head];
+        rd->pending_head = (rd->pending_head + 1) % rd->pending_size;
+        rd->pending_n--;
+
+        p.handler(reply, p.data, p.nevents);
+
+        freeReplyObject(reply);
+    }
+}
+
+
+static ngx_int_t
+ngx_cdp_rbuf_reserve(ngx_cdp_rbuf_t *b, size_t n)
+{
+    u_char  *p;
+    size_t   used, size;
+
+    if ((size_t) (b->end - b->last) >= n) {
+        return NGX_OK;
+    }
+
+    used = b->last - b->pos;
+
+    if (b->pos != b->start && (size_t) (b->end - b->start) >= used + n) {
+        ngx_memmove(b->start, b->pos, used);
+        b->pos = b->start;
+        b->last = b->start + used;
+        return NGX_OK;
+    }
+
+    size = ngx_max((size_t) (b->end - b->start) * 2, used + n);
+    size = ngx_max(size, 16384);
+
+    p = ngx_alloc(size, ngx_cycle->log);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (used) {
+        ngx_memcpy(p, b->pos, used);
+    }
+
+    ngx_free(b->start);
+
+    b->start = p;
+    b->pos = p;
+    b->last = p + used;
+    b->end = p + size;
+
+    return NGX_OK;
+}
+
+
+/* space is reserved by the caller: ngx_cdp_bulk_len() */
+
+static void
+ngx_cdp_rbuf_bulk(ngx_cdp_rbuf_t *b, const u_char *data, size_t len)
+{
+    b->last = ngx_sprintf(b->last, "$%uz\r\n", len);
+    b->last = ngx_cpymem(b->last, data, len);
+    *b->last++ = CR;
+    *b->last++ = LF;
+}
+
+
+static size_t
+ngx_cdp_bulk_len(size_t len)
+{
+    return 1 + NGX_SIZE_T_LEN + 2 + len + 2;
+}

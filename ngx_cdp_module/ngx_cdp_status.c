@@ -1,0 +1,114 @@
+
+/*
+ * ngx_cdp: counters, in shared memory, shown by cdp_status in Prometheus
+ * text format.
+ */
+
+
+#include "ngx_http_cdp_module.h"
+
+
+ngx_atomic_t  *ngx_cdp_counters;
+
+
+static ngx_str_t  ngx_cdp_counter_names[] = {
+    ngx_string("cdp_events_accepted_total"),
+    ngx_string("cdp_events_stored_total"),
+    ngx_string("cdp_events_dropped_total{reason=\"malformed\"}"),
+    ngx_string("cdp_events_dropped_total{reason=\"too_large\"}"),
+    ngx_string("cdp_events_dropped_total{reason=\"queue_full\"}"),
+    ngx_string("cdp_events_dropped_total{reason=\"redis_down\"}"),
+    ngx_string("cdp_events_dropped_total{reason=\"redis_error\"}"),
+    ngx_string("cdp_cookies_total{result=\"new\"}"),
+    ngx_string("cdp_cookies_total{result=\"kept\"}"),
+    ngx_string("cdp_cookies_total{result=\"forged\"}"),
+    ngx_string("cdp_cookies_total{result=\"malformed\"}"),
+    ngx_string("cdp_redis_connects_total"),
+    ngx_string("cdp_redis_connect_failures_total"),
+    ngx_string("cdp_redis_disconnects_total"),
+    ngx_string("cdp_redis_batches_total"),
+    ngx_string("cdp_queue_events")
+};
+
+
+ngx_int_t
+ngx_cdp_status_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_slab_pool_t  *shpool;
+
+    if (data) {
+        /* a reload: keep counting where the old cycle was */
+        shm_zone->data = data;
+        ngx_cdp_counters = data;
+        return NGX_OK;
+    }
+
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    ngx_cdp_counters = ngx_slab_calloc(shpool,
+                                       NGX_CDP_NCOUNTERS
+                                       * sizeof(ngx_atomic_t));
+    if (ngx_cdp_counters == NULL) {
+        return NGX_ERROR;
+    }
+
+    shm_zone->data = (void *) ngx_cdp_counters;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_cdp_status_handler(ngx_http_request_t *r)
+{
+    size_t        len;
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_uint_t    i;
+    ngx_chain_t   out;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    len = 0;
+
+    for (i = 0; i < NGX_CDP_NCOUNTERS; i++) {
+        len += ngx_cdp_counter_names[i].len + 1 + NGX_ATOMIC_T_LEN + 1;
+    }
+
+    b = ngx_create_temp_buf(r->pool, len);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    for (i = 0; i < NGX_CDP_NCOUNTERS; i++) {
+        b->last = ngx_sprintf(b->last, "%V %uA\n", &ngx_cdp_counter_names[i],
+                              ngx_cdp_counters ? ngx_cdp_counters[i] : 0);
+    }
+
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = b->last - b->pos;
+    ngx_str_set(&r->headers_out.content_type,
+                "text/plain; version=0.0.4; charset=utf-8");
+    r->headers_out.content_type_len = sizeof("text/plain") - 1;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}

@@ -1,0 +1,821 @@
+
+/*
+ * ngx_cdp: directives, configuration, variables, process hooks.
+ */
+
+
+#include "ngx_http_cdp_module.h"
+
+
+static ngx_int_t ngx_http_cdp_add_variables(ngx_conf_t *cf);
+static ngx_int_t ngx_http_cdp_init(ngx_conf_t *cf);
+static void *ngx_http_cdp_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_cdp_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_http_cdp_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_cdp_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_cdp_redis(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_cdp_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_cdp_cookie(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_cdp_pixel(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_cdp_status(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_cdp_positive(ngx_conf_t *cf, void *post, void *data);
+static ngx_int_t ngx_http_cdp_init_process(ngx_cycle_t *cycle);
+static void ngx_http_cdp_exit_process(ngx_cycle_t *cycle);
+
+
+static ngx_conf_post_handler_pt  ngx_http_cdp_positive_p =
+    ngx_http_cdp_positive;
+
+
+static ngx_command_t  ngx_http_cdp_commands[] = {
+
+    { ngx_string("cdp_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_cdp_redis,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("cdp_secret_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_cdp_secret_file,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("cdp_stream_maxlen"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_cdp_main_conf_t, stream_maxlen),
+      &ngx_http_cdp_positive_p },
+
+    { ngx_string("cdp_batch_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_cdp_main_conf_t, batch_size),
+      &ngx_http_cdp_positive_p },
+
+    { ngx_string("cdp_queue_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_cdp_main_conf_t, queue_size),
+      &ngx_http_cdp_positive_p },
+
+    { ngx_string("cdp_cookie"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_cdp_cookie,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("cdp_pixel"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS|NGX_CONF_TAKE1,
+      ngx_http_cdp_pixel,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("cdp_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_cdp_status,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_cdp_module_ctx = {
+    ngx_http_cdp_add_variables,            /* preconfiguration */
+    ngx_http_cdp_init,                     /* postconfiguration */
+
+    ngx_http_cdp_create_main_conf,         /* create main configuration */
+    ngx_http_cdp_init_main_conf,           /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_cdp_create_loc_conf,          /* create location configuration */
+    ngx_http_cdp_merge_loc_conf            /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_cdp_module = {
+    NGX_MODULE_V1,
+    &ngx_http_cdp_module_ctx,              /* module context */
+    ngx_http_cdp_commands,                 /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_cdp_init_process,             /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_cdp_exit_process,             /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_http_variable_t  ngx_http_cdp_vars[] = {
+
+    { ngx_string("cdp_anonymous_id"), NULL,
+      ngx_cdp_variable_anonymous_id, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+static ngx_str_t  ngx_http_cdp_zone_name = ngx_string("ngx_cdp_counters");
+
+static ngx_http_cdp_cookie_conf_t  ngx_http_cdp_default_cookie = {
+    ngx_string("cdp_aid"),
+    ngx_null_string,
+    ngx_string("/"),
+    NGX_CDP_MAX_AGE_LIMIT,
+    NGX_CDP_SAMESITE_LAX,
+    NGX_CDP_SECURE_AUTO
+};
+
+
+ngx_http_cdp_ctx_t *
+ngx_http_cdp_get_ctx(ngx_http_request_t *r)
+{
+    ngx_http_cdp_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_cdp_module);
+    if (ctx) {
+        return ctx;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_cdp_ctx_t));
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    ngx_http_set_ctx(r, ctx, ngx_http_cdp_module);
+
+    return ctx;
+}
+
+
+static ngx_int_t
+ngx_http_cdp_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_cdp_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_cdp_init(ngx_conf_t *cf)
+{
+    ngx_http_cdp_main_conf_t  *mcf;
+
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_cdp_module);
+
+    /*
+     * The counters live in shared memory so that cdp_status sums every
+     * worker and a reload keeps them (same name, size and tag).
+     */
+
+    mcf->shm_zone = ngx_shared_memory_add(cf, &ngx_http_cdp_zone_name,
+                                          8 * ngx_pagesize,
+                                          &ngx_http_cdp_module);
+    if (mcf->shm_zone == NULL) {
+        return NGX_ERROR;
+    }
+
+    mcf->shm_zone->init = ngx_cdp_status_init_zone;
+
+    return NGX_OK;
+}
+
+
+static void *
+ngx_http_cdp_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_cdp_main_conf_t  *mcf;
+
+    mcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_cdp_main_conf_t));
+    if (mcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     mcf->addr = NULL;
+     *     mcf->password = { 0, NULL };
+     *     mcf->prefix = { 0, NULL };
+     *     mcf->secret_file = { 0, NULL };
+     *     mcf->nkeys = 0;
+     */
+
+    mcf->db = NGX_CONF_UNSET_UINT;
+    mcf->timeout = NGX_CONF_UNSET_MSEC;
+    mcf->stream_maxlen = NGX_CONF_UNSET_UINT;
+    mcf->batch_size = NGX_CONF_UNSET_UINT;
+    mcf->queue_size = NGX_CONF_UNSET_UINT;
+
+    return mcf;
+}
+
+
+static char *
+ngx_http_cdp_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_cdp_main_conf_t  *mcf = conf;
+
+    ngx_conf_init_uint_value(mcf->db, 0);
+    ngx_conf_init_msec_value(mcf->timeout, 2000);
+    ngx_conf_init_uint_value(mcf->stream_maxlen, 1000000);
+    ngx_conf_init_uint_value(mcf->batch_size, 256);
+    ngx_conf_init_uint_value(mcf->queue_size, 10000);
+
+    if (mcf->prefix.data == NULL) {
+        ngx_str_set(&mcf->prefix, "cdp");
+    }
+
+    if (mcf->batch_size > mcf->queue_size) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "cdp_batch_size %ui is larger than "
+                           "cdp_queue_size %ui",
+                           mcf->batch_size, mcf->queue_size);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_cdp_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_cdp_loc_conf_t  *lcf;
+
+    lcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_cdp_loc_conf_t));
+    if (lcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     lcf->cookie = NULL;
+     *     lcf->pixel = 0;
+     */
+
+    return lcf;
+}
+
+
+static char *
+ngx_http_cdp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_cdp_loc_conf_t *prev = parent;
+    ngx_http_cdp_loc_conf_t *conf = child;
+
+    ngx_http_cdp_main_conf_t  *mcf;
+
+    if (conf->cookie == NULL) {
+        conf->cookie = prev->cookie ? prev->cookie
+                                    : &ngx_http_cdp_default_cookie;
+    }
+
+    if (conf->pixel == 0) {
+        return NGX_CONF_OK;
+    }
+
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_cdp_module);
+
+    if (mcf->nkeys == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "cdp_pixel requires cdp_secret_file "
+                           "in the http block");
+        return NGX_CONF_ERROR;
+    }
+
+    if (mcf->addr == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "cdp_pixel requires cdp_redis in the http block");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_cdp_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_cdp_main_conf_t *mcf = conf;
+
+    ngx_int_t    n;
+    ngx_str_t   *value, s;
+    ngx_url_t    u;
+    ngx_uint_t   i;
+    ngx_msec_t   ms;
+
+    if (mcf->addr) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url = value[1];
+    u.no_resolve = 0;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
+        if (u.err) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "%s in cdp_redis address \"%V\"",
+                               u.err, &u.url);
+        }
+
+        return NGX_CONF_ERROR;
+    }
+
+    if (u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "cdp_redis address \"%V\" resolves to nothing",
+                           &u.url);
+        return NGX_CONF_ERROR;
+    }
+
+    if (u.family != AF_UNIX && u.no_port) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "cdp_redis address \"%V\" has no port", &u.url);
+        return NGX_CONF_ERROR;
+    }
+
+    /* the first address: one connection per worker */
+    mcf->addr = &u.addrs[0];
+    mcf->addr_text = u.url;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
+            n = ngx_atoi(value[i].data + 3, value[i].len - 3);
+            if (n == NGX_ERROR || n > 15) {
+                goto invalid;
+            }
+
+            mcf->db = (ngx_uint_t) n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
+            mcf->password.data = value[i].data + 9;
+            mcf->password.len = value[i].len - 9;
+
+            if (mcf->password.len == 0) {
+                goto invalid;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "prefix=", 7) == 0) {
+            mcf->prefix.data = value[i].data + 7;
+            mcf->prefix.len = value[i].len - 7;
+
+            if (mcf->prefix.len == 0 || mcf->prefix.len > 64) {
+                goto invalid;
+            }
+
+            for (n = 0; n < (ngx_int_t) mcf->prefix.len; n++) {
+                if (mcf->prefix.data[n] <= ' '
+                    || mcf->prefix.data[n] >= 0x7f)
+                {
+                    goto invalid;
+                }
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "timeout=", 8) == 0) {
+            s.data = value[i].data + 8;
+            s.len = value[i].len - 8;
+
+            ms = ngx_parse_time(&s, 0);
+            if (ms == (ngx_msec_t) NGX_ERROR || ms == 0) {
+                goto invalid;
+            }
+
+            mcf->timeout = ms;
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown cdp_redis parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid cdp_redis parameter \"%V\"", &value[i]);
+
+    return NGX_CONF_ERROR;
+}
+
+
+static char *
+ngx_http_cdp_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_cdp_main_conf_t *mcf = conf;
+
+    u_char           *p, *end, *line, *last;
+    char             *rv;
+    ssize_t           n;
+    ngx_str_t        *value;
+    ngx_file_t        file;
+    ngx_file_info_t   fi;
+
+    if (mcf->secret_file.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    mcf->secret_file = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &mcf->secret_file, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&file, sizeof(ngx_file_t));
+    file.name = mcf->secret_file;
+    file.log = cf->log;
+
+    file.fd = ngx_open_file(file.name.data, NGX_FILE_RDONLY,
+                            NGX_FILE_OPEN, 0);
+    if (file.fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_open_file_n " \"%V\" failed", &file.name);
+        return NGX_CONF_ERROR;
+    }
+
+    rv = NGX_CONF_ERROR;
+    p = NULL;
+
+    if (ngx_fd_info(file.fd, &fi) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_fd_info_n " \"%V\" failed", &file.name);
+        goto done;
+    }
+
+    if (ngx_file_size(&fi) > 4096) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "cdp_secret_file \"%V\" is larger than 4096 bytes",
+                           &file.name);
+        goto done;
+    }
+
+    p = ngx_pnalloc(cf->temp_pool, (size_t) ngx_file_size(&fi) + 1);
+    if (p == NULL) {
+        goto done;
+    }
+
+    n = ngx_read_file(&file, p, (size_t) ngx_file_size(&fi), 0);
+    if (n == NGX_ERROR) {
+        goto done;
+    }
+
+    end = p + n;
+
+    /* one key per line: the first signs, every one verifies */
+
+    for (line = p; line < end; line = last + 1) {
+
+        last = ngx_strlchr(line, end, '\n');
+        if (last == NULL) {
+            last = end;
+        }
+
+        n = last - line;
+
+        while (n && (line[n - 1] == '\r' || line[n - 1] == ' '
+                     || line[n - 1] == '\t'))
+        {
+            n--;
+        }
+
+        if (n == 0) {
+            continue;
+        }
+
+        if (mcf->nkeys == NGX_CDP_MAX_KEYS) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "cdp_secret_file \"%V\" has more than %d keys",
+                               &file.name, NGX_CDP_MAX_KEYS);
+            goto done;
+        }
+
+        if (n < 32) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "key %ui in cdp_secret_file \"%V\" is %z "
+                               "bytes, at least 32 are required",
+                               mcf->nkeys + 1, &file.name, n);
+            goto done;
+        }
+
+        ngx_cdp_derive_key(mcf->cookie_keys[mcf->nkeys], line, n,
+                           "ngx_cdp anonymous id cookie v1");
+        mcf->nkeys++;
+    }
+
+    if (mcf->nkeys == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "cdp_secret_file \"%V\" holds no key",
+                           &file.name);
+        goto done;
+    }
+
+    rv = NGX_CONF_OK;
+
+done:
+
+    if (p) {
+        ngx_explicit_memzero(p, (size_t) ngx_file_size(&fi));
+    }
+
+    if (ngx_close_file(file.fd) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_ALERT, cf->log, ngx_errno,
+                      ngx_close_file_n " \"%V\" failed", &file.name);
+    }
+
+    return rv;
+}
+
+
+static char *
+ngx_http_cdp_cookie(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_cdp_loc_conf_t *lcf = conf;
+
+    time_t                       age;
+    ngx_str_t                   *value, s;
+    ngx_uint_t                   i, j;
+    ngx_http_cdp_cookie_conf_t  *ck;
+
+    if (lcf->cookie) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    for (j = 0; j < value[1].len; j++) {
+        if (value[1].data[j] <= ' ' || value[1].data[j] >= 0x7f
+            || ngx_strchr("()<>@,;:\\\"/[]?={}", value[1].data[j]))
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid cdp_cookie name \"%V\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    ck = ngx_palloc(cf->pool, sizeof(ngx_http_cdp_cookie_conf_t));
+    if (ck == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *ck = ngx_http_cdp_default_cookie;
+    ck->name = value[1];
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "domain=", 7) == 0) {
+            ck->domain.data = value[i].data + 7;
+            ck->domain.len = value[i].len - 7;
+
+            if (ck->domain.len == 0
+                || ngx_strlchr(ck->domain.data,
+                               ck->domain.data + ck->domain.len, ';'))
+            {
+                goto invalid;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "path=", 5) == 0) {
+            ck->path.data = value[i].data + 5;
+            ck->path.len = value[i].len - 5;
+
+            if (ck->path.len == 0 || ck->path.data[0] != '/'
+                || ngx_strlchr(ck->path.data,
+                               ck->path.data + ck->path.len, ';'))
+            {
+                goto invalid;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "max_age=", 8) == 0) {
+            s.data = value[i].data + 8;
+            s.len = value[i].len - 8;
+
+            age = ngx_parse_time(&s, 1);
+            if (age == (time_t) NGX_ERROR || age <= 0) {
+                goto invalid;
+            }
+
+            if (age > NGX_CDP_MAX_AGE_LIMIT) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "cdp_cookie \"%V\" exceeds 400 days, "
+                                   "the limit browsers apply", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            ck->max_age = age;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "samesite=", 9) == 0) {
+            s.data = value[i].data + 9;
+            s.len = value[i].len - 9;
+
+            if (s.len == 3 && ngx_strncasecmp(s.data, (u_char *) "lax", 3)
+                              == 0)
+            {
+                ck->samesite = NGX_CDP_SAMESITE_LAX;
+
+            } else if (s.len == 6
+                       && ngx_strncasecmp(s.data, (u_char *) "strict", 6)
+                          == 0)
+            {
+                ck->samesite = NGX_CDP_SAMESITE_STRICT;
+
+            } else if (s.len == 4
+                       && ngx_strncasecmp(s.data, (u_char *) "none", 4)
+                          == 0)
+            {
+                ck->samesite = NGX_CDP_SAMESITE_NONE;
+
+            } else {
+                goto invalid;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "secure=", 7) == 0) {
+            s.data = value[i].data + 7;
+            s.len = value[i].len - 7;
+
+            if (s.len == 4 && ngx_strncmp(s.data, "auto", 4) == 0) {
+                ck->secure = NGX_CDP_SECURE_AUTO;
+
+            } else if (s.len == 2 && ngx_strncmp(s.data, "on", 2) == 0) {
+                ck->secure = NGX_CDP_SECURE_ON;
+
+            } else if (s.len == 3 && ngx_strncmp(s.data, "off", 3) == 0) {
+                ck->secure = NGX_CDP_SECURE_OFF;
+
+            } else {
+                goto invalid;
+            }
+
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown cdp_cookie parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ck->samesite == NGX_CDP_SAMESITE_NONE
+        && ck->secure == NGX_CDP_SECURE_OFF)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "cdp_cookie samesite=none cannot be combined "
+                           "with secure=off: browsers reject such cookies");
+        return NGX_CONF_ERROR;
+    }
+
+    lcf->cookie = ck;
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid cdp_cookie parameter \"%V\"", &value[i]);
+
+    return NGX_CONF_ERROR;
+}
+
+
+static char *
+ngx_http_cdp_pixel(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_cdp_loc_conf_t *lcf = conf;
+
+    ngx_str_t                 *value;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (lcf->pixel) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    lcf->pixel = NGX_HTTP_OK;
+
+    if (cf->args->nelts == 2) {
+        if (value[1].len != 3 || ngx_strncmp(value[1].data, "204", 3) != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid cdp_pixel status \"%V\", "
+                               "only 204 may be given", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+
+        lcf->pixel = NGX_HTTP_NO_CONTENT;
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_cdp_pixel_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_cdp_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_cdp_status_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_cdp_positive(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_uint_t  *np = data;
+
+    if (*np == 0) {
+        return "must be positive";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_cdp_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_cdp_main_conf_t  *mcf;
+
+    /* cache manager and loader never serve requests */
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    mcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_cdp_module);
+    if (mcf == NULL || mcf->addr == NULL) {
+        return NGX_OK;
+    }
+
+    return ngx_cdp_redis_init_process(cycle, mcf);
+}
+
+
+static void
+ngx_http_cdp_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_cdp_redis_exit_process(cycle);
+}

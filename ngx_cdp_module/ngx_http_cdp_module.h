@@ -1,0 +1,146 @@
+
+/*
+ * ngx_cdp: a Customer Data Platform inside nginx.
+ * Shared types of the module's files.
+ */
+
+
+#ifndef _NGX_HTTP_CDP_MODULE_H_INCLUDED_
+#define _NGX_HTTP_CDP_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_cdp_codec.h"
+
+
+#define NGX_CDP_VERSION            "0.1.0"
+
+#define NGX_CDP_MAX_AGE_LIMIT      (400 * 86400)
+
+#define NGX_CDP_SAMESITE_LAX       0
+#define NGX_CDP_SAMESITE_STRICT    1
+#define NGX_CDP_SAMESITE_NONE      2
+
+#define NGX_CDP_SECURE_AUTO        0
+#define NGX_CDP_SECURE_ON          1
+#define NGX_CDP_SECURE_OFF         2
+
+
+/* counters kept in shared memory, summed over workers: ngx_cdp_status.c */
+typedef enum {
+    NGX_CDP_C_ACCEPTED = 0,
+    NGX_CDP_C_STORED,
+    NGX_CDP_C_DROP_MALFORMED,
+    NGX_CDP_C_DROP_TOO_LARGE,
+    NGX_CDP_C_DROP_QUEUE_FULL,
+    NGX_CDP_C_DROP_REDIS_DOWN,
+    NGX_CDP_C_DROP_REDIS_ERROR,
+    NGX_CDP_C_COOKIE_NEW,
+    NGX_CDP_C_COOKIE_KEPT,
+    NGX_CDP_C_COOKIE_FORGED,
+    NGX_CDP_C_COOKIE_MALFORMED,
+    NGX_CDP_C_REDIS_CONNECTS,
+    NGX_CDP_C_REDIS_CONNECT_FAILURES,
+    NGX_CDP_C_REDIS_DISCONNECTS,
+    NGX_CDP_C_REDIS_BATCHES,
+    NGX_CDP_C_QUEUE_EVENTS,
+    NGX_CDP_NCOUNTERS
+} ngx_cdp_counter_e;
+
+extern ngx_atomic_t  *ngx_cdp_counters;
+
+#define ngx_cdp_count(i, n)                                                   \
+    do {                                                                      \
+        if (ngx_cdp_counters) {                                               \
+            (void) ngx_atomic_fetch_add(&ngx_cdp_counters[i], n);             \
+        }                                                                     \
+    } while (0)
+
+
+typedef struct {
+    ngx_addr_t                *addr;        /* resolved at config time */
+    ngx_str_t                  addr_text;
+    ngx_uint_t                 db;
+    ngx_str_t                  password;
+    ngx_str_t                  prefix;
+    ngx_msec_t                 timeout;
+
+    ngx_str_t                  secret_file;
+    ngx_uint_t                 nkeys;
+    u_char                     cookie_keys[NGX_CDP_MAX_KEYS][NGX_CDP_KEY_LEN];
+
+    ngx_uint_t                 stream_maxlen;
+    ngx_uint_t                 batch_size;
+    ngx_uint_t                 queue_size;
+
+    ngx_shm_zone_t            *shm_zone;
+} ngx_http_cdp_main_conf_t;
+
+
+typedef struct {
+    ngx_str_t                  name;
+    ngx_str_t                  domain;
+    ngx_str_t                  path;
+    time_t                     max_age;
+    ngx_uint_t                 samesite;
+    ngx_uint_t                 secure;
+} ngx_http_cdp_cookie_conf_t;
+
+
+typedef struct {
+    ngx_http_cdp_cookie_conf_t *cookie;
+    ngx_uint_t                  pixel;      /* 0, 200 or 204 */
+} ngx_http_cdp_loc_conf_t;
+
+
+#define NGX_CDP_AID_UNKNOWN        0        /* not looked at yet */
+#define NGX_CDP_AID_NONE           1        /* no valid cookie, none minted */
+#define NGX_CDP_AID_KEPT           2        /* from a valid cookie */
+#define NGX_CDP_AID_NEW            3        /* minted for this request */
+
+typedef struct {
+    ngx_uint_t                 aid_state;
+    u_char                     aid[NGX_CDP_ID_HEX_LEN];
+} ngx_http_cdp_ctx_t;
+
+
+extern ngx_module_t  ngx_http_cdp_module;
+
+
+ngx_http_cdp_ctx_t *ngx_http_cdp_get_ctx(ngx_http_request_t *r);
+
+/* ngx_cdp_cookie.c */
+void ngx_cdp_cookie_read(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
+    ngx_uint_t count);
+ngx_int_t ngx_cdp_cookie_issue(ngx_http_request_t *r,
+    ngx_http_cdp_ctx_t *ctx);
+ngx_int_t ngx_cdp_variable_anonymous_id(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+
+/* ngx_cdp_event.c */
+ngx_int_t ngx_cdp_event_from_hit(ngx_http_request_t *r,
+    ngx_http_cdp_ctx_t *ctx, ngx_cdp_hit_t *hit, ngx_str_t *json);
+
+/* ngx_cdp_pixel.c */
+ngx_int_t ngx_cdp_pixel_handler(ngx_http_request_t *r);
+
+/* ngx_cdp_status.c */
+ngx_int_t ngx_cdp_status_handler(ngx_http_request_t *r);
+ngx_int_t ngx_cdp_status_init_zone(ngx_shm_zone_t *shm_zone, void *data);
+
+/* ngx_cdp_redis.c */
+ngx_int_t ngx_cdp_redis_init_process(ngx_cycle_t *cycle,
+    ngx_http_cdp_main_conf_t *mcf);
+void ngx_cdp_redis_exit_process(ngx_cycle_t *cycle);
+
+#define NGX_CDP_EVENT_PAGE         0
+#define NGX_CDP_EVENT_TRACK        1
+
+ngx_int_t ngx_cdp_redis_enqueue_event(const u_char *aid, ngx_uint_t kind,
+    ngx_str_t *json);
+
+
+#endif /* _NGX_HTTP_CDP_MODULE_H_INCLUDED_ */
