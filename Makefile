@@ -29,7 +29,7 @@ deps:
 
 # Debian's nginx-dev ships a configurable source tree with the flags its
 # nginx binary was built with: the module must be built with the same ones.
-$(BUILD)/Makefile: config
+$(BUILD)/objs/Makefile: config
 	@test -x $(NGINX_SRC)/configure || { \
 	    echo "no nginx source at $(NGINX_SRC): apt-get install nginx-dev," \
 	         "or make NGINX_SRC=/path/to/nginx-x.y.z"; exit 1; }
@@ -43,7 +43,7 @@ $(BUILD)/Makefile: config
 	    ./configure --with-compat --add-dynamic-module=$(TOP); \
 	fi
 
-$(MODULE): $(BUILD)/Makefile $(SRCS)
+$(MODULE): $(BUILD)/objs/Makefile $(SRCS)
 	sh store/embed.sh store/cdp.lua \
 	    $(BUILD)/objs/addon/ngx_cdp/ngx_cdp_store_lua.h
 	$(MAKE) -C $(BUILD) -f objs/Makefile modules

@@ -18,6 +18,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/params.h>
 
 
 #define NGX_CDP_HMAC_LEN  32
@@ -25,8 +26,10 @@
 
 static int ngx_cdp_hmac_sha256(u_char out[NGX_CDP_HMAC_LEN],
     const u_char *key, size_t key_len, const u_char *msg, size_t len);
+static int ngx_cdp_hmac_keyed(u_char out[NGX_CDP_HMAC_LEN],
+    const ngx_cdp_hmac_key_t *key, const u_char *msg, size_t len);
 static void ngx_cdp_cookie_tag(u_char tag[NGX_CDP_HMAC_LEN],
-    const u_char *hex, const u_char key[NGX_CDP_KEY_LEN], int *ok);
+    const u_char *hex, const ngx_cdp_hmac_key_t *key, int *ok);
 static int ngx_cdp_hex_value(u_char c);
 static int ngx_cdp_b64url_value(u_char c);
 static void ngx_cdp_b64url_encode(u_char *dst, const u_char *src,
@@ -87,11 +90,84 @@ ngx_cdp_derive_key(u_char out[NGX_CDP_KEY_LEN], const u_char *secret,
 }
 
 
+int
+ngx_cdp_hmac_key_init(ngx_cdp_hmac_key_t *key,
+    const u_char raw[NGX_CDP_KEY_LEN])
+{
+    OSSL_PARAM       params[2];
+    EVP_MAC_CTX     *ctx;
+    static EVP_MAC  *hmac;
+
+    memcpy(key->raw, raw, NGX_CDP_KEY_LEN);
+    key->mac = NULL;
+
+    if (hmac == NULL) {
+        hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+        if (hmac == NULL) {
+            return 0;
+        }
+    }
+
+    ctx = EVP_MAC_CTX_new(hmac);
+    if (ctx == NULL) {
+        return 0;
+    }
+
+    params[0] = OSSL_PARAM_construct_utf8_string("digest", (char *) "SHA256",
+                                                 0);
+    params[1] = OSSL_PARAM_construct_end();
+
+    if (!EVP_MAC_init(ctx, key->raw, NGX_CDP_KEY_LEN, params)) {
+        EVP_MAC_CTX_free(ctx);
+        return 0;
+    }
+
+    key->mac = ctx;
+
+    return 1;
+}
+
+
 void
-ngx_cdp_hmac(u_char out[32], const u_char key[NGX_CDP_KEY_LEN],
+ngx_cdp_hmac_key_free(ngx_cdp_hmac_key_t *key)
+{
+    EVP_MAC_CTX_free(key->mac);
+    key->mac = NULL;
+    OPENSSL_cleanse(key->raw, NGX_CDP_KEY_LEN);
+}
+
+
+static int
+ngx_cdp_hmac_keyed(u_char out[NGX_CDP_HMAC_LEN],
+    const ngx_cdp_hmac_key_t *key, const u_char *msg, size_t len)
+{
+    size_t  out_len;
+
+    if (key->mac == NULL) {
+        return ngx_cdp_hmac_sha256(out, key->raw, NGX_CDP_KEY_LEN, msg, len);
+    }
+
+    /* a NULL key restarts HMAC with the key already set */
+
+    out_len = 0;
+
+    if (!EVP_MAC_init(key->mac, NULL, 0, NULL)
+        || !EVP_MAC_update(key->mac, msg, len)
+        || !EVP_MAC_final(key->mac, out, &out_len, NGX_CDP_HMAC_LEN)
+        || out_len != NGX_CDP_HMAC_LEN)
+    {
+        return 0;
+    }
+
+    return 1;
+}
+
+
+void
+ngx_cdp_hmac(u_char out[32], const ngx_cdp_hmac_key_t *key,
     const u_char *msg, size_t len)
 {
-    if (!ngx_cdp_hmac_sha256(out, key, NGX_CDP_KEY_LEN, msg, len)) {
+    if (!ngx_cdp_hmac_keyed(out, key, msg, len)) {
         memset(out, 0, NGX_CDP_HMAC_LEN);
     }
 }
@@ -115,14 +191,14 @@ ngx_cdp_hex(u_char *dst, const u_char *src, size_t len)
 
 static void
 ngx_cdp_cookie_tag(u_char tag[NGX_CDP_HMAC_LEN], const u_char *hex,
-    const u_char key[NGX_CDP_KEY_LEN], int *ok)
+    const ngx_cdp_hmac_key_t *key, int *ok)
 {
     u_char  msg[sizeof(ngx_cdp_aid_prefix) - 1 + NGX_CDP_ID_HEX_LEN];
 
     memcpy(msg, ngx_cdp_aid_prefix, sizeof(ngx_cdp_aid_prefix) - 1);
     memcpy(msg + sizeof(ngx_cdp_aid_prefix) - 1, hex, NGX_CDP_ID_HEX_LEN);
 
-    *ok = ngx_cdp_hmac_sha256(tag, key, NGX_CDP_KEY_LEN, msg, sizeof(msg));
+    *ok = ngx_cdp_hmac_keyed(tag, key, msg, sizeof(msg));
 }
 
 
@@ -175,7 +251,7 @@ ngx_cdp_b64url_value(u_char c)
 
 void
 ngx_cdp_cookie_encode(u_char *dst, const u_char id[NGX_CDP_ID_LEN],
-    const u_char key[NGX_CDP_KEY_LEN])
+    const ngx_cdp_hmac_key_t *key)
 {
     int     ok;
     u_char  tag[NGX_CDP_HMAC_LEN];
@@ -197,7 +273,7 @@ ngx_cdp_cookie_encode(u_char *dst, const u_char id[NGX_CDP_ID_LEN],
 
 int
 ngx_cdp_cookie_decode(const u_char *src, size_t len,
-    const u_char keys[][NGX_CDP_KEY_LEN], size_t nkeys,
+    const ngx_cdp_hmac_key_t *keys, size_t nkeys,
     u_char id_hex[NGX_CDP_ID_HEX_LEN])
 {
     int           ok, v;
@@ -245,7 +321,7 @@ ngx_cdp_cookie_decode(const u_char *src, size_t len,
     }
 
     for (k = 0; k < nkeys; k++) {
-        ngx_cdp_cookie_tag(mac, src, keys[k], &ok);
+        ngx_cdp_cookie_tag(mac, src, &keys[k], &ok);
 
         if (ok && CRYPTO_memcmp(tag, mac, NGX_CDP_TAG_LEN) == 0) {
             memcpy(id_hex, src, NGX_CDP_ID_HEX_LEN);
@@ -328,6 +404,11 @@ ngx_cdp_utf8_valid(const u_char *p, size_t len)
     size_t        n;
     const u_char  *end;
 
+    if (len == 0) {
+        /* p may be NULL: no arithmetic on it */
+        return 1;
+    }
+
     end = p + len;
 
     while (p < end) {
@@ -374,6 +455,10 @@ ngx_cdp_unescape(u_char *dst, const u_char *src, size_t len)
     int           hi, lo;
     u_char        *d;
     const u_char  *end;
+
+    if (len == 0) {
+        return 0;
+    }
 
     /* d never passes src, so decoding in place is safe */
 
@@ -464,7 +549,7 @@ ngx_cdp_prop_name_valid(const u_char *p, size_t len)
     size_t  i;
     u_char  c;
 
-    if (len == 0 || len > NGX_CDP_MAX_PROP_NAME) {
+    if (len == 0) {
         return 0;
     }
 
@@ -538,6 +623,11 @@ ngx_cdp_hit_parse(const u_char *query, size_t len, ngx_cdp_hit_t *hit,
         return NGX_CDP_HIT_TOO_LARGE;
     }
 
+    if (len == 0) {
+        /* nginx's r->args.data is NULL without a query */
+        return NGX_CDP_HIT_OK;
+    }
+
     pos = query;
     end = query + len;
     p = scratch;
@@ -596,6 +686,10 @@ ngx_cdp_hit_parse(const u_char *query, size_t len, ngx_cdp_hit_t *hit,
 
         name = p + 2;
         name_len = klen - 2;
+
+        if (name_len > NGX_CDP_MAX_PROP_NAME) {
+            return NGX_CDP_HIT_TOO_LARGE;
+        }
 
         if (!ngx_cdp_prop_name_valid(name, name_len)) {
             return NGX_CDP_HIT_MALFORMED;
@@ -692,6 +786,11 @@ ngx_cdp_url_parse(const u_char *url, size_t len, ngx_cdp_url_t *u,
     fields[2] = &u->name;
     fields[3] = &u->term;
     fields[4] = &u->content;
+
+    if (len == 0) {
+        /* url may be NULL */
+        url = ngx_cdp_empty;
+    }
 
     end = url + len;
 
@@ -794,9 +893,15 @@ ngx_cdp_json_str(u_char *dst, const u_char *src, size_t len)
     size_t        n;
     const u_char  *end;
 
-    end = src + len;
-
     *dst++ = '"';
+
+    if (len == 0) {
+        /* src may be NULL */
+        *dst++ = '"';
+        return dst;
+    }
+
+    end = src + len;
 
     while (src < end) {
         c = *src;

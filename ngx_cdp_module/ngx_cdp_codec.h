@@ -39,8 +39,24 @@
 void ngx_cdp_derive_key(u_char out[NGX_CDP_KEY_LEN], const u_char *secret,
     size_t secret_len, const char *label);
 
+/*
+ * A key prepared once for HMAC-SHA256.  OpenSSL 3's one-shot HMAC() looks
+ * the algorithm up by name on every call, which cost more than the rest of
+ * a pixel hit; a keyed EVP_MAC_CTX is only re-initialised.  init() returns
+ * 1, or 0 when libcrypto fails (the key then still works, slowly); free()
+ * releases the context.
+ */
+typedef struct {
+    u_char         raw[NGX_CDP_KEY_LEN];
+    void          *mac;                 /* EVP_MAC_CTX * */
+} ngx_cdp_hmac_key_t;
+
+int ngx_cdp_hmac_key_init(ngx_cdp_hmac_key_t *key,
+    const u_char raw[NGX_CDP_KEY_LEN]);
+void ngx_cdp_hmac_key_free(ngx_cdp_hmac_key_t *key);
+
 /* HMAC-SHA256 */
-void ngx_cdp_hmac(u_char out[32], const u_char key[NGX_CDP_KEY_LEN],
+void ngx_cdp_hmac(u_char out[32], const ngx_cdp_hmac_key_t *key,
     const u_char *msg, size_t len);
 
 /* lowercase hex of len bytes into dst (2 * len bytes); returns dst end */
@@ -53,9 +69,9 @@ u_char *ngx_cdp_hex(u_char *dst, const u_char *src, size_t len);
  * writes the hex id into id_hex on success.
  */
 void ngx_cdp_cookie_encode(u_char *dst, const u_char id[NGX_CDP_ID_LEN],
-    const u_char key[NGX_CDP_KEY_LEN]);
+    const ngx_cdp_hmac_key_t *key);
 int ngx_cdp_cookie_decode(const u_char *src, size_t len,
-    const u_char keys[][NGX_CDP_KEY_LEN], size_t nkeys,
+    const ngx_cdp_hmac_key_t *keys, size_t nkeys,
     u_char id_hex[NGX_CDP_ID_HEX_LEN]);
 
 /* 1 when [p, p + len) is well-formed UTF-8 (no overlongs, surrogates) */
@@ -110,6 +126,7 @@ int ngx_cdp_query_next(const u_char **pos, const u_char *end,
 #define NGX_CDP_HIT_OK           0
 #define NGX_CDP_HIT_MALFORMED    1      /* bad escape, bad UTF-8, bad name */
 #define NGX_CDP_HIT_TOO_LARGE    2      /* a limit above is exceeded */
+                                        /* (a property name too)     */
 
 typedef struct {
     const u_char  *data;

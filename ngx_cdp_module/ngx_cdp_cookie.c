@@ -47,9 +47,7 @@ ngx_cdp_cookie_read(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
         return;
     }
 
-    rc = ngx_cdp_cookie_decode(value.data, value.len,
-                               (const u_char (*)[NGX_CDP_KEY_LEN])
-                                   mcf->cookie_keys,
+    rc = ngx_cdp_cookie_decode(value.data, value.len, mcf->cookie_keys,
                                mcf->nkeys, ctx->aid);
 
     switch (rc) {
@@ -155,7 +153,7 @@ ngx_cdp_cookie_issue(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx)
 
     p = ngx_copy(p, ck->name.data, ck->name.len);
     *p++ = '=';
-    ngx_cdp_cookie_encode(p, id, mcf->cookie_keys[0]);
+    ngx_cdp_cookie_encode(p, id, &mcf->cookie_keys[0]);
     p += NGX_CDP_COOKIE_LEN;
 
     p = ngx_sprintf(p, "; Max-Age=%T; Path=%V", ck->max_age, &ck->path);

@@ -236,8 +236,6 @@ ngx_cdp_redis_enqueue_event(const u_char *aid, ngx_uint_t kind,
 
     rd = ngx_cdp_redis;
 
-    ngx_cdp_count(NGX_CDP_C_ACCEPTED, 1);
-
     if (rd == NULL || rd->state == NGX_CDP_REDIS_DOWN) {
         ngx_cdp_count(NGX_CDP_C_DROP_REDIS_DOWN, 1);
         return NGX_DECLINED;
@@ -288,6 +286,7 @@ ngx_cdp_redis_enqueue_event(const u_char *aid, ngx_uint_t kind,
 
     rd->batch++;
     rd->queued++;
+    ngx_cdp_count(NGX_CDP_C_ACCEPTED, 1);
     ngx_cdp_count(NGX_CDP_C_QUEUE_EVENTS, 1);
 
     if (rd->batch >= rd->mcf->batch_size) {

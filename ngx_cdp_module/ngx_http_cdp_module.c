@@ -25,6 +25,7 @@ static char *ngx_http_cdp_pixel(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_cdp_status(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_cdp_positive(ngx_conf_t *cf, void *post, void *data);
+static void ngx_http_cdp_cleanup_key(void *data);
 static ngx_int_t ngx_http_cdp_init_process(ngx_cycle_t *cycle);
 static void ngx_http_cdp_exit_process(ngx_cycle_t *cycle);
 
@@ -316,12 +317,6 @@ ngx_http_cdp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
-    if (mcf->addr == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "cdp_pixel requires cdp_redis in the http block");
-        return NGX_CONF_ERROR;
-    }
-
     return NGX_CONF_OK;
 }
 
@@ -451,12 +446,14 @@ ngx_http_cdp_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_cdp_main_conf_t *mcf = conf;
 
-    u_char           *p, *end, *line, *last;
-    char             *rv;
-    ssize_t           n;
-    ngx_str_t        *value;
-    ngx_file_t        file;
-    ngx_file_info_t   fi;
+    u_char              *p, *end, *line, *last;
+    char                *rv;
+    ssize_t              n;
+    ngx_str_t           *value;
+    ngx_file_t           file;
+    ngx_file_info_t      fi;
+    ngx_pool_cleanup_t  *cln;
+    u_char               raw[NGX_CDP_KEY_LEN];
 
     if (mcf->secret_file.data) {
         return "is duplicate";
@@ -545,8 +542,22 @@ ngx_http_cdp_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             goto done;
         }
 
-        ngx_cdp_derive_key(mcf->cookie_keys[mcf->nkeys], line, n,
-                           "ngx_cdp anonymous id cookie v1");
+        ngx_cdp_derive_key(raw, line, n, "ngx_cdp anonymous id cookie v1");
+
+        cln = ngx_pool_cleanup_add(cf->pool, 0);
+        if (cln == NULL) {
+            goto done;
+        }
+
+        if (!ngx_cdp_hmac_key_init(&mcf->cookie_keys[mcf->nkeys], raw)) {
+            ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                               "cdp: cannot prepare an HMAC context, "
+                               "signing will be slower");
+        }
+
+        cln->handler = ngx_http_cdp_cleanup_key;
+        cln->data = &mcf->cookie_keys[mcf->nkeys];
+
         mcf->nkeys++;
     }
 
@@ -565,12 +576,21 @@ done:
         ngx_explicit_memzero(p, (size_t) ngx_file_size(&fi));
     }
 
+    ngx_explicit_memzero(raw, NGX_CDP_KEY_LEN);
+
     if (ngx_close_file(file.fd) == NGX_FILE_ERROR) {
         ngx_log_error(NGX_LOG_ALERT, cf->log, ngx_errno,
                       ngx_close_file_n " \"%V\" failed", &file.name);
     }
 
     return rv;
+}
+
+
+static void
+ngx_http_cdp_cleanup_key(void *data)
+{
+    ngx_cdp_hmac_key_free(data);
 }
 
 

@@ -70,7 +70,7 @@ typedef struct {
 
     ngx_str_t                  secret_file;
     ngx_uint_t                 nkeys;
-    u_char                     cookie_keys[NGX_CDP_MAX_KEYS][NGX_CDP_KEY_LEN];
+    ngx_cdp_hmac_key_t         cookie_keys[NGX_CDP_MAX_KEYS];
 
     ngx_uint_t                 stream_maxlen;
     ngx_uint_t                 batch_size;

@@ -1,0 +1,361 @@
+#!/bin/bash
+# make bench: the cdp_pixel against nginx's own ceiling, `userid on;` +
+# `empty_gif;`, on the same nginx (1 worker), with wrk on loopback and a
+# private redis-server, then a count of what reached Redis.
+#
+#   BENCH_SECONDS  seconds per wrk run (default 10)
+#   ROUNDS         rounds, each one pixel run and one empty_gif run (default 3)
+#   CONNECTIONS    wrk connections (default 50)
+#
+# No cookies are sent: every request mints a new id in both locations.
+# The machine is small and shared: read the ratio and the medians, not a
+# lone absolute figure.
+#
+# Exits 1 when Redis did not store every pixel hit that nginx answered (its
+# stub_status request counter, read around each pixel run: wrk's own
+# "N requests" misses the last replies in flight when it stops, up to one
+# per connection), when any event was dropped, or when wrk counted more
+# answered hits than Redis stored.
+
+set -u
+
+TOP=$(cd "$(dirname "$0")/../.." && pwd)
+NGINX_BIN=${NGINX_BIN:-/usr/sbin/nginx}
+MODULE=$TOP/build/objs/ngx_http_cdp_module.so
+SECONDS_PER_RUN=${BENCH_SECONDS:-10}
+ROUNDS=${ROUNDS:-3}
+CONNS=${CONNECTIONS:-50}
+WARMUP=2
+PREFIX=bench
+
+die() { printf 'bench: %s\n' "$*" >&2; exit 2; }
+
+for t in wrk redis-server redis-cli curl openssl; do
+    command -v "$t" >/dev/null 2>&1 || die "$t not found (make deps)"
+done
+[ -x "$NGINX_BIN" ] || die "no nginx at $NGINX_BIN"
+[ -f "$MODULE" ] || die "the module is not built: $MODULE (make build)"
+case $SECONDS_PER_RUN$ROUNDS$CONNS in
+    *[!0-9]*) die "BENCH_SECONDS, ROUNDS and CONNECTIONS must be integers" ;;
+esac
+[ "$ROUNDS" -ge 1 ] && [ "$SECONDS_PER_RUN" -ge 1 ] || die "ROUNDS, BENCH_SECONDS >= 1"
+
+TMP=$(mktemp -d /tmp/ngx_cdp_bench.XXXXXX) || die "mktemp failed"
+redis_pid=
+nginx_pid=
+
+alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
+
+wait_gone() {
+    local i=0
+    while alive "$1" && [ "$i" -lt "$2" ]; do sleep 0.1; i=$((i + 1)); done
+    ! alive "$1"
+}
+
+cleanup() {
+    trap '' INT TERM
+    if alive "$nginx_pid"; then
+        kill -QUIT "$nginx_pid" 2>/dev/null
+        wait_gone "$nginx_pid" 100 || kill -KILL "$nginx_pid" 2>/dev/null
+        wait "$nginx_pid" 2>/dev/null
+    fi
+    if alive "$redis_pid"; then
+        redis-cli -p "$REDIS_PORT" SHUTDOWN NOSAVE >/dev/null 2>&1 \
+            || kill -TERM "$redis_pid" 2>/dev/null
+        wait_gone "$redis_pid" 100 || kill -KILL "$redis_pid" 2>/dev/null
+        wait "$redis_pid" 2>/dev/null
+    fi
+    if [ -n "${KEEP_BENCH_DIR:-}" ]; then
+        echo "bench files kept in $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+}
+trap cleanup EXIT
+trap 'echo; echo "bench: interrupted"; exit 130' INT TERM
+
+# two free loopback ports, chosen by the kernel
+read -r REDIS_PORT HTTP_PORT < <(/usr/bin/python3 - <<'EOF'
+import socket
+socks = []
+for _ in range(2):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(*(s.getsockname()[1] for s in socks))
+EOF
+)
+[ -n "${HTTP_PORT:-}" ] || die "could not find free ports"
+
+# --- Redis -----------------------------------------------------------------
+
+setsid redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$TMP" \
+    --save '' --appendonly no --daemonize no \
+    --logfile "$TMP/redis.log" </dev/null &
+redis_pid=$!
+i=0
+until redis-cli -p "$REDIS_PORT" PING 2>/dev/null | grep -q PONG; do
+    alive "$redis_pid" && [ "$i" -lt 100 ] || { cat "$TMP/redis.log" >&2; die "Redis did not start"; }
+    sleep 0.1; i=$((i + 1))
+done
+
+# --- nginx -----------------------------------------------------------------
+
+(umask 077 && openssl rand -hex 32 > "$TMP/secret")
+mkdir -p "$TMP/logs" "$TMP/temp"
+user_line=
+[ "$(id -u)" = 0 ] && user_line="user root;"
+
+cat > "$TMP/nginx.conf" <<EOF
+load_module $MODULE;
+$user_line
+daemon off;
+master_process on;
+worker_processes 1;
+pid $TMP/logs/nginx.pid;
+error_log $TMP/logs/error.log warn;
+
+events {
+    worker_connections 4096;
+}
+
+http {
+    access_log off;
+    client_body_temp_path $TMP/temp/client_body;
+    proxy_temp_path       $TMP/temp/proxy;
+    fastcgi_temp_path     $TMP/temp/fastcgi;
+    uwsgi_temp_path       $TMP/temp/uwsgi;
+    scgi_temp_path        $TMP/temp/scgi;
+
+    cdp_redis         127.0.0.1:$REDIS_PORT prefix=$PREFIX;
+    cdp_secret_file   $TMP/secret;
+    cdp_stream_maxlen 50000000;
+
+    server {
+        listen 127.0.0.1:$HTTP_PORT;
+
+        location = /p.gif {
+            cdp_pixel;
+        }
+
+        location = /ug.gif {
+            userid         on;
+            userid_name    uid;
+            userid_expires 400d;
+            empty_gif;
+        }
+
+        location = /status {
+            cdp_status;
+        }
+
+        # nginx's own request counter: how many pixel hits nginx answered,
+        # including the ones still in flight when wrk stops counting
+        location = /nginx_status {
+            stub_status;
+        }
+    }
+}
+EOF
+
+NGX_ARGS=(-p "$TMP/" -c "$TMP/nginx.conf" -e "$TMP/logs/error.log")
+out=$("$NGINX_BIN" "${NGX_ARGS[@]}" -t -q 2>&1) \
+    || { printf '%s\n' "$out" >&2; die "nginx rejects the bench configuration"; }
+
+setsid "$NGINX_BIN" "${NGX_ARGS[@]}" </dev/null &
+nginx_pid=$!
+BASE=http://127.0.0.1:$HTTP_PORT
+i=0
+until curl -s -o /dev/null "$BASE/status" 2>/dev/null; do
+    alive "$nginx_pid" && [ "$i" -lt 100 ] || { cat "$TMP/logs/error.log" >&2; die "nginx did not start"; }
+    sleep 0.1; i=$((i + 1))
+done
+
+# sanity: both answer a GIF and a cookie
+for u in /p.gif /ug.gif; do
+    h=$(curl -s -o /dev/null -D - "$BASE$u")
+    printf '%s' "$h" | grep -q '^HTTP/1.1 200' || die "$u: not 200: $h"
+    printf '%s' "$h" | grep -qi '^set-cookie:' || die "$u: no Set-Cookie: $h"
+done
+# the sanity pixel hit is stored too
+sanity_hits=1
+
+# nginx's total request count (stub_status "requests"); reading it is itself
+# a request, counted in the figure it returns
+ngx_requests() {
+    curl -s "$BASE/nginx_status" | awk 'NR == 3 { print $3 }'
+}
+
+# --- wrk -------------------------------------------------------------------
+
+# wrk_run NAME URL SECONDS: runs wrk, leaves its output in $TMP/NAME.txt;
+# adds the requests nginx answered during a pixel run to nginx_answered
+nginx_answered=0
+wrk_run() {
+    local before after
+    before=$(ngx_requests)
+    wrk -t1 -c"$CONNS" -d"$3"s --latency "$BASE$2" > "$TMP/$1.txt" 2>&1 \
+        || { cat "$TMP/$1.txt" >&2; die "wrk failed on $2"; }
+    sleep 0.2    # let the worker finish the last requests wrk left behind
+    after=$(ngx_requests)
+    if [ "$2" = /p.gif ]; then
+        # minus the reading of "after" itself
+        nginx_answered=$((nginx_answered + after - before - 1))
+    fi
+}
+
+# fields of one wrk output: requests req_per_sec p99_ms non2xx socket_errors
+wrk_parse() {
+    awk '
+    function ms(v) {
+        if (v ~ /us$/) return v / 1000
+        if (v ~ /ms$/) return v + 0
+        if (v ~ /s$/)  return v * 1000
+        return v + 0
+    }
+    / requests in /        { req = $1 }
+    /^Requests\/sec:/      { rps = $2 }
+    $1 == "99%"            { p99 = ms($2) }
+    /Non-2xx or 3xx/       { bad = $NF }
+    /Socket errors:/       { gsub(",", ""); err = $4 + $6 + $8 + $10 }
+    END { printf "%d %.2f %.3f %d %d\n", req, rps, p99, bad, err }
+    ' "$1"
+}
+
+median() {
+    printf '%s\n' "$@" | sort -g | awk '
+        { v[NR] = $1 }
+        END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR/2] + v[NR/2 + 1]) / 2 }'
+}
+
+echo "ngx_cdp bench: wrk -t1 -c$CONNS -d${SECONDS_PER_RUN}s --latency," \
+     "$ROUNDS rounds, ${WARMUP}s warm-up; nginx 1 worker, Redis on 127.0.0.1:$REDIS_PORT"
+echo "warm-up..."
+wrk_run warm_pixel /p.gif "$WARMUP"
+wrk_run warm_ug /ug.gif "$WARMUP"
+
+answered=$(wrk_parse "$TMP/warm_pixel.txt" | cut -d' ' -f1)
+bad_total=0
+px_rps=() px_p99=() ug_rps=() ug_p99=()
+for r in $(seq 1 "$ROUNDS"); do
+    # alternate which goes first, so neither always runs on a warmer box
+    if [ $((r % 2)) = 1 ]; then order="pixel ug"; else order="ug pixel"; fi
+    for k in $order; do
+        if [ "$k" = pixel ]; then u=/p.gif; else u=/ug.gif; fi
+        wrk_run "${k}_$r" "$u" "$SECONDS_PER_RUN"
+        read -r req rps p99 bad err < <(wrk_parse "$TMP/${k}_$r.txt")
+        printf '  round %d  %-9s %9s req/s  p99 %8s ms  %9d requests' \
+            "$r" "$k" "$rps" "$p99" "$req"
+        [ "$bad" -gt 0 ] || [ "$err" -gt 0 ] && printf '  (non-2xx %d, socket errors %d)' "$bad" "$err"
+        printf '\n'
+        bad_total=$((bad_total + bad))
+        if [ "$k" = pixel ]; then
+            px_rps+=("$rps"); px_p99+=("$p99")
+            answered=$((answered + req))
+        else
+            ug_rps+=("$rps"); ug_p99+=("$p99")
+        fi
+    done
+done
+
+# --- what reached Redis ------------------------------------------------------
+
+status() { curl -s "$BASE/status"; }
+counter() {
+    # sum of every sample of metric $1 in status text $2
+    printf '%s\n' "$2" | awk -v m="$1" '
+        $1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%d\n", s }'
+}
+
+echo "waiting for Redis to stop growing..."
+last=-1 same=0 i=0
+while :; do
+    n=$(redis-cli -p "$REDIS_PORT" XLEN "$PREFIX:events")
+    q=$(counter cdp_queue_events "$(status)")
+    if [ "$n" = "$last" ] && [ "$q" = 0 ]; then
+        same=$((same + 1))
+        [ "$same" -ge 3 ] && break
+    else
+        same=0
+    fi
+    last=$n
+    i=$((i + 1))
+    [ "$i" -ge 240 ] && { echo "bench: still growing after 120 s"; break; }
+    sleep 0.5
+done
+
+st=$(status)
+stored=$(redis-cli -p "$REDIS_PORT" XLEN "$PREFIX:events")
+browsers=$(redis-cli -p "$REDIS_PORT" DBSIZE)
+browsers=$((browsers - 1))
+c_accepted=$(counter cdp_events_accepted_total "$st")
+c_stored=$(counter cdp_events_stored_total "$st")
+c_dropped=$(counter cdp_events_dropped_total "$st")
+c_batches=$(counter cdp_redis_batches_total "$st")
+c_new=$(counter cdp_cookies_total "$st")
+drops=$(printf '%s\n' "$st" | awk '/^cdp_events_dropped_total/ && $2 > 0 { printf " %s=%s", $1, $2 }')
+
+cmdstat=$(redis-cli -p "$REDIS_PORT" INFO commandstats | tr -d '\r' | grep '^cmdstat_fcall:')
+fcalls=$(printf '%s' "$cmdstat" | sed -n 's/.*[:,]calls=\([0-9]*\).*/\1/p')
+usec_per_call=$(printf '%s' "$cmdstat" | sed -n 's/.*usec_per_call=\([0-9.]*\).*/\1/p')
+failed_calls=$(printf '%s' "$cmdstat" | sed -n 's/.*failed_calls=\([0-9]*\).*/\1/p')
+: "${fcalls:=0}" "${usec_per_call:=0}" "${failed_calls:=0}"
+used_memory=$(redis-cli -p "$REDIS_PORT" INFO memory | tr -d '\r' | sed -n 's/^used_memory_human://p')
+
+answered_all=$((answered + sanity_hits))
+answered_nginx=$((nginx_answered + sanity_hits))
+
+px_rps_med=$(median "${px_rps[@]}")
+ug_rps_med=$(median "${ug_rps[@]}")
+px_p99_med=$(median "${px_p99[@]}")
+ug_p99_med=$(median "${ug_p99[@]}")
+ratio=$(awk -v a="$px_rps_med" -v b="$ug_rps_med" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }')
+per_call=$(awk -v a="$answered_nginx" -v b="$fcalls" 'BEGIN { if (b > 0) printf "%.1f", a / b; else print "n/a" }')
+per_event_us=$(awk -v u="$usec_per_call" -v e="$per_call" 'BEGIN { if (e > 0) printf "%.2f", u / e; else print "n/a" }')
+
+echo
+echo "=== ngx_cdp bench summary: $ROUNDS rounds x ${SECONDS_PER_RUN}s, wrk -t1 -c$CONNS, nginx 1 worker ==="
+printf '%-30s %14s %18s\n' "" "cdp_pixel" "userid+empty_gif"
+for r in $(seq 1 "$ROUNDS"); do
+    printf '%-30s %14s %18s\n' "round $r req/s" "${px_rps[r-1]}" "${ug_rps[r-1]}"
+done
+printf '%-30s %14s %18s\n' "median req/s" "$px_rps_med" "$ug_rps_med"
+printf '%-30s %14s %18s\n' "median p99 latency (ms)" "$px_p99_med" "$ug_p99_med"
+printf '%-30s %14s\n' "ratio pixel/empty_gif" "$ratio"
+echo
+printf '%-46s %12s\n' "pixel hits answered, wrk count (incl. warm-up)" "$answered_all"
+printf '%-46s %12s\n' "pixel hits answered, nginx count" "$answered_nginx"
+printf '%-46s %12s\n' "events in Redis (XLEN $PREFIX:events)" "$stored"
+printf '%-46s %12s\n' "browser records ($PREFIX:browser:*)" "$browsers"
+printf '%-46s %12s\n' "/status accepted" "$c_accepted"
+printf '%-46s %12s\n' "/status stored" "$c_stored"
+printf '%-46s %12s%s\n' "/status dropped" "$c_dropped" "$drops"
+printf '%-46s %12s\n' "/status new cookies" "$c_new"
+printf '%-46s %12s\n' "/status batches" "$c_batches"
+printf '%-46s %12s\n' "FCALL calls (INFO commandstats)" "$fcalls"
+printf '%-46s %12s\n' "FCALL failed calls" "$failed_calls"
+printf '%-46s %12s\n' "FCALL usec_per_call" "$usec_per_call"
+printf '%-46s %12s\n' "events per FCALL (answered / calls)" "$per_call"
+printf '%-46s %12s\n' "Redis usec per event" "$per_event_us"
+printf '%-46s %12s\n' "Redis used_memory" "$used_memory"
+[ "$bad_total" -gt 0 ] && echo "note: $bad_total non-2xx responses in the wrk runs"
+
+rc=0
+if [ "$stored" != "$answered_nginx" ]; then
+    echo "FAIL: stored $stored != answered $answered_nginx (nginx count)"
+    rc=1
+fi
+if [ "$stored" -lt "$answered_all" ]; then
+    echo "FAIL: stored $stored < answered $answered_all (wrk count)"
+    rc=1
+fi
+if [ "$c_dropped" != 0 ]; then
+    echo "FAIL: $c_dropped events dropped:$drops"
+    rc=1
+fi
+if [ "$rc" = 0 ]; then
+    echo "OK: every answered pixel hit is stored in Redis ($stored;" \
+         "wrk saw $answered_all of them answered, the other" \
+         "$((stored - answered_all)) were in flight when wrk stopped)"
+fi
+exit "$rc"

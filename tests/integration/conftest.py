@@ -1,0 +1,85 @@
+"""
+Fixtures of the integration tests (see cdp_harness.py for the machinery).
+
+  redis_server    a fresh redis-server on a free port (function scope)
+  redis_factory   make more of them: redis_factory(password=..., unixsocket=True)
+  nginx_factory   nginx_factory(redis, start=True, **conf parts) -> Nginx
+  cdp             the default stack: nginx (2 workers, module) + Redis
+
+At teardown nginx is stopped (SIGQUIT) and the test fails when nginx did
+not exit gracefully or its error.log has [alert], [emerg] or "exited on
+signal", as in nginx's own test suite.  `nginx -t` of bad configs writes to
+directories of its own and is not checked.
+"""
+
+import os
+import shutil
+import sys
+import tempfile
+
+import pytest
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(__file__))
+
+import cdp_harness as h  # noqa: E402
+
+
+@pytest.fixture(scope='session')
+def workdir():
+    d = tempfile.mkdtemp(prefix='cdp-it-', dir='/tmp')
+    yield d
+    if not os.environ.get('CDP_KEEP_TMP'):
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope='session')
+def module_path():
+    if not os.path.exists(h.MODULE):
+        pytest.fail('module not built: %s is missing (make -C %s build)'
+                    % (h.MODULE, h.MAIN), pytrace=False)
+    return h.MODULE
+
+
+@pytest.fixture
+def redis_factory(workdir):
+    made = []
+
+    def make(**kw):
+        r = h.RedisServer(workdir, **kw)
+        made.append(r)
+        return r.start()
+
+    yield make
+    for r in made:
+        r.stop()
+
+
+@pytest.fixture
+def redis_server(redis_factory):
+    return redis_factory()
+
+
+@pytest.fixture
+def nginx_factory(workdir, module_path, redis_factory):
+    # depends on redis_factory so that nginx always stops before Redis
+    made = []
+
+    def make(redis=None, start=True, wait_redis=True, **kw):
+        n = h.Nginx(workdir, redis, **kw)
+        made.append(n)
+        if start:
+            n.start(wait_redis=wait_redis)
+        return n
+
+    yield make
+    problems = []
+    for n in reversed(made):
+        problems += n.finish()
+    if problems:
+        pytest.fail('\n'.join(problems), pytrace=False)
+
+
+@pytest.fixture
+def cdp(redis_server, nginx_factory):
+    return nginx_factory(redis_server)
