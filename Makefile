@@ -28,9 +28,14 @@ deps:
 	@sh scripts/deps.sh
 
 # Debian's nginx-dev ships a configurable source tree with the flags its
-# nginx binary was built with: the module must be built with the same ones.
+# nginx binary was built with (conf_flags): the module is built with the
+# same ones. Another tree (a release tarball, or a git checkout with
+# auto/configure) is configured with NGINX_CONFIGURE_FLAGS; to load the
+# module into an existing nginx binary, use that binary's `nginx -V` flags.
+NGINX_CONFIGURE_FLAGS ?= --with-compat
+
 $(BUILD)/objs/Makefile: config
-	@test -x $(NGINX_SRC)/configure || { \
+	@test -x $(NGINX_SRC)/configure -o -f $(NGINX_SRC)/auto/configure || { \
 	    echo "no nginx source at $(NGINX_SRC): apt-get install nginx-dev," \
 	         "or make NGINX_SRC=/path/to/nginx-x.y.z"; exit 1; }
 	rm -rf $(BUILD)
@@ -40,7 +45,9 @@ $(BUILD)/objs/Makefile: config
 	    . ./conf_flags; \
 	    ./configure "$${NGX_CONF_FLAGS[@]}" --add-dynamic-module=$(TOP); \
 	else \
-	    ./configure --with-compat --add-dynamic-module=$(TOP); \
+	    if [ -f configure ]; then conf=./configure; \
+	    else conf="sh auto/configure"; fi; \
+	    $$conf $(NGINX_CONFIGURE_FLAGS) --add-dynamic-module=$(TOP); \
 	fi
 
 $(MODULE): $(BUILD)/objs/Makefile $(SRCS)

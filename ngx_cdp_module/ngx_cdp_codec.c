@@ -1004,7 +1004,8 @@ ngx_cdp_json_str(u_char *dst, const u_char *src, size_t len)
 size_t
 ngx_cdp_ip_truncate(int family, const u_char *addr, u_char *dst)
 {
-    u_char  buf[16];
+    size_t   i;
+    u_char  *p, buf[16];
 
     static const u_char  v4mapped[12] = {
         0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff
@@ -1018,9 +1019,26 @@ ngx_cdp_ip_truncate(int family, const u_char *addr, u_char *dst)
     switch (family) {
 
     case AF_INET:
-        memcpy(buf, addr, 3);
-        buf[3] = 0;
-        break;
+        /* by hand: glibc's inet_ntop() formats IPv4 with sprintf() */
+        p = dst;
+
+        for (i = 0; i < 3; i++) {
+            if (addr[i] >= 100) {
+                *p++ = (u_char) ('0' + addr[i] / 100);
+            }
+
+            if (addr[i] >= 10) {
+                *p++ = (u_char) ('0' + addr[i] / 10 % 10);
+            }
+
+            *p++ = (u_char) ('0' + addr[i] % 10);
+            *p++ = '.';
+        }
+
+        *p++ = '0';
+        *p = '\0';
+
+        return p - dst;
 
     case AF_INET6:
         memcpy(buf, addr, 6);

@@ -16,6 +16,19 @@
 
 static ngx_int_t ngx_cdp_cookie_find(ngx_http_request_t *r, ngx_str_t *name,
     ngx_str_t *value);
+static ngx_int_t ngx_cdp_random_id(u_char *id);
+
+
+/*
+ * New ids are cut from a pool of RAND_bytes() output: one call per 256
+ * ids instead of one per id, as OpenSSL 3's RAND_bytes() costs more than
+ * the rest of a pixel hit.  Bytes are used once and wiped; the pool is
+ * refilled in the process that uses it, so forked workers never share it.
+ */
+
+static u_char     ngx_cdp_rand_pool[NGX_CDP_ID_LEN * 256];
+static size_t     ngx_cdp_rand_left;
+static ngx_pid_t  ngx_cdp_rand_pid;
 
 
 /*
@@ -107,7 +120,7 @@ ngx_cdp_cookie_issue(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx)
         }
 
     } else {
-        if (RAND_bytes(id, NGX_CDP_ID_LEN) != 1) {
+        if (ngx_cdp_random_id(id) != NGX_OK) {
             ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
                           "cdp: RAND_bytes() failed, no id issued");
             ctx->aid_state = NGX_CDP_AID_NONE;
@@ -213,6 +226,32 @@ ngx_cdp_variable_anonymous_id(ngx_http_request_t *r,
     v->no_cacheable = 0;
     v->not_found = 0;
     v->data = ctx->aid;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_cdp_random_id(u_char *id)
+{
+    u_char  *p;
+
+    if (ngx_cdp_rand_left < NGX_CDP_ID_LEN || ngx_cdp_rand_pid != ngx_pid) {
+        if (RAND_bytes(ngx_cdp_rand_pool, sizeof(ngx_cdp_rand_pool)) != 1) {
+            ngx_cdp_rand_left = 0;
+            return NGX_ERROR;
+        }
+
+        ngx_cdp_rand_left = sizeof(ngx_cdp_rand_pool);
+        ngx_cdp_rand_pid = ngx_pid;
+    }
+
+    p = ngx_cdp_rand_pool + sizeof(ngx_cdp_rand_pool) - ngx_cdp_rand_left;
+
+    ngx_memcpy(id, p, NGX_CDP_ID_LEN);
+    ngx_explicit_memzero(p, NGX_CDP_ID_LEN);
+
+    ngx_cdp_rand_left -= NGX_CDP_ID_LEN;
 
     return NGX_OK;
 }

@@ -157,6 +157,7 @@ ngx_cdp_pixel_event(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx)
     int             rc;
     u_char         *scratch;
     ngx_str_t       json;
+    ngx_uint_t      kind;
     ngx_cdp_hit_t   hit;
 
     if (r->args.len > NGX_CDP_MAX_QUERY) {
@@ -187,8 +188,11 @@ ngx_cdp_pixel_event(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx)
         return;
     }
 
-    (void) ngx_cdp_redis_enqueue_event(ctx->aid,
-                                       hit.event.data ? NGX_CDP_EVENT_TRACK
-                                                      : NGX_CDP_EVENT_PAGE,
-                                       &json);
+    kind = hit.event.data ? NGX_CDP_EVENT_TRACK : NGX_CDP_EVENT_PAGE;
+
+    if (ctx->aid_state == NGX_CDP_AID_NEW) {
+        kind |= NGX_CDP_EVENT_NEW;
+    }
+
+    (void) ngx_cdp_redis_enqueue_event(ctx->aid, kind, &json);
 }

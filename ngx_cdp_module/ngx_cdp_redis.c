@@ -130,6 +130,14 @@ static size_t ngx_cdp_bulk_len(size_t len);
 
 static ngx_cdp_redis_t  *ngx_cdp_redis;
 
+/* indexed by NGX_CDP_EVENT_*: the kind argument of cdp_ingest */
+static ngx_str_t  ngx_cdp_event_kinds[] = {
+    ngx_string("page"),
+    ngx_string("track"),
+    ngx_string("page:new"),
+    ngx_string("track:new")
+};
+
 
 ngx_int_t
 ngx_cdp_redis_init_process(ngx_cycle_t *cycle, ngx_http_cdp_main_conf_t *mcf)
@@ -259,7 +267,7 @@ ngx_cdp_redis_enqueue_event(const u_char *aid, ngx_uint_t kind,
     if (ngx_cdp_rbuf_reserve(&rd->keys, ngx_cdp_bulk_len(klen)) != NGX_OK
         || ngx_cdp_rbuf_reserve(&rd->args,
                                 ngx_cdp_bulk_len(p - ts)
-                                + ngx_cdp_bulk_len(sizeof("track") - 1)
+                                + ngx_cdp_bulk_len(sizeof("track:new") - 1)
                                 + ngx_cdp_bulk_len(json->len))
            != NGX_OK)
     {
@@ -275,12 +283,8 @@ ngx_cdp_redis_enqueue_event(const u_char *aid, ngx_uint_t kind,
 
     ngx_cdp_rbuf_bulk(&rd->args, ts, p - ts);
 
-    if (kind == NGX_CDP_EVENT_PAGE) {
-        ngx_cdp_rbuf_bulk(&rd->args, (u_char *) "page", 4);
-
-    } else {
-        ngx_cdp_rbuf_bulk(&rd->args, (u_char *) "track", 5);
-    }
+    ngx_cdp_rbuf_bulk(&rd->args, ngx_cdp_event_kinds[kind].data,
+                      ngx_cdp_event_kinds[kind].len);
 
     ngx_cdp_rbuf_bulk(&rd->args, json->data, json->len);
 
@@ -930,6 +934,11 @@ ngx_cdp_redis_read_handler(ngx_event_t *rev)
             return;
         }
 
+        if (rd->connection != c) {
+            /* a reply handler's write failed: c is closed already */
+            return;
+        }
+
         if (rd->must_close) {
             ngx_cdp_redis_fail(rd, "handshake failed");
             return;
@@ -980,6 +989,11 @@ ngx_cdp_redis_replies(ngx_cdp_redis_t *rd)
         p.handler(reply, p.data, p.nevents);
 
         freeReplyObject(reply);
+
+        if (rd->connection == NULL) {
+            /* the handler's write failed and the connection is gone */
+            return NGX_OK;
+        }
     }
 }
 

@@ -138,6 +138,7 @@ void ngx_cdp_redis_exit_process(ngx_cycle_t *cycle);
 
 #define NGX_CDP_EVENT_PAGE         0
 #define NGX_CDP_EVENT_TRACK        1
+#define NGX_CDP_EVENT_NEW          2        /* or-ed: the id is new */
 
 ngx_int_t ngx_cdp_redis_enqueue_event(const u_char *aid, ngx_uint_t kind,
     ngx_str_t *json);

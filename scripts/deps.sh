@@ -5,7 +5,7 @@
 
 PKGS="build-essential nginx nginx-dev libhiredis-dev libmaxminddb-dev
       libssl-dev libjansson-dev redis-server redis-tools wrk curl
-      python3-pytest python3-redis python3-requests"
+      python3-pytest python3-redis python3-requests chromium"
 
 missing=""
 for p in $PKGS; do

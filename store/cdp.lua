@@ -21,8 +21,11 @@ end
 --   KEYS[1]      the event stream, <prefix>:events
 --   KEYS[1 + i]  the per-browser record of event i, <prefix>:browser:<aid>
 --   ARGV[1]      approximate MAXLEN of the stream
---   ARGV[2 + 3(i-1)] .. : for each event i: timestamp in ms, kind
---                ("page" or "track"), the Segment-spec JSON
+--   ARGV[2 + 3(i-1)] .. : for each event i: timestamp in ms, kind, the
+--                Segment-spec JSON.  kind is "page" or "track", with
+--                ":new" when nginx minted the browser's id for this very
+--                hit: no record can exist for a fresh 128-bit random id,
+--                so it is created in one write instead of read-modify-write.
 --   reply: the number of events stored
 --   errors: "ERR cdp_ingest: ..." on a malformed call; nothing is written
 --
@@ -38,19 +41,33 @@ local function cdp_ingest(keys, args)
     for i = 1, n do
         local a = 2 + 3 * (i - 1)
         local ts = args[a]
+        local kind = args[a + 1]
         local key = keys[1 + i]
 
         redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*',
                    'event', args[a + 2])
 
-        if redis.call('HINCRBY', key, 'events', 1) == 1 then
-            redis.call('HSET', key, 'first_seen', ts, 'last_seen', ts)
-        else
-            redis.call('HSET', key, 'last_seen', ts)
-        end
+        -- counts are passed as strings: a Lua number would be formatted
+        -- with "%.14g" on every call
 
-        if args[a + 1] == 'page' then
-            redis.call('HINCRBY', key, 'page_views', 1)
+        if kind == 'page:new' then
+            redis.call('HSET', key, 'events', '1', 'page_views', '1',
+                       'first_seen', ts, 'last_seen', ts)
+
+        elseif kind == 'track:new' then
+            redis.call('HSET', key, 'events', '1', 'page_views', '0',
+                       'first_seen', ts, 'last_seen', ts)
+
+        else
+            if redis.call('HINCRBY', key, 'events', '1') == 1 then
+                redis.call('HSET', key, 'first_seen', ts, 'last_seen', ts)
+            else
+                redis.call('HSET', key, 'last_seen', ts)
+            end
+
+            if kind == 'page' then
+                redis.call('HINCRBY', key, 'page_views', '1')
+            end
         end
     end
 

@@ -4,18 +4,29 @@
 # private redis-server, then a count of what reached Redis.
 #
 #   BENCH_SECONDS  seconds per wrk run (default 10)
-#   ROUNDS         rounds, each one pixel run and one empty_gif run (default 3)
+#   ROUNDS         rounds, each four wrk runs: pixel and empty_gif for new
+#                  visitors, then for returning ones (default 3)
 #   CONNECTIONS    wrk connections (default 50)
+#   COOKIE_POOL    cookies minted per location for returning visitors
+#                  (default 2000)
 #
-# No cookies are sent: every request mints a new id in both locations.
-# The machine is small and shared: read the ratio and the medians, not a
+# Two scenarios, on the same nginx and Redis:
+#   new        no cookie is sent: every request mints a new id in both
+#              locations (for the pixel, a new browser record in Redis):
+#              the worst case for the pixel.
+#   returning  every request carries a valid cookie picked at random from a
+#              pool minted before the rounds (cdp_aid= for the pixel, uid=
+#              for userid), sent by tests/bench/cookies.lua in both
+#              locations, so wrk's per-request cost is the same in both.
+# The machine is small and shared: read the ratios and the medians, not a
 # lone absolute figure.
 #
 # Exits 1 when Redis did not store every pixel hit that nginx answered (its
-# stub_status request counter, read around each pixel run: wrk's own
-# "N requests" misses the last replies in flight when it stops, up to one
-# per connection), when any event was dropped, or when wrk counted more
-# answered hits than Redis stored.
+# stub_status request counter, read around each pixel run and around the
+# minting of the pixel's cookie pool: wrk's own "N requests" misses the last
+# replies in flight when it stops, up to one per connection), when any
+# event was dropped, when wrk counted more answered hits than Redis stored,
+# or when the returning pixel runs kept no cookie (the pool was not valid).
 
 set -u
 
@@ -25,7 +36,9 @@ MODULE=$TOP/build/objs/ngx_http_cdp_module.so
 SECONDS_PER_RUN=${BENCH_SECONDS:-10}
 ROUNDS=${ROUNDS:-3}
 CONNS=${CONNECTIONS:-50}
+POOL=${COOKIE_POOL:-2000}
 WARMUP=2
+COOKIES_LUA=$TOP/tests/bench/cookies.lua
 PREFIX=bench
 
 die() { printf 'bench: %s\n' "$*" >&2; exit 2; }
@@ -35,10 +48,12 @@ for t in wrk redis-server redis-cli curl openssl; do
 done
 [ -x "$NGINX_BIN" ] || die "no nginx at $NGINX_BIN"
 [ -f "$MODULE" ] || die "the module is not built: $MODULE (make build)"
-case $SECONDS_PER_RUN$ROUNDS$CONNS in
-    *[!0-9]*) die "BENCH_SECONDS, ROUNDS and CONNECTIONS must be integers" ;;
+[ -f "$COOKIES_LUA" ] || die "no wrk script at $COOKIES_LUA"
+case $SECONDS_PER_RUN$ROUNDS$CONNS$POOL in
+    *[!0-9]*) die "BENCH_SECONDS, ROUNDS, CONNECTIONS and COOKIE_POOL must be integers" ;;
 esac
-[ "$ROUNDS" -ge 1 ] && [ "$SECONDS_PER_RUN" -ge 1 ] || die "ROUNDS, BENCH_SECONDS >= 1"
+[ "$ROUNDS" -ge 1 ] && [ "$SECONDS_PER_RUN" -ge 1 ] && [ "$POOL" -ge 1 ] \
+    || die "ROUNDS, BENCH_SECONDS, COOKIE_POOL >= 1"
 
 TMP=$(mktemp -d /tmp/ngx_cdp_bench.XXXXXX) || die "mktemp failed"
 redis_pid=
@@ -186,21 +201,88 @@ ngx_requests() {
     curl -s "$BASE/nginx_status" | awk 'NR == 3 { print $3 }'
 }
 
+status() { curl -s "$BASE/status"; }
+counter() {
+    # sum of every sample of metric $1 in status text $2
+    printf '%s\n' "$2" | awk -v m="$1" '
+        $1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%d\n", s }'
+}
+
+# --- the cookie pools: returning visitors ------------------------------------
+
+# mint URL COOKIE_NAME FILE: POOL requests to URL in one curl (one
+# keep-alive connection, ?n=1..POOL), the COOKIE_NAME=value of each
+# Set-Cookie into FILE, one a line
+mint() {
+    curl -s -o /dev/null -D - "$1?n=[1-$POOL]" \
+        | tr -d '\r' \
+        | sed -n "s/^[Ss]et-[Cc]ookie: *\($2=[^;]*\).*/\1/p" > "$3"
+    local n
+    n=$(sort -u "$3" | wc -l)
+    [ "$n" = "$POOL" ] || die "minting $1: $n distinct $2 cookies, not $POOL"
+}
+
+echo "ngx_cdp bench: wrk -t1 -c$CONNS -d${SECONDS_PER_RUN}s --latency," \
+     "$ROUNDS rounds x 4 runs, ${WARMUP}s warm-up; nginx 1 worker, Redis on 127.0.0.1:$REDIS_PORT"
+echo "minting $POOL cookies per location for the returning visitors..."
+t0=$(date +%s.%N)
+# the pixel's minting hits are answered and stored like any other: counted
+# by nginx around them, like the wrk pixel runs
+before=$(ngx_requests)
+mint "$BASE/p.gif" cdp_aid "$TMP/pool_pixel.txt"
+after=$(ngx_requests)
+mint_answered=$((after - before - 1))
+[ "$mint_answered" = "$POOL" ] \
+    || die "nginx answered $mint_answered pixel requests while minting $POOL"
+mint "$BASE/ug.gif" uid "$TMP/pool_ug.txt"
+t1=$(date +%s.%N)
+mint_secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+echo "minted $POOL cdp_aid + $POOL uid cookies in ${mint_secs}s"
+
+# sanity: userid takes a pooled uid back without setting a new one (the
+# pixel's kept cookies are counted by /status around its returning runs)
+h=$(curl -s -o /dev/null -D - -H "Cookie: $(head -n 1 "$TMP/pool_ug.txt")" "$BASE/ug.gif")
+printf '%s' "$h" | grep -q '^HTTP/1.1 200' || die "/ug.gif with a cookie: not 200: $h"
+printf '%s' "$h" | grep -qi '^set-cookie:' \
+    && die "/ug.gif did not accept a pooled uid cookie: $h"
+
 # --- wrk -------------------------------------------------------------------
 
-# wrk_run NAME URL SECONDS: runs wrk, leaves its output in $TMP/NAME.txt;
-# adds the requests nginx answered during a pixel run to nginx_answered
-nginx_answered=0
+# wrk_run NAME URL SECONDS [POOL_FILE]: runs wrk (with a pool: each request
+# carries a random cookie of it, via cookies.lua), leaves its output in
+# $TMP/NAME.txt; adds the requests nginx answered during a pixel run to
+# nginx_answered, and for a pixel run with cookies, the /status cookie
+# counters' deltas to ret_kept, ret_new, ret_bad and its answered requests
+# to ret_answered
+nginx_answered=$mint_answered
+ret_answered=0 ret_kept=0 ret_new=0 ret_bad=0
 wrk_run() {
-    local before after
+    local before after st0 st1 script=() args=()
+    [ -n "${4:-}" ] && { script=(-s "$COOKIES_LUA"); args=(-- "$4"); }
+    # read /status outside the stub_status window
+    [ "$2" = /p.gif ] && [ -n "${4:-}" ] && st0=$(status)
     before=$(ngx_requests)
-    wrk -t1 -c"$CONNS" -d"$3"s --latency "$BASE$2" > "$TMP/$1.txt" 2>&1 \
+    wrk -t1 -c"$CONNS" -d"$3"s --latency "${script[@]}" "$BASE$2" "${args[@]}" \
+        > "$TMP/$1.txt" 2>&1 \
         || { cat "$TMP/$1.txt" >&2; die "wrk failed on $2"; }
     sleep 0.2    # let the worker finish the last requests wrk left behind
     after=$(ngx_requests)
     if [ "$2" = /p.gif ]; then
         # minus the reading of "after" itself
         nginx_answered=$((nginx_answered + after - before - 1))
+        if [ -n "${4:-}" ]; then
+            st1=$(status)
+            ret_answered=$((ret_answered + after - before - 1))
+            ret_kept=$((ret_kept + $(counter 'cdp_cookies_total{result="kept"}' "$st1") \
+                                 - $(counter 'cdp_cookies_total{result="kept"}' "$st0")))
+            ret_new=$((ret_new + $(counter 'cdp_cookies_total{result="new"}' "$st1") \
+                               - $(counter 'cdp_cookies_total{result="new"}' "$st0")))
+            ret_bad=$((ret_bad \
+                + $(counter 'cdp_cookies_total{result="forged"}' "$st1") \
+                - $(counter 'cdp_cookies_total{result="forged"}' "$st0") \
+                + $(counter 'cdp_cookies_total{result="malformed"}' "$st1") \
+                - $(counter 'cdp_cookies_total{result="malformed"}' "$st0")))
+        fi
     fi
 }
 
@@ -228,44 +310,37 @@ median() {
         END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR/2] + v[NR/2 + 1]) / 2 }'
 }
 
-echo "ngx_cdp bench: wrk -t1 -c$CONNS -d${SECONDS_PER_RUN}s --latency," \
-     "$ROUNDS rounds, ${WARMUP}s warm-up; nginx 1 worker, Redis on 127.0.0.1:$REDIS_PORT"
 echo "warm-up..."
 wrk_run warm_pixel /p.gif "$WARMUP"
 wrk_run warm_ug /ug.gif "$WARMUP"
 
-answered=$(wrk_parse "$TMP/warm_pixel.txt" | cut -d' ' -f1)
+# pixel hits answered by wrk's count: the warm-up, the minting, the rounds
+answered=$(( $(wrk_parse "$TMP/warm_pixel.txt" | cut -d' ' -f1) + POOL ))
 bad_total=0
-px_rps=() px_p99=() ug_rps=() ug_p99=()
+declare -A RPS P99     # keyed KIND_SCENARIO_ROUND, e.g. pixel_ret_2
 for r in $(seq 1 "$ROUNDS"); do
     # alternate which goes first, so neither always runs on a warmer box
     if [ $((r % 2)) = 1 ]; then order="pixel ug"; else order="ug pixel"; fi
-    for k in $order; do
-        if [ "$k" = pixel ]; then u=/p.gif; else u=/ug.gif; fi
-        wrk_run "${k}_$r" "$u" "$SECONDS_PER_RUN"
-        read -r req rps p99 bad err < <(wrk_parse "$TMP/${k}_$r.txt")
-        printf '  round %d  %-9s %9s req/s  p99 %8s ms  %9d requests' \
-            "$r" "$k" "$rps" "$p99" "$req"
-        [ "$bad" -gt 0 ] || [ "$err" -gt 0 ] && printf '  (non-2xx %d, socket errors %d)' "$bad" "$err"
-        printf '\n'
-        bad_total=$((bad_total + bad))
-        if [ "$k" = pixel ]; then
-            px_rps+=("$rps"); px_p99+=("$p99")
-            answered=$((answered + req))
-        else
-            ug_rps+=("$rps"); ug_p99+=("$p99")
-        fi
+    for s in new ret; do
+        for k in $order; do
+            if [ "$k" = pixel ]; then u=/p.gif; pool=$TMP/pool_pixel.txt
+            else u=/ug.gif; pool=$TMP/pool_ug.txt; fi
+            [ "$s" = new ] && pool=
+            wrk_run "${k}_${s}_$r" "$u" "$SECONDS_PER_RUN" "$pool"
+            read -r req rps p99 bad err < <(wrk_parse "$TMP/${k}_${s}_$r.txt")
+            printf '  round %d  %-5s %-9s %9s req/s  p99 %8s ms  %9d requests' \
+                "$r" "$k" "$([ "$s" = new ] && echo new || echo returning)" \
+                "$rps" "$p99" "$req"
+            [ "$bad" -gt 0 ] || [ "$err" -gt 0 ] && printf '  (non-2xx %d, socket errors %d)' "$bad" "$err"
+            printf '\n'
+            bad_total=$((bad_total + bad))
+            RPS[${k}_${s}_$r]=$rps
+            P99[${k}_${s}_$r]=$p99
+            [ "$k" = pixel ] && answered=$((answered + req))
+        done
     done
 done
-
 # --- what reached Redis ------------------------------------------------------
-
-status() { curl -s "$BASE/status"; }
-counter() {
-    # sum of every sample of metric $1 in status text $2
-    printf '%s\n' "$2" | awk -v m="$1" '
-        $1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%d\n", s }'
-}
 
 echo "waiting for Redis to stop growing..."
 last=-1 same=0 i=0
@@ -292,7 +367,8 @@ c_accepted=$(counter cdp_events_accepted_total "$st")
 c_stored=$(counter cdp_events_stored_total "$st")
 c_dropped=$(counter cdp_events_dropped_total "$st")
 c_batches=$(counter cdp_redis_batches_total "$st")
-c_new=$(counter cdp_cookies_total "$st")
+c_new=$(counter 'cdp_cookies_total{result="new"}' "$st")
+c_kept=$(counter 'cdp_cookies_total{result="kept"}' "$st")
 drops=$(printf '%s\n' "$st" | awk '/^cdp_events_dropped_total/ && $2 > 0 { printf " %s=%s", $1, $2 }')
 
 cmdstat=$(redis-cli -p "$REDIS_PORT" INFO commandstats | tr -d '\r' | grep '^cmdstat_fcall:')
@@ -305,40 +381,65 @@ used_memory=$(redis-cli -p "$REDIS_PORT" INFO memory | tr -d '\r' | sed -n 's/^u
 answered_all=$((answered + sanity_hits))
 answered_nginx=$((nginx_answered + sanity_hits))
 
-px_rps_med=$(median "${px_rps[@]}")
-ug_rps_med=$(median "${ug_rps[@]}")
-px_p99_med=$(median "${px_p99[@]}")
-ug_p99_med=$(median "${ug_p99[@]}")
-ratio=$(awk -v a="$px_rps_med" -v b="$ug_rps_med" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }')
+# med KIND_SCENARIO rps|p99: the median over the rounds
+med() {
+    local r v=()
+    for r in $(seq 1 "$ROUNDS"); do
+        if [ "$2" = rps ]; then v+=("${RPS[${1}_$r]}"); else v+=("${P99[${1}_$r]}"); fi
+    done
+    median "${v[@]}"
+}
+ratio() {
+    awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }'
+}
+rps_pixel_new=$(med pixel_new rps) p99_pixel_new=$(med pixel_new p99)
+rps_ug_new=$(med ug_new rps)       p99_ug_new=$(med ug_new p99)
+rps_pixel_ret=$(med pixel_ret rps) p99_pixel_ret=$(med pixel_ret p99)
+rps_ug_ret=$(med ug_ret rps)       p99_ug_ret=$(med ug_ret p99)
+ratio_new=$(ratio "$rps_pixel_new" "$rps_ug_new")
+ratio_ret=$(ratio "$rps_pixel_ret" "$rps_ug_ret")
 per_call=$(awk -v a="$answered_nginx" -v b="$fcalls" 'BEGIN { if (b > 0) printf "%.1f", a / b; else print "n/a" }')
 per_event_us=$(awk -v u="$usec_per_call" -v e="$per_call" 'BEGIN { if (e > 0) printf "%.2f", u / e; else print "n/a" }')
 
 echo
-echo "=== ngx_cdp bench summary: $ROUNDS rounds x ${SECONDS_PER_RUN}s, wrk -t1 -c$CONNS, nginx 1 worker ==="
-printf '%-30s %14s %18s\n' "" "cdp_pixel" "userid+empty_gif"
+echo "=== ngx_cdp bench summary: $ROUNDS rounds x 4 runs x ${SECONDS_PER_RUN}s, wrk -t1 -c$CONNS, nginx 1 worker ==="
+# row LABEL PIXEL_NEW UG_NEW PIXEL_RET UG_RET; kv LABEL VALUE [NOTE]
+row() { printf '%-24s %11s %17s   %11s %17s\n' "$@"; }
+kv() { printf '%-52s %12s%s\n' "$1" "$2" "${3:-}"; }
+printf '%-24s %29s   %29s\n' "" "new visitors (no cookie)" "returning (1 of $POOL cookies)"
+row "" "cdp_pixel" "userid+empty_gif" "cdp_pixel" "userid+empty_gif"
 for r in $(seq 1 "$ROUNDS"); do
-    printf '%-30s %14s %18s\n' "round $r req/s" "${px_rps[r-1]}" "${ug_rps[r-1]}"
+    row "round $r req/s" "${RPS[pixel_new_$r]}" "${RPS[ug_new_$r]}" \
+        "${RPS[pixel_ret_$r]}" "${RPS[ug_ret_$r]}"
 done
-printf '%-30s %14s %18s\n' "median req/s" "$px_rps_med" "$ug_rps_med"
-printf '%-30s %14s %18s\n' "median p99 latency (ms)" "$px_p99_med" "$ug_p99_med"
-printf '%-30s %14s\n' "ratio pixel/empty_gif" "$ratio"
+row "median req/s" "$rps_pixel_new" "$rps_ug_new" "$rps_pixel_ret" "$rps_ug_ret"
+row "median p99 latency (ms)" "$p99_pixel_new" "$p99_ug_new" "$p99_pixel_ret" "$p99_ug_ret"
+printf '%-24s %11s %17s   %11s\n' "ratio pixel/empty_gif" "$ratio_new" "" "$ratio_ret"
 echo
-printf '%-46s %12s\n' "pixel hits answered, wrk count (incl. warm-up)" "$answered_all"
-printf '%-46s %12s\n' "pixel hits answered, nginx count" "$answered_nginx"
-printf '%-46s %12s\n' "events in Redis (XLEN $PREFIX:events)" "$stored"
-printf '%-46s %12s\n' "browser records ($PREFIX:browser:*)" "$browsers"
-printf '%-46s %12s\n' "/status accepted" "$c_accepted"
-printf '%-46s %12s\n' "/status stored" "$c_stored"
-printf '%-46s %12s%s\n' "/status dropped" "$c_dropped" "$drops"
-printf '%-46s %12s\n' "/status new cookies" "$c_new"
-printf '%-46s %12s\n' "/status batches" "$c_batches"
-printf '%-46s %12s\n' "FCALL calls (INFO commandstats)" "$fcalls"
-printf '%-46s %12s\n' "FCALL failed calls" "$failed_calls"
-printf '%-46s %12s\n' "FCALL usec_per_call" "$usec_per_call"
-printf '%-46s %12s\n' "events per FCALL (answered / calls)" "$per_call"
-printf '%-46s %12s\n' "Redis usec per event" "$per_event_us"
-printf '%-46s %12s\n' "Redis used_memory" "$used_memory"
+kv "pixel hits answered, wrk count (+warm-up, minting)" "$answered_all"
+kv "pixel hits answered, nginx count" "$answered_nginx"
+kv "  of which minting the cookie pool" "$mint_answered"
+kv "  of which returning runs" "$ret_answered"
+kv "events in Redis (XLEN $PREFIX:events)" "$stored"
+kv "browser records ($PREFIX:browser:*)" "$browsers"
+kv "/status accepted" "$c_accepted"
+kv "/status stored" "$c_stored"
+kv "/status dropped" "$c_dropped" "$drops"
+kv "/status cookies new" "$c_new"
+kv "/status cookies kept" "$c_kept"
+kv "/status cookies kept, returning pixel runs" "$ret_kept"
+kv "/status cookies new, returning pixel runs" "$ret_new"
+kv "/status cookies forged+malformed, returning runs" "$ret_bad"
+kv "/status batches" "$c_batches"
+kv "FCALL calls (INFO commandstats)" "$fcalls"
+kv "FCALL failed calls" "$failed_calls"
+kv "FCALL usec_per_call" "$usec_per_call"
+kv "events per FCALL (answered / calls)" "$per_call"
+kv "Redis usec per event" "$per_event_us"
+kv "Redis used_memory" "$used_memory"
 [ "$bad_total" -gt 0 ] && echo "note: $bad_total non-2xx responses in the wrk runs"
+[ "$ret_kept" -gt 0 ] && [ "$ret_kept" != "$ret_answered" ] \
+    && echo "note: returning pixel runs kept $ret_kept cookies of $ret_answered hits"
 
 rc=0
 if [ "$stored" != "$answered_nginx" ]; then
@@ -353,9 +454,15 @@ if [ "$c_dropped" != 0 ]; then
     echo "FAIL: $c_dropped events dropped:$drops"
     rc=1
 fi
+if [ "$ret_kept" -le 0 ]; then
+    echo "FAIL: the returning pixel runs kept no cookie (new $ret_new," \
+         "forged+malformed $ret_bad): the pool is not valid"
+    rc=1
+fi
 if [ "$rc" = 0 ]; then
     echo "OK: every answered pixel hit is stored in Redis ($stored;" \
          "wrk saw $answered_all of them answered, the other" \
-         "$((stored - answered_all)) were in flight when wrk stopped)"
+         "$((stored - answered_all)) were in flight when wrk stopped);" \
+         "returning visitors: $ret_kept of $ret_answered pixel hits kept their cookie"
 fi
 exit "$rc"
