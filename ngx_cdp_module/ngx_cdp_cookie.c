@@ -262,8 +262,7 @@ ngx_cdp_cookie_find(ngx_http_request_t *r, ngx_str_t *name, ngx_str_t *value)
 {
 #if (nginx_version >= 1023000)
 
-    if (ngx_http_parse_multi_header_lines(r, r->headers_in.cookie, name,
-                                          value)
+    if (ngx_http_parse_cookie_lines(r, r->headers_in.cookie, name, value)
         == NULL)
     {
         return NGX_DECLINED;
