@@ -24,8 +24,11 @@ end
 --   ARGV[2 + 3(i-1)] .. : for each event i: timestamp in ms, kind, the
 --                Segment-spec JSON.  kind is "page" or "track", with
 --                ":new" when nginx minted the browser's id for this very
---                hit: no record can exist for a fresh 128-bit random id,
---                so it is created in one write instead of read-modify-write.
+--                hit: a fresh 128-bit random id has no record, which is
+--                then created in one write instead of read-modify-write
+--                (unless a later hit of that browser got here first from
+--                another worker: then it is counted, keeping the earliest
+--                first_seen).
 --   reply: the number of events stored
 --   errors: "ERR cdp_ingest: ..." on a malformed call; nothing is written
 --
@@ -44,32 +47,48 @@ local function cdp_ingest(keys, args)
         local kind = args[a + 1]
         local key = keys[1 + i]
 
-        redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*',
-                   'event', args[a + 2])
+        redis.call('XADD', stream, '*', 'event', args[a + 2])
 
         -- counts are passed as strings: a Lua number would be formatted
         -- with "%.14g" on every call
 
-        if kind == 'page:new' then
-            redis.call('HSET', key, 'events', '1', 'page_views', '1',
-                       'first_seen', ts, 'last_seen', ts)
+        local page = (kind == 'page' or kind == 'page:new')
+        local fresh = (kind == 'page:new' or kind == 'track:new')
 
-        elseif kind == 'track:new' then
-            redis.call('HSET', key, 'events', '1', 'page_views', '0',
+        if fresh and redis.call('EXISTS', key) == 0 then
+            -- nginx minted the id for this hit: one write creates the
+            -- record
+            redis.call('HSET', key, 'events', '1',
+                       'page_views', page and '1' or '0',
                        'first_seen', ts, 'last_seen', ts)
 
         else
-            if redis.call('HINCRBY', key, 'events', '1') == 1 then
-                redis.call('HSET', key, 'first_seen', ts, 'last_seen', ts)
+            if fresh then
+                -- a later hit of this browser reached Redis first, in
+                -- another worker's batch: this one is the earliest
+                local first = redis.call('HGET', key, 'first_seen') or ts
+                if tonumber(ts) < tonumber(first) then
+                    redis.call('HSET', key, 'first_seen', ts)
+                end
+                redis.call('HINCRBY', key, 'events', '1')
+
+            elseif redis.call('HINCRBY', key, 'events', '1') == 1 then
+                redis.call('HSET', key, 'first_seen', ts, 'last_seen', ts,
+                           'page_views', '0')
+
             else
                 redis.call('HSET', key, 'last_seen', ts)
             end
 
-            if kind == 'page' then
+            if page then
                 redis.call('HINCRBY', key, 'page_views', '1')
             end
         end
     end
+
+    -- once per batch rather than per XADD: fewer arguments per event, and
+    -- the stream overshoots MAXLEN by one batch at most
+    redis.call('XTRIM', stream, 'MAXLEN', '~', maxlen)
 
     return n
 end

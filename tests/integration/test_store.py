@@ -1,0 +1,83 @@
+"""store/cdp.lua called directly in a real Redis: the cases nginx cannot
+produce on demand, such as two workers' batches reaching Redis out of
+order."""
+
+import json
+import os
+
+import pytest
+import redis
+
+import cdp_harness as h
+
+
+LUA = os.path.join(h.MAIN, 'store', 'cdp.lua')
+
+
+@pytest.fixture
+def store(redis_server):
+    c = redis_server.client()
+    with open(LUA) as f:
+        c.function_load(f.read().replace('@REV@', 'test'), replace=True)
+    yield c
+    c.close()
+
+
+def ingest(c, events, maxlen=1000000):
+    """events: (aid, ts, kind); returns cdp_ingest's reply."""
+    keys = ['s:events'] + ['s:browser:' + aid for aid, _, _ in events]
+    args = [str(maxlen)]
+    for aid, ts, kind in events:
+        args += [str(ts), kind, json.dumps({'anonymousId': aid, 'ts': ts})]
+    return c.fcall('cdp_ingest', len(keys), *keys, *args)
+
+
+AID = 'a' * 32
+
+
+def test_new_then_returning(store):
+    assert ingest(store, [(AID, 1000, 'page:new')]) == 1
+    assert ingest(store, [(AID, 2000, 'track'), (AID, 3000, 'page')]) == 2
+    b = store.hgetall('s:browser:' + AID)
+    assert b == {'events': '3', 'page_views': '2', 'first_seen': '1000',
+                 'last_seen': '3000'}, b
+
+
+def test_returning_batch_arrives_before_the_minting_one(store):
+    # worker B's batch (the second hit, with the cookie) lands first
+    assert ingest(store, [(AID, 2000, 'page')]) == 1
+    assert ingest(store, [(AID, 1000, 'page:new')]) == 1
+    b = store.hgetall('s:browser:' + AID)
+    assert b['events'] == '2' and b['page_views'] == '2', b
+    assert b['first_seen'] == '1000' and b['last_seen'] == '2000', b
+
+
+def test_track_new_has_no_page_view(store):
+    ingest(store, [(AID, 1000, 'track:new')])
+    b = store.hgetall('s:browser:' + AID)
+    assert b['events'] == '1' and b['page_views'] == '0', b
+
+
+def test_unknown_browser_without_new_is_created(store):
+    # a record erased or expired meanwhile: counted from scratch
+    ingest(store, [(AID, 5000, 'track')])
+    b = store.hgetall('s:browser:' + AID)
+    assert b == {'events': '1', 'page_views': '0', 'first_seen': '5000',
+                 'last_seen': '5000'}, b
+
+
+def test_bad_argument_count_writes_nothing(store):
+    with pytest.raises(redis.ResponseError, match='cdp_ingest'):
+        store.fcall('cdp_ingest', 2, 's:events', 's:browser:' + AID,
+                    '100', '1000', 'page')
+    assert store.exists('s:events', 's:browser:' + AID) == 0
+
+
+def test_stream_is_trimmed_and_added_counts_all(store):
+    for i in range(20):
+        ingest(store, [('%032x' % (i * 50 + j), 1000 + j, 'page:new')
+                       for j in range(50)], maxlen=100)
+    info = store.xinfo_stream('s:events')
+    assert info['entries-added'] == 1000, info
+    # MAXLEN ~ trims whole nodes (100 entries each by default)
+    assert 100 <= store.xlen('s:events') <= 300, store.xlen('s:events')
