@@ -47,6 +47,21 @@ port_busy() {
 
 alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
 
+# wait_up NAME PID LOG CHECK: until CHECK succeeds (10 s at most); exits
+# with the end of LOG when NAME's process PID died or never got ready
+wait_up() {
+    local i=0
+    until "$4"; do
+        if ! alive "$2" || [ "$i" -ge 100 ]; then
+            say "make run: $1 did not start; end of $3:" >&2
+            tail -n 20 "$3" >&2
+            exit 1
+        fi
+        sleep 0.1
+        i=$((i + 1))
+    done
+}
+
 # wait until pid $1 is gone, at most $2 tenths of a second
 wait_gone() {
     local i=0
@@ -179,32 +194,16 @@ setsid redis-server \
     --protected-mode yes </dev/null &
 redis_pid=$!
 
-i=0
-until redis-cli -s "$REDIS_SOCK" PING 2>/dev/null | grep -q PONG; do
-    if ! alive "$redis_pid" || [ "$i" -ge 100 ]; then
-        say "make run: Redis did not start; end of $REDIS_DIR/redis.log:" >&2
-        tail -n 20 "$REDIS_DIR/redis.log" >&2
-        exit 1
-    fi
-    sleep 0.1
-    i=$((i + 1))
-done
+redis_up() { redis-cli -s "$REDIS_SOCK" PING 2>/dev/null | grep -q PONG; }
+wait_up Redis "$redis_pid" "$REDIS_DIR/redis.log" redis_up
 
 # --- nginx ---------------------------------------------------------------
 
 setsid "$NGINX_BIN" "${NGX_ARGS[@]}" </dev/null &
 nginx_pid=$!
 
-i=0
-until (exec 3<>"/dev/tcp/$HTTP_ADDR/$HTTP_PORT") 2>/dev/null; do
-    if ! alive "$nginx_pid" || [ "$i" -ge 100 ]; then
-        say "make run: nginx did not start; end of $NGX_PREFIX/logs/error.log:" >&2
-        tail -n 20 "$NGX_PREFIX/logs/error.log" >&2
-        exit 1
-    fi
-    sleep 0.1
-    i=$((i + 1))
-done
+nginx_up() { (exec 3<>"/dev/tcp/$HTTP_ADDR/$HTTP_PORT") 2>/dev/null; }
+wait_up nginx "$nginx_pid" "$NGX_PREFIX/logs/error.log" nginx_up
 
 url="http://$HTTP_ADDR:$HTTP_PORT"
 rc="redis-cli -p $REDIS_PORT"
