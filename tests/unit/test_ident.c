@@ -1,0 +1,875 @@
+
+/*
+ * Unit tests of ngx_cdp_ident.c, with the same tiny harness as
+ * test_codec.c.
+ *
+ * Every CHECK counts as one test; the last line is "N passed, N failed"
+ * and the exit status is non-zero when anything failed.  Output buffers
+ * are allocated at the documented size and followed by a canary; inputs
+ * are copied to their exact size, so overruns show up under valgrind and
+ * `make sanitize`.
+ */
+
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ngx_cdp_ident.h"
+
+
+static unsigned  passed, failed;
+
+
+#define CHECK(cond)                                                           \
+    ngx_cdp_check((cond) ? 1 : 0, __FILE__, __LINE__, #cond)
+
+#define CANARY      "\xa5\x5a\xc3\x3c\x96\x69\x0f\xf0"
+#define CANARY_LEN  8
+#define FILL        0xee
+
+/* string literals with their length, NUL bytes included */
+#define L(s)        (const u_char *) (s), sizeof(s) - 1
+
+
+static void
+ngx_cdp_check(int ok, const char *file, int line, const char *what)
+{
+    if (ok) {
+        passed++;
+        return;
+    }
+
+    failed++;
+    printf("FAIL %s:%d: %s\n", file, line, what);
+}
+
+
+/* a buffer of len bytes of FILL followed by a canary */
+
+static u_char *
+ngx_cdp_buf(size_t len)
+{
+    u_char  *b;
+
+    b = malloc(len + CANARY_LEN);
+    if (b == NULL) {
+        perror("malloc");
+        exit(2);
+    }
+
+    memset(b, FILL, len);
+    memcpy(b + len, CANARY, CANARY_LEN);
+
+    return b;
+}
+
+
+static u_char *
+ngx_cdp_dup(const u_char *src, size_t len)
+{
+    u_char  *b;
+
+    b = ngx_cdp_buf(len);
+
+    if (len) {
+        memcpy(b, src, len);
+    }
+
+    return b;
+}
+
+
+static int
+ngx_cdp_canary_ok(const u_char *b, size_t len)
+{
+    return memcmp(b + len, CANARY, CANARY_LEN) == 0;
+}
+
+
+static int
+ngx_cdp_untouched(const u_char *b, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; i < len; i++) {
+        if (b[i] != FILL) {
+            return 0;
+        }
+    }
+
+    return ngx_cdp_canary_ok(b, len);
+}
+
+
+/* e-mail */
+
+/*
+ * in normalises to out, into a dst of exactly len bytes; normalising out
+ * again gives out; normalising in place gives out too
+ */
+
+static int
+ngx_cdp_email_is(const u_char *in, size_t len, const char *out)
+{
+    int      ok;
+    size_t   olen;
+    u_char   *src, *dst, *again;
+    ssize_t  n;
+
+    olen = strlen(out);
+
+    src = ngx_cdp_dup(in, len);
+    dst = ngx_cdp_buf(len);
+
+    n = ngx_cdp_email_normalize(dst, src, len);
+
+    ok = n >= 0 && (size_t) n == olen && memcmp(dst, out, olen) == 0
+         && ngx_cdp_canary_ok(dst, len) && memcmp(src, in, len) == 0;
+
+    if (ok) {
+        again = ngx_cdp_buf(olen);
+        n = ngx_cdp_email_normalize(again, dst, olen);
+        ok = n >= 0 && (size_t) n == olen && memcmp(again, out, olen) == 0
+             && ngx_cdp_canary_ok(again, olen);
+        free(again);
+    }
+
+    if (ok) {
+        n = ngx_cdp_email_normalize(src, src, len);
+        ok = n >= 0 && (size_t) n == olen && memcmp(src, out, olen) == 0
+             && ngx_cdp_canary_ok(src, len);
+    }
+
+    free(src);
+    free(dst);
+
+    return ok;
+}
+
+
+/* refused, and dst (len bytes, at least 1) left untouched */
+
+static int
+ngx_cdp_email_bad(const u_char *in, size_t len)
+{
+    int      ok;
+    size_t   size;
+    u_char   *src, *dst;
+    ssize_t  n;
+
+    size = len ? len : 1;
+
+    src = ngx_cdp_dup(in, len);
+    dst = ngx_cdp_buf(size);
+
+    n = ngx_cdp_email_normalize(dst, src, len);
+
+    ok = n == -1 && ngx_cdp_untouched(dst, size);
+
+    free(src);
+    free(dst);
+
+    return ok;
+}
+
+
+static void
+test_email_valid(void)
+{
+    CHECK(ngx_cdp_email_is(L("Jane@Example.com "), "jane@example.com"));
+    CHECK(ngx_cdp_email_is(L("jane@example.com"), "jane@example.com"));
+    CHECK(ngx_cdp_email_is(L(" \t\r\n\v\fJANE.DOE+Tag@Mail.Example.CO.UK"
+                             " \t\r\n\v\f"),
+                           "jane.doe+tag@mail.example.co.uk"));
+    CHECK(ngx_cdp_email_is(L("a@b.c"), "a@b.c"));
+    CHECK(ngx_cdp_email_is(L("O'Brien@Example.IE"), "o'brien@example.ie"));
+
+    /* every other atext character, and dots anywhere in the local part */
+    CHECK(ngx_cdp_email_is(L("!#$%&'*+-/=?^_`{|}~@example.com"),
+                           "!#$%&'*+-/=?^_`{|}~@example.com"));
+    CHECK(ngx_cdp_email_is(L(".j..ane.@ex-ample.com"),
+                           ".j..ane.@ex-ample.com"));
+
+    /* "+tag" and Gmail's dots are kept: provider rules are not applied */
+    CHECK(ngx_cdp_email_is(L("J.Ane+News@GMail.com"), "j.ane+news@gmail.com"));
+
+    /* digits, hyphens, many labels */
+    CHECK(ngx_cdp_email_is(L("12345@123.45.example"), "12345@123.45.example"));
+}
+
+
+static void
+test_email_utf8(void)
+{
+    /* IDN in UTF-8: kept as is, only ASCII letters are lower-cased */
+    CHECK(ngx_cdp_email_is(L("J\xc3\xb6rg@B\xc3\xbc" "cher.DE"),
+                           "j\xc3\xb6rg@b\xc3\xbc" "cher.de"));
+    CHECK(ngx_cdp_email_is(L("J\xc3\x96RG@B\xc3\x9c" "CHER.de"),
+                           "j\xc3\x96rg@b\xc3\x9c" "cher.de"));
+
+    /* CJK local part and domain, 4-byte sequences */
+    CHECK(ngx_cdp_email_is(L("\xe7\x94\xa8\xe6\x88\xb7@\xe4\xbe\x8b\xe5\xad"
+                             "\x90.\xe5\xb9\xbf\xe5\x91\x8a"),
+                           "\xe7\x94\xa8\xe6\x88\xb7@\xe4\xbe\x8b\xe5\xad"
+                           "\x90.\xe5\xb9\xbf\xe5\x91\x8a"));
+    CHECK(ngx_cdp_email_is(L("\xf0\x9f\x98\x80@example.com"),
+                           "\xf0\x9f\x98\x80@example.com"));
+
+    /* punycode is another identifier: no IDN conversion */
+    CHECK(ngx_cdp_email_is(L("JORG@XN--BCHER-KVA.DE"),
+                           "jorg@xn--bcher-kva.de"));
+
+    /* U+00A0 is not a control character (U+0080 to U+009F are) */
+    CHECK(ngx_cdp_email_is(L("a\xc2\xa0" "b@example.com"),
+                           "a\xc2\xa0" "b@example.com"));
+
+    /* invalid UTF-8 */
+    CHECK(ngx_cdp_email_bad(L("j\xffne@example.com")));
+    CHECK(ngx_cdp_email_bad(L("jane@b\xc3(cher.de")));
+    CHECK(ngx_cdp_email_bad(L("jane@example.co\xc3")));
+    CHECK(ngx_cdp_email_bad(L("\xc0\xaf" "jane@example.com")));
+    CHECK(ngx_cdp_email_bad(L("jane@\xed\xa0\x80.com")));
+    CHECK(ngx_cdp_email_bad(L("jane@\xf4\x90\x80\x80.com")));
+    CHECK(ngx_cdp_email_bad(L("\x80jane@example.com")));
+
+    /* C1 controls: NEL, U+0080, U+009F */
+    CHECK(ngx_cdp_email_bad(L("ja\xc2\x85ne@example.com")));
+    CHECK(ngx_cdp_email_bad(L("jane@exa\xc2\x80mple.com")));
+    CHECK(ngx_cdp_email_bad(L("jane@example.co\xc2\x9f")));
+}
+
+
+static void
+test_email_invalid(void)
+{
+    CHECK(ngx_cdp_email_bad(L("")));
+    CHECK(ngx_cdp_email_bad(L("   \t\r\n")));
+    CHECK(ngx_cdp_email_bad(L("jane")));
+    CHECK(ngx_cdp_email_bad(L("jane@")));
+    CHECK(ngx_cdp_email_bad(L("@example.com")));
+    CHECK(ngx_cdp_email_bad(L(" @example.com")));
+    CHECK(ngx_cdp_email_bad(L("@")));
+
+    /* exactly one '@' */
+    CHECK(ngx_cdp_email_bad(L("jane@@example.com")));
+    CHECK(ngx_cdp_email_bad(L("ja@ne@example.com")));
+    CHECK(ngx_cdp_email_bad(L("jane@example.com@")));
+
+    /* the domain: a dot, no empty label */
+    CHECK(ngx_cdp_email_bad(L("jane@example")));
+    CHECK(ngx_cdp_email_bad(L("jane@localhost")));
+    CHECK(ngx_cdp_email_bad(L("jane@.example.com")));
+    CHECK(ngx_cdp_email_bad(L("jane@example.com.")));
+    CHECK(ngx_cdp_email_bad(L("jane@example..com")));
+    CHECK(ngx_cdp_email_bad(L("jane@.")));
+    CHECK(ngx_cdp_email_bad(L("jane@..")));
+
+    /* whitespace and controls inside */
+    CHECK(ngx_cdp_email_bad(L("jane doe@example.com")));
+    CHECK(ngx_cdp_email_bad(L("jane@exa mple.com")));
+    CHECK(ngx_cdp_email_bad(L("jane\t@example.com")));
+    CHECK(ngx_cdp_email_bad(L("jane@\nexample.com")));
+    CHECK(ngx_cdp_email_bad(L("jane@example.com\0")));
+    CHECK(ngx_cdp_email_bad(L("ja\0ne@example.com")));
+    CHECK(ngx_cdp_email_bad(L("ja\x01ne@example.com")));
+    CHECK(ngx_cdp_email_bad(L("ja\x7fne@example.com")));
+    CHECK(ngx_cdp_email_bad(L("ja\x1bne@example.com")));
+
+    /* specials: display names, comments, literals, quoted local parts */
+    CHECK(ngx_cdp_email_bad(L("<jane@example.com>")));
+    CHECK(ngx_cdp_email_bad(L("Jane <jane@example.com>")));
+    CHECK(ngx_cdp_email_bad(L("jane(work)@example.com")));
+    CHECK(ngx_cdp_email_bad(L("jane@[192.0.2.1]")));
+    CHECK(ngx_cdp_email_bad(L("jane,joe@example.com")));
+    CHECK(ngx_cdp_email_bad(L("jane@example.com;joe@example.com")));
+    CHECK(ngx_cdp_email_bad(L("mailto:jane@example.com")));
+    CHECK(ngx_cdp_email_bad(L("\"jane\"@example.com")));
+    CHECK(ngx_cdp_email_bad(L("\"ja@ne\"@example.com")));
+    CHECK(ngx_cdp_email_bad(L("ja\\ne@example.com")));
+    CHECK(ngx_cdp_email_bad(L("jane@example.com>")));
+    CHECK(ngx_cdp_email_bad(L("jane@exam)ple.com")));
+    CHECK(ngx_cdp_email_bad(L("jane@exam]ple.com")));
+}
+
+
+static void
+test_email_limits(void)
+{
+    size_t   len;
+    u_char   buf[NGX_CDP_EMAIL_MAX + 16], out[NGX_CDP_EMAIL_MAX + 16];
+    ssize_t  n;
+
+    /* a local part of 64 bytes, then 65 */
+
+    memset(buf, 'L', 64);
+    memcpy(buf + 64, "@example.com", 12);
+    memset(out, 'l', 64);
+    memcpy(out + 64, "@example.com", 12);
+    out[76] = '\0';
+    CHECK(ngx_cdp_email_is(buf, 76, (char *) out));
+
+    memset(buf, 'l', 65);
+    memcpy(buf + 65, "@example.com", 12);
+    CHECK(ngx_cdp_email_bad(buf, 77));
+
+    /* bytes, not characters: 32 times U+00E9 is 64 bytes, 33 is 66 */
+
+    for (len = 0; len < 64; len += 2) {
+        buf[len] = 0xc3;
+        buf[len + 1] = 0xa9;
+    }
+
+    memcpy(buf + 64, "@example.com", 12);
+    memcpy(out, buf, 76);
+    out[76] = '\0';
+    CHECK(ngx_cdp_email_is(buf, 76, (char *) out));
+
+    buf[64] = 0xc3;
+    buf[65] = 0xa9;
+    memcpy(buf + 66, "@example.com", 12);
+    CHECK(ngx_cdp_email_bad(buf, 78));
+
+    /* 254 bytes in all (64 + '@' + 189), then 255 */
+
+    memset(buf, 'a', 64);
+    buf[64] = '@';
+    memset(buf + 65, 'D', 185);
+    memcpy(buf + 250, ".COM", 4);
+    memcpy(out, buf, 254);
+    memset(out + 65, 'd', 185);
+    memcpy(out + 250, ".com", 4);
+    out[254] = '\0';
+    CHECK(ngx_cdp_email_is(buf, 254, (char *) out));
+
+    /* whitespace around does not count */
+    memmove(buf + 3, buf, 254);
+    memcpy(buf, "  \t", 3);
+    memcpy(buf + 257, " \r\n", 3);
+    CHECK(ngx_cdp_email_is(buf, 260, (char *) out));
+
+    memset(buf, 'a', 64);
+    buf[64] = '@';
+    memset(buf + 65, 'd', 186);
+    memcpy(buf + 251, ".com", 4);
+    CHECK(ngx_cdp_email_bad(buf, 255));
+
+    /* the result fits len bytes even when dst is src */
+    memcpy(buf, " Jane@Example.COM", 17);
+    n = ngx_cdp_email_normalize(buf, buf, 17);
+    CHECK(n == 16 && memcmp(buf, "jane@example.com", 16) == 0);
+
+    CHECK(ngx_cdp_email_normalize(out, NULL, 0) == -1);
+}
+
+
+/* phone */
+
+static int
+ngx_cdp_phone_is(const u_char *in, size_t len, const char *cc,
+    const char *out)
+{
+    int      ok;
+    size_t   olen, cc_len, size;
+    u_char   *src, *dst, *again;
+    ssize_t  n;
+
+    olen = strlen(out);
+    cc_len = strlen(cc);
+
+    /* the documented size: min(NGX_CDP_PHONE_MAX, len + 1 + cc_len) */
+
+    size = len + 1 + cc_len;
+
+    if (size > NGX_CDP_PHONE_MAX) {
+        size = NGX_CDP_PHONE_MAX;
+    }
+
+    src = ngx_cdp_dup(in, len);
+    dst = ngx_cdp_buf(size);
+
+    n = ngx_cdp_phone_normalize(dst, src, len, (const u_char *) cc, cc_len);
+
+    ok = n >= 0 && (size_t) n == olen && memcmp(dst, out, olen) == 0
+         && ngx_cdp_canary_ok(dst, size) && memcmp(src, in, len) == 0;
+
+    /* idempotent, whatever the default country code */
+
+    if (ok) {
+        again = ngx_cdp_buf(NGX_CDP_PHONE_MAX);
+
+        n = ngx_cdp_phone_normalize(again, dst, olen, (const u_char *) cc,
+                                    cc_len);
+        ok = n >= 0 && (size_t) n == olen && memcmp(again, out, olen) == 0;
+
+        n = ngx_cdp_phone_normalize(again, dst, olen, NULL, 0);
+        ok = ok && n >= 0 && (size_t) n == olen
+             && memcmp(again, out, olen) == 0
+             && ngx_cdp_canary_ok(again, NGX_CDP_PHONE_MAX);
+
+        free(again);
+    }
+
+    free(src);
+    free(dst);
+
+    return ok;
+}
+
+
+static int
+ngx_cdp_phone_bad(const u_char *in, size_t len, const char *cc)
+{
+    int      ok;
+    u_char   *src, *dst;
+    ssize_t  n;
+
+    src = ngx_cdp_dup(in, len);
+    dst = ngx_cdp_buf(NGX_CDP_PHONE_MAX);
+
+    n = ngx_cdp_phone_normalize(dst, src, len, (const u_char *) cc,
+                                strlen(cc));
+
+    ok = n == -1 && ngx_cdp_untouched(dst, NGX_CDP_PHONE_MAX);
+
+    free(src);
+    free(dst);
+
+    return ok;
+}
+
+
+static void
+test_phone_international(void)
+{
+    CHECK(ngx_cdp_phone_is(L("+44 20 7946 0958"), "", "+442079460958"));
+    CHECK(ngx_cdp_phone_is(L("+44 20 7946 0958"), "1", "+442079460958"));
+    CHECK(ngx_cdp_phone_is(L("+442079460958"), "", "+442079460958"));
+    CHECK(ngx_cdp_phone_is(L("0044 20 7946 0958"), "", "+442079460958"));
+    CHECK(ngx_cdp_phone_is(L("0044 20 7946 0958"), "33", "+442079460958"));
+    CHECK(ngx_cdp_phone_is(L("(00 44) 20-7946-0958"), "", "+442079460958"));
+    CHECK(ngx_cdp_phone_is(L("+1 (555) 123-4567"), "", "+15551234567"));
+    CHECK(ngx_cdp_phone_is(L("+1.555.123.4567"), "44", "+15551234567"));
+    CHECK(ngx_cdp_phone_is(L(" \t+33 1 23 45 67 89\r\n"), "",
+                           "+33123456789"));
+    CHECK(ngx_cdp_phone_is(L("+ 49 30/1234567"), "", "+49301234567"));
+
+    /* "(0)": the trunk prefix written inside an international number */
+    CHECK(ngx_cdp_phone_is(L("+44 (0)20 7946 0958"), "", "+442079460958"));
+    CHECK(ngx_cdp_phone_is(L("+44(0)2079460958"), "", "+442079460958"));
+    CHECK(ngx_cdp_phone_is(L("0044 (0) 20 7946 0958"), "",
+                           "+442079460958"));
+
+    /* Italy keeps its 0 in E.164 */
+    CHECK(ngx_cdp_phone_is(L("+39 06 1234 5678"), "", "+390612345678"));
+
+    /* 8 to 15 digits */
+    CHECK(ngx_cdp_phone_is(L("+12345678"), "", "+12345678"));
+    CHECK(ngx_cdp_phone_is(L("+123456789012345"), "", "+123456789012345"));
+    CHECK(ngx_cdp_phone_is(L("00123456789012345"), "", "+123456789012345"));
+    CHECK(ngx_cdp_phone_bad(L("+1234567"), ""));
+    CHECK(ngx_cdp_phone_bad(L("+1234567890123456"), ""));
+    CHECK(ngx_cdp_phone_bad(L("001234567890123456"), ""));
+    CHECK(ngx_cdp_phone_bad(L("+1 2345 6789 0123 4567 8901 2345"), ""));
+    CHECK(ngx_cdp_phone_bad(L("+44"), ""));
+    CHECK(ngx_cdp_phone_bad(L("00"), "44"));
+
+    /* the first digit is never 0 */
+    CHECK(ngx_cdp_phone_bad(L("+0044 20 7946 0958"), ""));
+    CHECK(ngx_cdp_phone_bad(L("+0 20 7946 0958"), ""));
+    CHECK(ngx_cdp_phone_bad(L("000 44 20 7946 0958"), "44"));
+
+    /* '+' only first */
+    CHECK(ngx_cdp_phone_bad(L("+"), ""));
+    CHECK(ngx_cdp_phone_bad(L("++44 20 7946 0958"), ""));
+    CHECK(ngx_cdp_phone_bad(L("44+20 7946 0958"), "44"));
+    CHECK(ngx_cdp_phone_bad(L("+44 20 7946 0958+"), ""));
+    CHECK(ngx_cdp_phone_bad(L("(+44) 20 7946 0958"), ""));
+}
+
+
+static void
+test_phone_national(void)
+{
+    CHECK(ngx_cdp_phone_is(L("020 7946 0958"), "44", "+442079460958"));
+    CHECK(ngx_cdp_phone_is(L("(020) 7946-0958"), "44", "+442079460958"));
+    CHECK(ngx_cdp_phone_is(L("(0)20 7946 0958"), "44", "+442079460958"));
+    CHECK(ngx_cdp_phone_is(L("20 7946 0958"), "44", "+442079460958"));
+    CHECK(ngx_cdp_phone_is(L("(555) 123-4567"), "1", "+15551234567"));
+    CHECK(ngx_cdp_phone_is(L("555.123.4567"), "1", "+15551234567"));
+    CHECK(ngx_cdp_phone_is(L("1 (555) 123-4567"), "1", "+15551234567"));
+    CHECK(ngx_cdp_phone_is(L("1-555-123-4567"), "1", "+15551234567"));
+    CHECK(ngx_cdp_phone_is(L("01 23 45 67 89"), "33", "+33123456789"));
+    CHECK(ngx_cdp_phone_is(L("030/1234567"), "49", "+49301234567"));
+    CHECK(ngx_cdp_phone_is(L("0412 345 678"), "61", "+61412345678"));
+    CHECK(ngx_cdp_phone_is(L("087 123 4567"), "353", "+353871234567"));
+
+    /* nothing left after the trunk 0 */
+    CHECK(ngx_cdp_phone_bad(L("0"), "44"));
+    CHECK(ngx_cdp_phone_bad(L("(0)"), "44"));
+
+    /* Italy and San Marino keep the 0 */
+    CHECK(ngx_cdp_phone_is(L("06 1234 5678"), "39", "+390612345678"));
+    CHECK(ngx_cdp_phone_is(L("333 123 4567"), "39", "+393331234567"));
+    CHECK(ngx_cdp_phone_is(L("0549 123456"), "378", "+3780549123456"));
+
+    /* 15 digits with the country code, then 16 */
+    CHECK(ngx_cdp_phone_is(L("01234567890123"), "44", "+441234567890123"));
+    CHECK(ngx_cdp_phone_bad(L("012345678901234"), "44"));
+    CHECK(ngx_cdp_phone_bad(L("1234567890123456"), "1"));
+
+    /* too short */
+    CHECK(ngx_cdp_phone_bad(L("01234"), "44"));
+    CHECK(ngx_cdp_phone_bad(L("123 45"), "1"));
+
+    /* no, or an invalid, default country code */
+    CHECK(ngx_cdp_phone_bad(L("020 7946 0958"), ""));
+    CHECK(ngx_cdp_phone_bad(L("(555) 123-4567"), ""));
+    CHECK(ngx_cdp_phone_bad(L("020 7946 0958"), "+44"));
+    CHECK(ngx_cdp_phone_bad(L("020 7946 0958"), "0"));
+    CHECK(ngx_cdp_phone_bad(L("020 7946 0958"), "044"));
+    CHECK(ngx_cdp_phone_bad(L("020 7946 0958"), "4444"));
+    CHECK(ngx_cdp_phone_bad(L("020 7946 0958"), "4a"));
+}
+
+
+static void
+test_phone_invalid(void)
+{
+    u_char   buf[32];
+    ssize_t  n;
+
+    CHECK(ngx_cdp_phone_bad(L(""), "44"));
+    CHECK(ngx_cdp_phone_bad(L(" \t\r\n"), "44"));
+    CHECK(ngx_cdp_phone_bad(L("()-. /"), "44"));
+
+    /* letters, extensions, URIs */
+    CHECK(ngx_cdp_phone_bad(L("+44 20 7946 095A"), ""));
+    CHECK(ngx_cdp_phone_bad(L("1-800-FLOWERS"), "1"));
+    CHECK(ngx_cdp_phone_bad(L("+44 20 7946 0958 ext 12"), ""));
+    CHECK(ngx_cdp_phone_bad(L("+44 20 7946 0958 x12"), ""));
+    CHECK(ngx_cdp_phone_bad(L("+44 20 7946 0958;ext=12"), ""));
+    CHECK(ngx_cdp_phone_bad(L("tel:+442079460958"), ""));
+
+    /* other characters */
+    CHECK(ngx_cdp_phone_bad(L("+44\t20 7946 0958"), ""));
+    CHECK(ngx_cdp_phone_bad(L("+44_20_7946_0958"), ""));
+    CHECK(ngx_cdp_phone_bad(L("+44 20 7946 0958#"), ""));
+    CHECK(ngx_cdp_phone_bad(L("*31#+442079460958"), ""));
+    CHECK(ngx_cdp_phone_bad(L("+44 20 7946\0 0958"), ""));
+    CHECK(ngx_cdp_phone_bad(L("+44 \xef\xbc\x92\xef\xbc\x90 7946 0958"), ""));
+    CHECK(ngx_cdp_phone_bad(L("+44 20 7946 0958\xc2\xa0"), ""));
+
+    /* dst may be src when src has room for the result */
+
+    memcpy(buf, " (555) 123-4567", 15);
+    n = ngx_cdp_phone_normalize(buf, buf, 15, (const u_char *) "1", 1);
+    CHECK(n == 12 && memcmp(buf, "+15551234567", 12) == 0);
+
+    CHECK(ngx_cdp_phone_normalize(buf, NULL, 0, (const u_char *) "1", 1)
+          == -1);
+}
+
+
+/* blocked values */
+
+static int
+ngx_cdp_blocked(const u_char *v, size_t len, const ngx_cdp_str_t *extra,
+    size_t nextra)
+{
+    int     rc;
+    u_char  *b;
+
+    b = ngx_cdp_dup(v, len);
+    rc = ngx_cdp_ident_blocked(b, len, extra, nextra);
+    free(b);
+
+    return rc;
+}
+
+
+static void
+test_blocked_builtin(void)
+{
+    /* each builtin */
+    CHECK(ngx_cdp_blocked(L("null"), NULL, 0) == 1);
+    CHECK(ngx_cdp_blocked(L("undefined"), NULL, 0) == 1);
+    CHECK(ngx_cdp_blocked(L("anonymous"), NULL, 0) == 1);
+    CHECK(ngx_cdp_blocked(L("guest"), NULL, 0) == 1);
+    CHECK(ngx_cdp_blocked(L("none"), NULL, 0) == 1);
+    CHECK(ngx_cdp_blocked(L("nan"), NULL, 0) == 1);
+    CHECK(ngx_cdp_blocked(L("0"), NULL, 0) == 1);
+    CHECK(ngx_cdp_blocked(L("-1"), NULL, 0) == 1);
+
+    /* mixed case */
+    CHECK(ngx_cdp_blocked(L("NULL"), NULL, 0) == 1);
+    CHECK(ngx_cdp_blocked(L("Undefined"), NULL, 0) == 1);
+    CHECK(ngx_cdp_blocked(L("AnOnYmOuS"), NULL, 0) == 1);
+    CHECK(ngx_cdp_blocked(L("GUEST"), NULL, 0) == 1);
+    CHECK(ngx_cdp_blocked(L("None"), NULL, 0) == 1);
+    CHECK(ngx_cdp_blocked(L("NaN"), NULL, 0) == 1);
+
+    /* whitespace */
+    CHECK(ngx_cdp_blocked(L(" null "), NULL, 0) == 1);
+    CHECK(ngx_cdp_blocked(L("\tGuest\r\n"), NULL, 0) == 1);
+    CHECK(ngx_cdp_blocked(L("\v-1\f"), NULL, 0) == 1);
+
+    /* empty */
+    CHECK(ngx_cdp_blocked(L(""), NULL, 0) == 1);
+    CHECK(ngx_cdp_blocked(L("   "), NULL, 0) == 1);
+    CHECK(ngx_cdp_blocked(L(" \t\r\n\v\f"), NULL, 0) == 1);
+    CHECK(ngx_cdp_ident_blocked(NULL, 0, NULL, 0) == 1);
+
+    /* ^[0-]*$ */
+    CHECK(ngx_cdp_blocked(L("000"), NULL, 0) == 1);
+    CHECK(ngx_cdp_blocked(L("0-0"), NULL, 0) == 1);
+    CHECK(ngx_cdp_blocked(L("--"), NULL, 0) == 1);
+    CHECK(ngx_cdp_blocked(L("-"), NULL, 0) == 1);
+    CHECK(ngx_cdp_blocked(L("-0"), NULL, 0) == 1);
+    CHECK(ngx_cdp_blocked(L("0000-0000-0000"), NULL, 0) == 1);
+    CHECK(ngx_cdp_blocked(L(" 00000000 "), NULL, 0) == 1);
+
+    /* real values */
+    CHECK(ngx_cdp_blocked(L("jane@example.com"), NULL, 0) == 0);
+    CHECK(ngx_cdp_blocked(L("+442079460958"), NULL, 0) == 0);
+    CHECK(ngx_cdp_blocked(L("42"), NULL, 0) == 0);
+    CHECK(ngx_cdp_blocked(L("1"), NULL, 0) == 0);
+    CHECK(ngx_cdp_blocked(L("-2"), NULL, 0) == 0);
+    CHECK(ngx_cdp_blocked(L("10"), NULL, 0) == 0);
+    CHECK(ngx_cdp_blocked(L("0-1"), NULL, 0) == 0);
+    CHECK(ngx_cdp_blocked(L("00 0"), NULL, 0) == 0);
+    CHECK(ngx_cdp_blocked(L("0.0"), NULL, 0) == 0);
+    CHECK(ngx_cdp_blocked(L("nul"), NULL, 0) == 0);
+    CHECK(ngx_cdp_blocked(L("nulll"), NULL, 0) == 0);
+    CHECK(ngx_cdp_blocked(L("null1"), NULL, 0) == 0);
+    CHECK(ngx_cdp_blocked(L("guest@example.com"), NULL, 0) == 0);
+    CHECK(ngx_cdp_blocked(L("n ull"), NULL, 0) == 0);
+    CHECK(ngx_cdp_blocked(L("null\0"), NULL, 0) == 0);
+    CHECK(ngx_cdp_blocked(L("\xc2\xa0null"), NULL, 0) == 0);
+}
+
+
+static void
+test_blocked_extra(void)
+{
+    ngx_cdp_str_t  extra[5];
+
+    extra[0].data = (const u_char *) "test@example.com";
+    extra[0].len = 16;
+    extra[1].data = (const u_char *) " Test@Test.COM\t";
+    extra[1].len = 15;
+    extra[2].data = NULL;
+    extra[2].len = 0;
+    extra[3].data = (const u_char *) "  ";
+    extra[3].len = 2;
+    extra[4].data = (const u_char *) "asdf";
+    extra[4].len = 4;
+
+    CHECK(ngx_cdp_blocked(L("test@example.com"), extra, 5) == 1);
+    CHECK(ngx_cdp_blocked(L(" TEST@Example.Com "), extra, 5) == 1);
+    CHECK(ngx_cdp_blocked(L("test@test.com"), extra, 5) == 1);
+    CHECK(ngx_cdp_blocked(L("ASDF"), extra, 5) == 1);
+    CHECK(ngx_cdp_blocked(L("asdf\n"), extra, 5) == 1);
+
+    /* the builtins still apply */
+    CHECK(ngx_cdp_blocked(L("null"), extra, 5) == 1);
+    CHECK(ngx_cdp_blocked(L(""), extra, 5) == 1);
+
+    CHECK(ngx_cdp_blocked(L("asdfg"), extra, 5) == 0);
+    CHECK(ngx_cdp_blocked(L("asd"), extra, 5) == 0);
+    CHECK(ngx_cdp_blocked(L("test@example.co"), extra, 5) == 0);
+    CHECK(ngx_cdp_blocked(L("jane@example.com"), extra, 5) == 0);
+
+    /* nextra bounds the list */
+    CHECK(ngx_cdp_blocked(L("asdf"), extra, 4) == 0);
+    CHECK(ngx_cdp_blocked(L("test@example.com"), extra, 0) == 0);
+}
+
+
+/* hashed identifiers */
+
+static void
+ngx_cdp_test_key(ngx_cdp_hmac_key_t *k, u_char first)
+{
+    int     i;
+    u_char  raw[NGX_CDP_KEY_LEN];
+
+    for (i = 0; i < NGX_CDP_KEY_LEN; i++) {
+        raw[i] = (u_char) (first + i);
+    }
+
+    if (!ngx_cdp_hmac_key_init(k, raw)) {
+        fprintf(stderr, "ngx_cdp_hmac_key_init() failed\n");
+        exit(2);
+    }
+}
+
+
+static int
+ngx_cdp_hash_is(const ngx_cdp_hmac_key_t *k, const char *type,
+    const u_char *v, size_t len, const char *hex)
+{
+    int     ok;
+    u_char  *in, *out;
+
+    in = ngx_cdp_dup(v, len);
+    out = ngx_cdp_buf(NGX_CDP_IDENT_HASH_LEN);
+
+    ok = ngx_cdp_ident_hash(out, k, type, in, len) == 1
+         && strlen(hex) == NGX_CDP_IDENT_HASH_LEN
+         && memcmp(out, hex, NGX_CDP_IDENT_HASH_LEN) == 0
+         && ngx_cdp_canary_ok(out, NGX_CDP_IDENT_HASH_LEN);
+
+    free(in);
+    free(out);
+
+    return ok;
+}
+
+
+static int
+ngx_cdp_hash_refused(const ngx_cdp_hmac_key_t *k, const char *type,
+    const u_char *v, size_t len)
+{
+    int     ok;
+    u_char  *out;
+
+    out = ngx_cdp_buf(NGX_CDP_IDENT_HASH_LEN);
+
+    ok = ngx_cdp_ident_hash(out, k, type, v, len) == 0
+         && ngx_cdp_untouched(out, NGX_CDP_IDENT_HASH_LEN);
+
+    free(out);
+
+    return ok;
+}
+
+
+static void
+test_ident_hash(void)
+{
+    void                *mac;
+    size_t               i;
+    u_char               big[NGX_CDP_IDENT_VALUE_MAX + 1];
+    u_char               out[NGX_CDP_IDENT_HASH_LEN];
+    u_char               norm[64];
+    ssize_t              n;
+    ngx_cdp_hmac_key_t   k1, k2;
+
+    /* expected values computed with Python's hmac module */
+
+    ngx_cdp_test_key(&k1, 0x01);
+    ngx_cdp_test_key(&k2, 0x40);
+
+    CHECK(ngx_cdp_hash_is(&k1, "email", L("jane@example.com"),
+                          "4ef41975312166a83a65ba296b3ca0ed"
+                          "4e553aba3413cf88a7ed2abb438cf1bf"));
+    CHECK(ngx_cdp_hash_is(&k1, "phone", L("+442079460958"),
+                          "ca0328283ae574dbdb10ae9cc4f5fec8"
+                          "b072aa0d0a8c8f8ecee002d46ae6955a"));
+    CHECK(ngx_cdp_hash_is(&k1, "phone", L("+15551234567"),
+                          "349768d17683359084719f940b6e9661"
+                          "f042750748214f670b0c3c3ec6abb87a"));
+    CHECK(ngx_cdp_hash_is(&k1, "email", L("J\xc3\xb6rg@b\xc3\xbc" "cher.de"),
+                          "b25a05acd680a5bd394344b52dbc571f"
+                          "2a3bcd06d801c7720ae39d2acc040ff2"));
+    CHECK(ngx_cdp_hash_is(&k1, "user_id", L("42"),
+                          "bdbfb44693e7e4a3303ed546a7f8af52"
+                          "63170d21fc75cd02d952d5a5059de115"));
+    CHECK(ngx_cdp_hash_is(&k1, "x", L("v"),
+                          "3c290f1d42519742c7e79b1ea000f5b4"
+                          "3cc0a712f8f7cb77859d49e1fe73c529"));
+    CHECK(ngx_cdp_hash_is(&k1, "email", L(""),
+                          "089a6f6b78fbebd609c718b82c2d92f3"
+                          "ba66ca77d1522ab32f7f5928a024ee9e"));
+
+    /* another key, other names */
+    CHECK(ngx_cdp_hash_is(&k2, "email", L("jane@example.com"),
+                          "c029098b20a9a04eced8b4a8e430c1c4"
+                          "3788799dd72f342f9bc2e0ef72e35979"));
+    CHECK(ngx_cdp_hash_is(&k2, "phone", L("+442079460958"),
+                          "68a9dd46476a2343400c05746e092d56"
+                          "a25f4a44e9e39498ea0f90902f3ae4d4"));
+
+    /* v may be NULL when len is 0 */
+    CHECK(ngx_cdp_ident_hash(out, &k1, "email", NULL, 0) == 1
+          && memcmp(out, "089a6f6b78fbebd609c718b82c2d92f3"
+                         "ba66ca77d1522ab32f7f5928a024ee9e", 64) == 0);
+
+    /* the longest type and value */
+    memset(big, 'a', sizeof(big));
+    CHECK(ngx_cdp_hash_is(&k1, "abcdefghijklmnop", big,
+                          NGX_CDP_IDENT_VALUE_MAX,
+                          "203c42f56d9f370e8bf111b9612b4ff3"
+                          "679feaae04212ba26fe9ae237cf7278c"));
+    CHECK(ngx_cdp_hash_is(&k1, "email", big, NGX_CDP_IDENT_VALUE_MAX,
+                          "1d51fe724c6a280c9505c7bcc21eddb6"
+                          "10010b406fda0be8cab6e491f3c3da68"));
+
+    /* out of bounds: nothing written */
+    CHECK(ngx_cdp_hash_refused(&k1, "email", big,
+                               NGX_CDP_IDENT_VALUE_MAX + 1));
+    CHECK(ngx_cdp_hash_refused(&k1, "abcdefghijklmnopq", L("v")));
+    CHECK(ngx_cdp_hash_refused(&k1, "", L("v")));
+    CHECK(ngx_cdp_hash_refused(&k1, "em:ail", L("v")));
+    CHECK(ngx_cdp_hash_refused(&k1, "email:", L("v")));
+
+    /* without a prepared context (libcrypto could not make one): same */
+    mac = k1.mac;
+    k1.mac = NULL;
+    CHECK(ngx_cdp_hash_is(&k1, "email", L("jane@example.com"),
+                          "4ef41975312166a83a65ba296b3ca0ed"
+                          "4e553aba3413cf88a7ed2abb438cf1bf"));
+    k1.mac = mac;
+
+    /* the type separates the namespaces; lowercase hex only */
+    CHECK(ngx_cdp_ident_hash(out, &k1, "phone", L("jane@example.com")) == 1
+          && memcmp(out, "4ef41975312166a83a65ba296b3ca0ed", 32) != 0);
+
+    for (i = 0; i < NGX_CDP_IDENT_HASH_LEN; i++) {
+        if (!((out[i] >= '0' && out[i] <= '9')
+              || (out[i] >= 'a' && out[i] <= 'f')))
+        {
+            break;
+        }
+    }
+
+    CHECK(i == NGX_CDP_IDENT_HASH_LEN);
+
+    /* the whole path: " Jane@Example.com " and "jane@example.com" meet */
+    n = ngx_cdp_email_normalize(norm, L(" Jane@Example.com "));
+    CHECK(n == 16 && ngx_cdp_ident_blocked(norm, n, NULL, 0) == 0);
+    CHECK(ngx_cdp_hash_is(&k1, "email", norm, n,
+                          "4ef41975312166a83a65ba296b3ca0ed"
+                          "4e553aba3413cf88a7ed2abb438cf1bf"));
+
+    n = ngx_cdp_phone_normalize(norm, L("020 7946 0958"),
+                                (const u_char *) "44", 2);
+    CHECK(n == 13);
+    CHECK(ngx_cdp_hash_is(&k1, "phone", norm, n,
+                          "ca0328283ae574dbdb10ae9cc4f5fec8"
+                          "b072aa0d0a8c8f8ecee002d46ae6955a"));
+
+    ngx_cdp_hmac_key_free(&k1);
+    ngx_cdp_hmac_key_free(&k2);
+}
+
+
+int
+main(void)
+{
+    test_email_valid();
+    test_email_utf8();
+    test_email_invalid();
+    test_email_limits();
+    test_phone_international();
+    test_phone_national();
+    test_phone_invalid();
+    test_blocked_builtin();
+    test_blocked_extra();
+    test_ident_hash();
+
+    printf("%u passed, %u failed\n", passed, failed);
+
+    return failed ? 1 : 0;
+}
