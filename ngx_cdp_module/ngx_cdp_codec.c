@@ -325,7 +325,7 @@ ngx_cdp_cookie_decode(const u_char *src, size_t len,
 
         if (ok && CRYPTO_memcmp(tag, mac, NGX_CDP_TAG_LEN) == 0) {
             memcpy(id_hex, src, NGX_CDP_ID_HEX_LEN);
-            return NGX_CDP_COOKIE_VALID;
+            return k == 0 ? NGX_CDP_COOKIE_VALID : NGX_CDP_COOKIE_VALID_OLD;
         }
     }
 

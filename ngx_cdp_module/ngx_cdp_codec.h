@@ -30,9 +30,10 @@
 #define NGX_CDP_COOKIE_LEN                                                    \
     (NGX_CDP_ID_HEX_LEN + 1 + NGX_CDP_TAG_B64_LEN)
 
-#define NGX_CDP_COOKIE_VALID     0
+#define NGX_CDP_COOKIE_VALID     0      /* signed with keys[0] */
 #define NGX_CDP_COOKIE_MALFORMED 1      /* wrong length or alphabet */
 #define NGX_CDP_COOKIE_FORGED    2      /* well-formed, tag does not verify */
+#define NGX_CDP_COOKIE_VALID_OLD 3      /* signed with a later key */
 
 
 /* derive a purpose-bound key: HMAC-SHA256(secret, label) */
@@ -66,7 +67,8 @@ u_char *ngx_cdp_hex(u_char *dst, const u_char *src, size_t len);
  * Anonymous id cookie.  encode() writes NGX_CDP_COOKIE_LEN bytes: the hex
  * id, '.', and the tag of HMAC(key, "aid:" hex id).  decode() accepts a
  * tag made with any of the nkeys keys (compared with CRYPTO_memcmp) and
- * writes the hex id into id_hex on success.
+ * writes the hex id into id_hex on success: VALID for keys[0], the key
+ * that signs, VALID_OLD for another one (the caller re-signs).
  */
 void ngx_cdp_cookie_encode(u_char *dst, const u_char id[NGX_CDP_ID_LEN],
     const ngx_cdp_hmac_key_t *key);

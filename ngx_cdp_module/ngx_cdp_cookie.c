@@ -66,6 +66,12 @@ ngx_cdp_cookie_read(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     switch (rc) {
 
     case NGX_CDP_COOKIE_VALID:
+        /* the refresh can send it back as it is */
+        ctx->cookie = value.data;
+
+        /* fall through */
+
+    case NGX_CDP_COOKIE_VALID_OLD:
         ctx->aid_state = NGX_CDP_AID_KEPT;
         if (count) {
             ngx_cdp_count(NGX_CDP_C_COOKIE_KEPT, 1);
@@ -91,9 +97,9 @@ ngx_cdp_cookie_read(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
 
 
 /*
- * Gives the request an id (the cookie's or a new one) and sets the cookie,
- * re-signed with the current key and with its full Max-Age: a visit
- * refreshes it.
+ * Gives the request an id (the cookie's or a new one) and sets the cookie
+ * with its full Max-Age: a visit refreshes it.  A cookie signed with the
+ * previous key is re-signed with the current one.
  */
 
 ngx_int_t
@@ -114,12 +120,12 @@ ngx_cdp_cookie_issue(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx)
 
     ngx_cdp_cookie_read(r, ctx, 1);
 
-    if (ctx->aid_state == NGX_CDP_AID_KEPT) {
+    if (ctx->aid_state == NGX_CDP_AID_KEPT && ctx->cookie == NULL) {
         for (i = 0; i < NGX_CDP_ID_LEN; i++) {
             id[i] = (u_char) (ngx_hextoi(&ctx->aid[2 * i], 2));
         }
 
-    } else {
+    } else if (ctx->aid_state != NGX_CDP_AID_KEPT) {
         if (ngx_cdp_random_id(id) != NGX_OK) {
             ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
                           "cdp: RAND_bytes() failed, no id issued");
@@ -166,7 +172,14 @@ ngx_cdp_cookie_issue(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx)
 
     p = ngx_copy(p, ck->name.data, ck->name.len);
     *p++ = '=';
-    ngx_cdp_cookie_encode(p, id, &mcf->cookie_keys[0]);
+
+    if (ctx->cookie) {
+        ngx_memcpy(p, ctx->cookie, NGX_CDP_COOKIE_LEN);
+
+    } else {
+        ngx_cdp_cookie_encode(p, id, &mcf->cookie_keys[0]);
+    }
+
     p += NGX_CDP_COOKIE_LEN;
 
     p = ngx_sprintf(p, "; Max-Age=%T; Path=%V", ck->max_age, &ck->path);

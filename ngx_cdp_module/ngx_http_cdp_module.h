@@ -104,6 +104,7 @@ typedef struct {
 typedef struct {
     ngx_uint_t                 aid_state;
     u_char                     aid[NGX_CDP_ID_HEX_LEN];
+    u_char                    *cookie;      /* signed with the current key */
 } ngx_http_cdp_ctx_t;
 
 

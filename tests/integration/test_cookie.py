@@ -107,7 +107,12 @@ def test_key_rotation(redis_server, nginx_factory):
     r, v, d = send(ngx, c_a)
     assert aid(v) == aid(c_a), 'cookie of the previous key not kept'
     assert d.cookies('kept') == 1, d
+    # the refresh re-signs it with B; a cookie of B comes back unchanged
+    assert v != c_a, 'cookie of the previous key not re-signed'
+    c_a_resigned = v
     c_b = mint(ngx)
+    r, v, d = send(ngx, c_b)
+    assert v == c_b and d.cookies('kept') == 1, (c_b, v, d)
 
     # the new cookie is signed with B: A alone rejects it
     ngx.write_secret([key_a])
@@ -126,6 +131,9 @@ def test_key_rotation(redis_server, nginx_factory):
     assert aid(v) == aid(c_b) and d.cookies('kept') == 1, d
     r, v, d = send(ngx, c_a)
     assert aid(v) != aid(c_a) and d.cookies('forged') == 1, d
+    # ... but the browser that came back during the rotation kept its id
+    r, v, d = send(ngx, c_a_resigned)
+    assert aid(v) == aid(c_a) and d.cookies('kept') == 1, d
 
 
 def test_cookie_from_other_secret_is_forged(redis_server, nginx_factory):

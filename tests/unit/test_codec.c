@@ -316,10 +316,10 @@ test_cookie_rotation(void)
           == NGX_CDP_COOKIE_VALID);
     CHECK(memcmp(id_hex, TEST_ID_HEX, NGX_CDP_ID_HEX_LEN) == 0);
 
-    /* signed with the previous key, still accepted */
+    /* signed with the previous key, still accepted (to be re-signed) */
     memset(id_hex, 'X', sizeof(id_hex));
     CHECK(ngx_cdp_decode(COOKIE_K2, NGX_CDP_COOKIE_LEN, keys, 2, id_hex)
-          == NGX_CDP_COOKIE_VALID);
+          == NGX_CDP_COOKIE_VALID_OLD);
     CHECK(memcmp(id_hex, TEST_ID_HEX, NGX_CDP_ID_HEX_LEN) == 0);
 
     /* the previous key removed: its cookies no longer verify */
@@ -335,6 +335,8 @@ test_cookie_rotation(void)
     ngx_cdp_key2(keys[0]);
     ngx_cdp_key1(keys[1]);
     CHECK(ngx_cdp_decode(COOKIE_K1, NGX_CDP_COOKIE_LEN, keys, 2, id_hex)
+          == NGX_CDP_COOKIE_VALID_OLD);
+    CHECK(ngx_cdp_decode(COOKIE_K2, NGX_CDP_COOKIE_LEN, keys, 2, id_hex)
           == NGX_CDP_COOKIE_VALID);
     CHECK(ngx_cdp_decode(COOKIE_K1, NGX_CDP_COOKIE_LEN, keys, 1, id_hex)
           == NGX_CDP_COOKIE_FORGED);
@@ -371,7 +373,7 @@ test_cookie_roundtrip(void)
         ngx_cdp_cookie_encode(value, id, &hk[i & 1]);
 
         if (ngx_cdp_cookie_decode(value, sizeof(value), hk, 2, id_hex)
-            != NGX_CDP_COOKIE_VALID
+            != ((i & 1) ? NGX_CDP_COOKIE_VALID_OLD : NGX_CDP_COOKIE_VALID)
             || memcmp(id_hex, hex, NGX_CDP_ID_HEX_LEN) != 0)
         {
             ok = 0;
