@@ -18,7 +18,7 @@ PYTHON     := /usr/bin/python3
 SRCS := $(wildcard ngx_cdp_module/*.c ngx_cdp_module/*.h) config \
         store/cdp.lua store/embed.sh
 
-.PHONY: all build deps run test unit integration bench fuzz clean
+.PHONY: all build deps deps-test run test unit integration bench fuzz clean
 
 all: build
 
@@ -26,6 +26,9 @@ build: $(MODULE)
 
 deps:
 	@sh scripts/deps.sh
+
+deps-test:
+	@sh scripts/deps.sh test
 
 # Debian's nginx-dev ships a configurable source tree with the flags its
 # nginx binary was built with (conf_flags): the module is built with the
@@ -64,9 +67,9 @@ unit:
 integration: build
 	$(PYTHON) -m pytest -q tests/integration
 
-test: deps build unit integration
+test: deps-test build unit integration
 
-bench: deps build
+bench: deps-test build
 	@bash tests/bench/bench.sh
 
 fuzz:

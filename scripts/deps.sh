@@ -1,11 +1,15 @@
 #!/bin/sh
-# Installs the Debian packages that building, running and testing ngx_cdp
-# need, when some are missing.  As root it runs apt-get; otherwise it says
-# which packages to install.
+# Installs the Debian packages that building and running ngx_cdp need
+# (`deps.sh`), or that its tests and bench need too (`deps.sh test`), when
+# some are missing.  As root it runs apt-get; otherwise it says which
+# packages to install.
 
 PKGS="build-essential nginx nginx-dev libhiredis-dev libmaxminddb-dev
-      libssl-dev libjansson-dev redis-server redis-tools wrk curl
-      python3-pytest python3-redis python3-requests chromium"
+      libssl-dev libjansson-dev redis-server redis-tools curl"
+
+if [ "$1" = test ]; then
+    PKGS="$PKGS wrk python3-pytest python3-redis python3-requests chromium"
+fi
 
 missing=""
 for p in $PKGS; do
