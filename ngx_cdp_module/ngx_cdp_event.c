@@ -19,6 +19,8 @@
 
 static u_char *ngx_cdp_json_member(u_char *p, const char *key,
     ngx_cdp_str_t *v, ngx_uint_t *first);
+static u_char *ngx_cdp_json_member_str(u_char *p, const char *key,
+    ngx_str_t *v, ngx_uint_t *first);
 static u_char *ngx_cdp_json_page(u_char *p, ngx_cdp_str_t *url,
     ngx_cdp_url_t *u, ngx_cdp_str_t *search, ngx_cdp_str_t *ref,
     ngx_cdp_str_t *title);
@@ -41,6 +43,7 @@ ngx_cdp_event_from_hit(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     ngx_time_t      *tp;
     ngx_cdp_str_t    url, ua, search, empty, *s;
     ngx_cdp_url_t    u;
+    ngx_http_cdp_loc_conf_t  *lcf;
     u_char           ip[NGX_CDP_IP_TEXT_MAX];
     u_char           ts[NGX_CDP_ISO8601_LEN];
     u_char           tag[8];
@@ -104,7 +107,12 @@ ngx_cdp_event_from_hit(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
         search.len = u.search.len + 1;
     }
 
-    iplen = ngx_cdp_ip_text(r, ip);
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_cdp_module);
+
+    iplen = (lcf->store_ip == NGX_CDP_STORE_IP_OFF) ? 0
+                                                    : ngx_cdp_ip_text(r, ip);
+
+    ngx_cdp_geo_lookup(r, ctx);
 
     /* an upper bound: every string at its worst escaping */
 
@@ -120,7 +128,10 @@ ngx_cdp_event_from_hit(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
           + NGX_CDP_JSON_STR_MAX(u.medium.len)
           + NGX_CDP_JSON_STR_MAX(u.name.len)
           + NGX_CDP_JSON_STR_MAX(u.term.len)
-          + NGX_CDP_JSON_STR_MAX(u.content.len);
+          + NGX_CDP_JSON_STR_MAX(u.content.len)
+          + NGX_CDP_JSON_STR_MAX(ctx->country.len)
+          + NGX_CDP_JSON_STR_MAX(ctx->region.len)
+          + NGX_CDP_JSON_STR_MAX(ctx->city.len);
 
     for (i = 0; i < hit->nprops; i++) {
         len += 2 + NGX_CDP_JSON_STR_MAX(hit->props[i].name.len)
@@ -215,6 +226,15 @@ ngx_cdp_event_from_hit(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
         *p++ = '}';
     }
 
+    if (ctx->country.len || ctx->region.len || ctx->city.len) {
+        p = ngx_cdp_lit(p, ",\"location\":{");
+        first = 1;
+        p = ngx_cdp_json_member_str(p, "country", &ctx->country, &first);
+        p = ngx_cdp_json_member_str(p, "region", &ctx->region, &first);
+        p = ngx_cdp_json_member_str(p, "city", &ctx->city, &first);
+        *p++ = '}';
+    }
+
     if (ua.len) {
         p = ngx_cdp_lit(p, ",\"userAgent\":");
         p = ngx_cdp_json_str(p, ua.data, ua.len);
@@ -257,6 +277,64 @@ ngx_cdp_json_member(u_char *p, const char *key, ngx_cdp_str_t *v,
     *p++ = ':';
 
     return ngx_cdp_json_str(p, v->data, v->len);
+}
+
+
+static u_char *
+ngx_cdp_json_member_str(u_char *p, const char *key, ngx_str_t *v,
+    ngx_uint_t *first)
+{
+    ngx_cdp_str_t  s;
+
+    if (v->len == 0) {
+        return p;
+    }
+
+    s.data = v->data;
+    s.len = v->len;
+
+    return ngx_cdp_json_member(p, key, &s, first);
+}
+
+
+/*
+ * The geo fields for the browser's record, as cdp_ingest takes them:
+ * "country TAB region TAB city", or empty when nothing is known.
+ */
+
+ngx_int_t
+ngx_cdp_event_geo(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
+    ngx_str_t *geo)
+{
+    u_char  *p;
+
+    ngx_cdp_geo_lookup(r, ctx);
+
+    geo->data = (u_char *) "";
+    geo->len = 0;
+
+    if (ctx->country.len == 0 && ctx->region.len == 0 && ctx->city.len == 0)
+    {
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, ctx->country.len + ctx->region.len
+                             + ctx->city.len + 2);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    geo->data = p;
+
+    p = ngx_cpymem(p, ctx->country.data, ctx->country.len);
+    *p++ = '\t';
+    p = ngx_cpymem(p, ctx->region.data, ctx->region.len);
+    *p++ = '\t';
+    p = ngx_cpymem(p, ctx->city.data, ctx->city.len);
+
+    geo->len = p - geo->data;
+
+    return NGX_OK;
 }
 
 

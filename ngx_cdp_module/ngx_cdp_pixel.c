@@ -156,7 +156,7 @@ ngx_cdp_pixel_event(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx)
 {
     int             rc;
     u_char         *scratch;
-    ngx_str_t       json;
+    ngx_str_t       json, geo;
     ngx_uint_t      kind;
     ngx_cdp_hit_t   hit;
 
@@ -183,7 +183,9 @@ ngx_cdp_pixel_event(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx)
         return;
     }
 
-    if (ngx_cdp_event_from_hit(r, ctx, &hit, &json) != NGX_OK) {
+    if (ngx_cdp_event_from_hit(r, ctx, &hit, &json) != NGX_OK
+        || ngx_cdp_event_geo(r, ctx, &geo) != NGX_OK)
+    {
         ngx_cdp_count(NGX_CDP_C_DROP_MALFORMED, 1);
         return;
     }
@@ -194,5 +196,5 @@ ngx_cdp_pixel_event(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx)
         kind |= NGX_CDP_EVENT_NEW;
     }
 
-    (void) ngx_cdp_redis_enqueue_event(ctx->aid, kind, &json);
+    (void) ngx_cdp_redis_enqueue_event(ctx->aid, kind, &geo, &json);
 }

@@ -234,7 +234,7 @@ ngx_cdp_redis_exit_process(ngx_cycle_t *cycle)
 
 ngx_int_t
 ngx_cdp_redis_enqueue_event(const u_char *aid, ngx_uint_t kind,
-    ngx_str_t *json)
+    ngx_str_t *geo, ngx_str_t *json)
 {
     size_t            klen;
     u_char           *p;
@@ -268,6 +268,7 @@ ngx_cdp_redis_enqueue_event(const u_char *aid, ngx_uint_t kind,
         || ngx_cdp_rbuf_reserve(&rd->args,
                                 ngx_cdp_bulk_len(p - ts)
                                 + ngx_cdp_bulk_len(sizeof("track:new") - 1)
+                                + ngx_cdp_bulk_len(geo->len)
                                 + ngx_cdp_bulk_len(json->len))
            != NGX_OK)
     {
@@ -285,6 +286,7 @@ ngx_cdp_redis_enqueue_event(const u_char *aid, ngx_uint_t kind,
 
     ngx_cdp_rbuf_bulk(&rd->args, ngx_cdp_event_kinds[kind].data,
                       ngx_cdp_event_kinds[kind].len);
+    ngx_cdp_rbuf_bulk(&rd->args, geo->data, geo->len);
 
     ngx_cdp_rbuf_bulk(&rd->args, json->data, json->len);
 
@@ -687,11 +689,14 @@ ngx_cdp_redis_flush(ngx_cdp_redis_t *rd)
         return;
     }
 
-    /* FCALL cdp_ingest numkeys stream browser... maxlen (ts kind json)... */
+    /*
+     * FCALL cdp_ingest numkeys stream browser... maxlen
+     *       (ts kind geo json)...
+     */
 
     rd->out.last = ngx_sprintf(rd->out.last,
                                "*%ui\r\n$5\r\nFCALL\r\n$10\r\ncdp_ingest\r\n",
-                               3 + (1 + n) + (1 + 3 * n));
+                               3 + (1 + n) + (1 + 4 * n));
     ngx_cdp_rbuf_bulk(&rd->out, numkeys, numkeys_len);
     ngx_cdp_rbuf_bulk(&rd->out, rd->stream_key.data, rd->stream_key.len);
     rd->out.last = ngx_cpymem(rd->out.last, rd->keys.pos, keys);

@@ -34,6 +34,13 @@ static ngx_conf_post_handler_pt  ngx_http_cdp_positive_p =
     ngx_http_cdp_positive;
 
 
+static ngx_conf_enum_t  ngx_http_cdp_store_ip[] = {
+    { ngx_string("off"), NGX_CDP_STORE_IP_OFF },
+    { ngx_string("truncated"), NGX_CDP_STORE_IP_TRUNCATED },
+    { ngx_null_string, 0 }
+};
+
+
 static ngx_command_t  ngx_http_cdp_commands[] = {
 
     { ngx_string("cdp_redis"),
@@ -49,6 +56,20 @@ static ngx_command_t  ngx_http_cdp_commands[] = {
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
+
+    { ngx_string("cdp_geoip_db"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_cdp_geo_open,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("cdp_store_ip"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_cdp_loc_conf_t, store_ip),
+      &ngx_http_cdp_store_ip },
 
     { ngx_string("cdp_stream_maxlen"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -131,6 +152,15 @@ static ngx_http_variable_t  ngx_http_cdp_vars[] = {
 
     { ngx_string("cdp_anonymous_id"), NULL,
       ngx_cdp_variable_anonymous_id, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("cdp_country"), NULL, ngx_cdp_variable_geo,
+      offsetof(ngx_http_cdp_ctx_t, country), 0, 0 },
+
+    { ngx_string("cdp_region"), NULL, ngx_cdp_variable_geo,
+      offsetof(ngx_http_cdp_ctx_t, region), 0, 0 },
+
+    { ngx_string("cdp_city"), NULL, ngx_cdp_variable_geo,
+      offsetof(ngx_http_cdp_ctx_t, city), 0, 0 },
 
       ngx_http_null_variable
 };
@@ -287,6 +317,8 @@ ngx_http_cdp_create_loc_conf(ngx_conf_t *cf)
      *     lcf->pixel = 0;
      */
 
+    lcf->store_ip = NGX_CONF_UNSET_UINT;
+
     return lcf;
 }
 
@@ -303,6 +335,9 @@ ngx_http_cdp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->cookie = prev->cookie ? prev->cookie
                                     : &ngx_http_cdp_default_cookie;
     }
+
+    ngx_conf_merge_uint_value(conf->store_ip, prev->store_ip,
+                              NGX_CDP_STORE_IP_TRUNCATED);
 
     if (conf->pixel == 0) {
         return NGX_CONF_OK;

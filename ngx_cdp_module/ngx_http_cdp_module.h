@@ -76,6 +76,8 @@ typedef struct {
     ngx_uint_t                 batch_size;
     ngx_uint_t                 queue_size;
 
+    void                      *geo;         /* MMDB_s *, cdp_geoip_db */
+
     ngx_shm_zone_t            *shm_zone;
 } ngx_http_cdp_main_conf_t;
 
@@ -93,7 +95,12 @@ typedef struct {
 typedef struct {
     ngx_http_cdp_cookie_conf_t *cookie;
     ngx_uint_t                  pixel;      /* 0, 200 or 204 */
+    ngx_uint_t                  store_ip;   /* cdp_store_ip */
 } ngx_http_cdp_loc_conf_t;
+
+
+#define NGX_CDP_STORE_IP_OFF       0
+#define NGX_CDP_STORE_IP_TRUNCATED 1
 
 
 #define NGX_CDP_AID_UNKNOWN        0        /* not looked at yet */
@@ -105,6 +112,11 @@ typedef struct {
     ngx_uint_t                 aid_state;
     u_char                     aid[NGX_CDP_ID_HEX_LEN];
     u_char                    *cookie;      /* signed with the current key */
+
+    ngx_uint_t                 geo_done;
+    ngx_str_t                  country;     /* ISO 3166-1, "DE" */
+    ngx_str_t                  region;      /* ISO 3166-2 part, "BE" */
+    ngx_str_t                  city;        /* English name */
 } ngx_http_cdp_ctx_t;
 
 
@@ -121,9 +133,17 @@ ngx_int_t ngx_cdp_cookie_issue(ngx_http_request_t *r,
 ngx_int_t ngx_cdp_variable_anonymous_id(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 
+/* ngx_cdp_geo.c */
+char *ngx_cdp_geo_open(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+void ngx_cdp_geo_lookup(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx);
+ngx_int_t ngx_cdp_variable_geo(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+
 /* ngx_cdp_event.c */
 ngx_int_t ngx_cdp_event_from_hit(ngx_http_request_t *r,
     ngx_http_cdp_ctx_t *ctx, ngx_cdp_hit_t *hit, ngx_str_t *json);
+ngx_int_t ngx_cdp_event_geo(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
+    ngx_str_t *geo);
 
 /* ngx_cdp_pixel.c */
 ngx_int_t ngx_cdp_pixel_handler(ngx_http_request_t *r);
@@ -142,7 +162,7 @@ void ngx_cdp_redis_exit_process(ngx_cycle_t *cycle);
 #define NGX_CDP_EVENT_NEW          2        /* or-ed: the id is new */
 
 ngx_int_t ngx_cdp_redis_enqueue_event(const u_char *aid, ngx_uint_t kind,
-    ngx_str_t *json);
+    ngx_str_t *geo, ngx_str_t *json);
 
 
 #endif /* _NGX_HTTP_CDP_MODULE_H_INCLUDED_ */

@@ -17,37 +17,68 @@ local function cdp_version(keys, args)
 end
 
 --
+-- The browser record's HSET, with the geo fields when there are any:
+-- geo is "country TAB region TAB city" (each part may be empty) or "".
+--
+local function hset_geo(key, geo, ...)
+    if geo == '' then
+        return redis.call('HSET', key, ...)
+    end
+
+    local t = {...}
+    local country, region, city = string.match(geo, '^([^\t]*)\t([^\t]*)\t(.*)$')
+
+    if country and country ~= '' then
+        t[#t + 1] = 'country'
+        t[#t + 1] = country
+    end
+    if region and region ~= '' then
+        t[#t + 1] = 'region'
+        t[#t + 1] = region
+    end
+    if city and city ~= '' then
+        t[#t + 1] = 'city'
+        t[#t + 1] = city
+    end
+
+    return redis.call('HSET', key, unpack(t))
+end
+
+--
 -- cdp_ingest: store a batch of events from one nginx worker.
 --   KEYS[1]      the event stream, <prefix>:events
 --   KEYS[1 + i]  the per-browser record of event i, <prefix>:browser:<aid>
 --   ARGV[1]      approximate MAXLEN of the stream
---   ARGV[2 + 3(i-1)] .. : for each event i: timestamp in ms, kind, the
---                Segment-spec JSON.  kind is "page" or "track", with
---                ":new" when nginx minted the browser's id for this very
---                hit: a fresh 128-bit random id has no record, which is
---                then created in one write instead of read-modify-write
---                (unless a later hit of that browser got here first from
---                another worker: then it is counted, keeping the earliest
---                first_seen).
+--   ARGV[2 + 4(i-1)] .. : for each event i: timestamp in ms, kind, geo,
+--                the Segment-spec JSON.
+--                kind is "page" or "track", with ":new" when nginx minted
+--                the browser's id for this very hit: a fresh 128-bit
+--                random id has no record, which is then created in one
+--                write instead of read-modify-write (unless a later hit of
+--                that browser got here first from another worker: then it
+--                is counted, keeping the earliest first_seen).
+--                geo is "country TAB region TAB city" or "" (unknown):
+--                the record keeps the latest known values.
 --   reply: the number of events stored
 --   errors: "ERR cdp_ingest: ..." on a malformed call; nothing is written
 --
 local function cdp_ingest(keys, args)
     local n = #keys - 1
-    if n < 0 or #args ~= 1 + 3 * n then
-        return redis.error_reply('ERR cdp_ingest: want 1 + 3N args for N keys')
+    if n < 0 or #args ~= 1 + 4 * n then
+        return redis.error_reply('ERR cdp_ingest: want 1 + 4N args for N keys')
     end
 
     local stream = keys[1]
     local maxlen = args[1]
 
     for i = 1, n do
-        local a = 2 + 3 * (i - 1)
+        local a = 2 + 4 * (i - 1)
         local ts = args[a]
         local kind = args[a + 1]
+        local geo = args[a + 2]
         local key = keys[1 + i]
 
-        redis.call('XADD', stream, '*', 'event', args[a + 2])
+        redis.call('XADD', stream, '*', 'event', args[a + 3])
 
         -- counts are passed as strings: a Lua number would be formatted
         -- with "%.14g" on every call
@@ -58,9 +89,9 @@ local function cdp_ingest(keys, args)
         if fresh and redis.call('EXISTS', key) == 0 then
             -- nginx minted the id for this hit: one write creates the
             -- record
-            redis.call('HSET', key, 'events', '1',
-                       'page_views', page and '1' or '0',
-                       'first_seen', ts, 'last_seen', ts)
+            hset_geo(key, geo, 'events', '1',
+                     'page_views', page and '1' or '0',
+                     'first_seen', ts, 'last_seen', ts)
 
         else
             if fresh then
@@ -73,11 +104,11 @@ local function cdp_ingest(keys, args)
                 redis.call('HINCRBY', key, 'events', '1')
 
             elseif redis.call('HINCRBY', key, 'events', '1') == 1 then
-                redis.call('HSET', key, 'first_seen', ts, 'last_seen', ts,
-                           'page_views', '0')
+                hset_geo(key, geo, 'first_seen', ts, 'last_seen', ts,
+                         'page_views', '0')
 
             else
-                redis.call('HSET', key, 'last_seen', ts)
+                hset_geo(key, geo, 'last_seen', ts)
             end
 
             if page then

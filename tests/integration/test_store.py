@@ -24,11 +24,14 @@ def store(redis_server):
 
 
 def ingest(c, events, maxlen=1000000):
-    """events: (aid, ts, kind); returns cdp_ingest's reply."""
-    keys = ['s:events'] + ['s:browser:' + aid for aid, _, _ in events]
+    """events: (aid, ts, kind[, geo]); returns cdp_ingest's reply."""
+    keys = ['s:events'] + ['s:browser:' + e[0] for e in events]
     args = [str(maxlen)]
-    for aid, ts, kind in events:
-        args += [str(ts), kind, json.dumps({'anonymousId': aid, 'ts': ts})]
+    for e in events:
+        aid, ts, kind = e[:3]
+        geo = e[3] if len(e) > 3 else ''
+        args += [str(ts), kind, geo,
+                 json.dumps({'anonymousId': aid, 'ts': ts})]
     return c.fcall('cdp_ingest', len(keys), *keys, *args)
 
 
@@ -81,3 +84,17 @@ def test_stream_is_trimmed_and_added_counts_all(store):
     assert info['entries-added'] == 1000, info
     # MAXLEN ~ trims whole nodes (100 entries each by default)
     assert 100 <= store.xlen('s:events') <= 300, store.xlen('s:events')
+
+
+def test_geo_fields_on_the_record(store):
+    ingest(store, [(AID, 1000, 'page:new', 'DE\tBE\tBerlin')])
+    b = store.hgetall('s:browser:' + AID)
+    assert (b['country'], b['region'], b['city']) == ('DE', 'BE', 'Berlin')
+    # the latest known place wins; unknown parts leave the old ones
+    ingest(store, [(AID, 2000, 'page', 'AT\t\tVienna')])
+    b = store.hgetall('s:browser:' + AID)
+    assert (b['country'], b['region'], b['city']) == ('AT', 'BE', 'Vienna')
+    # unknown (no geo): nothing changes
+    ingest(store, [(AID, 3000, 'track', '')])
+    b = store.hgetall('s:browser:' + AID)
+    assert b['country'] == 'AT' and b['events'] == '3', b
