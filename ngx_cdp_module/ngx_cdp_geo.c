@@ -63,7 +63,7 @@ ngx_cdp_geo_open(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     rc = MMDB_open((char *) path.data, MMDB_MODE_MMAP, mcf->geo);
 
     if (rc != MMDB_SUCCESS) {
-        if (rc == MMDB_IO_ERROR) {
+        if (rc == MMDB_FILE_OPEN_ERROR || rc == MMDB_IO_ERROR) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
                                "cdp_geoip_db \"%V\": %s", &path,
                                MMDB_strerror(rc));
