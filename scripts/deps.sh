@@ -8,7 +8,8 @@ PKGS="build-essential nginx nginx-dev libhiredis-dev libmaxminddb-dev
       libssl-dev libjansson-dev redis-server redis-tools curl"
 
 if [ "$1" = test ]; then
-    PKGS="$PKGS wrk python3-pytest python3-redis python3-requests chromium"
+    PKGS="$PKGS wrk python3-pytest python3-redis python3-requests chromium
+          libmaxmind-db-writer-perl mmdb-bin"
 fi
 
 missing=""

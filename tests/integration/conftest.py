@@ -5,6 +5,8 @@ Fixtures of the integration tests (see cdp_harness.py for the machinery).
   redis_factory   make more of them: redis_factory(password=..., unixsocket=True)
   nginx_factory   nginx_factory(redis, start=True, **conf parts) -> Nginx
   cdp             the default stack: nginx (2 workers, module) + Redis
+  geo_dbs         the test MaxMind DBs (geo_db.pl), built once per session:
+                  {'main': path, 'alt': path}
 
 At teardown nginx is stopped (SIGQUIT) and the test fails when nginx did
 not exit gracefully or its error.log has [alert], [emerg] or "exited on
@@ -14,6 +16,7 @@ directories of its own and is not checked.
 
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -83,3 +86,21 @@ def nginx_factory(workdir, module_path, redis_factory):
 @pytest.fixture
 def cdp(redis_server, nginx_factory):
     return nginx_factory(redis_server)
+
+
+@pytest.fixture(scope='session')
+def geo_dbs(workdir):
+    if subprocess.run(['perl', '-MMaxMind::DB::Writer::Tree', '-e', '1'],
+                      stdout=subprocess.DEVNULL,
+                      stderr=subprocess.DEVNULL).returncode != 0:
+        pytest.fail('perl MaxMind::DB::Writer::Tree is missing: install '
+                    'libmaxmind-db-writer-perl (scripts/deps.sh test)',
+                    pytrace=False)
+    d = os.path.join(workdir, 'geo')
+    os.makedirs(d, exist_ok=True)
+    try:
+        return {'main': h.build_geo_db(os.path.join(d, 'city.mmdb')),
+                'alt': h.build_geo_db(os.path.join(d, 'city-alt.mmdb'),
+                                      'alt')}
+    except RuntimeError as e:
+        pytest.fail(str(e), pytrace=False)
