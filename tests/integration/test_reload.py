@@ -107,3 +107,7 @@ def test_reload_accounts_for_every_hit(cdp):
             {k: v for k, v in d.items() if v}))
     assert st.stored == n, (
         'stored_total %d but %d events in the stream' % (st.stored, n))
+    # a graceful reload loses nothing: old workers send what they hold and
+    # wait for Redis's answer before exiting; new ones queue while they
+    # connect
+    assert d.dropped() == 0, {k: v for k, v in d.items() if v}
