@@ -32,8 +32,6 @@ static void ngx_cdp_cookie_tag(u_char tag[NGX_CDP_HMAC_LEN],
     const u_char *hex, const ngx_cdp_hmac_key_t *key, int *ok);
 static int ngx_cdp_hex_value(u_char c);
 static int ngx_cdp_b64url_value(u_char c);
-static void ngx_cdp_b64url_encode(u_char *dst, const u_char *src,
-    size_t len);
 static size_t ngx_cdp_utf8_seq(const u_char *p, const u_char *end);
 static int ngx_cdp_prop_name_valid(const u_char *p, size_t len);
 static int ngx_cdp_decode_value(u_char *dst, const ngx_cdp_kv_t *kv,
@@ -202,23 +200,52 @@ ngx_cdp_cookie_tag(u_char tag[NGX_CDP_HMAC_LEN], const u_char *hex,
 }
 
 
-static void
-ngx_cdp_b64url_encode(u_char *dst, const u_char *src, size_t len)
+void
+ngx_cdp_tag_encode(u_char dst[NGX_CDP_TAG_B64_LEN],
+    const u_char tag[NGX_CDP_TAG_LEN])
 {
     size_t    i;
     uint32_t  v;
 
-    /* whole groups only: callers pass a multiple of 3 bytes */
-
-    for (i = 0; i + 3 <= len; i += 3) {
-        v = ((uint32_t) src[i] << 16) | ((uint32_t) src[i + 1] << 8)
-            | src[i + 2];
+    for (i = 0; i < NGX_CDP_TAG_LEN; i += 3) {
+        v = ((uint32_t) tag[i] << 16) | ((uint32_t) tag[i + 1] << 8)
+            | tag[i + 2];
 
         *dst++ = ngx_cdp_b64url_alphabet[(v >> 18) & 0x3f];
         *dst++ = ngx_cdp_b64url_alphabet[(v >> 12) & 0x3f];
         *dst++ = ngx_cdp_b64url_alphabet[(v >> 6) & 0x3f];
         *dst++ = ngx_cdp_b64url_alphabet[v & 0x3f];
     }
+}
+
+
+int
+ngx_cdp_tag_decode(u_char tag[NGX_CDP_TAG_LEN],
+    const u_char src[NGX_CDP_TAG_B64_LEN])
+{
+    int       v;
+    size_t    i, k;
+    uint32_t  acc;
+
+    for (i = 0; i < NGX_CDP_TAG_B64_LEN; i += 4) {
+        acc = 0;
+
+        for (k = 0; k < 4; k++) {
+            v = ngx_cdp_b64url_value(src[i + k]);
+
+            if (v < 0) {
+                return 0;
+            }
+
+            acc = (acc << 6) | (uint32_t) v;
+        }
+
+        tag[i / 4 * 3] = (u_char) (acc >> 16);
+        tag[i / 4 * 3 + 1] = (u_char) (acc >> 8);
+        tag[i / 4 * 3 + 2] = (u_char) acc;
+    }
+
+    return 1;
 }
 
 
@@ -266,8 +293,7 @@ ngx_cdp_cookie_encode(u_char *dst, const u_char id[NGX_CDP_ID_LEN],
         memset(tag, 0, sizeof(tag));
     }
 
-    ngx_cdp_b64url_encode(dst + NGX_CDP_ID_HEX_LEN + 1, tag,
-                          NGX_CDP_TAG_LEN);
+    ngx_cdp_tag_encode(dst + NGX_CDP_ID_HEX_LEN + 1, tag);
 }
 
 
@@ -276,11 +302,9 @@ ngx_cdp_cookie_decode(const u_char *src, size_t len,
     const ngx_cdp_hmac_key_t *keys, size_t nkeys,
     u_char id_hex[NGX_CDP_ID_HEX_LEN])
 {
-    int           ok, v;
-    size_t        i, k;
-    u_char        c, tag[NGX_CDP_TAG_LEN], mac[NGX_CDP_HMAC_LEN];
-    uint32_t      acc;
-    const u_char  *b64;
+    int     ok;
+    size_t  i, k;
+    u_char  c, tag[NGX_CDP_TAG_LEN], mac[NGX_CDP_HMAC_LEN];
 
     if (len != NGX_CDP_COOKIE_LEN) {
         return NGX_CDP_COOKIE_MALFORMED;
@@ -298,26 +322,8 @@ ngx_cdp_cookie_decode(const u_char *src, size_t len,
         return NGX_CDP_COOKIE_MALFORMED;
     }
 
-    /* 16 characters of 6 bits are exactly the 12 bytes of the tag */
-
-    b64 = src + NGX_CDP_ID_HEX_LEN + 1;
-
-    for (i = 0; i < NGX_CDP_TAG_B64_LEN; i += 4) {
-        acc = 0;
-
-        for (k = 0; k < 4; k++) {
-            v = ngx_cdp_b64url_value(b64[i + k]);
-
-            if (v < 0) {
-                return NGX_CDP_COOKIE_MALFORMED;
-            }
-
-            acc = (acc << 6) | (uint32_t) v;
-        }
-
-        tag[i / 4 * 3] = (u_char) (acc >> 16);
-        tag[i / 4 * 3 + 1] = (u_char) (acc >> 8);
-        tag[i / 4 * 3 + 2] = (u_char) acc;
+    if (!ngx_cdp_tag_decode(tag, src + NGX_CDP_ID_HEX_LEN + 1)) {
+        return NGX_CDP_COOKIE_MALFORMED;
     }
 
     for (k = 0; k < nkeys; k++) {

@@ -64,6 +64,16 @@ void ngx_cdp_hmac(u_char out[32], const ngx_cdp_hmac_key_t *key,
 u_char *ngx_cdp_hex(u_char *dst, const u_char *src, size_t len);
 
 /*
+ * A 96-bit tag as text: 16 base64url characters, no padding (12 bytes are
+ * four whole groups).  decode() returns 0 on a character outside the
+ * alphabet, 1 otherwise.
+ */
+void ngx_cdp_tag_encode(u_char dst[NGX_CDP_TAG_B64_LEN],
+    const u_char tag[NGX_CDP_TAG_LEN]);
+int ngx_cdp_tag_decode(u_char tag[NGX_CDP_TAG_LEN],
+    const u_char src[NGX_CDP_TAG_B64_LEN]);
+
+/*
  * Anonymous id cookie.  encode() writes NGX_CDP_COOKIE_LEN bytes: the hex
  * id, '.', and the tag of HMAC(key, "aid:" hex id).  decode() accepts a
  * tag made with any of the nkeys keys (compared with CRYPTO_memcmp) and

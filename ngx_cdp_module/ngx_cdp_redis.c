@@ -5,7 +5,7 @@
  * nginx owns the socket (ngx_event_connect_peer, its event loop and its
  * timers); hiredis is only the codec: redisFormatCommandArgv for the few
  * handshake commands, redisReader for every reply.  Debian's hiredis 0.14
- * async API would resolve names with a blocking getaddrinfo(), close the
+ * async API would resolve names with a blocking getaddrinfo, close the
  * fd itself and read at most 16 KiB per wakeup, which does not fit nginx's
  * edge-triggered epoll.
  *

@@ -10,21 +10,13 @@
  */
 
 
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
 
 #include "ngx_cdp_codec.h"
+#include "unit.h"
 
-
-static unsigned  passed, failed;
-
-
-#define CHECK(cond)                                                           \
-    ngx_cdp_check((cond) ? 1 : 0, __FILE__, __LINE__, #cond)
 
 #define CHECK_STR(s, lit)                                                     \
     ngx_cdp_check(ngx_cdp_str_is(s, lit, sizeof(lit) - 1), __FILE__,          \
@@ -34,66 +26,11 @@ static unsigned  passed, failed;
     ngx_cdp_check((s).data == NULL && (s).len == 0, __FILE__, __LINE__,       \
                   #s " is absent")
 
-#define CANARY      "\xa5\x5a\xc3\x3c\x96\x69\x0f\xf0"
-#define CANARY_LEN  8
-
-
-static void
-ngx_cdp_check(int ok, const char *file, int line, const char *what)
-{
-    if (ok) {
-        passed++;
-        return;
-    }
-
-    failed++;
-    printf("FAIL %s:%d: %s\n", file, line, what);
-}
-
 
 static int
 ngx_cdp_str_is(ngx_cdp_str_t s, const char *lit, size_t len)
 {
     return s.data != NULL && s.len == len && memcmp(s.data, lit, len) == 0;
-}
-
-
-/* a buffer of exactly len bytes followed by a canary */
-
-static u_char *
-ngx_cdp_buf(size_t len)
-{
-    u_char  *b;
-
-    b = malloc(len + CANARY_LEN);
-    if (b == NULL) {
-        perror("malloc");
-        exit(2);
-    }
-
-    memset(b, 0xee, len);
-    memcpy(b + len, CANARY, CANARY_LEN);
-
-    return b;
-}
-
-
-static int
-ngx_cdp_canary_ok(const u_char *b, size_t len)
-{
-    return memcmp(b + len, CANARY, CANARY_LEN) == 0;
-}
-
-
-static u_char *
-ngx_cdp_dup(const void *src, size_t len)
-{
-    u_char  *b;
-
-    b = ngx_cdp_buf(len);
-    memcpy(b, src, len);
-
-    return b;
 }
 
 
@@ -1636,7 +1573,5 @@ main(void)
     ngx_cdp_hit_free();
     ngx_cdp_url_free();
 
-    printf("%u passed, %u failed\n", passed, failed);
-
-    return failed ? 1 : 0;
+    return ngx_cdp_summary();
 }
