@@ -37,16 +37,16 @@ ngx_int_t
 ngx_cdp_event_from_hit(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     ngx_cdp_hit_t *hit, ngx_str_t *json)
 {
-    u_char          *p, *scratch;
-    size_t           len, iplen;
-    ngx_uint_t       i, first, is_page;
-    ngx_time_t      *tp;
-    ngx_cdp_str_t    url, ua, search, empty, *s;
-    ngx_cdp_url_t    u;
+    u_char                   *p, *scratch;
+    size_t                    len, iplen;
+    ngx_uint_t                i, first, is_page;
+    ngx_time_t               *tp;
+    ngx_cdp_str_t             url, ua, search, empty, *s;
+    ngx_cdp_url_t             u;
     ngx_http_cdp_loc_conf_t  *lcf;
-    u_char           ip[NGX_CDP_IP_TEXT_MAX];
-    u_char           ts[NGX_CDP_ISO8601_LEN];
-    u_char           tag[8];
+    u_char                    ip[NGX_CDP_IP_TEXT_MAX];
+    u_char                    ts[NGX_CDP_ISO8601_LEN];
+    u_char                    tag[8];
 
     if (!ngx_cdp_worker_tag_set) {
         if (RAND_bytes(tag, sizeof(tag)) != 1) {
