@@ -14,8 +14,6 @@
 #include <openssl/rand.h>
 
 
-static ngx_int_t ngx_cdp_cookie_find(ngx_http_request_t *r, ngx_str_t *name,
-    ngx_str_t *value);
 static ngx_int_t ngx_cdp_random_id(u_char *id);
 
 
@@ -50,6 +48,14 @@ ngx_cdp_cookie_read(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     }
 
     ctx->aid_state = NGX_CDP_AID_NONE;
+
+    /* without analytics consent an existing id is not used either */
+
+    if (!(ngx_cdp_consent_eval(r, ctx)->purposes
+          & NGX_CDP_CONSENT_ANALYTICS))
+    {
+        return;
+    }
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_cdp_module);
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_cdp_module);
@@ -270,7 +276,7 @@ ngx_cdp_random_id(u_char *id)
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_cdp_cookie_find(ngx_http_request_t *r, ngx_str_t *name, ngx_str_t *value)
 {
 #if (nginx_version >= 1023000)

@@ -21,6 +21,7 @@ static u_char *ngx_cdp_json_member(u_char *p, const char *key,
     ngx_cdp_str_t *v, ngx_uint_t *first);
 static u_char *ngx_cdp_json_member_str(u_char *p, const char *key,
     ngx_str_t *v, ngx_uint_t *first);
+static u_char *ngx_cdp_json_consent(u_char *p, ngx_cdp_consent_state_t *st);
 static u_char *ngx_cdp_json_page(u_char *p, ngx_cdp_str_t *url,
     ngx_cdp_url_t *u, ngx_cdp_str_t *search, ngx_cdp_str_t *ref,
     ngx_cdp_str_t *title);
@@ -235,6 +236,8 @@ ngx_cdp_event_from_hit(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
         *p++ = '}';
     }
 
+    p = ngx_cdp_json_consent(p, ngx_cdp_consent_eval(r, ctx));
+
     if (ua.len) {
         p = ngx_cdp_lit(p, ",\"userAgent\":");
         p = ngx_cdp_json_str(p, ua.data, ua.len);
@@ -280,6 +283,25 @@ ngx_cdp_json_member(u_char *p, const char *key, ngx_cdp_str_t *v,
 }
 
 
+/* ,"consent":{"analytics":true,...,"source":"default"}: 128 bytes at most */
+
+static u_char *
+ngx_cdp_json_consent(u_char *p, ngx_cdp_consent_state_t *st)
+{
+    p = ngx_sprintf(p, ",\"consent\":{\"analytics\":%s,\"marketing\":%s,"
+                    "\"personalization\":%s,\"source\":\"%s\"}",
+                    (st->purposes & NGX_CDP_CONSENT_ANALYTICS) ? "true"
+                                                               : "false",
+                    (st->purposes & NGX_CDP_CONSENT_MARKETING) ? "true"
+                                                               : "false",
+                    (st->purposes & NGX_CDP_CONSENT_PERSONALIZATION)
+                        ? "true" : "false",
+                    ngx_cdp_consent_source_name(st->source));
+
+    return p;
+}
+
+
 static u_char *
 ngx_cdp_json_member_str(u_char *p, const char *key, ngx_str_t *v,
     ngx_uint_t *first)
@@ -298,41 +320,35 @@ ngx_cdp_json_member_str(u_char *p, const char *key, ngx_str_t *v,
 
 
 /*
- * The geo fields for the browser's record, as cdp_ingest takes them:
- * "country TAB region TAB city", or empty when nothing is known.
+ * What the browser's record keeps of this hit, as cdp_ingest takes it:
+ * "country TAB region TAB city TAB consent" (the places may be empty).
  */
 
 ngx_int_t
-ngx_cdp_event_geo(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
-    ngx_str_t *geo)
+ngx_cdp_event_attrs(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
+    ngx_str_t *attrs)
 {
     u_char  *p;
 
     ngx_cdp_geo_lookup(r, ctx);
 
-    geo->data = (u_char *) "";
-    geo->len = 0;
-
-    if (ctx->country.len == 0 && ctx->region.len == 0 && ctx->city.len == 0)
-    {
-        return NGX_OK;
-    }
-
     p = ngx_pnalloc(r->pool, ctx->country.len + ctx->region.len
-                             + ctx->city.len + 2);
+                             + ctx->city.len + 3 + NGX_CDP_CONSENT_TEXT_MAX);
     if (p == NULL) {
         return NGX_ERROR;
     }
 
-    geo->data = p;
+    attrs->data = p;
 
     p = ngx_cpymem(p, ctx->country.data, ctx->country.len);
     *p++ = '\t';
     p = ngx_cpymem(p, ctx->region.data, ctx->region.len);
     *p++ = '\t';
     p = ngx_cpymem(p, ctx->city.data, ctx->city.len);
+    *p++ = '\t';
+    p += ngx_cdp_consent_format(p, ngx_cdp_consent_eval(r, ctx)->purposes);
 
-    geo->len = p - geo->data;
+    attrs->len = p - attrs->data;
 
     return NGX_OK;
 }

@@ -13,7 +13,9 @@
 
 
 static void ngx_cdp_pixel_event(ngx_http_request_t *r,
-    ngx_http_cdp_ctx_t *ctx);
+    ngx_http_cdp_ctx_t *ctx, ngx_uint_t person);
+static ngx_int_t ngx_cdp_pixel_aggregate(ngx_http_request_t *r,
+    ngx_http_cdp_ctx_t *ctx, ngx_cdp_hit_t *hit);
 
 
 /* the 43-byte transparent 1x1 GIF */
@@ -92,8 +94,18 @@ ngx_cdp_pixel_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ngx_cdp_cookie_issue(r, ctx) == NGX_OK) {
-        ngx_cdp_pixel_event(r, ctx);
+    /*
+     * Consent first: without analytics no cookie is set or refreshed and
+     * the hit only counts in the day's aggregates.
+     */
+
+    if (!(ngx_cdp_consent_eval(r, ctx)->purposes
+          & NGX_CDP_CONSENT_ANALYTICS))
+    {
+        ngx_cdp_pixel_event(r, ctx, 0);
+
+    } else if (ngx_cdp_cookie_issue(r, ctx) == NGX_OK) {
+        ngx_cdp_pixel_event(r, ctx, 1);
 
     } else {
         ngx_cdp_count(NGX_CDP_C_DROP_MALFORMED, 1);
@@ -151,12 +163,15 @@ ngx_cdp_pixel_handler(ngx_http_request_t *r)
 }
 
 
+/* person: the hit may be stored per person (analytics consent) */
+
 static void
-ngx_cdp_pixel_event(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx)
+ngx_cdp_pixel_event(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
+    ngx_uint_t person)
 {
     int             rc;
     u_char         *scratch;
-    ngx_str_t       json, geo;
+    ngx_str_t       json, attrs, key;
     ngx_uint_t      kind;
     ngx_cdp_hit_t   hit;
 
@@ -183,12 +198,27 @@ ngx_cdp_pixel_event(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx)
         return;
     }
 
-    if (ngx_cdp_event_from_hit(r, ctx, &hit, &json) != NGX_OK
-        || ngx_cdp_event_geo(r, ctx, &geo) != NGX_OK)
+    if (!person) {
+        if (ngx_cdp_pixel_aggregate(r, ctx, &hit) != NGX_OK) {
+            ngx_cdp_count(NGX_CDP_C_DROP_MALFORMED, 1);
+        }
+
+        return;
+    }
+
+    key.len = sizeof("browser:") - 1 + NGX_CDP_ID_HEX_LEN;
+    key.data = ngx_pnalloc(r->pool, key.len);
+
+    if (key.data == NULL
+        || ngx_cdp_event_from_hit(r, ctx, &hit, &json) != NGX_OK
+        || ngx_cdp_event_attrs(r, ctx, &attrs) != NGX_OK)
     {
         ngx_cdp_count(NGX_CDP_C_DROP_MALFORMED, 1);
         return;
     }
+
+    ngx_memcpy(ngx_cpymem(key.data, "browser:", sizeof("browser:") - 1),
+               ctx->aid, NGX_CDP_ID_HEX_LEN);
 
     kind = hit.event.data ? NGX_CDP_EVENT_TRACK : NGX_CDP_EVENT_PAGE;
 
@@ -196,5 +226,66 @@ ngx_cdp_pixel_event(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx)
         kind |= NGX_CDP_EVENT_NEW;
     }
 
-    (void) ngx_cdp_redis_enqueue_event(ctx->aid, kind, &geo, &json);
+    (void) ngx_cdp_redis_enqueue(&key, kind, &attrs, &json);
+}
+
+
+/*
+ * No person, only a count: the field "<event>|<country>" of the day's
+ * hash <prefix>:agg:<YYYY-MM-DD> (UTC), with "page" for a page view and
+ * "--" for an unknown country.
+ */
+
+static ngx_int_t
+ngx_cdp_pixel_aggregate(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
+    ngx_cdp_hit_t *hit)
+{
+    u_char      *p;
+    ngx_tm_t     tm;
+    ngx_str_t    key, field, none;
+    ngx_time_t  *tp;
+
+    ngx_cdp_geo_lookup(r, ctx);
+
+    tp = ngx_timeofday();
+    ngx_gmtime(tp->sec, &tm);
+
+    key.data = ngx_pnalloc(r->pool, sizeof("agg:YYYY-MM-DD") - 1);
+    if (key.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    key.len = ngx_sprintf(key.data, "agg:%4d-%02d-%02d", tm.ngx_tm_year,
+                          tm.ngx_tm_mon, tm.ngx_tm_mday)
+              - key.data;
+
+    field.len = (hit->event.data ? hit->event.len : sizeof("page") - 1)
+                + 1 + ngx_max(ctx->country.len, 2);
+    field.data = ngx_pnalloc(r->pool, field.len);
+    if (field.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = hit->event.data
+        ? ngx_cpymem(field.data, hit->event.data, hit->event.len)
+        : ngx_cpymem(field.data, "page", sizeof("page") - 1);
+
+    *p++ = '|';
+
+    p = ctx->country.len
+        ? ngx_cpymem(p, ctx->country.data, ctx->country.len)
+        : ngx_cpymem(p, "--", 2);
+
+    field.len = p - field.data;
+
+    none.data = (u_char *) "";
+    none.len = 0;
+
+    if (ngx_cdp_redis_enqueue(&key, NGX_CDP_EVENT_AGGREGATE, &none, &field)
+        == NGX_OK)
+    {
+        ngx_cdp_count(NGX_CDP_C_AGGREGATED, 1);
+    }
+
+    return NGX_OK;
 }

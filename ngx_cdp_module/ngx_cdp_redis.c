@@ -135,7 +135,8 @@ static ngx_str_t  ngx_cdp_event_kinds[] = {
     ngx_string("page"),
     ngx_string("track"),
     ngx_string("page:new"),
-    ngx_string("track:new")
+    ngx_string("track:new"),
+    ngx_string("agg")
 };
 
 
@@ -228,13 +229,14 @@ ngx_cdp_redis_exit_process(ngx_cycle_t *cycle)
 
 
 /*
- * Hands one event to the worker's queue.  Never waits: a down Redis or a
- * full queue drops the event and counts it.
+ * Hands one event to the worker's queue: the key (after "<prefix>:") it
+ * updates, its kind, attrs and payload, as cdp_ingest takes them.  Never
+ * waits: a down Redis or a full queue drops the event and counts it.
  */
 
 ngx_int_t
-ngx_cdp_redis_enqueue_event(const u_char *aid, ngx_uint_t kind,
-    ngx_str_t *geo, ngx_str_t *json)
+ngx_cdp_redis_enqueue(ngx_str_t *key, ngx_uint_t kind, ngx_str_t *attrs,
+    ngx_str_t *payload)
 {
     size_t            klen;
     u_char           *p;
@@ -249,13 +251,13 @@ ngx_cdp_redis_enqueue_event(const u_char *aid, ngx_uint_t kind,
         return NGX_DECLINED;
     }
 
-    klen = rd->mcf->prefix.len + sizeof(":browser:") - 1 + NGX_CDP_ID_HEX_LEN;
+    klen = rd->mcf->prefix.len + 1 + key->len;
 
     if (rd->queued >= rd->mcf->queue_size
         || (size_t) ((rd->out.last - rd->out.pos)
                      + (rd->keys.last - rd->keys.pos)
                      + (rd->args.last - rd->args.pos))
-           + json->len > NGX_CDP_MAX_BUFFERED)
+           + payload->len > NGX_CDP_MAX_BUFFERED)
     {
         ngx_cdp_count(NGX_CDP_C_DROP_QUEUE_FULL, 1);
         return NGX_DECLINED;
@@ -268,27 +270,23 @@ ngx_cdp_redis_enqueue_event(const u_char *aid, ngx_uint_t kind,
         || ngx_cdp_rbuf_reserve(&rd->args,
                                 ngx_cdp_bulk_len(p - ts)
                                 + ngx_cdp_bulk_len(sizeof("track:new") - 1)
-                                + ngx_cdp_bulk_len(geo->len)
-                                + ngx_cdp_bulk_len(json->len))
+                                + ngx_cdp_bulk_len(attrs->len)
+                                + ngx_cdp_bulk_len(payload->len))
            != NGX_OK)
     {
         ngx_cdp_count(NGX_CDP_C_DROP_QUEUE_FULL, 1);
         return NGX_DECLINED;
     }
 
-    rd->keys.last = ngx_sprintf(rd->keys.last, "$%uz\r\n%V:browser:",
-                                klen, &rd->mcf->prefix);
-    rd->keys.last = ngx_cpymem(rd->keys.last, aid, NGX_CDP_ID_HEX_LEN);
-    *rd->keys.last++ = CR;
-    *rd->keys.last++ = LF;
+    rd->keys.last = ngx_sprintf(rd->keys.last, "$%uz\r\n%V:%V\r\n",
+                                klen, &rd->mcf->prefix, key);
 
     ngx_cdp_rbuf_bulk(&rd->args, ts, p - ts);
 
     ngx_cdp_rbuf_bulk(&rd->args, ngx_cdp_event_kinds[kind].data,
                       ngx_cdp_event_kinds[kind].len);
-    ngx_cdp_rbuf_bulk(&rd->args, geo->data, geo->len);
-
-    ngx_cdp_rbuf_bulk(&rd->args, json->data, json->len);
+    ngx_cdp_rbuf_bulk(&rd->args, attrs->data, attrs->len);
+    ngx_cdp_rbuf_bulk(&rd->args, payload->data, payload->len);
 
     rd->batch++;
     rd->queued++;
@@ -690,8 +688,8 @@ ngx_cdp_redis_flush(ngx_cdp_redis_t *rd)
     }
 
     /*
-     * FCALL cdp_ingest numkeys stream browser... maxlen
-     *       (ts kind geo json)...
+     * FCALL cdp_ingest numkeys stream key... maxlen
+     *       (ts kind attrs payload)...
      */
 
     rd->out.last = ngx_sprintf(rd->out.last,

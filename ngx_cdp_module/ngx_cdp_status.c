@@ -27,7 +27,8 @@ static ngx_str_t  ngx_cdp_counter_names[] = {
     ngx_string("cdp_redis_connect_failures_total"),
     ngx_string("cdp_redis_disconnects_total"),
     ngx_string("cdp_redis_batches_total"),
-    ngx_string("cdp_queue_events")
+    ngx_string("cdp_queue_events"),
+    ngx_string("cdp_events_aggregated_total")
 };
 
 

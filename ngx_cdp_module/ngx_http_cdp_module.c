@@ -25,6 +25,8 @@ static char *ngx_http_cdp_pixel(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_cdp_status(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_cdp_positive(ngx_conf_t *cf, void *post, void *data);
+static ngx_int_t ngx_http_cdp_prepare_key(ngx_conf_t *cf,
+    ngx_cdp_hmac_key_t *key, u_char *secret, size_t len, const char *label);
 static void ngx_http_cdp_cleanup_key(void *data);
 static ngx_int_t ngx_http_cdp_init_process(ngx_cycle_t *cycle);
 static void ngx_http_cdp_exit_process(ngx_cycle_t *cycle);
@@ -70,6 +72,27 @@ static ngx_command_t  ngx_http_cdp_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_cdp_loc_conf_t, store_ip),
       &ngx_http_cdp_store_ip },
+
+    { ngx_string("cdp_consent"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_cdp_loc_conf_t, consent),
+      NULL },
+
+    { ngx_string("cdp_consent_default"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_cdp_loc_conf_t, consent_default),
+      NULL },
+
+    { ngx_string("cdp_consent_cookie"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_cdp_loc_conf_t, consent_cookie),
+      NULL },
 
     { ngx_string("cdp_stream_maxlen"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -152,6 +175,8 @@ static ngx_http_variable_t  ngx_http_cdp_vars[] = {
 
     { ngx_string("cdp_anonymous_id"), NULL,
       ngx_cdp_variable_anonymous_id, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("cdp_consent"), NULL, ngx_cdp_variable_consent, 0, 0, 0 },
 
     { ngx_string("cdp_country"), NULL, ngx_cdp_variable_geo,
       offsetof(ngx_http_cdp_ctx_t, country), 0, 0 },
@@ -318,6 +343,8 @@ ngx_http_cdp_create_loc_conf(ngx_conf_t *cf)
      */
 
     lcf->store_ip = NGX_CONF_UNSET_UINT;
+    lcf->consent = NGX_CONF_UNSET_PTR;
+    lcf->consent_default = NGX_CONF_UNSET_PTR;
 
     return lcf;
 }
@@ -338,6 +365,11 @@ ngx_http_cdp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_conf_merge_uint_value(conf->store_ip, prev->store_ip,
                               NGX_CDP_STORE_IP_TRUNCATED);
+    ngx_conf_merge_ptr_value(conf->consent, prev->consent, NULL);
+    ngx_conf_merge_ptr_value(conf->consent_default, prev->consent_default,
+                             NULL);
+    ngx_conf_merge_str_value(conf->consent_cookie, prev->consent_cookie,
+                             "cdp_consent");
 
     if (conf->pixel == 0) {
         return NGX_CONF_OK;
@@ -487,8 +519,6 @@ ngx_http_cdp_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_str_t           *value;
     ngx_file_t           file;
     ngx_file_info_t      fi;
-    ngx_pool_cleanup_t  *cln;
-    u_char               raw[NGX_CDP_KEY_LEN];
 
     if (mcf->secret_file.data) {
         return "is duplicate";
@@ -577,21 +607,17 @@ ngx_http_cdp_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             goto done;
         }
 
-        ngx_cdp_derive_key(raw, line, n, "ngx_cdp anonymous id cookie v1");
-
-        cln = ngx_pool_cleanup_add(cf->pool, 0);
-        if (cln == NULL) {
+        if (ngx_http_cdp_prepare_key(cf, &mcf->cookie_keys[mcf->nkeys],
+                                     line, n,
+                                     "ngx_cdp anonymous id cookie v1")
+               != NGX_OK
+            || ngx_http_cdp_prepare_key(cf, &mcf->consent_keys[mcf->nkeys],
+                                        line, n,
+                                        "ngx_cdp consent cookie v1")
+               != NGX_OK)
+        {
             goto done;
         }
-
-        if (!ngx_cdp_hmac_key_init(&mcf->cookie_keys[mcf->nkeys], raw)) {
-            ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
-                               "cdp: cannot prepare an HMAC context, "
-                               "signing will be slower");
-        }
-
-        cln->handler = ngx_http_cdp_cleanup_key;
-        cln->data = &mcf->cookie_keys[mcf->nkeys];
 
         mcf->nkeys++;
     }
@@ -611,7 +637,6 @@ done:
         ngx_explicit_memzero(p, (size_t) ngx_file_size(&fi));
     }
 
-    ngx_explicit_memzero(raw, NGX_CDP_KEY_LEN);
 
     if (ngx_close_file(file.fd) == NGX_FILE_ERROR) {
         ngx_log_error(NGX_LOG_ALERT, cf->log, ngx_errno,
@@ -619,6 +644,37 @@ done:
     }
 
     return rv;
+}
+
+
+/* a purpose-bound key derived from a secret line, prepared for HMAC */
+
+static ngx_int_t
+ngx_http_cdp_prepare_key(ngx_conf_t *cf, ngx_cdp_hmac_key_t *key,
+    u_char *secret, size_t len, const char *label)
+{
+    ngx_pool_cleanup_t  *cln;
+    u_char               raw[NGX_CDP_KEY_LEN];
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_cdp_derive_key(raw, secret, len, label);
+
+    if (!ngx_cdp_hmac_key_init(key, raw)) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "cdp: cannot prepare an HMAC context, "
+                           "signing will be slower");
+    }
+
+    ngx_explicit_memzero(raw, NGX_CDP_KEY_LEN);
+
+    cln->handler = ngx_http_cdp_cleanup_key;
+    cln->data = key;
+
+    return NGX_OK;
 }
 
 

@@ -14,6 +14,7 @@
 #include <ngx_http.h>
 
 #include "ngx_cdp_codec.h"
+#include "ngx_cdp_consent.h"
 
 
 #define NGX_CDP_VERSION            "0.1.0"
@@ -47,6 +48,7 @@ typedef enum {
     NGX_CDP_C_REDIS_DISCONNECTS,
     NGX_CDP_C_REDIS_BATCHES,
     NGX_CDP_C_QUEUE_EVENTS,
+    NGX_CDP_C_AGGREGATED,
     NGX_CDP_NCOUNTERS
 } ngx_cdp_counter_e;
 
@@ -71,6 +73,7 @@ typedef struct {
     ngx_str_t                  secret_file;
     ngx_uint_t                 nkeys;
     ngx_cdp_hmac_key_t         cookie_keys[NGX_CDP_MAX_KEYS];
+    ngx_cdp_hmac_key_t         consent_keys[NGX_CDP_MAX_KEYS];
 
     ngx_uint_t                 stream_maxlen;
     ngx_uint_t                 batch_size;
@@ -96,6 +99,10 @@ typedef struct {
     ngx_http_cdp_cookie_conf_t *cookie;
     ngx_uint_t                  pixel;      /* 0, 200 or 204 */
     ngx_uint_t                  store_ip;   /* cdp_store_ip */
+
+    ngx_http_complex_value_t   *consent;            /* the site's CMP */
+    ngx_http_complex_value_t   *consent_default;
+    ngx_str_t                   consent_cookie;
 } ngx_http_cdp_loc_conf_t;
 
 
@@ -117,6 +124,9 @@ typedef struct {
     ngx_str_t                  country;     /* ISO 3166-1, "DE" */
     ngx_str_t                  region;      /* ISO 3166-2 part, "BE" */
     ngx_str_t                  city;        /* English name */
+
+    ngx_uint_t                 consent_done;
+    ngx_cdp_consent_state_t    consent;
 } ngx_http_cdp_ctx_t;
 
 
@@ -126,6 +136,8 @@ extern ngx_module_t  ngx_http_cdp_module;
 ngx_http_cdp_ctx_t *ngx_http_cdp_get_ctx(ngx_http_request_t *r);
 
 /* ngx_cdp_cookie.c */
+ngx_int_t ngx_cdp_cookie_find(ngx_http_request_t *r, ngx_str_t *name,
+    ngx_str_t *value);
 void ngx_cdp_cookie_read(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     ngx_uint_t count);
 ngx_int_t ngx_cdp_cookie_issue(ngx_http_request_t *r,
@@ -139,11 +151,17 @@ void ngx_cdp_geo_lookup(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx);
 ngx_int_t ngx_cdp_variable_geo(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 
+/* ngx_cdp_policy.c */
+ngx_cdp_consent_state_t *ngx_cdp_consent_eval(ngx_http_request_t *r,
+    ngx_http_cdp_ctx_t *ctx);
+ngx_int_t ngx_cdp_variable_consent(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+
 /* ngx_cdp_event.c */
 ngx_int_t ngx_cdp_event_from_hit(ngx_http_request_t *r,
     ngx_http_cdp_ctx_t *ctx, ngx_cdp_hit_t *hit, ngx_str_t *json);
-ngx_int_t ngx_cdp_event_geo(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
-    ngx_str_t *geo);
+ngx_int_t ngx_cdp_event_attrs(ngx_http_request_t *r,
+    ngx_http_cdp_ctx_t *ctx, ngx_str_t *attrs);
 
 /* ngx_cdp_pixel.c */
 ngx_int_t ngx_cdp_pixel_handler(ngx_http_request_t *r);
@@ -160,9 +178,10 @@ void ngx_cdp_redis_exit_process(ngx_cycle_t *cycle);
 #define NGX_CDP_EVENT_PAGE         0
 #define NGX_CDP_EVENT_TRACK        1
 #define NGX_CDP_EVENT_NEW          2        /* or-ed: the id is new */
+#define NGX_CDP_EVENT_AGGREGATE    4        /* no person: a daily count */
 
-ngx_int_t ngx_cdp_redis_enqueue_event(const u_char *aid, ngx_uint_t kind,
-    ngx_str_t *geo, ngx_str_t *json);
+ngx_int_t ngx_cdp_redis_enqueue(ngx_str_t *key, ngx_uint_t kind,
+    ngx_str_t *attrs, ngx_str_t *payload);
 
 
 #endif /* _NGX_HTTP_CDP_MODULE_H_INCLUDED_ */

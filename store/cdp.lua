@@ -17,16 +17,17 @@ local function cdp_version(keys, args)
 end
 
 --
--- The browser record's HSET, with the geo fields when there are any:
--- geo is "country TAB region TAB city" (each part may be empty) or "".
+-- The browser record's HSET, with what attrs adds: attrs is "country TAB
+-- region TAB city TAB consent" (any part may be empty) or "".
 --
-local function hset_geo(key, geo, ...)
-    if geo == '' then
+local function hset_attrs(key, attrs, ...)
+    if attrs == '' then
         return redis.call('HSET', key, ...)
     end
 
     local t = {...}
-    local country, region, city = string.match(geo, '^([^\t]*)\t([^\t]*)\t(.*)$')
+    local country, region, city, consent =
+        string.match(attrs, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t?(.*)$')
 
     if country and country ~= '' then
         t[#t + 1] = 'country'
@@ -40,6 +41,10 @@ local function hset_geo(key, geo, ...)
         t[#t + 1] = 'city'
         t[#t + 1] = city
     end
+    if consent and consent ~= '' then
+        t[#t + 1] = 'consent'
+        t[#t + 1] = consent
+    end
 
     return redis.call('HSET', key, unpack(t))
 end
@@ -47,17 +52,24 @@ end
 --
 -- cdp_ingest: store a batch of events from one nginx worker.
 --   KEYS[1]      the event stream, <prefix>:events
---   KEYS[1 + i]  the per-browser record of event i, <prefix>:browser:<aid>
+--   KEYS[1 + i]  the key event i updates: the per-browser record
+--                <prefix>:browser:<aid>, or for "agg" the day's aggregate
+--                hash <prefix>:agg:<YYYY-MM-DD>
 --   ARGV[1]      approximate MAXLEN of the stream
---   ARGV[2 + 4(i-1)] .. : for each event i: timestamp in ms, kind, geo,
---                the Segment-spec JSON.
---                kind is "page" or "track", with ":new" when nginx minted
---                the browser's id for this very hit: a fresh 128-bit
---                random id has no record, which is then created in one
---                write instead of read-modify-write (unless a later hit of
---                that browser got here first from another worker: then it
---                is counted, keeping the earliest first_seen).
---                geo is "country TAB region TAB city" or "" (unknown):
+--   ARGV[2 + 4(i-1)] .. : for each event i: timestamp in ms, kind, attrs,
+--                payload.
+--                kind "page" or "track": the payload is the Segment-spec
+--                JSON, appended to the stream and counted on the record;
+--                with ":new" when nginx minted the browser's id for this
+--                very hit: a fresh 128-bit random id has no record, which
+--                is then created in one write instead of read-modify-write
+--                (unless a later hit of that browser got here first from
+--                another worker: then it is counted, keeping the earliest
+--                first_seen).
+--                kind "agg" (a hit without analytics consent): nothing
+--                about a person; the payload is a field "<event>|<country>"
+--                of the aggregate hash, incremented.
+--                attrs is "country TAB region TAB city TAB consent" or "":
 --                the record keeps the latest known values.
 --   reply: the number of events stored
 --   errors: "ERR cdp_ingest: ..." on a malformed call; nothing is written
@@ -75,44 +87,49 @@ local function cdp_ingest(keys, args)
         local a = 2 + 4 * (i - 1)
         local ts = args[a]
         local kind = args[a + 1]
-        local geo = args[a + 2]
+        local attrs = args[a + 2]
         local key = keys[1 + i]
 
-        redis.call('XADD', stream, '*', 'event', args[a + 3])
-
-        -- counts are passed as strings: a Lua number would be formatted
-        -- with "%.14g" on every call
-
-        local page = (kind == 'page' or kind == 'page:new')
-        local fresh = (kind == 'page:new' or kind == 'track:new')
-
-        if fresh and redis.call('EXISTS', key) == 0 then
-            -- nginx minted the id for this hit: one write creates the
-            -- record
-            hset_geo(key, geo, 'events', '1',
-                     'page_views', page and '1' or '0',
-                     'first_seen', ts, 'last_seen', ts)
+        if kind == 'agg' then
+            redis.call('HINCRBY', key, args[a + 3], '1')
 
         else
-            if fresh then
-                -- a later hit of this browser reached Redis first, in
-                -- another worker's batch: this one is the earliest
-                local first = redis.call('HGET', key, 'first_seen') or ts
-                if tonumber(ts) < tonumber(first) then
-                    redis.call('HSET', key, 'first_seen', ts)
-                end
-                redis.call('HINCRBY', key, 'events', '1')
+            redis.call('XADD', stream, '*', 'event', args[a + 3])
 
-            elseif redis.call('HINCRBY', key, 'events', '1') == 1 then
-                hset_geo(key, geo, 'first_seen', ts, 'last_seen', ts,
-                         'page_views', '0')
+            -- counts are passed as strings: a Lua number would be
+            -- formatted with "%.14g" on every call
+
+            local page = (kind == 'page' or kind == 'page:new')
+            local fresh = (kind == 'page:new' or kind == 'track:new')
+
+            if fresh and redis.call('EXISTS', key) == 0 then
+                -- nginx minted the id for this hit: one write creates the
+                -- record
+                hset_attrs(key, attrs, 'events', '1',
+                           'page_views', page and '1' or '0',
+                           'first_seen', ts, 'last_seen', ts)
 
             else
-                hset_geo(key, geo, 'last_seen', ts)
-            end
+                if fresh then
+                    -- a later hit of this browser reached Redis first, in
+                    -- another worker's batch: this one is the earliest
+                    local first = redis.call('HGET', key, 'first_seen') or ts
+                    if tonumber(ts) < tonumber(first) then
+                        redis.call('HSET', key, 'first_seen', ts)
+                    end
+                    redis.call('HINCRBY', key, 'events', '1')
 
-            if page then
-                redis.call('HINCRBY', key, 'page_views', '1')
+                elseif redis.call('HINCRBY', key, 'events', '1') == 1 then
+                    hset_attrs(key, attrs, 'first_seen', ts, 'last_seen', ts,
+                               'page_views', '0')
+
+                else
+                    hset_attrs(key, attrs, 'last_seen', ts)
+                end
+
+                if page then
+                    redis.call('HINCRBY', key, 'page_views', '1')
+                end
             end
         end
     end

@@ -170,6 +170,7 @@ http {
     cdp_redis         $BENCH_REDIS prefix=$PREFIX;
     cdp_secret_file   $TMP/secret;
     cdp_stream_maxlen $STREAM_MAXLEN;
+    cdp_consent_default all;
 
     server {
         listen 127.0.0.1:$HTTP_PORT;

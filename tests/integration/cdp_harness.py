@@ -365,6 +365,7 @@ http {
     @REDIS@
     @SECRET@
     @COOKIE@
+    @CONSENT@
     @HTTP_EXTRA@
 
     server {
@@ -377,6 +378,8 @@ http {
 }
 """
 
+DEFAULT_CONSENT = 'cdp_consent_default all;'
+
 DEFAULT_LOCATIONS = """\
 location = /p.gif  { cdp_pixel; }
         location = /p204   { cdp_pixel 204; }
@@ -388,7 +391,7 @@ class Nginx:
 
     def __init__(self, base_dir, redis=None, *, prefix=None, keys=None,
                  redis_line=None, secret_line=None, cookie_line=None,
-                 http_extra='', server_extra='', locations=None, workers=2,
+                 consent_line=None, http_extra='', server_extra='', locations=None, workers=2,
                  redis_params=''):
         self.dir = tempfile.mkdtemp(prefix='nginx-', dir=base_dir)
         self.redis = redis
@@ -410,6 +413,10 @@ class Nginx:
                        else 'cdp_secret_file %s;' % self.secret_path),
             'COOKIE': cookie_line if cookie_line is not None
             else 'cdp_cookie cdp_aid;',
+            # the tests that are not about consent track everybody; ''
+            # configures nothing (no consent at all, failing closed)
+            'CONSENT': consent_line if consent_line is not None
+            else DEFAULT_CONSENT,
             'HTTP_EXTRA': http_extra,
             'SERVER_EXTRA': server_extra,
             'LOCATIONS': locations if locations is not None
