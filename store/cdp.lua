@@ -17,36 +17,43 @@ local function cdp_version(keys, args)
 end
 
 --
--- The browser record's HSET, with what attrs adds: attrs is "country TAB
--- region TAB city TAB consent" (any part may be empty) or "".
+-- The record fields that attrs adds, as a flat list of field/value pairs
+-- for unpack(): attrs is "country TAB region TAB city TAB consent" (any
+-- part may be empty) or "".  Batches repeat the same few attrs, so each
+-- is parsed once per call (cache).
 --
-local function hset_attrs(key, attrs, ...)
-    if attrs == '' then
-        return redis.call('HSET', key, ...)
+local function attr_pairs(cache, attrs)
+    local t = cache[attrs]
+    if t then
+        return t
     end
 
-    local t = {...}
-    local country, region, city, consent =
-        string.match(attrs, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t?(.*)$')
+    t = {}
 
-    if country and country ~= '' then
-        t[#t + 1] = 'country'
-        t[#t + 1] = country
-    end
-    if region and region ~= '' then
-        t[#t + 1] = 'region'
-        t[#t + 1] = region
-    end
-    if city and city ~= '' then
-        t[#t + 1] = 'city'
-        t[#t + 1] = city
-    end
-    if consent and consent ~= '' then
-        t[#t + 1] = 'consent'
-        t[#t + 1] = consent
+    if attrs ~= '' then
+        local country, region, city, consent =
+            string.match(attrs, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t?(.*)$')
+
+        if country and country ~= '' then
+            t[#t + 1] = 'country'
+            t[#t + 1] = country
+        end
+        if region and region ~= '' then
+            t[#t + 1] = 'region'
+            t[#t + 1] = region
+        end
+        if city and city ~= '' then
+            t[#t + 1] = 'city'
+            t[#t + 1] = city
+        end
+        if consent and consent ~= '' then
+            t[#t + 1] = 'consent'
+            t[#t + 1] = consent
+        end
     end
 
-    return redis.call('HSET', key, unpack(t))
+    cache[attrs] = t
+    return t
 end
 
 --
@@ -82,12 +89,13 @@ local function cdp_ingest(keys, args)
 
     local stream = keys[1]
     local maxlen = args[1]
+    local cache = {}
 
     for i = 1, n do
         local a = 2 + 4 * (i - 1)
         local ts = args[a]
         local kind = args[a + 1]
-        local attrs = args[a + 2]
+        local attrs = attr_pairs(cache, args[a + 2])
         local key = keys[1 + i]
 
         if kind == 'agg' then
@@ -105,9 +113,9 @@ local function cdp_ingest(keys, args)
             if fresh and redis.call('EXISTS', key) == 0 then
                 -- nginx minted the id for this hit: one write creates the
                 -- record
-                hset_attrs(key, attrs, 'events', '1',
+                redis.call('HSET', key, 'events', '1',
                            'page_views', page and '1' or '0',
-                           'first_seen', ts, 'last_seen', ts)
+                           'first_seen', ts, 'last_seen', ts, unpack(attrs))
 
             else
                 if fresh then
@@ -120,11 +128,11 @@ local function cdp_ingest(keys, args)
                     redis.call('HINCRBY', key, 'events', '1')
 
                 elseif redis.call('HINCRBY', key, 'events', '1') == 1 then
-                    hset_attrs(key, attrs, 'first_seen', ts, 'last_seen', ts,
-                               'page_views', '0')
+                    redis.call('HSET', key, 'first_seen', ts, 'last_seen', ts,
+                               'page_views', '0', unpack(attrs))
 
                 else
-                    hset_attrs(key, attrs, 'last_seen', ts)
+                    redis.call('HSET', key, 'last_seen', ts, unpack(attrs))
                 end
 
                 if page then
