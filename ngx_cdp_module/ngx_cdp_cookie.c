@@ -111,14 +111,13 @@ ngx_cdp_cookie_read(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
 ngx_int_t
 ngx_cdp_cookie_issue(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx)
 {
-    u_char                      *p;
-    size_t                       len;
-    ngx_uint_t                   i, secure;
-    ngx_table_elt_t             *set_cookie;
+    ngx_str_t                    v;
+    ngx_uint_t                   i;
     ngx_http_cdp_loc_conf_t     *lcf;
     ngx_http_cdp_main_conf_t    *mcf;
     ngx_http_cdp_cookie_conf_t  *ck;
     u_char                       id[NGX_CDP_ID_LEN];
+    u_char                       value[NGX_CDP_COOKIE_LEN];
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_cdp_module);
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_cdp_module);
@@ -144,6 +143,46 @@ ngx_cdp_cookie_issue(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx)
         ngx_cdp_count(NGX_CDP_C_COOKIE_NEW, 1);
     }
 
+    if (ctx->cookie) {
+        ngx_memcpy(value, ctx->cookie, NGX_CDP_COOKIE_LEN);
+
+    } else {
+        ngx_cdp_cookie_encode(value, id, &mcf->cookie_keys[0]);
+    }
+
+    v.data = value;
+    v.len = NGX_CDP_COOKIE_LEN;
+
+    if (ngx_cdp_cookie_set(r, &ck->name, &v, ck->max_age) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_explicit_memzero(id, NGX_CDP_ID_LEN);
+
+    return NGX_OK;
+}
+
+
+/*
+ * Set-Cookie with the attributes of cdp_cookie (path, domain, SameSite,
+ * Secure, always HttpOnly): the anonymous id, the consent cookie, and
+ * clearing (max_age 0, empty value).
+ */
+
+ngx_int_t
+ngx_cdp_cookie_set(ngx_http_request_t *r, ngx_str_t *name, ngx_str_t *value,
+    time_t max_age)
+{
+    u_char                      *p;
+    size_t                       len;
+    ngx_uint_t                   secure;
+    ngx_table_elt_t             *set_cookie;
+    ngx_http_cdp_loc_conf_t     *lcf;
+    ngx_http_cdp_cookie_conf_t  *ck;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_cdp_module);
+    ck = lcf->cookie;
+
     secure = (ck->secure == NGX_CDP_SECURE_ON
               || ck->samesite == NGX_CDP_SAMESITE_NONE);
 
@@ -153,7 +192,7 @@ ngx_cdp_cookie_issue(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx)
     }
 #endif
 
-    len = ck->name.len + 1 + NGX_CDP_COOKIE_LEN
+    len = name->len + 1 + value->len
           + sizeof("; Max-Age=") - 1 + NGX_TIME_T_LEN
           + sizeof("; Path=") - 1 + ck->path.len
           + sizeof("; HttpOnly; SameSite=Strict; Secure") - 1;
@@ -176,19 +215,8 @@ ngx_cdp_cookie_issue(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx)
     ngx_str_set(&set_cookie->key, "Set-Cookie");
     set_cookie->value.data = p;
 
-    p = ngx_copy(p, ck->name.data, ck->name.len);
-    *p++ = '=';
-
-    if (ctx->cookie) {
-        ngx_memcpy(p, ctx->cookie, NGX_CDP_COOKIE_LEN);
-
-    } else {
-        ngx_cdp_cookie_encode(p, id, &mcf->cookie_keys[0]);
-    }
-
-    p += NGX_CDP_COOKIE_LEN;
-
-    p = ngx_sprintf(p, "; Max-Age=%T; Path=%V", ck->max_age, &ck->path);
+    p = ngx_sprintf(p, "%V=%V; Max-Age=%T; Path=%V", name, value, max_age,
+                    &ck->path);
 
     if (ck->domain.len) {
         p = ngx_sprintf(p, "; Domain=%V", &ck->domain);
@@ -213,8 +241,6 @@ ngx_cdp_cookie_issue(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx)
     }
 
     set_cookie->value.len = p - set_cookie->value.data;
-
-    ngx_explicit_memzero(id, NGX_CDP_ID_LEN);
 
     return NGX_OK;
 }

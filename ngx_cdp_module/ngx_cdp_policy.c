@@ -107,6 +107,19 @@ ngx_cdp_consent_cookie(ngx_http_request_t *r, ngx_http_cdp_loc_conf_t *lcf,
 static ngx_uint_t
 ngx_cdp_gpc(ngx_http_request_t *r)
 {
+    ngx_table_elt_t  *h;
+
+    h = ngx_cdp_request_header(r, "Sec-GPC", sizeof("Sec-GPC") - 1);
+
+    return h && h->value.len == 1 && h->value.data[0] == '1';
+}
+
+
+/* the first request header of that name (case-insensitive), or NULL */
+
+ngx_table_elt_t *
+ngx_cdp_request_header(ngx_http_request_t *r, const char *name, size_t len)
+{
     ngx_uint_t        i;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
@@ -118,7 +131,7 @@ ngx_cdp_gpc(ngx_http_request_t *r)
 
         if (i >= part->nelts) {
             if (part->next == NULL) {
-                return 0;
+                return NULL;
             }
 
             part = part->next;
@@ -126,11 +139,10 @@ ngx_cdp_gpc(ngx_http_request_t *r)
             i = 0;
         }
 
-        if (h[i].key.len == sizeof("Sec-GPC") - 1
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "Sec-GPC",
-                               sizeof("Sec-GPC") - 1) == 0)
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
         {
-            return h[i].value.len == 1 && h[i].value.data[0] == '1';
+            return &h[i];
         }
     }
 }

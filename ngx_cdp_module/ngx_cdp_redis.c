@@ -136,7 +136,8 @@ static ngx_str_t  ngx_cdp_event_kinds[] = {
     ngx_string("track"),
     ngx_string("page:new"),
     ngx_string("track:new"),
-    ngx_string("agg")
+    ngx_string("agg"),
+    ngx_string("log")
 };
 
 

@@ -24,6 +24,8 @@ static char *ngx_http_cdp_pixel(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_cdp_status(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_cdp_consent_endpoint(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_http_cdp_positive(ngx_conf_t *cf, void *post, void *data);
 static ngx_int_t ngx_http_cdp_prepare_key(ngx_conf_t *cf,
     ngx_cdp_hmac_key_t *key, u_char *secret, size_t len, const char *label);
@@ -92,6 +94,20 @@ static ngx_command_t  ngx_http_cdp_commands[] = {
       ngx_conf_set_str_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_cdp_loc_conf_t, consent_cookie),
+      NULL },
+
+    { ngx_string("cdp_consent_version"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_cdp_loc_conf_t, consent_version),
+      NULL },
+
+    { ngx_string("cdp_consent_endpoint"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_cdp_consent_endpoint,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("cdp_stream_maxlen"),
@@ -356,6 +372,8 @@ ngx_http_cdp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_cdp_loc_conf_t *prev = parent;
     ngx_http_cdp_loc_conf_t *conf = child;
 
+    u_char                     c;
+    ngx_uint_t                 i;
     ngx_http_cdp_main_conf_t  *mcf;
 
     if (conf->cookie == NULL) {
@@ -370,6 +388,35 @@ ngx_http_cdp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                              NULL);
     ngx_conf_merge_str_value(conf->consent_cookie, prev->consent_cookie,
                              "cdp_consent");
+    ngx_conf_merge_str_value(conf->consent_version, prev->consent_version,
+                             "1");
+
+    /* it goes into the signed consent cookie: [A-Za-z0-9._-], 1 to 32 */
+
+    if (conf->consent_version.len == 0 || conf->consent_version.len > 32) {
+        goto bad_version;
+    }
+
+    for (i = 0; i < conf->consent_version.len; i++) {
+        c = conf->consent_version.data[i];
+
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+              || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
+        {
+            goto bad_version;
+        }
+    }
+
+    if (conf->consent_endpoint) {
+        mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_cdp_module);
+
+        if (mcf->nkeys == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "cdp_consent_endpoint requires "
+                               "cdp_secret_file in the http block");
+            return NGX_CONF_ERROR;
+        }
+    }
 
     if (conf->pixel == 0) {
         return NGX_CONF_OK;
@@ -385,6 +432,14 @@ ngx_http_cdp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     return NGX_CONF_OK;
+
+bad_version:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid cdp_consent_version \"%V\": 1 to 32 of "
+                       "[A-Za-z0-9._-]", &conf->consent_version);
+
+    return NGX_CONF_ERROR;
 }
 
 
@@ -885,6 +940,26 @@ ngx_http_cdp_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_cdp_status_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_cdp_consent_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_cdp_loc_conf_t *lcf = conf;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (lcf->consent_endpoint) {
+        return "is duplicate";
+    }
+
+    lcf->consent_endpoint = 1;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_cdp_consent_handler;
 
     return NGX_CONF_OK;
 }

@@ -103,6 +103,8 @@ typedef struct {
     ngx_http_complex_value_t   *consent;            /* the site's CMP */
     ngx_http_complex_value_t   *consent_default;
     ngx_str_t                   consent_cookie;
+    ngx_str_t                   consent_version;
+    ngx_flag_t                  consent_endpoint;
 } ngx_http_cdp_loc_conf_t;
 
 
@@ -142,6 +144,8 @@ void ngx_cdp_cookie_read(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     ngx_uint_t count);
 ngx_int_t ngx_cdp_cookie_issue(ngx_http_request_t *r,
     ngx_http_cdp_ctx_t *ctx);
+ngx_int_t ngx_cdp_cookie_set(ngx_http_request_t *r, ngx_str_t *name,
+    ngx_str_t *value, time_t max_age);
 ngx_int_t ngx_cdp_variable_anonymous_id(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 
@@ -156,6 +160,11 @@ ngx_cdp_consent_state_t *ngx_cdp_consent_eval(ngx_http_request_t *r,
     ngx_http_cdp_ctx_t *ctx);
 ngx_int_t ngx_cdp_variable_consent(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+ngx_table_elt_t *ngx_cdp_request_header(ngx_http_request_t *r,
+    const char *name, size_t len);
+
+/* ngx_cdp_endpoint.c */
+ngx_int_t ngx_cdp_consent_handler(ngx_http_request_t *r);
 
 /* ngx_cdp_event.c */
 ngx_int_t ngx_cdp_event_from_hit(ngx_http_request_t *r,
@@ -179,6 +188,7 @@ void ngx_cdp_redis_exit_process(ngx_cycle_t *cycle);
 #define NGX_CDP_EVENT_TRACK        1
 #define NGX_CDP_EVENT_NEW          2        /* or-ed: the id is new */
 #define NGX_CDP_EVENT_AGGREGATE    4        /* no person: a daily count */
+#define NGX_CDP_EVENT_LOG          5        /* an entry of a log stream */
 
 ngx_int_t ngx_cdp_redis_enqueue(ngx_str_t *key, ngx_uint_t kind,
     ngx_str_t *attrs, ngx_str_t *payload);

@@ -76,6 +76,8 @@ end
 --                kind "agg" (a hit without analytics consent): nothing
 --                about a person; the payload is a field "<event>|<country>"
 --                of the aggregate hash, incremented.
+--                kind "log": the payload is appended as field "entry" to
+--                the stream that is its key (<prefix>:consent_log).
 --                attrs is "country TAB region TAB city TAB consent" or "":
 --                the record keeps the latest known values.
 --   reply: the number of events stored
@@ -100,6 +102,10 @@ local function cdp_ingest(keys, args)
 
         if kind == 'agg' then
             redis.call('HINCRBY', key, args[a + 3], '1')
+
+        elseif kind == 'log' then
+            redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*',
+                       'entry', args[a + 3])
 
         else
             redis.call('XADD', stream, '*', 'event', args[a + 3])
