@@ -9,6 +9,7 @@ PKGS="build-essential nginx nginx-dev libhiredis-dev libmaxminddb-dev
 
 if [ "$1" = test ]; then
     PKGS="$PKGS wrk python3-pytest python3-redis python3-requests chromium
+          chromium-driver python3-selenium
           libmaxmind-db-writer-perl mmdb-bin"
 fi
 

@@ -10,6 +10,7 @@
 #   STREAM_MAXLEN  cdp_stream_maxlen of the bench (default 1000000, the
 #                  module's default); stored events are counted with
 #                  XINFO STREAM entries-added, which trimming keeps
+#   GEOIP          on (default): cdp_geoip_db with the test database; off
 #   REDIS_VIA      how nginx reaches Redis: unix (default) or tcp
 #   COOKIE_POOL    cookies minted per location for returning visitors
 #                  (default 2000)
@@ -44,6 +45,9 @@ ROUNDS=${ROUNDS:-3}
 # entries-added, which trimming does not decrease
 STREAM_MAXLEN=${STREAM_MAXLEN:-1000000}
 REDIS_VIA=${REDIS_VIA:-unix}
+# geo lookups on (the test database of tests/integration/geo_db.pl; the
+# bench's 127.0.0.1 is not in it, so each hit pays a full lookup miss)
+GEOIP=${GEOIP:-on}
 CONNS=${CONNECTIONS:-50}
 POOL=${COOKIE_POOL:-2000}
 WARMUP=2
@@ -126,6 +130,13 @@ case $REDIS_VIA in
     *)    die "REDIS_VIA is unix or tcp" ;;
 esac
 
+GEOIP_LINE=
+if [ "$GEOIP" = on ]; then
+    perl "$TOP/tests/integration/geo_db.pl" "$TMP/geo.mmdb" >/dev/null \
+        || die "could not write the GeoIP test database (make deps-test)"
+    GEOIP_LINE="cdp_geoip_db $TMP/geo.mmdb;"
+fi
+
 # --- Redis -----------------------------------------------------------------
 
 setsid redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$TMP" \
@@ -171,6 +182,7 @@ http {
     cdp_secret_file   $TMP/secret;
     cdp_stream_maxlen $STREAM_MAXLEN;
     cdp_consent_default all;
+    $GEOIP_LINE
 
     server {
         listen 127.0.0.1:$HTTP_PORT;
@@ -429,7 +441,7 @@ per_call=$(awk -v a="$answered_nginx" -v b="$fcalls" 'BEGIN { if (b > 0) printf 
 per_event_us=$(awk -v u="$usec_per_call" -v e="$per_call" 'BEGIN { if (e > 0) printf "%.2f", u / e; else print "n/a" }')
 
 echo
-echo "=== ngx_cdp bench summary: $ROUNDS rounds x 4 runs x ${SECONDS_PER_RUN}s, wrk -t1 -c$CONNS, nginx 1 worker ==="
+echo "=== ngx_cdp bench summary: $ROUNDS rounds x 4 runs x ${SECONDS_PER_RUN}s, wrk -t1 -c$CONNS, nginx 1 worker, geoip $GEOIP, consent default all ==="
 # row LABEL PIXEL_NEW UG_NEW PIXEL_RET UG_RET; kv LABEL VALUE [NOTE]
 row() { printf '%-24s %11s %17s   %11s %17s\n' "$@"; }
 kv() { printf '%-52s %12s%s\n' "$1" "$2" "${3:-}"; }
