@@ -735,3 +735,27 @@ def aid_of(resp, name='cdp_aid'):
 def is_gif(resp):
     return (resp.status == 200 and len(resp.body) == GIF_LEN
             and resp.body.startswith(b'GIF89a'))
+
+
+# --------------------------------------------------------------------------
+# The consent cookie, signed here as the module signs it (README:
+# cdp_consent_default; ngx_cdp_consent.h)
+
+def consent_key(secret_line):
+    import hashlib
+    import hmac
+    return hmac.new(secret_line.encode(), b'ngx_cdp consent cookie v1',
+                    hashlib.sha256).digest()
+
+
+def consent_cookie(secret_line, purposes, version='1', issued=None):
+    """The value of a cdp_consent cookie signed with this secret line."""
+    import base64
+    import hashlib
+    import hmac
+    if issued is None:
+        issued = int(time.time()) - 60
+    body = 'c1.%d.%s.%d' % (purposes, version, issued)
+    tag = hmac.new(consent_key(secret_line), b'consent:' + body.encode(),
+                   hashlib.sha256).digest()[:12]
+    return body + '.' + base64.urlsafe_b64encode(tag).rstrip(b'=').decode()

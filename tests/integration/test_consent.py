@@ -53,19 +53,8 @@ OPT_IN_DE = """map $cdp_country $dflt {
     cdp_consent_default $dflt;"""
 
 
-def consent_key(secret_line):
-    return hmac.new(secret_line.encode(), b'ngx_cdp consent cookie v1',
-                    hashlib.sha256).digest()
-
-
-def consent_cookie(secret_line, purposes, version='1', issued=None):
-    """The value of a cdp_consent cookie signed with this secret line."""
-    if issued is None:
-        issued = int(time.time()) - 60
-    body = 'c1.%d.%s.%d' % (purposes, version, issued)
-    tag = hmac.new(consent_key(secret_line), b'consent:' + body.encode(),
-                   hashlib.sha256).digest()[:12]
-    return body + '.' + base64.urlsafe_b64encode(tag).rstrip(b'=').decode()
+consent_key = h.consent_key
+consent_cookie = h.consent_cookie
 
 
 def test_consent_cookie_reference_vector():
