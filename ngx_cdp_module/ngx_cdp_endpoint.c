@@ -27,11 +27,10 @@ static ngx_int_t ngx_cdp_consent_redirect(ngx_http_request_t *r,
     u_char *to, size_t len);
 static ngx_int_t ngx_cdp_consent_state(ngx_http_request_t *r, int purposes,
     int source);
-static ngx_int_t ngx_cdp_send_json(ngx_http_request_t *r, ngx_uint_t status,
-    u_char *json, size_t len);
 
 #define ngx_cdp_json_error(r, status, text)                                   \
-    ngx_cdp_send_json(r, status, (u_char *) text, sizeof(text) - 1)
+    ngx_cdp_send(r, status, "application/json", (u_char *) text,             \
+                 sizeof(text) - 1)
 
 
 ngx_int_t
@@ -451,7 +450,7 @@ ngx_cdp_consent_redirect(ngx_http_request_t *r, u_char *to, size_t len)
     location->value.data = to;
     location->value.len = len;
 
-    return ngx_cdp_send_json(r, NGX_HTTP_SEE_OTHER, NULL, 0);
+    return ngx_cdp_send(r, NGX_HTTP_SEE_OTHER, NULL, NULL, 0);
 }
 
 
@@ -484,60 +483,5 @@ ngx_cdp_consent_state(ngx_http_request_t *r, int purposes, int source)
                       &lcf->consent_version)
           - json;
 
-    return ngx_cdp_send_json(r, NGX_HTTP_OK, json, len);
-}
-
-
-static ngx_int_t
-ngx_cdp_send_json(ngx_http_request_t *r, ngx_uint_t status, u_char *json,
-    size_t len)
-{
-    ngx_int_t         rc;
-    ngx_buf_t        *b;
-    ngx_chain_t       out;
-    ngx_table_elt_t  *cc;
-
-    cc = ngx_list_push(&r->headers_out.headers);
-    if (cc == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    cc->hash = 1;
-    ngx_str_set(&cc->key, "Cache-Control");
-    ngx_str_set(&cc->value, "no-store");
-
-    r->headers_out.status = status;
-    r->headers_out.content_length_n = len;
-
-    if (len) {
-        ngx_str_set(&r->headers_out.content_type, "application/json");
-        r->headers_out.content_type_len = sizeof("application/json") - 1;
-    }
-
-    if (len == 0 || r->method == NGX_HTTP_HEAD) {
-        r->header_only = 1;
-        return ngx_http_send_header(r);
-    }
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    b->pos = json;
-    b->last = json + len;
-    b->memory = 1;
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_cdp_send(r, NGX_HTTP_OK, "application/json", json, len);
 }

@@ -72,9 +72,6 @@ ngx_int_t
 ngx_cdp_pixel_handler(ngx_http_request_t *r)
 {
     ngx_int_t                 rc;
-    ngx_buf_t                *b;
-    ngx_chain_t               out;
-    ngx_table_elt_t          *cc;
     ngx_http_cdp_ctx_t       *ctx;
     ngx_http_cdp_loc_conf_t  *lcf;
 
@@ -111,55 +108,12 @@ ngx_cdp_pixel_handler(ngx_http_request_t *r)
         ngx_cdp_count(NGX_CDP_C_DROP_MALFORMED, 1);
     }
 
-    cc = ngx_list_push(&r->headers_out.headers);
-    if (cc == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    cc->hash = 1;
-    ngx_str_set(&cc->key, "Cache-Control");
-    ngx_str_set(&cc->value, "no-store");
-
     if (lcf->pixel == NGX_HTTP_NO_CONTENT) {
-        r->headers_out.status = NGX_HTTP_NO_CONTENT;
-        r->header_only = 1;
-        ngx_http_clear_content_length(r);
-
-        return ngx_http_send_header(r);
+        return ngx_cdp_send(r, NGX_HTTP_NO_CONTENT, NULL, NULL, 0);
     }
 
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = sizeof(ngx_cdp_gif);
-
-    ngx_str_set(&r->headers_out.content_type, "image/gif");
-    r->headers_out.content_type_len = sizeof("image/gif") - 1;
-    r->headers_out.content_type_lowcase = NULL;
-
-    if (r->method == NGX_HTTP_HEAD) {
-        return ngx_http_send_header(r);
-    }
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    b->pos = ngx_cdp_gif;
-    b->last = ngx_cdp_gif + sizeof(ngx_cdp_gif);
-    b->memory = 1;
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_cdp_send(r, NGX_HTTP_OK, "image/gif", ngx_cdp_gif,
+                        sizeof(ngx_cdp_gif));
 }
 
 

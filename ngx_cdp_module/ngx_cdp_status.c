@@ -62,11 +62,10 @@ ngx_cdp_status_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 ngx_int_t
 ngx_cdp_status_handler(ngx_http_request_t *r)
 {
-    size_t        len;
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_uint_t    i;
-    ngx_chain_t   out;
+    size_t       len;
+    ngx_int_t    rc;
+    ngx_buf_t   *b;
+    ngx_uint_t   i;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return NGX_HTTP_NOT_ALLOWED;
@@ -93,23 +92,7 @@ ngx_cdp_status_handler(ngx_http_request_t *r)
                               ngx_cdp_counters ? ngx_cdp_counters[i] : 0);
     }
 
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = b->last - b->pos;
-    ngx_str_set(&r->headers_out.content_type,
-                "text/plain; version=0.0.4; charset=utf-8");
-    r->headers_out.content_type_len = sizeof("text/plain") - 1;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_cdp_send(r, NGX_HTTP_OK,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                        b->pos, b->last - b->pos);
 }
