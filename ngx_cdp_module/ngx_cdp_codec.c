@@ -665,6 +665,47 @@ ngx_cdp_hit_parse(const u_char *query, size_t len, ngx_cdp_hit_t *hit,
             field = &hit->title;
             max = NGX_CDP_MAX_TITLE;
 
+        } else if ((klen == 3 && memcmp(p, "uid", 3) == 0)
+                   || (klen == 5 && memcmp(p, "email", 5) == 0)
+                   || (klen == 3 && memcmp(p, "exp", 3) == 0)
+                   || (klen == 3 && memcmp(p, "sig", 3) == 0))
+        {
+            /* identity: a bad value spoils the identity, not the hit */
+
+            if (klen == 5) {
+                field = &hit->email;
+                max = NGX_CDP_MAX_HIT_EMAIL;
+
+            } else if (p[0] == 'u') {
+                field = &hit->uid;
+                max = NGX_CDP_MAX_UID;
+
+            } else if (p[0] == 'e') {
+                field = &hit->exp;
+                max = NGX_CDP_MAX_EXP;
+
+            } else {
+                field = &hit->sig;
+                max = NGX_CDP_SIG_HEX_LEN;
+            }
+
+            rc = ngx_cdp_decode_value(p, &kv, max, &n);
+
+            if (rc != NGX_CDP_HIT_OK) {
+                hit->ident_bad = 1;
+
+            } else if (field->data == NULL) {
+                field->data = p;
+                field->len = n;
+                p += n;
+
+            } else {
+                /* two values: which one was signed? */
+                hit->ident_bad = 1;
+            }
+
+            continue;
+
         } else if (!(klen >= 2 && p[0] == 'p' && p[1] == '.')) {
             /* cache busters and the like */
             continue;

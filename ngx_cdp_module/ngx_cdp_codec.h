@@ -121,6 +121,10 @@ int ngx_cdp_query_next(const u_char **pos, const u_char *end,
  *   ref=URL       the page's own referrer
  *   title=TEXT    the page title
  *   p.NAME=VALUE  custom properties
+ *   uid, email, exp, sig
+ *                 a signed identity (ngx_cdp_idsig_check() in
+ *                 ngx_cdp_ident.h); a value that does not decode, or is
+ *                 too long, sets ident_bad instead of failing the hit
  *
  * Other keys are ignored (cache busters and the like); a repeated field
  * keeps its first value; a repeated property is malformed.
@@ -134,6 +138,10 @@ int ngx_cdp_query_next(const u_char **pos, const u_char *end,
 #define NGX_CDP_MAX_PROPS        25
 #define NGX_CDP_MAX_PROP_NAME    64     /* [A-Za-z0-9_.-] */
 #define NGX_CDP_MAX_PROP_VALUE   512
+#define NGX_CDP_MAX_UID          256
+#define NGX_CDP_MAX_HIT_EMAIL    320
+#define NGX_CDP_MAX_EXP          20
+#define NGX_CDP_SIG_HEX_LEN      64
 
 #define NGX_CDP_HIT_OK           0
 #define NGX_CDP_HIT_MALFORMED    1      /* bad escape, bad UTF-8, bad name */
@@ -157,6 +165,11 @@ typedef struct {
     ngx_cdp_str_t  title;
     size_t         nprops;
     ngx_cdp_prop_t props[NGX_CDP_MAX_PROPS];
+    ngx_cdp_str_t  uid;                 /* data == NULL when absent */
+    ngx_cdp_str_t  email;
+    ngx_cdp_str_t  exp;
+    ngx_cdp_str_t  sig;
+    int            ident_bad;
 } ngx_cdp_hit_t;
 
 int ngx_cdp_hit_parse(const u_char *query, size_t len, ngx_cdp_hit_t *hit,

@@ -26,12 +26,36 @@ static u_char *ngx_cdp_json_page(u_char *p, ngx_cdp_str_t *url,
     ngx_cdp_url_t *u, ngx_cdp_str_t *search, ngx_cdp_str_t *ref,
     ngx_cdp_str_t *title);
 static size_t ngx_cdp_ip_text(ngx_http_request_t *r, u_char *dst);
+static ngx_int_t ngx_cdp_event_worker_tag(void);
+static void ngx_cdp_url_host(ngx_cdp_str_t *url, ngx_cdp_str_t *host);
+static u_char *ngx_cdp_touch_field(u_char *p, const u_char *v, size_t len);
+static ngx_int_t ngx_cdp_event_touch(ngx_http_request_t *r,
+    ngx_http_cdp_ctx_t *ctx, ngx_cdp_str_t *url, ngx_cdp_url_t *u,
+    ngx_cdp_str_t *ref);
 
 
 /* messageId: a random tag per worker and a counter, unique and cheap */
 static u_char      ngx_cdp_worker_tag[16];
 static ngx_uint_t  ngx_cdp_worker_tag_set;
 static uint64_t    ngx_cdp_message_seq;
+
+
+static ngx_int_t
+ngx_cdp_event_worker_tag(void)
+{
+    u_char  tag[8];
+
+    if (!ngx_cdp_worker_tag_set) {
+        if (RAND_bytes(tag, sizeof(tag)) != 1) {
+            return NGX_ERROR;
+        }
+
+        (void) ngx_cdp_hex(ngx_cdp_worker_tag, tag, sizeof(tag));
+        ngx_cdp_worker_tag_set = 1;
+    }
+
+    return NGX_OK;
+}
 
 
 ngx_int_t
@@ -47,15 +71,9 @@ ngx_cdp_event_from_hit(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     ngx_http_cdp_loc_conf_t  *lcf;
     u_char                    ip[NGX_CDP_IP_TEXT_MAX];
     u_char                    ts[NGX_CDP_ISO8601_LEN];
-    u_char                    tag[8];
 
-    if (!ngx_cdp_worker_tag_set) {
-        if (RAND_bytes(tag, sizeof(tag)) != 1) {
-            return NGX_ERROR;
-        }
-
-        (void) ngx_cdp_hex(ngx_cdp_worker_tag, tag, sizeof(tag));
-        ngx_cdp_worker_tag_set = 1;
+    if (ngx_cdp_event_worker_tag() != NGX_OK) {
+        return NGX_ERROR;
     }
 
     is_page = (hit->event.data == NULL);
@@ -90,6 +108,10 @@ ngx_cdp_event_from_hit(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     }
 
     ngx_cdp_url_parse(url.data, url.len, &u, scratch);
+
+    if (ngx_cdp_event_touch(r, ctx, &url, &u, &hit->ref) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     /* Segment's "search" keeps the '?' as location.search does */
 
@@ -320,8 +342,119 @@ ngx_cdp_json_member_str(u_char *p, const char *key, ngx_str_t *v,
 
 
 /*
+ * An identify event for the stream: userId (when known), the traits
+ * without e-mail address and phone number (ngx_cdp_identify.c), and the
+ * same context as a hit's.
+ */
+
+ngx_int_t
+ngx_cdp_event_identify(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
+    ngx_str_t *user_id, ngx_str_t *traits, ngx_str_t *json)
+{
+    u_char                   *p;
+    size_t                    len, iplen;
+    ngx_uint_t                first;
+    ngx_time_t               *tp;
+    ngx_cdp_str_t             ua;
+    ngx_http_cdp_loc_conf_t  *lcf;
+    u_char                    ip[NGX_CDP_IP_TEXT_MAX];
+    u_char                    ts[NGX_CDP_ISO8601_LEN];
+
+    if (ngx_cdp_event_worker_tag() != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ua.data = NULL;
+    ua.len = 0;
+
+    if (r->headers_in.user_agent) {
+        ua.data = r->headers_in.user_agent->value.data;
+        ua.len = ngx_min(r->headers_in.user_agent->value.len,
+                         NGX_CDP_MAX_USER_AGENT);
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_cdp_module);
+
+    iplen = (lcf->store_ip == NGX_CDP_STORE_IP_OFF) ? 0
+                                                    : ngx_cdp_ip_text(r, ip);
+
+    ngx_cdp_geo_lookup(r, ctx);
+
+    len = 1024 + NGX_CDP_JSON_STR_MAX(user_id->len) + traits->len
+          + NGX_CDP_JSON_STR_MAX(ua.len)
+          + NGX_CDP_JSON_STR_MAX(ctx->country.len)
+          + NGX_CDP_JSON_STR_MAX(ctx->region.len)
+          + NGX_CDP_JSON_STR_MAX(ctx->city.len);
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    json->data = p;
+
+    tp = ngx_timeofday();
+    (void) ngx_cdp_iso8601(ts, tp->sec, (unsigned) tp->msec);
+
+    p = ngx_cdp_lit(p, "{\"type\":\"identify\",\"messageId\":\"id-");
+    p = ngx_cpymem(p, ngx_cdp_worker_tag, sizeof(ngx_cdp_worker_tag));
+    p = ngx_sprintf(p, "-%uL\"", ++ngx_cdp_message_seq);
+
+    p = ngx_cdp_lit(p, ",\"anonymousId\":\"");
+    p = ngx_cpymem(p, ctx->aid, NGX_CDP_ID_HEX_LEN);
+    *p++ = '"';
+
+    if (user_id->len) {
+        p = ngx_cdp_lit(p, ",\"userId\":");
+        p = ngx_cdp_json_str(p, user_id->data, user_id->len);
+    }
+
+    p = ngx_cdp_lit(p, ",\"traits\":");
+
+    p = traits->len ? ngx_cpymem(p, traits->data, traits->len)
+                    : ngx_cdp_lit(p, "{}");
+
+    p = ngx_cdp_lit(p, ",\"timestamp\":\"");
+    p = ngx_cpymem(p, ts, NGX_CDP_ISO8601_LEN);
+    p = ngx_cdp_lit(p, "\",\"receivedAt\":\"");
+    p = ngx_cpymem(p, ts, NGX_CDP_ISO8601_LEN);
+    p = ngx_cdp_lit(p, "\",\"context\":{\"library\":{\"name\":\"ngx_cdp\","
+                       "\"version\":\"" NGX_CDP_VERSION "\"}");
+
+    if (ctx->country.len || ctx->region.len || ctx->city.len) {
+        p = ngx_cdp_lit(p, ",\"location\":{");
+        first = 1;
+        p = ngx_cdp_json_member_str(p, "country", &ctx->country, &first);
+        p = ngx_cdp_json_member_str(p, "region", &ctx->region, &first);
+        p = ngx_cdp_json_member_str(p, "city", &ctx->city, &first);
+        *p++ = '}';
+    }
+
+    p = ngx_cdp_json_consent(p, ngx_cdp_consent_eval(r, ctx));
+
+    if (ua.len) {
+        p = ngx_cdp_lit(p, ",\"userAgent\":");
+        p = ngx_cdp_json_str(p, ua.data, ua.len);
+    }
+
+    if (iplen) {
+        p = ngx_cdp_lit(p, ",\"ip\":\"");
+        p = ngx_cpymem(p, ip, iplen);
+        *p++ = '"';
+    }
+
+    p = ngx_cdp_lit(p, "}}");
+
+    json->len = p - json->data;
+
+    return NGX_OK;
+}
+
+
+/*
  * What the browser's record keeps of this hit, as cdp_ingest takes it:
- * "country TAB region TAB city TAB consent" (the places may be empty).
+ * "country TAB region TAB city TAB consent" (the places may be empty),
+ * then "TAB" and the touch of ngx_cdp_event_touch() when there is one.
  */
 
 ngx_int_t
@@ -333,7 +466,8 @@ ngx_cdp_event_attrs(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     ngx_cdp_geo_lookup(r, ctx);
 
     p = ngx_pnalloc(r->pool, ctx->country.len + ctx->region.len
-                             + ctx->city.len + 3 + NGX_CDP_CONSENT_TEXT_MAX);
+                             + ctx->city.len + 3 + NGX_CDP_CONSENT_TEXT_MAX
+                             + 1 + ctx->touch.len);
     if (p == NULL) {
         return NGX_ERROR;
     }
@@ -347,6 +481,11 @@ ngx_cdp_event_attrs(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     p = ngx_cpymem(p, ctx->city.data, ctx->city.len);
     *p++ = '\t';
     p += ngx_cdp_consent_format(p, ngx_cdp_consent_eval(r, ctx)->purposes);
+
+    if (ctx->touch.len) {
+        *p++ = '\t';
+        p = ngx_cpymem(p, ctx->touch.data, ctx->touch.len);
+    }
 
     attrs->len = p - attrs->data;
 
@@ -403,4 +542,112 @@ ngx_cdp_ip_text(ngx_http_request_t *r, u_char *dst)
     default:
         return 0;
     }
+}
+
+
+/* the host of an absolute URL, lower case not needed: compared as is */
+
+static void
+ngx_cdp_url_host(ngx_cdp_str_t *url, ngx_cdp_str_t *host)
+{
+    const u_char  *p, *end;
+
+    host->data = NULL;
+    host->len = 0;
+
+    p = ngx_strlcasestrn((u_char *) url->data, (u_char *) url->data + url->len,
+                         (u_char *) "://", 3 - 1);
+    if (p == NULL) {
+        return;
+    }
+
+    p += 3;
+    end = url->data + url->len;
+    host->data = p;
+
+    while (p < end && *p != '/' && *p != '?' && *p != '#') {
+        p++;
+    }
+
+    host->len = p - host->data;
+}
+
+
+static u_char *
+ngx_cdp_touch_field(u_char *p, const u_char *v, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; i < len; i++) {
+        /* the store splits on TAB */
+        *p++ = (v[i] < 0x20) ? ' ' : v[i];
+    }
+
+    return p;
+}
+
+
+/*
+ * The attribution of an event that carries a campaign (utm_* on the page
+ * URL) or comes from another site (a referrer on another host):
+ * "source TAB medium TAB campaign TAB term TAB content TAB referrer" in
+ * ctx->touch, for the profile's first and last touch.  Other events have
+ * none.
+ */
+
+static ngx_int_t
+ngx_cdp_event_touch(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
+    ngx_cdp_str_t *url, ngx_cdp_url_t *u, ngx_cdp_str_t *ref)
+{
+    u_char         *p;
+    ngx_cdp_str_t   uh, rh, external;
+
+    ngx_str_null(&ctx->touch);
+
+    external.data = NULL;
+    external.len = 0;
+
+    if (ref->len) {
+        ngx_cdp_url_host(url, &uh);
+        ngx_cdp_url_host(ref, &rh);
+
+        if (rh.len
+            && (uh.len != rh.len
+                || ngx_strncasecmp((u_char *) uh.data, (u_char *) rh.data,
+                                   rh.len) != 0))
+        {
+            external = *ref;
+        }
+    }
+
+    if (!(u->source.data || u->medium.data || u->name.data || u->term.data
+          || u->content.data || external.len))
+    {
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, u->source.len + u->medium.len + u->name.len
+                             + u->term.len + u->content.len + external.len
+                             + 5);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->touch.data = p;
+
+    p = ngx_cdp_touch_field(p, u->source.data, u->source.len);
+    *p++ = '\t';
+    p = ngx_cdp_touch_field(p, u->medium.data, u->medium.len);
+    *p++ = '\t';
+    p = ngx_cdp_touch_field(p, u->name.data, u->name.len);
+    *p++ = '\t';
+    p = ngx_cdp_touch_field(p, u->term.data, u->term.len);
+    *p++ = '\t';
+    p = ngx_cdp_touch_field(p, u->content.data, u->content.len);
+    *p++ = '\t';
+    p = ngx_cdp_touch_field(p, external.data, external.len);
+
+    ctx->touch.len = p - ctx->touch.data;
+
+    return NGX_OK;
 }

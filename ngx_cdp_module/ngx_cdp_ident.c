@@ -484,3 +484,85 @@ ngx_cdp_ident_hash(u_char out[NGX_CDP_IDENT_HASH_LEN],
 
     return 1;
 }
+
+
+int
+ngx_cdp_idsig_check(const ngx_cdp_hit_t *hit, const ngx_cdp_hmac_key_t *keys,
+    size_t nkeys, time_t now)
+{
+    size_t   i, len;
+    u_char  *p;
+    time_t   exp;
+    u_char   mac[NGX_CDP_HMAC_LEN], hex[NGX_CDP_SIG_HEX_LEN];
+    u_char   msg[sizeof("uid=\nemail=\nexp=") - 1 + NGX_CDP_MAX_UID
+                 + NGX_CDP_MAX_HIT_EMAIL + NGX_CDP_MAX_EXP];
+
+    if (hit->uid.data == NULL && hit->email.data == NULL) {
+        return (hit->ident_bad || hit->sig.data) ? NGX_CDP_IDSIG_BAD
+                                                 : NGX_CDP_IDSIG_NONE;
+    }
+
+    if (hit->ident_bad) {
+        return NGX_CDP_IDSIG_BAD;
+    }
+
+    if (hit->sig.data == NULL || hit->exp.data == NULL) {
+        return NGX_CDP_IDSIG_UNSIGNED;
+    }
+
+    if (hit->sig.len != NGX_CDP_SIG_HEX_LEN
+        || hit->exp.len == 0 || hit->exp.len > 12)
+    {
+        return NGX_CDP_IDSIG_BAD;
+    }
+
+    exp = 0;
+
+    for (i = 0; i < hit->exp.len; i++) {
+        if (hit->exp.data[i] < '0' || hit->exp.data[i] > '9') {
+            return NGX_CDP_IDSIG_BAD;
+        }
+
+        exp = exp * 10 + (hit->exp.data[i] - '0');
+    }
+
+    /* the canonical string: "uid=" U "\nemail=" E "\nexp=" X */
+
+    p = msg;
+    memcpy(p, "uid=", 4);
+    p += 4;
+
+    if (hit->uid.len) {
+        memcpy(p, hit->uid.data, hit->uid.len);
+        p += hit->uid.len;
+    }
+
+    memcpy(p, "\nemail=", 7);
+    p += 7;
+
+    if (hit->email.len) {
+        memcpy(p, hit->email.data, hit->email.len);
+        p += hit->email.len;
+    }
+
+    memcpy(p, "\nexp=", 5);
+    p += 5;
+    memcpy(p, hit->exp.data, hit->exp.len);
+    p += hit->exp.len;
+
+    len = p - msg;
+
+    for (i = 0; i < nkeys; i++) {
+        ngx_cdp_hmac(mac, &keys[i], msg, len);
+        ngx_cdp_hex(hex, mac, NGX_CDP_HMAC_LEN);
+
+        if (CRYPTO_memcmp(hex, hit->sig.data, NGX_CDP_SIG_HEX_LEN) == 0) {
+            OPENSSL_cleanse(msg, len);
+            return (exp <= now) ? NGX_CDP_IDSIG_EXPIRED : NGX_CDP_IDSIG_OK;
+        }
+    }
+
+    OPENSSL_cleanse(msg, len);
+
+    return NGX_CDP_IDSIG_BAD;
+}

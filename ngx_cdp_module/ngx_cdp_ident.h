@@ -116,4 +116,31 @@ int ngx_cdp_ident_hash(u_char out[NGX_CDP_IDENT_HASH_LEN],
     size_t len);
 
 
+/*
+ * A pixel hit's signed identity (e-mail campaigns): the fields uid and/or
+ * email count only with exp (Unix time in seconds, decimal) and sig, the
+ * 64 lowercase hex digits of HMAC-SHA256(key, canonical) where canonical
+ * is
+ *
+ *     "uid=" UID "\nemail=" EMAIL "\nexp=" EXP
+ *
+ * with the percent-decoded values exactly as in the URL (an absent field
+ * is empty) and key is derived from a line of cdp_secret_file with the
+ * label "ngx_cdp pixel identity v1" (ngx_cdp_derive_key()).  Any of the
+ * nkeys keys verifies (rotation); the comparison is constant-time.
+ *
+ * Returns NONE (no identity fields at all), OK, UNSIGNED (identity without
+ * sig or exp), EXPIRED (a valid sig, exp <= now) or BAD (a wrong sig, a
+ * malformed or repeated field).
+ */
+#define NGX_CDP_IDSIG_NONE         0
+#define NGX_CDP_IDSIG_OK           1
+#define NGX_CDP_IDSIG_UNSIGNED     2
+#define NGX_CDP_IDSIG_EXPIRED      3
+#define NGX_CDP_IDSIG_BAD          4
+
+int ngx_cdp_idsig_check(const ngx_cdp_hit_t *hit,
+    const ngx_cdp_hmac_key_t *keys, size_t nkeys, time_t now);
+
+
 #endif /* _NGX_CDP_IDENT_H_INCLUDED_ */

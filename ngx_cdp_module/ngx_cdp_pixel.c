@@ -11,10 +11,14 @@
 
 #include "ngx_http_cdp_module.h"
 
+#include "ngx_cdp_ident.h"
+
 
 static void ngx_cdp_pixel_event(ngx_http_request_t *r,
     ngx_http_cdp_ctx_t *ctx, ngx_uint_t person);
 static ngx_int_t ngx_cdp_pixel_aggregate(ngx_http_request_t *r,
+    ngx_http_cdp_ctx_t *ctx, ngx_cdp_hit_t *hit);
+static void ngx_cdp_pixel_identity(ngx_http_request_t *r,
     ngx_http_cdp_ctx_t *ctx, ngx_cdp_hit_t *hit);
 
 
@@ -160,7 +164,7 @@ ngx_cdp_pixel_event(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
         return;
     }
 
-    key.len = sizeof("browser:") - 1 + NGX_CDP_ID_HEX_LEN;
+    key.len = sizeof("profile:") - 1 + NGX_CDP_ID_HEX_LEN;
     key.data = ngx_pnalloc(r->pool, key.len);
 
     if (key.data == NULL
@@ -171,7 +175,7 @@ ngx_cdp_pixel_event(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
         return;
     }
 
-    ngx_memcpy(ngx_cpymem(key.data, "browser:", sizeof("browser:") - 1),
+    ngx_memcpy(ngx_cpymem(key.data, "profile:", sizeof("profile:") - 1),
                ctx->aid, NGX_CDP_ID_HEX_LEN);
 
     kind = hit.event.data ? NGX_CDP_EVENT_TRACK : NGX_CDP_EVENT_PAGE;
@@ -181,6 +185,8 @@ ngx_cdp_pixel_event(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     }
 
     (void) ngx_cdp_redis_enqueue(&key, kind, &attrs, &json);
+
+    ngx_cdp_pixel_identity(r, ctx, &hit);
 }
 
 
@@ -242,4 +248,52 @@ ngx_cdp_pixel_aggregate(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * uid and email on a pixel URL (e-mail campaigns) identify the browser
+ * only when signed (ngx_cdp_idsig_check()); otherwise they are ignored and
+ * counted, and the hit stays anonymous.
+ */
+
+static void
+ngx_cdp_pixel_identity(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
+    ngx_cdp_hit_t *hit)
+{
+    ngx_cdp_identity_t         id;
+    ngx_http_cdp_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_cdp_module);
+
+    switch (ngx_cdp_idsig_check(hit, mcf->pixel_keys, mcf->nkeys,
+                                ngx_time()))
+    {
+    case NGX_CDP_IDSIG_NONE:
+        return;
+
+    case NGX_CDP_IDSIG_OK:
+        break;
+
+    case NGX_CDP_IDSIG_UNSIGNED:
+        ngx_cdp_count(NGX_CDP_C_IDSIG_UNSIGNED, 1);
+        return;
+
+    case NGX_CDP_IDSIG_EXPIRED:
+        ngx_cdp_count(NGX_CDP_C_IDSIG_EXPIRED, 1);
+        return;
+
+    default: /* NGX_CDP_IDSIG_BAD */
+        ngx_cdp_count(NGX_CDP_C_IDSIG_BAD, 1);
+        return;
+    }
+
+    ngx_memzero(&id, sizeof(ngx_cdp_identity_t));
+
+    id.user_id.data = (u_char *) hit->uid.data;
+    id.user_id.len = hit->uid.len;
+    id.email.data = (u_char *) hit->email.data;
+    id.email.len = hit->email.len;
+
+    (void) ngx_cdp_identify(r, ctx, &id);
 }

@@ -84,7 +84,7 @@ typedef struct {
     ngx_msec_t                 backoff;
 
     ngx_str_t                  stream_key;
-    u_char                     maxlen[NGX_INT_T_LEN];
+    u_char                     maxlen[5 * NGX_INT_T_LEN];  /* ARGV[1] */
     size_t                     maxlen_len;
 
     unsigned                   must_close:1;
@@ -137,7 +137,8 @@ static ngx_str_t  ngx_cdp_event_kinds[] = {
     ngx_string("page:new"),
     ngx_string("track:new"),
     ngx_string("agg"),
-    ngx_string("log")
+    ngx_string("log"),
+    ngx_string("identify")
 };
 
 
@@ -172,7 +173,11 @@ ngx_cdp_redis_init_process(ngx_cycle_t *cycle, ngx_http_cdp_main_conf_t *mcf)
 
     ngx_sprintf(rd->stream_key.data, "%V:events", &mcf->prefix);
 
-    rd->maxlen_len = ngx_sprintf(rd->maxlen, "%ui", mcf->stream_maxlen)
+    /* "maxlen limit_user_id limit_email limit_phone timeline_max" */
+    rd->maxlen_len = ngx_sprintf(rd->maxlen, "%ui %ui %ui %ui %ui",
+                                 mcf->stream_maxlen, mcf->limit_user_id,
+                                 mcf->limit_email, mcf->limit_phone,
+                                 mcf->timeline_max)
                      - rd->maxlen;
 
     rd->flush_ev.handler = ngx_cdp_redis_flush_handler;
@@ -689,7 +694,7 @@ ngx_cdp_redis_flush(ngx_cdp_redis_t *rd)
     }
 
     /*
-     * FCALL cdp_ingest numkeys stream key... maxlen
+     * FCALL cdp_ingest numkeys stream key... "maxlen limits..."
      *       (ts kind attrs payload)...
      */
 
@@ -719,6 +724,9 @@ ngx_cdp_redis_batch_done(redisReply *reply, void *data, ngx_uint_t nevents)
 {
     ngx_cdp_redis_t  *rd = ngx_cdp_redis;
 
+    size_t      i;
+    ngx_uint_t  v[6];
+
     ngx_cdp_redis_dequeued(rd, nevents);
 
     if (reply == NULL) {
@@ -726,8 +734,22 @@ ngx_cdp_redis_batch_done(redisReply *reply, void *data, ngx_uint_t nevents)
         return;
     }
 
-    if (reply->type == REDIS_REPLY_INTEGER) {
-        ngx_cdp_count(NGX_CDP_C_STORED, nevents);
+    /* {stored, erased, merges, switches, refused, malformed} */
+
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements >= 6) {
+        for (i = 0; i < 6; i++) {
+            v[i] = (reply->element[i]->type == REDIS_REPLY_INTEGER
+                    && reply->element[i]->integer >= 0)
+                   ? (ngx_uint_t) reply->element[i]->integer : 0;
+        }
+
+        ngx_cdp_count(NGX_CDP_C_STORED, v[0]);
+        ngx_cdp_count(NGX_CDP_C_DROP_ERASED, v[1]);
+        ngx_cdp_count(NGX_CDP_C_MERGES, v[2]);
+        ngx_cdp_count(NGX_CDP_C_SHARED_DEVICE, v[3]);
+        ngx_cdp_count(NGX_CDP_C_IDENT_REFUSED, v[4]);
+        ngx_cdp_count(NGX_CDP_C_DROP_MALFORMED, v[5]);
+
         return;
     }
 

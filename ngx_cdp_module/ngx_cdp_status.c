@@ -28,7 +28,18 @@ static ngx_str_t  ngx_cdp_counter_names[] = {
     ngx_string("cdp_redis_disconnects_total"),
     ngx_string("cdp_redis_batches_total"),
     ngx_string("cdp_queue_events"),
-    ngx_string("cdp_events_aggregated_total")
+    ngx_string("cdp_events_aggregated_total"),
+    ngx_string("cdp_identify_total{result=\"accepted\"}"),
+    ngx_string("cdp_identify_total{result=\"invalid\"}"),
+    ngx_string("cdp_identify_total{result=\"blocked\"}"),
+    ngx_string("cdp_identify_total{result=\"no_consent\"}"),
+    ngx_string("cdp_pixel_identity_total{result=\"unsigned\"}"),
+    ngx_string("cdp_pixel_identity_total{result=\"bad_signature\"}"),
+    ngx_string("cdp_pixel_identity_total{result=\"expired\"}"),
+    ngx_string("cdp_merges_total"),
+    ngx_string("cdp_shared_device_switches_total"),
+    ngx_string("cdp_identifiers_refused_total"),
+    ngx_string("cdp_events_dropped_total{reason=\"erased\"}")
 };
 
 

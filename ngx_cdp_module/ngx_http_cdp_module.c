@@ -152,6 +152,41 @@ static ngx_command_t  ngx_http_cdp_commands[] = {
       0,
       NULL },
 
+    { ngx_string("cdp_identify"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_cdp_identify_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("cdp_identity_limits"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_cdp_identity_limits,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("cdp_identity_blocked"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_cdp_identity_blocked,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("cdp_phone_country_code"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_cdp_main_conf_t, phone_cc),
+      NULL },
+
+    { ngx_string("cdp_timeline_max"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_cdp_main_conf_t, timeline_max),
+      &ngx_http_cdp_positive_p },
+
       ngx_null_command
 };
 
@@ -347,7 +382,7 @@ ngx_http_cdp_init(ngx_conf_t *cf)
 
     mcf->shm_zone->init = ngx_cdp_status_init_zone;
 
-    return NGX_OK;
+    return ngx_cdp_identify_init(cf);
 }
 
 
@@ -376,6 +411,10 @@ ngx_http_cdp_create_main_conf(ngx_conf_t *cf)
     mcf->stream_maxlen = NGX_CONF_UNSET_UINT;
     mcf->batch_size = NGX_CONF_UNSET_UINT;
     mcf->queue_size = NGX_CONF_UNSET_UINT;
+    mcf->limit_user_id = NGX_CONF_UNSET_UINT;
+    mcf->limit_email = NGX_CONF_UNSET_UINT;
+    mcf->limit_phone = NGX_CONF_UNSET_UINT;
+    mcf->timeline_max = NGX_CONF_UNSET_UINT;
 
     return mcf;
 }
@@ -391,6 +430,22 @@ ngx_http_cdp_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(mcf->stream_maxlen, 1000000);
     ngx_conf_init_uint_value(mcf->batch_size, 256);
     ngx_conf_init_uint_value(mcf->queue_size, 10000);
+    ngx_conf_init_uint_value(mcf->limit_user_id, 1);
+    ngx_conf_init_uint_value(mcf->limit_email, 5);
+    ngx_conf_init_uint_value(mcf->limit_phone, 5);
+    ngx_conf_init_uint_value(mcf->timeline_max, 10000);
+
+    /* 1 to 3 digits, not starting with 0: ngx_cdp_phone_normalize() */
+
+    if (mcf->phone_cc.len
+        && (mcf->phone_cc.len > 3 || mcf->phone_cc.data[0] == '0'
+            || ngx_atoi(mcf->phone_cc.data, mcf->phone_cc.len) == NGX_ERROR))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid cdp_phone_country_code \"%V\": 1 to 3 "
+                           "digits without \"+\", e.g. 49", &mcf->phone_cc);
+        return NGX_CONF_ERROR;
+    }
 
     if (mcf->prefix.data == NULL) {
         ngx_str_set(&mcf->prefix, "cdp");
@@ -428,6 +483,7 @@ ngx_http_cdp_create_loc_conf(ngx_conf_t *cf)
     lcf->store_ip = NGX_CONF_UNSET_UINT;
     lcf->consent = NGX_CONF_UNSET_PTR;
     lcf->consent_default = NGX_CONF_UNSET_PTR;
+    lcf->identify = NGX_CONF_UNSET_PTR;
 
     return lcf;
 }
@@ -453,6 +509,7 @@ ngx_http_cdp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_ptr_value(conf->consent, prev->consent, NULL);
     ngx_conf_merge_ptr_value(conf->consent_default, prev->consent_default,
                              NULL);
+    ngx_conf_merge_ptr_value(conf->identify, prev->identify, NULL);
     ngx_conf_merge_str_value(conf->consent_cookie, prev->consent_cookie,
                              "cdp_consent");
     ngx_conf_merge_str_value(conf->consent_version, prev->consent_version,
@@ -481,6 +538,17 @@ ngx_http_cdp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "cdp_consent_endpoint requires "
                                "cdp_secret_file in the http block");
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (conf->identify) {
+        mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_cdp_module);
+
+        if (mcf->nkeys == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "cdp_identify requires cdp_secret_file "
+                               "in the http block");
             return NGX_CONF_ERROR;
         }
     }
@@ -736,7 +804,15 @@ ngx_http_cdp_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             || ngx_http_cdp_prepare_key(cf, &mcf->consent_keys[mcf->nkeys],
                                         line, n,
                                         "ngx_cdp consent cookie v1")
-               != NGX_OK)
+               != NGX_OK
+            || ngx_http_cdp_prepare_key(cf, &mcf->pixel_keys[mcf->nkeys],
+                                        line, n,
+                                        "ngx_cdp pixel identity v1")
+               != NGX_OK
+            || (mcf->nkeys == 0
+                && ngx_http_cdp_prepare_key(cf, &mcf->ident_key, line, n,
+                                            "ngx_cdp identity v1")
+                   != NGX_OK))
         {
             goto done;
         }

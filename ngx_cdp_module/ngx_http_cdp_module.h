@@ -49,6 +49,17 @@ typedef enum {
     NGX_CDP_C_REDIS_BATCHES,
     NGX_CDP_C_QUEUE_EVENTS,
     NGX_CDP_C_AGGREGATED,
+    NGX_CDP_C_IDENTIFY_ACCEPTED,
+    NGX_CDP_C_IDENTIFY_INVALID,
+    NGX_CDP_C_IDENTIFY_BLOCKED,
+    NGX_CDP_C_IDENTIFY_NO_CONSENT,
+    NGX_CDP_C_IDSIG_UNSIGNED,
+    NGX_CDP_C_IDSIG_BAD,
+    NGX_CDP_C_IDSIG_EXPIRED,
+    NGX_CDP_C_MERGES,
+    NGX_CDP_C_SHARED_DEVICE,
+    NGX_CDP_C_IDENT_REFUSED,
+    NGX_CDP_C_DROP_ERASED,
     NGX_CDP_NCOUNTERS
 } ngx_cdp_counter_e;
 
@@ -81,6 +92,16 @@ typedef struct {
 
     void                      *geo;         /* MMDB_s *, cdp_geoip_db */
 
+    /* identity: names of identifiers in Redis, signed pixel identities */
+    ngx_cdp_hmac_key_t         ident_key;
+    ngx_cdp_hmac_key_t         pixel_keys[NGX_CDP_MAX_KEYS];
+    ngx_uint_t                 limit_user_id;
+    ngx_uint_t                 limit_email;
+    ngx_uint_t                 limit_phone;
+    ngx_uint_t                 timeline_max;
+    ngx_array_t               *blocked;     /* of ngx_cdp_str_t */
+    ngx_str_t                  phone_cc;
+
     ngx_shm_zone_t            *shm_zone;
 } ngx_http_cdp_main_conf_t;
 
@@ -95,6 +116,15 @@ typedef struct {
 } ngx_http_cdp_cookie_conf_t;
 
 
+/* cdp_identify: the upstream response headers that carry an identity */
+typedef struct {
+    ngx_str_t                  user_id;
+    ngx_str_t                  email;
+    ngx_str_t                  phone;
+    ngx_str_t                  traits;
+} ngx_http_cdp_identify_conf_t;
+
+
 typedef struct {
     ngx_http_cdp_cookie_conf_t *cookie;
     ngx_uint_t                  pixel;      /* 0, 200 or 204 */
@@ -105,6 +135,8 @@ typedef struct {
     ngx_str_t                   consent_cookie;
     ngx_str_t                   consent_version;
     ngx_flag_t                  consent_endpoint;
+
+    ngx_http_cdp_identify_conf_t *identify;     /* NULL: off */
 } ngx_http_cdp_loc_conf_t;
 
 
@@ -129,7 +161,18 @@ typedef struct {
 
     ngx_uint_t                 consent_done;
     ngx_cdp_consent_state_t    consent;
+
+    ngx_str_t                  touch;       /* attribution, see attrs */
 } ngx_http_cdp_ctx_t;
+
+
+/* an identity from a trusted source, raw: ngx_cdp_identify() checks it */
+typedef struct {
+    ngx_str_t                  user_id;
+    ngx_str_t                  email;
+    ngx_str_t                  phone;
+    ngx_str_t                  traits;      /* a JSON object, or empty */
+} ngx_cdp_identity_t;
 
 
 extern ngx_module_t  ngx_http_cdp_module;
@@ -174,6 +217,21 @@ ngx_int_t ngx_cdp_event_from_hit(ngx_http_request_t *r,
 ngx_int_t ngx_cdp_event_attrs(ngx_http_request_t *r,
     ngx_http_cdp_ctx_t *ctx, ngx_str_t *attrs);
 
+ngx_int_t ngx_cdp_event_identify(ngx_http_request_t *r,
+    ngx_http_cdp_ctx_t *ctx, ngx_str_t *user_id, ngx_str_t *traits,
+    ngx_str_t *json);
+
+/* ngx_cdp_identify.c */
+char *ngx_cdp_identify_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_cdp_identity_limits(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_cdp_identity_blocked(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_cdp_identify_init(ngx_conf_t *cf);
+ngx_int_t ngx_cdp_identify(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
+    ngx_cdp_identity_t *id);
+
 /* ngx_cdp_pixel.c */
 ngx_int_t ngx_cdp_pixel_handler(ngx_http_request_t *r);
 
@@ -191,6 +249,7 @@ void ngx_cdp_redis_exit_process(ngx_cycle_t *cycle);
 #define NGX_CDP_EVENT_NEW          2        /* or-ed: the id is new */
 #define NGX_CDP_EVENT_AGGREGATE    4        /* no person: a daily count */
 #define NGX_CDP_EVENT_LOG          5        /* an entry of a log stream */
+#define NGX_CDP_EVENT_IDENTIFY     6        /* see cdp_ingest's identify */
 
 ngx_int_t ngx_cdp_redis_enqueue(ngx_str_t *key, ngx_uint_t kind,
     ngx_str_t *attrs, ngx_str_t *payload);

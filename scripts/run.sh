@@ -219,8 +219,8 @@ The stored events, with redis-cli (Redis on 127.0.0.1:$REDIS_PORT):
   how many events       $rc XLEN cdp:events
   the 5 newest          $rc XREVRANGE cdp:events + - COUNT 5
   the newest, as JSON   $rc --raw XREVRANGE cdp:events + - COUNT 1 | sed -n 3p | jq .
-  the browsers seen     $rc --scan --pattern 'cdp:browser:*'
-  one browser           $rc HGETALL cdp:browser:<id>
+  the browsers seen     $rc --scan --pattern 'cdp:profile:*'
+  one browser           $rc HGETALL cdp:profile:<id>
                         (events, page_views, first_seen, last_seen in ms)
 
   <id> is the part of the browser's cdp_aid cookie before the '.'; the

@@ -2,10 +2,18 @@
 --
 -- ngx_cdp: the Redis side. One library of Redis Functions, loaded by the
 -- module on connect when missing or older (revision @REV@), or by hand
--- with store/load.sh. Key layout: store/README.md.
+-- with store/load.sh. Key layout and rules: store/README.md.
+--
+-- Identity spans keys that nginx cannot name in advance (the profile an
+-- e-mail address belongs to, the profiles a merge absorbs): the functions
+-- derive them from the prefix of KEYS[1], so this library needs a
+-- standalone Redis (not Redis Cluster).
 --
 
 local REV = '@REV@'
+
+local TYPES = {'user_id', 'email', 'phone'}      -- by priority
+local MAX_HOPS = 64
 
 --
 -- cdp_version
@@ -16,39 +24,65 @@ local function cdp_version(keys, args)
     return REV
 end
 
+
+-- the state of one cdp_ingest call
+
+local P                 -- "<prefix>:"
+local STREAM
+local MAXLEN
+local LIMIT = {}        -- per identifier type
+local TL_MAX, TL_SLACK
+local stats
+
+
+local function pkey(pid)
+    return P .. 'profile:' .. pid
+end
+
+local function aidh(aid)
+    return redis.sha1hex('anonymous_id:' .. aid)
+end
+
+
 --
 -- The record fields that attrs adds, as a flat list of field/value pairs
--- for unpack(): attrs is "country TAB region TAB city TAB consent" (any
--- part may be empty) or "".  Batches repeat the same few attrs, so each
--- is parsed once per call (cache).
+-- for unpack(), and the touch (first and last touch attribution) fields:
+-- attrs is "country TAB region TAB city TAB consent" (any part may be
+-- empty), optionally followed by "TAB utm_source TAB utm_medium TAB
+-- utm_campaign TAB utm_term TAB utm_content TAB referrer" for an event
+-- that carries a campaign or an external referrer; or "".  Batches repeat
+-- the same few attrs, so each is parsed once per call (cache).
 --
+local TOUCH = {'utm_source', 'utm_medium', 'utm_campaign', 'utm_term',
+               'utm_content', 'referrer'}
+
 local function attr_pairs(cache, attrs)
     local t = cache[attrs]
     if t then
         return t
     end
 
-    t = {}
+    t = {pairs = {}}
 
     if attrs ~= '' then
-        local country, region, city, consent =
-            string.match(attrs, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t?(.*)$')
+        local parts = {}
+        for part in string.gmatch(attrs .. '\t', '([^\t]*)\t') do
+            parts[#parts + 1] = part
+        end
 
-        if country and country ~= '' then
-            t[#t + 1] = 'country'
-            t[#t + 1] = country
+        local names = {'country', 'region', 'city', 'consent'}
+        for i = 1, 4 do
+            if parts[i] and parts[i] ~= '' then
+                t.pairs[#t.pairs + 1] = names[i]
+                t.pairs[#t.pairs + 1] = parts[i]
+            end
         end
-        if region and region ~= '' then
-            t[#t + 1] = 'region'
-            t[#t + 1] = region
-        end
-        if city and city ~= '' then
-            t[#t + 1] = 'city'
-            t[#t + 1] = city
-        end
-        if consent and consent ~= '' then
-            t[#t + 1] = 'consent'
-            t[#t + 1] = consent
+
+        if #parts >= 10 then
+            t.touch = {}
+            for i = 1, 6 do
+                t.touch[i] = parts[4 + i]
+            end
         end
     end
 
@@ -56,31 +90,560 @@ local function attr_pairs(cache, attrs)
     return t
 end
 
+
+-- the profile's first and last touch, from an event with a touch
+local function set_touch(pk, ts, touch, fresh)
+    local last, first = {'last_touch_at', ts}, {'first_touch_at', ts}
+
+    for i = 1, 6 do
+        last[#last + 1] = 'last_' .. TOUCH[i]
+        last[#last + 1] = touch[i]
+        first[#first + 1] = 'first_' .. TOUCH[i]
+        first[#first + 1] = touch[i]
+    end
+
+    redis.call('HSET', pk, unpack(last))
+
+    if fresh or redis.call('HSETNX', pk, 'first_touch_at', ts) == 1 then
+        redis.call('HSET', pk, unpack(first))
+    end
+end
+
+
+-- appends a stream entry id to the profile's timeline, trimmed lazily
+local function timeline_push(pid, id)
+    local tk = P .. 'timeline:' .. pid
+    if redis.call('LPUSH', tk, id) > TL_MAX + TL_SLACK then
+        redis.call('LTRIM', tk, 0, TL_MAX - 1)
+    end
+end
+
+
+--
+-- The live profile id that x (an anonymous id or a profile id) resolves
+-- to, following links; nil when profile:<x> does not exist.
+--
+local function resolve(x)
+    for _ = 1, MAX_HOPS do
+        local v = redis.call('HMGET', pkey(x), 'merged_into', 'events')
+        if v[1] then
+            x = v[1]
+        elseif v[2] then
+            return x
+        else
+            return nil
+        end
+    end
+
+    error('ERR cdp: a profile link chain longer than ' .. MAX_HOPS
+          .. ' from ' .. x)
+end
+
+
+local function idx_owner(t, h)
+    local pid = redis.call('GET', P .. 'idx:' .. t .. ':' .. h)
+    if pid then
+        return resolve(pid)
+    end
+    return nil
+end
+
+
+local function merges_log(from, to, reason, t, id, ts)
+    redis.call('XADD', P .. 'merges', 'MAXLEN', '~', MAXLEN, '*',
+               'from', from, 'to', to, 'reason', reason, 'type', t,
+               'id', id, 'at', ts)
+end
+
+
+local function new_profile(ts)
+    local pid = 'p' .. redis.call('INCR', P .. 'seq:profile')
+    redis.call('HSET', pkey(pid), 'events', '0', 'page_views', '0',
+               'first_seen', ts, 'last_seen', ts)
+    return pid
+end
+
+
+-- the identifiers of a profile by type: {user_id = {m...}, ...}
+local function ids_by_type(pid)
+    local out = {user_id = {}, email = {}, phone = {}}
+    if pid == nil then
+        return out
+    end
+    for _, m in ipairs(redis.call('SMEMBERS', P .. 'ids:' .. pid)) do
+        local t = string.match(m, '^([a-z_]+):')
+        if out[t] then
+            out[t][m] = true
+        end
+    end
+    return out
+end
+
+
+local function count(set)
+    local n = 0
+    for _ in pairs(set) do
+        n = n + 1
+    end
+    return n
+end
+
+
+-- may the profiles a and b become one without breaking a limit?
+local function mergeable(a, b)
+    local ia, ib = ids_by_type(a), ids_by_type(b)
+    for _, t in ipairs(TYPES) do
+        local u = {}
+        for m in pairs(ia[t]) do u[m] = true end
+        for m in pairs(ib[t]) do u[m] = true end
+        if count(u) > LIMIT[t] then
+            return false
+        end
+    end
+    return true
+end
+
+
+local function hash_table(flat)
+    local t = {}
+    for i = 1, #flat, 2 do
+        t[flat[i]] = flat[i + 1]
+    end
+    return t
+end
+
+
+-- stream ids "<ms>-<seq>" newest first
+local function id_newer(a, b)
+    local am, as = string.match(a, '^(%d+)-(%d+)$')
+    local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+    am, bm = tonumber(am) or 0, tonumber(bm) or 0
+    if am ~= bm then
+        return am > bm
+    end
+    return (tonumber(as) or 0) > (tonumber(bs) or 0)
+end
+
+
+local function push_chunks(cmd, key, list, from, to)
+    local i = from
+    while i <= to do
+        local j = math.min(i + 999, to)
+        redis.call(cmd, key, unpack(list, i, j))
+        i = j + 1
+    end
+end
+
+
+local function timeline_merge(s, l)
+    local sk, lk = P .. 'timeline:' .. s, P .. 'timeline:' .. l
+    local b = redis.call('LRANGE', lk, 0, -1)
+    if #b == 0 then
+        return
+    end
+
+    local a = redis.call('LRANGE', sk, 0, -1)
+    local out, i, j = {}, 1, 1
+
+    while #out < TL_MAX and (i <= #a or j <= #b) do
+        if j > #b or (i <= #a and id_newer(a[i], b[j])) then
+            out[#out + 1] = a[i]
+            i = i + 1
+        else
+            out[#out + 1] = b[j]
+            j = j + 1
+        end
+    end
+
+    redis.call('DEL', sk, lk)
+    push_chunks('RPUSH', sk, out, 1, #out)
+end
+
+
+--
+-- Merges profile l into profile s: l's identifiers, counters, traits,
+-- attribution and timeline go to s; profile:<l> becomes a link to s.
+--
+local function merge(s, l, reason, t, id, ts)
+    local sk, lk = pkey(s), pkey(l)
+    local S = hash_table(redis.call('HGETALL', sk))
+    local L = hash_table(redis.call('HGETALL', lk))
+    local set = {}
+
+    local sf, lf = tonumber(S.first_seen) or 0, tonumber(L.first_seen) or 0
+    local sl, ll = tonumber(S.last_seen) or 0, tonumber(L.last_seen) or 0
+
+    set[#set + 1] = 'events'
+    set[#set + 1] = tostring((tonumber(S.events) or 0)
+                             + (tonumber(L.events) or 0))
+    set[#set + 1] = 'page_views'
+    set[#set + 1] = tostring((tonumber(S.page_views) or 0)
+                             + (tonumber(L.page_views) or 0))
+
+    if L.first_seen and (not S.first_seen or lf < sf) then
+        set[#set + 1] = 'first_seen'
+        set[#set + 1] = L.first_seen
+    end
+
+    local l_newer = L.last_seen and (not S.last_seen or ll > sl)
+
+    if l_newer then
+        set[#set + 1] = 'last_seen'
+        set[#set + 1] = L.last_seen
+    end
+
+    -- first touch from the older profile, last touch from the newer
+    local l_first = L.first_touch_at
+                    and (not S.first_touch_at or lf < sf)
+    local l_last = L.last_touch_at
+                   and (not S.last_touch_at
+                        or tonumber(L.last_touch_at)
+                           > tonumber(S.last_touch_at))
+
+    local l_traits = (tonumber(L.traits_at) or 0)
+                     > (tonumber(S.traits_at) or 0)
+
+    for f, v in pairs(L) do
+        local take = false
+
+        if string.sub(f, 1, 6) == 'first_' and f ~= 'first_seen' then
+            take = l_first
+        elseif string.sub(f, 1, 5) == 'last_' and f ~= 'last_seen' then
+            take = l_last
+        elseif string.sub(f, 1, 6) == 'trait.' or f == 'traits_at' then
+            take = l_traits or S[f] == nil
+        elseif f == 'country' or f == 'region' or f == 'city'
+               or f == 'consent'
+        then
+            take = l_newer or S[f] == nil
+        elseif f == 'user_id' then
+            take = S[f] == nil
+        end
+
+        if take then
+            set[#set + 1] = f
+            set[#set + 1] = v
+        end
+    end
+
+    redis.call('HSET', sk, unpack(set))
+
+    -- identifiers: the index and the links now point at s
+
+    local sids = P .. 'ids:' .. s
+    local members = redis.call('SMEMBERS', P .. 'ids:' .. l)
+
+    for _, m in ipairs(members) do
+        local mt, mv = string.match(m, '^([a-z_]+):(.*)$')
+        if mt == 'anonymous_id' or mt == 'profile_id' then
+            redis.call('HSET', pkey(mv), 'merged_into', s, 'at', ts)
+        elseif mt then
+            redis.call('SET', P .. 'idx:' .. mt .. ':' .. mv, s)
+        end
+    end
+
+    if #members > 0 then
+        push_chunks('SADD', sids, members, 1, #members)
+        redis.call('SADD', sids, 'profile_id:' .. l)
+    else
+        -- an anonymous profile: its id is the browser's
+        redis.call('SADD', sids, 'anonymous_id:' .. l)
+    end
+
+    timeline_merge(s, l)
+
+    redis.call('DEL', lk, P .. 'ids:' .. l)
+    redis.call('HSET', lk, 'merged_into', s, 'at', ts)
+
+    merges_log(l, s, reason, t, id, ts)
+    stats.merges = stats.merges + 1
+end
+
+
+-- traits JSON object -> profile fields trait.<name>
+local function traits_pairs(json, ts)
+    local ok, obj = pcall(cjson.decode, json)
+    local out = {}
+
+    if not ok or type(obj) ~= 'table' then
+        return out
+    end
+
+    for k, v in pairs(obj) do
+        if type(k) == 'string' and k ~= '' then
+            local tv = type(v)
+            if tv == 'string' then
+                out[#out + 1] = 'trait.' .. k
+                out[#out + 1] = v
+            elseif tv == 'number' or tv == 'boolean' then
+                out[#out + 1] = 'trait.' .. k
+                out[#out + 1] = tostring(v)
+            elseif tv == 'table' then
+                out[#out + 1] = 'trait.' .. k
+                out[#out + 1] = cjson.encode(v)
+            end
+        end
+    end
+
+    if #out > 0 then
+        out[#out + 1] = 'traits_at'
+        out[#out + 1] = ts
+    end
+
+    return out
+end
+
+
+--
+-- identify: aid with identifiers (user_id, email, phone, as hashes h) and
+-- traits.  payload: "user_id TAB user_id h TAB email h TAB phone h TAB
+-- traits JSON TAB event JSON" (any but the event may be empty).
+-- Returns the profile id the event belongs to, or nil (dropped).
+--
+local function identify(aid, ts, payload)
+    local uid, uidh, eh, ph, traits, event =
+        string.match(payload,
+                     '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$')
+
+    if not event then
+        stats.malformed = stats.malformed + 1
+        return nil
+    end
+
+    local ids = {}          -- {type, h} by priority
+    if uidh ~= '' then ids[#ids + 1] = {'user_id', uidh} end
+    if eh ~= '' then ids[#ids + 1] = {'email', eh} end
+    if ph ~= '' then ids[#ids + 1] = {'phone', ph} end
+
+    -- an erased person is not recreated
+
+    local probe = {'anonymous_id:' .. aidh(aid)}
+    for _, id in ipairs(ids) do
+        probe[#probe + 1] = id[1] .. ':' .. id[2]
+    end
+    for _, hit in ipairs(redis.call('SMISMEMBER', P .. 'suppressed',
+                                    unpack(probe)))
+    do
+        if hit == 1 then
+            stats.suppressed = stats.suppressed + 1
+            return nil
+        end
+    end
+
+    local cur = resolve(aid)            -- nil: the browser has no record
+    local known = cur ~= nil and cur ~= aid
+
+    -- a shared device: another user on a browser that is someone's
+
+    if known and uid ~= '' then
+        local other = redis.call('HGET', pkey(cur), 'user_id')
+        if other and other ~= uid then
+            local target = idx_owner('user_id', uidh)
+            if target == nil then
+                target = new_profile(ts)
+                redis.call('SET', P .. 'idx:user_id:' .. uidh, target)
+                redis.call('SADD', P .. 'ids:' .. target, 'user_id:' .. uidh)
+                redis.call('HSET', pkey(target), 'user_id', uid)
+            end
+
+            redis.call('SREM', P .. 'ids:' .. cur, 'anonymous_id:' .. aid)
+            redis.call('SADD', P .. 'ids:' .. target, 'anonymous_id:' .. aid)
+            redis.call('HSET', pkey(aid), 'merged_into', target, 'at', ts)
+            merges_log(cur, target, 'shared_device', 'anonymous_id', aid, ts)
+            stats.switches = stats.switches + 1
+
+            cur = target
+        end
+    end
+
+    -- the survivor: the owner of the strongest identifier, else the
+    -- browser's known profile, else a new one
+
+    local owners = {}
+    local s = nil
+
+    for i, id in ipairs(ids) do
+        owners[i] = idx_owner(id[1], id[2])
+        if s == nil and owners[i] then
+            s = owners[i]
+        end
+    end
+
+    if s == nil and known then
+        s = cur
+    end
+
+    if s == nil and #ids > 0 then
+        s = new_profile(ts)
+    end
+
+    if s == nil then
+        -- traits alone: they go to the browser's profile
+        if cur == nil then
+            redis.call('HSET', pkey(aid), 'events', '0', 'page_views', '0',
+                       'first_seen', ts)
+            cur = aid
+        end
+        s = cur
+    end
+
+    for i, id in ipairs(ids) do
+        local o = owners[i]
+        if o and o ~= s then
+            if mergeable(s, o) then
+                merge(s, o, 'identify', id[1], id[2], ts)
+            else
+                stats.refused = stats.refused + 1
+            end
+        end
+    end
+
+    -- the browser's own profile joins the person
+
+    cur = resolve(aid)
+
+    if cur == aid then
+        merge(s, aid, 'identify', ids[1] and ids[1][1] or 'anonymous_id',
+              ids[1] and ids[1][2] or aid, ts)
+    elseif cur == nil then
+        redis.call('HSET', pkey(aid), 'merged_into', s, 'at', ts)
+        redis.call('SADD', P .. 'ids:' .. s, 'anonymous_id:' .. aid)
+    elseif cur ~= s then
+        if mergeable(s, cur) then
+            merge(s, cur, 'identify', ids[1][1], ids[1][2], ts)
+        else
+            stats.refused = stats.refused + 1
+        end
+    end
+
+    -- identifiers nobody holds yet, within the limits
+
+    local have = ids_by_type(s)
+    for _, id in ipairs(ids) do
+        local m = id[1] .. ':' .. id[2]
+        if not have[id[1]][m] then
+            if redis.call('EXISTS', P .. 'idx:' .. id[1] .. ':' .. id[2]) == 0
+               and count(have[id[1]]) < LIMIT[id[1]]
+            then
+                redis.call('SET', P .. 'idx:' .. id[1] .. ':' .. id[2], s)
+                redis.call('SADD', P .. 'ids:' .. s, m)
+                have[id[1]][m] = true
+                if id[1] == 'user_id' then
+                    redis.call('HSET', pkey(s), 'user_id', uid)
+                end
+            else
+                stats.refused = stats.refused + 1
+            end
+        end
+    end
+
+    local set = traits_pairs(traits, ts)
+    set[#set + 1] = 'last_seen'
+    set[#set + 1] = ts
+    redis.call('HSET', pkey(s), unpack(set))
+
+    return s
+end
+
+
+--
+-- A page or track event of the browser aid: counted on its profile.
+-- Returns the profile id, or nil when the event is dropped.
+--
+local function count_event(aid, ts, kind, a)
+    local pk = pkey(aid)
+    local page = (kind == 'page' or kind == 'page:new')
+    local fresh = (kind == 'page:new' or kind == 'track:new')
+
+    if fresh and redis.call('EXISTS', pk) == 0 then
+        -- nginx minted the id for this hit: one write creates the record
+        redis.call('HSET', pk, 'events', '1', 'page_views', page and '1' or '0',
+                   'first_seen', ts, 'last_seen', ts, unpack(a.pairs))
+        if a.touch then
+            set_touch(pk, ts, a.touch, true)
+        end
+        return aid
+    end
+
+    local pid = aid
+
+    if redis.call('HINCRBY', pk, 'events', '1') == 1 then
+        -- a new record, or a link to the person's profile
+        local link = redis.call('HGET', pk, 'merged_into')
+
+        if link then
+            redis.call('HDEL', pk, 'events')
+            pid = resolve(link)
+            if pid == nil then
+                return nil
+            end
+            pk = pkey(pid)
+            redis.call('HINCRBY', pk, 'events', '1')
+
+        elseif redis.call('SISMEMBER', P .. 'suppressed',
+                          'anonymous_id:' .. aidh(aid)) == 1
+        then
+            -- erased: the person is not recreated
+            redis.call('DEL', pk)
+            stats.suppressed = stats.suppressed + 1
+            return nil
+
+        else
+            redis.call('HSET', pk, 'first_seen', ts, 'page_views', '0')
+        end
+    end
+
+    local latest = true
+
+    if fresh then
+        -- a later hit of this browser got here first, from another
+        -- worker's batch: this one is the earliest
+        local v = redis.call('HMGET', pk, 'first_seen', 'last_seen')
+        if v[1] == false or tonumber(ts) < tonumber(v[1]) then
+            redis.call('HSET', pk, 'first_seen', ts)
+        end
+        latest = v[2] == false or tonumber(ts) >= tonumber(v[2])
+    end
+
+    if latest then
+        redis.call('HSET', pk, 'last_seen', ts, unpack(a.pairs))
+    end
+
+    if page then
+        redis.call('HINCRBY', pk, 'page_views', '1')
+    end
+
+    if a.touch then
+        set_touch(pk, ts, a.touch, false)
+    end
+
+    return pid
+end
+
+
 --
 -- cdp_ingest: store a batch of events from one nginx worker.
 --   KEYS[1]      the event stream, <prefix>:events
---   KEYS[1 + i]  the key event i updates: the per-browser record
---                <prefix>:browser:<aid>, or for "agg" the day's aggregate
---                hash <prefix>:agg:<YYYY-MM-DD>
---   ARGV[1]      approximate MAXLEN of the stream
+--   KEYS[1 + i]  the key event i updates: <prefix>:profile:<aid> for the
+--                browser's events, or for "agg" the day's aggregate hash
+--                <prefix>:agg:<YYYY-MM-DD>, or for "log" a log stream
+--   ARGV[1]      "maxlen limit_user_id limit_email limit_phone
+--                timeline_max": the approximate MAXLEN of the streams,
+--                the identifier limits per profile and the timeline cap
 --   ARGV[2 + 4(i-1)] .. : for each event i: timestamp in ms, kind, attrs,
 --                payload.
 --                kind "page" or "track": the payload is the Segment-spec
---                JSON, appended to the stream and counted on the record;
---                with ":new" when nginx minted the browser's id for this
---                very hit: a fresh 128-bit random id has no record, which
---                is then created in one write instead of read-modify-write
---                (unless a later hit of that browser got here first from
---                another worker: then it is counted, keeping the earliest
---                first_seen).
---                kind "agg" (a hit without analytics consent): nothing
---                about a person; the payload is a field "<event>|<country>"
---                of the aggregate hash, incremented.
+--                JSON, appended to the stream and counted on the
+--                browser's profile (where its link leads); with ":new"
+--                when nginx minted the browser's id for this very hit.
+--                kind "identify": see identify() above.
+--                kind "agg": the payload is a field of the aggregate hash,
+--                incremented.
 --                kind "log": the payload is appended as field "entry" to
---                the stream that is its key (<prefix>:consent_log).
---                attrs is "country TAB region TAB city TAB consent" or "":
---                the record keeps the latest known values.
---   reply: the number of events stored
+--                the stream that is its key.
+--                attrs: see attr_pairs() above.
+--   reply: {events stored, dropped as erased, merges, shared-device
+--          switches, identifiers refused by a limit, malformed identifies}
 --   errors: "ERR cdp_ingest: ..." on a malformed call; nothing is written
 --
 local function cdp_ingest(keys, args)
@@ -89,70 +652,71 @@ local function cdp_ingest(keys, args)
         return redis.error_reply('ERR cdp_ingest: want 1 + 4N args for N keys')
     end
 
-    local stream = keys[1]
-    local maxlen = args[1]
+    local maxlen, lu, le, lp, tl =
+        string.match(args[1], '^(%d+) (%d+) (%d+) (%d+) (%d+)$')
+    if not maxlen then
+        maxlen, lu, le, lp, tl = string.match(args[1], '^(%d+)$'), 1, 5, 5,
+                                 10000
+        if not maxlen then
+            return redis.error_reply('ERR cdp_ingest: a malformed ARGV[1]')
+        end
+    end
+
+    STREAM = keys[1]
+    P = string.sub(STREAM, 1, -7)       -- "<prefix>:" of "<prefix>:events"
+    MAXLEN = maxlen
+    LIMIT = {user_id = tonumber(lu), email = tonumber(le),
+             phone = tonumber(lp)}
+    TL_MAX = math.max(tonumber(tl), 1)
+    TL_SLACK = math.max(16, math.floor(TL_MAX / 16))
+    stats = {stored = 0, suppressed = 0, merges = 0, switches = 0,
+             refused = 0, malformed = 0}
+
     local cache = {}
+    local plen = #P + #'profile:'
 
     for i = 1, n do
         local a = 2 + 4 * (i - 1)
         local ts = args[a]
         local kind = args[a + 1]
-        local attrs = attr_pairs(cache, args[a + 2])
         local key = keys[1 + i]
 
         if kind == 'agg' then
             redis.call('HINCRBY', key, args[a + 3], '1')
+            stats.stored = stats.stored + 1
 
         elseif kind == 'log' then
             redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*',
                        'entry', args[a + 3])
+            stats.stored = stats.stored + 1
 
         else
-            redis.call('XADD', stream, '*', 'event', args[a + 3])
+            local aid = string.sub(key, plen + 1)
+            local pid, event
 
-            -- counts are passed as strings: a Lua number would be
-            -- formatted with "%.14g" on every call
-
-            local page = (kind == 'page' or kind == 'page:new')
-            local fresh = (kind == 'page:new' or kind == 'track:new')
-
-            if fresh and redis.call('EXISTS', key) == 0 then
-                -- nginx minted the id for this hit: one write creates the
-                -- record
-                redis.call('HSET', key, 'events', '1',
-                           'page_views', page and '1' or '0',
-                           'first_seen', ts, 'last_seen', ts, unpack(attrs))
-
+            if kind == 'identify' then
+                pid = identify(aid, ts, args[a + 3])
+                event = string.match(args[a + 3], '([^\t]*)$')
             else
-                if fresh then
-                    -- a later hit of this browser reached Redis first, in
-                    -- another worker's batch: this one is the earliest
-                    local first = redis.call('HGET', key, 'first_seen') or ts
-                    if tonumber(ts) < tonumber(first) then
-                        redis.call('HSET', key, 'first_seen', ts)
-                    end
-                    redis.call('HINCRBY', key, 'events', '1')
+                pid = count_event(aid, ts, kind,
+                                  attr_pairs(cache, args[a + 2]))
+                event = args[a + 3]
+            end
 
-                elseif redis.call('HINCRBY', key, 'events', '1') == 1 then
-                    redis.call('HSET', key, 'first_seen', ts, 'last_seen', ts,
-                               'page_views', '0', unpack(attrs))
-
-                else
-                    redis.call('HSET', key, 'last_seen', ts, unpack(attrs))
-                end
-
-                if page then
-                    redis.call('HINCRBY', key, 'page_views', '1')
-                end
+            if pid then
+                timeline_push(pid,
+                              redis.call('XADD', STREAM, '*', 'event', event))
+                stats.stored = stats.stored + 1
             end
         end
     end
 
     -- once per batch rather than per XADD: fewer arguments per event, and
     -- the stream overshoots MAXLEN by one batch at most
-    redis.call('XTRIM', stream, 'MAXLEN', '~', maxlen)
+    redis.call('XTRIM', STREAM, 'MAXLEN', '~', maxlen)
 
-    return n
+    return {stats.stored, stats.suppressed, stats.merges, stats.switches,
+            stats.refused, stats.malformed}
 end
 
 redis.register_function{function_name = 'cdp_version',

@@ -668,7 +668,7 @@ class Nginx:
     def browser(self, aid):
         c = self.rc()
         try:
-            return c.hgetall('%s:browser:%s' % (self.prefix, aid))
+            return c.hgetall('%s:profile:%s' % (self.prefix, aid))
         finally:
             c.close()
 
@@ -759,3 +759,28 @@ def consent_cookie(secret_line, purposes, version='1', issued=None):
     tag = hmac.new(consent_key(secret_line), b'consent:' + body.encode(),
                    hashlib.sha256).digest()[:12]
     return body + '.' + base64.urlsafe_b64encode(tag).rstrip(b'=').decode()
+
+
+# --------------------------------------------------------------------------
+# Identity: the names of identifiers in Redis, signed pixel identities
+
+def _hmac(key, msg):
+    import hashlib
+    import hmac
+    return hmac.new(key, msg, hashlib.sha256)
+
+
+def ident_hash(secret_line, type_, value):
+    """The <h> of idx:<type>:<h> for a normalised value."""
+    key = _hmac(secret_line.encode(), b'ngx_cdp identity v1').digest()
+    return _hmac(key, ('%s:%s' % (type_, value)).encode()).hexdigest()
+
+
+def pixel_sig(secret_line, uid='', email='', exp=None):
+    """(exp, sig) for a signed pixel identity (README, "Signed pixel
+    URLs")."""
+    if exp is None:
+        exp = int(time.time()) + 3600
+    key = _hmac(secret_line.encode(), b'ngx_cdp pixel identity v1').digest()
+    msg = 'uid=%s\nemail=%s\nexp=%d' % (uid, email, exp)
+    return exp, _hmac(key, msg.encode()).hexdigest()

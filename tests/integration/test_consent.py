@@ -129,7 +129,7 @@ def keys(ngx, pattern='*'):
 
 
 def browser_keys(ngx):
-    return keys(ngx, 'browser:*')
+    return keys(ngx, 'profile:*')
 
 
 def settle(ngx):
@@ -459,11 +459,12 @@ def test_opt_in_region(redis_server, nginx_factory, geo_dbs):
                                                   'default'), e['context']
     settle(ngx)
 
-    # the only per-person key is the US browser's; the DE hits left counts
-    assert browser_keys(ngx) == ['%s:browser:%s' % (ngx.prefix, aid)]
+    # the only per-person keys are the US browser's (its profile and
+    # timeline); the DE hits left counts
+    assert browser_keys(ngx) == ['%s:profile:%s' % (ngx.prefix, aid)]
     assert agg(ngx, day) == {'page|DE': 1, 'signup|DE': 1}, agg(ngx, day)
     others = [k for k in keys(ngx) if k != ngx.stream and ':agg:' not in k
-              and ':browser:' not in k]
+              and not k.endswith(':' + aid)]
     assert others == [], others
     raw = '\n'.join(ngx.raw_events())
     assert '198.51.100' not in raw, raw
@@ -625,7 +626,7 @@ def test_existing_aid_cookie_not_used_without_consent(redis_server,
 
     assert b.xlen() == 1, b.raw_events()            # a's event only
     assert b.browser(aid) == rec, (b.browser(aid), rec)
-    assert browser_keys(b) == ['%s:browser:%s' % (b.prefix, aid)]
+    assert browser_keys(b) == ['%s:profile:%s' % (b.prefix, aid)]
 
     logged = h.wait_until(lambda: access_aids(b, 'title=nocons'), 3)
     assert logged in (['-'], ['']), \

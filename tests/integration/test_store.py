@@ -25,7 +25,7 @@ def store(redis_server):
 
 def ingest(c, events, maxlen=1000000):
     """events: (aid, ts, kind[, geo]); returns cdp_ingest's reply."""
-    keys = ['s:events'] + ['s:browser:' + e[0] for e in events]
+    keys = ['s:events'] + ['s:profile:' + e[0] for e in events]
     args = [str(maxlen)]
     for e in events:
         aid, ts, kind = e[:3]
@@ -39,41 +39,41 @@ AID = 'a' * 32
 
 
 def test_new_then_returning(store):
-    assert ingest(store, [(AID, 1000, 'page:new')]) == 1
-    assert ingest(store, [(AID, 2000, 'track'), (AID, 3000, 'page')]) == 2
-    b = store.hgetall('s:browser:' + AID)
+    assert ingest(store, [(AID, 1000, 'page:new')])[0] == 1
+    assert ingest(store, [(AID, 2000, 'track'), (AID, 3000, 'page')])[0] == 2
+    b = store.hgetall('s:profile:' + AID)
     assert b == {'events': '3', 'page_views': '2', 'first_seen': '1000',
                  'last_seen': '3000'}, b
 
 
 def test_returning_batch_arrives_before_the_minting_one(store):
     # worker B's batch (the second hit, with the cookie) lands first
-    assert ingest(store, [(AID, 2000, 'page')]) == 1
-    assert ingest(store, [(AID, 1000, 'page:new')]) == 1
-    b = store.hgetall('s:browser:' + AID)
+    assert ingest(store, [(AID, 2000, 'page')])[0] == 1
+    assert ingest(store, [(AID, 1000, 'page:new')])[0] == 1
+    b = store.hgetall('s:profile:' + AID)
     assert b['events'] == '2' and b['page_views'] == '2', b
     assert b['first_seen'] == '1000' and b['last_seen'] == '2000', b
 
 
 def test_track_new_has_no_page_view(store):
     ingest(store, [(AID, 1000, 'track:new')])
-    b = store.hgetall('s:browser:' + AID)
+    b = store.hgetall('s:profile:' + AID)
     assert b['events'] == '1' and b['page_views'] == '0', b
 
 
 def test_unknown_browser_without_new_is_created(store):
     # a record erased or expired meanwhile: counted from scratch
     ingest(store, [(AID, 5000, 'track')])
-    b = store.hgetall('s:browser:' + AID)
+    b = store.hgetall('s:profile:' + AID)
     assert b == {'events': '1', 'page_views': '0', 'first_seen': '5000',
                  'last_seen': '5000'}, b
 
 
 def test_bad_argument_count_writes_nothing(store):
     with pytest.raises(redis.ResponseError, match='cdp_ingest'):
-        store.fcall('cdp_ingest', 2, 's:events', 's:browser:' + AID,
+        store.fcall('cdp_ingest', 2, 's:events', 's:profile:' + AID,
                     '100', '1000', 'page')
-    assert store.exists('s:events', 's:browser:' + AID) == 0
+    assert store.exists('s:events', 's:profile:' + AID) == 0
 
 
 def test_stream_is_trimmed_and_added_counts_all(store):
@@ -88,13 +88,13 @@ def test_stream_is_trimmed_and_added_counts_all(store):
 
 def test_geo_fields_on_the_record(store):
     ingest(store, [(AID, 1000, 'page:new', 'DE\tBE\tBerlin')])
-    b = store.hgetall('s:browser:' + AID)
+    b = store.hgetall('s:profile:' + AID)
     assert (b['country'], b['region'], b['city']) == ('DE', 'BE', 'Berlin')
     # the latest known place wins; unknown parts leave the old ones
     ingest(store, [(AID, 2000, 'page', 'AT\t\tVienna')])
-    b = store.hgetall('s:browser:' + AID)
+    b = store.hgetall('s:profile:' + AID)
     assert (b['country'], b['region'], b['city']) == ('AT', 'BE', 'Vienna')
     # unknown (no geo): nothing changes
     ingest(store, [(AID, 3000, 'track', '')])
-    b = store.hgetall('s:browser:' + AID)
+    b = store.hgetall('s:profile:' + AID)
     assert b['country'] == 'AT' and b['events'] == '3', b
