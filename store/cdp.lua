@@ -235,9 +235,17 @@ local function push_chunks(cmd, key, list, from, to)
 end
 
 
-local function timeline_merge(s, l)
+local function timeline_merge(s, l, extra)
     local sk, lk = P .. 'timeline:' .. s, P .. 'timeline:' .. l
     local b = redis.call('LRANGE', lk, 0, -1)
+
+    if extra then
+        -- the first_event that is no longer first: older than b's
+        -- entries when it was l's, anywhere when it was s's
+        b[#b + 1] = extra
+        table.sort(b, id_newer)
+    end
+
     if #b == 0 then
         return
     end
@@ -306,7 +314,9 @@ local function merge(s, l, reason, t, id, ts)
     for f, v in pairs(L) do
         local take = false
 
-        if string.sub(f, 1, 6) == 'first_' and f ~= 'first_seen' then
+        if f == 'first_event' then
+            take = false
+        elseif string.sub(f, 1, 6) == 'first_' and f ~= 'first_seen' then
             take = l_first
         elseif string.sub(f, 1, 5) == 'last_' and f ~= 'last_seen' then
             take = l_last
@@ -323,6 +333,18 @@ local function merge(s, l, reason, t, id, ts)
         if take then
             set[#set + 1] = f
             set[#set + 1] = v
+        end
+    end
+
+    -- the oldest event of both stays first_event, the other joins the list
+    local extra = nil
+    if L.first_event then
+        if not S.first_event or id_newer(S.first_event, L.first_event) then
+            set[#set + 1] = 'first_event'
+            set[#set + 1] = L.first_event
+            extra = S.first_event
+        else
+            extra = L.first_event
         end
     end
 
@@ -350,7 +372,7 @@ local function merge(s, l, reason, t, id, ts)
         redis.call('SADD', sids, 'anonymous_id:' .. l)
     end
 
-    timeline_merge(s, l)
+    timeline_merge(s, l, extra)
 
     redis.call('DEL', lk, P .. 'ids:' .. l)
     redis.call('HSET', lk, 'merged_into', s, 'at', ts)
@@ -550,15 +572,17 @@ end
 -- A page or track event of the browser aid: counted on its profile.
 -- Returns the profile id, or nil when the event is dropped.
 --
-local function count_event(aid, ts, kind, a)
+local function count_event(aid, ts, kind, a, id)
     local pk = pkey(aid)
     local page = (kind == 'page' or kind == 'page:new')
     local fresh = (kind == 'page:new' or kind == 'track:new')
 
     if fresh and redis.call('EXISTS', pk) == 0 then
-        -- nginx minted the id for this hit: one write creates the record
+        -- nginx minted the id for this hit: one write creates the record,
+        -- its timeline included (most browsers are seen once)
         redis.call('HSET', pk, 'events', '1', 'page_views', page and '1' or '0',
-                   'first_seen', ts, 'last_seen', ts, unpack(a.pairs))
+                   'first_seen', ts, 'last_seen', ts, 'first_event', id,
+                   unpack(a.pairs))
         if a.touch then
             set_touch(pk, ts, a.touch, true)
         end
@@ -589,7 +613,9 @@ local function count_event(aid, ts, kind, a)
             return nil
 
         else
-            redis.call('HSET', pk, 'first_seen', ts, 'page_views', '0')
+            redis.call('HSET', pk, 'first_seen', ts, 'page_views', '0',
+                       'first_event', id)
+            id = nil
         end
     end
 
@@ -615,6 +641,10 @@ local function count_event(aid, ts, kind, a)
 
     if a.touch then
         set_touch(pk, ts, a.touch, false)
+    end
+
+    if id then
+        timeline_push(pid, id)
     end
 
     return pid
@@ -692,21 +722,26 @@ local function cdp_ingest(keys, args)
 
         else
             local aid = string.sub(key, plen + 1)
-            local pid, event
+            local pid, id
 
             if kind == 'identify' then
+                id = redis.call('XADD', STREAM, '*', 'event',
+                                string.match(args[a + 3], '([^\t]*)$'))
                 pid = identify(aid, ts, args[a + 3])
-                event = string.match(args[a + 3], '([^\t]*)$')
+                if pid then
+                    timeline_push(pid, id)
+                end
             else
+                id = redis.call('XADD', STREAM, '*', 'event', args[a + 3])
                 pid = count_event(aid, ts, kind,
-                                  attr_pairs(cache, args[a + 2]))
-                event = args[a + 3]
+                                  attr_pairs(cache, args[a + 2]), id)
             end
 
             if pid then
-                timeline_push(pid,
-                              redis.call('XADD', STREAM, '*', 'event', event))
                 stats.stored = stats.stored + 1
+            else
+                -- erased or malformed: the event goes too
+                redis.call('XDEL', STREAM, id)
             end
         end
     end

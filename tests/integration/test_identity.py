@@ -228,8 +228,11 @@ def test_login_joins_the_anonymous_history(ngx):
     c = ngx.rc()
     tl = c.lrange(key(ngx, 'timeline', pid), 0, -1)
     assert not c.exists(key(ngx, 'timeline', aid))
+    stream = [i for i, _ in c.xrange(ngx.stream, '-', '+')]
     c.close()
-    assert len(tl) == 4, tl         # 3 page views and the identify
+    # 3 page views and the identify: the oldest on the profile, the others
+    # in the list, newest first
+    assert [p['first_event']] + tl[::-1] == stream, (p, tl, stream)
 
     m = merges(ngx)
     assert len(m) == 1 and m[0]['from'] == aid and m[0]['to'] == pid, m

@@ -42,8 +42,13 @@ def test_new_then_returning(store):
     assert ingest(store, [(AID, 1000, 'page:new')])[0] == 1
     assert ingest(store, [(AID, 2000, 'track'), (AID, 3000, 'page')])[0] == 2
     b = store.hgetall('s:profile:' + AID)
+    first = b.pop('first_event')
     assert b == {'events': '3', 'page_views': '2', 'first_seen': '1000',
                  'last_seen': '3000'}, b
+    # the timeline: the first event on the record, the others newest first
+    ids = [i for i, _ in store.xrange('s:events', '-', '+')]
+    assert first == ids[0]
+    assert store.lrange('s:timeline:' + AID, 0, -1) == ids[:0:-1]
 
 
 def test_returning_batch_arrives_before_the_minting_one(store):
@@ -65,6 +70,7 @@ def test_unknown_browser_without_new_is_created(store):
     # a record erased or expired meanwhile: counted from scratch
     ingest(store, [(AID, 5000, 'track')])
     b = store.hgetall('s:profile:' + AID)
+    first = b.pop('first_event')
     assert b == {'events': '1', 'page_views': '0', 'first_seen': '5000',
                  'last_seen': '5000'}, b
 

@@ -1,0 +1,1027 @@
+#!lua name=cdp_admin_v1
+--
+-- ngx_cdp: the privacy officer's operations (admin API) in Redis.  A second
+-- library of Redis Functions beside cdp_v1 (store/cdp.lua), revision @REV@.
+-- Key layout: store/README.md (the identity contract); this library:
+-- store/ADMIN.md.
+--
+-- STANDALONE REDIS ONLY.  Every function here takes the key prefix as
+-- ARGV[1] and computes its key names from it (a person's keys are only
+-- known once their links are followed), with numkeys 0.  Redis Cluster
+-- would refuse these undeclared keys.
+--
+-- Identifiers are "type:value" strings, hashed by nginx before the call:
+--   user_id:<h>  email:<h>  phone:<h>   h = 64 lowercase hex (HMAC-SHA256)
+--   anonymous_id:<aid>                  aid = 32 lowercase hex (raw)
+--   profile_id:<pid>                    pid = p<N>, or an aid (the pid of
+--                                       an anonymous profile)
+-- Outside its own keys (suppression set, consent log, audit) an anonymous
+-- id only appears as aidh(aid) = SHA1("anonymous_id:" .. aid), 40 hex.
+--
+-- Writing functions read and check everything first (arguments, key types,
+-- link chains, stream ids) and write only then, so an error leaves the
+-- database as it was.  Error messages never echo identifier values.
+--
+
+local REV = '@REV@'
+
+local MAX_IDS = 100         -- identifiers per call
+local MAX_HOPS = 64         -- links followed from one identifier
+local MAX_RECENT = 1000     -- cdp_profile's recent events
+local MAX_AUDIT = 1000      -- cdp_audit's entries
+local CHUNK = 1000          -- ids per XDEL/DEL, entries per XRANGE
+
+local HASHED = {user_id = true, email = true, phone = true}
+
+-- ---------------------------------------------------------------------
+-- small helpers
+
+local function fail(fn, msg)
+    return redis.error_reply('ERR ' .. fn .. ': ' .. msg)
+end
+
+-- an error found deep in the reads (a cycle, a malformed link): unwinds
+-- to guarded(), which replies it as it is
+local function raise(fn, msg)
+    error({cdp_error = 'ERR ' .. fn .. ': ' .. msg})
+end
+
+local function guarded(body)
+    return function(keys, args)
+        local ok, res = pcall(body, keys, args)
+        if ok then
+            return res
+        end
+        if type(res) == 'table' and res.cdp_error then
+            return redis.error_reply(res.cdp_error)
+        end
+        error(res, 0)
+    end
+end
+
+local function is_aid(s)
+    return #s == 32 and s:find('^[0-9a-f]+$') ~= nil
+end
+
+local function is_h(s)
+    return #s == 64 and s:find('^[0-9a-f]+$') ~= nil
+end
+
+local function is_pid(s)
+    return is_aid(s) or (#s <= 21 and s:find('^p[0-9]+$') ~= nil)
+end
+
+local function aidh(aid)
+    return redis.sha1hex('anonymous_id:' .. aid)
+end
+
+-- a stream id XDEL/XRANGE accept (each part < 2^64): anything else in a
+-- timeline is skipped, never passed to a write that would fail half-way
+local function is_stream_id(s)
+    local ms, seq = s:match('^([0-9]+)%-([0-9]+)$')
+    return ms ~= nil and #ms <= 19 and #seq <= 19
+end
+
+-- a stream id as 40 digits that sort like the id (both parts padded)
+local function id_sort_key(id)
+    local ms, seq = id:match('^([0-9]+)%-([0-9]+)$')
+    return string.rep('0', 20 - #ms) .. ms .. string.rep('0', 20 - #seq)
+        .. seq
+end
+
+local function now_us()
+    local t = redis.call('TIME')
+    return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+local function int(n)
+    return string.format('%d', n)
+end
+
+-- JSON by hand: Redis's cjson encodes an empty table as {} (never []) and
+-- numbers with 14 digits, so arrays are assembled here and the JSON stored
+-- by nginx (events, consent entries) is embedded as it is.
+
+-- (cjson is not reachable while the library loads: looked up per call)
+local function jstr(s)
+    return cjson.encode(s)
+end
+
+local function jarr(items)
+    return '[' .. table.concat(items, ',') .. ']'
+end
+
+-- a flat field/value array (HGETALL, stream entry) as a JSON object
+local function jobj_flat(flat)
+    local t = {}
+    for i = 1, #flat, 2 do
+        t[#t + 1] = jstr(flat[i]) .. ':' .. jstr(flat[i + 1])
+    end
+    return '{' .. table.concat(t, ',') .. '}'
+end
+
+-- stored JSON embedded unchanged when it parses, else as a JSON string
+local function jraw(s)
+    if s and pcall(cjson.decode, s) then
+        return s
+    end
+    return jstr(s or '')
+end
+
+local function field(flat, name)
+    for i = 1, #flat, 2 do
+        if flat[i] == name then
+            return flat[i + 1]
+        end
+    end
+    return nil
+end
+
+local function sorted_keys(set)
+    local t = {}
+    for k in pairs(set) do
+        t[#t + 1] = k
+    end
+    table.sort(t)
+    return t
+end
+
+-- ---------------------------------------------------------------------
+-- arguments
+
+--
+-- Parses "type:value"; returns type, value or nil, message.  allow names
+-- the accepted types.
+--
+local function parse_id(s, n, allow)
+    local t, v = s:match('^([a-z_]+):(.*)$')
+    if not t or not allow[t] then
+        return nil, 'identifier ' .. n .. ': unknown type (want '
+                    .. allow.names .. ')'
+    end
+    if HASHED[t] then
+        if not is_h(v) then
+            return nil, 'identifier ' .. n .. ': ' .. t
+                        .. ' value is not 64 lowercase hex'
+        end
+    elseif t == 'anonymous_id' then
+        if not is_aid(v) then
+            return nil, 'identifier ' .. n
+                        .. ': anonymous_id value is not 32 lowercase hex'
+        end
+    elseif not is_pid(v) then
+        return nil, 'identifier ' .. n
+                    .. ': profile_id value is not p<N> or 32 lowercase hex'
+    end
+    return t, v
+end
+
+local ALL_TYPES = {user_id = true, email = true, phone = true,
+                   anonymous_id = true, profile_id = true,
+                   names = 'user_id, email, phone, anonymous_id, profile_id'}
+local SUPPRESSIBLE = {user_id = true, email = true, phone = true,
+                      anonymous_id = true,
+                      names = 'user_id, email, phone, anonymous_id'}
+
+local function check_prefix(p)
+    return p and #p > 0 and #p <= 128 and not p:find('%s')
+end
+
+--
+-- Identifiers args[first..]: a list of {t, v} (duplicates dropped) or nil,
+-- message.
+--
+local function parse_ids(args, first, allow)
+    local n = #args - first + 1
+    if n < 1 then
+        return nil, 'want at least one identifier'
+    end
+    if n > MAX_IDS then
+        return nil, 'at most ' .. MAX_IDS .. ' identifiers per call'
+    end
+    local list, seen = {}, {}
+    for i = first, #args do
+        local t, v = parse_id(args[i], i - first + 1, allow)
+        if not t then
+            return nil, v
+        end
+        if not seen[args[i]] then
+            seen[args[i]] = true
+            list[#list + 1] = {t, v}
+        end
+    end
+    return list
+end
+
+--
+-- The common head of the audited functions: prefix, receipt, role, now_ms,
+-- identifier...  Returns a table or nil, message.
+--
+local function parse_request(keys, args, allow)
+    if #keys ~= 0 then
+        return nil, 'want 0 keys (the prefix is ARGV[1])'
+    end
+    if #args < 5 then
+        return nil, 'want ARGV prefix, receipt, role, now_ms, identifier...'
+    end
+    if not check_prefix(args[1]) then
+        return nil, 'bad prefix (1 to 128 bytes, no spaces)'
+    end
+    if #args[2] > 128 or not args[2]:find('^[%w_.:%-]+$') then
+        return nil, 'bad receipt (1 to 128 of A-Z a-z 0-9 _ . : -)'
+    end
+    if #args[3] > 64 or not args[3]:find('^[%w_.%-]+$') then
+        return nil, 'bad role (1 to 64 of A-Z a-z 0-9 _ . -)'
+    end
+    if #args[4] > 16 or not args[4]:find('^[0-9]+$') then
+        return nil, 'bad now_ms (want milliseconds since the epoch)'
+    end
+    local ids, err = parse_ids(args, 5, allow)
+    if not ids then
+        return nil, err
+    end
+    return {prefix = args[1], receipt = args[2], role = args[3],
+            now = args[4], ids = ids}
+end
+
+-- an identifier as the audit shows it: no raw anonymous id, ever
+local function audit_form(t, v)
+    if is_aid(v) then
+        return t .. ':' .. aidh(v)
+    end
+    return t .. ':' .. v
+end
+
+local function audit_ids(ids)
+    local t = {}
+    for _, id in ipairs(ids) do
+        t[#t + 1] = audit_form(id[1], id[2])
+    end
+    return table.concat(t, ',')
+end
+
+--
+-- Fails unless each key is missing or of the given type, so that the
+-- writes that follow cannot fail on WRONGTYPE half-way.
+--
+local function check_types(fn, want)
+    for _, kt in ipairs(want) do
+        local got = redis.call('TYPE', kt[1])['ok']
+        if got ~= 'none' and got ~= kt[2] then
+            return nil, kt[1] .. ' is a ' .. got .. ', not a ' .. kt[2]
+        end
+    end
+    return true
+end
+
+-- ---------------------------------------------------------------------
+-- resolution
+
+--
+-- Follows the links from profile:<x>.  Returns the live pid (or nil when
+-- the chain ends at no key) and the list of the link nodes passed, or
+-- raises an error after MAX_HOPS links (a cycle) or a malformed link.
+--
+local function walk(fn, prefix, x)
+    local chain = {}
+    local hops = 0
+    while true do
+        local key = prefix .. ':profile:' .. x
+        local m = redis.call('HGET', key, 'merged_into')
+        if not m then
+            if redis.call('EXISTS', key) == 1 then
+                return x, chain
+            end
+            return nil, chain
+        end
+        if not is_pid(m) then
+            raise(fn, 'a link has a malformed merged_into')
+        end
+        chain[#chain + 1] = x
+        hops = hops + 1
+        if hops > MAX_HOPS then
+            raise(fn, 'more than ' .. MAX_HOPS
+                      .. ' links to follow (a cycle?)')
+        end
+        x = m
+    end
+end
+
+--
+-- The live pid an identifier {t, v} reaches (or nil), the links passed,
+-- and the idx key it went through (user_id/email/phone).
+--
+local function resolve(fn, prefix, id)
+    local t, v = id[1], id[2]
+    if HASHED[t] then
+        local idx = prefix .. ':idx:' .. t .. ':' .. v
+        local pid = redis.call('GET', idx)
+        if not pid then
+            return nil, {}, nil
+        end
+        if not is_pid(pid) then
+            raise(fn, 'an idx key holds a malformed pid')
+        end
+        local live, chain = walk(fn, prefix, pid)
+        return live, chain, idx
+    end
+    local live, chain = walk(fn, prefix, v)
+    return live, chain, nil
+end
+
+--
+-- Everything that names one person, from their live pid: the profile's
+-- hash and identifiers, and the sets of
+--   nodes   every x whose profile:/ids:/timeline: keys are theirs: the pid,
+--           former pids (profile_id members), aids, links passed
+--   aids    their anonymous ids
+--   hashed  "type:h" of their user_id/email/phone
+--   values  every bare value merges entries may hold (pids, aids, h)
+--
+local function gather(prefix, pid)
+    local p = {pid = pid, nodes = {}, aids = {}, hashed = {}, values = {},
+               members = {}}
+    p.fields = redis.call('HGETALL', prefix .. ':profile:' .. pid)
+
+    local members = redis.call('SMEMBERS', prefix .. ':ids:' .. pid)
+    local mset = {}
+    for _, m in ipairs(members) do
+        mset[m] = true
+    end
+    if is_aid(pid) then
+        mset['anonymous_id:' .. pid] = true
+    end
+
+    p.nodes[pid] = true
+    p.values[pid] = true
+    for m in pairs(mset) do
+        local t, v = m:match('^([a-z_]+):(.*)$')
+        if t and HASHED[t] and is_h(v) then
+            p.hashed[m] = true
+            p.values[v] = true
+        elseif t == 'anonymous_id' and is_aid(v) then
+            p.aids[v] = true
+            p.nodes[v] = true
+            p.values[v] = true
+        elseif t == 'profile_id' and is_pid(v) then
+            p.nodes[v] = true
+            p.values[v] = true
+        end
+        -- anything else in the set is still listed, and goes with ids:<pid>
+    end
+    p.members = sorted_keys(mset)
+    return p
+end
+
+-- adds the links passed on the way to a person to their nodes
+local function add_chain(p, chain)
+    for _, x in ipairs(chain) do
+        p.nodes[x] = true
+        p.values[x] = true
+        if is_aid(x) then
+            p.aids[x] = true
+        end
+    end
+end
+
+--
+-- Resolves a request's identifiers to people.  Returns the people (in the
+-- order first reached) and a pseudo-person for the identifiers that reach
+-- nobody: their values and aids (the merges and consent_log entries that
+-- may still name them), the links they passed (nodes) and their dangling
+-- idx keys (keys).
+--
+local function people_of(fn, prefix, ids)
+    local people, by_pid = {}, {}
+    local orphans = {nodes = {}, aids = {}, values = {}, keys = {},
+                     empty = true}
+    for _, id in ipairs(ids) do
+        local live, chain, idx = resolve(fn, prefix, id)
+        if live then
+            local p = by_pid[live]
+            if not p then
+                p = gather(prefix, live)
+                by_pid[live] = p
+                people[#people + 1] = p
+            end
+            add_chain(p, chain)
+        else
+            orphans.empty = false
+            add_chain(orphans, chain)
+            orphans.values[id[2]] = true
+            if id[1] == 'anonymous_id' then
+                orphans.aids[id[2]] = true
+            end
+            if not HASHED[id[1]] then
+                -- leftovers: a timeline or a legacy browser record
+                orphans.nodes[id[2]] = true
+            end
+            if idx and redis.call('EXISTS', idx) == 1 then
+                orphans.keys[#orphans.keys + 1] = idx
+            end
+        end
+    end
+    return people, orphans
+end
+
+--
+-- The stream ids of a person's events: every timeline of their nodes,
+-- deduplicated, malformed ids dropped; oldest first when ordered (erasure
+-- needs no order: sorting 10,000 ids would double its time).
+--
+local function timeline_ids(prefix, p, ordered)
+    local seen, out = {}, {}
+    for x in pairs(p.nodes) do
+        local ids = redis.call('LRANGE', prefix .. ':timeline:' .. x, 0, -1)
+        -- a profile's oldest event is its field first_event, not in the list
+        local first = redis.call('HGET', prefix .. ':profile:' .. x,
+                                 'first_event')
+        if first then
+            ids[#ids + 1] = first
+        end
+        for _, id in ipairs(ids) do
+            if not seen[id] and is_stream_id(id) then
+                seen[id] = true
+                out[#out + 1] = id
+            end
+        end
+    end
+    if not ordered then
+        return out
+    end
+    -- sorted on padded keys in Lua's own string order: a Lua comparison
+    -- function would be called some 130,000 times for 10,000 ids
+    local sk, back = {}, {}
+    for i, id in ipairs(out) do
+        sk[i] = id_sort_key(id)
+        back[sk[i]] = id
+    end
+    table.sort(sk)
+    for i, key in ipairs(sk) do
+        out[i] = back[key]
+    end
+    return out
+end
+
+--
+-- Calls fn(id, fields) for every entry of a stream, CHUNK entries per
+-- XRANGE.
+--
+local function scan_stream(key, fn)
+    local start = '-'
+    while true do
+        local entries = redis.call('XRANGE', key, start, '+', 'COUNT', CHUNK)
+        for _, e in ipairs(entries) do
+            fn(e[1], e[2])
+        end
+        if #entries < CHUNK then
+            return
+        end
+        start = '(' .. entries[#entries][1]
+    end
+end
+
+--
+-- The merges entries whose from, to or id is a value of one of the
+-- people, in stream order: {id = entry id, fields = its fields, who = the
+-- set of the indexes of the people it names}.
+--
+local function find_merges(prefix, people)
+    local owner = {}
+    for i, p in ipairs(people) do
+        for v in pairs(p.values) do
+            owner[v] = owner[v] or {}
+            owner[v][i] = true
+        end
+    end
+    local found = {}
+    scan_stream(prefix .. ':merges', function(id, f)
+        local who
+        for j = 1, #f, 2 do
+            local name = f[j]
+            if (name == 'from' or name == 'to' or name == 'id')
+                    and owner[f[j + 1]] then
+                who = who or {}
+                for i in pairs(owner[f[j + 1]]) do
+                    who[i] = true
+                end
+            end
+        end
+        if who then
+            found[#found + 1] = {id = id, fields = f, who = who}
+        end
+    end)
+    return found
+end
+
+--
+-- The consent_log entries whose entry holds the aidh of one of the
+-- people's aids (its "aid" member).
+--
+local function find_consents(prefix, people)
+    local hashes = {}
+    for i, p in ipairs(people) do
+        for aid in pairs(p.aids) do
+            hashes[#hashes + 1] = {aidh(aid), i}
+        end
+    end
+    local found = {}
+    if #hashes == 0 then
+        return found
+    end
+    scan_stream(prefix .. ':consent_log', function(id, f)
+        local entry = field(f, 'entry') or ''
+        local who
+        for _, h in ipairs(hashes) do
+            if entry:find(h[1], 1, true) then
+                who = who or {}
+                who[h[2]] = true
+            end
+        end
+        if who then
+            found[#found + 1] = {id = id, entry = entry, who = who}
+        end
+    end)
+    return found
+end
+
+-- XDEL of a list of ids in chunks; returns the number deleted
+local function xdel_all(key, ids)
+    local n = 0
+    for i = 1, #ids, CHUNK do
+        n = n + redis.call('XDEL', key,
+                           unpack(ids, i, math.min(i + CHUNK - 1, #ids)))
+    end
+    return n
+end
+
+local function del_all(keys)
+    for i = 1, #keys, CHUNK do
+        redis.call('DEL', unpack(keys, i, math.min(i + CHUNK - 1, #keys)))
+    end
+end
+
+local function audit(prefix, req, op, profiles, identifiers, events, took)
+    redis.call('XADD', prefix .. ':audit', '*',
+               'receipt', req.receipt, 'op', op, 'role', req.role,
+               'ids', audit_ids(req.ids), 'profiles', int(profiles),
+               'identifiers', int(identifiers), 'events', int(events),
+               'at', req.now, 'took_us', int(took))
+end
+
+local function stream_types(prefix, extra)
+    local t = {{prefix .. ':events', 'stream'},
+               {prefix .. ':merges', 'stream'},
+               {prefix .. ':consent_log', 'stream'},
+               {prefix .. ':audit', 'stream'}}
+    for _, kt in ipairs(extra or {}) do
+        t[#t + 1] = kt
+    end
+    return t
+end
+
+-- ---------------------------------------------------------------------
+-- the functions
+
+--
+-- cdp_admin_version
+--   KEYS: none   ARGV: none
+--   reply: the revision string of the loaded library
+--
+local function cdp_admin_version(keys, args)
+    return REV
+end
+
+--
+-- cdp_resolve: the live profile an identifier reaches.
+--   KEYS: none
+--   ARGV[1] prefix   ARGV[2] identifier (type:value)
+--   reply: the live pid, or nil when the identifier is unknown
+--   errors: "ERR cdp_resolve: ..." on bad arguments, a malformed link, or
+--           more than 64 links (a cycle)
+--
+local function cdp_resolve(keys, args)
+    local fn = 'cdp_resolve'
+    if #keys ~= 0 or #args ~= 2 or not check_prefix(args[1]) then
+        return fail(fn, 'want 0 keys, ARGV prefix, identifier')
+    end
+    local t, v = parse_id(args[2], 1, ALL_TYPES)
+    if not t then
+        return fail(fn, v)
+    end
+    local live = resolve(fn, args[1], {t, v})
+    return live
+end
+
+--
+-- cdp_profile: one person's profile as JSON.
+--   KEYS: none
+--   ARGV[1] prefix   ARGV[2] identifier   ARGV[3] recent (0..1000)
+--   reply: {"profile_id":..,"fields":{..},"identifiers":[..],
+--           "recent_events":[{"id":..,"event":{..}}..]} (newest first,
+--           timeline ids no longer in the stream skipped), or nil when the
+--           identifier is unknown
+--   errors: "ERR cdp_profile: ..." as cdp_resolve, or a bad recent
+--
+local function cdp_profile(keys, args)
+    local fn = 'cdp_profile'
+    if #keys ~= 0 or #args ~= 3 or not check_prefix(args[1]) then
+        return fail(fn, 'want 0 keys, ARGV prefix, identifier, recent')
+    end
+    local t, v = parse_id(args[2], 1, ALL_TYPES)
+    if not t then
+        return fail(fn, v)
+    end
+    local recent = args[3]:find('^[0-9]+$') and tonumber(args[3])
+    if not recent or recent > MAX_RECENT then
+        return fail(fn, 'bad recent (want 0 to ' .. MAX_RECENT .. ')')
+    end
+    local prefix = args[1]
+    local live = resolve(fn, prefix, {t, v})
+    if not live then
+        return nil
+    end
+    local p = gather(prefix, live)
+
+    local events = {}
+    local tl = prefix .. ':timeline:' .. live
+    local stream = prefix .. ':events'
+    local at = 0
+    while #events < recent do
+        local ids = redis.call('LRANGE', tl, at, at + CHUNK - 1)
+        for _, id in ipairs(ids) do
+            if is_stream_id(id) then
+                local e = redis.call('XRANGE', stream, id, id)[1]
+                if e then
+                    events[#events + 1] = '{"id":' .. jstr(id) .. ',"event":'
+                        .. jraw(field(e[2], 'event')) .. '}'
+                    if #events == recent then
+                        break
+                    end
+                end
+            end
+        end
+        if #ids < CHUNK then
+            -- the oldest event is the field first_event
+            local first = redis.call('HGET', prefix .. ':profile:' .. live,
+                                     'first_event')
+            if first and #events < recent and is_stream_id(first) then
+                local e = redis.call('XRANGE', stream, first, first)[1]
+                if e then
+                    events[#events + 1] = '{"id":' .. jstr(first)
+                        .. ',"event":' .. jraw(field(e[2], 'event')) .. '}'
+                end
+            end
+            break
+        end
+        at = at + CHUNK
+    end
+
+    local idents = {}
+    for _, m in ipairs(p.members) do
+        idents[#idents + 1] = jstr(m)
+    end
+    return '{"profile_id":' .. jstr(live) .. ',"fields":'
+        .. jobj_flat(p.fields) .. ',"identifiers":' .. jarr(idents)
+        .. ',"recent_events":' .. jarr(events) .. '}'
+end
+
+--
+-- cdp_erase: the right to be forgotten.
+--   KEYS: none
+--   ARGV[1] prefix   ARGV[2] receipt id   ARGV[3] role   ARGV[4] now_ms
+--   ARGV[5..] identifiers (1 to 100)
+--   Every profile the identifiers reach is erased: its profile, ids and
+--   timeline keys and those of its former pids, anonymous ids and the
+--   links passed; the idx keys of its identifiers; its events in
+--   <prefix>:events (the timeline's ids); the <prefix>:merges entries whose
+--   from, to or id is one of its pids, aids or hashes; the
+--   <prefix>:consent_log entries holding aidh of one of its aids; the
+--   legacy <prefix>:browser:<aid> records.  Then every user_id/email/phone
+--   identifier and anonymous_id:<aidh> of each aid (of the profiles and
+--   of the identifiers asked for, known or not) goes to
+--   <prefix>:suppressed, and one entry to <prefix>:audit (op erase).
+--   reply: JSON {"receipt":..,"profiles":N,"identifiers":N,"events":N,
+--          "merges":N,"consent_log":N,"suppressed":N,"took_us":N}
+--   errors: "ERR cdp_erase: ..." on bad arguments, a key of the wrong
+--           type, a malformed link or a cycle; nothing is written then
+--
+local function cdp_erase(keys, args)
+    local fn = 'cdp_erase'
+    local t0 = now_us()
+    local req, err = parse_request(keys, args, ALL_TYPES)
+    if not req then
+        return fail(fn, err)
+    end
+    local prefix = req.prefix
+    local ok, terr = check_types(fn, stream_types(prefix,
+        {{prefix .. ':suppressed', 'set'}}))
+    if not ok then
+        return fail(fn, terr)
+    end
+
+    -- read everything first
+
+    local people, orphans = people_of(fn, prefix, req.ids)
+
+    local event_ids, dels, suppress = {}, {}, {}
+    local identifiers = 0
+    local function node_keys(x)
+        dels[#dels + 1] = prefix .. ':profile:' .. x
+        dels[#dels + 1] = prefix .. ':ids:' .. x
+        dels[#dels + 1] = prefix .. ':timeline:' .. x
+        if is_aid(x) then
+            dels[#dels + 1] = prefix .. ':browser:' .. x
+        end
+    end
+
+    local done = {}
+    for _, p in ipairs(people) do
+        identifiers = identifiers + #p.members
+        for _, id in ipairs(timeline_ids(prefix, p, false)) do
+            event_ids[#event_ids + 1] = id
+        end
+        for x in pairs(p.nodes) do
+            if not done[x] then
+                done[x] = true
+                node_keys(x)
+            end
+        end
+        for m in pairs(p.hashed) do
+            local t, h = m:match('^([a-z_]+):(.*)$')
+            dels[#dels + 1] = prefix .. ':idx:' .. t .. ':' .. h
+            suppress[m] = true
+        end
+        for aid in pairs(p.aids) do
+            suppress['anonymous_id:' .. aidh(aid)] = true
+        end
+    end
+    for _, id in ipairs(timeline_ids(prefix, orphans, false)) do
+        event_ids[#event_ids + 1] = id
+    end
+    for x in pairs(orphans.nodes) do
+        if not done[x] then
+            done[x] = true
+            node_keys(x)
+        end
+    end
+    for aid in pairs(orphans.aids) do
+        suppress['anonymous_id:' .. aidh(aid)] = true
+    end
+    for _, k in ipairs(orphans.keys) do
+        dels[#dels + 1] = k
+    end
+    for _, id in ipairs(req.ids) do
+        if HASHED[id[1]] then
+            suppress[id[1] .. ':' .. id[2]] = true
+        elseif id[1] == 'anonymous_id' then
+            suppress['anonymous_id:' .. aidh(id[2])] = true
+        end
+    end
+
+    -- the streams name the people, and maybe those asked for that we
+    -- hold no profile of (a consent choice without analytics consent)
+    local named = {}
+    for _, p in ipairs(people) do
+        named[#named + 1] = p
+    end
+    if not orphans.empty then
+        named[#named + 1] = orphans
+    end
+    local merge_ids, consent_ids = {}, {}
+    if #named > 0 then
+        for _, m in ipairs(find_merges(prefix, named)) do
+            merge_ids[#merge_ids + 1] = m.id
+        end
+        for _, c in ipairs(find_consents(prefix, named)) do
+            consent_ids[#consent_ids + 1] = c.id
+        end
+    end
+
+    -- then write
+
+    local events = xdel_all(prefix .. ':events', event_ids)
+    local merges = xdel_all(prefix .. ':merges', merge_ids)
+    local consents = xdel_all(prefix .. ':consent_log', consent_ids)
+    del_all(dels)
+
+    local sup = sorted_keys(suppress)
+    for i = 1, #sup, CHUNK do
+        redis.call('SADD', prefix .. ':suppressed',
+                   unpack(sup, i, math.min(i + CHUNK - 1, #sup)))
+    end
+
+    local took = now_us() - t0
+    audit(prefix, req, 'erase', #people, identifiers, events, took)
+
+    return '{"receipt":' .. jstr(req.receipt) .. ',"profiles":'
+        .. int(#people) .. ',"identifiers":' .. int(identifiers)
+        .. ',"events":' .. int(events) .. ',"merges":' .. int(merges)
+        .. ',"consent_log":' .. int(consents) .. ',"suppressed":'
+        .. int(#sup) .. ',"took_us":' .. int(took) .. '}'
+end
+
+--
+-- cdp_export: the right of access; writes only its audit entry.
+--   KEYS: none
+--   ARGV[1] prefix   ARGV[2] receipt id   ARGV[3] role   ARGV[4] now_ms
+--   ARGV[5..] identifiers (1 to 100)
+--   reply: JSON {"receipt":..,"profiles":[{"profile_id":..,"fields":{..},
+--          "identifiers":[..],"events":[{"id":..,"event":{..}}..],
+--          "merges":[{..fields..}..],"consent_log":[{"id":..,
+--          "entry":{..}}..]}..]}: one per profile reached (none for
+--          unknown identifiers); events are those of the timeline still in
+--          the stream, oldest first
+--   errors: "ERR cdp_export: ..." as cdp_erase; nothing is written then
+--
+local function cdp_export(keys, args)
+    local fn = 'cdp_export'
+    local t0 = now_us()
+    local req, err = parse_request(keys, args, ALL_TYPES)
+    if not req then
+        return fail(fn, err)
+    end
+    local prefix = req.prefix
+    local ok, terr = check_types(fn, stream_types(prefix))
+    if not ok then
+        return fail(fn, terr)
+    end
+
+    local people = people_of(fn, prefix, req.ids)
+    local merges = find_merges(prefix, people)
+    local consents = find_consents(prefix, people)
+    local stream = prefix .. ':events'
+
+    local out, n_ids, n_events = {}, 0, 0
+    for i, p in ipairs(people) do
+        local events = {}
+        for _, id in ipairs(timeline_ids(prefix, p, true)) do
+            local e = redis.call('XRANGE', stream, id, id)[1]
+            if e then
+                events[#events + 1] = '{"id":' .. jstr(id) .. ',"event":'
+                    .. jraw(field(e[2], 'event')) .. '}'
+            end
+        end
+        local ms = {}
+        for _, m in ipairs(merges) do
+            if m.who[i] then
+                ms[#ms + 1] = jobj_flat(m.fields)
+            end
+        end
+        local cs = {}
+        for _, c in ipairs(consents) do
+            if c.who[i] then
+                cs[#cs + 1] = '{"id":' .. jstr(c.id) .. ',"entry":'
+                    .. jraw(c.entry) .. '}'
+            end
+        end
+        local idents = {}
+        for _, m in ipairs(p.members) do
+            idents[#idents + 1] = jstr(m)
+        end
+        n_ids = n_ids + #p.members
+        n_events = n_events + #events
+        out[#out + 1] = '{"profile_id":' .. jstr(p.pid) .. ',"fields":'
+            .. jobj_flat(p.fields) .. ',"identifiers":' .. jarr(idents)
+            .. ',"events":' .. jarr(events) .. ',"merges":' .. jarr(ms)
+            .. ',"consent_log":' .. jarr(cs) .. '}'
+    end
+
+    audit(prefix, req, 'export', #people, n_ids, n_events, now_us() - t0)
+
+    return '{"receipt":' .. jstr(req.receipt) .. ',"profiles":' .. jarr(out)
+        .. '}'
+end
+
+--
+-- cdp_unsuppress: lets identifiers be tracked again (after an erasure
+-- made by mistake, or on the person's request).
+--   KEYS: none
+--   ARGV[1] prefix   ARGV[2] receipt id   ARGV[3] role   ARGV[4] now_ms
+--   ARGV[5..] identifiers (1 to 100): user_id/email/phone hashed,
+--             anonymous_id raw (hashed here with aidh)
+--   reply: JSON {"receipt":..,"removed":N}; audited (op unsuppress,
+--          identifiers = N)
+--   errors: "ERR cdp_unsuppress: ..." on bad arguments (profile_id is not
+--           suppressible) or a key of the wrong type; nothing is written
+--
+local function cdp_unsuppress(keys, args)
+    local fn = 'cdp_unsuppress'
+    local t0 = now_us()
+    local req, err = parse_request(keys, args, SUPPRESSIBLE)
+    if not req then
+        return fail(fn, err)
+    end
+    local prefix = req.prefix
+    local ok, terr = check_types(fn, {{prefix .. ':suppressed', 'set'},
+                                      {prefix .. ':audit', 'stream'}})
+    if not ok then
+        return fail(fn, terr)
+    end
+    local members = {}
+    for _, id in ipairs(req.ids) do
+        members[#members + 1] = audit_form(id[1], id[2])
+    end
+    local removed = redis.call('SREM', prefix .. ':suppressed',
+                               unpack(members))
+    audit(prefix, req, 'unsuppress', 0, removed, 0, now_us() - t0)
+    return '{"receipt":' .. jstr(req.receipt) .. ',"removed":'
+        .. int(removed) .. '}'
+end
+
+--
+-- cdp_suppressed: which identifiers are suppressed (for ingest).
+--   KEYS: none
+--   ARGV[1] prefix   ARGV[2..] identifiers (1 to 100): user_id/email/phone
+--             hashed, anonymous_id raw (hashed here with aidh)
+--   reply: an array of 1 (suppressed) or 0, one per identifier, in order
+--   errors: "ERR cdp_suppressed: ..." on bad arguments
+--
+local function cdp_suppressed(keys, args)
+    local fn = 'cdp_suppressed'
+    if #keys ~= 0 or #args < 2 or not check_prefix(args[1]) then
+        return fail(fn, 'want 0 keys, ARGV prefix, identifier...')
+    end
+    if #args - 1 > MAX_IDS then
+        return fail(fn, 'at most ' .. MAX_IDS .. ' identifiers per call')
+    end
+    local members = {}
+    for i = 2, #args do
+        local t, v = parse_id(args[i], i - 1, SUPPRESSIBLE)
+        if not t then
+            return fail(fn, v)
+        end
+        members[#members + 1] = audit_form(t, v)
+    end
+    return redis.call('SMISMEMBER', args[1] .. ':suppressed',
+                      unpack(members))
+end
+
+--
+-- cdp_audit: the audit trail.
+--   KEYS: none
+--   ARGV[1] prefix   ARGV[2] since_ms   ARGV[3] count (1..1000)
+--   reply: JSON array, oldest first, of the entries appended at or after
+--          since_ms (by Redis's clock: the entry id; "at" is the caller's
+--          time): [{"id":..,"receipt":..,"op":..,"role":..,"ids":[..],
+--          "profiles":N,"identifiers":N,"events":N,"at":N,"took_us":N}..]
+--   errors: "ERR cdp_audit: ..." on bad arguments
+--
+local function cdp_audit(keys, args)
+    local fn = 'cdp_audit'
+    if #keys ~= 0 or #args ~= 3 or not check_prefix(args[1]) then
+        return fail(fn, 'want 0 keys, ARGV prefix, since_ms, count')
+    end
+    if #args[2] > 16 or not args[2]:find('^[0-9]+$') then
+        return fail(fn, 'bad since_ms (want milliseconds since the epoch)')
+    end
+    local count = args[3]:find('^[0-9]+$') and tonumber(args[3])
+    if not count or count < 1 or count > MAX_AUDIT then
+        return fail(fn, 'bad count (want 1 to ' .. MAX_AUDIT .. ')')
+    end
+    local key = args[1] .. ':audit'
+    local ok, terr = check_types(fn, {{key, 'stream'}})
+    if not ok then
+        return fail(fn, terr)
+    end
+    local NUMERIC = {profiles = true, identifiers = true, events = true,
+                     at = true, took_us = true}
+    local out = {}
+    for _, e in ipairs(redis.call('XRANGE', key, args[2], '+', 'COUNT',
+                                  count)) do
+        local t = {'"id":' .. jstr(e[1])}
+        local f = e[2]
+        for i = 1, #f, 2 do
+            local name, v = f[i], f[i + 1]
+            local j
+            if name == 'ids' then
+                local items = {}
+                for s in v:gmatch('[^,]+') do
+                    items[#items + 1] = jstr(s)
+                end
+                j = jarr(items)
+            elseif NUMERIC[name] and v:find('^[0-9]+$') then
+                j = v
+            else
+                j = jstr(v)
+            end
+            t[#t + 1] = jstr(name) .. ':' .. j
+        end
+        out[#out + 1] = '{' .. table.concat(t, ',') .. '}'
+    end
+    return jarr(out)
+end
+
+local function register(name, fn, flags)
+    redis.register_function{function_name = name, callback = guarded(fn),
+                            flags = flags}
+end
+
+register('cdp_admin_version', cdp_admin_version, {'no-writes'})
+register('cdp_resolve', cdp_resolve, {'no-writes'})
+register('cdp_profile', cdp_profile, {'no-writes'})
+register('cdp_suppressed', cdp_suppressed, {'no-writes'})
+register('cdp_audit', cdp_audit, {'no-writes'})
+register('cdp_erase', cdp_erase, {})
+register('cdp_export', cdp_export, {})
+register('cdp_unsuppress', cdp_unsuppress, {})
