@@ -30,3 +30,18 @@ seed fuzz_cookie_decode short '0011.AAAA'
 seed fuzz_json_str ascii 'plain "quoted" \\\\ back\\nslash\\t\\001\\037'
 seed fuzz_json_str utf8 'caf\xc3\xa9 \xe2\x82\xac \xf0\x9d\x84\x9e \xe2\x80\xa8\xe2\x80\xa9'
 seed fuzz_json_str bad '\xff\xc0\x80\xed\xa0\x80\xe2\x82\xf4\x90\x80\x80'
+
+# fuzz_segment: the first byte picks the endpoint (byte % 7): p track,
+# q identify, r page, s screen, t group, u alias, v batch.  Octal escapes:
+# dash's printf %b has no \x.
+seed fuzz_segment track 'p{"userId":"u1","event":"Signed Up","properties":{"plan":"pro","price":19.99},"timestamp":"2026-11-23T07:30:00.000Z","messageId":"m-1","writeKey":"k"}'
+seed fuzz_segment identify 'q{"userId":42,"traits":{"email":"Ann@Example.com","phone":"+44 20 7946 0958","name":"Ann"},"context":{"traits":{"email":"c@d.e"},"ip":"203.0.113.9","library":{"name":"x","version":"1"}}}'
+seed fuzz_segment page 'r{"anonymousId":"a1","name":"Pricing","properties":{"url":"https://x.example/p"},"originalTimestamp":"2026-11-23T08:30:00.5+01:00"}'
+seed fuzz_segment screen 's{"userId":"u1","name":"Home","context":null}'
+seed fuzz_segment group 't{"userId":"u1","groupId":7,"traits":{"name":"Acme","email":"co@acme.example"}}'
+seed fuzz_segment alias 'u{"userId":"u1","previousId":"a1"}'
+seed fuzz_segment batch 'v{"batch":[{"timestamp":"2026-11-23T07:14:58.379Z","integrations":{},"type":"identify","userId":"u1","traits":{"email":"Ann@Example.com","phone":"+44 20 7946 0958","name":"Ann"},"context":{"library":{"name":"@segment/analytics-node","version":"2.2.1"}},"messageId":"node-next-1795418098379-c3d895b0-2e94-48d9-a323-11b1816ce255","_metadata":{"nodeVersion":"v20.20.2","jsRuntime":"node"}},{"timestamp":"2026-11-23T07:14:58.379Z","integrations":{},"event":"Signed Up","type":"track","properties":{"plan":"pro"},"userId":"u1","messageId":"m2"},{"type":"alias","userId":"u1","previousId":"a1"},{"type":"group","anonymousId":"a","groupId":"g"},{"type":"page","userId":"u"},{"type":"screen","userId":"u"}],"writeKey":"KEY123","sentAt":"2026-11-23T07:14:58.384Z"}'
+seed fuzz_segment merge 'v{"context":{"locale":"en","traits":{"email":"b@c.d","phone":5}},"integrations":{"All":false},"sentAt":"2026-11-23T07:30:00Z","batch":[{"type":"identify","userId":"u","context":{"locale":"fr"}},{"type":"track","anonymousId":"a","event":"e","integrations":{"All":true}}]}'
+seed fuzz_segment bad 'v{"batch":[{"type":"track","userId":"u"},{"type":"nope"},42]}'
+seed fuzz_segment utf8 'p{"userId":"caf\0303\0251 \0342\0202\0254","event":"\0360\0235\0204\0236","properties":{"k":"\0303"}}'
+seed fuzz_segment nul 'p{"userId":"u","event":"e"}\0000'

@@ -1,0 +1,1279 @@
+
+/*
+ * ngx_cdp: the Segment-compatible HTTP Tracking API (see
+ * ngx_cdp_segment.h).
+ *
+ * Two passes over the messages: the first only reads the parsed tree and
+ * stops at the first error, so a bad message late in a batch costs no
+ * allocation; the second changes the tree into what is stored and copies
+ * each message's strings into one block of its own.  Memory running out
+ * in the second pass is the only error left there.
+ */
+
+
+#include "ngx_cdp_segment.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+
+#define NGX_CDP_SEGMENT_LOAD_FLAGS  (JSON_REJECT_DUPLICATES | JSON_DECODE_ANY)
+#define NGX_CDP_SEGMENT_DUMP_FLAGS  JSON_COMPACT
+
+/* what the second pass may add to a message, on top of the merged parts */
+#define NGX_CDP_SEGMENT_SLACK       128
+
+#define NGX_CDP_SEGMENT_INT_LEN     24      /* "-9223372036854775808" */
+
+
+typedef struct {
+    json_t        *context;             /* a batch's, or NULL */
+    json_t        *integrations;
+    json_t        *sent_at;
+    json_t        *received_at;
+} ngx_cdp_segment_batch_t;
+
+
+static int ngx_cdp_segment_fail(ngx_cdp_segment_error_t *err, int status,
+    const char *code, long index, const char *field, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 6, 7)))
+#endif
+    ;
+static int ngx_cdp_segment_json_error(ngx_cdp_segment_error_t *err,
+    const u_char *body, size_t len, const json_error_t *jerr);
+static int ngx_cdp_segment_nul(ngx_cdp_segment_error_t *err,
+    const u_char *body, const u_char *nul);
+static json_t *ngx_cdp_segment_get(json_t *obj, const char *key);
+static int ngx_cdp_segment_id(json_t *v);
+static int ngx_cdp_segment_item_type(json_t *msg, long index,
+    ngx_cdp_segment_error_t *err);
+static int ngx_cdp_segment_check(json_t *msg, int type, long index,
+    ngx_cdp_segment_error_t *err);
+static int ngx_cdp_segment_check_time(json_t *obj, const char *key,
+    long index, ngx_cdp_segment_error_t *err);
+static int ngx_cdp_segment_digits(const u_char *p, size_t n, int *v);
+static int64_t ngx_cdp_segment_days(int y, int m, int d);
+static int ngx_cdp_segment_id_to_string(json_t *msg, const char *key);
+static int ngx_cdp_segment_merge(json_t *msg, const char *key,
+    json_t *from);
+static int ngx_cdp_segment_strip(json_t *obj, const char *key);
+static int ngx_cdp_segment_build(json_t *msg, int type,
+    const ngx_cdp_segment_batch_t *b, ngx_cdp_segment_msg_t *out);
+static const char *ngx_cdp_segment_str(json_t *obj, const char *key);
+static char *ngx_cdp_segment_copy(char **p, const char *s);
+
+
+static const char  *ngx_cdp_segment_names[] = {
+    "track", "identify", "page", "screen", "group", "alias", "batch"
+};
+
+#define NGX_CDP_SEGMENT_NTYPES                                                \
+    (sizeof(ngx_cdp_segment_names) / sizeof(ngx_cdp_segment_names[0]))
+
+
+int
+ngx_cdp_segment_endpoint(const u_char *name, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; i < NGX_CDP_SEGMENT_NTYPES; i++) {
+        if (len == strlen(ngx_cdp_segment_names[i])
+            && memcmp(name, ngx_cdp_segment_names[i], len) == 0)
+        {
+            return (int) i;
+        }
+    }
+
+    if (len == 6 && memcmp(name, "import", 6) == 0) {
+        return NGX_CDP_SEGMENT_BATCH;
+    }
+
+    return -1;
+}
+
+
+const char *
+ngx_cdp_segment_type_name(int type)
+{
+    if (type < 0 || (size_t) type >= NGX_CDP_SEGMENT_NTYPES) {
+        return "unknown";
+    }
+
+    return ngx_cdp_segment_names[type];
+}
+
+
+/* time */
+
+static int
+ngx_cdp_segment_digits(const u_char *p, size_t n, int *v)
+{
+    size_t  i;
+
+    *v = 0;
+
+    for (i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9') {
+            return 0;
+        }
+
+        *v = *v * 10 + (p[i] - '0');
+    }
+
+    return 1;
+}
+
+
+/* days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant) */
+
+static int64_t
+ngx_cdp_segment_days(int y, int m, int d)
+{
+    int64_t  era, yoe, doy, doe;
+
+    y -= m <= 2;
+    era = (y >= 0 ? y : y - 399) / 400;
+    yoe = y - era * 400;
+    doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+
+    return era * 146097 + doe - 719468;
+}
+
+
+int
+ngx_cdp_segment_time(const u_char *p, size_t len, int64_t *ms)
+{
+    int          year, month, day, hour, min, sec, oh, om, mdays, frac;
+    size_t       i, nfrac;
+    int64_t      t, off;
+    static const int  days_in[] = {
+        31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31
+    };
+
+    /* "YYYY-MM-DDThh:mm:ssZ" is the shortest */
+
+    if (len < 20) {
+        return 0;
+    }
+
+    if (!ngx_cdp_segment_digits(p, 4, &year) || p[4] != '-'
+        || !ngx_cdp_segment_digits(p + 5, 2, &month) || p[7] != '-'
+        || !ngx_cdp_segment_digits(p + 8, 2, &day)
+        || (p[10] != 'T' && p[10] != 't')
+        || !ngx_cdp_segment_digits(p + 11, 2, &hour) || p[13] != ':'
+        || !ngx_cdp_segment_digits(p + 14, 2, &min) || p[16] != ':'
+        || !ngx_cdp_segment_digits(p + 17, 2, &sec))
+    {
+        return 0;
+    }
+
+    if (month < 1 || month > 12 || hour > 23 || min > 59 || sec > 60) {
+        return 0;
+    }
+
+    mdays = days_in[month - 1];
+
+    if (month == 2
+        && ((year % 4 == 0 && year % 100 != 0) || year % 400 == 0))
+    {
+        mdays = 29;
+    }
+
+    if (day < 1 || day > mdays) {
+        return 0;
+    }
+
+    i = 19;
+    frac = 0;
+
+    if (p[i] == '.') {
+        i++;
+
+        for (nfrac = 0; i < len && p[i] >= '0' && p[i] <= '9'; nfrac++) {
+            if (nfrac < 3) {
+                frac = frac * 10 + (p[i] - '0');
+            }
+
+            i++;
+        }
+
+        if (nfrac == 0 || nfrac > 9) {
+            return 0;
+        }
+
+        for ( /* void */ ; nfrac < 3; nfrac++) {
+            frac *= 10;
+        }
+    }
+
+    if (i == len) {
+        return 0;
+    }
+
+    if (p[i] == 'Z' || p[i] == 'z') {
+        if (i + 1 != len) {
+            return 0;
+        }
+
+        off = 0;
+
+    } else if (p[i] == '+' || p[i] == '-') {
+        if (len - i != 6
+            || !ngx_cdp_segment_digits(p + i + 1, 2, &oh) || p[i + 3] != ':'
+            || !ngx_cdp_segment_digits(p + i + 4, 2, &om)
+            || oh > 23 || om > 59)
+        {
+            return 0;
+        }
+
+        off = (int64_t) oh * 3600 + om * 60;
+
+        if (p[i] == '-') {
+            off = -off;
+        }
+
+    } else {
+        return 0;
+    }
+
+    t = ngx_cdp_segment_days(year, month, day) * 86400
+        + (int64_t) hour * 3600 + min * 60 + sec - off;
+
+    *ms = t * 1000 + frac;
+
+    return 1;
+}
+
+
+/* errors */
+
+static int
+ngx_cdp_segment_fail(ngx_cdp_segment_error_t *err, int status,
+    const char *code, long index, const char *field, const char *fmt, ...)
+{
+    va_list  args;
+
+    err->status = status;
+    err->code = code;
+    err->index = index;
+    err->position = -1;
+    err->line = -1;
+    err->column = -1;
+
+    if (index >= 0) {
+        snprintf(err->field, sizeof(err->field), "batch[%ld]%s%s", index,
+                 field[0] ? "." : "", field);
+
+    } else {
+        snprintf(err->field, sizeof(err->field), "%s", field);
+    }
+
+    va_start(args, fmt);
+    vsnprintf(err->message, sizeof(err->message), fmt, args);
+    va_end(args);
+
+    return status;
+}
+
+
+static int
+ngx_cdp_segment_json_error(ngx_cdp_segment_error_t *err, const u_char *body,
+    size_t len, const json_error_t *jerr)
+{
+    long  pos;
+
+    pos = jerr->position;
+
+    if (json_error_code(jerr) == json_error_invalid_utf8
+        && pos >= 0 && (size_t) pos < len)
+    {
+        /* jansson's column counts the characters before the bad byte */
+
+        ngx_cdp_segment_fail(err, 400, "invalid_utf8", -1, "",
+                             "invalid UTF-8 at byte %ld (line %d, "
+                             "column %d): byte 0x%02x starts no valid "
+                             "sequence", pos, jerr->line, jerr->column + 1,
+                             body[pos]);
+        err->column = jerr->column + 1;
+
+    } else if (json_error_code(jerr) == json_error_null_character) {
+        ngx_cdp_segment_fail(err, 400, "invalid_json", -1, "",
+                             "invalid JSON: \\u0000 (NUL) in a string is "
+                             "not allowed (line %d, column %d, byte %ld)",
+                             jerr->line, jerr->column, pos);
+        err->column = jerr->column;
+
+    } else {
+        ngx_cdp_segment_fail(err, 400, "invalid_json", -1, "",
+                             "invalid JSON: %s (line %d, column %d, "
+                             "byte %ld)", jerr->text, jerr->line,
+                             jerr->column, pos);
+        err->column = jerr->column;
+    }
+
+    err->position = pos;
+    err->line = jerr->line;
+
+    return 400;
+}
+
+
+/*
+ * jansson takes a raw NUL outside a string for the end of the input
+ * ("{\"a\":1\0}" loads), so the body is searched for one first
+ */
+
+static int
+ngx_cdp_segment_nul(ngx_cdp_segment_error_t *err, const u_char *body,
+    const u_char *nul)
+{
+    long           line, column;
+    const u_char  *p;
+
+    line = 1;
+    column = 0;
+
+    for (p = body; p <= nul; p++) {
+        if (p < nul && *p == '\n') {
+            line++;
+            column = 0;
+
+        } else if ((*p & 0xc0) != 0x80) {
+            column++;
+        }
+    }
+
+    ngx_cdp_segment_fail(err, 400, "invalid_json", -1, "",
+                         "invalid JSON: NUL byte at byte %ld (line %ld, "
+                         "column %ld)", (long) (nul - body), line, column);
+
+    err->position = nul - body;
+    err->line = line;
+    err->column = column;
+
+    return 400;
+}
+
+
+size_t
+ngx_cdp_segment_error_json(u_char *dst, const ngx_cdp_segment_error_t *err)
+{
+    int          n;
+    char         num[4 * 24 + 48];
+    u_char      *p;
+    const char  *code;
+
+    static const char  head[] = "{\"success\":false,\"error\":";
+
+    code = err->code ? err->code : "internal";
+
+    p = dst;
+    memcpy(p, head, sizeof(head) - 1);
+    p += sizeof(head) - 1;
+    p = ngx_cdp_json_str(p, (const u_char *) code, strlen(code));
+
+    memcpy(p, ",\"message\":", 11);
+    p += 11;
+    p = ngx_cdp_json_str(p, (const u_char *) err->message,
+                         strnlen(err->message, sizeof(err->message)));
+
+    if (err->field[0]) {
+        memcpy(p, ",\"field\":", 9);
+        p += 9;
+        p = ngx_cdp_json_str(p, (const u_char *) err->field,
+                             strnlen(err->field, sizeof(err->field)));
+    }
+
+    if (err->index >= 0) {
+        n = snprintf(num, sizeof(num), ",\"index\":%ld", err->index);
+        memcpy(p, num, n);
+        p += n;
+    }
+
+    if (err->position >= 0) {
+        n = snprintf(num, sizeof(num),
+                     ",\"position\":%ld,\"line\":%ld,\"column\":%ld",
+                     err->position, err->line, err->column);
+        memcpy(p, num, n);
+        p += n;
+    }
+
+    *p++ = '}';
+
+    return p - dst;
+}
+
+
+/* validation: the first pass, reading only */
+
+/* the value of key, NULL when absent or null */
+
+static json_t *
+ngx_cdp_segment_get(json_t *obj, const char *key)
+{
+    json_t  *v;
+
+    v = json_object_get(obj, key);
+
+    if (v == NULL || json_is_null(v)) {
+        return NULL;
+    }
+
+    return v;
+}
+
+
+/* 1: a non-empty string or an integer; 0: absent, null or ""; -1: other */
+
+static int
+ngx_cdp_segment_id(json_t *v)
+{
+    if (v == NULL || json_is_null(v)) {
+        return 0;
+    }
+
+    if (json_is_integer(v)) {
+        return 1;
+    }
+
+    if (!json_is_string(v)) {
+        return -1;
+    }
+
+    return json_string_length(v) ? 1 : 0;
+}
+
+
+static int
+ngx_cdp_segment_item_type(json_t *msg, long index,
+    ngx_cdp_segment_error_t *err)
+{
+    int          type;
+    json_t      *v;
+    const char  *s;
+
+    v = ngx_cdp_segment_get(msg, "type");
+
+    if (v == NULL) {
+        ngx_cdp_segment_fail(err, 400, "missing_field", index, "type",
+                             "a batch message needs a type");
+        return -1;
+    }
+
+    if (!json_is_string(v)) {
+        ngx_cdp_segment_fail(err, 400, "invalid_field", index, "type",
+                             "type must be a string");
+        return -1;
+    }
+
+    s = json_string_value(v);
+    type = ngx_cdp_segment_endpoint((const u_char *) s,
+                                    json_string_length(v));
+
+    if (type < 0 || type == NGX_CDP_SEGMENT_BATCH) {
+        ngx_cdp_segment_fail(err, 400, "unknown_type", index, "type",
+                             "unknown type \"%.40s\": a batch message is "
+                             "one of track, identify, page, screen, group, "
+                             "alias", s);
+        return -1;
+    }
+
+    return type;
+}
+
+
+static int
+ngx_cdp_segment_check_time(json_t *obj, const char *key, long index,
+    ngx_cdp_segment_error_t *err)
+{
+    json_t   *v;
+    int64_t   ms;
+
+    v = ngx_cdp_segment_get(obj, key);
+
+    if (v == NULL) {
+        return 0;
+    }
+
+    if (!json_is_string(v)
+        || !ngx_cdp_segment_time((const u_char *) json_string_value(v),
+                                 json_string_length(v), &ms))
+    {
+        return ngx_cdp_segment_fail(err, 400, "invalid_field", index, key,
+                                    "%s must be an ISO-8601 date-time "
+                                    "string with a time zone, e.g. "
+                                    "2026-11-23T07:30:00.000Z", key);
+    }
+
+    return 0;
+}
+
+
+static int
+ngx_cdp_segment_check(json_t *msg, int type, long index,
+    ngx_cdp_segment_error_t *err)
+{
+    int          uid, aid, rc;
+    size_t       i;
+    json_t      *v;
+    const char  *name;
+
+    static const char  *ids[] = { "userId", "anonymousId", "previousId",
+                                  "groupId" };
+    static const char  *objects[] = { "properties", "traits", "context",
+                                      "integrations" };
+    static const char  *times[] = { "timestamp", "originalTimestamp",
+                                    "sentAt" };
+
+    name = ngx_cdp_segment_type_name(type);
+
+    for (i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+        if (ngx_cdp_segment_id(json_object_get(msg, ids[i])) < 0) {
+            return ngx_cdp_segment_fail(err, 400, "invalid_field", index,
+                                        ids[i], "%s must be a string or "
+                                        "an integer", ids[i]);
+        }
+    }
+
+    uid = ngx_cdp_segment_id(json_object_get(msg, "userId"));
+    aid = ngx_cdp_segment_id(json_object_get(msg, "anonymousId"));
+
+    switch (type) {
+
+    case NGX_CDP_SEGMENT_ALIAS:
+        if (uid == 0) {
+            return ngx_cdp_segment_fail(err, 400, "missing_field", index,
+                                        "userId", "alias needs a non-empty "
+                                        "userId");
+        }
+
+        if (ngx_cdp_segment_id(json_object_get(msg, "previousId")) == 0) {
+            return ngx_cdp_segment_fail(err, 400, "missing_field", index,
+                                        "previousId", "alias needs a "
+                                        "non-empty previousId");
+        }
+
+        break;
+
+    default:
+        if (uid == 0 && aid == 0) {
+            return ngx_cdp_segment_fail(err, 400, "missing_field", index,
+                                        "userId", "%s needs a non-empty "
+                                        "userId or anonymousId", name);
+        }
+    }
+
+    switch (type) {
+
+    case NGX_CDP_SEGMENT_TRACK:
+        v = ngx_cdp_segment_get(msg, "event");
+
+        if (v == NULL
+            || (json_is_string(v) && json_string_length(v) == 0))
+        {
+            return ngx_cdp_segment_fail(err, 400, "missing_field", index,
+                                        "event", "track needs a non-empty "
+                                        "string event");
+        }
+
+        if (!json_is_string(v)) {
+            return ngx_cdp_segment_fail(err, 400, "invalid_field", index,
+                                        "event", "event must be a "
+                                        "non-empty string");
+        }
+
+        break;
+
+    case NGX_CDP_SEGMENT_GROUP:
+        if (ngx_cdp_segment_id(json_object_get(msg, "groupId")) == 0) {
+            return ngx_cdp_segment_fail(err, 400, "missing_field", index,
+                                        "groupId", "group needs a "
+                                        "non-empty groupId");
+        }
+
+        break;
+
+    case NGX_CDP_SEGMENT_PAGE:
+    case NGX_CDP_SEGMENT_SCREEN:
+        v = ngx_cdp_segment_get(msg, "name");
+
+        if (v != NULL && !json_is_string(v)) {
+            return ngx_cdp_segment_fail(err, 400, "invalid_field", index,
+                                        "name", "name must be a string");
+        }
+
+        break;
+
+    default:
+        break;
+    }
+
+    for (i = 0; i < sizeof(objects) / sizeof(objects[0]); i++) {
+        v = ngx_cdp_segment_get(msg, objects[i]);
+
+        if (v != NULL && !json_is_object(v)) {
+            return ngx_cdp_segment_fail(err, 400, "invalid_field", index,
+                                        objects[i], "%s must be an object",
+                                        objects[i]);
+        }
+    }
+
+    for (i = 0; i < sizeof(times) / sizeof(times[0]); i++) {
+        rc = ngx_cdp_segment_check_time(msg, times[i], index, err);
+        if (rc) {
+            return rc;
+        }
+    }
+
+    v = ngx_cdp_segment_get(msg, "messageId");
+
+    if (v != NULL
+        && (!json_is_string(v) || json_string_length(v) == 0
+            || json_string_length(v) > NGX_CDP_SEGMENT_MESSAGE_ID_MAX))
+    {
+        return ngx_cdp_segment_fail(err, 400, "invalid_field", index,
+                                    "messageId", "messageId must be a "
+                                    "non-empty string of at most %d bytes",
+                                    NGX_CDP_SEGMENT_MESSAGE_ID_MAX);
+    }
+
+    return 0;
+}
+
+
+/* building: the second pass */
+
+static int
+ngx_cdp_segment_id_to_string(json_t *msg, const char *key)
+{
+    char    buf[NGX_CDP_SEGMENT_INT_LEN];
+    json_t  *v;
+
+    v = json_object_get(msg, key);
+
+    if (v == NULL || !json_is_integer(v)) {
+        return 0;
+    }
+
+    snprintf(buf, sizeof(buf), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+
+    return json_object_set_new(msg, key, json_string(buf));
+}
+
+
+/*
+ * a batch's context or integrations into the message's own (created when
+ * absent or null); its keys win.  Values are shared, not copied: see
+ * ngx_cdp_segment_strip().
+ */
+
+static int
+ngx_cdp_segment_merge(json_t *msg, const char *key, json_t *from)
+{
+    json_t  *own;
+
+    if (from == NULL) {
+        return 0;
+    }
+
+    own = ngx_cdp_segment_get(msg, key);
+
+    if (own == NULL) {
+        own = json_object();
+
+        if (json_object_set_new(msg, key, own) != 0) {
+            return -1;
+        }
+    }
+
+    return json_object_update_missing(own, from);
+}
+
+
+/*
+ * Removes "email" and "phone" from the object obj[key].  That object may
+ * be shared with other messages of the batch (merged from its context),
+ * so a shallow copy without them replaces it.
+ */
+
+static int
+ngx_cdp_segment_strip(json_t *obj, const char *key)
+{
+    json_t  *v, *copy;
+
+    if (obj == NULL) {
+        return 0;
+    }
+
+    v = json_object_get(obj, key);
+
+    if (v == NULL || !json_is_object(v)
+        || (json_object_get(v, "email") == NULL
+            && json_object_get(v, "phone") == NULL))
+    {
+        return 0;
+    }
+
+    copy = json_copy(v);
+
+    if (copy == NULL) {
+        return -1;
+    }
+
+    json_object_del(copy, "email");
+    json_object_del(copy, "phone");
+
+    return json_object_set_new(obj, key, copy);
+}
+
+
+/* a string field, NULL when absent, not a string or "" */
+
+static const char *
+ngx_cdp_segment_str(json_t *obj, const char *key)
+{
+    json_t  *v;
+
+    v = json_object_get(obj, key);
+
+    if (v == NULL || !json_is_string(v) || json_string_length(v) == 0) {
+        return NULL;
+    }
+
+    return json_string_value(v);
+}
+
+
+static char *
+ngx_cdp_segment_copy(char **p, const char *s)
+{
+    char    *d;
+    size_t   n;
+
+    if (s == NULL) {
+        return NULL;
+    }
+
+    n = strlen(s) + 1;
+    d = *p;
+    memcpy(d, s, n);
+    *p += n;
+
+    return d;
+}
+
+
+static int
+ngx_cdp_segment_build(json_t *msg, int type, const ngx_cdp_segment_batch_t *b,
+    ngx_cdp_segment_msg_t *out)
+{
+    int          rc, i;
+    char         phone_buf[NGX_CDP_SEGMENT_INT_LEN];
+    char        *p;
+    size_t       size, json_len, traits_len;
+    json_t      *v, *traits, *ctx, *ctraits, *email, *phone;
+    int64_t      ms;
+    const char  *s[6], *email_s, *phone_s;
+
+    static const char  *keys[] = { "userId", "anonymousId", "previousId",
+                                   "groupId", "event", "messageId" };
+
+    rc = -1;
+    traits = NULL;
+    email = NULL;
+    phone = NULL;
+
+    if (ngx_cdp_segment_id_to_string(msg, "userId") != 0
+        || ngx_cdp_segment_id_to_string(msg, "anonymousId") != 0
+        || ngx_cdp_segment_id_to_string(msg, "previousId") != 0
+        || ngx_cdp_segment_id_to_string(msg, "groupId") != 0)
+    {
+        goto done;
+    }
+
+    if (json_object_set_new(msg, "type",
+                            json_string(ngx_cdp_segment_type_name(type)))
+        != 0)
+    {
+        goto done;
+    }
+
+    json_object_del(msg, "writeKey");
+
+    /* b's context, integrations and sentAt are NULL outside a batch */
+
+    if (ngx_cdp_segment_merge(msg, "context", b->context) != 0
+        || ngx_cdp_segment_merge(msg, "integrations", b->integrations) != 0)
+    {
+        goto done;
+    }
+
+    if (b->sent_at != NULL && ngx_cdp_segment_get(msg, "sentAt") == NULL
+        && json_object_set(msg, "sentAt", b->sent_at) != 0)
+    {
+        goto done;
+    }
+
+    if (json_object_set(msg, "receivedAt", b->received_at) != 0) {
+        goto done;
+    }
+
+    /* what identify tells about the person, before it is stripped */
+
+    ctx = ngx_cdp_segment_get(msg, "context");
+    ctraits = ctx ? ngx_cdp_segment_get(ctx, "traits") : NULL;
+
+    if (type == NGX_CDP_SEGMENT_IDENTIFY) {
+        v = ngx_cdp_segment_get(msg, "traits");
+
+        if (v != NULL) {
+            /* shallow: the values it shares are not changed below */
+            traits = json_copy(v);
+            if (traits == NULL) {
+                goto done;
+            }
+
+            email = ngx_cdp_segment_get(v, "email");
+            phone = ngx_cdp_segment_get(v, "phone");
+        }
+
+        if (ctraits != NULL && json_is_object(ctraits)) {
+            if (email == NULL) {
+                email = ngx_cdp_segment_get(ctraits, "email");
+            }
+
+            if (phone == NULL) {
+                phone = ngx_cdp_segment_get(ctraits, "phone");
+            }
+        }
+
+        if (email != NULL && !json_is_string(email)) {
+            email = NULL;
+        }
+
+        if (phone != NULL && !json_is_string(phone)
+            && !json_is_integer(phone))
+        {
+            phone = NULL;
+        }
+
+        /* kept alive while their parents lose them */
+        json_incref(email);
+        json_incref(phone);
+
+        if (ngx_cdp_segment_strip(msg, "traits") != 0) {
+            goto done;
+        }
+    }
+
+    if (ngx_cdp_segment_strip(ctx, "traits") != 0) {
+        goto done;
+    }
+
+    /* sizes, then one block */
+
+    json_len = json_dumpb(msg, NULL, 0, NGX_CDP_SEGMENT_DUMP_FLAGS);
+    if (json_len == 0) {
+        goto done;
+    }
+
+    traits_len = 0;
+
+    if (traits != NULL) {
+        traits_len = json_dumpb(traits, NULL, 0, NGX_CDP_SEGMENT_DUMP_FLAGS);
+        if (traits_len == 0) {
+            goto done;
+        }
+    }
+
+    email_s = email ? json_string_value(email) : NULL;
+    phone_s = NULL;
+
+    if (phone != NULL && json_is_integer(phone)) {
+        snprintf(phone_buf, sizeof(phone_buf), "%" JSON_INTEGER_FORMAT,
+                 json_integer_value(phone));
+        phone_s = phone_buf;
+
+    } else if (phone != NULL) {
+        phone_s = json_string_value(phone);
+    }
+
+    size = json_len + 1 + (traits ? traits_len + 1 : 0);
+
+    for (i = 0; i < 6; i++) {
+        s[i] = ngx_cdp_segment_str(msg, keys[i]);
+        size += s[i] ? strlen(s[i]) + 1 : 0;
+    }
+
+    size += email_s ? strlen(email_s) + 1 : 0;
+    size += phone_s ? strlen(phone_s) + 1 : 0;
+
+    p = malloc(size);
+    if (p == NULL) {
+        goto done;
+    }
+
+    out->mem = p;
+    out->type = type;
+
+    out->json = p;
+    out->json_len = json_len;
+
+    if (json_dumpb(msg, p, json_len, NGX_CDP_SEGMENT_DUMP_FLAGS) != json_len)
+    {
+        goto done;
+    }
+
+    p[json_len] = '\0';
+    p += json_len + 1;
+
+    if (traits != NULL) {
+        out->traits = p;
+        out->traits_len = traits_len;
+
+        if (json_dumpb(traits, p, traits_len, NGX_CDP_SEGMENT_DUMP_FLAGS)
+            != traits_len)
+        {
+            goto done;
+        }
+
+        p[traits_len] = '\0';
+        p += traits_len + 1;
+    }
+
+    out->user_id = ngx_cdp_segment_copy(&p, s[0]);
+    out->anonymous_id = ngx_cdp_segment_copy(&p, s[1]);
+    out->previous_id = ngx_cdp_segment_copy(&p, s[2]);
+    out->group_id = ngx_cdp_segment_copy(&p, s[3]);
+    out->event = ngx_cdp_segment_copy(&p, s[4]);
+    out->message_id = ngx_cdp_segment_copy(&p, s[5]);
+    out->email = ngx_cdp_segment_copy(&p, email_s);
+    out->phone = ngx_cdp_segment_copy(&p, phone_s);
+
+    /* checked in the first pass */
+
+    out->time_ms = 0;
+    v = ngx_cdp_segment_get(msg, "timestamp");
+
+    if (v == NULL) {
+        v = ngx_cdp_segment_get(msg, "originalTimestamp");
+    }
+
+    if (v != NULL
+        && ngx_cdp_segment_time((const u_char *) json_string_value(v),
+                                json_string_length(v), &ms))
+    {
+        out->time_ms = ms;
+    }
+
+    rc = 0;
+
+done:
+
+    json_decref(traits);
+    json_decref(email);
+    json_decref(phone);
+
+    return rc;
+}
+
+
+void
+ngx_cdp_segment_free(ngx_cdp_segment_t *res)
+{
+    size_t  i;
+
+    if (res->msgs != NULL) {
+        for (i = 0; i < res->nmsgs; i++) {
+            free(res->msgs[i].mem);
+        }
+
+        free(res->msgs);
+    }
+
+    free((char *) res->write_key);
+
+    res->write_key = NULL;
+    res->msgs = NULL;
+    res->nmsgs = 0;
+}
+
+
+int
+ngx_cdp_segment_parse(int type, const u_char *body, size_t len,
+    const u_char *received_at, size_t received_at_len, ngx_cdp_segment_t *res,
+    ngx_cdp_segment_error_t *err)
+{
+    int                       t, *types;
+    char                     *wk;
+    long                      i;
+    size_t                    n, max, size, extra, total;
+    json_t                   *root, *items, *v, *msg;
+    const char               *name;
+    const u_char             *nul;
+    json_error_t              jerr;
+    ngx_cdp_segment_batch_t   b;
+
+    memset(res, 0, sizeof(ngx_cdp_segment_t));
+    memset(err, 0, sizeof(ngx_cdp_segment_error_t));
+    memset(&b, 0, sizeof(ngx_cdp_segment_batch_t));
+    err->index = -1;
+    err->position = -1;
+    err->line = -1;
+    err->column = -1;
+
+    if (type < 0 || type > NGX_CDP_SEGMENT_BATCH) {
+        return ngx_cdp_segment_fail(err, 400, "unknown_type", -1, "",
+                                    "unknown endpoint");
+    }
+
+    if (body == NULL) {
+        body = (const u_char *) "";
+        len = 0;
+    }
+
+    name = ngx_cdp_segment_type_name(type);
+    max = type == NGX_CDP_SEGMENT_BATCH ? NGX_CDP_SEGMENT_BATCH_BODY_MAX
+                                        : NGX_CDP_SEGMENT_BODY_MAX;
+
+    if (len > max) {
+        return ngx_cdp_segment_fail(err, 413, "body_too_large", -1, "",
+                                    "a %s body may have at most %zu bytes, "
+                                    "this one has %zu", name, max, len);
+    }
+
+    nul = memchr(body, '\0', len);
+    if (nul != NULL) {
+        return ngx_cdp_segment_nul(err, body, nul);
+    }
+
+    /* the error code is in the text's last byte, set only with a text */
+    memset(&jerr, 0, sizeof(json_error_t));
+
+    root = json_loadb((const char *) body, len, NGX_CDP_SEGMENT_LOAD_FLAGS,
+                      &jerr);
+    if (root == NULL) {
+        /*
+         * jansson fails some allocations without saying why (no text, no
+         * line), or as out of memory; a few others (a string's) read as a
+         * syntax error, and are reported as one
+         */
+
+        if (jerr.text[0] == '\0' || jerr.line < 0
+            || json_error_code(&jerr) == json_error_out_of_memory)
+        {
+            return ngx_cdp_segment_fail(err, 500, "out_of_memory", -1, "",
+                                        "out of memory");
+        }
+
+        return ngx_cdp_segment_json_error(err, body, len, &jerr);
+    }
+
+    types = NULL;
+
+    if (!json_is_object(root)) {
+        ngx_cdp_segment_fail(err, 400, "not_an_object", -1, "",
+                             "the body must be a JSON object");
+        goto done;
+    }
+
+    v = ngx_cdp_segment_get(root, "writeKey");
+
+    if (v != NULL && !json_is_string(v)) {
+        ngx_cdp_segment_fail(err, 400, "invalid_field", -1, "writeKey",
+                             "writeKey must be a string");
+        goto done;
+    }
+
+    if (type == NGX_CDP_SEGMENT_BATCH) {
+        items = ngx_cdp_segment_get(root, "batch");
+
+        if (items == NULL) {
+            ngx_cdp_segment_fail(err, 400, "missing_field", -1, "batch",
+                                 "a batch body needs a \"batch\" array");
+            goto done;
+        }
+
+        if (!json_is_array(items)) {
+            ngx_cdp_segment_fail(err, 400, "invalid_field", -1, "batch",
+                                 "batch must be an array");
+            goto done;
+        }
+
+        n = json_array_size(items);
+
+        if (n > NGX_CDP_SEGMENT_BATCH_MAX) {
+            ngx_cdp_segment_fail(err, 400, "too_many_messages", -1, "batch",
+                                 "a batch may have at most %d messages, "
+                                 "this one has %zu",
+                                 NGX_CDP_SEGMENT_BATCH_MAX, n);
+            goto done;
+        }
+
+        b.context = ngx_cdp_segment_get(root, "context");
+        b.integrations = ngx_cdp_segment_get(root, "integrations");
+
+        if (b.context != NULL && !json_is_object(b.context)) {
+            ngx_cdp_segment_fail(err, 400, "invalid_field", -1, "context",
+                                 "context must be an object");
+            goto done;
+        }
+
+        if (b.integrations != NULL && !json_is_object(b.integrations)) {
+            ngx_cdp_segment_fail(err, 400, "invalid_field", -1,
+                                 "integrations",
+                                 "integrations must be an object");
+            goto done;
+        }
+
+        if (ngx_cdp_segment_check_time(root, "sentAt", -1, err)) {
+            goto done;
+        }
+
+        b.sent_at = ngx_cdp_segment_get(root, "sentAt");
+
+    } else {
+        items = NULL;
+        n = 1;
+    }
+
+    /* the first pass: everything is checked before anything is built */
+
+    types = malloc(n ? n * sizeof(int) : 1);
+    if (types == NULL) {
+        goto nomem;
+    }
+
+    extra = NGX_CDP_SEGMENT_SLACK + received_at_len;
+
+    if (b.context != NULL) {
+        extra += json_dumpb(b.context, NULL, 0, NGX_CDP_SEGMENT_DUMP_FLAGS);
+    }
+
+    if (b.integrations != NULL) {
+        extra += json_dumpb(b.integrations, NULL, 0,
+                            NGX_CDP_SEGMENT_DUMP_FLAGS);
+    }
+
+    if (b.sent_at != NULL) {
+        extra += json_string_length(b.sent_at);
+    }
+
+    total = 0;
+
+    for (i = 0; i < (long) n; i++) {
+
+        if (items == NULL) {
+            if (ngx_cdp_segment_check(root, type, -1, err)) {
+                goto done;
+            }
+
+            types[i] = type;
+            continue;
+        }
+
+        msg = json_array_get(items, i);
+
+        if (!json_is_object(msg)) {
+            ngx_cdp_segment_fail(err, 400, "not_an_object", i, "",
+                                 "a batch message must be an object");
+            goto done;
+        }
+
+        size = json_dumpb(msg, NULL, 0, NGX_CDP_SEGMENT_DUMP_FLAGS);
+
+        if (size > NGX_CDP_SEGMENT_MESSAGE_MAX) {
+            ngx_cdp_segment_fail(err, 413, "message_too_large", i, "",
+                                 "batch message %ld has %zu bytes, more "
+                                 "than the %d allowed", i, size,
+                                 NGX_CDP_SEGMENT_MESSAGE_MAX);
+            goto done;
+        }
+
+        total += size + extra;
+
+        if (total > NGX_CDP_SEGMENT_STORED_MAX) {
+            ngx_cdp_segment_fail(err, 413, "batch_too_large", i, "",
+                                 "the batch would store more than %d bytes "
+                                 "once its context and integrations are "
+                                 "merged into each message",
+                                 NGX_CDP_SEGMENT_STORED_MAX);
+            goto done;
+        }
+
+        t = ngx_cdp_segment_item_type(msg, i, err);
+        if (t < 0) {
+            goto done;
+        }
+
+        if (ngx_cdp_segment_check(msg, t, i, err)) {
+            goto done;
+        }
+
+        types[i] = t;
+    }
+
+    /* the second pass */
+
+    b.received_at = json_stringn((const char *) received_at,
+                                 received_at_len);
+    if (b.received_at == NULL) {
+        goto nomem;
+    }
+
+    v = ngx_cdp_segment_get(root, "writeKey");
+
+    if (v != NULL) {
+        size = json_string_length(v) + 1;
+
+        wk = malloc(size);
+        if (wk == NULL) {
+            goto nomem;
+        }
+
+        memcpy(wk, json_string_value(v), size);
+        res->write_key = wk;
+    }
+
+    res->msgs = calloc(n ? n : 1, sizeof(ngx_cdp_segment_msg_t));
+    if (res->msgs == NULL) {
+        goto nomem;
+    }
+
+    for (i = 0; i < (long) n; i++) {
+        msg = items ? json_array_get(items, i) : root;
+
+        /* counted first, so that free() sees a partly built message */
+        res->nmsgs++;
+
+        if (ngx_cdp_segment_build(msg, types[i], &b, &res->msgs[i]) != 0) {
+            goto nomem;
+        }
+    }
+
+    goto done;
+
+nomem:
+
+    ngx_cdp_segment_fail(err, 500, "out_of_memory", -1, "", "out of memory");
+
+done:
+
+    /* err->status is 0 unless something failed */
+
+    if (err->status != 0) {
+        ngx_cdp_segment_free(res);
+    }
+
+    json_decref(b.received_at);
+    json_decref(root);
+    free(types);
+
+    return err->status;
+}
