@@ -720,6 +720,10 @@ ngx_cdp_hit_n(const char *q, size_t len)
         in &= ngx_cdp_within(hit.url, hit_scratch, len);
         in &= ngx_cdp_within(hit.ref, hit_scratch, len);
         in &= ngx_cdp_within(hit.title, hit_scratch, len);
+        in &= ngx_cdp_within(hit.uid, hit_scratch, len);
+        in &= ngx_cdp_within(hit.email, hit_scratch, len);
+        in &= ngx_cdp_within(hit.exp, hit_scratch, len);
+        in &= ngx_cdp_within(hit.sig, hit_scratch, len);
 
         for (i = 0; i < hit.nprops; i++) {
             in &= ngx_cdp_within(hit.props[i].name, hit_scratch, len);
@@ -1127,6 +1131,231 @@ test_hit_example(void)
     CHECK(hit.nprops == 1);
     CHECK_STR(hit.props[0].name, "plan");
     CHECK_STR(hit.props[0].value, "pro");
+}
+
+
+/* the signed identity of e-mail campaigns: uid, email, exp, sig */
+
+#define HIT_SIG  "03cddf5617a16f3b0b02b7923f23f4a4" \
+                 "4da34f09a1d084e6879853cfc2e6dece"
+
+#define CHECK_NO_IDENTITY()                                                   \
+    do {                                                                      \
+        CHECK_ABSENT(hit.uid);                                                \
+        CHECK_ABSENT(hit.email);                                              \
+        CHECK_ABSENT(hit.exp);                                                \
+        CHECK_ABSENT(hit.sig);                                                \
+        CHECK(hit.ident_bad == 0);                                            \
+    } while (0)
+
+
+/* query with a "key=" of n copies of unit in place of the first "@" */
+
+static int
+ngx_cdp_hit_with(const char *query, const char *key, const char *unit,
+    size_t n)
+{
+    int          rc;
+    char        *rep, *q;
+    const char  *at;
+    size_t       len;
+
+    at = strchr(query, '@');
+    rep = ngx_cdp_rep(key, unit, n);
+    len = strlen(query) + strlen(rep);
+
+    q = malloc(len);
+    if (q == NULL) {
+        perror("malloc");
+        exit(2);
+    }
+
+    snprintf(q, len, "%.*s%s%s", (int) (at - query), query, rep, at + 1);
+
+    rc = ngx_cdp_hit(q);
+
+    free(q);
+    free(rep);
+
+    return rc;
+}
+
+
+static void
+test_hit_identity(void)
+{
+    /* absent by default, and after a parse that had them */
+    CHECK(ngx_cdp_hit("e=open") == NGX_CDP_HIT_OK);
+    CHECK_NO_IDENTITY();
+
+    /* percent-decoded like any field: UTF-8, '+', '%40' */
+    CHECK(ngx_cdp_hit("uid=u+42%2F%C3%BC&email=J%C3%B6rg%40b%C3%BCcher.de"
+                      "&exp=1798761600&sig=" HIT_SIG) == NGX_CDP_HIT_OK);
+    CHECK_STR(hit.uid, "u 42/\xc3\xbc");
+    CHECK_STR(hit.email, "J\xc3\xb6rg@b\xc3\xbc" "cher.de");
+    CHECK_STR(hit.exp, "1798761600");
+    CHECK_STR(hit.sig, HIT_SIG);
+    CHECK(hit.ident_bad == 0);
+
+    CHECK(ngx_cdp_hit("_=1") == NGX_CDP_HIT_OK);
+    CHECK_NO_IDENTITY();
+
+    /* keys decoded, case-sensitive; raw UTF-8 and NUL are kept as is */
+    CHECK(ngx_cdp_hit("%75id=a&%65mail=b%00c&UID=x&Email=y&EXP=1&SIG=2")
+          == NGX_CDP_HIT_OK);
+    CHECK_STR(hit.uid, "a");
+    CHECK(hit.email.len == 3 && memcmp(hit.email.data, "b\0c", 3) == 0);
+    CHECK_ABSENT(hit.exp);
+    CHECK_ABSENT(hit.sig);
+    CHECK(hit.ident_bad == 0);
+
+    CHECK(ngx_cdp_hit("uid=caf\xc3\xa9") == NGX_CDP_HIT_OK);
+    CHECK_STR(hit.uid, "caf\xc3\xa9");
+
+    /* present but empty */
+    CHECK(ngx_cdp_hit("uid=&email&exp=&sig=") == NGX_CDP_HIT_OK);
+    CHECK(hit.uid.data != NULL && hit.uid.len == 0);
+    CHECK(hit.email.data != NULL && hit.email.len == 0);
+    CHECK(hit.exp.data != NULL && hit.exp.len == 0);
+    CHECK(hit.sig.data != NULL && hit.sig.len == 0);
+    CHECK(hit.ident_bad == 0);
+
+    /* with every other field, which keep their values */
+    CHECK(ngx_cdp_hit("e=open&uid=u-1&url=%2Fnews&email=a%40b.example"
+                      "&ref=r&exp=1798761600&title=T&sig=" HIT_SIG
+                      "&p.c=spring") == NGX_CDP_HIT_OK);
+    CHECK_STR(hit.event, "open");
+    CHECK_STR(hit.url, "/news");
+    CHECK_STR(hit.ref, "r");
+    CHECK_STR(hit.title, "T");
+    CHECK(hit.nprops == 1);
+    CHECK_STR(hit.props[0].name, "c");
+    CHECK_STR(hit.props[0].value, "spring");
+    CHECK_STR(hit.uid, "u-1");
+    CHECK_STR(hit.email, "a@b.example");
+    CHECK_STR(hit.exp, "1798761600");
+    CHECK_STR(hit.sig, HIT_SIG);
+    CHECK(hit.ident_bad == 0);
+
+    /* p.uid is a property, not the identity */
+    CHECK(ngx_cdp_hit("p.uid=u-1&p.email=x") == NGX_CDP_HIT_OK);
+    CHECK(hit.nprops == 2);
+    CHECK_NO_IDENTITY();
+}
+
+
+static void
+test_hit_identity_bad(void)
+{
+    /* each at its limit, then one byte over: ident_bad, the hit is OK */
+
+    CHECK(ngx_cdp_hit_rep("uid", "u", NGX_CDP_MAX_UID) == NGX_CDP_HIT_OK);
+    CHECK(hit.uid.len == NGX_CDP_MAX_UID && hit.ident_bad == 0);
+    CHECK(ngx_cdp_hit_rep("uid", "u", NGX_CDP_MAX_UID + 1)
+          == NGX_CDP_HIT_OK);
+    CHECK_ABSENT(hit.uid);
+    CHECK(hit.ident_bad == 1);
+
+    /* decoded bytes count */
+    CHECK(ngx_cdp_hit_rep("uid", "%C3%A9", NGX_CDP_MAX_UID / 2)
+          == NGX_CDP_HIT_OK);
+    CHECK(hit.uid.len == NGX_CDP_MAX_UID && hit.ident_bad == 0);
+    CHECK(ngx_cdp_hit_rep("uid", "%E2%82%AC", NGX_CDP_MAX_UID / 3 + 1)
+          == NGX_CDP_HIT_OK);
+    CHECK(hit.ident_bad == 1);
+
+    CHECK(ngx_cdp_hit_rep("email", "e", NGX_CDP_MAX_HIT_EMAIL)
+          == NGX_CDP_HIT_OK);
+    CHECK(hit.email.len == NGX_CDP_MAX_HIT_EMAIL && hit.ident_bad == 0);
+    CHECK(ngx_cdp_hit_rep("email", "e", NGX_CDP_MAX_HIT_EMAIL + 1)
+          == NGX_CDP_HIT_OK);
+    CHECK_ABSENT(hit.email);
+    CHECK(hit.ident_bad == 1);
+
+    CHECK(ngx_cdp_hit_rep("exp", "1", NGX_CDP_MAX_EXP) == NGX_CDP_HIT_OK);
+    CHECK(hit.exp.len == NGX_CDP_MAX_EXP && hit.ident_bad == 0);
+    CHECK(ngx_cdp_hit_rep("exp", "1", NGX_CDP_MAX_EXP + 1)
+          == NGX_CDP_HIT_OK);
+    CHECK_ABSENT(hit.exp);
+    CHECK(hit.ident_bad == 1);
+
+    CHECK(ngx_cdp_hit_rep("sig", "a", NGX_CDP_SIG_HEX_LEN)
+          == NGX_CDP_HIT_OK);
+    CHECK(hit.sig.len == NGX_CDP_SIG_HEX_LEN && hit.ident_bad == 0);
+    CHECK(ngx_cdp_hit_rep("sig", "a", NGX_CDP_SIG_HEX_LEN + 1)
+          == NGX_CDP_HIT_OK);
+    CHECK_ABSENT(hit.sig);
+    CHECK(hit.ident_bad == 1);
+
+    /* a too-long uid leaves the other fields alone */
+    CHECK(ngx_cdp_hit_with("e=open&url=%2Fnews&@&email=a%40b.example"
+                           "&exp=1798761600&sig=" HIT_SIG "&title=T&p.a=1",
+                           "uid", "u", NGX_CDP_MAX_UID + 1)
+          == NGX_CDP_HIT_OK);
+    CHECK(hit.ident_bad == 1);
+    CHECK_ABSENT(hit.uid);
+    CHECK_STR(hit.event, "open");
+    CHECK_STR(hit.url, "/news");
+    CHECK_STR(hit.title, "T");
+    CHECK(hit.nprops == 1);
+    CHECK_STR(hit.props[0].value, "1");
+    CHECK_STR(hit.email, "a@b.example");
+    CHECK_STR(hit.exp, "1798761600");
+    CHECK_STR(hit.sig, HIT_SIG);
+
+    /* an e-mail that does not decode: bad escapes, invalid UTF-8 */
+    CHECK(ngx_cdp_hit("e=open&email=%zz&uid=u-1&p.a=1") == NGX_CDP_HIT_OK);
+    CHECK(hit.ident_bad == 1);
+    CHECK_ABSENT(hit.email);
+    CHECK_STR(hit.uid, "u-1");
+    CHECK_STR(hit.event, "open");
+    CHECK(hit.nprops == 1);
+
+    CHECK(ngx_cdp_hit("email=a%") == NGX_CDP_HIT_OK);
+    CHECK(hit.ident_bad == 1 && hit.email.data == NULL);
+    CHECK(ngx_cdp_hit("email=%ff%40b.example") == NGX_CDP_HIT_OK);
+    CHECK(hit.ident_bad == 1 && hit.email.data == NULL);
+    CHECK(ngx_cdp_hit("email=\xc3@b.example") == NGX_CDP_HIT_OK);
+    CHECK(hit.ident_bad == 1 && hit.email.data == NULL);
+    CHECK(ngx_cdp_hit("uid=%ed%a0%80") == NGX_CDP_HIT_OK);     /* surrogate */
+    CHECK(hit.ident_bad == 1 && hit.uid.data == NULL);
+    CHECK(ngx_cdp_hit("exp=%g1&sig=%") == NGX_CDP_HIT_OK);
+    CHECK(hit.ident_bad == 1);
+    CHECK_ABSENT(hit.exp);
+    CHECK_ABSENT(hit.sig);
+
+    /* a repeated identity field: which one was signed?  The first stays */
+    CHECK(ngx_cdp_hit("uid=a&uid=b&email=c") == NGX_CDP_HIT_OK);
+    CHECK(hit.ident_bad == 1);
+    CHECK_STR(hit.uid, "a");
+    CHECK_STR(hit.email, "c");
+
+    CHECK(ngx_cdp_hit("uid=a&uid=a") == NGX_CDP_HIT_OK);
+    CHECK(hit.ident_bad == 1);
+    CHECK(ngx_cdp_hit("uid=&uid=") == NGX_CDP_HIT_OK);
+    CHECK(hit.ident_bad == 1);
+    CHECK(ngx_cdp_hit("uid=a&%75id=a") == NGX_CDP_HIT_OK);
+    CHECK(hit.ident_bad == 1);
+    CHECK(ngx_cdp_hit("email=a&email=b") == NGX_CDP_HIT_OK);
+    CHECK(hit.ident_bad == 1);
+    CHECK(ngx_cdp_hit("exp=1&exp=1") == NGX_CDP_HIT_OK);
+    CHECK(hit.ident_bad == 1);
+    CHECK(ngx_cdp_hit("sig=a&sig=a") == NGX_CDP_HIT_OK);
+    CHECK(hit.ident_bad == 1);
+    CHECK(ngx_cdp_hit("uid=a&uid=%zz") == NGX_CDP_HIT_OK);
+    CHECK(hit.ident_bad == 1);
+    CHECK_STR(hit.uid, "a");
+
+    /* reset by the next parse */
+    CHECK(ngx_cdp_hit("uid=a") == NGX_CDP_HIT_OK);
+    CHECK(hit.ident_bad == 0);
+
+    /* a bad identity does not hide a malformed or too large hit */
+    CHECK(ngx_cdp_hit("uid=%zz&e=%zz") == NGX_CDP_HIT_MALFORMED);
+    CHECK(ngx_cdp_hit("email=%ff&p.a=1&p.a=2") == NGX_CDP_HIT_MALFORMED);
+    CHECK(ngx_cdp_hit_with("uid=%zz&@", "e", "a",
+                           NGX_CDP_MAX_EVENT_NAME + 1)
+          == NGX_CDP_HIT_TOO_LARGE);
 }
 
 
@@ -1563,6 +1792,8 @@ main(void)
     test_hit_unknown();
     test_hit_bad();
     test_hit_example();
+    test_hit_identity();
+    test_hit_identity_bad();
     test_url_parts();
     test_url_utm();
     test_json_str();

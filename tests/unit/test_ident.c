@@ -12,6 +12,11 @@
 
 
 
+#include <stdarg.h>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 #include "ngx_cdp_ident.h"
 #include "unit.h"
 
@@ -770,6 +775,491 @@ test_ident_hash(void)
 }
 
 
+/*
+ * Signed pixel identities: hits parsed by ngx_cdp_hit_parse() from real
+ * query strings, signatures computed here independently with OpenSSL's
+ * one-shot HMAC() from the secret line, as a site's backend would.
+ */
+
+#define IDSIG_LABEL    "ngx_cdp pixel identity v1"
+#define IDSIG_SECRET1  "0123456789abcdef0123456789abcdef" \
+                       "0123456789abcdef0123456789abcdef"
+#define IDSIG_SECRET2  "previous-key-kept-for-rotation-0123456789"
+#define IDSIG_EXP      "1798761600"           /* 2027-01-01T00:00:00Z */
+#define IDSIG_NOW      ((time_t) 1798761600 - 3600)
+
+static ngx_cdp_hmac_key_t  idsig_keys[2];
+
+
+static void
+idsig_keys_init(void)
+{
+    u_char  raw[NGX_CDP_KEY_LEN];
+
+    ngx_cdp_derive_key(raw, (const u_char *) IDSIG_SECRET1,
+                       sizeof(IDSIG_SECRET1) - 1, IDSIG_LABEL);
+
+    if (!ngx_cdp_hmac_key_init(&idsig_keys[0], raw)) {
+        fprintf(stderr, "ngx_cdp_hmac_key_init() failed\n");
+        exit(2);
+    }
+
+    ngx_cdp_derive_key(raw, (const u_char *) IDSIG_SECRET2,
+                       sizeof(IDSIG_SECRET2) - 1, IDSIG_LABEL);
+
+    if (!ngx_cdp_hmac_key_init(&idsig_keys[1], raw)) {
+        fprintf(stderr, "ngx_cdp_hmac_key_init() failed\n");
+        exit(2);
+    }
+}
+
+
+/*
+ * The sig of (uid, email, exp), decoded values, for a secret line: 64
+ * lowercase hex digits and a NUL into out
+ */
+
+static void
+idsig_expected(char out[NGX_CDP_SIG_HEX_LEN + 1], const char *secret,
+    const char *uid, const char *email, const char *exp)
+{
+    int           n;
+    char          msg[1024];
+    u_char        key[EVP_MAX_MD_SIZE], mac[EVP_MAX_MD_SIZE];
+    unsigned int  i, klen, mlen;
+
+    klen = 0;
+
+    if (HMAC(EVP_sha256(), secret, (int) strlen(secret),
+             (const u_char *) IDSIG_LABEL, sizeof(IDSIG_LABEL) - 1, key,
+             &klen) == NULL
+        || klen != 32)
+    {
+        fprintf(stderr, "HMAC() failed\n");
+        exit(2);
+    }
+
+    n = snprintf(msg, sizeof(msg), "uid=%s\nemail=%s\nexp=%s", uid, email,
+                 exp);
+
+    if (n < 0 || (size_t) n >= sizeof(msg)) {
+        fprintf(stderr, "idsig_expected(): message too long\n");
+        exit(2);
+    }
+
+    mlen = 0;
+
+    if (HMAC(EVP_sha256(), key, (int) klen, (const u_char *) msg, (size_t) n,
+             mac, &mlen) == NULL
+        || mlen != 32)
+    {
+        fprintf(stderr, "HMAC() failed\n");
+        exit(2);
+    }
+
+    for (i = 0; i < mlen; i++) {
+        snprintf(out + 2 * i, 3, "%02x", mac[i]);
+    }
+}
+
+
+/*
+ * ngx_cdp_idsig_check() of the hit that query parses to (the parse must
+ * succeed: -1 otherwise), with the first nkeys keys
+ */
+
+static int
+idsig_n(const char *query, size_t len, size_t nkeys, time_t now)
+{
+    int             rc;
+    u_char         *q, *scratch;
+    ngx_cdp_hit_t   hit;
+
+    q = ngx_cdp_dup(query, len);
+    scratch = ngx_cdp_buf(len ? len : 1);
+
+    rc = ngx_cdp_hit_parse(q, len, &hit, scratch);
+
+    if (rc == NGX_CDP_HIT_OK) {
+        rc = ngx_cdp_idsig_check(&hit, idsig_keys, nkeys, now);
+
+    } else {
+        rc = -1;
+    }
+
+    if (!ngx_cdp_canary_ok(scratch, len ? len : 1)) {
+        rc = -2;
+    }
+
+    free(q);
+    free(scratch);
+
+    return rc;
+}
+
+
+static int
+idsig(const char *query, size_t nkeys, time_t now)
+{
+    return idsig_n(query, strlen(query), nkeys, now);
+}
+
+
+/* a query of printf fmt (at most 2047 bytes) */
+
+static const char *
+idsig_query(const char *fmt, ...)
+{
+    int            n;
+    va_list        ap;
+    static char    q[2048];
+
+    va_start(ap, fmt);
+    n = vsnprintf(q, sizeof(q), fmt, ap);
+    va_end(ap);
+
+    if (n < 0 || (size_t) n >= sizeof(q)) {
+        fprintf(stderr, "idsig_query(): too long\n");
+        exit(2);
+    }
+
+    return q;
+}
+
+
+static void
+test_idsig_valid(void)
+{
+    char  sig[NGX_CDP_SIG_HEX_LEN + 1], sig2[NGX_CDP_SIG_HEX_LEN + 1];
+
+    /* README.md, "Signed pixel URLs": the worked example */
+
+    idsig_expected(sig, IDSIG_SECRET1, "u-1001", "jane@example.com",
+                   IDSIG_EXP);
+    CHECK(strcmp(sig, "03cddf5617a16f3b0b02b7923f23f4a4"
+                      "4da34f09a1d084e6879853cfc2e6dece") == 0);
+    CHECK(idsig("uid=u-1001&email=jane%40example.com&exp=1798761600"
+                "&sig=03cddf5617a16f3b0b02b7923f23f4a4"
+                "4da34f09a1d084e6879853cfc2e6dece", 2, IDSIG_NOW)
+          == NGX_CDP_IDSIG_OK);
+
+    /* percent-encoded UTF-8, '+' as a space: signed as decoded */
+
+    idsig_expected(sig, IDSIG_SECRET1, "u 42/\xc3\xbc",
+                   "J\xc3\xb6rg@b\xc3\xbc" "cher.de", IDSIG_EXP);
+    CHECK(idsig(idsig_query("uid=u+42%%2F%%C3%%BC"
+                            "&email=J%%C3%%B6rg%%40b%%C3%%BCcher.de"
+                            "&exp=" IDSIG_EXP "&sig=%s", sig),
+                2, IDSIG_NOW) == NGX_CDP_IDSIG_OK);
+
+    /* the same, fields in another order, among other fields */
+    CHECK(idsig(idsig_query("e=open&sig=%s&exp=" IDSIG_EXP
+                            "&email=J%%C3%%B6rg%%40b%%C3%%BCcher.de"
+                            "&p.c=spring&uid=u%%2042%%2f%%c3%%bc&_=1", sig),
+                2, IDSIG_NOW) == NGX_CDP_IDSIG_OK);
+
+    /* key 1 of two, key 2 of two (rotation), key 2 alone not loaded */
+
+    idsig_expected(sig, IDSIG_SECRET1, "u-1", "", IDSIG_EXP);
+    idsig_expected(sig2, IDSIG_SECRET2, "u-1", "", IDSIG_EXP);
+    CHECK(strcmp(sig, sig2) != 0);
+
+    CHECK(idsig(idsig_query("uid=u-1&exp=" IDSIG_EXP "&sig=%s", sig),
+                2, IDSIG_NOW) == NGX_CDP_IDSIG_OK);
+    CHECK(idsig(idsig_query("uid=u-1&exp=" IDSIG_EXP "&sig=%s", sig),
+                1, IDSIG_NOW) == NGX_CDP_IDSIG_OK);
+    CHECK(idsig(idsig_query("uid=u-1&exp=" IDSIG_EXP "&sig=%s", sig2),
+                2, IDSIG_NOW) == NGX_CDP_IDSIG_OK);
+    CHECK(idsig(idsig_query("uid=u-1&exp=" IDSIG_EXP "&sig=%s", sig2),
+                1, IDSIG_NOW) == NGX_CDP_IDSIG_BAD);
+    CHECK(idsig(idsig_query("uid=u-1&exp=" IDSIG_EXP "&sig=%s", sig),
+                0, IDSIG_NOW) == NGX_CDP_IDSIG_BAD);
+
+    /* e-mail alone: the absent uid is empty in the canonical string */
+
+    idsig_expected(sig, IDSIG_SECRET1, "", "jane@example.com", IDSIG_EXP);
+    CHECK(idsig(idsig_query("email=jane%%40example.com&exp=" IDSIG_EXP
+                            "&sig=%s", sig), 2, IDSIG_NOW)
+          == NGX_CDP_IDSIG_OK);
+
+    /* so "uid=" (present, empty) is the same string */
+    CHECK(idsig(idsig_query("uid=&email=jane%%40example.com&exp=" IDSIG_EXP
+                            "&sig=%s", sig), 2, IDSIG_NOW)
+          == NGX_CDP_IDSIG_OK);
+
+    /* the sig itself may be percent-encoded: compared decoded */
+    idsig_expected(sig, IDSIG_SECRET1, "u-1", "", IDSIG_EXP);
+    CHECK(idsig(idsig_query("uid=u-1&exp=" IDSIG_EXP "&sig=%%%02x%s",
+                            sig[0], sig + 1), 2, IDSIG_NOW)
+          == NGX_CDP_IDSIG_OK);
+
+    /* the largest exp: 12 digits */
+    idsig_expected(sig, IDSIG_SECRET1, "u-1", "", "999999999999");
+    CHECK(idsig(idsig_query("uid=u-1&exp=999999999999&sig=%s", sig),
+                2, IDSIG_NOW) == NGX_CDP_IDSIG_OK);
+
+    /* leading zeros are digits */
+    idsig_expected(sig, IDSIG_SECRET1, "u-1", "", "0" IDSIG_EXP);
+    CHECK(idsig(idsig_query("uid=u-1&exp=0" IDSIG_EXP "&sig=%s", sig),
+                2, IDSIG_NOW) == NGX_CDP_IDSIG_OK);
+}
+
+
+static void
+test_idsig_expired(void)
+{
+    time_t  exp;
+    char    sig[NGX_CDP_SIG_HEX_LEN + 1], sig2[NGX_CDP_SIG_HEX_LEN + 1];
+
+    exp = (time_t) 1798761600;
+
+    idsig_expected(sig, IDSIG_SECRET1, "u-1", "a@b.example", IDSIG_EXP);
+    idsig_expected(sig2, IDSIG_SECRET2, "u-1", "a@b.example", IDSIG_EXP);
+
+    /* valid until the second before exp */
+    CHECK(idsig(idsig_query("uid=u-1&email=a%%40b.example&exp=" IDSIG_EXP
+                            "&sig=%s", sig), 2, exp - 1)
+          == NGX_CDP_IDSIG_OK);
+    CHECK(idsig(idsig_query("uid=u-1&email=a%%40b.example&exp=" IDSIG_EXP
+                            "&sig=%s", sig), 2, exp)
+          == NGX_CDP_IDSIG_EXPIRED);
+    CHECK(idsig(idsig_query("uid=u-1&email=a%%40b.example&exp=" IDSIG_EXP
+                            "&sig=%s", sig), 2, exp + 86400)
+          == NGX_CDP_IDSIG_EXPIRED);
+
+    /* with the second key too */
+    CHECK(idsig(idsig_query("uid=u-1&email=a%%40b.example&exp=" IDSIG_EXP
+                            "&sig=%s", sig2), 2, exp - 1)
+          == NGX_CDP_IDSIG_OK);
+    CHECK(idsig(idsig_query("uid=u-1&email=a%%40b.example&exp=" IDSIG_EXP
+                            "&sig=%s", sig2), 2, exp)
+          == NGX_CDP_IDSIG_EXPIRED);
+
+    /* expired is only said of a valid signature */
+    CHECK(idsig(idsig_query("uid=u-2&email=a%%40b.example&exp=" IDSIG_EXP
+                            "&sig=%s", sig), 2, exp)
+          == NGX_CDP_IDSIG_BAD);
+
+    /* exp 0 */
+    idsig_expected(sig, IDSIG_SECRET1, "u-1", "", "0");
+    CHECK(idsig(idsig_query("uid=u-1&exp=0&sig=%s", sig), 2, IDSIG_NOW)
+          == NGX_CDP_IDSIG_EXPIRED);
+}
+
+
+/* exp is signed as given, then refused because it is not a number */
+
+static int
+idsig_exp_refused(const char *exp_decoded, const char *exp_in_url)
+{
+    char  sig[NGX_CDP_SIG_HEX_LEN + 1];
+
+    idsig_expected(sig, IDSIG_SECRET1, "u-1", "", exp_decoded);
+
+    return idsig(idsig_query("uid=u-1&exp=%s&sig=%s", exp_in_url, sig),
+                 2, IDSIG_NOW) == NGX_CDP_IDSIG_BAD;
+}
+
+
+static void
+test_idsig_malformed(void)
+{
+    size_t  i;
+    char    sig[NGX_CDP_SIG_HEX_LEN + 1], bad[NGX_CDP_SIG_HEX_LEN + 2];
+    char    *q;
+
+    /* exp: digits only, 1 to 12 of them */
+    CHECK(idsig_exp_refused("1798761600x", "1798761600x"));
+    CHECK(idsig_exp_refused("-1", "-1"));
+    CHECK(idsig_exp_refused("+1798761600", "%2B1798761600"));
+    CHECK(idsig_exp_refused(" 1798761600", "+1798761600"));
+    CHECK(idsig_exp_refused("1798761600 ", "1798761600%20"));
+    CHECK(idsig_exp_refused("1.5e9", "1.5e9"));
+    CHECK(idsig_exp_refused("0x6b3b3f00", "0x6b3b3f00"));
+    CHECK(idsig_exp_refused("\xd9\xa1", "%D9%A1"));     /* ARABIC-INDIC 1 */
+    CHECK(idsig_exp_refused("", ""));
+    CHECK(idsig_exp_refused("1000000000000", "1000000000000"));  /* 13 */
+    CHECK(idsig_exp_refused("000000000001798761600", "000000000001798761600"));
+
+    idsig_expected(sig, IDSIG_SECRET1, "u-1", "", IDSIG_EXP);
+
+    /* sig: exactly 64 lowercase hex digits */
+
+    memcpy(bad, sig, NGX_CDP_SIG_HEX_LEN - 1);
+    bad[NGX_CDP_SIG_HEX_LEN - 1] = '\0';                          /* 63 */
+    CHECK(idsig(idsig_query("uid=u-1&exp=" IDSIG_EXP "&sig=%s", bad),
+                2, IDSIG_NOW) == NGX_CDP_IDSIG_BAD);
+
+    memcpy(bad, sig, NGX_CDP_SIG_HEX_LEN);
+    bad[NGX_CDP_SIG_HEX_LEN] = '0';                               /* 65 */
+    bad[NGX_CDP_SIG_HEX_LEN + 1] = '\0';
+    CHECK(idsig(idsig_query("uid=u-1&exp=" IDSIG_EXP "&sig=%s", bad),
+                2, IDSIG_NOW) == NGX_CDP_IDSIG_BAD);
+
+    CHECK(idsig(idsig_query("uid=u-1&exp=" IDSIG_EXP "&sig="),
+                2, IDSIG_NOW) == NGX_CDP_IDSIG_BAD);
+
+    /* uppercase hex is refused: lowercase only */
+    for (i = 0; i < NGX_CDP_SIG_HEX_LEN; i++) {
+        bad[i] = (sig[i] >= 'a' && sig[i] <= 'f') ? sig[i] - 'a' + 'A'
+                                                  : sig[i];
+    }
+    bad[NGX_CDP_SIG_HEX_LEN] = '\0';
+    CHECK(strcmp(bad, sig) != 0);
+    CHECK(idsig(idsig_query("uid=u-1&exp=" IDSIG_EXP "&sig=%s", bad),
+                2, IDSIG_NOW) == NGX_CDP_IDSIG_BAD);
+
+    /* one letter upper case is enough */
+    memcpy(bad, sig, sizeof(sig));
+    for (i = 0; i < NGX_CDP_SIG_HEX_LEN; i++) {
+        if (bad[i] >= 'a' && bad[i] <= 'f') {
+            bad[i] = bad[i] - 'a' + 'A';
+            break;
+        }
+    }
+    CHECK(idsig(idsig_query("uid=u-1&exp=" IDSIG_EXP "&sig=%s", bad),
+                2, IDSIG_NOW) == NGX_CDP_IDSIG_BAD);
+
+    /* the control: as signed */
+    CHECK(idsig(idsig_query("uid=u-1&exp=" IDSIG_EXP "&sig=%s", sig),
+                2, IDSIG_NOW) == NGX_CDP_IDSIG_OK);
+
+    /* a malformed identity field (ident_bad) spoils the identity */
+
+    q = malloc(16 + NGX_CDP_MAX_UID + 1 + 128);
+    if (q == NULL) {
+        perror("malloc");
+        exit(2);
+    }
+
+    memcpy(q, "uid=", 4);
+    memset(q + 4, 'u', NGX_CDP_MAX_UID + 1);
+    snprintf(q + 4 + NGX_CDP_MAX_UID + 1, 128,
+             "&email=a%%40b.example&exp=" IDSIG_EXP "&sig=%s", sig);
+    CHECK(idsig(q, 2, IDSIG_NOW) == NGX_CDP_IDSIG_BAD);
+    free(q);
+
+    CHECK(idsig(idsig_query("uid=u-1&uid=u-1&exp=" IDSIG_EXP "&sig=%s",
+                            sig), 2, IDSIG_NOW) == NGX_CDP_IDSIG_BAD);
+    CHECK(idsig(idsig_query("uid=u-1&exp=" IDSIG_EXP "&exp=" IDSIG_EXP
+                            "&sig=%s", sig), 2, IDSIG_NOW)
+          == NGX_CDP_IDSIG_BAD);
+    CHECK(idsig(idsig_query("uid=u-1&exp=" IDSIG_EXP "&sig=%s&sig=%s",
+                            sig, sig), 2, IDSIG_NOW) == NGX_CDP_IDSIG_BAD);
+    CHECK(idsig(idsig_query("uid=u-1&email=&email=&exp=" IDSIG_EXP
+                            "&sig=%s", sig), 2, IDSIG_NOW)
+          == NGX_CDP_IDSIG_BAD);
+    CHECK(idsig(idsig_query("uid=u-1&email=%%zz&exp=" IDSIG_EXP "&sig=%s",
+                            sig), 2, IDSIG_NOW) == NGX_CDP_IDSIG_BAD);
+    CHECK(idsig(idsig_query("uid=u-1&email=%%ff&exp=" IDSIG_EXP "&sig=%s",
+                            sig), 2, IDSIG_NOW) == NGX_CDP_IDSIG_BAD);
+
+    /* ... with no identity left at all too */
+    CHECK(idsig("uid=%zz", 2, IDSIG_NOW) == NGX_CDP_IDSIG_BAD);
+    CHECK(idsig("email=%ff&e=open", 2, IDSIG_NOW) == NGX_CDP_IDSIG_BAD);
+}
+
+
+static void
+test_idsig_tampered(void)
+{
+    char  sig[NGX_CDP_SIG_HEX_LEN + 1];
+
+    idsig_expected(sig, IDSIG_SECRET1, "u-1001", "jane@example.com",
+                   IDSIG_EXP);
+
+    /* the control */
+    CHECK(idsig(idsig_query("uid=u-1001&email=jane%%40example.com"
+                            "&exp=" IDSIG_EXP "&sig=%s", sig),
+                2, IDSIG_NOW) == NGX_CDP_IDSIG_OK);
+
+    /* another uid, e-mail, exp; one dropped; swapped; case changed */
+    CHECK(idsig(idsig_query("uid=u-1002&email=jane%%40example.com"
+                            "&exp=" IDSIG_EXP "&sig=%s", sig),
+                2, IDSIG_NOW) == NGX_CDP_IDSIG_BAD);
+    CHECK(idsig(idsig_query("uid=u-1001&email=john%%40example.com"
+                            "&exp=" IDSIG_EXP "&sig=%s", sig),
+                2, IDSIG_NOW) == NGX_CDP_IDSIG_BAD);
+    CHECK(idsig(idsig_query("uid=u-1001&email=Jane%%40example.com"
+                            "&exp=" IDSIG_EXP "&sig=%s", sig),
+                2, IDSIG_NOW) == NGX_CDP_IDSIG_BAD);
+    CHECK(idsig(idsig_query("uid=u-1001&email=jane%%40example.com"
+                            "&exp=1798761601&sig=%s", sig),
+                2, IDSIG_NOW) == NGX_CDP_IDSIG_BAD);
+    CHECK(idsig(idsig_query("uid=u-1001&email=jane%%40example.com"
+                            "&exp=01798761600&sig=%s", sig),
+                2, IDSIG_NOW) == NGX_CDP_IDSIG_BAD);
+    CHECK(idsig(idsig_query("email=jane%%40example.com"
+                            "&exp=" IDSIG_EXP "&sig=%s", sig),
+                2, IDSIG_NOW) == NGX_CDP_IDSIG_BAD);
+    CHECK(idsig(idsig_query("uid=u-1001"
+                            "&exp=" IDSIG_EXP "&sig=%s", sig),
+                2, IDSIG_NOW) == NGX_CDP_IDSIG_BAD);
+    CHECK(idsig(idsig_query("uid=jane%%40example.com&email=u-1001"
+                            "&exp=" IDSIG_EXP "&sig=%s", sig),
+                2, IDSIG_NOW) == NGX_CDP_IDSIG_BAD);
+    CHECK(idsig(idsig_query("uid=u-1001+&email=jane%%40example.com"
+                            "&exp=" IDSIG_EXP "&sig=%s", sig),
+                2, IDSIG_NOW) == NGX_CDP_IDSIG_BAD);
+
+    /* a sig with one digit changed */
+    sig[10] = (sig[10] == '0') ? '1' : '0';
+    CHECK(idsig(idsig_query("uid=u-1001&email=jane%%40example.com"
+                            "&exp=" IDSIG_EXP "&sig=%s", sig),
+                2, IDSIG_NOW) == NGX_CDP_IDSIG_BAD);
+}
+
+
+static void
+test_idsig_absent(void)
+{
+    char  sig[NGX_CDP_SIG_HEX_LEN + 1];
+
+    /* no identity fields: NONE */
+    CHECK(idsig("", 2, IDSIG_NOW) == NGX_CDP_IDSIG_NONE);
+    CHECK(idsig("e=open&url=https%3A%2F%2Fshop.example%2F&p.c=spring",
+                2, IDSIG_NOW) == NGX_CDP_IDSIG_NONE);
+    CHECK(idsig("exp=" IDSIG_EXP, 2, IDSIG_NOW) == NGX_CDP_IDSIG_NONE);
+    CHECK(idsig("UID=u-1&Email=x&user_id=u-2", 2, IDSIG_NOW)
+          == NGX_CDP_IDSIG_NONE);
+    CHECK(idsig("", 0, IDSIG_NOW) == NGX_CDP_IDSIG_NONE);
+
+    /* an identity without sig or exp: UNSIGNED */
+    idsig_expected(sig, IDSIG_SECRET1, "u-1", "", IDSIG_EXP);
+    CHECK(idsig("uid=u-1", 2, IDSIG_NOW) == NGX_CDP_IDSIG_UNSIGNED);
+    CHECK(idsig("email=a%40b.example", 2, IDSIG_NOW)
+          == NGX_CDP_IDSIG_UNSIGNED);
+    CHECK(idsig("uid=u-1&exp=" IDSIG_EXP, 2, IDSIG_NOW)
+          == NGX_CDP_IDSIG_UNSIGNED);
+    CHECK(idsig(idsig_query("uid=u-1&sig=%s", sig), 2, IDSIG_NOW)
+          == NGX_CDP_IDSIG_UNSIGNED);
+    CHECK(idsig("uid=", 2, IDSIG_NOW) == NGX_CDP_IDSIG_UNSIGNED);
+
+    /* a sig without anything to sign: BAD */
+    CHECK(idsig(idsig_query("sig=%s", sig), 2, IDSIG_NOW)
+          == NGX_CDP_IDSIG_BAD);
+    CHECK(idsig(idsig_query("exp=" IDSIG_EXP "&sig=%s", sig), 2, IDSIG_NOW)
+          == NGX_CDP_IDSIG_BAD);
+    CHECK(idsig("sig=", 2, IDSIG_NOW) == NGX_CDP_IDSIG_BAD);
+}
+
+
+static void
+test_idsig(void)
+{
+    idsig_keys_init();
+
+    test_idsig_valid();
+    test_idsig_expired();
+    test_idsig_malformed();
+    test_idsig_tampered();
+    test_idsig_absent();
+
+    ngx_cdp_hmac_key_free(&idsig_keys[0]);
+    ngx_cdp_hmac_key_free(&idsig_keys[1]);
+}
+
+
 int
 main(void)
 {
@@ -783,6 +1273,7 @@ main(void)
     test_blocked_builtin();
     test_blocked_extra();
     test_ident_hash();
+    test_idsig();
 
     return ngx_cdp_summary();
 }
