@@ -27,11 +27,6 @@
 
 
 static ngx_int_t ngx_cdp_identify_header_filter(ngx_http_request_t *r);
-static ngx_int_t ngx_cdp_identify_user_id(ngx_str_t *v,
-    ngx_http_cdp_main_conf_t *mcf);
-static ngx_int_t ngx_cdp_identify_traits(ngx_http_request_t *r,
-    ngx_str_t *raw, ngx_str_t *email, ngx_str_t *phone, ngx_str_t *profile,
-    ngx_str_t *event);
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -344,43 +339,38 @@ ngx_cdp_identify_header_filter(ngx_http_request_t *r)
 
 
 /*
- * Checks an identity, hashes its identifiers and queues one "identify"
- * for the browser ctx->aid.  A bad or blocked identifier is left out
- * (and counted); nothing is queued when nothing is left.
+ * Checks and normalises the identifiers of an identity and names them as
+ * Redis does (ngx_cdp_ident_hash()).  A bad or blocked one is left out
+ * (its len is 0) and counted.
  */
 
 ngx_int_t
-ngx_cdp_identify(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
-    ngx_cdp_identity_t *id)
+ngx_cdp_identify_check(ngx_http_request_t *r, ngx_cdp_identity_t *id,
+    ngx_cdp_ids_t *ids)
 {
     u_char                    *p;
     size_t                     nblocked;
     ssize_t                    n;
-    ngx_str_t                  uid, email, phone, traits, profile_traits;
-    ngx_str_t                  event, key, attrs, payload;
     ngx_cdp_str_t             *blocked;
     ngx_http_cdp_main_conf_t  *mcf;
-    u_char                     uidh[NGX_CDP_IDENT_HASH_LEN];
-    u_char                     eh[NGX_CDP_IDENT_HASH_LEN];
-    u_char                     ph[NGX_CDP_IDENT_HASH_LEN];
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_cdp_module);
 
     blocked = mcf->blocked ? mcf->blocked->elts : NULL;
     nblocked = mcf->blocked ? mcf->blocked->nelts : 0;
 
-    ngx_str_null(&uid);
-    ngx_str_null(&email);
-    ngx_str_null(&phone);
+    ngx_str_null(&ids->user_id);
+    ngx_str_null(&ids->email);
+    ngx_str_null(&ids->phone);
 
     if (id->user_id.len) {
-        uid = id->user_id;
+        ids->user_id = id->user_id;
 
-        if (ngx_cdp_identify_user_id(&uid, mcf) != NGX_OK
-            || !ngx_cdp_ident_hash(uidh, &mcf->ident_key, "user_id",
-                                   uid.data, uid.len))
+        if (ngx_cdp_identify_user_id(&ids->user_id, mcf) != NGX_OK
+            || !ngx_cdp_ident_hash(ids->uidh, &mcf->ident_key, "user_id",
+                                   ids->user_id.data, ids->user_id.len))
         {
-            ngx_str_null(&uid);
+            ngx_str_null(&ids->user_id);
         }
     }
 
@@ -398,9 +388,11 @@ ngx_cdp_identify(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
         } else if (ngx_cdp_ident_blocked(p, n, blocked, nblocked)) {
             ngx_cdp_count(NGX_CDP_C_IDENTIFY_BLOCKED, 1);
 
-        } else if (ngx_cdp_ident_hash(eh, &mcf->ident_key, "email", p, n)) {
-            email.data = p;
-            email.len = n;
+        } else if (ngx_cdp_ident_hash(ids->eh, &mcf->ident_key, "email", p,
+                                      n))
+        {
+            ids->email.data = p;
+            ids->email.len = n;
         }
     }
 
@@ -421,11 +413,40 @@ ngx_cdp_identify(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
         } else if (ngx_cdp_ident_blocked(p, n, blocked, nblocked)) {
             ngx_cdp_count(NGX_CDP_C_IDENTIFY_BLOCKED, 1);
 
-        } else if (ngx_cdp_ident_hash(ph, &mcf->ident_key, "phone", p, n)) {
-            phone.data = p;
-            phone.len = n;
+        } else if (ngx_cdp_ident_hash(ids->ph, &mcf->ident_key, "phone", p,
+                                      n))
+        {
+            ids->phone.data = p;
+            ids->phone.len = n;
         }
     }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Checks an identity, hashes its identifiers and queues one "identify"
+ * for the browser ctx->aid.  A bad or blocked identifier is left out
+ * (and counted); nothing is queued when nothing is left.
+ */
+
+ngx_int_t
+ngx_cdp_identify(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
+    ngx_cdp_identity_t *id)
+{
+    u_char         *p;
+    ngx_str_t       uid, email, phone, traits, profile_traits;
+    ngx_str_t       event, key, attrs, payload;
+    ngx_cdp_ids_t   ids;
+
+    if (ngx_cdp_identify_check(r, id, &ids) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    uid = ids.user_id;
+    email = ids.email;
+    phone = ids.phone;
 
     if (ngx_cdp_identify_traits(r, &id->traits, &email, &phone,
                                 &profile_traits, &traits)
@@ -459,19 +480,19 @@ ngx_cdp_identify(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     *p++ = '\t';
 
     if (uid.len) {
-        p = ngx_cpymem(p, uidh, NGX_CDP_IDENT_HASH_LEN);
+        p = ngx_cpymem(p, ids.uidh, NGX_CDP_IDENT_HASH_LEN);
     }
 
     *p++ = '\t';
 
     if (email.len) {
-        p = ngx_cpymem(p, eh, NGX_CDP_IDENT_HASH_LEN);
+        p = ngx_cpymem(p, ids.eh, NGX_CDP_IDENT_HASH_LEN);
     }
 
     *p++ = '\t';
 
     if (phone.len) {
-        p = ngx_cpymem(p, ph, NGX_CDP_IDENT_HASH_LEN);
+        p = ngx_cpymem(p, ids.ph, NGX_CDP_IDENT_HASH_LEN);
     }
 
     *p++ = '\t';
@@ -507,7 +528,7 @@ ngx_cdp_identify(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
  * control characters (the store separates fields with TAB), not blocked.
  */
 
-static ngx_int_t
+ngx_int_t
 ngx_cdp_identify_user_id(ngx_str_t *v, ngx_http_cdp_main_conf_t *mcf)
 {
     size_t   i;
@@ -560,7 +581,7 @@ ngx_cdp_identify_user_id(ngx_str_t *v, ngx_http_cdp_main_conf_t *mcf)
  * not a JSON object of at most NGX_CDP_MAX_TRAITS bytes are left out.
  */
 
-static ngx_int_t
+ngx_int_t
 ngx_cdp_identify_traits(ngx_http_request_t *r, ngx_str_t *raw,
     ngx_str_t *email, ngx_str_t *phone, ngx_str_t *profile, ngx_str_t *event)
 {

@@ -73,6 +73,8 @@ typedef struct {
     ngx_cdp_rbuf_t             args;        /* current batch: ARGV */
     ngx_uint_t                 batch;       /* events in the batch */
     ngx_uint_t                 queued;      /* events not acknowledged */
+    ngx_cdp_redis_waiter_t    *waiters;     /* of the current batch */
+    ngx_uint_t                 hold;        /* no flush while filling */
 
     ngx_cdp_redis_pending_t   *pending;     /* a ring */
     ngx_uint_t                 pending_size;
@@ -84,7 +86,7 @@ typedef struct {
     ngx_msec_t                 backoff;
 
     ngx_str_t                  stream_key;
-    u_char                     maxlen[5 * NGX_INT_T_LEN];  /* ARGV[1] */
+    u_char                     maxlen[6 * NGX_INT_T_LEN];  /* ARGV[1] */
     size_t                     maxlen_len;
 
     unsigned                   must_close:1;
@@ -107,6 +109,7 @@ static ngx_int_t ngx_cdp_redis_push(ngx_cdp_redis_t *rd,
 static ngx_int_t ngx_cdp_redis_replies(ngx_cdp_redis_t *rd);
 static void ngx_cdp_redis_load_library(ngx_cdp_redis_t *rd);
 static void ngx_cdp_redis_dequeued(ngx_cdp_redis_t *rd, ngx_uint_t n);
+static void ngx_cdp_redis_wake(ngx_cdp_redis_waiter_t *w, ngx_int_t rc);
 
 static void ngx_cdp_redis_read_handler(ngx_event_t *rev);
 static void ngx_cdp_redis_write_handler(ngx_event_t *wev);
@@ -138,7 +141,8 @@ static ngx_str_t  ngx_cdp_event_kinds[] = {
     ngx_string("track:new"),
     ngx_string("agg"),
     ngx_string("log"),
-    ngx_string("identify")
+    ngx_string("identify"),
+    ngx_string("api")
 };
 
 
@@ -173,11 +177,11 @@ ngx_cdp_redis_init_process(ngx_cycle_t *cycle, ngx_http_cdp_main_conf_t *mcf)
 
     ngx_sprintf(rd->stream_key.data, "%V:events", &mcf->prefix);
 
-    /* "maxlen limit_user_id limit_email limit_phone timeline_max" */
-    rd->maxlen_len = ngx_sprintf(rd->maxlen, "%ui %ui %ui %ui %ui",
+    /* "maxlen limit_user_id limit_email limit_phone timeline_max dedup" */
+    rd->maxlen_len = ngx_sprintf(rd->maxlen, "%ui %ui %ui %ui %ui %T",
                                  mcf->stream_maxlen, mcf->limit_user_id,
                                  mcf->limit_email, mcf->limit_phone,
-                                 mcf->timeline_max)
+                                 mcf->timeline_max, mcf->dedup_window)
                      - rd->maxlen;
 
     rd->flush_ev.handler = ngx_cdp_redis_flush_handler;
@@ -299,6 +303,10 @@ ngx_cdp_redis_enqueue(ngx_str_t *key, ngx_uint_t kind, ngx_str_t *attrs,
     ngx_cdp_count(NGX_CDP_C_ACCEPTED, 1);
     ngx_cdp_count(NGX_CDP_C_QUEUE_EVENTS, 1);
 
+    if (rd->hold) {
+        return NGX_OK;
+    }
+
     if (rd->batch >= rd->mcf->batch_size) {
         ngx_cdp_redis_flush(rd);
 
@@ -307,6 +315,92 @@ ngx_cdp_redis_enqueue(ngx_str_t *key, ngx_uint_t kind, ngx_str_t *attrs,
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * For a request that waits for Redis (the server API): room for n events
+ * of about size bytes, all in one batch, so that one FCALL stores them all
+ * or none.  On NGX_OK the caller enqueues them, then calls
+ * ngx_cdp_redis_wait() (or ngx_cdp_redis_release() if it gives up).
+ * NGX_DECLINED: Redis is down or the queue is full.
+ */
+
+ngx_int_t
+ngx_cdp_redis_reserve(ngx_uint_t n, size_t size)
+{
+    ngx_cdp_redis_t  *rd;
+
+    rd = ngx_cdp_redis;
+
+    if (rd == NULL || rd->state == NGX_CDP_REDIS_DOWN
+        || rd->queued + n > rd->mcf->queue_size
+        || (size_t) ((rd->out.last - rd->out.pos)
+                     + (rd->keys.last - rd->keys.pos)
+                     + (rd->args.last - rd->args.pos))
+           + size > NGX_CDP_MAX_BUFFERED)
+    {
+        return NGX_DECLINED;
+    }
+
+    /* a batch of its own when the current one would grow past the size */
+
+    if (rd->batch && rd->batch + n > rd->mcf->batch_size) {
+        ngx_cdp_redis_flush(rd);
+
+        if (rd->batch) {
+            /* not connected yet: the batch stays, grown past the size */
+        }
+    }
+
+    rd->hold = 1;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_cdp_redis_release(void)
+{
+    if (ngx_cdp_redis) {
+        ngx_cdp_redis->hold = 0;
+    }
+}
+
+
+/*
+ * w waits for the batch that holds the events just enqueued: its handler
+ * is called once, with NGX_OK when Redis acknowledged the batch, with
+ * NGX_ERROR when it failed or the connection was lost.  The batch is
+ * flushed at once.  w stays the caller's until then; its data may be set
+ * to NULL meanwhile (the request went away) and is not looked at here.
+ */
+
+void
+ngx_cdp_redis_wait(ngx_cdp_redis_waiter_t *w)
+{
+    ngx_cdp_redis_t  *rd;
+
+    rd = ngx_cdp_redis;
+    rd->hold = 0;
+
+    w->next = rd->waiters;
+    rd->waiters = w;
+
+    ngx_cdp_redis_flush(rd);
+}
+
+
+static void
+ngx_cdp_redis_wake(ngx_cdp_redis_waiter_t *w, ngx_int_t rc)
+{
+    ngx_cdp_redis_waiter_t  *next;
+
+    while (w) {
+        next = w->next;
+        w->handler(w, rc);
+        w = next;
+    }
 }
 
 
@@ -613,6 +707,9 @@ ngx_cdp_redis_fail(ngx_cdp_redis_t *rd, const char *why)
         rd->batch = 0;
     }
 
+    ngx_cdp_redis_wake(rd->waiters, NGX_ERROR);
+    rd->waiters = NULL;
+
     rd->keys.pos = rd->keys.start;
     rd->keys.last = rd->keys.start;
     rd->args.pos = rd->args.start;
@@ -686,7 +783,7 @@ ngx_cdp_redis_flush(ngx_cdp_redis_t *rd)
           + ngx_cdp_bulk_len(rd->maxlen_len) + args;
 
     if (ngx_cdp_rbuf_reserve(&rd->out, len) != NGX_OK
-        || ngx_cdp_redis_push(rd, ngx_cdp_redis_batch_done, NULL, n)
+        || ngx_cdp_redis_push(rd, ngx_cdp_redis_batch_done, rd->waiters, n)
            != NGX_OK)
     {
         ngx_cdp_redis_fail(rd, "out of memory");
@@ -712,6 +809,7 @@ ngx_cdp_redis_flush(ngx_cdp_redis_t *rd)
     rd->args.pos = rd->args.start;
     rd->args.last = rd->args.start;
     rd->batch = 0;
+    rd->waiters = NULL;
 
     ngx_cdp_count(NGX_CDP_C_REDIS_BATCHES, 1);
 
@@ -725,19 +823,20 @@ ngx_cdp_redis_batch_done(redisReply *reply, void *data, ngx_uint_t nevents)
     ngx_cdp_redis_t  *rd = ngx_cdp_redis;
 
     size_t      i;
-    ngx_uint_t  v[6];
+    ngx_uint_t  v[7];
 
     ngx_cdp_redis_dequeued(rd, nevents);
 
     if (reply == NULL) {
         ngx_cdp_count(NGX_CDP_C_DROP_REDIS_DOWN, nevents);
+        ngx_cdp_redis_wake(data, NGX_ERROR);
         return;
     }
 
-    /* {stored, erased, merges, switches, refused, malformed} */
+    /* {stored, erased, merges, switches, refused, malformed, duplicates} */
 
-    if (reply->type == REDIS_REPLY_ARRAY && reply->elements >= 6) {
-        for (i = 0; i < 6; i++) {
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements >= 7) {
+        for (i = 0; i < 7; i++) {
             v[i] = (reply->element[i]->type == REDIS_REPLY_INTEGER
                     && reply->element[i]->integer >= 0)
                    ? (ngx_uint_t) reply->element[i]->integer : 0;
@@ -749,9 +848,14 @@ ngx_cdp_redis_batch_done(redisReply *reply, void *data, ngx_uint_t nevents)
         ngx_cdp_count(NGX_CDP_C_SHARED_DEVICE, v[3]);
         ngx_cdp_count(NGX_CDP_C_IDENT_REFUSED, v[4]);
         ngx_cdp_count(NGX_CDP_C_DROP_MALFORMED, v[5]);
+        ngx_cdp_count(NGX_CDP_C_API_DUPLICATES, v[6]);
+
+        ngx_cdp_redis_wake(data, NGX_OK);
 
         return;
     }
+
+    ngx_cdp_redis_wake(data, NGX_ERROR);
 
     ngx_cdp_count(NGX_CDP_C_DROP_REDIS_ERROR, nevents);
 

@@ -39,7 +39,10 @@ static ngx_str_t  ngx_cdp_counter_names[] = {
     ngx_string("cdp_merges_total"),
     ngx_string("cdp_shared_device_switches_total"),
     ngx_string("cdp_identifiers_refused_total"),
-    ngx_string("cdp_events_dropped_total{reason=\"erased\"}")
+    ngx_string("cdp_events_dropped_total{reason=\"erased\"}"),
+    ngx_string("cdp_api_duplicates_total"),
+    ngx_string("cdp_api_requests_rejected_total"),
+    ngx_string("cdp_api_unavailable_total")
 };
 
 

@@ -180,6 +180,34 @@ static ngx_command_t  ngx_http_cdp_commands[] = {
       offsetof(ngx_http_cdp_main_conf_t, phone_cc),
       NULL },
 
+    { ngx_string("cdp_api"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_cdp_api_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("cdp_write_key"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_cdp_write_key_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("cdp_api_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_cdp_loc_conf_t, api_timeout),
+      NULL },
+
+    { ngx_string("cdp_dedup_window"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_cdp_main_conf_t, dedup_window),
+      NULL },
+
     { ngx_string("cdp_timeline_max"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_num_slot,
@@ -415,6 +443,7 @@ ngx_http_cdp_create_main_conf(ngx_conf_t *cf)
     mcf->limit_email = NGX_CONF_UNSET_UINT;
     mcf->limit_phone = NGX_CONF_UNSET_UINT;
     mcf->timeline_max = NGX_CONF_UNSET_UINT;
+    mcf->dedup_window = NGX_CONF_UNSET;
 
     return mcf;
 }
@@ -434,6 +463,13 @@ ngx_http_cdp_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(mcf->limit_email, 5);
     ngx_conf_init_uint_value(mcf->limit_phone, 5);
     ngx_conf_init_uint_value(mcf->timeline_max, 10000);
+    ngx_conf_init_value(mcf->dedup_window, 86400);
+
+    if (mcf->dedup_window < 1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "cdp_dedup_window must be at least 1s");
+        return NGX_CONF_ERROR;
+    }
 
     /* 1 to 3 digits, not starting with 0: ngx_cdp_phone_normalize() */
 
@@ -484,6 +520,8 @@ ngx_http_cdp_create_loc_conf(ngx_conf_t *cf)
     lcf->consent = NGX_CONF_UNSET_PTR;
     lcf->consent_default = NGX_CONF_UNSET_PTR;
     lcf->identify = NGX_CONF_UNSET_PTR;
+    lcf->write_keys = NGX_CONF_UNSET_PTR;
+    lcf->api_timeout = NGX_CONF_UNSET_MSEC;
 
     return lcf;
 }
@@ -510,6 +548,25 @@ ngx_http_cdp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_ptr_value(conf->consent_default, prev->consent_default,
                              NULL);
     ngx_conf_merge_ptr_value(conf->identify, prev->identify, NULL);
+    ngx_conf_merge_ptr_value(conf->write_keys, prev->write_keys, NULL);
+    ngx_conf_merge_msec_value(conf->api_timeout, prev->api_timeout, 5000);
+
+    if (conf->api && conf->write_keys == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "cdp_api requires at least one cdp_write_key");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->api) {
+        mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_cdp_module);
+
+        if (mcf->nkeys == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "cdp_api requires cdp_secret_file "
+                               "in the http block");
+            return NGX_CONF_ERROR;
+        }
+    }
     ngx_conf_merge_str_value(conf->consent_cookie, prev->consent_cookie,
                              "cdp_consent");
     ngx_conf_merge_str_value(conf->consent_version, prev->consent_version,

@@ -60,6 +60,9 @@ typedef enum {
     NGX_CDP_C_SHARED_DEVICE,
     NGX_CDP_C_IDENT_REFUSED,
     NGX_CDP_C_DROP_ERASED,
+    NGX_CDP_C_API_DUPLICATES,
+    NGX_CDP_C_API_REJECTED,
+    NGX_CDP_C_API_UNAVAILABLE,
     NGX_CDP_NCOUNTERS
 } ngx_cdp_counter_e;
 
@@ -102,6 +105,8 @@ typedef struct {
     ngx_array_t               *blocked;     /* of ngx_cdp_str_t */
     ngx_str_t                  phone_cc;
 
+    time_t                     dedup_window;    /* API messageIds */
+
     ngx_shm_zone_t            *shm_zone;
 } ngx_http_cdp_main_conf_t;
 
@@ -137,7 +142,17 @@ typedef struct {
     ngx_flag_t                  consent_endpoint;
 
     ngx_http_cdp_identify_conf_t *identify;     /* NULL: off */
+
+    ngx_flag_t                  api;
+    ngx_array_t                *write_keys;     /* ngx_http_cdp_write_key_t */
+    ngx_msec_t                  api_timeout;
 } ngx_http_cdp_loc_conf_t;
+
+
+typedef struct {
+    ngx_str_t                   key;
+    ngx_str_t                   source;
+} ngx_http_cdp_write_key_t;
 
 
 #define NGX_CDP_STORE_IP_OFF       0
@@ -163,6 +178,8 @@ typedef struct {
     ngx_cdp_consent_state_t    consent;
 
     ngx_str_t                  touch;       /* attribution, see attrs */
+
+    void                      *api;         /* ngx_cdp_api.c's */
 } ngx_http_cdp_ctx_t;
 
 
@@ -173,6 +190,17 @@ typedef struct {
     ngx_str_t                  phone;
     ngx_str_t                  traits;      /* a JSON object, or empty */
 } ngx_cdp_identity_t;
+
+
+/* checked and normalised identifiers, with their names in Redis */
+typedef struct {
+    ngx_str_t                  user_id;     /* len 0: none */
+    ngx_str_t                  email;
+    ngx_str_t                  phone;
+    u_char                     uidh[64];    /* NGX_CDP_IDENT_HASH_LEN */
+    u_char                     eh[64];
+    u_char                     ph[64];
+} ngx_cdp_ids_t;
 
 
 extern ngx_module_t  ngx_http_cdp_module;
@@ -231,6 +259,19 @@ char *ngx_cdp_identity_blocked(ngx_conf_t *cf, ngx_command_t *cmd,
 ngx_int_t ngx_cdp_identify_init(ngx_conf_t *cf);
 ngx_int_t ngx_cdp_identify(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     ngx_cdp_identity_t *id);
+ngx_int_t ngx_cdp_identify_check(ngx_http_request_t *r,
+    ngx_cdp_identity_t *id, ngx_cdp_ids_t *ids);
+ngx_int_t ngx_cdp_identify_user_id(ngx_str_t *v,
+    ngx_http_cdp_main_conf_t *mcf);
+ngx_int_t ngx_cdp_identify_traits(ngx_http_request_t *r, ngx_str_t *raw,
+    ngx_str_t *email, ngx_str_t *phone, ngx_str_t *profile,
+    ngx_str_t *event);
+
+/* ngx_cdp_api.c */
+char *ngx_cdp_api_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+char *ngx_cdp_write_key_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_cdp_api_handler(ngx_http_request_t *r);
 
 /* ngx_cdp_pixel.c */
 ngx_int_t ngx_cdp_pixel_handler(ngx_http_request_t *r);
@@ -250,9 +291,25 @@ void ngx_cdp_redis_exit_process(ngx_cycle_t *cycle);
 #define NGX_CDP_EVENT_AGGREGATE    4        /* no person: a daily count */
 #define NGX_CDP_EVENT_LOG          5        /* an entry of a log stream */
 #define NGX_CDP_EVENT_IDENTIFY     6        /* see cdp_ingest's identify */
+#define NGX_CDP_EVENT_API          7        /* a server API message */
 
 ngx_int_t ngx_cdp_redis_enqueue(ngx_str_t *key, ngx_uint_t kind,
     ngx_str_t *attrs, ngx_str_t *payload);
+
+typedef struct ngx_cdp_redis_waiter_s  ngx_cdp_redis_waiter_t;
+
+typedef void (*ngx_cdp_redis_waiter_pt)(ngx_cdp_redis_waiter_t *w,
+    ngx_int_t rc);
+
+struct ngx_cdp_redis_waiter_s {
+    ngx_cdp_redis_waiter_pt    handler;
+    void                      *data;
+    ngx_cdp_redis_waiter_t    *next;
+};
+
+ngx_int_t ngx_cdp_redis_reserve(ngx_uint_t n, size_t size);
+void ngx_cdp_redis_release(void);
+void ngx_cdp_redis_wait(ngx_cdp_redis_waiter_t *w);
 
 
 #endif /* _NGX_HTTP_CDP_MODULE_H_INCLUDED_ */

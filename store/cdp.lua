@@ -32,6 +32,8 @@ local STREAM
 local MAXLEN
 local LIMIT = {}        -- per identifier type
 local TL_MAX, TL_SLACK
+local DEDUP             -- seconds a messageId is remembered
+local SUPPRESSED        -- the suppression set is not empty
 local stats
 
 
@@ -273,6 +275,10 @@ end
 -- attribution and timeline go to s; profile:<l> becomes a link to s.
 --
 local function merge(s, l, reason, t, id, ts)
+    if s == l then
+        return
+    end
+
     local sk, lk = pkey(s), pkey(l)
     local S = hash_table(redis.call('HGETALL', sk))
     local L = hash_table(redis.call('HGETALL', lk))
@@ -422,37 +428,57 @@ end
 -- traits JSON TAB event JSON" (any but the event may be empty).
 -- Returns the profile id the event belongs to, or nil (dropped).
 --
-local function identify(aid, ts, payload)
-    local uid, uidh, eh, ph, traits, event =
-        string.match(payload,
-                     '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$')
-
-    if not event then
-        stats.malformed = stats.malformed + 1
-        return nil
+-- 1 when any of the identifiers (type:h, or the raw aid) is erased
+local function suppressed(aid, ids)
+    if not SUPPRESSED then
+        return false
     end
 
-    local ids = {}          -- {type, h} by priority
-    if uidh ~= '' then ids[#ids + 1] = {'user_id', uidh} end
-    if eh ~= '' then ids[#ids + 1] = {'email', eh} end
-    if ph ~= '' then ids[#ids + 1] = {'phone', ph} end
-
-    -- an erased person is not recreated
-
-    local probe = {'anonymous_id:' .. aidh(aid)}
+    local probe = {}
+    if aid ~= '' then
+        probe[1] = 'anonymous_id:' .. aidh(aid)
+    end
     for _, id in ipairs(ids) do
         probe[#probe + 1] = id[1] .. ':' .. id[2]
     end
+    if #probe == 0 then
+        return false
+    end
+
     for _, hit in ipairs(redis.call('SMISMEMBER', P .. 'suppressed',
                                     unpack(probe)))
     do
         if hit == 1 then
             stats.suppressed = stats.suppressed + 1
-            return nil
+            return true
         end
     end
+    return false
+end
 
-    local cur = resolve(aid)            -- nil: the browser has no record
+
+local function id_list(uidh, eh, ph)
+    local ids = {}          -- {type, h} by priority
+    if uidh ~= '' then ids[#ids + 1] = {'user_id', uidh} end
+    if eh ~= '' then ids[#ids + 1] = {'email', eh} end
+    if ph ~= '' then ids[#ids + 1] = {'phone', ph} end
+    return ids
+end
+
+
+local function identify_core(aid, ts, uid, uidh, eh, ph, traits)
+    local ids = id_list(uidh, eh, ph)
+
+    -- an erased person is not recreated
+    if suppressed(aid, ids) then
+        return nil
+    end
+
+    -- nil: the browser has no record (or there is no browser: the API)
+    local cur = nil
+    if aid ~= '' then
+        cur = resolve(aid)
+    end
     local known = cur ~= nil and cur ~= aid
 
     -- a shared device: another user on a browser that is someone's
@@ -499,6 +525,10 @@ local function identify(aid, ts, payload)
         s = new_profile(ts)
     end
 
+    if s == nil and aid == '' then
+        return nil
+    end
+
     if s == nil then
         -- traits alone: they go to the browser's profile
         if cur == nil then
@@ -522,9 +552,16 @@ local function identify(aid, ts, payload)
 
     -- the browser's own profile joins the person
 
-    cur = resolve(aid)
+    if aid ~= '' then
+        cur = resolve(aid)
+    else
+        cur = s                         -- no browser to join
+    end
 
-    if cur == aid then
+    if cur == s then
+        -- already one (traits alone on the browser's own profile too)
+
+    elseif cur == aid then
         merge(s, aid, 'identify', ids[1] and ids[1][1] or 'anonymous_id',
               ids[1] and ids[1][2] or aid, ts)
     elseif cur == nil then
@@ -568,6 +605,61 @@ local function identify(aid, ts, payload)
 end
 
 
+-- "f TAB f TAB ...": the fields of an identify and of an api payload,
+-- anchored at both ends (an unanchored "([^\t]*)$" is quadratic)
+-- (written out: the string library cannot be used while a library loads)
+local IDENTIFY_FIELDS = '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t'
+                        .. '([^\t]*)\t(.*)$'
+local API_FIELDS = '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t'
+                   .. '([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$'
+
+
+--
+-- The profile of an alias: previousId (an earlier user id, prev_uidh, or
+-- an anonymous id, prev_aid) joins userId's profile.
+--
+local function alias(ts, uid, uidh, prev_uidh, prev_aid)
+    local ids = id_list(uidh, '', '')
+    if prev_uidh ~= '' then
+        ids[#ids + 1] = {'user_id', prev_uidh}
+    end
+    if suppressed(prev_aid, ids) then
+        return nil
+    end
+
+    local s = identify_core('', ts, uid, uidh, '', '', '')
+    if s == nil then
+        return nil
+    end
+
+    local from = nil
+    if prev_uidh ~= '' then
+        from = idx_owner('user_id', prev_uidh)
+    end
+    if from == nil and prev_aid ~= '' then
+        from = resolve(prev_aid)
+        if from == nil then
+            -- never seen: the id now leads to the user
+            redis.call('HSET', pkey(prev_aid), 'merged_into', s, 'at', ts)
+            redis.call('SADD', P .. 'ids:' .. s, 'anonymous_id:' .. prev_aid)
+            return s
+        end
+    end
+
+    if from and from ~= s then
+        if mergeable(s, from) then
+            merge(s, from, 'alias', prev_uidh ~= '' and 'user_id'
+                                    or 'anonymous_id',
+                  prev_uidh ~= '' and prev_uidh or prev_aid, ts)
+        else
+            stats.refused = stats.refused + 1
+        end
+    end
+
+    return s
+end
+
+
 --
 -- A page or track event of the browser aid: counted on its profile.
 -- Returns the profile id, or nil when the event is dropped.
@@ -604,7 +696,7 @@ local function count_event(aid, ts, kind, a, id)
             pk = pkey(pid)
             redis.call('HINCRBY', pk, 'events', '1')
 
-        elseif redis.call('SISMEMBER', P .. 'suppressed',
+        elseif SUPPRESSED and redis.call('SISMEMBER', P .. 'suppressed',
                           'anonymous_id:' .. aidh(aid)) == 1
         then
             -- erased: the person is not recreated
@@ -652,6 +744,121 @@ end
 
 
 --
+-- A message of the server API (kind "api"), aid its anonymousId mapped by
+-- nginx to 32 hex digits, or "".  payload: "message id hash TAB type TAB
+-- user_id TAB user_id h TAB email h TAB phone h TAB previousId as a user
+-- id h TAB previousId as an anonymous id TAB traits JSON TAB event JSON",
+-- f its fields (API_FIELDS).  Returns the profile id, "" when the event is stored without one, or nil
+-- when it is dropped (a duplicate, an erased person).
+--
+local function api(aid, ts, f, a, id)
+    local t, uid, uidh, eh, ph, prev_uidh, prev_aid, traits =
+        f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9]
+
+    if t == 'identify' then
+        return identify_core(aid, ts, uid, uidh, eh, ph, traits)
+    end
+
+    if t == 'alias' then
+        return alias(ts, uid, uidh, prev_uidh, prev_aid)
+    end
+
+    -- track, page, screen, group: counted on the person's profile
+
+    local kind = (t == 'page' or t == 'screen') and 'page' or 'track'
+
+    if uidh ~= '' then
+        local pid = redis.call('GET', P .. 'idx:user_id:' .. uidh)
+        local linked = false
+
+        if pid and aid ~= '' then
+            -- the browser already leads to the user: nothing to link
+            local v = redis.call('HGET', pkey(aid), 'merged_into')
+            linked = (v == pid)
+        end
+
+        if pid == false or (aid ~= '' and not linked) then
+            pid = identify_core(aid, ts, uid, uidh, '', '', '')
+            if pid == nil then
+                return nil
+            end
+        elseif suppressed('', id_list(uidh, '', '')) then
+            return nil
+        end
+
+        local pk = pkey(pid)
+        redis.call('HINCRBY', pk, 'events', '1')
+        if kind == 'page' then
+            redis.call('HINCRBY', pk, 'page_views', '1')
+        end
+        redis.call('HSET', pk, 'last_seen', ts)
+        timeline_push(pid, id)
+        return pid
+    end
+
+    if aid ~= '' then
+        return count_event(aid, ts, kind, a, id)
+    end
+
+    return ''
+end
+
+
+--
+-- The api messages of a batch whose messageId was seen (set at i), within
+-- the batch or in the last DEDUP seconds; the batch's new ones are added.
+-- Ids (hashes) are kept in sets per period of DEDUP seconds, the current
+-- and the previous one looked at, each expiring after two periods: a
+-- messageId is remembered between DEDUP and 2 DEDUP seconds.  Four calls a
+-- batch instead of one a message.
+--
+local function dedup_scan(keys, args, n)
+    local seen, mids, at = {}, {}, {}
+    local batch = {}
+
+    for i = 1, n do
+        local a = 2 + 4 * (i - 1)
+        if args[a + 1] == 'api' then
+            local mid = string.match(args[a + 3], '^([^\t]+)\t')
+            if mid then
+                if batch[mid] then
+                    seen[i] = true
+                else
+                    batch[mid] = true
+                    mids[#mids + 1] = mid
+                    at[#mids] = i
+                end
+            end
+        end
+    end
+
+    if #mids == 0 then
+        return seen
+    end
+
+    local period = math.floor(tonumber(args[2]) / 1000 / DEDUP)
+    local cur = P .. 'msgids:' .. period
+    local prev = P .. 'msgids:' .. (period - 1)
+
+    for j = 1, #mids, 1000 do
+        local k = math.min(j + 999, #mids)
+        local h1 = redis.call('SMISMEMBER', cur, unpack(mids, j, k))
+        local h2 = redis.call('SMISMEMBER', prev, unpack(mids, j, k))
+        for x = 1, k - j + 1 do
+            if h1[x] == 1 or h2[x] == 1 then
+                seen[at[j + x - 1]] = true
+            end
+        end
+        redis.call('SADD', cur, unpack(mids, j, k))
+    end
+
+    redis.call('EXPIRE', cur, 2 * DEDUP)
+
+    return seen
+end
+
+
+--
 -- cdp_ingest: store a batch of events from one nginx worker.
 --   KEYS[1]      the event stream, <prefix>:events
 --   KEYS[1 + i]  the key event i updates: <prefix>:profile:<aid> for the
@@ -673,7 +880,8 @@ end
 --                the stream that is its key.
 --                attrs: see attr_pairs() above.
 --   reply: {events stored, dropped as erased, merges, shared-device
---          switches, identifiers refused by a limit, malformed identifies}
+--          switches, identifiers refused by a limit, malformed identifies,
+--          duplicates (api messages whose messageId was seen)}
 --   errors: "ERR cdp_ingest: ..." on a malformed call; nothing is written
 --
 local function cdp_ingest(keys, args)
@@ -682,11 +890,11 @@ local function cdp_ingest(keys, args)
         return redis.error_reply('ERR cdp_ingest: want 1 + 4N args for N keys')
     end
 
-    local maxlen, lu, le, lp, tl =
-        string.match(args[1], '^(%d+) (%d+) (%d+) (%d+) (%d+)$')
+    local maxlen, lu, le, lp, tl, dd =
+        string.match(args[1], '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$')
     if not maxlen then
-        maxlen, lu, le, lp, tl = string.match(args[1], '^(%d+)$'), 1, 5, 5,
-                                 10000
+        maxlen, lu, le, lp, tl, dd = string.match(args[1], '^(%d+)$'), 1, 5,
+                                     5, 10000, 86400
         if not maxlen then
             return redis.error_reply('ERR cdp_ingest: a malformed ARGV[1]')
         end
@@ -699,11 +907,15 @@ local function cdp_ingest(keys, args)
              phone = tonumber(lp)}
     TL_MAX = math.max(tonumber(tl), 1)
     TL_SLACK = math.max(16, math.floor(TL_MAX / 16))
+    DEDUP = math.max(tonumber(dd), 1)
     stats = {stored = 0, suppressed = 0, merges = 0, switches = 0,
-             refused = 0, malformed = 0}
+             refused = 0, malformed = 0, duplicates = 0}
+    -- erasure is rare: no lookups while nobody is suppressed
+    SUPPRESSED = redis.call('EXISTS', P .. 'suppressed') == 1
 
     local cache = {}
     local plen = #P + #'profile:'
+    local seen = dedup_scan(keys, args, n)
 
     for i = 1, n do
         local a = 2 + 4 * (i - 1)
@@ -725,12 +937,37 @@ local function cdp_ingest(keys, args)
             local pid, id
 
             if kind == 'identify' then
-                id = redis.call('XADD', STREAM, '*', 'event',
-                                string.match(args[a + 3], '([^\t]*)$'))
-                pid = identify(aid, ts, args[a + 3])
-                if pid then
-                    timeline_push(pid, id)
+                local f = {string.match(args[a + 3], IDENTIFY_FIELDS)}
+
+                if f[6] then
+                    id = redis.call('XADD', STREAM, '*', 'event', f[6])
+                    pid = identify_core(aid, ts, f[1], f[2], f[3], f[4], f[5])
+                    if pid then
+                        timeline_push(pid, id)
+                    end
+                else
+                    stats.malformed = stats.malformed + 1
                 end
+
+            elseif kind == 'api' then
+                local f = {string.match(args[a + 3], API_FIELDS)}
+
+                if not f[10] then
+                    stats.malformed = stats.malformed + 1
+
+                elseif seen[i] then
+                    stats.duplicates = stats.duplicates + 1
+
+                else
+                    id = redis.call('XADD', STREAM, '*', 'event', f[10])
+                    pid = api(aid, ts, f, attr_pairs(cache, args[a + 2]), id)
+                    if pid and pid ~= ''
+                       and (f[2] == 'identify' or f[2] == 'alias')
+                    then
+                        timeline_push(pid, id)
+                    end
+                end
+
             else
                 id = redis.call('XADD', STREAM, '*', 'event', args[a + 3])
                 pid = count_event(aid, ts, kind,
@@ -739,7 +976,7 @@ local function cdp_ingest(keys, args)
 
             if pid then
                 stats.stored = stats.stored + 1
-            else
+            elseif id then
                 -- erased or malformed: the event goes too
                 redis.call('XDEL', STREAM, id)
             end
@@ -751,7 +988,7 @@ local function cdp_ingest(keys, args)
     redis.call('XTRIM', STREAM, 'MAXLEN', '~', maxlen)
 
     return {stats.stored, stats.suppressed, stats.merges, stats.switches,
-            stats.refused, stats.malformed}
+            stats.refused, stats.malformed, stats.duplicates}
 end
 
 redis.register_function{function_name = 'cdp_version',

@@ -53,6 +53,10 @@ POOL=${COOKIE_POOL:-2000}
 WARMUP=2
 COOKIES_LUA=$TOP/tests/bench/cookies.lua
 PREFIX=bench
+API_KEY=bench-write-key
+API_BATCH=${API_BATCH:-100}
+API_CONNECTIONS=${API_CONNECTIONS:-8}
+API_LUA=$TOP/tests/bench/api.lua
 
 die() { printf 'bench: %s\n' "$*" >&2; exit 2; }
 
@@ -200,6 +204,13 @@ http {
 
         location = /status {
             cdp_status;
+        }
+
+        # the server API, with Segment's batch endpoint
+        location /v1/ {
+            cdp_api;
+            cdp_write_key $API_KEY;
+            client_body_buffer_size 1m;
         }
 
         # nginx's own request counter: how many pixel hits nginx answered,
@@ -380,27 +391,31 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 # --- what reached Redis ------------------------------------------------------
 
-echo "waiting for Redis to stop growing..."
-last=-1 same=0 i=0
-while :; do
-    n=$(stream_added)
-    q=$(counter cdp_queue_events "$(status)")
-    if [ "$n" = "$last" ] && [ "$q" = 0 ]; then
-        same=$((same + 1))
-        [ "$same" -ge 3 ] && break
-    else
-        same=0
-    fi
-    last=$n
-    i=$((i + 1))
-    [ "$i" -ge 240 ] && { echo "bench: still growing after 120 s"; break; }
-    sleep 0.5
-done
+# waits until the stream stops growing and the worker's queue is empty
+settle() {
+    echo "waiting for Redis to stop growing..."
+    local last=-1 same=0 i=0 n q
+    while :; do
+        n=$(stream_added)
+        q=$(counter cdp_queue_events "$(status)")
+        if [ "$n" = "$last" ] && [ "$q" = 0 ]; then
+            same=$((same + 1))
+            [ "$same" -ge 3 ] && break
+        else
+            same=0
+        fi
+        last=$n
+        i=$((i + 1))
+        [ "$i" -ge 240 ] && { echo "bench: still growing after 120 s"; break; }
+        sleep 0.5
+    done
+}
+settle
 
 st=$(status)
 stored=$(stream_added)
 retained=$(redis-cli -p "$REDIS_PORT" XLEN "$PREFIX:events")
-browsers=$(redis-cli -p "$REDIS_PORT" --scan --pattern "$PREFIX:profile:*" --count 10000 | wc -l)
+browsers=$(redis-cli -p "$REDIS_PORT" --scan --pattern "$PREFIX:profile:*" | wc -l)
 c_accepted=$(counter cdp_events_accepted_total "$st")
 c_stored=$(counter cdp_events_stored_total "$st")
 c_dropped=$(counter cdp_events_dropped_total "$st")
@@ -418,6 +433,35 @@ used_memory=$(redis-cli -p "$REDIS_PORT" INFO memory | tr -d '\r' | sed -n 's/^u
 
 answered_all=$((answered + sanity_hits))
 answered_nginx=$((nginx_answered + sanity_hits))
+
+# --- API ingest ----------------------------------------------------------------
+# after the pixel figures are taken: POST /v1/batch, API_BATCH messages a
+# request, each acknowledged only once Redis stored it
+
+fcall_usec() {
+    redis-cli -p "$REDIS_PORT" INFO commandstats | tr -d '\r' \
+        | sed -n 's/^cmdstat_fcall:.*[:,]usec=\([0-9]*\).*/\1/p'
+}
+echo "API ingest: POST /v1/batch, $API_BATCH messages a request," \
+     "wrk -t1 -c$API_CONNECTIONS -d${SECONDS_PER_RUN}s..."
+api_added0=$(stream_added)
+api_usec0=$(fcall_usec)
+api_dup0=$(counter cdp_api_duplicates_total "$(status)")
+before=$(ngx_requests)
+wrk -t1 -c"$API_CONNECTIONS" -d"$SECONDS_PER_RUN"s --latency -s "$API_LUA" \
+    "$BASE/v1/batch" -- "$API_KEY" "$API_BATCH" > "$TMP/api.txt" 2>&1 \
+    || { cat "$TMP/api.txt" >&2; die "wrk failed on /v1/batch"; }
+sleep 0.2
+after=$(ngx_requests)
+api_answered=$((after - before - 1))
+read -r api_req api_rps api_p99 api_bad api_err < <(wrk_parse "$TMP/api.txt")
+settle
+api_added=$(( $(stream_added) - api_added0 ))
+api_usec=$(( $(fcall_usec) - api_usec0 ))
+api_dup=$(( $(counter cdp_api_duplicates_total "$(status)") - api_dup0 ))
+api_expected=$(( (api_answered - api_bad) * API_BATCH ))
+api_eps=$(awk -v r="$api_rps" -v b="$API_BATCH" 'BEGIN { printf "%.0f", r * b }')
+api_us_event=$(awk -v u="$api_usec" -v e="$api_added" 'BEGIN { if (e > 0) printf "%.2f", u / e; else print "n/a" }')
 
 # med KIND_SCENARIO rps|p99: the median over the rounds
 med() {
@@ -476,6 +520,15 @@ kv "FCALL usec_per_call" "$usec_per_call"
 kv "events per FCALL (answered / calls)" "$per_call"
 kv "Redis usec per event" "$per_event_us"
 kv "Redis used_memory" "$used_memory"
+echo
+kv "API: requests/s (wrk, $API_BATCH messages each)" "$api_rps"
+kv "API: events/s acknowledged" "$api_eps" "  (bar of the API issue: 50000)"
+kv "API: p99 latency (ms)" "$api_p99"
+kv "API: requests answered (nginx count), non-2xx" "$api_answered" ", $api_bad"
+kv "API: events sent in 2xx requests" "$api_expected"
+kv "API: events appended to $PREFIX:events" "$api_added"
+kv "API: duplicates (cdp_api_duplicates_total)" "$api_dup"
+kv "API: Redis usec per event (FCALL usec / events)" "$api_us_event"
 [ "$bad_total" -gt 0 ] && echo "note: $bad_total non-2xx responses in the wrk runs"
 [ "$ret_kept" -gt 0 ] && [ "$ret_kept" != "$ret_answered" ] \
     && echo "note: returning pixel runs kept $ret_kept cookies of $ret_answered hits"
@@ -491,6 +544,11 @@ if [ "$stored" -lt "$answered_all" ]; then
 fi
 if [ "$c_dropped" != 0 ]; then
     echo "FAIL: $c_dropped events dropped:$drops"
+    rc=1
+fi
+if [ "$api_added" != "$api_expected" ] || [ "$api_bad" != 0 ]; then
+    echo "FAIL: API: $api_added events stored for $api_expected sent in" \
+         "acknowledged requests ($api_bad non-2xx)"
     rc=1
 fi
 if [ "$ret_kept" -le 0 ]; then

@@ -581,3 +581,24 @@ def test_no_identity_in_the_error_log(ngx):
     settle(ngx)
     log = ngx.log_tail(200000)
     assert 'secret.person' not in log and '4930555111' not in log
+
+
+def test_traits_alone_go_to_the_anonymous_profile(ngx):
+    """Only X-CDP-Traits (or only blocked identifiers) from a browser nobody
+    identified: the traits land on its anonymous profile, nothing merges,
+    and the browser's and others' later hits are stored."""
+    a, other = Browser(ngx), Browser(ngx)
+    a.view()
+    a.login(traits='{"plan":"free"}')
+    a.login(uid='null', traits='{"theme":"dark"}')
+    a.view()
+    other.view()
+    st = settle(ngx)
+    p = profile(ngx, a.aid)
+    assert 'merged_into' not in p, p
+    assert p['trait.plan'] == 'free' and p['trait.theme'] == 'dark', p
+    assert p['page_views'] == '2', p
+    assert profile(ngx, other.aid)['page_views'] == '1'
+    assert merges(ngx) == []
+    assert st.dropped() == 0, st
+    check_graph(ngx)

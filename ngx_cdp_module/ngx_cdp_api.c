@@ -1,0 +1,857 @@
+
+/*
+ * ngx_cdp: the server-side API, compatible with Segment's HTTP Tracking
+ * API, so that Segment's server libraries only change their host.
+ *
+ * A request is all or nothing: its body is parsed and checked as a whole
+ * (ngx_cdp_segment.c), then every message goes into one batch of the
+ * worker's Redis queue, and the answer waits for Redis: 200 once the
+ * batch is acknowledged, 503 with Retry-After when Redis is down, the
+ * queue is full or the answer does not come within cdp_api_timeout.  The
+ * senders retry on 503; messageIds make retries harmless (the store drops
+ * a messageId it saw within cdp_dedup_window, in the same atomic call).
+ *
+ * The worker never blocks: the wait is a timer and a callback.
+ */
+
+
+#include "ngx_http_cdp_module.h"
+
+#include <ngx_md5.h>
+#include <openssl/crypto.h>
+
+#include "ngx_cdp_ident.h"
+#include "ngx_cdp_segment.h"
+
+
+#define NGX_CDP_API_RETRY_AFTER  "5"
+
+
+typedef struct {
+    ngx_http_request_t       *request;
+    ngx_cdp_redis_waiter_t   *waiter;       /* NULL once answered */
+    ngx_event_t               timer;
+    ngx_int_t                 type;
+} ngx_cdp_api_ctx_t;
+
+
+static void ngx_cdp_api_body(ngx_http_request_t *r);
+static ngx_int_t ngx_cdp_api_process(ngx_http_request_t *r,
+    ngx_cdp_api_ctx_t *actx);
+static ngx_int_t ngx_cdp_api_read_body(ngx_http_request_t *r,
+    ngx_str_t *body, size_t max);
+static ngx_http_cdp_write_key_t *ngx_cdp_api_auth(ngx_http_request_t *r,
+    const char *body_key);
+static ngx_int_t ngx_cdp_api_enqueue(ngx_http_request_t *r,
+    ngx_cdp_segment_msg_t *m);
+static void ngx_cdp_api_anonymous_id(ngx_http_request_t *r, const char *v,
+    u_char *aid, size_t *len);
+static void ngx_cdp_api_done(ngx_cdp_redis_waiter_t *w, ngx_int_t rc);
+static void ngx_cdp_api_timeout(ngx_event_t *ev);
+static void ngx_cdp_api_cleanup(void *data);
+static ngx_int_t ngx_cdp_api_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *code, const char *message);
+static ngx_int_t ngx_cdp_api_unavailable(ngx_http_request_t *r);
+
+
+static u_char  ngx_cdp_api_ok[] = "{\"success\":true}";
+
+
+char *
+ngx_cdp_api_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_cdp_loc_conf_t *lcf = conf;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (lcf->api) {
+        return "is duplicate";
+    }
+
+    lcf->api = 1;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_cdp_api_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+/* cdp_write_key KEY [source=NAME] */
+
+char *
+ngx_cdp_write_key_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_cdp_loc_conf_t *lcf = conf;
+
+    ngx_str_t                 *value;
+    ngx_uint_t                 i;
+    ngx_http_cdp_write_key_t  *wk;
+
+    value = cf->args->elts;
+
+    if (lcf->write_keys == NGX_CONF_UNSET_PTR) {
+        lcf->write_keys = ngx_array_create(cf->pool, 2,
+                                           sizeof(ngx_http_cdp_write_key_t));
+        if (lcf->write_keys == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    /* Basic auth carries it as "key:": no ':' and printable */
+
+    if (value[1].len < 8 || value[1].len > 256) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "cdp_write_key must be 8 to 256 characters");
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 0; i < value[1].len; i++) {
+        if (value[1].data[i] <= ' ' || value[1].data[i] >= 0x7f
+            || value[1].data[i] == ':')
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "cdp_write_key may hold printable ASCII "
+                               "characters but ':' only");
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    wk = ngx_array_push(lcf->write_keys);
+    if (wk == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    wk->key = value[1];
+    ngx_str_set(&wk->source, "default");
+
+    if (cf->args->nelts == 3) {
+        if (ngx_strncmp(value[2].data, "source=", 7) != 0
+            || value[2].len == 7)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid cdp_write_key parameter \"%V\"",
+                               &value[2]);
+            return NGX_CONF_ERROR;
+        }
+
+        wk->source.data = value[2].data + 7;
+        wk->source.len = value[2].len - 7;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+ngx_int_t
+ngx_cdp_api_handler(ngx_http_request_t *r)
+{
+    size_t               max;
+    u_char              *tail;
+    ngx_int_t            rc, type;
+    ngx_cdp_api_ctx_t   *actx;
+    ngx_http_cdp_ctx_t  *ctx;
+
+    if (r->method != NGX_HTTP_POST) {
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        return ngx_cdp_api_error(r, NGX_HTTP_NOT_ALLOWED, "method_not_allowed",
+                                 "the API takes POST");
+    }
+
+    /* the endpoint: the last segment of the URI */
+
+    tail = r->uri.data + r->uri.len;
+
+    while (tail > r->uri.data && tail[-1] != '/') {
+        tail--;
+    }
+
+    type = ngx_cdp_segment_endpoint(tail, r->uri.data + r->uri.len - tail);
+
+    if (type < 0) {
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        return ngx_cdp_api_error(r, NGX_HTTP_NOT_FOUND, "unknown_endpoint",
+                                 "no such endpoint: use track, identify, "
+                                 "page, screen, group, alias or batch");
+    }
+
+    max = (type == NGX_CDP_SEGMENT_BATCH) ? NGX_CDP_SEGMENT_BATCH_BODY_MAX
+                                          : NGX_CDP_SEGMENT_BODY_MAX;
+
+    if (r->headers_in.content_length_n > (off_t) max) {
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        ngx_cdp_count(NGX_CDP_C_API_REJECTED, 1);
+
+        return ngx_cdp_api_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                 "body_too_large",
+                                 type == NGX_CDP_SEGMENT_BATCH
+                                 ? "a batch body may have 512000 bytes"
+                                 : "a message body may have 32768 bytes");
+    }
+
+    actx = ngx_pcalloc(r->pool, sizeof(ngx_cdp_api_ctx_t));
+    if (actx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    actx->request = r;
+    actx->type = type;
+
+    ctx = ngx_http_cdp_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->api = actx;
+
+    r->request_body_in_single_buf = 1;
+
+    rc = ngx_http_read_client_request_body(r, ngx_cdp_api_body);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_cdp_api_body(ngx_http_request_t *r)
+{
+    ngx_int_t           rc;
+    ngx_cdp_api_ctx_t  *actx;
+
+    actx = ngx_http_cdp_get_ctx(r)->api;
+
+    rc = ngx_cdp_api_process(r, actx);
+
+    if (rc == NGX_DONE) {
+        /*
+         * waits for Redis: finalized by ngx_cdp_api_done() or the timer
+         * (r may be gone already: a lost connection answers at once)
+         */
+        return;
+    }
+
+    ngx_http_finalize_request(r, rc);
+}
+
+
+static ngx_int_t
+ngx_cdp_api_process(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx)
+{
+    size_t                     i, size;
+    ngx_int_t                  rc;
+    ngx_str_t                  body;
+    ngx_time_t                *tp;
+    ngx_pool_cleanup_t        *cln;
+    ngx_cdp_segment_t          res;
+    ngx_cdp_redis_waiter_t    *w;
+    ngx_http_cdp_loc_conf_t   *lcf;
+    ngx_cdp_segment_error_t    err;
+    u_char                    *ej;
+    u_char                     ts[NGX_CDP_ISO8601_LEN];
+
+    rc = ngx_cdp_api_read_body(r, &body,
+                               actx->type == NGX_CDP_SEGMENT_BATCH
+                               ? NGX_CDP_SEGMENT_BATCH_BODY_MAX
+                               : NGX_CDP_SEGMENT_BODY_MAX);
+
+    if (rc == NGX_DECLINED) {
+        ngx_cdp_count(NGX_CDP_C_API_REJECTED, 1);
+        return ngx_cdp_api_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                 "body_too_large",
+                                 "the body is larger than the endpoint's "
+                                 "limit");
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    tp = ngx_timeofday();
+    (void) ngx_cdp_iso8601(ts, tp->sec, (unsigned) tp->msec);
+
+    ngx_memzero(&res, sizeof(ngx_cdp_segment_t));
+
+    rc = ngx_cdp_segment_parse((int) actx->type, body.data, body.len, ts,
+                               NGX_CDP_ISO8601_LEN, &res, &err);
+
+    if (rc != 0) {
+        ngx_cdp_count(NGX_CDP_C_API_REJECTED, 1);
+
+        if (rc >= 500) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        /* the body may go out after this returns: not on the stack */
+
+        ej = ngx_pnalloc(r->pool, NGX_CDP_SEGMENT_ERROR_JSON_MAX);
+        if (ej == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        return ngx_cdp_send(r, (ngx_uint_t) rc, "application/json", ej,
+                            ngx_cdp_segment_error_json(ej, &err));
+    }
+
+    /* the key: Basic auth's user, else the body's writeKey */
+
+    if (ngx_cdp_api_auth(r, res.write_key) == NULL) {
+        ngx_cdp_segment_free(&res);
+        ngx_cdp_count(NGX_CDP_C_API_REJECTED, 1);
+
+        r->headers_out.www_authenticate = ngx_list_push(&r->headers_out.headers);
+        if (r->headers_out.www_authenticate == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        r->headers_out.www_authenticate->hash = 1;
+        ngx_str_set(&r->headers_out.www_authenticate->key, "WWW-Authenticate");
+        ngx_str_set(&r->headers_out.www_authenticate->value,
+                    "Basic realm=\"ngx_cdp\"");
+
+        return ngx_cdp_api_error(r, NGX_HTTP_UNAUTHORIZED, "unauthorized",
+                                 "a valid write key is required, as the "
+                                 "Basic auth user or as writeKey");
+    }
+
+    size = 0;
+
+    for (i = 0; i < res.nmsgs; i++) {
+        size += res.msgs[i].json_len + res.msgs[i].traits_len + 1024;
+    }
+
+    if (res.nmsgs == 0) {
+        ngx_cdp_segment_free(&res);
+        return ngx_cdp_send(r, NGX_HTTP_OK, "application/json",
+                            ngx_cdp_api_ok, sizeof(ngx_cdp_api_ok) - 1);
+    }
+
+    if (ngx_cdp_redis_reserve(res.nmsgs, size) != NGX_OK) {
+        ngx_cdp_segment_free(&res);
+        return ngx_cdp_api_unavailable(r);
+    }
+
+    for (i = 0; i < res.nmsgs; i++) {
+        if (ngx_cdp_api_enqueue(r, &res.msgs[i]) != NGX_OK) {
+            break;
+        }
+    }
+
+    ngx_cdp_segment_free(&res);
+
+    w = ngx_alloc(sizeof(ngx_cdp_redis_waiter_t), r->connection->log);
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+
+    if (i < res.nmsgs || w == NULL || cln == NULL) {
+        /* what was queued goes (a retry is deduplicated); no answer waits */
+        ngx_cdp_redis_release();
+
+        if (w) {
+            ngx_free(w);
+        }
+
+        return ngx_cdp_api_unavailable(r);
+    }
+
+    w->handler = ngx_cdp_api_done;
+    w->data = actx;
+    w->next = NULL;
+
+    actx->waiter = w;
+
+    cln->handler = ngx_cdp_api_cleanup;
+    cln->data = actx;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_cdp_module);
+
+    actx->timer.handler = ngx_cdp_api_timeout;
+    actx->timer.data = actx;
+    actx->timer.log = r->connection->log;
+
+    ngx_add_timer(&actx->timer, lcf->api_timeout);
+
+    ngx_cdp_redis_wait(w);
+
+    return NGX_DONE;
+}
+
+
+/*
+ * The body as one run of bytes: nginx keeps it in memory up to
+ * client_body_buffer_size and in a temporary file beyond (then read back
+ * here).  NGX_DECLINED: larger than max.
+ */
+
+static ngx_int_t
+ngx_cdp_api_read_body(ngx_http_request_t *r, ngx_str_t *body, size_t max)
+{
+    u_char       *p;
+    off_t         len;
+    ssize_t       n;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    ngx_str_null(body);
+
+    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+        return NGX_OK;
+    }
+
+    len = 0;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        len += ngx_buf_size(cl->buf);
+    }
+
+    if (len > (off_t) max) {
+        return NGX_DECLINED;
+    }
+
+    if (len == 0) {
+        return NGX_OK;
+    }
+
+    cl = r->request_body->bufs;
+
+    if (cl->next == NULL && !cl->buf->in_file) {
+        body->data = cl->buf->pos;
+        body->len = (size_t) len;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, (size_t) len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    body->data = p;
+
+    for ( /* void */ ; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (b->in_file) {
+            n = ngx_read_file(b->file, p, (size_t) (b->file_last - b->file_pos),
+                              b->file_pos);
+
+            if (n != b->file_last - b->file_pos) {
+                return NGX_ERROR;
+            }
+
+            p += n;
+
+        } else {
+            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+        }
+    }
+
+    body->len = p - body->data;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The write key: "Authorization: Basic base64(key:)" (Segment's libraries
+ * send the key as the user and an empty password), else the body's
+ * writeKey.  Compared with every configured key in constant time; the key
+ * is never logged.
+ */
+
+static ngx_http_cdp_write_key_t *
+ngx_cdp_api_auth(ngx_http_request_t *r, const char *body_key)
+{
+    u_char                    *colon;
+    ngx_str_t                  key, enc, dec;
+    ngx_uint_t                 i;
+    ngx_table_elt_t           *h;
+    ngx_http_cdp_write_key_t  *wk, *found;
+    ngx_http_cdp_loc_conf_t   *lcf;
+
+    ngx_str_null(&key);
+
+    h = r->headers_in.authorization;
+
+    if (h && h->value.len > 6
+        && ngx_strncasecmp(h->value.data, (u_char *) "Basic ", 6) == 0)
+    {
+        enc.data = h->value.data + 6;
+        enc.len = h->value.len - 6;
+
+        while (enc.len && enc.data[0] == ' ') {
+            enc.data++;
+            enc.len--;
+        }
+
+        dec.data = ngx_pnalloc(r->pool, ngx_base64_decoded_length(enc.len));
+        if (dec.data == NULL) {
+            return NULL;
+        }
+
+        if (ngx_decode_base64(&dec, &enc) == NGX_OK) {
+            colon = ngx_strlchr(dec.data, dec.data + dec.len, ':');
+
+            key.data = dec.data;
+            key.len = colon ? (size_t) (colon - dec.data) : dec.len;
+        }
+
+    } else if (body_key) {
+        key.data = (u_char *) body_key;
+        key.len = ngx_strlen(body_key);
+    }
+
+    if (key.len == 0) {
+        return NULL;
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_cdp_module);
+
+    found = NULL;
+    wk = lcf->write_keys->elts;
+
+    for (i = 0; i < lcf->write_keys->nelts; i++) {
+        if (wk[i].key.len == key.len
+            && CRYPTO_memcmp(wk[i].key.data, key.data, key.len) == 0)
+        {
+            found = &wk[i];
+        }
+    }
+
+    return found;
+}
+
+
+/*
+ * One message into the batch, as cdp_ingest's kind "api" takes it (see
+ * store/cdp.lua): the key is the profile of its anonymousId, the payload
+ * "message id hash TAB type TAB user_id TAB user_id h TAB email h TAB
+ * phone h TAB previousId as a user id h TAB previousId as an anonymous
+ * id TAB traits TAB event".
+ */
+
+static ngx_int_t
+ngx_cdp_api_enqueue(ngx_http_request_t *r, ngx_cdp_segment_msg_t *m)
+{
+    u_char              *p;
+    size_t               aid_len, prev_aid_len;
+    ngx_md5_t            md5;
+    ngx_str_t            key, attrs, payload, profile_traits, stream_traits;
+    ngx_cdp_ids_t        ids, prev;
+    ngx_cdp_identity_t   id;
+    u_char               mid[32], digest[16];
+    u_char               aid[NGX_CDP_ID_HEX_LEN];
+    u_char               prev_aid[NGX_CDP_ID_HEX_LEN];
+
+    ngx_memzero(&id, sizeof(ngx_cdp_identity_t));
+
+    if (m->user_id) {
+        id.user_id.data = (u_char *) m->user_id;
+        id.user_id.len = ngx_strlen(m->user_id);
+    }
+
+    if (m->email) {
+        id.email.data = (u_char *) m->email;
+        id.email.len = ngx_strlen(m->email);
+    }
+
+    if (m->phone) {
+        id.phone.data = (u_char *) m->phone;
+        id.phone.len = ngx_strlen(m->phone);
+    }
+
+    if (ngx_cdp_identify_check(r, &id, &ids) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_str_null(&profile_traits);
+
+    if (m->type == NGX_CDP_SEGMENT_IDENTIFY) {
+        id.traits.data = (u_char *) m->traits;
+        id.traits.len = m->traits_len;
+
+        if (ngx_cdp_identify_traits(r, &id.traits, &ids.email, &ids.phone,
+                                    &profile_traits, &stream_traits)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    ngx_cdp_api_anonymous_id(r, m->anonymous_id, aid, &aid_len);
+
+    /* alias: previousId may be an earlier user id or an anonymous id */
+
+    ngx_str_null(&prev.user_id);
+    prev_aid_len = 0;
+
+    if (m->type == NGX_CDP_SEGMENT_ALIAS && m->previous_id) {
+        ngx_memzero(&id, sizeof(ngx_cdp_identity_t));
+        id.user_id.data = (u_char *) m->previous_id;
+        id.user_id.len = ngx_strlen(m->previous_id);
+
+        if (ngx_cdp_identify_check(r, &id, &prev) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        ngx_cdp_api_anonymous_id(r, m->previous_id, prev_aid, &prev_aid_len);
+    }
+
+    if (m->message_id) {
+        ngx_md5_init(&md5);
+        ngx_md5_update(&md5, m->message_id, ngx_strlen(m->message_id));
+        ngx_md5_final(digest, &md5);
+        (void) ngx_cdp_hex(mid, digest, sizeof(digest));
+    }
+
+    payload.len = 32 + 16 + ids.user_id.len + 4 * NGX_CDP_IDENT_HASH_LEN
+                  + NGX_CDP_ID_HEX_LEN + profile_traits.len + m->json_len
+                  + 16;
+    payload.data = ngx_pnalloc(r->pool, payload.len);
+    if (payload.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = payload.data;
+
+    if (m->message_id) {
+        p = ngx_cpymem(p, mid, sizeof(mid));
+    }
+
+    *p++ = '\t';
+    p = ngx_cpymem(p, ngx_cdp_segment_type_name(m->type),
+                   ngx_strlen(ngx_cdp_segment_type_name(m->type)));
+    *p++ = '\t';
+    p = ngx_cpymem(p, ids.user_id.data, ids.user_id.len);
+    *p++ = '\t';
+
+    if (ids.user_id.len) {
+        p = ngx_cpymem(p, ids.uidh, NGX_CDP_IDENT_HASH_LEN);
+    }
+
+    *p++ = '\t';
+
+    if (ids.email.len) {
+        p = ngx_cpymem(p, ids.eh, NGX_CDP_IDENT_HASH_LEN);
+    }
+
+    *p++ = '\t';
+
+    if (ids.phone.len) {
+        p = ngx_cpymem(p, ids.ph, NGX_CDP_IDENT_HASH_LEN);
+    }
+
+    *p++ = '\t';
+
+    if (prev.user_id.len) {
+        p = ngx_cpymem(p, prev.uidh, NGX_CDP_IDENT_HASH_LEN);
+    }
+
+    *p++ = '\t';
+    p = ngx_cpymem(p, prev_aid, prev_aid_len);
+    *p++ = '\t';
+    p = ngx_cpymem(p, profile_traits.data, profile_traits.len);
+    *p++ = '\t';
+    p = ngx_cpymem(p, m->json, m->json_len);
+
+    payload.len = p - payload.data;
+
+    key.len = sizeof("profile:") - 1 + aid_len;
+    key.data = ngx_pnalloc(r->pool, key.len);
+    if (key.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(ngx_cpymem(key.data, "profile:", sizeof("profile:") - 1),
+               aid, aid_len);
+
+    ngx_str_null(&attrs);
+
+    return ngx_cdp_redis_enqueue(&key, NGX_CDP_EVENT_API, &attrs, &payload);
+}
+
+
+/*
+ * An anonymousId in the space of the cookie's ids: 32 lowercase hex digits
+ * are taken as they are (the site's backend passing $cdp_anonymous_id
+ * on); anything else, which may be personal, is named by the first 32 hex
+ * digits of its keyed hash.  A blocked value ("null", "undefined", ...)
+ * is no id: *len is 0.
+ */
+
+static void
+ngx_cdp_api_anonymous_id(ngx_http_request_t *r, const char *v, u_char *aid,
+    size_t *len)
+{
+    size_t                     n, i;
+    ngx_http_cdp_main_conf_t  *mcf;
+    u_char                     h[NGX_CDP_IDENT_HASH_LEN];
+
+    *len = 0;
+
+    if (v == NULL) {
+        return;
+    }
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_cdp_module);
+
+    n = ngx_strlen(v);
+
+    if (n == NGX_CDP_ID_HEX_LEN) {
+        for (i = 0; i < n; i++) {
+            if (!((v[i] >= '0' && v[i] <= '9') || (v[i] >= 'a' && v[i] <= 'f')))
+            {
+                break;
+            }
+        }
+
+        if (i == n) {
+            ngx_memcpy(aid, v, n);
+            *len = n;
+            return;
+        }
+    }
+
+    if (n > NGX_CDP_IDENT_VALUE_MAX
+        || ngx_cdp_ident_blocked((u_char *) v, n,
+                                 mcf->blocked ? mcf->blocked->elts : NULL,
+                                 mcf->blocked ? mcf->blocked->nelts : 0))
+    {
+        return;
+    }
+
+    if (ngx_cdp_ident_hash(h, &mcf->ident_key, "anonymous_id", (u_char *) v,
+                           n))
+    {
+        ngx_memcpy(aid, h, NGX_CDP_ID_HEX_LEN);
+        *len = NGX_CDP_ID_HEX_LEN;
+    }
+}
+
+
+static void
+ngx_cdp_api_done(ngx_cdp_redis_waiter_t *w, ngx_int_t rc)
+{
+    ngx_cdp_api_ctx_t   *actx;
+    ngx_http_request_t  *r;
+
+    actx = w->data;
+    ngx_free(w);
+
+    if (actx == NULL) {
+        /* the request timed out or went away */
+        return;
+    }
+
+    actx->waiter = NULL;
+    r = actx->request;
+
+    if (actx->timer.timer_set) {
+        ngx_del_timer(&actx->timer);
+    }
+
+    if (rc == NGX_OK) {
+        rc = ngx_cdp_send(r, NGX_HTTP_OK, "application/json", ngx_cdp_api_ok,
+                          sizeof(ngx_cdp_api_ok) - 1);
+    } else {
+        rc = ngx_cdp_api_unavailable(r);
+    }
+
+    ngx_http_finalize_request(r, rc);
+}
+
+
+static void
+ngx_cdp_api_timeout(ngx_event_t *ev)
+{
+    ngx_cdp_api_ctx_t   *actx;
+    ngx_http_request_t  *r;
+
+    actx = ev->data;
+    r = actx->request;
+
+    if (actx->waiter) {
+        /* the batch may still be stored: the sender's retry is a dup */
+        actx->waiter->data = NULL;
+        actx->waiter = NULL;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "cdp: no answer from redis within cdp_api_timeout");
+
+    ngx_http_finalize_request(r, ngx_cdp_api_unavailable(r));
+}
+
+
+static void
+ngx_cdp_api_cleanup(void *data)
+{
+    ngx_cdp_api_ctx_t  *actx = data;
+
+    if (actx->waiter) {
+        actx->waiter->data = NULL;
+        actx->waiter = NULL;
+    }
+
+    if (actx->timer.timer_set) {
+        ngx_del_timer(&actx->timer);
+    }
+}
+
+
+static ngx_int_t
+ngx_cdp_api_error(ngx_http_request_t *r, ngx_uint_t status, const char *code,
+    const char *message)
+{
+    u_char  *p, *body;
+    size_t   len;
+
+    len = sizeof("{\"success\":false,\"error\":\"\",\"message\":\"\"}") - 1
+          + ngx_strlen(code) + ngx_strlen(message);
+
+    body = ngx_pnalloc(r->pool, len);
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* code and message are constants without characters to escape */
+
+    p = ngx_sprintf(body, "{\"success\":false,\"error\":\"%s\","
+                    "\"message\":\"%s\"}", code, message);
+
+    return ngx_cdp_send(r, status, "application/json", body, p - body);
+}
+
+
+static ngx_int_t
+ngx_cdp_api_unavailable(ngx_http_request_t *r)
+{
+    ngx_table_elt_t  *h;
+
+    ngx_cdp_count(NGX_CDP_C_API_UNAVAILABLE, 1);
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Retry-After");
+    ngx_str_set(&h->value, NGX_CDP_API_RETRY_AFTER);
+
+    return ngx_cdp_api_error(r, NGX_HTTP_SERVICE_UNAVAILABLE, "unavailable",
+                             "the event store is unavailable, retry later");
+}
