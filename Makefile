@@ -16,7 +16,7 @@ NGINX_BIN  ?= /usr/sbin/nginx
 PYTHON     := /usr/bin/python3
 
 SRCS := $(wildcard ngx_cdp_module/*.c ngx_cdp_module/*.h) config \
-        store/cdp.lua store/embed.sh
+        store/cdp.lua store/admin.lua store/embed.sh
 
 .PHONY: all build deps deps-test run test unit integration bench fuzz clean
 
@@ -56,6 +56,8 @@ $(BUILD)/objs/Makefile: config
 $(MODULE): $(BUILD)/objs/Makefile $(SRCS)
 	sh store/embed.sh store/cdp.lua \
 	    $(BUILD)/objs/addon/ngx_cdp/ngx_cdp_store_lua.h
+	sh store/embed.sh store/admin.lua \
+	    $(BUILD)/objs/addon/ngx_cdp/ngx_cdp_admin_lua.h admin
 	$(MAKE) -C $(BUILD) -f objs/Makefile modules
 
 run: deps build

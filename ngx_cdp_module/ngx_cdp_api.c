@@ -44,8 +44,6 @@ static ngx_http_cdp_write_key_t *ngx_cdp_api_auth(ngx_http_request_t *r,
     const char *body_key);
 static ngx_int_t ngx_cdp_api_enqueue(ngx_http_request_t *r,
     ngx_cdp_segment_msg_t *m);
-static void ngx_cdp_api_anonymous_id(ngx_http_request_t *r, const char *v,
-    u_char *aid, size_t *len);
 static void ngx_cdp_api_done(ngx_cdp_redis_waiter_t *w, ngx_int_t rc);
 static void ngx_cdp_api_timeout(ngx_event_t *ev);
 static void ngx_cdp_api_cleanup(void *data);
@@ -692,7 +690,7 @@ ngx_cdp_api_enqueue(ngx_http_request_t *r, ngx_cdp_segment_msg_t *m)
  * is no id: *len is 0.
  */
 
-static void
+void
 ngx_cdp_api_anonymous_id(ngx_http_request_t *r, const char *v, u_char *aid,
     size_t *len)
 {

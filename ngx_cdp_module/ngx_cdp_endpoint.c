@@ -14,6 +14,8 @@
 
 #include "ngx_http_cdp_module.h"
 
+#include "ngx_cdp_ident.h"
+
 
 #define NGX_CDP_FORM_MAX  4096
 
@@ -340,7 +342,6 @@ ngx_cdp_consent_log(ngx_http_request_t *r, int purposes)
     ngx_http_cdp_loc_conf_t   *lcf;
     ngx_http_cdp_main_conf_t  *mcf;
     u_char                     aid[NGX_CDP_ID_HEX_LEN];
-    u_char                     mac[32], msg[4 + NGX_CDP_ID_HEX_LEN];
     u_char                     ts[NGX_CDP_ISO8601_LEN];
 
     static const char  *names[] = { "analytics", "marketing",
@@ -356,7 +357,7 @@ ngx_cdp_consent_log(ngx_http_request_t *r, int purposes)
 
     p = ngx_cpymem(entry.data, "{\"aid\":", sizeof("{\"aid\":") - 1);
 
-    /* the browser, as a keyed hash: proof without the id itself */
+    /* the browser, as a hash: proof without the id itself */
 
     rc = NGX_CDP_COOKIE_MALFORMED;
 
@@ -365,13 +366,12 @@ ngx_cdp_consent_log(ngx_http_request_t *r, int purposes)
                                    mcf->nkeys, aid);
     }
 
-    if (rc == NGX_CDP_COOKIE_VALID || rc == NGX_CDP_COOKIE_VALID_OLD) {
-        ngx_memcpy(msg, "aid:", 4);
-        ngx_memcpy(msg + 4, aid, NGX_CDP_ID_HEX_LEN);
-        ngx_cdp_hmac(mac, &mcf->consent_keys[0], msg, sizeof(msg));
-
-        *p++ = '"';
-        p = ngx_cdp_hex(p, mac, 16);
+    if ((rc == NGX_CDP_COOKIE_VALID || rc == NGX_CDP_COOKIE_VALID_OLD)
+        && ngx_cdp_aid_hash(p + 1, aid))
+    {
+        /* the name erasure and suppression use too (ngx_cdp_ident.h) */
+        *p = '"';
+        p += 1 + NGX_CDP_AIDH_LEN;
         *p++ = '"';
 
     } else {

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 
 
 #define NGX_CDP_HMAC_LEN  32
@@ -565,4 +566,29 @@ ngx_cdp_idsig_check(const ngx_cdp_hit_t *hit, const ngx_cdp_hmac_key_t *keys,
     OPENSSL_cleanse(msg, len);
 
     return NGX_CDP_IDSIG_BAD;
+}
+
+
+int
+ngx_cdp_aid_hash(u_char out[NGX_CDP_AIDH_LEN],
+    const u_char aid[NGX_CDP_ID_HEX_LEN])
+{
+    unsigned int  n;
+    u_char        msg[sizeof("anonymous_id:") - 1 + NGX_CDP_ID_HEX_LEN];
+    u_char        md[EVP_MAX_MD_SIZE];
+
+    memcpy(msg, "anonymous_id:", sizeof("anonymous_id:") - 1);
+    memcpy(msg + sizeof("anonymous_id:") - 1, aid, NGX_CDP_ID_HEX_LEN);
+
+    n = 0;
+
+    if (EVP_Digest(msg, sizeof(msg), md, &n, EVP_sha1(), NULL) != 1
+        || n != NGX_CDP_AIDH_LEN / 2)
+    {
+        return 0;
+    }
+
+    ngx_cdp_hex(out, md, n);
+
+    return 1;
 }

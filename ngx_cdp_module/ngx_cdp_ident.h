@@ -143,4 +143,18 @@ int ngx_cdp_idsig_check(const ngx_cdp_hit_t *hit,
     const ngx_cdp_hmac_key_t *keys, size_t nkeys, time_t now);
 
 
+/*
+ * The name of an anonymous id outside its own keys (the suppression list,
+ * the consent log, the audit): 40 lowercase hex digits of
+ * SHA1("anonymous_id:" aid), as store/admin.lua's aidh() computes it in
+ * Redis.  Unkeyed on purpose: Redis must compute it when erasing, and an
+ * id of 128 random bits cannot be found back by trying ids.  Returns 1, or
+ * 0 when libcrypto fails (out untouched).
+ */
+#define NGX_CDP_AIDH_LEN           40
+
+int ngx_cdp_aid_hash(u_char out[NGX_CDP_AIDH_LEN],
+    const u_char aid[NGX_CDP_ID_HEX_LEN]);
+
+
 #endif /* _NGX_CDP_IDENT_H_INCLUDED_ */

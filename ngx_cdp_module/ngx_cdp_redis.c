@@ -23,6 +23,7 @@
 #include <hiredis/hiredis.h>
 
 #include "ngx_cdp_store_lua.h"
+#include "ngx_cdp_admin_lua.h"
 
 
 #define NGX_CDP_REDIS_DOWN        0     /* waiting for the reconnect timer */
@@ -108,6 +109,14 @@ static ngx_int_t ngx_cdp_redis_push(ngx_cdp_redis_t *rd,
     ngx_cdp_redis_reply_pt handler, void *data, ngx_uint_t nevents);
 static ngx_int_t ngx_cdp_redis_replies(ngx_cdp_redis_t *rd);
 static void ngx_cdp_redis_load_library(ngx_cdp_redis_t *rd);
+static void ngx_cdp_redis_check_admin(ngx_cdp_redis_t *rd);
+static void ngx_cdp_redis_load_admin(ngx_cdp_redis_t *rd);
+static void ngx_cdp_redis_admin_version_done(redisReply *reply, void *data,
+    ngx_uint_t nevents);
+static void ngx_cdp_redis_admin_load_done(redisReply *reply, void *data,
+    ngx_uint_t nevents);
+static void ngx_cdp_redis_call_done(redisReply *reply, void *data,
+    ngx_uint_t nevents);
 static void ngx_cdp_redis_dequeued(ngx_cdp_redis_t *rd, ngx_uint_t n);
 static void ngx_cdp_redis_wake(ngx_cdp_redis_waiter_t *w, ngx_int_t rc);
 
@@ -569,7 +578,7 @@ ngx_cdp_redis_version_done(redisReply *reply, void *data, ngx_uint_t nevents)
         && reply->len == sizeof(NGX_CDP_STORE_REV) - 1
         && ngx_strncmp(reply->str, NGX_CDP_STORE_REV, reply->len) == 0)
     {
-        ngx_cdp_redis_ready(rd);
+        ngx_cdp_redis_check_admin(rd);
         return;
     }
 
@@ -631,8 +640,139 @@ ngx_cdp_redis_load_done(redisReply *reply, void *data, ngx_uint_t nevents)
                   "into redis %V", NGX_CDP_STORE_REV, &rd->mcf->addr_text);
 
     if (rd->state == NGX_CDP_REDIS_HANDSHAKE) {
+        ngx_cdp_redis_check_admin(rd);
+    }
+}
+
+
+/* the second library, cdp_admin_v1 (store/admin.lua), as the first */
+
+static void
+ngx_cdp_redis_check_admin(ngx_cdp_redis_t *rd)
+{
+    static const char   *argv[] = { "FCALL_RO", "cdp_admin_version", "0" };
+    static const size_t  argvlen[] = { 8, 17, 1 };
+
+    /* sent by the read handler, after the reply being handled */
+    (void) ngx_cdp_redis_command(rd, 3, argv, argvlen,
+                                 ngx_cdp_redis_admin_version_done, NULL);
+}
+
+
+static void
+ngx_cdp_redis_admin_version_done(redisReply *reply, void *data,
+    ngx_uint_t nevents)
+{
+    ngx_cdp_redis_t  *rd = ngx_cdp_redis;
+
+    if (reply == NULL || rd->must_close) {
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_STRING
+        && reply->len == sizeof(NGX_CDP_ADMIN_REV) - 1
+        && ngx_strncmp(reply->str, NGX_CDP_ADMIN_REV, reply->len) == 0)
+    {
+        ngx_cdp_redis_ready(rd);
+        return;
+    }
+
+    ngx_cdp_redis_load_admin(rd);
+}
+
+
+static void
+ngx_cdp_redis_load_admin(ngx_cdp_redis_t *rd)
+{
+    const char  *argv[4];
+    size_t       argvlen[4];
+
+    argv[0] = "FUNCTION";
+    argvlen[0] = 8;
+    argv[1] = "LOAD";
+    argvlen[1] = 4;
+    argv[2] = "REPLACE";
+    argvlen[2] = 7;
+    argv[3] = ngx_cdp_admin_lua;
+    argvlen[3] = sizeof(ngx_cdp_admin_lua) - 1;
+
+    (void) ngx_cdp_redis_command(rd, 4, argv, argvlen,
+                                 ngx_cdp_redis_admin_load_done, NULL);
+}
+
+
+static void
+ngx_cdp_redis_admin_load_done(redisReply *reply, void *data,
+    ngx_uint_t nevents)
+{
+    ngx_cdp_redis_t  *rd = ngx_cdp_redis;
+
+    if (reply == NULL) {
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      "cdp: redis FUNCTION LOAD of the admin library "
+                      "failed: %s", reply->str);
+        rd->must_close = 1;
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
+                  "cdp: loaded the admin library cdp_admin_v1 revision %s "
+                  "into redis %V", NGX_CDP_ADMIN_REV, &rd->mcf->addr_text);
+
+    if (rd->state == NGX_CDP_REDIS_HANDSHAKE) {
         ngx_cdp_redis_ready(rd);
     }
+}
+
+
+/*
+ * One command for a caller (the admin API): sent at once, in order with
+ * the batches; call->handler gets the reply (a redisReply *), or NULL
+ * when the connection is lost.  NGX_DECLINED: Redis is not ready.
+ */
+
+ngx_int_t
+ngx_cdp_redis_call(ngx_cdp_redis_call_t *call, int argc, const char **argv,
+    const size_t *argvlen)
+{
+    ngx_cdp_redis_t  *rd;
+
+    rd = ngx_cdp_redis;
+
+    if (rd == NULL || rd->state != NGX_CDP_REDIS_READY) {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_cdp_redis_command(rd, argc, argv, argvlen,
+                              ngx_cdp_redis_call_done, call)
+        != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    ngx_cdp_redis_send(rd);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_cdp_redis_call_done(redisReply *reply, void *data, ngx_uint_t nevents)
+{
+    ngx_cdp_redis_call_t  *call = data;
+
+    if (reply && reply->type == REDIS_REPLY_ERROR
+        && ngx_strstr(reply->str, "Function not found"))
+    {
+        /* FUNCTION FLUSH meanwhile: back for the next call */
+        ngx_cdp_redis_load_admin(ngx_cdp_redis);
+    }
+
+    call->handler(call, reply);
 }
 
 

@@ -42,7 +42,10 @@ static ngx_str_t  ngx_cdp_counter_names[] = {
     ngx_string("cdp_events_dropped_total{reason=\"erased\"}"),
     ngx_string("cdp_api_duplicates_total"),
     ngx_string("cdp_api_requests_rejected_total"),
-    ngx_string("cdp_api_unavailable_total")
+    ngx_string("cdp_api_unavailable_total"),
+    ngx_string("cdp_suppressed_hits_total"),
+    ngx_string("cdp_admin_requests_total"),
+    ngx_string("cdp_admin_denied_total")
 };
 
 

@@ -208,6 +208,27 @@ static ngx_command_t  ngx_http_cdp_commands[] = {
       offsetof(ngx_http_cdp_main_conf_t, dedup_window),
       NULL },
 
+    { ngx_string("cdp_suppression_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_cdp_main_conf_t, suppression_size),
+      NULL },
+
+    { ngx_string("cdp_admin"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_cdp_admin_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("cdp_admin_tokens"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_cdp_admin_tokens,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("cdp_timeline_max"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_num_slot,
@@ -410,6 +431,10 @@ ngx_http_cdp_init(ngx_conf_t *cf)
 
     mcf->shm_zone->init = ngx_cdp_status_init_zone;
 
+    if (ngx_cdp_suppress_add_zone(cf, mcf->suppression_size) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_cdp_identify_init(cf);
 }
 
@@ -444,6 +469,7 @@ ngx_http_cdp_create_main_conf(ngx_conf_t *cf)
     mcf->limit_phone = NGX_CONF_UNSET_UINT;
     mcf->timeline_max = NGX_CONF_UNSET_UINT;
     mcf->dedup_window = NGX_CONF_UNSET;
+    mcf->suppression_size = NGX_CONF_UNSET_SIZE;
 
     return mcf;
 }
@@ -464,6 +490,13 @@ ngx_http_cdp_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(mcf->limit_phone, 5);
     ngx_conf_init_uint_value(mcf->timeline_max, 10000);
     ngx_conf_init_value(mcf->dedup_window, 86400);
+    ngx_conf_init_size_value(mcf->suppression_size, 4 * 1024 * 1024);
+
+    if (mcf->suppression_size < 64 * 1024) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "cdp_suppression_size must be at least 64k");
+        return NGX_CONF_ERROR;
+    }
 
     if (mcf->dedup_window < 1) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -1196,7 +1229,11 @@ ngx_http_cdp_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    return ngx_cdp_redis_init_process(cycle, mcf);
+    if (ngx_cdp_redis_init_process(cycle, mcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_cdp_suppress_init_process(cycle, mcf);
 }
 
 

@@ -63,6 +63,9 @@ typedef enum {
     NGX_CDP_C_API_DUPLICATES,
     NGX_CDP_C_API_REJECTED,
     NGX_CDP_C_API_UNAVAILABLE,
+    NGX_CDP_C_SUPPRESSED_HITS,
+    NGX_CDP_C_ADMIN_REQUESTS,
+    NGX_CDP_C_ADMIN_DENIED,
     NGX_CDP_NCOUNTERS
 } ngx_cdp_counter_e;
 
@@ -106,6 +109,9 @@ typedef struct {
     ngx_str_t                  phone_cc;
 
     time_t                     dedup_window;    /* API messageIds */
+    size_t                     suppression_size;
+
+    ngx_array_t               *admin_tokens;    /* ngx_cdp_admin_token_t */
 
     ngx_shm_zone_t            *shm_zone;
 } ngx_http_cdp_main_conf_t;
@@ -273,6 +279,20 @@ char *ngx_cdp_write_key_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_cdp_api_handler(ngx_http_request_t *r);
 
+/* ngx_cdp_suppress.c */
+ngx_int_t ngx_cdp_suppress_add_zone(ngx_conf_t *cf, size_t size);
+ngx_int_t ngx_cdp_suppress_init_process(ngx_cycle_t *cycle,
+    ngx_http_cdp_main_conf_t *mcf);
+ngx_int_t ngx_cdp_suppress_has(const u_char *aid);
+void ngx_cdp_suppress_update(const u_char *aidh, size_t len, ngx_uint_t add);
+
+/* ngx_cdp_admin.c */
+char *ngx_cdp_admin_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_cdp_admin_tokens(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+void ngx_cdp_api_anonymous_id(ngx_http_request_t *r, const char *v,
+    u_char *aid, size_t *len);
+
 /* ngx_cdp_pixel.c */
 ngx_int_t ngx_cdp_pixel_handler(ngx_http_request_t *r);
 
@@ -306,6 +326,20 @@ struct ngx_cdp_redis_waiter_s {
     void                      *data;
     ngx_cdp_redis_waiter_t    *next;
 };
+
+typedef struct ngx_cdp_redis_call_s  ngx_cdp_redis_call_t;
+
+/* reply: a hiredis redisReply *, NULL when the connection was lost */
+typedef void (*ngx_cdp_redis_call_pt)(ngx_cdp_redis_call_t *call,
+    void *reply);
+
+struct ngx_cdp_redis_call_s {
+    ngx_cdp_redis_call_pt      handler;
+    void                      *data;
+};
+
+ngx_int_t ngx_cdp_redis_call(ngx_cdp_redis_call_t *call, int argc,
+    const char **argv, const size_t *argvlen);
 
 ngx_int_t ngx_cdp_redis_reserve(ngx_uint_t n, size_t size);
 void ngx_cdp_redis_release(void);

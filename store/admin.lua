@@ -702,7 +702,8 @@ end
 --   of the identifiers asked for, known or not) goes to
 --   <prefix>:suppressed, and one entry to <prefix>:audit (op erase).
 --   reply: JSON {"receipt":..,"profiles":N,"identifiers":N,"events":N,
---          "merges":N,"consent_log":N,"suppressed":N,"took_us":N}
+--          "merges":N,"consent_log":N,"suppressed":N,
+--          "anonymous_ids":[aidh of every browser suppressed],"took_us":N}
 --   errors: "ERR cdp_erase: ..." on bad arguments, a key of the wrong
 --           type, a malformed link or a cycle; nothing is written then
 --
@@ -814,11 +815,21 @@ local function cdp_erase(keys, args)
     local took = now_us() - t0
     audit(prefix, req, 'erase', #people, identifiers, events, took)
 
+    -- the browsers' names, for nginx to refuse their cookies at once
+    local aids = {}
+    for _, m in ipairs(sup) do
+        local h = string.match(m, '^anonymous_id:(%x+)$')
+        if h then
+            aids[#aids + 1] = jstr(h)
+        end
+    end
+
     return '{"receipt":' .. jstr(req.receipt) .. ',"profiles":'
         .. int(#people) .. ',"identifiers":' .. int(identifiers)
         .. ',"events":' .. int(events) .. ',"merges":' .. int(merges)
         .. ',"consent_log":' .. int(consents) .. ',"suppressed":'
-        .. int(#sup) .. ',"took_us":' .. int(took) .. '}'
+        .. int(#sup) .. ',"anonymous_ids":[' .. table.concat(aids, ',')
+        .. '],"took_us":' .. int(took) .. '}'
 end
 
 --

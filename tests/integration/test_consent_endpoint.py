@@ -760,7 +760,7 @@ def test_consent_log_entries(redis_server, nginx_factory):
     assert times == sorted(times), times
 
     for raw, e in ((raw1, e1), (raw2, e2), (raw3, e3)):
-        assert isinstance(e['aid'], str) and len(e['aid']) == 32 \
+        assert isinstance(e['aid'], str) and len(e['aid']) == 40 \
             and all(c in '0123456789abcdef' for c in e['aid']), e
         assert e['aid'] != raw_aid, e
         assert raw_aid not in raw and raw_aid.upper() not in raw.upper(), raw
@@ -769,6 +769,10 @@ def test_consent_log_entries(redis_server, nginx_factory):
     assert e1['aid'] == e2['aid'] == e3['aid'], entries
     # without a cdp_aid cookie: null
     assert e4['aid'] is None, e4
+    # the name erasure and the suppression list use: SHA1 of
+    # "anonymous_id:" and the id (store/admin.lua's aidh)
+    assert e1['aid'] == hashlib.sha1(
+        ('anonymous_id:' + raw_aid).encode()).hexdigest(), e1
     # not a plain digest of the id
     plain = {hashlib.md5(raw_aid.encode()).hexdigest(),
              hashlib.sha1(raw_aid.encode()).hexdigest()[:32],
@@ -794,9 +798,11 @@ def test_consent_log_aid_null_for_invalid_cookie(redis_server, nginx_factory):
         assert hex_id not in raw, raw
 
 
-def test_consent_log_aid_hash_per_id_and_keyed(redis_server, nginx_factory):
+def test_consent_log_aid_hash_per_id(redis_server, nginx_factory):
     # two instances, same Redis, different keys and prefixes: the same id
-    # hashes differently (a keyed hash); two ids differ on one instance
+    # has the same name in both logs (erasure finds it from the id alone,
+    # whatever the secret, and a key rotation does not rename it); two ids
+    # differ
     a = start(nginx_factory, redis_server, NONE)
     b = start(nginx_factory, redis_server, NONE)
     hex_id = secrets.token_hex(16)
@@ -810,9 +816,9 @@ def test_consent_log_aid_hash_per_id_and_keyed(redis_server, nginx_factory):
     (ra1, ea1), (ra2, ea2) = wait_log(a, 2)
     ((rb1, eb1),) = wait_log(b, 1)
     for e in (ea1, ea2, eb1):
-        assert isinstance(e['aid'], str) and len(e['aid']) == 32, e
+        assert isinstance(e['aid'], str) and len(e['aid']) == 40, e
     assert ea1['aid'] != ea2['aid'], (ea1, ea2)
-    assert ea1['aid'] != eb1['aid'], (ea1, eb1)
+    assert ea1['aid'] == eb1['aid'], (ea1, eb1)
     for raw in (ra1, ra2, rb1):
         assert hex_id not in raw and other not in raw, raw
 

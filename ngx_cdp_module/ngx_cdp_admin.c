@@ -1,0 +1,1158 @@
+
+/*
+ * ngx_cdp: the admin API, for marketers and privacy officers.
+ *
+ *   GET  .../profiles?email=...     the profile as JSON        marketer
+ *   POST .../erase      {ids}       erase a person, receipt    privacy
+ *   GET  .../export?user_id=...     everything held on them    privacy
+ *   POST .../unsuppress {ids}       lift a suppression         privacy
+ *   GET  .../audit?since=MS         the audit trail            privacy
+ *
+ * (admin may do everything, privacy may read profiles too.)  Bearer
+ * tokens are checked against cdp_admin_tokens, a file of "ROLE SHA256HEX"
+ * lines: only hashes are kept, compared in constant time, and a token is
+ * never logged.  Identifiers are normalised and hashed here
+ * (ngx_cdp_identify_check()); Redis sees the same names as in its keys.
+ * The work is done by the library cdp_admin_v1 (store/admin.lua), one
+ * call per request, without blocking the worker.
+ */
+
+
+#include "ngx_http_cdp_module.h"
+
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include "ngx_cdp_ident.h"
+
+
+#define NGX_CDP_ROLE_MARKETER    1
+#define NGX_CDP_ROLE_PRIVACY     2
+#define NGX_CDP_ROLE_ADMIN       4
+
+#define NGX_CDP_ADMIN_MAX_IDS    100
+#define NGX_CDP_ADMIN_BODY_MAX   65536
+#define NGX_CDP_ADMIN_RECENT     "20"
+
+
+typedef struct {
+    ngx_uint_t                 role;
+    u_char                     hash[32];
+} ngx_cdp_admin_token_t;
+
+
+typedef struct {
+    const char                *name;        /* the URI tail */
+    ngx_uint_t                 method;
+    ngx_uint_t                 roles;
+    const char                *function;    /* of cdp_admin_v1 */
+    ngx_uint_t                 write;       /* FCALL, not FCALL_RO */
+} ngx_cdp_admin_op_t;
+
+
+typedef struct {
+    ngx_http_request_t        *request;
+    ngx_cdp_admin_op_t        *op;
+    ngx_uint_t                 role;
+    ngx_array_t               *ids;         /* ngx_str_t "type:value" */
+    ngx_array_t               *unsuppress;  /* ngx_str_t aidh */
+    ngx_cdp_redis_call_t      *call;        /* NULL once answered */
+    ngx_event_t                timer;
+} ngx_cdp_admin_ctx_t;
+
+
+static ngx_cdp_admin_op_t  ngx_cdp_admin_ops[] = {
+    { "profiles", NGX_HTTP_GET,
+      NGX_CDP_ROLE_MARKETER|NGX_CDP_ROLE_PRIVACY|NGX_CDP_ROLE_ADMIN,
+      "cdp_profile", 0 },
+    { "erase", NGX_HTTP_POST, NGX_CDP_ROLE_PRIVACY|NGX_CDP_ROLE_ADMIN,
+      "cdp_erase", 1 },
+    { "export", NGX_HTTP_GET, NGX_CDP_ROLE_PRIVACY|NGX_CDP_ROLE_ADMIN,
+      "cdp_export", 1 },
+    { "unsuppress", NGX_HTTP_POST, NGX_CDP_ROLE_PRIVACY|NGX_CDP_ROLE_ADMIN,
+      "cdp_unsuppress", 1 },
+    { "audit", NGX_HTTP_GET, NGX_CDP_ROLE_PRIVACY|NGX_CDP_ROLE_ADMIN,
+      "cdp_audit", 0 },
+    { NULL, 0, 0, NULL, 0 }
+};
+
+
+static const char  *ngx_cdp_admin_types[] = {
+    "user_id", "email", "phone", "anonymous_id", "profile_id", NULL
+};
+
+
+static ngx_int_t ngx_cdp_admin_handler(ngx_http_request_t *r);
+static ngx_uint_t ngx_cdp_admin_auth(ngx_http_request_t *r);
+static void ngx_cdp_admin_body(ngx_http_request_t *r);
+static ngx_int_t ngx_cdp_admin_start(ngx_http_request_t *r,
+    ngx_cdp_admin_ctx_t *actx);
+static ngx_int_t ngx_cdp_admin_query_ids(ngx_http_request_t *r,
+    ngx_cdp_admin_ctx_t *actx, const char **bad);
+static ngx_int_t ngx_cdp_admin_body_ids(ngx_http_request_t *r,
+    ngx_cdp_admin_ctx_t *actx, const char **bad);
+static ngx_int_t ngx_cdp_admin_add_id(ngx_http_request_t *r,
+    ngx_cdp_admin_ctx_t *actx, const char *type, u_char *v, size_t len);
+static void ngx_cdp_admin_done(ngx_cdp_redis_call_t *call, void *reply);
+static void ngx_cdp_admin_timeout(ngx_event_t *ev);
+static void ngx_cdp_admin_cleanup(void *data);
+static ngx_int_t ngx_cdp_admin_error(ngx_http_request_t *r,
+    ngx_uint_t status, const char *code, const char *message,
+    const char *field);
+
+
+/* cdp_admin_tokens PATH: lines "ROLE SHA256HEX", "#" comments */
+
+char *
+ngx_cdp_admin_tokens(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_cdp_main_conf_t *mcf = conf;
+
+    u_char                 *p, *end, *line, *last, *sp;
+    char                   *rv;
+    ssize_t                 n;
+    ngx_str_t              *value, role, hex;
+    ngx_uint_t              lineno, i;
+    ngx_file_t              file;
+    ngx_file_info_t         fi;
+    ngx_cdp_admin_token_t  *t;
+
+    if (mcf->admin_tokens) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    ngx_memzero(&file, sizeof(ngx_file_t));
+    file.name = value[1];
+    file.log = cf->log;
+
+    if (ngx_conf_full_name(cf->cycle, &file.name, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    file.fd = ngx_open_file(file.name.data, NGX_FILE_RDONLY, NGX_FILE_OPEN,
+                            0);
+    if (file.fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_open_file_n " \"%V\" failed", &file.name);
+        return NGX_CONF_ERROR;
+    }
+
+    rv = NGX_CONF_ERROR;
+    p = NULL;
+
+    if (ngx_fd_info(file.fd, &fi) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_fd_info_n " \"%V\" failed", &file.name);
+        goto done;
+    }
+
+    mcf->admin_tokens = ngx_array_create(cf->pool, 4,
+                                         sizeof(ngx_cdp_admin_token_t));
+    if (mcf->admin_tokens == NULL) {
+        goto done;
+    }
+
+    p = ngx_pnalloc(cf->pool, (size_t) ngx_file_size(&fi) + 1);
+    if (p == NULL) {
+        goto done;
+    }
+
+    n = ngx_read_file(&file, p, (size_t) ngx_file_size(&fi), 0);
+    if (n == NGX_ERROR) {
+        goto done;
+    }
+
+    end = p + n;
+    lineno = 0;
+
+    for (line = p; line < end; line = last + 1) {
+
+        lineno++;
+
+        last = ngx_strlchr(line, end, '\n');
+        if (last == NULL) {
+            last = end;
+        }
+
+        while (line < last && (*line == ' ' || *line == '\t')) {
+            line++;
+        }
+
+        n = last - line;
+
+        while (n && (line[n - 1] == '\r' || line[n - 1] == ' '
+                     || line[n - 1] == '\t'))
+        {
+            n--;
+        }
+
+        if (n == 0 || line[0] == '#') {
+            continue;
+        }
+
+        sp = ngx_strlchr(line, line + n, ' ');
+        if (sp == NULL) {
+            sp = ngx_strlchr(line, line + n, '\t');
+        }
+
+        if (sp == NULL) {
+            goto invalid;
+        }
+
+        role.data = line;
+        role.len = sp - line;
+
+        hex.data = sp;
+        hex.len = line + n - sp;
+
+        while (hex.len && (hex.data[0] == ' ' || hex.data[0] == '\t')) {
+            hex.data++;
+            hex.len--;
+        }
+
+        t = ngx_array_push(mcf->admin_tokens);
+        if (t == NULL) {
+            goto done;
+        }
+
+        if (role.len == 8 && ngx_strncmp(role.data, "marketer", 8) == 0) {
+            t->role = NGX_CDP_ROLE_MARKETER;
+
+        } else if (role.len == 7 && ngx_strncmp(role.data, "privacy", 7) == 0)
+        {
+            t->role = NGX_CDP_ROLE_PRIVACY;
+
+        } else if (role.len == 5 && ngx_strncmp(role.data, "admin", 5) == 0) {
+            t->role = NGX_CDP_ROLE_ADMIN;
+
+        } else {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "unknown role \"%V\" in line %ui of "
+                               "cdp_admin_tokens \"%V\": marketer, privacy "
+                               "or admin", &role, lineno, &file.name);
+            goto done;
+        }
+
+        if (hex.len != 64) {
+            goto invalid;
+        }
+
+        for (i = 0; i < 32; i++) {
+            n = ngx_hextoi(&hex.data[2 * i], 2);
+            if (n == NGX_ERROR) {
+                goto invalid;
+            }
+
+            t->hash[i] = (u_char) n;
+        }
+    }
+
+    if (mcf->admin_tokens->nelts == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "cdp_admin_tokens \"%V\" holds no token",
+                           &file.name);
+        goto done;
+    }
+
+    rv = NGX_CONF_OK;
+    goto done;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "line %ui of cdp_admin_tokens \"%V\" is not "
+                       "\"ROLE SHA256HEX\" (the SHA-256 of the token, 64 hex "
+                       "digits: printf %%s TOKEN | sha256sum)",
+                       lineno, &file.name);
+
+done:
+
+    if (ngx_close_file(file.fd) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_ALERT, cf->log, ngx_errno,
+                      ngx_close_file_n " \"%V\" failed", &file.name);
+    }
+
+    return rv;
+}
+
+
+char *
+ngx_cdp_admin_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+    ngx_http_cdp_main_conf_t  *mcf;
+
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_cdp_module);
+
+    if (mcf->admin_tokens == NULL) {
+        return "requires cdp_admin_tokens in the http block, before it";
+    }
+
+    if (mcf->nkeys == 0) {
+        return "requires cdp_secret_file in the http block, before it";
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_cdp_admin_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_cdp_admin_handler(ngx_http_request_t *r)
+{
+    u_char               *tail;
+    size_t                len;
+    ngx_int_t             rc;
+    ngx_uint_t            role;
+    ngx_cdp_admin_op_t   *op;
+    ngx_cdp_admin_ctx_t  *actx;
+    ngx_http_cdp_ctx_t   *ctx;
+
+    ngx_cdp_count(NGX_CDP_C_ADMIN_REQUESTS, 1);
+
+    tail = r->uri.data + r->uri.len;
+
+    while (tail > r->uri.data && tail[-1] != '/') {
+        tail--;
+    }
+
+    len = r->uri.data + r->uri.len - tail;
+
+    for (op = ngx_cdp_admin_ops; op->name; op++) {
+        if (len == ngx_strlen(op->name)
+            && ngx_strncmp(tail, op->name, len) == 0)
+        {
+            break;
+        }
+    }
+
+    role = ngx_cdp_admin_auth(r);
+
+    if (role == 0 || op->name == NULL || r->method != op->method
+        || !(op->roles & role))
+    {
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        if (role == 0) {
+            ngx_cdp_count(NGX_CDP_C_ADMIN_DENIED, 1);
+            return ngx_cdp_admin_error(r, NGX_HTTP_UNAUTHORIZED,
+                                       "unauthorized",
+                                       "a valid bearer token is required",
+                                       NULL);
+        }
+
+        if (op->name == NULL) {
+            return ngx_cdp_admin_error(r, NGX_HTTP_NOT_FOUND,
+                                       "unknown_endpoint",
+                                       "use profiles, erase, export, "
+                                       "unsuppress or audit", NULL);
+        }
+
+        if (r->method != op->method) {
+            return ngx_cdp_admin_error(r, NGX_HTTP_NOT_ALLOWED,
+                                       "method_not_allowed",
+                                       op->method == NGX_HTTP_GET
+                                       ? "this endpoint takes GET"
+                                       : "this endpoint takes POST", NULL);
+        }
+
+        ngx_cdp_count(NGX_CDP_C_ADMIN_DENIED, 1);
+
+        return ngx_cdp_admin_error(r, NGX_HTTP_FORBIDDEN, "forbidden",
+                                   "the token's role may not do this", NULL);
+    }
+
+    actx = ngx_pcalloc(r->pool, sizeof(ngx_cdp_admin_ctx_t));
+    if (actx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    actx->request = r;
+    actx->op = op;
+    actx->role = role;
+
+    actx->ids = ngx_array_create(r->pool, 4, sizeof(ngx_str_t));
+    actx->unsuppress = ngx_array_create(r->pool, 2, sizeof(ngx_str_t));
+    if (actx->ids == NULL || actx->unsuppress == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx = ngx_http_cdp_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->api = actx;
+
+    if (op->method == NGX_HTTP_GET) {
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        return ngx_cdp_admin_start(r, actx);
+    }
+
+    if (r->headers_in.content_length_n > NGX_CDP_ADMIN_BODY_MAX) {
+        return ngx_cdp_admin_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                   "body_too_large",
+                                   "the body may have 65536 bytes", NULL);
+    }
+
+    r->request_body_in_single_buf = 1;
+
+    rc = ngx_http_read_client_request_body(r, ngx_cdp_admin_body);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+/* the role of the request's bearer token, 0 when none is valid */
+
+static ngx_uint_t
+ngx_cdp_admin_auth(ngx_http_request_t *r)
+{
+    u_char                     *tok;
+    size_t                      len;
+    ngx_uint_t                  i, role;
+    unsigned int                n;
+    ngx_table_elt_t            *h;
+    ngx_cdp_admin_token_t      *t;
+    ngx_http_cdp_main_conf_t   *mcf;
+    u_char                      md[EVP_MAX_MD_SIZE];
+
+    h = r->headers_in.authorization;
+
+    if (h == NULL || h->value.len <= 7
+        || ngx_strncasecmp(h->value.data, (u_char *) "Bearer ", 7) != 0)
+    {
+        return 0;
+    }
+
+    tok = h->value.data + 7;
+    len = h->value.len - 7;
+
+    while (len && *tok == ' ') {
+        tok++;
+        len--;
+    }
+
+    if (len == 0 || len > 1024) {
+        return 0;
+    }
+
+    n = 0;
+
+    if (EVP_Digest(tok, len, md, &n, EVP_sha256(), NULL) != 1 || n != 32) {
+        return 0;
+    }
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_cdp_module);
+
+    role = 0;
+    t = mcf->admin_tokens->elts;
+
+    /* every line is compared: the time does not tell which matched */
+
+    for (i = 0; i < mcf->admin_tokens->nelts; i++) {
+        if (CRYPTO_memcmp(md, t[i].hash, 32) == 0) {
+            role |= t[i].role;
+        }
+    }
+
+    if (role & NGX_CDP_ROLE_ADMIN) {
+        role |= NGX_CDP_ROLE_MARKETER|NGX_CDP_ROLE_PRIVACY;
+    }
+
+    return role;
+}
+
+
+static void
+ngx_cdp_admin_body(ngx_http_request_t *r)
+{
+    ngx_cdp_admin_ctx_t  *actx;
+
+    actx = ngx_http_cdp_get_ctx(r)->api;
+
+    ngx_http_finalize_request(r, ngx_cdp_admin_start(r, actx));
+}
+
+
+/* identifiers, then one call of cdp_admin_v1 */
+
+static ngx_int_t
+ngx_cdp_admin_start(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx)
+{
+    int                        argc;
+    u_char                    *p;
+    ngx_int_t                  rc;
+    ngx_str_t                 *id;
+    ngx_uint_t                 i;
+    ngx_time_t                *tp;
+    const char               **argv, *bad;
+    size_t                    *argvlen;
+    ngx_pool_cleanup_t        *cln;
+    ngx_cdp_redis_call_t      *call;
+    ngx_http_cdp_loc_conf_t   *lcf;
+    ngx_http_cdp_main_conf_t  *mcf;
+    u_char                     rnd[8];
+    u_char                     receipt[2 + 16];
+    u_char                     now[NGX_INT64_LEN], since[NGX_INT64_LEN];
+    size_t                     now_len, since_len;
+    ngx_str_t                  arg;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_cdp_module);
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_cdp_module);
+
+    bad = NULL;
+    since_len = 0;
+
+    if (ngx_strcmp(actx->op->name, "audit") == 0) {
+        since_len = 1;
+        since[0] = '0';
+
+        if (ngx_http_arg(r, (u_char *) "since", 5, &arg) == NGX_OK) {
+            if (arg.len == 0 || arg.len > 16
+                || ngx_atoi(arg.data, arg.len) == NGX_ERROR)
+            {
+                return ngx_cdp_admin_error(r, NGX_HTTP_BAD_REQUEST,
+                                           "invalid_field",
+                                           "since is a time in milliseconds "
+                                           "since the epoch", "since");
+            }
+
+            since_len = arg.len;
+            ngx_memcpy(since, arg.data, arg.len);
+        }
+
+    } else {
+        rc = (actx->op->method == NGX_HTTP_GET)
+             ? ngx_cdp_admin_query_ids(r, actx, &bad)
+             : ngx_cdp_admin_body_ids(r, actx, &bad);
+
+        if (rc == NGX_ERROR) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (rc == NGX_DECLINED) {
+            return ngx_cdp_admin_error(r, NGX_HTTP_BAD_REQUEST,
+                                       "invalid_field",
+                                       "this identifier is not valid",
+                                       bad);
+        }
+
+        if (actx->ids->nelts == 0) {
+            return ngx_cdp_admin_error(r, NGX_HTTP_BAD_REQUEST,
+                                       "missing_field",
+                                       "name the person by user_id, email, "
+                                       "phone, anonymous_id or profile_id",
+                                       NULL);
+        }
+
+        if (actx->ids->nelts > NGX_CDP_ADMIN_MAX_IDS) {
+            return ngx_cdp_admin_error(r, NGX_HTTP_BAD_REQUEST,
+                                       "too_many_identifiers",
+                                       "at most 100 identifiers a request",
+                                       NULL);
+        }
+    }
+
+    /* FCALL[_RO] function 0 prefix ... */
+
+    argv = ngx_palloc(r->pool, (8 + actx->ids->nelts) * sizeof(char *));
+    argvlen = ngx_palloc(r->pool, (8 + actx->ids->nelts) * sizeof(size_t));
+    call = ngx_alloc(sizeof(ngx_cdp_redis_call_t), r->connection->log);
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+
+    if (argv == NULL || argvlen == NULL || call == NULL || cln == NULL) {
+        if (call) {
+            ngx_free(call);
+        }
+
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    argc = 0;
+    argv[argc] = actx->op->write ? "FCALL" : "FCALL_RO";
+    argvlen[argc] = ngx_strlen(argv[argc]);
+    argc++;
+    argv[argc] = actx->op->function;
+    argvlen[argc++] = ngx_strlen(actx->op->function);
+    argv[argc] = "0";
+    argvlen[argc++] = 1;
+    argv[argc] = (const char *) mcf->prefix.data;
+    argvlen[argc++] = mcf->prefix.len;
+
+    tp = ngx_timeofday();
+    now_len = ngx_sprintf(now, "%uL", (uint64_t) tp->sec * 1000 + tp->msec)
+              - now;
+
+    if (actx->op->write) {
+        if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+            ngx_free(call);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        p = ngx_cpymem(receipt, "r-", 2);
+        (void) ngx_cdp_hex(p, rnd, sizeof(rnd));
+
+        argv[argc] = (const char *) receipt;
+        argvlen[argc++] = sizeof(receipt);
+        argv[argc] = (actx->role & NGX_CDP_ROLE_ADMIN) ? "admin"
+                     : (actx->role & NGX_CDP_ROLE_PRIVACY) ? "privacy"
+                                                           : "marketer";
+        argvlen[argc] = ngx_strlen(argv[argc]);
+        argc++;
+        argv[argc] = (const char *) now;
+        argvlen[argc++] = now_len;
+    }
+
+    id = actx->ids->elts;
+
+    if (ngx_strcmp(actx->op->name, "profiles") == 0) {
+        argv[argc] = (const char *) id[0].data;
+        argvlen[argc++] = id[0].len;
+        argv[argc] = NGX_CDP_ADMIN_RECENT;
+        argvlen[argc++] = sizeof(NGX_CDP_ADMIN_RECENT) - 1;
+
+    } else if (ngx_strcmp(actx->op->name, "audit") == 0) {
+        argv[argc] = (const char *) since;
+        argvlen[argc++] = since_len;
+        argv[argc] = "1000";
+        argvlen[argc++] = 4;
+
+    } else {
+        for (i = 0; i < actx->ids->nelts; i++) {
+            argv[argc] = (const char *) id[i].data;
+            argvlen[argc++] = id[i].len;
+        }
+    }
+
+    call->handler = ngx_cdp_admin_done;
+    call->data = actx;
+
+    actx->call = call;
+
+    cln->handler = ngx_cdp_admin_cleanup;
+    cln->data = actx;
+
+    /* the answer comes with the reply: ngx_cdp_admin_done() */
+
+    r->main->count++;
+
+    if (ngx_cdp_redis_call(call, argc, argv, argvlen) != NGX_OK) {
+        actx->call = NULL;
+        r->main->count--;
+        ngx_free(call);
+
+        return ngx_cdp_admin_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                   "unavailable",
+                                   "the store is unavailable, retry later",
+                                   NULL);
+    }
+
+    if (actx->call) {
+        /* not answered yet (a lost connection answers at once) */
+
+        actx->timer.handler = ngx_cdp_admin_timeout;
+        actx->timer.data = actx;
+        actx->timer.log = r->connection->log;
+
+        ngx_add_timer(&actx->timer, lcf->api_timeout);
+    }
+
+    return NGX_DONE;
+}
+
+
+/* GET ?email=...&user_id=...: every identifier argument */
+
+static ngx_int_t
+ngx_cdp_admin_query_ids(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx,
+    const char **bad)
+{
+    u_char      *p, *q, *end, *dst;
+    size_t       klen;
+    ssize_t      n;
+    ngx_int_t    rc;
+    ngx_uint_t   t;
+
+    p = r->args.data;
+    end = r->args.data + r->args.len;
+
+    while (p < end) {
+        q = ngx_strlchr(p, end, '&');
+        if (q == NULL) {
+            q = end;
+        }
+
+        klen = 0;
+
+        while (p + klen < q && p[klen] != '=') {
+            klen++;
+        }
+
+        for (t = 0; ngx_cdp_admin_types[t]; t++) {
+            if (klen == ngx_strlen(ngx_cdp_admin_types[t])
+                && ngx_strncmp(p, ngx_cdp_admin_types[t], klen) == 0
+                && p + klen < q)
+            {
+                break;
+            }
+        }
+
+        if (ngx_cdp_admin_types[t]) {
+            dst = ngx_pnalloc(r->pool, q - (p + klen + 1) + 1);
+            if (dst == NULL) {
+                return NGX_ERROR;
+            }
+
+            n = ngx_cdp_unescape(dst, p + klen + 1, q - (p + klen + 1));
+
+            rc = (n < 0) ? NGX_DECLINED
+                         : ngx_cdp_admin_add_id(r, actx,
+                                                ngx_cdp_admin_types[t],
+                                                dst, (size_t) n);
+
+            if (rc != NGX_OK) {
+                *bad = ngx_cdp_admin_types[t];
+                return rc;
+            }
+        }
+
+        p = q + 1;
+    }
+
+    return NGX_OK;
+}
+
+
+/* POST {"email": "..." | [...], "user_id": ..., ...} */
+
+static ngx_int_t
+ngx_cdp_admin_body_ids(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx,
+    const char **bad)
+{
+    u_char        *buf, *p;
+    size_t         len, i;
+    json_t        *obj, *v, *item;
+    ngx_int_t      rc;
+    ngx_uint_t     t;
+    ngx_chain_t   *cl;
+    json_error_t   err;
+
+    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+        *bad = "body";
+        return NGX_DECLINED;
+    }
+
+    len = 0;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        if (cl->buf->in_file) {
+            *bad = "body";
+            return NGX_DECLINED;
+        }
+
+        len += cl->buf->last - cl->buf->pos;
+    }
+
+    if (len > NGX_CDP_ADMIN_BODY_MAX) {
+        *bad = "body";
+        return NGX_DECLINED;
+    }
+
+    buf = ngx_pnalloc(r->pool, len + 1);
+    if (buf == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = buf;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+    }
+
+    obj = json_loadb((const char *) buf, len, JSON_REJECT_DUPLICATES, &err);
+
+    if (obj == NULL || !json_is_object(obj)) {
+        if (obj) {
+            json_decref(obj);
+        }
+
+        *bad = "body";
+        return NGX_DECLINED;
+    }
+
+    rc = NGX_OK;
+
+    for (t = 0; ngx_cdp_admin_types[t] && rc == NGX_OK; t++) {
+        v = json_object_get(obj, ngx_cdp_admin_types[t]);
+
+        if (v == NULL || json_is_null(v)) {
+            continue;
+        }
+
+        if (json_is_string(v)) {
+            rc = ngx_cdp_admin_add_id(r, actx, ngx_cdp_admin_types[t],
+                                      (u_char *) json_string_value(v),
+                                      json_string_length(v));
+
+        } else if (json_is_array(v)) {
+            json_array_foreach(v, i, item) {
+                if (!json_is_string(item)) {
+                    rc = NGX_DECLINED;
+                    break;
+                }
+
+                rc = ngx_cdp_admin_add_id(r, actx, ngx_cdp_admin_types[t],
+                                          (u_char *) json_string_value(item),
+                                          json_string_length(item));
+                if (rc != NGX_OK) {
+                    break;
+                }
+            }
+
+        } else {
+            rc = NGX_DECLINED;
+        }
+
+        if (rc != NGX_OK) {
+            *bad = ngx_cdp_admin_types[t];
+        }
+    }
+
+    json_decref(obj);
+
+    return rc;
+}
+
+
+/*
+ * One identifier as Redis names it: "user_id:<h>", "email:<h>",
+ * "phone:<h>" (normalised, hashed), "anonymous_id:<aid>",
+ * "profile_id:<pid>".  The raw value goes no further.
+ */
+
+static ngx_int_t
+ngx_cdp_admin_add_id(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx,
+    const char *type, u_char *v, size_t len)
+{
+    u_char              *p, *hash;
+    size_t               i, n;
+    ngx_str_t           *id, *aidh;
+    ngx_cdp_ids_t        ids;
+    ngx_cdp_identity_t   identity;
+    u_char               aid[NGX_CDP_ID_HEX_LEN];
+
+    if (len == 0 || len > NGX_CDP_IDENT_VALUE_MAX
+        || memchr(v, '\0', len) != NULL)
+    {
+        return NGX_DECLINED;
+    }
+
+    hash = NULL;
+    n = 0;
+
+    ngx_memzero(&identity, sizeof(ngx_cdp_identity_t));
+
+    if (type[0] == 'u' || type[0] == 'e' || type[0] == 'p') {
+
+        if (ngx_strcmp(type, "profile_id") == 0) {
+            for (i = 0; i < len; i++) {
+                if (!((v[i] >= '0' && v[i] <= '9')
+                      || (v[i] >= 'a' && v[i] <= 'z')))
+                {
+                    return NGX_DECLINED;
+                }
+            }
+
+            if (len > 64) {
+                return NGX_DECLINED;
+            }
+
+            hash = v;
+            n = len;
+
+        } else {
+            if (type[0] == 'u') {
+                identity.user_id.data = v;
+                identity.user_id.len = len;
+
+            } else if (type[0] == 'e') {
+                identity.email.data = v;
+                identity.email.len = len;
+
+            } else {
+                identity.phone.data = v;
+                identity.phone.len = len;
+            }
+
+            if (ngx_cdp_identify_check(r, &identity, &ids) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            if (type[0] == 'u' && ids.user_id.len) {
+                hash = ids.uidh;
+
+            } else if (type[0] == 'e' && ids.email.len) {
+                hash = ids.eh;
+
+            } else if (type[0] == 'p' && ids.phone.len) {
+                hash = ids.ph;
+
+            } else {
+                return NGX_DECLINED;
+            }
+
+            n = NGX_CDP_IDENT_HASH_LEN;
+        }
+
+    } else {
+        /* anonymous_id: the cookie's id, or an API anonymousId */
+
+        p = ngx_pnalloc(r->pool, len + 1);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(p, v, len);
+        p[len] = '\0';
+
+        ngx_cdp_api_anonymous_id(r, (const char *) p, aid, &n);
+
+        if (n != NGX_CDP_ID_HEX_LEN) {
+            return NGX_DECLINED;
+        }
+
+        hash = aid;
+
+        if (ngx_strcmp(actx->op->name, "unsuppress") == 0) {
+            aidh = ngx_array_push(actx->unsuppress);
+            if (aidh == NULL) {
+                return NGX_ERROR;
+            }
+
+            aidh->data = ngx_pnalloc(r->pool, NGX_CDP_AIDH_LEN);
+            if (aidh->data == NULL || !ngx_cdp_aid_hash(aidh->data, aid)) {
+                return NGX_ERROR;
+            }
+
+            aidh->len = NGX_CDP_AIDH_LEN;
+        }
+    }
+
+    id = ngx_array_push(actx->ids);
+    if (id == NULL) {
+        return NGX_ERROR;
+    }
+
+    id->len = ngx_strlen(type) + 1 + n;
+    id->data = ngx_pnalloc(r->pool, id->len);
+    if (id->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(id->data, type, ngx_strlen(type));
+    *p++ = ':';
+    ngx_memcpy(p, hash, n);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_cdp_admin_done(ngx_cdp_redis_call_t *call, void *data)
+{
+    redisReply  *reply = data;
+
+    u_char               *body, *p, *q, *end;
+    ngx_int_t             rc;
+    ngx_uint_t            i;
+    ngx_str_t            *aidh;
+    ngx_http_request_t   *r;
+    ngx_cdp_admin_ctx_t  *actx;
+
+    actx = call->data;
+    ngx_free(call);
+
+    if (actx == NULL) {
+        /* answered already (timeout), or the request went away */
+        return;
+    }
+
+    actx->call = NULL;
+    r = actx->request;
+
+    if (actx->timer.timer_set) {
+        ngx_del_timer(&actx->timer);
+    }
+
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        if (reply) {
+            /* messages name positions, never values (store/admin.lua) */
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "cdp: admin %s failed: %s", actx->op->function,
+                          reply->str);
+        }
+
+        rc = ngx_cdp_admin_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                 "unavailable",
+                                 "the store failed, retry later", NULL);
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_NIL) {
+        rc = ngx_cdp_admin_error(r, NGX_HTTP_NOT_FOUND, "not_found",
+                                 "no profile for this identifier", NULL);
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_STRING) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    body = ngx_pnalloc(r->pool, reply->len);
+    if (body == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    ngx_memcpy(body, reply->str, reply->len);
+
+    /* the edge refuses the erased browsers' cookies from now on */
+
+    if (ngx_strcmp(actx->op->name, "erase") == 0) {
+        p = ngx_strnstr(body, "\"anonymous_ids\":[", reply->len);
+
+        if (p) {
+            p += sizeof("\"anonymous_ids\":[") - 1;
+            end = body + reply->len;
+
+            while (p < end && *p == '"') {
+                q = ngx_strlchr(p + 1, end, '"');
+                if (q == NULL) {
+                    break;
+                }
+
+                ngx_cdp_suppress_update(p + 1, q - p - 1, 1);
+
+                p = q + 1;
+                if (p < end && *p == ',') {
+                    p++;
+                }
+            }
+        }
+
+    } else if (ngx_strcmp(actx->op->name, "unsuppress") == 0) {
+        aidh = actx->unsuppress->elts;
+
+        for (i = 0; i < actx->unsuppress->nelts; i++) {
+            ngx_cdp_suppress_update(aidh[i].data, aidh[i].len, 0);
+        }
+    }
+
+    rc = ngx_cdp_send(r, NGX_HTTP_OK, "application/json", body, reply->len);
+
+    ngx_http_finalize_request(r, rc);
+}
+
+
+static void
+ngx_cdp_admin_timeout(ngx_event_t *ev)
+{
+    ngx_cdp_admin_ctx_t  *actx;
+    ngx_http_request_t   *r;
+
+    actx = ev->data;
+    r = actx->request;
+
+    if (actx->call) {
+        actx->call->data = NULL;
+        actx->call = NULL;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "cdp: no answer from redis within cdp_api_timeout");
+
+    ngx_http_finalize_request(r,
+        ngx_cdp_admin_error(r, NGX_HTTP_SERVICE_UNAVAILABLE, "unavailable",
+                            "no answer from the store in time; an erasure "
+                            "may still complete: check the audit", NULL));
+}
+
+
+static void
+ngx_cdp_admin_cleanup(void *data)
+{
+    ngx_cdp_admin_ctx_t  *actx = data;
+
+    if (actx->call) {
+        actx->call->data = NULL;
+        actx->call = NULL;
+    }
+
+    if (actx->timer.timer_set) {
+        ngx_del_timer(&actx->timer);
+    }
+}
+
+
+static ngx_int_t
+ngx_cdp_admin_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *code, const char *message, const char *field)
+{
+    u_char           *p, *body;
+    size_t            len;
+    ngx_table_elt_t  *h;
+
+    if (status == NGX_HTTP_UNAUTHORIZED) {
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        h->hash = 1;
+        ngx_str_set(&h->key, "WWW-Authenticate");
+        ngx_str_set(&h->value, "Bearer realm=\"ngx_cdp admin\"");
+    }
+
+    len = 128 + ngx_strlen(code) + ngx_strlen(message)
+          + (field ? ngx_strlen(field) : 0);
+
+    body = ngx_pnalloc(r->pool, len);
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* constants only: nothing to escape */
+
+    p = ngx_sprintf(body, "{\"success\":false,\"error\":\"%s\","
+                    "\"message\":\"%s\"", code, message);
+
+    if (field) {
+        p = ngx_sprintf(p, ",\"field\":\"%s\"", field);
+    }
+
+    *p++ = '}';
+
+    return ngx_cdp_send(r, status, "application/json", body, p - body);
+}
