@@ -1260,6 +1260,33 @@ test_idsig(void)
 }
 
 
+/* the browser's name outside its keys: SHA1("anonymous_id:" aid) */
+
+static void
+test_aid_hash(void)
+{
+    u_char  out[NGX_CDP_AIDH_LEN + CANARY_LEN];
+
+    memset(out, FILL, sizeof(out));
+    memcpy(out + NGX_CDP_AIDH_LEN, CANARY, CANARY_LEN);
+
+    /* python3: sha1(b"anonymous_id:" + b"0123456789abcdef" * 2) */
+    CHECK(ngx_cdp_aid_hash(out,
+                           (const u_char *) "0123456789abcdef"
+                                            "0123456789abcdef") == 1);
+    CHECK(memcmp(out, "772ce8c4834d6a0162f9abb489da6cda1358d96e",
+                 NGX_CDP_AIDH_LEN) == 0);
+    CHECK(memcmp(out + NGX_CDP_AIDH_LEN, CANARY, CANARY_LEN) == 0);
+
+    /* another id, another name */
+    CHECK(ngx_cdp_aid_hash(out,
+                           (const u_char *) "0123456789abcdef"
+                                            "0123456789abcdee") == 1);
+    CHECK(memcmp(out, "772ce8c4834d6a0162f9abb489da6cda1358d96e",
+                 NGX_CDP_AIDH_LEN) != 0);
+}
+
+
 int
 main(void)
 {
@@ -1274,6 +1301,7 @@ main(void)
     test_blocked_extra();
     test_ident_hash();
     test_idsig();
+    test_aid_hash();
 
     return ngx_cdp_summary();
 }
