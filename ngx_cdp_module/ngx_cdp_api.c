@@ -50,6 +50,7 @@ static void ngx_cdp_api_cleanup(void *data);
 static ngx_int_t ngx_cdp_api_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *message);
 static ngx_int_t ngx_cdp_api_unavailable(ngx_http_request_t *r);
+static ngx_int_t ngx_cdp_api_unauthorized(ngx_http_request_t *r);
 
 
 static u_char  ngx_cdp_api_ok[] = "{\"success\":true}";
@@ -280,6 +281,12 @@ ngx_cdp_api_process(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    /* a key in Basic auth is checked before the body is looked at */
+
+    if (r->headers_in.authorization && ngx_cdp_api_auth(r, NULL) == NULL) {
+        return ngx_cdp_api_unauthorized(r);
+    }
+
     tp = ngx_timeofday();
     (void) ngx_cdp_iso8601(ts, tp->sec, (unsigned) tp->msec);
 
@@ -306,25 +313,13 @@ ngx_cdp_api_process(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx)
                             ngx_cdp_segment_error_json(ej, &err));
     }
 
-    /* the key: Basic auth's user, else the body's writeKey */
+    /* without Basic auth: the body's writeKey */
 
-    if (ngx_cdp_api_auth(r, res.write_key) == NULL) {
+    if (r->headers_in.authorization == NULL
+        && ngx_cdp_api_auth(r, res.write_key) == NULL)
+    {
         ngx_cdp_segment_free(&res);
-        ngx_cdp_count(NGX_CDP_C_API_REJECTED, 1);
-
-        r->headers_out.www_authenticate = ngx_list_push(&r->headers_out.headers);
-        if (r->headers_out.www_authenticate == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        r->headers_out.www_authenticate->hash = 1;
-        ngx_str_set(&r->headers_out.www_authenticate->key, "WWW-Authenticate");
-        ngx_str_set(&r->headers_out.www_authenticate->value,
-                    "Basic realm=\"ngx_cdp\"");
-
-        return ngx_cdp_api_error(r, NGX_HTTP_UNAUTHORIZED, "unauthorized",
-                                 "a valid write key is required, as the "
-                                 "Basic auth user or as writeKey");
+        return ngx_cdp_api_unauthorized(r);
     }
 
     size = 0;
@@ -852,4 +847,26 @@ ngx_cdp_api_unavailable(ngx_http_request_t *r)
 
     return ngx_cdp_api_error(r, NGX_HTTP_SERVICE_UNAVAILABLE, "unavailable",
                              "the event store is unavailable, retry later");
+}
+
+
+static ngx_int_t
+ngx_cdp_api_unauthorized(ngx_http_request_t *r)
+{
+    ngx_table_elt_t  *h;
+
+    ngx_cdp_count(NGX_CDP_C_API_REJECTED, 1);
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "WWW-Authenticate");
+    ngx_str_set(&h->value, "Basic realm=\"ngx_cdp\"");
+
+    return ngx_cdp_api_error(r, NGX_HTTP_UNAUTHORIZED, "unauthorized",
+                             "a valid write key is required, as the Basic "
+                             "auth user or as writeKey");
 }

@@ -37,7 +37,7 @@ ISO_MS_RE = re.compile(r'^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$')
 LOG_PROBLEM_RE = re.compile(r'\[alert\]|\[emerg\]|exited on signal')
 
 DROP_REASONS = ('malformed', 'too_large', 'queue_full', 'redis_down',
-                'redis_error')
+                'redis_error', 'erased')
 COOKIE_RESULTS = ('new', 'kept', 'forged', 'malformed')
 
 
@@ -690,9 +690,13 @@ class Nginx:
         def f():
             st = self.status()
             last[0] = st
+            # every accepted event is stored, dropped after acceptance,
+            # or a duplicate the store recognised
             return (st and st.queue == 0
                     and st.accepted <= st.stored + st.dropped('redis_down')
-                    + st.dropped('redis_error') + st.dropped('queue_full'))
+                    + st.dropped('redis_error') + st.dropped('queue_full')
+                    + st.dropped('erased') + st.dropped('malformed')
+                    + st.c('cdp_api_duplicates_total'))
         wait_until(f, timeout, 0.05)
         return last[0]
 
