@@ -6,6 +6,10 @@
 #
 # Everything lives under var/ in the project:
 #   var/cdp.secret            the cookie signing key (made once, mode 600)
+#   var/admin.tokens          the admin API's tokens as nginx reads them:
+#                             "ROLE SHA256HEX" lines (made once)
+#   var/admin.tokens.plain    the demo's tokens themselves, "ROLE TOKEN"
+#                             (mode 600; a real site keeps only the hashes)
 #   var/redis/                Redis data (appendonly), redis.sock, redis.log
 #   var/nginx/nginx.conf      generated from demo/nginx.conf.in
 #   var/nginx/logs/           access.log (with $cdp_anonymous_id), error.log
@@ -30,6 +34,9 @@ REDIS_SOCK=$REDIS_DIR/redis.sock
 NGX_PREFIX=$VAR/nginx
 NGX_CONF=$NGX_PREFIX/nginx.conf
 SECRET=$VAR/cdp.secret
+TOKENS=$VAR/admin.tokens
+TOKENS_PLAIN=$VAR/admin.tokens.plain
+WRITE_KEY=demo-write-key        # as in demo/nginx.conf.in
 
 redis_pid=
 nginx_pid=
@@ -124,6 +131,7 @@ command -v redis-server >/dev/null 2>&1 \
 command -v redis-cli >/dev/null 2>&1 \
     || die "redis-cli not found (apt-get install redis-tools)"
 command -v openssl >/dev/null 2>&1 || die "openssl not found (apt-get install openssl)"
+command -v sha256sum >/dev/null 2>&1 || die "sha256sum not found (apt-get install coreutils)"
 [ -f "$MODULE" ] || die "the module is not built: $MODULE (run: make build)"
 [ -f "$TEMPLATE" ] || die "missing $TEMPLATE"
 
@@ -152,6 +160,39 @@ if [ ! -s "$SECRET" ]; then
 fi
 chmod 600 "$SECRET"
 
+# the admin API's tokens: one random token per role; nginx reads only
+# their SHA-256 (var/admin.tokens), the tokens themselves stay in
+# var/admin.tokens.plain so that this script can print them
+make_tokens() {
+    local role token
+    (
+        umask 077
+        : > "$TOKENS_PLAIN.tmp" && : > "$TOKENS.tmp" || exit 1
+        echo "# ngx_cdp admin tokens (cdp_admin_tokens): ROLE SHA256HEX" \
+            >> "$TOKENS.tmp"
+        for role in marketer privacy admin; do
+            token=$(openssl rand -hex 32) || exit 1
+            printf '%s %s\n' "$role" "$token" >> "$TOKENS_PLAIN.tmp"
+            printf '%s %s\n' "$role" \
+                "$(printf %s "$token" | sha256sum | cut -d' ' -f1)" \
+                >> "$TOKENS.tmp"
+        done
+        mv "$TOKENS_PLAIN.tmp" "$TOKENS_PLAIN" && mv "$TOKENS.tmp" "$TOKENS"
+    )
+}
+
+if [ ! -s "$TOKENS" ]; then
+    make_tokens || die "cannot write $TOKENS"
+    say "made new admin API tokens in $TOKENS (hashes) and $TOKENS_PLAIN"
+fi
+[ -f "$TOKENS_PLAIN" ] && chmod 600 "$TOKENS_PLAIN"
+
+# the token of a role, from var/admin.tokens.plain (empty when unknown)
+token_of() {
+    [ -r "$TOKENS_PLAIN" ] || return 0
+    awk -v r="$1" '$1 == r { print $2; exit }' "$TOKENS_PLAIN"
+}
+
 # escape a value for the replacement side of sed s|...|...|
 sed_esc() { printf '%s' "$1" | sed -e 's/[\\|&]/\\&/g'; }
 
@@ -170,6 +211,7 @@ sed -e "s|@MODULE@|$(sed_esc "$MODULE")|g" \
     -e "s|@PREFIX@|$(sed_esc "$NGX_PREFIX")|g" \
     -e "s|@DEMO@|$(sed_esc "$TOP/demo")|g" \
     -e "s|@SECRET@|$(sed_esc "$SECRET")|g" \
+    -e "s|@ADMIN_TOKENS@|$(sed_esc "$TOKENS")|g" \
     -e "s|@REDIS@|$(sed_esc "$redis_addr")|g" \
     -e "s|@LISTEN@|$HTTP_ADDR:$HTTP_PORT|g" \
     "$TEMPLATE" > "$NGX_CONF.tmp" && mv "$NGX_CONF.tmp" "$NGX_CONF" \
@@ -207,6 +249,18 @@ wait_up nginx "$nginx_pid" "$NGX_PREFIX/logs/error.log" nginx_up
 
 url="http://$HTTP_ADDR:$HTTP_PORT"
 rc="redis-cli -p $REDIS_PORT"
+t_marketer=$(token_of marketer)
+t_privacy=$(token_of privacy)
+t_admin=$(token_of admin)
+if [ -n "$t_privacy" ]; then
+    tokens="  marketer    $t_marketer
+  privacy     $t_privacy
+  admin       $t_admin"
+else
+    tokens="  (your own: $TOKENS holds only their hashes; delete it for new
+   demo tokens)"
+    t_privacy='<token>'
+fi
 cat <<EOF
 
 ngx_cdp demo is running (nginx pid $nginx_pid, Redis pid $redis_pid)
@@ -225,6 +279,18 @@ The stored events, with redis-cli (Redis on 127.0.0.1:$REDIS_PORT):
 
   <id> is the part of the browser's cdp_aid cookie before the '.'; the
   access log shows it too, as aid=...
+
+The server-side API (Segment's HTTP API; write key $WRITE_KEY):
+
+  curl -u $WRITE_KEY: -H 'Content-Type: application/json' \\
+       -d '{"userId":"u-1","event":"Signed Up"}' $url/v1/track
+
+The admin API (README.md, "For privacy officers"), with these tokens:
+
+$tokens
+
+  curl -H "Authorization: Bearer $t_privacy" \\
+       '$url/admin/profiles?user_id=u-1'
 
 Files: $NGX_CONF
        $NGX_PREFIX/logs/access.log and error.log
