@@ -65,12 +65,13 @@ typedef struct {
 
 
 static ngx_cdp_admin_op_t  ngx_cdp_admin_ops[] = {
-    { "profiles", NGX_HTTP_GET,
+    { "profiles", NGX_HTTP_GET|NGX_HTTP_POST,
       NGX_CDP_ROLE_MARKETER|NGX_CDP_ROLE_PRIVACY|NGX_CDP_ROLE_ADMIN,
       "cdp_profile", 0 },
     { "erase", NGX_HTTP_POST, NGX_CDP_ROLE_PRIVACY|NGX_CDP_ROLE_ADMIN,
       "cdp_erase", 1 },
-    { "export", NGX_HTTP_GET, NGX_CDP_ROLE_PRIVACY|NGX_CDP_ROLE_ADMIN,
+    { "export", NGX_HTTP_GET|NGX_HTTP_POST,
+      NGX_CDP_ROLE_PRIVACY|NGX_CDP_ROLE_ADMIN,
       "cdp_export", 1 },
     { "unsuppress", NGX_HTTP_POST, NGX_CDP_ROLE_PRIVACY|NGX_CDP_ROLE_ADMIN,
       "cdp_unsuppress", 1 },
@@ -335,7 +336,7 @@ ngx_cdp_admin_handler(ngx_http_request_t *r)
 
     role = ngx_cdp_admin_auth(r);
 
-    if (role == 0 || op->name == NULL || r->method != op->method
+    if (role == 0 || op->name == NULL || !(r->method & op->method)
         || !(op->roles & role))
     {
         rc = ngx_http_discard_request_body(r);
@@ -358,12 +359,16 @@ ngx_cdp_admin_handler(ngx_http_request_t *r)
                                        "unsuppress or audit", NULL);
         }
 
-        if (r->method != op->method) {
+        if (!(r->method & op->method)) {
             return ngx_cdp_admin_error(r, NGX_HTTP_NOT_ALLOWED,
                                        "method_not_allowed",
                                        op->method == NGX_HTTP_GET
                                        ? "this endpoint takes GET"
-                                       : "this endpoint takes POST", NULL);
+                                       : op->method == NGX_HTTP_POST
+                                       ? "this endpoint takes POST"
+                                       : "this endpoint takes GET or POST "
+                                         "(POST keeps identifiers out of "
+                                         "access logs)", NULL);
         }
 
         ngx_cdp_count(NGX_CDP_C_ADMIN_DENIED, 1);
@@ -394,7 +399,7 @@ ngx_cdp_admin_handler(ngx_http_request_t *r)
 
     ctx->api = actx;
 
-    if (op->method == NGX_HTTP_GET) {
+    if (r->method == NGX_HTTP_GET) {
         rc = ngx_http_discard_request_body(r);
         if (rc != NGX_OK) {
             return rc;
@@ -541,7 +546,7 @@ ngx_cdp_admin_start(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx)
         }
 
     } else {
-        rc = (actx->op->method == NGX_HTTP_GET)
+        rc = (r->method == NGX_HTTP_GET)
              ? ngx_cdp_admin_query_ids(r, actx, &bad)
              : ngx_cdp_admin_body_ids(r, actx, &bad);
 
@@ -748,47 +753,26 @@ static ngx_int_t
 ngx_cdp_admin_body_ids(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx,
     const char **bad)
 {
-    u_char        *buf, *p;
-    size_t         len, i;
+    size_t         i;
     json_t        *obj, *v, *item;
     ngx_int_t      rc;
+    ngx_str_t      body;
     ngx_uint_t     t;
-    ngx_chain_t   *cl;
     json_error_t   err;
 
-    if (r->request_body == NULL || r->request_body->bufs == NULL) {
-        *bad = "body";
-        return NGX_DECLINED;
-    }
+    rc = ngx_cdp_read_body(r, &body, NGX_CDP_ADMIN_BODY_MAX);
 
-    len = 0;
-
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        if (cl->buf->in_file) {
-            *bad = "body";
-            return NGX_DECLINED;
-        }
-
-        len += cl->buf->last - cl->buf->pos;
-    }
-
-    if (len > NGX_CDP_ADMIN_BODY_MAX) {
-        *bad = "body";
-        return NGX_DECLINED;
-    }
-
-    buf = ngx_pnalloc(r->pool, len + 1);
-    if (buf == NULL) {
+    if (rc == NGX_ERROR) {
         return NGX_ERROR;
     }
 
-    p = buf;
-
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+    if (rc == NGX_DECLINED || body.len == 0) {
+        *bad = "body";
+        return NGX_DECLINED;
     }
 
-    obj = json_loadb((const char *) buf, len, JSON_REJECT_DUPLICATES, &err);
+    obj = json_loadb((const char *) body.data, body.len,
+                     JSON_REJECT_DUPLICATES, &err);
 
     if (obj == NULL || !json_is_object(obj)) {
         if (obj) {
@@ -862,6 +846,14 @@ ngx_cdp_admin_add_id(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx,
 
     if (len == 0 || len > NGX_CDP_IDENT_VALUE_MAX
         || memchr(v, '\0', len) != NULL)
+    {
+        return NGX_DECLINED;
+    }
+
+    /* profile ids are internal: never suppressed, so never unsuppressed */
+
+    if (ngx_strcmp(type, "profile_id") == 0
+        && ngx_strcmp(actx->op->name, "unsuppress") == 0)
     {
         return NGX_DECLINED;
     }
@@ -1003,6 +995,21 @@ ngx_cdp_admin_done(ngx_cdp_redis_call_t *call, void *data)
         ngx_del_timer(&actx->timer);
     }
 
+    if (reply && reply->type == REDIS_REPLY_ERROR
+        && ngx_strncmp(reply->str, "ERR cdp_", 8) == 0)
+    {
+        /* the library refused the arguments: the caller's to fix */
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "cdp: admin %s refused: %s", actx->op->function,
+                      reply->str);
+
+        rc = ngx_cdp_admin_error(r, NGX_HTTP_BAD_REQUEST, "invalid_request",
+                                 "the store refused these identifiers",
+                                 NULL);
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
         if (reply) {
             /* messages name positions, never values (store/admin.lua) */
@@ -1123,6 +1130,17 @@ ngx_cdp_admin_error(ngx_http_request_t *r, ngx_uint_t status,
     u_char           *p, *body;
     size_t            len;
     ngx_table_elt_t  *h;
+
+    if (status == NGX_HTTP_SERVICE_UNAVAILABLE) {
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        h->hash = 1;
+        ngx_str_set(&h->key, "Retry-After");
+        ngx_str_set(&h->value, "5");
+    }
 
     if (status == NGX_HTTP_UNAUTHORIZED) {
         h = ngx_list_push(&r->headers_out.headers);

@@ -18,6 +18,7 @@
 #include "ngx_http_cdp_module.h"
 
 #include <ngx_md5.h>
+#include <jansson.h>
 #include <openssl/crypto.h>
 
 #include "ngx_cdp_ident.h"
@@ -32,18 +33,20 @@ typedef struct {
     ngx_cdp_redis_waiter_t   *waiter;       /* NULL once answered */
     ngx_event_t               timer;
     ngx_int_t                 type;
+    ngx_http_cdp_write_key_t *key;          /* the sender's */
 } ngx_cdp_api_ctx_t;
 
 
 static void ngx_cdp_api_body(ngx_http_request_t *r);
 static ngx_int_t ngx_cdp_api_process(ngx_http_request_t *r,
     ngx_cdp_api_ctx_t *actx);
-static ngx_int_t ngx_cdp_api_read_body(ngx_http_request_t *r,
-    ngx_str_t *body, size_t max);
 static ngx_http_cdp_write_key_t *ngx_cdp_api_auth(ngx_http_request_t *r,
     const char *body_key);
 static ngx_int_t ngx_cdp_api_enqueue(ngx_http_request_t *r,
-    ngx_cdp_segment_msg_t *m);
+    ngx_cdp_api_ctx_t *actx, ngx_cdp_segment_msg_t *m);
+static ngx_int_t ngx_cdp_api_rewrite(ngx_http_request_t *r,
+    ngx_cdp_api_ctx_t *actx, ngx_cdp_segment_msg_t *m, u_char *aid,
+    size_t aid_len, ngx_str_t *json);
 static void ngx_cdp_api_done(ngx_cdp_redis_waiter_t *w, ngx_int_t rc);
 static void ngx_cdp_api_timeout(ngx_event_t *ev);
 static void ngx_cdp_api_cleanup(void *data);
@@ -122,7 +125,7 @@ ngx_cdp_write_key_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     wk->key = value[1];
-    ngx_str_set(&wk->source, "default");
+    ngx_str_null(&wk->source);
 
     if (cf->args->nelts == 3) {
         if (ngx_strncmp(value[2].data, "source=", 7) != 0
@@ -136,6 +139,21 @@ ngx_cdp_write_key_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         wk->source.data = value[2].data + 7;
         wk->source.len = value[2].len - 7;
+
+        for (i = 0; i < wk->source.len; i++) {
+            u_char  c = wk->source.data[i];
+
+            if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+                  || (c >= '0' && c <= '9') || c == '.' || c == '_'
+                  || c == '-')
+                || wk->source.len > 64)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid cdp_write_key source \"%V\": "
+                                   "1 to 64 of [A-Za-z0-9._-]", &wk->source);
+                return NGX_CONF_ERROR;
+            }
+        }
     }
 
     return NGX_CONF_OK;
@@ -264,7 +282,7 @@ ngx_cdp_api_process(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx)
     u_char                    *ej;
     u_char                     ts[NGX_CDP_ISO8601_LEN];
 
-    rc = ngx_cdp_api_read_body(r, &body,
+    rc = ngx_cdp_read_body(r, &body,
                                actx->type == NGX_CDP_SEGMENT_BATCH
                                ? NGX_CDP_SEGMENT_BATCH_BODY_MAX
                                : NGX_CDP_SEGMENT_BODY_MAX);
@@ -283,8 +301,12 @@ ngx_cdp_api_process(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx)
 
     /* a key in Basic auth is checked before the body is looked at */
 
-    if (r->headers_in.authorization && ngx_cdp_api_auth(r, NULL) == NULL) {
-        return ngx_cdp_api_unauthorized(r);
+    if (r->headers_in.authorization) {
+        actx->key = ngx_cdp_api_auth(r, NULL);
+
+        if (actx->key == NULL) {
+            return ngx_cdp_api_unauthorized(r);
+        }
     }
 
     tp = ngx_timeofday();
@@ -315,11 +337,13 @@ ngx_cdp_api_process(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx)
 
     /* without Basic auth: the body's writeKey */
 
-    if (r->headers_in.authorization == NULL
-        && ngx_cdp_api_auth(r, res.write_key) == NULL)
-    {
-        ngx_cdp_segment_free(&res);
-        return ngx_cdp_api_unauthorized(r);
+    if (actx->key == NULL) {
+        actx->key = ngx_cdp_api_auth(r, res.write_key);
+
+        if (actx->key == NULL) {
+            ngx_cdp_segment_free(&res);
+            return ngx_cdp_api_unauthorized(r);
+        }
     }
 
     size = 0;
@@ -340,7 +364,7 @@ ngx_cdp_api_process(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx)
     }
 
     for (i = 0; i < res.nmsgs; i++) {
-        if (ngx_cdp_api_enqueue(r, &res.msgs[i]) != NGX_OK) {
+        if (ngx_cdp_api_enqueue(r, actx, &res.msgs[i]) != NGX_OK) {
             break;
         }
     }
@@ -390,8 +414,8 @@ ngx_cdp_api_process(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx)
  * here).  NGX_DECLINED: larger than max.
  */
 
-static ngx_int_t
-ngx_cdp_api_read_body(ngx_http_request_t *r, ngx_str_t *body, size_t max)
+ngx_int_t
+ngx_cdp_read_body(ngx_http_request_t *r, ngx_str_t *body, size_t max)
 {
     u_char       *p;
     off_t         len;
@@ -537,12 +561,14 @@ ngx_cdp_api_auth(ngx_http_request_t *r, const char *body_key)
  */
 
 static ngx_int_t
-ngx_cdp_api_enqueue(ngx_http_request_t *r, ngx_cdp_segment_msg_t *m)
+ngx_cdp_api_enqueue(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx,
+    ngx_cdp_segment_msg_t *m)
 {
     u_char              *p;
     size_t               aid_len, prev_aid_len;
     ngx_md5_t            md5;
     ngx_str_t            key, attrs, payload, profile_traits, stream_traits;
+    ngx_str_t            json;
     ngx_cdp_ids_t        ids, prev;
     ngx_cdp_identity_t   id;
     u_char               mid[32], digest[16];
@@ -603,6 +629,10 @@ ngx_cdp_api_enqueue(ngx_http_request_t *r, ngx_cdp_segment_msg_t *m)
         ngx_cdp_api_anonymous_id(r, m->previous_id, prev_aid, &prev_aid_len);
     }
 
+    if (ngx_cdp_api_rewrite(r, actx, m, aid, aid_len, &json) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (m->message_id) {
         ngx_md5_init(&md5);
         ngx_md5_update(&md5, m->message_id, ngx_strlen(m->message_id));
@@ -611,7 +641,7 @@ ngx_cdp_api_enqueue(ngx_http_request_t *r, ngx_cdp_segment_msg_t *m)
     }
 
     payload.len = 32 + 16 + ids.user_id.len + 4 * NGX_CDP_IDENT_HASH_LEN
-                  + NGX_CDP_ID_HEX_LEN + profile_traits.len + m->json_len
+                  + NGX_CDP_ID_HEX_LEN + profile_traits.len + json.len
                   + 16;
     payload.data = ngx_pnalloc(r->pool, payload.len);
     if (payload.data == NULL) {
@@ -658,7 +688,7 @@ ngx_cdp_api_enqueue(ngx_http_request_t *r, ngx_cdp_segment_msg_t *m)
     *p++ = '\t';
     p = ngx_cpymem(p, profile_traits.data, profile_traits.len);
     *p++ = '\t';
-    p = ngx_cpymem(p, m->json, m->json_len);
+    p = ngx_cpymem(p, json.data, json.len);
 
     payload.len = p - payload.data;
 
@@ -674,6 +704,99 @@ ngx_cdp_api_enqueue(ngx_http_request_t *r, ngx_cdp_segment_msg_t *m)
     ngx_str_null(&attrs);
 
     return ngx_cdp_redis_enqueue(&key, NGX_CDP_EVENT_API, &attrs, &payload);
+}
+
+
+/*
+ * The stored copy, as the parser made it, but for two things: the sender's
+ * cdp_write_key source= name in context.source, and an anonymousId that
+ * looks like an e-mail address (some backends put one there) replaced by
+ * the id it is stored under, so that no address reaches the stream.  Both
+ * are rare: the copy is parsed again only for them.
+ */
+
+static ngx_int_t
+ngx_cdp_api_rewrite(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx,
+    ngx_cdp_segment_msg_t *m, u_char *aid, size_t aid_len, ngx_str_t *json)
+{
+    char          *s;
+    json_t        *obj, *ctx;
+    ngx_int_t      rc;
+    ngx_uint_t     source, address;
+    json_error_t   err;
+
+    json->data = (u_char *) m->json;
+    json->len = m->json_len;
+
+    source = (actx->key && actx->key->source.len);
+    address = (m->anonymous_id && ngx_strchr(m->anonymous_id, '@'));
+
+    if (!source && !address) {
+        return NGX_OK;
+    }
+
+    obj = json_loadb(m->json, m->json_len, 0, &err);
+    if (obj == NULL) {
+        return NGX_ERROR;
+    }
+
+    rc = NGX_ERROR;
+
+    if (address) {
+        if (aid_len) {
+            if (json_object_set_new(obj, "anonymousId",
+                                    json_stringn((const char *) aid, aid_len))
+                != 0)
+            {
+                goto done;
+            }
+
+        } else {
+            (void) json_object_del(obj, "anonymousId");
+        }
+    }
+
+    if (source) {
+        ctx = json_object_get(obj, "context");
+
+        if (!json_is_object(ctx)) {
+            ctx = json_object();
+            if (ctx == NULL || json_object_set_new(obj, "context", ctx) != 0)
+            {
+                goto done;
+            }
+        }
+
+        if (json_object_set_new(ctx, "source",
+                                json_stringn((const char *)
+                                             actx->key->source.data,
+                                             actx->key->source.len))
+            != 0)
+        {
+            goto done;
+        }
+    }
+
+    s = json_dumps(obj, JSON_COMPACT|JSON_PRESERVE_ORDER);
+    if (s == NULL) {
+        goto done;
+    }
+
+    json->len = ngx_strlen(s);
+    json->data = ngx_pnalloc(r->pool, json->len);
+
+    if (json->data) {
+        ngx_memcpy(json->data, s, json->len);
+        rc = NGX_OK;
+    }
+
+    free(s);
+
+done:
+
+    json_decref(obj);
+
+    return rc;
 }
 
 

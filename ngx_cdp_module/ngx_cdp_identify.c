@@ -330,7 +330,11 @@ ngx_cdp_identify_header_filter(ngx_http_request_t *r)
         return ngx_http_next_header_filter(r);
     }
 
-    if (ngx_cdp_cookie_issue(r, ctx) == NGX_OK) {
+    /* an erased person's browser: its cookie goes, nothing is linked */
+
+    if (!ngx_cdp_suppress_cookie(r, ctx)
+        && ngx_cdp_cookie_issue(r, ctx) == NGX_OK)
+    {
         (void) ngx_cdp_identify(r, ctx, &id);
     }
 

@@ -20,8 +20,7 @@ static ngx_int_t ngx_cdp_pixel_aggregate(ngx_http_request_t *r,
     ngx_http_cdp_ctx_t *ctx, ngx_cdp_hit_t *hit);
 static void ngx_cdp_pixel_identity(ngx_http_request_t *r,
     ngx_http_cdp_ctx_t *ctx, ngx_cdp_hit_t *hit);
-static ngx_int_t ngx_cdp_pixel_erased(ngx_http_request_t *r,
-    ngx_http_cdp_ctx_t *ctx);
+
 
 
 /* the 43-byte transparent 1x1 GIF */
@@ -107,9 +106,8 @@ ngx_cdp_pixel_handler(ngx_http_request_t *r)
     {
         ngx_cdp_pixel_event(r, ctx, 0);
 
-    } else if (ngx_cdp_pixel_erased(r, ctx)) {
+    } else if (ngx_cdp_suppress_cookie(r, ctx)) {
         /* an erased person's browser: its cookie goes, nothing is kept */
-        ngx_cdp_count(NGX_CDP_C_SUPPRESSED_HITS, 1);
 
     } else if (ngx_cdp_cookie_issue(r, ctx) == NGX_OK) {
         ngx_cdp_pixel_event(r, ctx, 1);
@@ -302,35 +300,4 @@ ngx_cdp_pixel_identity(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     id.email.len = hit->email.len;
 
     (void) ngx_cdp_identify(r, ctx, &id);
-}
-
-
-/*
- * 1 when the browser's cookie names an erased person (ngx_cdp_suppress.c):
- * the cookie is cleared in this response.
- */
-
-static ngx_int_t
-ngx_cdp_pixel_erased(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx)
-{
-    ngx_str_t                 empty;
-    ngx_http_cdp_loc_conf_t  *lcf;
-
-    ngx_cdp_cookie_read(r, ctx, 1);
-
-    if (ctx->aid_state != NGX_CDP_AID_KEPT
-        || !ngx_cdp_suppress_has(ctx->aid))
-    {
-        return 0;
-    }
-
-    lcf = ngx_http_get_module_loc_conf(r, ngx_http_cdp_module);
-
-    ngx_str_null(&empty);
-    (void) ngx_cdp_cookie_set(r, &lcf->cookie->name, &empty, 0);
-
-    /* $cdp_anonymous_id is empty from now on */
-    ctx->aid_state = NGX_CDP_AID_NONE;
-
-    return 1;
 }

@@ -40,6 +40,7 @@ typedef struct {
     ngx_rbtree_node_t          sentinel;
     ngx_uint_t                 pass;        /* the current sync pass */
     ngx_uint_t                 count;
+    ngx_uint_t                 full;        /* the warning was logged */
 } ngx_cdp_suppress_sh_t;
 
 
@@ -276,6 +277,7 @@ ngx_cdp_suppress_update(const u_char *aidh, size_t len, ngx_uint_t add)
             ngx_rbtree_delete(&sp->sh->rbtree, &n->node);
             ngx_slab_free_locked(sp->shpool, n);
             sp->sh->count--;
+            sp->sh->full = 0;
         }
     }
 
@@ -302,10 +304,14 @@ ngx_cdp_suppress_put(ngx_cdp_suppress_t *sp, const u_char *digest,
 
     if (n == NULL) {
         /* full: the store still drops their events, cookies stay */
-        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "cdp: the suppression zone is full (%ui browsers), "
-                      "erased browsers keep their cookies",
-                      sp->sh->count);
+        if (!sp->sh->full) {
+            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                          "cdp: the suppression zone is full (%ui browsers),"
+                          " more erased browsers keep their cookies: raise "
+                          "cdp_suppression_size", sp->sh->count);
+            sp->sh->full = 1;
+        }
+
         return;
     }
 
@@ -501,4 +507,38 @@ ngx_cdp_suppress_scan_done(ngx_cdp_redis_call_t *call, void *data)
 
     /* the cursor is in the reply, which is freed after this returns */
     ngx_cdp_suppress_scan(&cursor);
+}
+
+
+/*
+ * 1 when the browser's cookie names an erased person: the cookie is
+ * cleared in this response, and the hit is counted (the pixel, an
+ * identifying response).
+ */
+
+ngx_int_t
+ngx_cdp_suppress_cookie(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx)
+{
+    ngx_str_t                 empty;
+    ngx_http_cdp_loc_conf_t  *lcf;
+
+    ngx_cdp_cookie_read(r, ctx, 1);
+
+    if (ctx->aid_state != NGX_CDP_AID_KEPT
+        || !ngx_cdp_suppress_has(ctx->aid))
+    {
+        return 0;
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_cdp_module);
+
+    ngx_str_null(&empty);
+    (void) ngx_cdp_cookie_set(r, &lcf->cookie->name, &empty, 0);
+
+    /* $cdp_anonymous_id is empty from now on */
+    ctx->aid_state = NGX_CDP_AID_NONE;
+
+    ngx_cdp_count(NGX_CDP_C_SUPPRESSED_HITS, 1);
+
+    return 1;
 }

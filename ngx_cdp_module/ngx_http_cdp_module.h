@@ -278,6 +278,8 @@ char *ngx_cdp_api_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 char *ngx_cdp_write_key_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_cdp_api_handler(ngx_http_request_t *r);
+ngx_int_t ngx_cdp_read_body(ngx_http_request_t *r, ngx_str_t *body,
+    size_t max);
 
 /* ngx_cdp_suppress.c */
 ngx_int_t ngx_cdp_suppress_add_zone(ngx_conf_t *cf, size_t size);
@@ -285,6 +287,8 @@ ngx_int_t ngx_cdp_suppress_init_process(ngx_cycle_t *cycle,
     ngx_http_cdp_main_conf_t *mcf);
 ngx_int_t ngx_cdp_suppress_has(const u_char *aid);
 void ngx_cdp_suppress_update(const u_char *aidh, size_t len, ngx_uint_t add);
+ngx_int_t ngx_cdp_suppress_cookie(ngx_http_request_t *r,
+    ngx_http_cdp_ctx_t *ctx);
 
 /* ngx_cdp_admin.c */
 char *ngx_cdp_admin_directive(ngx_conf_t *cf, ngx_command_t *cmd,

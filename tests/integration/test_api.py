@@ -1120,3 +1120,34 @@ def test_concurrent_batches_all_stored(api):
     total = sum(int(profile(n, idx(n, 'user_id', 'cc-%d' % u))['events'])
                 for u in range(10))
     assert total == 2000, total
+
+
+def test_source_name_and_address_like_anonymous_id(api):
+    """cdp_write_key ... source=NAME lands in context.source of what that
+    key sent; an anonymousId holding an e-mail address is stored as the id
+    it is kept under, never as the address."""
+    ok(post(api, 'track', {'anonymousId': 'a-1', 'event': 'Plain',
+                           'messageId': 'src-1'},
+            headers={'Authorization': basic(WRITE_KEY)}))
+    ok(post(api, 'track', {'anonymousId': 'a-2', 'event': 'FromBackend',
+                           'context': {'ip': '203.0.113.9'},
+                           'messageId': 'src-2'},
+            headers={'Authorization': basic(OTHER_KEY)}))
+    ok(post(api, 'track', {'anonymousId': 'Jane.Doe@Example.com',
+                           'event': 'Leaky', 'messageId': 'src-3'},
+            headers={'Authorization': basic(WRITE_KEY)}))
+    settle(api)
+    ev = {e['event']: e for e in api.events()}
+    assert 'source' not in ev['Plain'].get('context', {}), ev['Plain']
+    assert ev['FromBackend']['context'] == {'ip': '203.0.113.9',
+                                            'source': 'backend'}, ev
+    mapped = h.ident_hash(api.keys[0], 'anonymous_id',
+                          'Jane.Doe@Example.com')[:32]
+    assert ev['Leaky']['anonymousId'] == mapped, ev['Leaky']
+    raw = '\n'.join(api.raw_events()).lower()
+    assert 'jane.doe' not in raw and 'example.com' not in raw, raw
+    c = api.rc()
+    try:
+        assert c.exists('%s:profile:%s' % (api.prefix, mapped))
+    finally:
+        c.close()
