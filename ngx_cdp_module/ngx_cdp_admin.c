@@ -53,6 +53,13 @@ typedef struct {
 } ngx_cdp_admin_op_t;
 
 
+/* a call outlives its request when the answer comes late */
+typedef struct {
+    ngx_cdp_redis_call_t       call;
+    ngx_uint_t                 erase;
+} ngx_cdp_admin_call_t;
+
+
 typedef struct {
     ngx_http_request_t        *request;
     ngx_cdp_admin_op_t        *op;
@@ -98,6 +105,7 @@ static ngx_int_t ngx_cdp_admin_body_ids(ngx_http_request_t *r,
 static ngx_int_t ngx_cdp_admin_add_id(ngx_http_request_t *r,
     ngx_cdp_admin_ctx_t *actx, const char *type, u_char *v, size_t len);
 static void ngx_cdp_admin_done(ngx_cdp_redis_call_t *call, void *reply);
+static void ngx_cdp_admin_erased(u_char *receipt, size_t len);
 static void ngx_cdp_admin_timeout(ngx_event_t *ev);
 static void ngx_cdp_admin_cleanup(void *data);
 static ngx_int_t ngx_cdp_admin_error(ngx_http_request_t *r,
@@ -513,6 +521,7 @@ ngx_cdp_admin_start(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx)
     size_t                    *argvlen;
     ngx_pool_cleanup_t        *cln;
     ngx_cdp_redis_call_t      *call;
+    ngx_cdp_admin_call_t      *acall;
     ngx_http_cdp_loc_conf_t   *lcf;
     ngx_http_cdp_main_conf_t  *mcf;
     u_char                     rnd[8];
@@ -581,16 +590,19 @@ ngx_cdp_admin_start(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx)
 
     argv = ngx_palloc(r->pool, (8 + actx->ids->nelts) * sizeof(char *));
     argvlen = ngx_palloc(r->pool, (8 + actx->ids->nelts) * sizeof(size_t));
-    call = ngx_alloc(sizeof(ngx_cdp_redis_call_t), r->connection->log);
+    acall = ngx_alloc(sizeof(ngx_cdp_admin_call_t), r->connection->log);
     cln = ngx_pool_cleanup_add(r->pool, 0);
 
-    if (argv == NULL || argvlen == NULL || call == NULL || cln == NULL) {
-        if (call) {
-            ngx_free(call);
+    if (argv == NULL || argvlen == NULL || acall == NULL || cln == NULL) {
+        if (acall) {
+            ngx_free(acall);
         }
 
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    acall->erase = (ngx_strcmp(actx->op->name, "erase") == 0);
+    call = &acall->call;
 
     argc = 0;
     argv[argc] = actx->op->write ? "FCALL" : "FCALL_RO";
@@ -609,7 +621,7 @@ ngx_cdp_admin_start(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx)
 
     if (actx->op->write) {
         if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
-            ngx_free(call);
+            ngx_free(acall);
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
@@ -663,7 +675,7 @@ ngx_cdp_admin_start(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx)
     if (ngx_cdp_redis_call(call, argc, argv, argvlen) != NGX_OK) {
         actx->call = NULL;
         r->main->count--;
-        ngx_free(call);
+        ngx_free(acall);
 
         return ngx_cdp_admin_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                    "unavailable",
@@ -973,15 +985,27 @@ ngx_cdp_admin_done(ngx_cdp_redis_call_t *call, void *data)
 {
     redisReply  *reply = data;
 
-    u_char               *body, *p, *q, *end;
-    ngx_int_t             rc;
-    ngx_uint_t            i;
-    ngx_str_t            *aidh;
-    ngx_http_request_t   *r;
-    ngx_cdp_admin_ctx_t  *actx;
+    u_char                *body;
+    ngx_int_t              rc;
+    ngx_uint_t             i;
+    ngx_str_t             *aidh;
+    ngx_http_request_t    *r;
+    ngx_cdp_admin_ctx_t   *actx;
+    ngx_cdp_admin_call_t  *acall;
 
+    acall = (ngx_cdp_admin_call_t *) call;
     actx = call->data;
-    ngx_free(call);
+
+    /*
+     * the edge refuses the erased browsers' cookies from now on, even when
+     * the request timed out or went away meanwhile
+     */
+
+    if (acall->erase && reply && reply->type == REDIS_REPLY_STRING) {
+        ngx_cdp_admin_erased((u_char *) reply->str, reply->len);
+    }
+
+    ngx_free(acall);
 
     if (actx == NULL) {
         /* answered already (timeout), or the request went away */
@@ -1045,31 +1069,7 @@ ngx_cdp_admin_done(ngx_cdp_redis_call_t *call, void *data)
 
     ngx_memcpy(body, reply->str, reply->len);
 
-    /* the edge refuses the erased browsers' cookies from now on */
-
-    if (ngx_strcmp(actx->op->name, "erase") == 0) {
-        p = ngx_strnstr(body, "\"anonymous_ids\":[", reply->len);
-
-        if (p) {
-            p += sizeof("\"anonymous_ids\":[") - 1;
-            end = body + reply->len;
-
-            while (p < end && *p == '"') {
-                q = ngx_strlchr(p + 1, end, '"');
-                if (q == NULL) {
-                    break;
-                }
-
-                ngx_cdp_suppress_update(p + 1, q - p - 1, 1);
-
-                p = q + 1;
-                if (p < end && *p == ',') {
-                    p++;
-                }
-            }
-        }
-
-    } else if (ngx_strcmp(actx->op->name, "unsuppress") == 0) {
+    if (ngx_strcmp(actx->op->name, "unsuppress") == 0) {
         aidh = actx->unsuppress->elts;
 
         for (i = 0; i < actx->unsuppress->nelts; i++) {
@@ -1080,6 +1080,39 @@ ngx_cdp_admin_done(ngx_cdp_redis_call_t *call, void *data)
     rc = ngx_cdp_send(r, NGX_HTTP_OK, "application/json", body, reply->len);
 
     ngx_http_finalize_request(r, rc);
+}
+
+
+/* the "anonymous_ids" of an erase receipt into the edge's set */
+
+static void
+ngx_cdp_admin_erased(u_char *receipt, size_t len)
+{
+    u_char  *p, *q, *end;
+
+    end = receipt + len;
+
+    p = ngx_strnstr(receipt, "\"anonymous_ids\":[", len);
+    if (p == NULL) {
+        return;
+    }
+
+    p += sizeof("\"anonymous_ids\":[") - 1;
+
+    while (p < end && *p == '"') {
+        q = ngx_strlchr(p + 1, end, '"');
+        if (q == NULL) {
+            break;
+        }
+
+        ngx_cdp_suppress_update(p + 1, q - p - 1, 1);
+
+        p = q + 1;
+
+        if (p < end && *p == ',') {
+            p++;
+        }
+    }
 }
 
 
