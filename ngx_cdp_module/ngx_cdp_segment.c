@@ -29,6 +29,14 @@
 #define NGX_CDP_SEGMENT_INT_LEN     24      /* "-9223372036854775808" */
 
 
+/*
+ * Where a stored copy is written before its block is allocated: grown as
+ * needed and kept (a worker parses one request at a time).
+ */
+static char    *ngx_cdp_segment_scratch;
+static size_t   ngx_cdp_segment_scratch_size;
+
+
 typedef struct {
     json_t        *context;             /* a batch's, or NULL */
     json_t        *integrations;
@@ -780,7 +788,7 @@ ngx_cdp_segment_build(json_t *msg, int type, const ngx_cdp_segment_batch_t *b,
 {
     int          rc, i;
     char         phone_buf[NGX_CDP_SEGMENT_INT_LEN];
-    char        *p;
+    char        *p, *q;
     size_t       size, json_len, traits_len;
     json_t      *v, *traits, *ctx, *ctraits, *email, *phone;
     int64_t      ms;
@@ -881,9 +889,24 @@ ngx_cdp_segment_build(json_t *msg, int type, const ngx_cdp_segment_batch_t *b,
         goto done;
     }
 
-    /* sizes, then one block */
+    /* sizes, then one block; the message is dumped once, aside */
 
-    json_len = ngx_cdp_segment_dumpb(msg, NULL, 0);
+    json_len = ngx_cdp_segment_dumpb(msg, ngx_cdp_segment_scratch,
+                                     ngx_cdp_segment_scratch_size);
+
+    if (json_len > ngx_cdp_segment_scratch_size) {
+        q = realloc(ngx_cdp_segment_scratch, 2 * json_len);
+        if (q == NULL) {
+            goto done;
+        }
+
+        ngx_cdp_segment_scratch = q;
+        ngx_cdp_segment_scratch_size = 2 * json_len;
+
+        (void) ngx_cdp_segment_dumpb(msg, ngx_cdp_segment_scratch,
+                                     ngx_cdp_segment_scratch_size);
+    }
+
     if (json_len == 0) {
         goto done;
     }
@@ -930,10 +953,7 @@ ngx_cdp_segment_build(json_t *msg, int type, const ngx_cdp_segment_batch_t *b,
     out->json = p;
     out->json_len = json_len;
 
-    if (ngx_cdp_segment_dumpb(msg, p, json_len) != json_len)
-    {
-        goto done;
-    }
+    memcpy(p, ngx_cdp_segment_scratch, json_len);
 
     p[json_len] = '\0';
     p += json_len + 1;
