@@ -27,6 +27,7 @@ static u_char *ngx_cdp_json_page(u_char *p, ngx_cdp_str_t *url,
     ngx_cdp_str_t *title);
 static size_t ngx_cdp_ip_text(ngx_http_request_t *r, u_char *dst);
 static ngx_int_t ngx_cdp_event_worker_tag(void);
+static void ngx_cdp_event_time(u_char *ts, ngx_time_t *tp);
 static void ngx_cdp_url_host(ngx_cdp_str_t *url, ngx_cdp_str_t *host);
 static u_char *ngx_cdp_touch_field(u_char *p, const u_char *v, size_t len);
 static ngx_int_t ngx_cdp_event_touch(ngx_http_request_t *r,
@@ -38,6 +39,25 @@ static ngx_int_t ngx_cdp_event_touch(ngx_http_request_t *r,
 static u_char      ngx_cdp_worker_tag[16];
 static ngx_uint_t  ngx_cdp_worker_tag_set;
 static uint64_t    ngx_cdp_message_seq;
+
+
+/* the ISO-8601 text of nginx's cached time, made once per millisecond */
+
+static void
+ngx_cdp_event_time(u_char *ts, ngx_time_t *tp)
+{
+    static time_t      sec = -1;
+    static ngx_msec_t  msec;
+    static u_char      text[NGX_CDP_ISO8601_LEN];
+
+    if (tp->sec != sec || tp->msec != msec) {
+        (void) ngx_cdp_iso8601(text, tp->sec, (unsigned) tp->msec);
+        sec = tp->sec;
+        msec = tp->msec;
+    }
+
+    ngx_memcpy(ts, text, NGX_CDP_ISO8601_LEN);
+}
 
 
 static ngx_int_t
@@ -182,7 +202,7 @@ ngx_cdp_event_from_hit(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     }
 
     tp = ngx_timeofday();
-    (void) ngx_cdp_iso8601(ts, tp->sec, (unsigned) tp->msec);
+    ngx_cdp_event_time(ts, tp);
 
     p = ngx_cdp_lit(p, ",\"messageId\":\"px-");
     p = ngx_cpymem(p, ngx_cdp_worker_tag, sizeof(ngx_cdp_worker_tag));
@@ -310,17 +330,25 @@ ngx_cdp_json_member(u_char *p, const char *key, ngx_cdp_str_t *v,
 static u_char *
 ngx_cdp_json_consent(u_char *p, ngx_cdp_consent_state_t *st)
 {
-    p = ngx_sprintf(p, ",\"consent\":{\"analytics\":%s,\"marketing\":%s,"
-                    "\"personalization\":%s,\"source\":\"%s\"}",
-                    (st->purposes & NGX_CDP_CONSENT_ANALYTICS) ? "true"
-                                                               : "false",
-                    (st->purposes & NGX_CDP_CONSENT_MARKETING) ? "true"
-                                                               : "false",
-                    (st->purposes & NGX_CDP_CONSENT_PERSONALIZATION)
-                        ? "true" : "false",
-                    ngx_cdp_consent_source_name(st->source));
+    const char  *source;
 
-    return p;
+    /* pieces rather than ngx_sprintf(): it is in every event */
+
+    p = ngx_cdp_lit(p, ",\"consent\":{\"analytics\":");
+    p = (st->purposes & NGX_CDP_CONSENT_ANALYTICS) ? ngx_cdp_lit(p, "true")
+                                                   : ngx_cdp_lit(p, "false");
+    p = ngx_cdp_lit(p, ",\"marketing\":");
+    p = (st->purposes & NGX_CDP_CONSENT_MARKETING) ? ngx_cdp_lit(p, "true")
+                                                   : ngx_cdp_lit(p, "false");
+    p = ngx_cdp_lit(p, ",\"personalization\":");
+    p = (st->purposes & NGX_CDP_CONSENT_PERSONALIZATION)
+        ? ngx_cdp_lit(p, "true") : ngx_cdp_lit(p, "false");
+    p = ngx_cdp_lit(p, ",\"source\":\"");
+
+    source = ngx_cdp_consent_source_name(st->source);
+    p = ngx_cpymem(p, source, ngx_strlen(source));
+
+    return ngx_cdp_lit(p, "\"}");
 }
 
 
@@ -394,7 +422,7 @@ ngx_cdp_event_identify(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     json->data = p;
 
     tp = ngx_timeofday();
-    (void) ngx_cdp_iso8601(ts, tp->sec, (unsigned) tp->msec);
+    ngx_cdp_event_time(ts, tp);
 
     p = ngx_cdp_lit(p, "{\"type\":\"identify\",\"messageId\":\"id-");
     p = ngx_cpymem(p, ngx_cdp_worker_tag, sizeof(ngx_cdp_worker_tag));

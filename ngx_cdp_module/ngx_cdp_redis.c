@@ -1315,7 +1315,23 @@ ngx_cdp_rbuf_reserve(ngx_cdp_rbuf_t *b, size_t n)
 static void
 ngx_cdp_rbuf_bulk(ngx_cdp_rbuf_t *b, const u_char *data, size_t len)
 {
-    b->last = ngx_sprintf(b->last, "$%uz\r\n", len);
+    u_char  *p, digits[NGX_SIZE_T_LEN];
+    size_t   n;
+
+    /* "$<len>\r\n": by hand, a few times per event (ngx_sprintf costs) */
+
+    p = digits + NGX_SIZE_T_LEN;
+    n = len;
+
+    do {
+        *--p = (u_char) ('0' + n % 10);
+        n /= 10;
+    } while (n);
+
+    *b->last++ = '$';
+    b->last = ngx_cpymem(b->last, p, digits + NGX_SIZE_T_LEN - p);
+    *b->last++ = CR;
+    *b->last++ = LF;
     b->last = ngx_cpymem(b->last, data, len);
     *b->last++ = CR;
     *b->last++ = LF;
