@@ -1160,30 +1160,17 @@ static ngx_int_t
 ngx_cdp_admin_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *message, const char *field)
 {
-    u_char           *p, *body;
-    size_t            len;
-    ngx_table_elt_t  *h;
+    u_char  *p, *body;
+    size_t   len;
 
-    if (status == NGX_HTTP_SERVICE_UNAVAILABLE) {
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        h->hash = 1;
-        ngx_str_set(&h->key, "Retry-After");
-        ngx_str_set(&h->value, "5");
-    }
-
-    if (status == NGX_HTTP_UNAUTHORIZED) {
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        h->hash = 1;
-        ngx_str_set(&h->key, "WWW-Authenticate");
-        ngx_str_set(&h->value, "Bearer realm=\"ngx_cdp admin\"");
+    if ((status == NGX_HTTP_SERVICE_UNAVAILABLE
+         && ngx_cdp_add_header(r, "Retry-After", "5") != NGX_OK)
+        || (status == NGX_HTTP_UNAUTHORIZED
+            && ngx_cdp_add_header(r, "WWW-Authenticate",
+                                  "Bearer realm=\"ngx_cdp admin\"")
+               != NGX_OK))
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     len = 128 + ngx_strlen(code) + ngx_strlen(message)

@@ -955,18 +955,13 @@ ngx_cdp_api_error(ngx_http_request_t *r, ngx_uint_t status, const char *code,
 static ngx_int_t
 ngx_cdp_api_unavailable(ngx_http_request_t *r)
 {
-    ngx_table_elt_t  *h;
-
     ngx_cdp_count(NGX_CDP_C_API_UNAVAILABLE, 1);
 
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
+    if (ngx_cdp_add_header(r, "Retry-After", NGX_CDP_API_RETRY_AFTER)
+        != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Retry-After");
-    ngx_str_set(&h->value, NGX_CDP_API_RETRY_AFTER);
 
     return ngx_cdp_api_error(r, NGX_HTTP_SERVICE_UNAVAILABLE, "unavailable",
                              "the event store is unavailable, retry later");
@@ -976,18 +971,13 @@ ngx_cdp_api_unavailable(ngx_http_request_t *r)
 static ngx_int_t
 ngx_cdp_api_unauthorized(ngx_http_request_t *r)
 {
-    ngx_table_elt_t  *h;
-
     ngx_cdp_count(NGX_CDP_C_API_REJECTED, 1);
 
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
+    if (ngx_cdp_add_header(r, "WWW-Authenticate", "Basic realm=\"ngx_cdp\"")
+        != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "WWW-Authenticate");
-    ngx_str_set(&h->value, "Basic realm=\"ngx_cdp\"");
 
     return ngx_cdp_api_error(r, NGX_HTTP_UNAUTHORIZED, "unauthorized",
                              "a valid write key is required, as the Basic "

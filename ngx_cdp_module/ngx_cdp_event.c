@@ -22,6 +22,9 @@ static u_char *ngx_cdp_json_member(u_char *p, const char *key,
 static u_char *ngx_cdp_json_member_str(u_char *p, const char *key,
     ngx_str_t *v, ngx_uint_t *first);
 static u_char *ngx_cdp_json_consent(u_char *p, ngx_cdp_consent_state_t *st);
+static u_char *ngx_cdp_json_client(ngx_http_request_t *r,
+    ngx_http_cdp_ctx_t *ctx, u_char *p, ngx_cdp_str_t *ua, u_char *ip,
+    size_t iplen);
 static u_char *ngx_cdp_json_page(u_char *p, ngx_cdp_str_t *url,
     ngx_cdp_url_t *u, ngx_cdp_str_t *search, ngx_cdp_str_t *ref,
     ngx_cdp_str_t *title);
@@ -269,27 +272,7 @@ ngx_cdp_event_from_hit(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
         *p++ = '}';
     }
 
-    if (ctx->country.len || ctx->region.len || ctx->city.len) {
-        p = ngx_cdp_lit(p, ",\"location\":{");
-        first = 1;
-        p = ngx_cdp_json_member_str(p, "country", &ctx->country, &first);
-        p = ngx_cdp_json_member_str(p, "region", &ctx->region, &first);
-        p = ngx_cdp_json_member_str(p, "city", &ctx->city, &first);
-        *p++ = '}';
-    }
-
-    p = ngx_cdp_json_consent(p, ngx_cdp_consent_eval(r, ctx));
-
-    if (ua.len) {
-        p = ngx_cdp_lit(p, ",\"userAgent\":");
-        p = ngx_cdp_json_str(p, ua.data, ua.len);
-    }
-
-    if (iplen) {
-        p = ngx_cdp_lit(p, ",\"ip\":\"");
-        p = ngx_cpymem(p, ip, iplen);
-        *p++ = '"';
-    }
+    p = ngx_cdp_json_client(r, ctx, p, &ua, ip, iplen);
 
     p = ngx_cdp_lit(p, ",\"library\":{\"name\":\"ngx_cdp\",\"version\":\""
                        NGX_CDP_VERSION "\"}}}");
@@ -322,6 +305,44 @@ ngx_cdp_json_member(u_char *p, const char *key, ngx_cdp_str_t *v,
     *p++ = ':';
 
     return ngx_cdp_json_str(p, v->data, v->len);
+}
+
+
+/*
+ * The members of "context" that every event of a browser has: where it
+ * is (with cdp_geoip_db), its consent, its user agent and its truncated
+ * address.
+ */
+
+static u_char *
+ngx_cdp_json_client(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
+    u_char *p, ngx_cdp_str_t *ua, u_char *ip, size_t iplen)
+{
+    ngx_uint_t  first;
+
+    if (ctx->country.len || ctx->region.len || ctx->city.len) {
+        p = ngx_cdp_lit(p, ",\"location\":{");
+        first = 1;
+        p = ngx_cdp_json_member_str(p, "country", &ctx->country, &first);
+        p = ngx_cdp_json_member_str(p, "region", &ctx->region, &first);
+        p = ngx_cdp_json_member_str(p, "city", &ctx->city, &first);
+        *p++ = '}';
+    }
+
+    p = ngx_cdp_json_consent(p, ngx_cdp_consent_eval(r, ctx));
+
+    if (ua->len) {
+        p = ngx_cdp_lit(p, ",\"userAgent\":");
+        p = ngx_cdp_json_str(p, ua->data, ua->len);
+    }
+
+    if (iplen) {
+        p = ngx_cdp_lit(p, ",\"ip\":\"");
+        p = ngx_cpymem(p, ip, iplen);
+        *p++ = '"';
+    }
+
+    return p;
 }
 
 
@@ -381,7 +402,6 @@ ngx_cdp_event_identify(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
 {
     u_char                   *p;
     size_t                    len, iplen;
-    ngx_uint_t                first;
     ngx_time_t               *tp;
     ngx_cdp_str_t             ua;
     ngx_http_cdp_loc_conf_t  *lcf;
@@ -449,27 +469,7 @@ ngx_cdp_event_identify(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     p = ngx_cdp_lit(p, "\",\"context\":{\"library\":{\"name\":\"ngx_cdp\","
                        "\"version\":\"" NGX_CDP_VERSION "\"}");
 
-    if (ctx->country.len || ctx->region.len || ctx->city.len) {
-        p = ngx_cdp_lit(p, ",\"location\":{");
-        first = 1;
-        p = ngx_cdp_json_member_str(p, "country", &ctx->country, &first);
-        p = ngx_cdp_json_member_str(p, "region", &ctx->region, &first);
-        p = ngx_cdp_json_member_str(p, "city", &ctx->city, &first);
-        *p++ = '}';
-    }
-
-    p = ngx_cdp_json_consent(p, ngx_cdp_consent_eval(r, ctx));
-
-    if (ua.len) {
-        p = ngx_cdp_lit(p, ",\"userAgent\":");
-        p = ngx_cdp_json_str(p, ua.data, ua.len);
-    }
-
-    if (iplen) {
-        p = ngx_cdp_lit(p, ",\"ip\":\"");
-        p = ngx_cpymem(p, ip, iplen);
-        *p++ = '"';
-    }
+    p = ngx_cdp_json_client(r, ctx, p, &ua, ip, iplen);
 
     p = ngx_cdp_lit(p, "}}");
 

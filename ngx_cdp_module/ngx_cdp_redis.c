@@ -111,6 +111,10 @@ static ngx_int_t ngx_cdp_redis_replies(ngx_cdp_redis_t *rd);
 static void ngx_cdp_redis_load_library(ngx_cdp_redis_t *rd);
 static void ngx_cdp_redis_check_admin(ngx_cdp_redis_t *rd);
 static void ngx_cdp_redis_load_admin(ngx_cdp_redis_t *rd);
+static ngx_int_t ngx_cdp_redis_loaded(ngx_cdp_redis_t *rd, redisReply *reply,
+    const char *what, const char *rev);
+static ngx_int_t ngx_cdp_redis_function_load(ngx_cdp_redis_t *rd,
+    const char *lua, size_t len, ngx_cdp_redis_reply_pt handler);
 static void ngx_cdp_redis_admin_version_done(redisReply *reply, void *data,
     ngx_uint_t nevents);
 static void ngx_cdp_redis_admin_load_done(redisReply *reply, void *data,
@@ -591,12 +595,28 @@ ngx_cdp_redis_version_done(redisReply *reply, void *data, ngx_uint_t nevents)
 static void
 ngx_cdp_redis_load_library(ngx_cdp_redis_t *rd)
 {
-    const char  *argv[4];
-    size_t       argvlen[4];
-
     if (rd->loading) {
         return;
     }
+
+    if (ngx_cdp_redis_function_load(rd, ngx_cdp_store_lua,
+                                    sizeof(ngx_cdp_store_lua) - 1,
+                                    ngx_cdp_redis_load_done)
+        == NGX_OK)
+    {
+        rd->loading = 1;
+    }
+}
+
+
+/* FUNCTION LOAD REPLACE of a library of store/, compiled in */
+
+static ngx_int_t
+ngx_cdp_redis_function_load(ngx_cdp_redis_t *rd, const char *lua, size_t len,
+    ngx_cdp_redis_reply_pt handler)
+{
+    const char  *argv[4];
+    size_t       argvlen[4];
 
     argv[0] = "FUNCTION";
     argvlen[0] = 8;
@@ -604,15 +624,10 @@ ngx_cdp_redis_load_library(ngx_cdp_redis_t *rd)
     argvlen[1] = 4;
     argv[2] = "REPLACE";
     argvlen[2] = 7;
-    argv[3] = ngx_cdp_store_lua;
-    argvlen[3] = sizeof(ngx_cdp_store_lua) - 1;
+    argv[3] = lua;
+    argvlen[3] = len;
 
-    if (ngx_cdp_redis_command(rd, 4, argv, argvlen, ngx_cdp_redis_load_done,
-                              NULL)
-        == NGX_OK)
-    {
-        rd->loading = 1;
-    }
+    return ngx_cdp_redis_command(rd, 4, argv, argvlen, handler, NULL);
 }
 
 
@@ -627,21 +642,35 @@ ngx_cdp_redis_load_done(redisReply *reply, void *data, ngx_uint_t nevents)
 
     rd->loading = 0;
 
+    if (ngx_cdp_redis_loaded(rd, reply, "store library cdp_v1",
+                             NGX_CDP_STORE_REV)
+        == NGX_OK
+        && rd->state == NGX_CDP_REDIS_HANDSHAKE)
+    {
+        ngx_cdp_redis_check_admin(rd);
+    }
+}
+
+
+/* the reply to FUNCTION LOAD: logged; a refusal closes the connection */
+
+static ngx_int_t
+ngx_cdp_redis_loaded(ngx_cdp_redis_t *rd, redisReply *reply,
+    const char *what, const char *rev)
+{
     if (reply->type == REDIS_REPLY_ERROR) {
         ngx_log_error(NGX_LOG_ERR, rd->log, 0,
-                      "cdp: redis FUNCTION LOAD of the store library "
-                      "failed: %s", reply->str);
+                      "cdp: redis FUNCTION LOAD of the %s failed: %s",
+                      what, reply->str);
         rd->must_close = 1;
-        return;
+        return NGX_ERROR;
     }
 
     ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
-                  "cdp: loaded the store library cdp_v1 revision %s "
-                  "into redis %V", NGX_CDP_STORE_REV, &rd->mcf->addr_text);
+                  "cdp: loaded the %s revision %s into redis %V",
+                  what, rev, &rd->mcf->addr_text);
 
-    if (rd->state == NGX_CDP_REDIS_HANDSHAKE) {
-        ngx_cdp_redis_check_admin(rd);
-    }
+    return NGX_OK;
 }
 
 
@@ -684,20 +713,9 @@ ngx_cdp_redis_admin_version_done(redisReply *reply, void *data,
 static void
 ngx_cdp_redis_load_admin(ngx_cdp_redis_t *rd)
 {
-    const char  *argv[4];
-    size_t       argvlen[4];
-
-    argv[0] = "FUNCTION";
-    argvlen[0] = 8;
-    argv[1] = "LOAD";
-    argvlen[1] = 4;
-    argv[2] = "REPLACE";
-    argvlen[2] = 7;
-    argv[3] = ngx_cdp_admin_lua;
-    argvlen[3] = sizeof(ngx_cdp_admin_lua) - 1;
-
-    (void) ngx_cdp_redis_command(rd, 4, argv, argvlen,
-                                 ngx_cdp_redis_admin_load_done, NULL);
+    (void) ngx_cdp_redis_function_load(rd, ngx_cdp_admin_lua,
+                                       sizeof(ngx_cdp_admin_lua) - 1,
+                                       ngx_cdp_redis_admin_load_done);
 }
 
 
@@ -711,19 +729,11 @@ ngx_cdp_redis_admin_load_done(redisReply *reply, void *data,
         return;
     }
 
-    if (reply->type == REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
-                      "cdp: redis FUNCTION LOAD of the admin library "
-                      "failed: %s", reply->str);
-        rd->must_close = 1;
-        return;
-    }
-
-    ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
-                  "cdp: loaded the admin library cdp_admin_v1 revision %s "
-                  "into redis %V", NGX_CDP_ADMIN_REV, &rd->mcf->addr_text);
-
-    if (rd->state == NGX_CDP_REDIS_HANDSHAKE) {
+    if (ngx_cdp_redis_loaded(rd, reply, "admin library cdp_admin_v1",
+                             NGX_CDP_ADMIN_REV)
+        == NGX_OK
+        && rd->state == NGX_CDP_REDIS_HANDSHAKE)
+    {
         ngx_cdp_redis_ready(rd);
     }
 }

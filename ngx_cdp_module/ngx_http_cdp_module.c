@@ -337,16 +337,10 @@ ngx_cdp_send(ngx_http_request_t *r, ngx_uint_t status, const char *type,
     ngx_int_t         rc;
     ngx_buf_t        *b;
     ngx_chain_t       out;
-    ngx_table_elt_t  *cc;
 
-    cc = ngx_list_push(&r->headers_out.headers);
-    if (cc == NULL) {
+    if (ngx_cdp_add_header(r, "Cache-Control", "no-store") != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    cc->hash = 1;
-    ngx_str_set(&cc->key, "Cache-Control");
-    ngx_str_set(&cc->value, "no-store");
 
     r->headers_out.status = status;
     r->headers_out.content_length_n = len;
@@ -388,6 +382,28 @@ ngx_cdp_send(ngx_http_request_t *r, ngx_uint_t status, const char *type,
     }
 
     return ngx_http_output_filter(r, &out);
+}
+
+
+/* a response header of constant strings */
+
+ngx_int_t
+ngx_cdp_add_header(ngx_http_request_t *r, const char *key, const char *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) key;
+    h->key.len = ngx_strlen(key);
+    h->value.data = (u_char *) value;
+    h->value.len = ngx_strlen(value);
+
+    return NGX_OK;
 }
 
 

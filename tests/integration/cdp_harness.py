@@ -788,3 +788,95 @@ def pixel_sig(secret_line, uid='', email='', exp=None):
     key = _hmac(secret_line.encode(), b'ngx_cdp pixel identity v1').digest()
     msg = 'uid=%s\nemail=%s\nexp=%d' % (uid, email, exp)
     return exp, _hmac(key, msg.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------
+# The identity graph in Redis (store/README.md), for the identity, API and
+# admin tests
+
+def key(ngx, *parts):
+    return ':'.join((ngx.prefix,) + parts)
+
+def idx(ngx, type_, value):
+    c = ngx.rc()
+    try:
+        return c.get(key(ngx, 'idx', type_,
+                         ident_hash(ngx.keys[0], type_, value)))
+    finally:
+        c.close()
+
+def resolve(ngx, x):
+    c = ngx.rc()
+    try:
+        for _ in range(64):
+            p = c.hgetall(key(ngx, 'profile', x))
+            if not p:
+                return None
+            if 'merged_into' not in p:
+                return x
+            x = p['merged_into']
+    finally:
+        c.close()
+    raise AssertionError('link cycle at ' + x)
+
+def profile(ngx, pid):
+    c = ngx.rc()
+    try:
+        return c.hgetall(key(ngx, 'profile', pid))
+    finally:
+        c.close()
+
+def members(ngx, pid):
+    c = ngx.rc()
+    try:
+        return c.smembers(key(ngx, 'ids', pid))
+    finally:
+        c.close()
+
+def merges(ngx):
+    c = ngx.rc()
+    try:
+        return [f for _id, f in c.xrange(key(ngx, 'merges'), '-', '+')]
+    finally:
+        c.close()
+
+def check_graph(ngx):
+    """The identity graph is consistent: every identifier maps to exactly
+    one live profile, which lists it; every known profile has one; links
+    lead to live profiles.  Returns {pid: members} of known profiles."""
+    c = ngx.rc()
+    try:
+        keys = list(c.scan_iter(match=ngx.prefix + ':*', count=1000))
+        known = {}
+        for k in keys:
+            if k.startswith(key(ngx, 'ids', '')):
+                pid = k[len(key(ngx, 'ids', '')):]
+                known[pid] = c.smembers(k)
+        owner = {}
+        for pid, ms in known.items():
+            p = c.hgetall(key(ngx, 'profile', pid))
+            assert p and 'merged_into' not in p, (pid, p)
+            assert any(m.split(':')[0] in ('user_id', 'email', 'phone')
+                       for m in ms), ('a known profile without identifier',
+                                      pid, ms)
+            for m in ms:
+                assert m not in owner, ('identifier in two profiles', m,
+                                        owner.get(m), pid)
+                owner[m] = pid
+                t, v = m.split(':', 1)
+                if t in ('user_id', 'email', 'phone'):
+                    assert c.get(key(ngx, 'idx', t, v)) == pid, (m, pid)
+                elif t in ('anonymous_id', 'profile_id'):
+                    assert resolve(ngx, v) == pid, (m, pid)
+        for k in keys:
+            if k.startswith(key(ngx, 'idx', '')):
+                t, v = k[len(key(ngx, 'idx', '')):].split(':', 1)
+                pid = c.get(k)
+                assert pid in known and '%s:%s' % (t, v) in known[pid], (
+                    'idx without its profile', k, pid)
+            elif k.startswith(key(ngx, 'profile', '')):
+                x = k[len(key(ngx, 'profile', '')):]
+                assert resolve(ngx, x) is not None, ('dangling link', k)
+        return known
+    finally:
+        c.close()

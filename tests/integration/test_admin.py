@@ -213,8 +213,9 @@ class Browser:
 # --------------------------------------------------------------------------
 # Redis
 
-def key(ngx, *parts):
-    return ':'.join((ngx.prefix,) + parts)
+# the identity graph's helpers live in the harness
+key, idx, resolve, profile = h.key, h.idx, h.resolve, h.profile
+members, merges, check_graph = h.members, h.merges, h.check_graph
 
 
 def hsh(ngx, type_, value):
@@ -231,25 +232,6 @@ def rget(ngx, fn, *a):
         return getattr(c, fn)(*a)
     finally:
         c.close()
-
-
-def idx(ngx, type_, value):
-    return rget(ngx, 'get', key(ngx, 'idx', type_, hsh(ngx, type_, value)))
-
-
-def resolve(ngx, x):
-    c = ngx.rc()
-    try:
-        for _ in range(64):
-            p = c.hgetall(key(ngx, 'profile', x))
-            if not p:
-                return None
-            if 'merged_into' not in p:
-                return x
-            x = p['merged_into']
-    finally:
-        c.close()
-    raise AssertionError('link cycle at ' + x)
 
 
 def stream(ngx, name):
@@ -303,43 +285,6 @@ def dump(ngx):
     finally:
         c.close()
     return out
-
-
-def check_graph(ngx):
-    """The identity graph is consistent (as in test_identity.py): every
-    identifier maps to exactly one live profile, which lists it; links lead
-    to live profiles.  Returns {pid: members} of known profiles."""
-    c = ngx.rc()
-    try:
-        keys = list(c.scan_iter(match=ngx.prefix + ':*', count=1000))
-        known = {}
-        for k in keys:
-            if k.startswith(key(ngx, 'ids', '')):
-                known[k[len(key(ngx, 'ids', '')):]] = c.smembers(k)
-        owner = {}
-        for pid, ms in known.items():
-            p = c.hgetall(key(ngx, 'profile', pid))
-            assert p and 'merged_into' not in p, (pid, p)
-            for m in ms:
-                assert m not in owner, ('identifier in two profiles', m)
-                owner[m] = pid
-                t, v = m.split(':', 1)
-                if t in ('user_id', 'email', 'phone'):
-                    assert c.get(key(ngx, 'idx', t, v)) == pid, (m, pid)
-                else:
-                    assert resolve(ngx, v) == pid, (m, pid)
-        for k in keys:
-            if k.startswith(key(ngx, 'idx', '')):
-                t, v = k[len(key(ngx, 'idx', '')):].split(':', 1)
-                pid = c.get(k)
-                assert pid in known and '%s:%s' % (t, v) in known[pid], (
-                    'idx without its profile', k, pid)
-            elif k.startswith(key(ngx, 'profile', '')):
-                x = k[len(key(ngx, 'profile', '')):]
-                assert resolve(ngx, x) is not None, ('dangling link', k)
-        return known
-    finally:
-        c.close()
 
 
 # --------------------------------------------------------------------------

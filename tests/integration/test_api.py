@@ -97,8 +97,9 @@ def mid():
     return 'mid-' + uuid.uuid4().hex
 
 
-def key(ngx, *parts):
-    return ':'.join((ngx.prefix,) + parts)
+# the identity graph's helpers live in the harness
+key, idx, resolve, profile = h.key, h.idx, h.resolve, h.profile
+members, merges, check_graph = h.members, h.merges, h.check_graph
 
 
 def hsh(ngx, type_, value):
@@ -110,53 +111,6 @@ def mapped_aid(ngx, anonymous_id):
     if HEX32_RE.match(anonymous_id):
         return anonymous_id
     return hsh(ngx, 'anonymous_id', anonymous_id)[:32]
-
-
-def idx(ngx, type_, value):
-    c = ngx.rc()
-    try:
-        return c.get(key(ngx, 'idx', type_, hsh(ngx, type_, value)))
-    finally:
-        c.close()
-
-
-def profile(ngx, pid):
-    c = ngx.rc()
-    try:
-        return c.hgetall(key(ngx, 'profile', pid))
-    finally:
-        c.close()
-
-
-def members(ngx, pid):
-    c = ngx.rc()
-    try:
-        return c.smembers(key(ngx, 'ids', pid))
-    finally:
-        c.close()
-
-
-def resolve(ngx, x):
-    c = ngx.rc()
-    try:
-        for _ in range(64):
-            p = c.hgetall(key(ngx, 'profile', x))
-            if not p:
-                return None
-            if 'merged_into' not in p:
-                return x
-            x = p['merged_into']
-    finally:
-        c.close()
-    raise AssertionError('link cycle at ' + x)
-
-
-def merges(ngx):
-    c = ngx.rc()
-    try:
-        return [f for _id, f in c.xrange(key(ngx, 'merges'), '-', '+')]
-    finally:
-        c.close()
 
 
 def all_keys(ngx):

@@ -73,6 +73,9 @@ def test_unknown_browser_without_new_is_created(store):
     first = b.pop('first_event')
     assert b == {'events': '1', 'page_views': '0', 'first_seen': '5000',
                  'last_seen': '5000'}, b
+    # its only event is on the record, no timeline list yet
+    assert [i for i, _ in store.xrange('s:events', '-', '+')] == [first]
+    assert not store.exists('s:timeline:' + AID)
 
 
 def test_bad_argument_count_writes_nothing(store):
