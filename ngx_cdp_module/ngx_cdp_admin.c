@@ -44,7 +44,22 @@ typedef struct {
 } ngx_cdp_admin_token_t;
 
 
+#define NGX_CDP_ADMIN_PROFILES    0
+#define NGX_CDP_ADMIN_ERASE       1
+#define NGX_CDP_ADMIN_EXPORT      2
+#define NGX_CDP_ADMIN_UNSUPPRESS  3
+#define NGX_CDP_ADMIN_AUDIT       4
+
+/* identifier types, as ngx_cdp_admin_types[] names them */
+#define NGX_CDP_ID_USER_ID        0
+#define NGX_CDP_ID_EMAIL          1
+#define NGX_CDP_ID_PHONE          2
+#define NGX_CDP_ID_ANONYMOUS_ID   3
+#define NGX_CDP_ID_PROFILE_ID     4
+
+
 typedef struct {
+    ngx_uint_t                 id;          /* NGX_CDP_ADMIN_* */
     const char                *name;        /* the URI tail */
     ngx_uint_t                 method;
     ngx_uint_t                 roles;
@@ -72,19 +87,22 @@ typedef struct {
 
 
 static ngx_cdp_admin_op_t  ngx_cdp_admin_ops[] = {
-    { "profiles", NGX_HTTP_GET|NGX_HTTP_POST,
+    { NGX_CDP_ADMIN_PROFILES, "profiles", NGX_HTTP_GET|NGX_HTTP_POST,
       NGX_CDP_ROLE_MARKETER|NGX_CDP_ROLE_PRIVACY|NGX_CDP_ROLE_ADMIN,
       "cdp_profile", 0 },
-    { "erase", NGX_HTTP_POST, NGX_CDP_ROLE_PRIVACY|NGX_CDP_ROLE_ADMIN,
+    { NGX_CDP_ADMIN_ERASE, "erase", NGX_HTTP_POST,
+      NGX_CDP_ROLE_PRIVACY|NGX_CDP_ROLE_ADMIN,
       "cdp_erase", 1 },
-    { "export", NGX_HTTP_GET|NGX_HTTP_POST,
+    { NGX_CDP_ADMIN_EXPORT, "export", NGX_HTTP_GET|NGX_HTTP_POST,
       NGX_CDP_ROLE_PRIVACY|NGX_CDP_ROLE_ADMIN,
       "cdp_export", 1 },
-    { "unsuppress", NGX_HTTP_POST, NGX_CDP_ROLE_PRIVACY|NGX_CDP_ROLE_ADMIN,
+    { NGX_CDP_ADMIN_UNSUPPRESS, "unsuppress", NGX_HTTP_POST,
+      NGX_CDP_ROLE_PRIVACY|NGX_CDP_ROLE_ADMIN,
       "cdp_unsuppress", 1 },
-    { "audit", NGX_HTTP_GET, NGX_CDP_ROLE_PRIVACY|NGX_CDP_ROLE_ADMIN,
+    { NGX_CDP_ADMIN_AUDIT, "audit", NGX_HTTP_GET,
+      NGX_CDP_ROLE_PRIVACY|NGX_CDP_ROLE_ADMIN,
       "cdp_audit", 0 },
-    { NULL, 0, 0, NULL, 0 }
+    { 0, NULL, 0, 0, NULL, 0 }
 };
 
 
@@ -103,7 +121,7 @@ static ngx_int_t ngx_cdp_admin_query_ids(ngx_http_request_t *r,
 static ngx_int_t ngx_cdp_admin_body_ids(ngx_http_request_t *r,
     ngx_cdp_admin_ctx_t *actx, const char **bad);
 static ngx_int_t ngx_cdp_admin_add_id(ngx_http_request_t *r,
-    ngx_cdp_admin_ctx_t *actx, const char *type, u_char *v, size_t len);
+    ngx_cdp_admin_ctx_t *actx, ngx_uint_t t, u_char *v, size_t len);
 static void ngx_cdp_admin_done(ngx_cdp_redis_call_t *call, void *reply);
 static void ngx_cdp_admin_erased(u_char *receipt, size_t len);
 static void ngx_cdp_admin_timeout(ngx_event_t *ev);
@@ -536,7 +554,7 @@ ngx_cdp_admin_start(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx)
     bad = NULL;
     since_len = 0;
 
-    if (ngx_strcmp(actx->op->name, "audit") == 0) {
+    if (actx->op->id == NGX_CDP_ADMIN_AUDIT) {
         since_len = 1;
         since[0] = '0';
 
@@ -601,7 +619,7 @@ ngx_cdp_admin_start(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    acall->erase = (ngx_strcmp(actx->op->name, "erase") == 0);
+    acall->erase = (actx->op->id == NGX_CDP_ADMIN_ERASE);
     call = &acall->call;
 
     argc = 0;
@@ -641,13 +659,13 @@ ngx_cdp_admin_start(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx)
 
     id = actx->ids->elts;
 
-    if (ngx_strcmp(actx->op->name, "profiles") == 0) {
+    if (actx->op->id == NGX_CDP_ADMIN_PROFILES) {
         argv[argc] = (const char *) id[0].data;
         argvlen[argc++] = id[0].len;
         argv[argc] = NGX_CDP_ADMIN_RECENT;
         argvlen[argc++] = sizeof(NGX_CDP_ADMIN_RECENT) - 1;
 
-    } else if (ngx_strcmp(actx->op->name, "audit") == 0) {
+    } else if (actx->op->id == NGX_CDP_ADMIN_AUDIT) {
         argv[argc] = (const char *) since;
         argvlen[argc++] = since_len;
         argv[argc] = "1000";
@@ -742,8 +760,7 @@ ngx_cdp_admin_query_ids(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx,
             n = ngx_cdp_unescape(dst, p + klen + 1, q - (p + klen + 1));
 
             rc = (n < 0) ? NGX_DECLINED
-                         : ngx_cdp_admin_add_id(r, actx,
-                                                ngx_cdp_admin_types[t],
+                         : ngx_cdp_admin_add_id(r, actx, t,
                                                 dst, (size_t) n);
 
             if (rc != NGX_OK) {
@@ -805,7 +822,7 @@ ngx_cdp_admin_body_ids(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx,
         }
 
         if (json_is_string(v)) {
-            rc = ngx_cdp_admin_add_id(r, actx, ngx_cdp_admin_types[t],
+            rc = ngx_cdp_admin_add_id(r, actx, t,
                                       (u_char *) json_string_value(v),
                                       json_string_length(v));
 
@@ -816,7 +833,7 @@ ngx_cdp_admin_body_ids(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx,
                     break;
                 }
 
-                rc = ngx_cdp_admin_add_id(r, actx, ngx_cdp_admin_types[t],
+                rc = ngx_cdp_admin_add_id(r, actx, t,
                                           (u_char *) json_string_value(item),
                                           json_string_length(item));
                 if (rc != NGX_OK) {
@@ -847,10 +864,10 @@ ngx_cdp_admin_body_ids(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx,
 
 static ngx_int_t
 ngx_cdp_admin_add_id(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx,
-    const char *type, u_char *v, size_t len)
+    ngx_uint_t t, u_char *v, size_t len)
 {
     u_char              *p, *hash;
-    size_t               i, n;
+    size_t               i, n, tlen;
     ngx_str_t           *id, *aidh;
     ngx_cdp_ids_t        ids;
     ngx_cdp_identity_t   identity;
@@ -862,73 +879,33 @@ ngx_cdp_admin_add_id(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx,
         return NGX_DECLINED;
     }
 
-    /* profile ids are internal: never suppressed, so never unsuppressed */
-
-    if (ngx_strcmp(type, "profile_id") == 0
-        && ngx_strcmp(actx->op->name, "unsuppress") == 0)
-    {
-        return NGX_DECLINED;
-    }
-
-    hash = NULL;
-    n = 0;
-
     ngx_memzero(&identity, sizeof(ngx_cdp_identity_t));
 
-    if (type[0] == 'u' || type[0] == 'e' || type[0] == 'p') {
+    switch (t) {
 
-        if (ngx_strcmp(type, "profile_id") == 0) {
-            for (i = 0; i < len; i++) {
-                if (!((v[i] >= '0' && v[i] <= '9')
-                      || (v[i] >= 'a' && v[i] <= 'z')))
-                {
-                    return NGX_DECLINED;
-                }
-            }
+    case NGX_CDP_ID_PROFILE_ID:
 
-            if (len > 64) {
-                return NGX_DECLINED;
-            }
+        /* internal ids: never suppressed, so never unsuppressed */
 
-            hash = v;
-            n = len;
-
-        } else {
-            if (type[0] == 'u') {
-                identity.user_id.data = v;
-                identity.user_id.len = len;
-
-            } else if (type[0] == 'e') {
-                identity.email.data = v;
-                identity.email.len = len;
-
-            } else {
-                identity.phone.data = v;
-                identity.phone.len = len;
-            }
-
-            if (ngx_cdp_identify_check(r, &identity, &ids) != NGX_OK) {
-                return NGX_ERROR;
-            }
-
-            if (type[0] == 'u' && ids.user_id.len) {
-                hash = ids.uidh;
-
-            } else if (type[0] == 'e' && ids.email.len) {
-                hash = ids.eh;
-
-            } else if (type[0] == 'p' && ids.phone.len) {
-                hash = ids.ph;
-
-            } else {
-                return NGX_DECLINED;
-            }
-
-            n = NGX_CDP_IDENT_HASH_LEN;
+        if (actx->op->id == NGX_CDP_ADMIN_UNSUPPRESS || len > 64) {
+            return NGX_DECLINED;
         }
 
-    } else {
-        /* anonymous_id: the cookie's id, or an API anonymousId */
+        for (i = 0; i < len; i++) {
+            if (!((v[i] >= '0' && v[i] <= '9')
+                  || (v[i] >= 'a' && v[i] <= 'z')))
+            {
+                return NGX_DECLINED;
+            }
+        }
+
+        hash = v;
+        n = len;
+        break;
+
+    case NGX_CDP_ID_ANONYMOUS_ID:
+
+        /* the cookie's id, or an API anonymousId */
 
         p = ngx_pnalloc(r->pool, len + 1);
         if (p == NULL) {
@@ -946,7 +923,7 @@ ngx_cdp_admin_add_id(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx,
 
         hash = aid;
 
-        if (ngx_strcmp(actx->op->name, "unsuppress") == 0) {
+        if (actx->op->id == NGX_CDP_ADMIN_UNSUPPRESS) {
             aidh = ngx_array_push(actx->unsuppress);
             if (aidh == NULL) {
                 return NGX_ERROR;
@@ -959,6 +936,38 @@ ngx_cdp_admin_add_id(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx,
 
             aidh->len = NGX_CDP_AIDH_LEN;
         }
+
+        break;
+
+    default: /* user_id, email, phone: normalised and hashed */
+
+        if (t == NGX_CDP_ID_USER_ID) {
+            identity.user_id.data = v;
+            identity.user_id.len = len;
+
+        } else if (t == NGX_CDP_ID_EMAIL) {
+            identity.email.data = v;
+            identity.email.len = len;
+
+        } else {
+            identity.phone.data = v;
+            identity.phone.len = len;
+        }
+
+        if (ngx_cdp_identify_check(r, &identity, &ids) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        hash = (t == NGX_CDP_ID_USER_ID) ? (ids.user_id.len ? ids.uidh : NULL)
+               : (t == NGX_CDP_ID_EMAIL) ? (ids.email.len ? ids.eh : NULL)
+               : (ids.phone.len ? ids.ph : NULL);
+
+        if (hash == NULL) {
+            return NGX_DECLINED;
+        }
+
+        n = NGX_CDP_IDENT_HASH_LEN;
+        break;
     }
 
     id = ngx_array_push(actx->ids);
@@ -966,13 +975,15 @@ ngx_cdp_admin_add_id(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx,
         return NGX_ERROR;
     }
 
-    id->len = ngx_strlen(type) + 1 + n;
+    tlen = ngx_strlen(ngx_cdp_admin_types[t]);
+
+    id->len = tlen + 1 + n;
     id->data = ngx_pnalloc(r->pool, id->len);
     if (id->data == NULL) {
         return NGX_ERROR;
     }
 
-    p = ngx_cpymem(id->data, type, ngx_strlen(type));
+    p = ngx_cpymem(id->data, ngx_cdp_admin_types[t], tlen);
     *p++ = ':';
     ngx_memcpy(p, hash, n);
 
@@ -1069,7 +1080,7 @@ ngx_cdp_admin_done(ngx_cdp_redis_call_t *call, void *data)
 
     ngx_memcpy(body, reply->str, reply->len);
 
-    if (ngx_strcmp(actx->op->name, "unsuppress") == 0) {
+    if (actx->op->id == NGX_CDP_ADMIN_UNSUPPRESS) {
         aidh = actx->unsuppress->elts;
 
         for (i = 0; i < actx->unsuppress->nelts; i++) {

@@ -271,6 +271,7 @@ static ngx_int_t
 ngx_cdp_api_process(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx)
 {
     size_t                     i, size;
+    ngx_uint_t                 queued;
     ngx_int_t                  rc;
     ngx_str_t                  body;
     ngx_time_t                *tp;
@@ -369,12 +370,14 @@ ngx_cdp_api_process(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx)
         }
     }
 
+    queued = (i == res.nmsgs);
+
     ngx_cdp_segment_free(&res);
 
     w = ngx_alloc(sizeof(ngx_cdp_redis_waiter_t), r->connection->log);
     cln = ngx_pool_cleanup_add(r->pool, 0);
 
-    if (i < res.nmsgs || w == NULL || cln == NULL) {
+    if (!queued || w == NULL || cln == NULL) {
         /* what was queued goes (a retry is deduplicated); no answer waits */
         ngx_cdp_redis_release();
 
@@ -640,9 +643,9 @@ ngx_cdp_api_enqueue(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx,
         (void) ngx_cdp_hex(mid, digest, sizeof(digest));
     }
 
-    payload.len = 32 + 16 + ids.user_id.len + 4 * NGX_CDP_IDENT_HASH_LEN
-                  + NGX_CDP_ID_HEX_LEN + profile_traits.len + json.len
-                  + 16;
+    payload.len = 32 + 16 + NGX_CDP_IDS_TEXT_MAX(&ids)
+                  + NGX_CDP_IDENT_HASH_LEN + NGX_CDP_ID_HEX_LEN
+                  + profile_traits.len + json.len + 8;
     payload.data = ngx_pnalloc(r->pool, payload.len);
     if (payload.data == NULL) {
         return NGX_ERROR;
@@ -658,25 +661,7 @@ ngx_cdp_api_enqueue(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx,
     p = ngx_cpymem(p, ngx_cdp_segment_type_name(m->type),
                    ngx_strlen(ngx_cdp_segment_type_name(m->type)));
     *p++ = '\t';
-    p = ngx_cpymem(p, ids.user_id.data, ids.user_id.len);
-    *p++ = '\t';
-
-    if (ids.user_id.len) {
-        p = ngx_cpymem(p, ids.uidh, NGX_CDP_IDENT_HASH_LEN);
-    }
-
-    *p++ = '\t';
-
-    if (ids.email.len) {
-        p = ngx_cpymem(p, ids.eh, NGX_CDP_IDENT_HASH_LEN);
-    }
-
-    *p++ = '\t';
-
-    if (ids.phone.len) {
-        p = ngx_cpymem(p, ids.ph, NGX_CDP_IDENT_HASH_LEN);
-    }
-
+    p = ngx_cdp_ids_text(p, &ids);
     *p++ = '\t';
 
     if (prev.user_id.len) {
@@ -692,14 +677,9 @@ ngx_cdp_api_enqueue(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx,
 
     payload.len = p - payload.data;
 
-    key.len = sizeof("profile:") - 1 + aid_len;
-    key.data = ngx_pnalloc(r->pool, key.len);
-    if (key.data == NULL) {
+    if (ngx_cdp_profile_key(r, aid, aid_len, &key) != NGX_OK) {
         return NGX_ERROR;
     }
-
-    ngx_memcpy(ngx_cpymem(key.data, "profile:", sizeof("profile:") - 1),
-               aid, aid_len);
 
     ngx_str_null(&attrs);
 

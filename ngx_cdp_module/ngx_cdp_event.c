@@ -29,6 +29,8 @@ static u_char *ngx_cdp_json_page(u_char *p, ngx_cdp_str_t *url,
     ngx_cdp_url_t *u, ngx_cdp_str_t *search, ngx_cdp_str_t *ref,
     ngx_cdp_str_t *title);
 static size_t ngx_cdp_ip_text(ngx_http_request_t *r, u_char *dst);
+static size_t ngx_cdp_event_client(ngx_http_request_t *r,
+    ngx_http_cdp_ctx_t *ctx, ngx_cdp_str_t *ua, u_char *ip);
 static ngx_int_t ngx_cdp_event_worker_tag(void);
 static void ngx_cdp_event_time(u_char *ts, ngx_time_t *tp);
 static void ngx_cdp_url_host(ngx_cdp_str_t *url, ngx_cdp_str_t *host);
@@ -91,7 +93,6 @@ ngx_cdp_event_from_hit(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     ngx_time_t               *tp;
     ngx_cdp_str_t             url, ua, search, empty, *s;
     ngx_cdp_url_t             u;
-    ngx_http_cdp_loc_conf_t  *lcf;
     u_char                    ip[NGX_CDP_IP_TEXT_MAX];
     u_char                    ts[NGX_CDP_ISO8601_LEN];
 
@@ -117,13 +118,6 @@ ngx_cdp_event_from_hit(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
         url = empty;
     }
 
-    ua = empty;
-
-    if (r->headers_in.user_agent) {
-        ua.data = r->headers_in.user_agent->value.data;
-        ua.len = ngx_min(r->headers_in.user_agent->value.len,
-                         NGX_CDP_MAX_USER_AGENT);
-    }
 
     scratch = ngx_pnalloc(r->pool, url.len + 1);
     if (scratch == NULL) {
@@ -153,12 +147,7 @@ ngx_cdp_event_from_hit(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
         search.len = u.search.len + 1;
     }
 
-    lcf = ngx_http_get_module_loc_conf(r, ngx_http_cdp_module);
-
-    iplen = (lcf->store_ip == NGX_CDP_STORE_IP_OFF) ? 0
-                                                    : ngx_cdp_ip_text(r, ip);
-
-    ngx_cdp_geo_lookup(r, ctx);
+    iplen = ngx_cdp_event_client(r, ctx, &ua, ip);
 
     /* an upper bound: every string at its worst escaping */
 
@@ -309,6 +298,37 @@ ngx_cdp_json_member(u_char *p, const char *key, ngx_cdp_str_t *v,
 
 
 /*
+ * What the context of a browser's event says of the client: its user
+ * agent (cut at NGX_CDP_MAX_USER_AGENT), its truncated address into ip
+ * (the length is returned, 0 with cdp_store_ip off) and, looked up once,
+ * where it is.
+ */
+
+static size_t
+ngx_cdp_event_client(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
+    ngx_cdp_str_t *ua, u_char *ip)
+{
+    ngx_http_cdp_loc_conf_t  *lcf;
+
+    ua->data = (u_char *) "";
+    ua->len = 0;
+
+    if (r->headers_in.user_agent) {
+        ua->data = r->headers_in.user_agent->value.data;
+        ua->len = ngx_min(r->headers_in.user_agent->value.len,
+                          NGX_CDP_MAX_USER_AGENT);
+    }
+
+    ngx_cdp_geo_lookup(r, ctx);
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_cdp_module);
+
+    return (lcf->store_ip == NGX_CDP_STORE_IP_OFF) ? 0
+                                                   : ngx_cdp_ip_text(r, ip);
+}
+
+
+/*
  * The members of "context" that every event of a browser has: where it
  * is (with cdp_geoip_db), its consent, its user agent and its truncated
  * address.
@@ -404,7 +424,6 @@ ngx_cdp_event_identify(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     size_t                    len, iplen;
     ngx_time_t               *tp;
     ngx_cdp_str_t             ua;
-    ngx_http_cdp_loc_conf_t  *lcf;
     u_char                    ip[NGX_CDP_IP_TEXT_MAX];
     u_char                    ts[NGX_CDP_ISO8601_LEN];
 
@@ -412,21 +431,7 @@ ngx_cdp_event_identify(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    ua.data = NULL;
-    ua.len = 0;
-
-    if (r->headers_in.user_agent) {
-        ua.data = r->headers_in.user_agent->value.data;
-        ua.len = ngx_min(r->headers_in.user_agent->value.len,
-                         NGX_CDP_MAX_USER_AGENT);
-    }
-
-    lcf = ngx_http_get_module_loc_conf(r, ngx_http_cdp_module);
-
-    iplen = (lcf->store_ip == NGX_CDP_STORE_IP_OFF) ? 0
-                                                    : ngx_cdp_ip_text(r, ip);
-
-    ngx_cdp_geo_lookup(r, ctx);
+    iplen = ngx_cdp_event_client(r, ctx, &ua, ip);
 
     len = 1024 + NGX_CDP_JSON_STR_MAX(user_id->len) + traits->len
           + NGX_CDP_JSON_STR_MAX(ua.len)
@@ -573,7 +578,7 @@ ngx_cdp_ip_text(ngx_http_request_t *r, u_char *dst)
 }
 
 
-/* the host of an absolute URL, lower case not needed: compared as is */
+/* the host of an absolute URL (the caller compares it case-insensitively) */
 
 static void
 ngx_cdp_url_host(ngx_cdp_str_t *url, ngx_cdp_str_t *host)

@@ -249,7 +249,7 @@ ngx_cdp_identify_init(ngx_conf_t *cf)
 static ngx_int_t
 ngx_cdp_identify_header_filter(ngx_http_request_t *r)
 {
-    ngx_str_t                     *slot[4];
+    ngx_str_t                     *slot[4], *name[4];
     ngx_uint_t                     i, j, found;
     ngx_list_part_t               *part;
     ngx_table_elt_t               *h;
@@ -273,6 +273,11 @@ ngx_cdp_identify_header_filter(ngx_http_request_t *r)
     slot[2] = &id.phone;
     slot[3] = &id.traits;
 
+    name[0] = &ic->user_id;
+    name[1] = &ic->email;
+    name[2] = &ic->phone;
+    name[3] = &ic->traits;
+
     found = 0;
     part = &r->headers_out.headers.part;
     h = part->elts;
@@ -294,12 +299,10 @@ ngx_cdp_identify_header_filter(ngx_http_request_t *r)
         }
 
         for (j = 0; j < 4; j++) {
-            ngx_str_t  *name = (j == 0) ? &ic->user_id
-                               : (j == 1) ? &ic->email
-                               : (j == 2) ? &ic->phone : &ic->traits;
-
-            if (h[i].key.len == name->len
-                && ngx_strncasecmp(h[i].key.data, name->data, name->len) == 0)
+            if (h[i].key.len == name[j]->len
+                && ngx_strncasecmp(h[i].key.data, name[j]->data,
+                                   name[j]->len)
+                   == 0)
             {
                 /* the first of repeated headers counts */
                 if (slot[j]->data == NULL) {
@@ -440,80 +443,50 @@ ngx_cdp_identify(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     ngx_cdp_identity_t *id)
 {
     u_char         *p;
-    ngx_str_t       uid, email, phone, traits, profile_traits;
-    ngx_str_t       event, key, attrs, payload;
+    ngx_str_t       traits, profile_traits, event, key, attrs, payload;
     ngx_cdp_ids_t   ids;
 
     if (ngx_cdp_identify_check(r, id, &ids) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    uid = ids.user_id;
-    email = ids.email;
-    phone = ids.phone;
-
-    if (ngx_cdp_identify_traits(r, &id->traits, &email, &phone,
+    if (ngx_cdp_identify_traits(r, &id->traits, &ids.email, &ids.phone,
                                 &profile_traits, &traits)
         != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    if (uid.len == 0 && email.len == 0 && phone.len == 0
+    if (ids.user_id.len == 0 && ids.email.len == 0 && ids.phone.len == 0
         && traits.len == 0)
     {
         return NGX_DECLINED;
     }
 
-    if (ngx_cdp_event_identify(r, ctx, &uid, &traits, &event) != NGX_OK
-        || ngx_cdp_event_attrs(r, ctx, &attrs) != NGX_OK)
+    if (ngx_cdp_event_identify(r, ctx, &ids.user_id, &traits, &event)
+           != NGX_OK
+        || ngx_cdp_event_attrs(r, ctx, &attrs) != NGX_OK
+        || ngx_cdp_profile_key(r, ctx->aid, NGX_CDP_ID_HEX_LEN, &key)
+           != NGX_OK)
     {
         return NGX_ERROR;
     }
 
     /* "user_id TAB user_id h TAB email h TAB phone h TAB traits TAB event" */
 
-    payload.len = uid.len + 3 * NGX_CDP_IDENT_HASH_LEN
-                  + profile_traits.len + event.len + 5;
-    payload.data = ngx_pnalloc(r->pool, payload.len);
+    payload.data = ngx_pnalloc(r->pool, NGX_CDP_IDS_TEXT_MAX(&ids)
+                                        + profile_traits.len + event.len + 2);
     if (payload.data == NULL) {
         return NGX_ERROR;
     }
 
-    p = ngx_cpymem(payload.data, uid.data, uid.len);
-    *p++ = '\t';
-
-    if (uid.len) {
-        p = ngx_cpymem(p, ids.uidh, NGX_CDP_IDENT_HASH_LEN);
-    }
-
-    *p++ = '\t';
-
-    if (email.len) {
-        p = ngx_cpymem(p, ids.eh, NGX_CDP_IDENT_HASH_LEN);
-    }
-
-    *p++ = '\t';
-
-    if (phone.len) {
-        p = ngx_cpymem(p, ids.ph, NGX_CDP_IDENT_HASH_LEN);
-    }
-
+    p = ngx_cdp_ids_text(payload.data, &ids);
     *p++ = '\t';
     p = ngx_cpymem(p, profile_traits.data, profile_traits.len);
     *p++ = '\t';
     p = ngx_cpymem(p, event.data, event.len);
 
     payload.len = p - payload.data;
-
-    key.len = sizeof("profile:") - 1 + NGX_CDP_ID_HEX_LEN;
-    key.data = ngx_pnalloc(r->pool, key.len);
-    if (key.data == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(ngx_cpymem(key.data, "profile:", sizeof("profile:") - 1),
-               ctx->aid, NGX_CDP_ID_HEX_LEN);
 
     if (ngx_cdp_redis_enqueue(&key, NGX_CDP_EVENT_IDENTIFY, &attrs, &payload)
         != NGX_OK)
@@ -522,6 +495,57 @@ ngx_cdp_identify(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     }
 
     ngx_cdp_count(NGX_CDP_C_IDENTIFY_ACCEPTED, 1);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The identifiers as the store takes them: "user_id TAB user_id h TAB
+ * email h TAB phone h", absent ones empty; NGX_CDP_IDS_TEXT_MAX(ids)
+ * bytes at most.
+ */
+
+u_char *
+ngx_cdp_ids_text(u_char *p, ngx_cdp_ids_t *ids)
+{
+    p = ngx_cpymem(p, ids->user_id.data, ids->user_id.len);
+    *p++ = '\t';
+
+    if (ids->user_id.len) {
+        p = ngx_cpymem(p, ids->uidh, NGX_CDP_IDENT_HASH_LEN);
+    }
+
+    *p++ = '\t';
+
+    if (ids->email.len) {
+        p = ngx_cpymem(p, ids->eh, NGX_CDP_IDENT_HASH_LEN);
+    }
+
+    *p++ = '\t';
+
+    if (ids->phone.len) {
+        p = ngx_cpymem(p, ids->ph, NGX_CDP_IDENT_HASH_LEN);
+    }
+
+    return p;
+}
+
+
+/* "profile:<aid>", the key (after the prefix) of a browser's events */
+
+ngx_int_t
+ngx_cdp_profile_key(ngx_http_request_t *r, u_char *aid, size_t len,
+    ngx_str_t *key)
+{
+    key->len = sizeof("profile:") - 1 + len;
+    key->data = ngx_pnalloc(r->pool, key->len);
+    if (key->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(ngx_cpymem(key->data, "profile:", sizeof("profile:") - 1),
+               aid, len);
 
     return NGX_OK;
 }

@@ -22,7 +22,6 @@ static void ngx_cdp_pixel_identity(ngx_http_request_t *r,
     ngx_http_cdp_ctx_t *ctx, ngx_cdp_hit_t *hit);
 
 
-
 /* the 43-byte transparent 1x1 GIF */
 
 static u_char  ngx_cdp_gif[] = {
@@ -168,19 +167,13 @@ ngx_cdp_pixel_event(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
         return;
     }
 
-    key.len = sizeof("profile:") - 1 + NGX_CDP_ID_HEX_LEN;
-    key.data = ngx_pnalloc(r->pool, key.len);
-
-    if (key.data == NULL
+    if (ngx_cdp_profile_key(r, ctx->aid, NGX_CDP_ID_HEX_LEN, &key) != NGX_OK
         || ngx_cdp_event_from_hit(r, ctx, &hit, &json) != NGX_OK
         || ngx_cdp_event_attrs(r, ctx, &attrs) != NGX_OK)
     {
         ngx_cdp_count(NGX_CDP_C_DROP_MALFORMED, 1);
         return;
     }
-
-    ngx_memcpy(ngx_cpymem(key.data, "profile:", sizeof("profile:") - 1),
-               ctx->aid, NGX_CDP_ID_HEX_LEN);
 
     kind = hit.event.data ? NGX_CDP_EVENT_TRACK : NGX_CDP_EVENT_PAGE;
 

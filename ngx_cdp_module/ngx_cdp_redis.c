@@ -356,14 +356,13 @@ ngx_cdp_redis_reserve(ngx_uint_t n, size_t size)
         return NGX_DECLINED;
     }
 
-    /* a batch of its own when the current one would grow past the size */
+    /*
+     * a batch of its own when the current one would grow past the size
+     * (not yet connected, the batch stays and grows past it)
+     */
 
     if (rd->batch && rd->batch + n > rd->mcf->batch_size) {
         ngx_cdp_redis_flush(rd);
-
-        if (rd->batch) {
-            /* not connected yet: the batch stays, grown past the size */
-        }
     }
 
     rd->hold = 1;
@@ -372,11 +371,14 @@ ngx_cdp_redis_reserve(ngx_uint_t n, size_t size)
 }
 
 
+/* the caller gives up waiting: what it queued goes out as usual */
+
 void
 ngx_cdp_redis_release(void)
 {
     if (ngx_cdp_redis) {
         ngx_cdp_redis->hold = 0;
+        ngx_cdp_redis_flush(ngx_cdp_redis);
     }
 }
 

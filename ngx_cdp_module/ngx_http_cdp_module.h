@@ -208,6 +208,8 @@ typedef struct {
     u_char                     ph[64];
 } ngx_cdp_ids_t;
 
+#define NGX_CDP_IDS_TEXT_MAX(ids)  ((ids)->user_id.len + 3 + 3 * 64)
+
 
 extern ngx_module_t  ngx_http_cdp_module;
 
@@ -267,6 +269,9 @@ char *ngx_cdp_identity_blocked(ngx_conf_t *cf, ngx_command_t *cmd,
 ngx_int_t ngx_cdp_identify_init(ngx_conf_t *cf);
 ngx_int_t ngx_cdp_identify(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     ngx_cdp_identity_t *id);
+u_char *ngx_cdp_ids_text(u_char *p, ngx_cdp_ids_t *ids);
+ngx_int_t ngx_cdp_profile_key(ngx_http_request_t *r, u_char *aid, size_t len,
+    ngx_str_t *key);
 ngx_int_t ngx_cdp_identify_check(ngx_http_request_t *r,
     ngx_cdp_identity_t *id, ngx_cdp_ids_t *ids);
 ngx_int_t ngx_cdp_identify_user_id(ngx_str_t *v,

@@ -748,19 +748,25 @@ end
 -- nginx to 32 hex digits, or "".  payload: "message id hash TAB type TAB
 -- user_id TAB user_id h TAB email h TAB phone h TAB previousId as a user
 -- id h TAB previousId as an anonymous id TAB traits JSON TAB event JSON",
--- f its fields (API_FIELDS).  Returns the profile id, "" when the event is stored without one, or nil
--- when it is dropped (a duplicate, an erased person).
+-- f its fields (API_FIELDS), id its stream entry.  Returns the profile id
+-- (the entry is on its timeline), "" when the event is stored on no
+-- profile, or nil when it is dropped (an erased person).
 --
 local function api(aid, ts, f, a, id)
     local t, uid, uidh, eh, ph, prev_uidh, prev_aid, traits =
         f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9]
 
-    if t == 'identify' then
-        return identify_core(aid, ts, uid, uidh, eh, ph, traits)
-    end
-
-    if t == 'alias' then
-        return alias(ts, uid, uidh, prev_uidh, prev_aid)
+    if t == 'identify' or t == 'alias' then
+        local pid
+        if t == 'identify' then
+            pid = identify_core(aid, ts, uid, uidh, eh, ph, traits)
+        else
+            pid = alias(ts, uid, uidh, prev_uidh, prev_aid)
+        end
+        if pid then
+            timeline_push(pid, id)
+        end
+        return pid
     end
 
     -- track, page, screen, group: counted on the person's profile
@@ -961,11 +967,6 @@ local function cdp_ingest(keys, args)
                 else
                     id = redis.call('XADD', STREAM, '*', 'event', f[10])
                     pid = api(aid, ts, f, attr_pairs(cache, args[a + 2]), id)
-                    if pid and pid ~= ''
-                       and (f[2] == 'identify' or f[2] == 'alias')
-                    then
-                        timeline_push(pid, id)
-                    end
                 end
 
             else
