@@ -557,10 +557,10 @@ ngx_cdp_api_auth(ngx_http_request_t *r, const char *body_key)
 
 /*
  * One message into the batch, as cdp_ingest's kind "api" takes it (see
- * store/cdp.lua): the key is the profile of its anonymousId, the payload
+ * store/cdp.lua): the key is the profile of its anonymousId, the attrs
  * "message id hash TAB type TAB user_id TAB user_id h TAB email h TAB
  * phone h TAB previousId as a user id h TAB previousId as an anonymous
- * id TAB traits TAB event".
+ * id TAB traits", the payload the event's JSON.
  */
 
 static ngx_int_t
@@ -570,7 +570,7 @@ ngx_cdp_api_enqueue(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx,
     u_char              *p;
     size_t               aid_len, prev_aid_len;
     ngx_md5_t            md5;
-    ngx_str_t            key, attrs, payload, profile_traits, stream_traits;
+    ngx_str_t            key, attrs, profile_traits, stream_traits;
     ngx_str_t            json;
     ngx_cdp_ids_t        ids, prev;
     ngx_cdp_identity_t   id;
@@ -643,15 +643,20 @@ ngx_cdp_api_enqueue(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx,
         (void) ngx_cdp_hex(mid, digest, sizeof(digest));
     }
 
-    payload.len = 32 + 16 + NGX_CDP_IDS_TEXT_MAX(&ids)
-                  + NGX_CDP_IDENT_HASH_LEN + NGX_CDP_ID_HEX_LEN
-                  + profile_traits.len + json.len + 8;
-    payload.data = ngx_pnalloc(r->pool, payload.len);
-    if (payload.data == NULL) {
+    /*
+     * the fields go in attrs and the JSON alone in payload: the store
+     * splits the short fields and appends the JSON as it came
+     */
+
+    attrs.len = 32 + 16 + NGX_CDP_IDS_TEXT_MAX(&ids)
+                + NGX_CDP_IDENT_HASH_LEN + NGX_CDP_ID_HEX_LEN
+                + profile_traits.len + 8;
+    attrs.data = ngx_pnalloc(r->pool, attrs.len);
+    if (attrs.data == NULL) {
         return NGX_ERROR;
     }
 
-    p = payload.data;
+    p = attrs.data;
 
     if (m->message_id) {
         p = ngx_cpymem(p, mid, sizeof(mid));
@@ -672,18 +677,14 @@ ngx_cdp_api_enqueue(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx,
     p = ngx_cpymem(p, prev_aid, prev_aid_len);
     *p++ = '\t';
     p = ngx_cpymem(p, profile_traits.data, profile_traits.len);
-    *p++ = '\t';
-    p = ngx_cpymem(p, json.data, json.len);
 
-    payload.len = p - payload.data;
+    attrs.len = p - attrs.data;
 
     if (ngx_cdp_profile_key(r, aid, aid_len, &key) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    ngx_str_null(&attrs);
-
-    return ngx_cdp_redis_enqueue(&key, NGX_CDP_EVENT_API, &attrs, &payload);
+    return ngx_cdp_redis_enqueue(&key, NGX_CDP_EVENT_API, &attrs, &json);
 }
 
 

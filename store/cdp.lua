@@ -610,8 +610,10 @@ end
 -- (written out: the string library cannot be used while a library loads)
 local IDENTIFY_FIELDS = '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t'
                         .. '([^\t]*)\t(.*)$'
-local API_FIELDS = '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t'
-                   .. '([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$'
+-- an api message's fields: its type, user id and user id h, then the rest
+-- (what only identify and alias read: API_REST)
+local API_FIELDS = '^[^\t]*\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$'
+local API_REST = '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$'
 
 
 --
@@ -745,18 +747,26 @@ end
 
 --
 -- A message of the server API (kind "api"), aid its anonymousId mapped by
--- nginx to 32 hex digits, or "".  payload: "message id hash TAB type TAB
+-- nginx to 32 hex digits, or "".  Its attrs: "message id hash TAB type TAB
 -- user_id TAB user_id h TAB email h TAB phone h TAB previousId as a user
--- id h TAB previousId as an anonymous id TAB traits JSON TAB event JSON",
--- f its fields (API_FIELDS), id its stream entry.  Returns the profile id
--- (the entry is on its timeline), "" when the event is stored on no
--- profile, or nil when it is dropped (an erased person).
+-- id h TAB previousId as an anonymous id TAB traits JSON", t, uid and
+-- uidh its first fields and rest the others (API_FIELDS); its payload,
+-- the event JSON, is the stream entry id.
+-- Returns the profile id (the entry is on its timeline), "" when the
+-- event is stored on no profile, or nil when it is dropped (an erased
+-- person).
 --
-local function api(aid, ts, f, a, id)
-    local t, uid, uidh, eh, ph, prev_uidh, prev_aid, traits =
-        f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9]
+local NO_ATTRS = {pairs = {}}
 
+local function api(aid, ts, t, uid, uidh, rest, id)
     if t == 'identify' or t == 'alias' then
+        local eh, ph, prev_uidh, prev_aid, traits =
+            string.match(rest, API_REST)
+        if not traits then
+            stats.malformed = stats.malformed + 1
+            return nil
+        end
+
         local pid
         if t == 'identify' then
             pid = identify_core(aid, ts, uid, uidh, eh, ph, traits)
@@ -788,7 +798,7 @@ local function api(aid, ts, f, a, id)
             if pid == nil then
                 return nil
             end
-        elseif suppressed('', id_list(uidh, '', '')) then
+        elseif SUPPRESSED and suppressed('', id_list(uidh, '', '')) then
             return nil
         end
 
@@ -803,7 +813,7 @@ local function api(aid, ts, f, a, id)
     end
 
     if aid ~= '' then
-        return count_event(aid, ts, kind, a, id)
+        return count_event(aid, ts, kind, NO_ATTRS, id)
     end
 
     return ''
@@ -813,10 +823,12 @@ end
 --
 -- The api messages of a batch whose messageId was seen (set at i), within
 -- the batch or in the last DEDUP seconds; the batch's new ones are added.
--- Ids (hashes) are kept in sets per period of DEDUP seconds, the current
--- and the previous one looked at, each expiring after two periods: a
--- messageId is remembered between DEDUP and 2 DEDUP seconds.  Four calls a
--- batch instead of one a message.
+-- The messageId's hash is the first 32 characters of its attrs (nginx
+-- sends it as 32 hex digits and a TAB, or none).  Ids (hashes)
+-- are kept in sets per period of DEDUP seconds, the current and the
+-- previous one looked at, each expiring after two periods: a messageId is
+-- remembered between DEDUP and 2 DEDUP seconds.  Four calls a batch
+-- instead of one a message.
 --
 local function dedup_scan(keys, args, n)
     local seen, mids, at = {}, {}, {}
@@ -824,16 +836,14 @@ local function dedup_scan(keys, args, n)
 
     for i = 1, n do
         local a = 2 + 4 * (i - 1)
-        if args[a + 1] == 'api' then
-            local mid = string.match(args[a + 3], '^([^\t]+)\t')
-            if mid then
-                if batch[mid] then
-                    seen[i] = true
-                else
-                    batch[mid] = true
-                    mids[#mids + 1] = mid
-                    at[#mids] = i
-                end
+        if args[a + 1] == 'api' and string.byte(args[a + 2], 33) == 9 then
+            local mid = string.sub(args[a + 2], 1, 32)
+            if batch[mid] then
+                seen[i] = true
+            else
+                batch[mid] = true
+                mids[#mids + 1] = mid
+                at[#mids] = i
             end
         end
     end
@@ -880,11 +890,13 @@ end
 --                browser's profile (where its link leads); with ":new"
 --                when nginx minted the browser's id for this very hit.
 --                kind "identify": see identify() above.
+--                kind "api": a message of the server API, its fields in
+--                attrs and its JSON the payload: see api() above.
 --                kind "agg": the payload is a field of the aggregate hash,
 --                incremented.
 --                kind "log": the payload is appended as field "entry" to
 --                the stream that is its key.
---                attrs: see attr_pairs() above.
+--                attrs (but for "api"): see attr_pairs() above.
 --   reply: {events stored, dropped as erased, merges, shared-device
 --          switches, identifiers refused by a limit, malformed identifies,
 --          duplicates (api messages whose messageId was seen)}
@@ -956,17 +968,18 @@ local function cdp_ingest(keys, args)
                 end
 
             elseif kind == 'api' then
-                local f = {string.match(args[a + 3], API_FIELDS)}
+                local t, uid, uidh, rest = string.match(args[a + 2],
+                                                        API_FIELDS)
 
-                if not f[10] then
+                if not rest then
                     stats.malformed = stats.malformed + 1
 
                 elseif seen[i] then
                     stats.duplicates = stats.duplicates + 1
 
                 else
-                    id = redis.call('XADD', STREAM, '*', 'event', f[10])
-                    pid = api(aid, ts, f, attr_pairs(cache, args[a + 2]), id)
+                    id = redis.call('XADD', STREAM, '*', 'event', args[a + 3])
+                    pid = api(aid, ts, t, uid, uidh, rest, id)
                 end
 
             else
