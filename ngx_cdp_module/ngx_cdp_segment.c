@@ -14,6 +14,7 @@
 #include "ngx_cdp_segment.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,54 @@
  */
 static char    *ngx_cdp_segment_scratch;
 static size_t   ngx_cdp_segment_scratch_size;
+
+
+/*
+ * jansson's memory during a parse.  A batch's tree is thousands of small
+ * blocks (about twelve times the body's size), all dropped at the end of
+ * the parse: they are cut from an arena, and dropped by rewinding it,
+ * which skips json_decref's walk and the frees (with the mallocs, a third
+ * of the cost of an API request).  The arena is a list of chunks: the
+ * first is kept between parses, the others (a large batch) are freed at
+ * its end.  jansson's allocator is process-wide: this one is malloc and
+ * free outside a parse, so another user of jansson in the process is not
+ * affected; it is installed only over jansson's own (another module's
+ * allocator is left alone, and then so is the arena).  Sanitizer builds
+ * keep jansson's allocator, so that they see every block.
+ */
+
+#define NGX_CDP_SEGMENT_CHUNK       (512 * 1024)
+#define NGX_CDP_SEGMENT_CHUNKS_MAX  32          /* then malloc() */
+
+#if defined(__SANITIZE_ADDRESS__)
+#define NGX_CDP_SEGMENT_NO_ARENA    1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(memory_sanitizer)
+#define NGX_CDP_SEGMENT_NO_ARENA    1
+#endif
+#endif
+
+typedef struct ngx_cdp_segment_chunk_s  ngx_cdp_segment_chunk_t;
+
+struct ngx_cdp_segment_chunk_s {
+    ngx_cdp_segment_chunk_t  *next;
+    char                     *end;
+    /* the blocks follow, at malloc's alignment */
+};
+
+#define NGX_CDP_SEGMENT_CHUNK_HEAD                                            \
+    ((sizeof(ngx_cdp_segment_chunk_t) + 15) & ~(size_t) 15)
+
+typedef struct {
+    ngx_cdp_segment_chunk_t  *first;
+    ngx_cdp_segment_chunk_t  *last;     /* where blocks are cut */
+    char                     *pos;
+    unsigned int              chunks;
+    int                       active;
+    int                       spilled;  /* a block came from malloc() */
+} ngx_cdp_segment_arena_t;
+
+static ngx_cdp_segment_arena_t  ngx_cdp_segment_arena;
 
 
 typedef struct {
@@ -79,6 +128,14 @@ static int ngx_cdp_segment_build(json_t *msg, int type,
     const ngx_cdp_segment_batch_t *b, ngx_cdp_segment_msg_t *out);
 static const char *ngx_cdp_segment_str(json_t *obj, const char *key);
 static char *ngx_cdp_segment_copy(char **p, const char *s);
+#ifndef NGX_CDP_SEGMENT_NO_ARENA
+static ngx_cdp_segment_chunk_t *ngx_cdp_segment_chunk(size_t need);
+static void *ngx_cdp_segment_alloc(size_t size);
+static void ngx_cdp_segment_release(void *p);
+#endif
+static int ngx_cdp_segment_arena_begin(void);
+static int ngx_cdp_segment_arena_end(void);
+static void ngx_cdp_segment_arena_drop(void);
 
 
 static const char  *ngx_cdp_segment_names[] = {
@@ -1009,6 +1066,194 @@ done:
 }
 
 
+#ifndef NGX_CDP_SEGMENT_NO_ARENA
+
+static ngx_cdp_segment_chunk_t *
+ngx_cdp_segment_chunk(size_t need)
+{
+    size_t                    size;
+    ngx_cdp_segment_chunk_t  *c;
+
+    size = NGX_CDP_SEGMENT_CHUNK_HEAD + need;
+    if (size < NGX_CDP_SEGMENT_CHUNK) {
+        size = NGX_CDP_SEGMENT_CHUNK;
+    }
+
+    c = malloc(size);
+    if (c == NULL) {
+        return NULL;
+    }
+
+    c->next = NULL;
+    c->end = (char *) c + size;
+
+    return c;
+}
+
+
+static void *
+ngx_cdp_segment_alloc(size_t size)
+{
+    char                     *p;
+    size_t                    need;
+    ngx_cdp_segment_chunk_t  *c;
+    ngx_cdp_segment_arena_t  *a;
+
+    a = &ngx_cdp_segment_arena;
+
+    if (!a->active) {
+        return malloc(size);
+    }
+
+    /* 16: malloc's alignment, enough for every jansson struct */
+    need = (size + 15) & ~(size_t) 15;
+
+    if (need < size || need > SIZE_MAX - NGX_CDP_SEGMENT_CHUNK_HEAD) {
+        return NULL;
+    }
+
+    if ((size_t) (a->last->end - a->pos) < need) {
+        c = NULL;
+
+        if (a->chunks < NGX_CDP_SEGMENT_CHUNKS_MAX) {
+            c = ngx_cdp_segment_chunk(need);
+        }
+
+        if (c == NULL) {
+            a->spilled = 1;
+            return malloc(size);
+        }
+
+        a->last->next = c;
+        a->last = c;
+        a->pos = (char *) c + NGX_CDP_SEGMENT_CHUNK_HEAD;
+        a->chunks++;
+    }
+
+    p = a->pos;
+    a->pos += need;
+
+    return p;
+}
+
+
+static void
+ngx_cdp_segment_release(void *p)
+{
+    uintptr_t                 u;
+    ngx_cdp_segment_chunk_t  *c;
+
+    u = (uintptr_t) p;
+
+    for (c = ngx_cdp_segment_arena.first; c != NULL; c = c->next) {
+        if (u >= (uintptr_t) c && u < (uintptr_t) c->end) {
+            /* the arena's: rewound at the end of the parse */
+            return;
+        }
+    }
+
+    free(p);
+}
+
+#endif
+
+
+/* 1 when jansson allocates from the arena until arena_end() */
+
+static int
+ngx_cdp_segment_arena_begin(void)
+{
+#ifdef NGX_CDP_SEGMENT_NO_ARENA
+
+    return 0;
+
+#else
+
+    json_free_t               f;
+    json_malloc_t             m;
+    ngx_cdp_segment_arena_t  *a;
+
+    a = &ngx_cdp_segment_arena;
+
+    json_get_alloc_funcs(&m, &f);
+
+    if (m != ngx_cdp_segment_alloc || f != ngx_cdp_segment_release) {
+        if (m != malloc || f != free) {
+            return 0;
+        }
+
+        json_set_alloc_funcs(ngx_cdp_segment_alloc, ngx_cdp_segment_release);
+    }
+
+    if (a->first == NULL) {
+        a->first = ngx_cdp_segment_chunk(0);
+        if (a->first == NULL) {
+            return 0;
+        }
+    }
+
+    a->last = a->first;
+    a->pos = (char *) a->first + NGX_CDP_SEGMENT_CHUNK_HEAD;
+    a->chunks = 1;
+    a->spilled = 0;
+    a->active = 1;
+
+    return 1;
+
+#endif
+}
+
+
+/*
+ * Ends the arena's parse: 1 when every block of the parse came from the
+ * arena, so that the tree may be dropped without json_decref().  Else the
+ * caller walks the tree with json_decref() (which frees what came from
+ * malloc) and then calls ngx_cdp_segment_arena_drop().
+ */
+
+static int
+ngx_cdp_segment_arena_end(void)
+{
+    ngx_cdp_segment_arena_t  *a;
+
+    a = &ngx_cdp_segment_arena;
+
+    if (!a->active) {
+        return 0;
+    }
+
+    a->active = 0;
+
+    if (a->spilled) {
+        return 0;
+    }
+
+    ngx_cdp_segment_arena_drop();
+
+    return 1;
+}
+
+
+/* frees the chunks but the first, kept for the next parse */
+
+static void
+ngx_cdp_segment_arena_drop(void)
+{
+    ngx_cdp_segment_chunk_t  *c, *next;
+
+    if (ngx_cdp_segment_arena.first == NULL) {
+        return;
+    }
+
+    for (c = ngx_cdp_segment_arena.first->next; c != NULL; c = next) {
+        next = c->next;
+        free(c);
+    }
+
+    ngx_cdp_segment_arena.first->next = NULL;
+}
+
+
 void
 ngx_cdp_segment_free(ngx_cdp_segment_t *res)
 {
@@ -1035,7 +1280,7 @@ ngx_cdp_segment_parse(int type, const u_char *body, size_t len,
     const u_char *received_at, size_t received_at_len, ngx_cdp_segment_t *res,
     ngx_cdp_segment_error_t *err)
 {
-    int                       t, *types;
+    int                       t, *types, arena;
     char                     *wk;
     long                      i;
     size_t                    n, max, size, extra, total;
@@ -1081,9 +1326,15 @@ ngx_cdp_segment_parse(int type, const u_char *body, size_t len,
     /* the error code is in the text's last byte, set only with a text */
     memset(&jerr, 0, sizeof(json_error_t));
 
+    arena = ngx_cdp_segment_arena_begin();
+
     root = json_loadb((const char *) body, len, NGX_CDP_SEGMENT_LOAD_FLAGS,
                       &jerr);
     if (root == NULL) {
+        if (arena && !ngx_cdp_segment_arena_end()) {
+            ngx_cdp_segment_arena_drop();
+        }
+
         /*
          * jansson fails some allocations without saying why (no text, no
          * line), or as out of memory; a few others (a string's) read as a
@@ -1295,8 +1546,21 @@ done:
         ngx_cdp_segment_free(res);
     }
 
-    json_decref(b.received_at);
-    json_decref(root);
+    /*
+     * the tree from the arena is dropped with it: json_decref() then would
+     * only walk it; what spilled out of the arena is freed by the walk
+     */
+
+    if (!arena) {
+        json_decref(b.received_at);
+        json_decref(root);
+
+    } else if (!ngx_cdp_segment_arena_end()) {
+        json_decref(b.received_at);
+        json_decref(root);
+        ngx_cdp_segment_arena_drop();
+    }
+
     free(types);
 
     return err->status;

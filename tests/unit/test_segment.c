@@ -1512,6 +1512,87 @@ test_error_json(void)
 }
 
 
+
+/*
+ * jansson's blocks come from an arena during a parse (see
+ * ngx_cdp_segment.c): the largest batch spills out of the first arena and
+ * fits the grown one, with the same result each time; a jansson value
+ * made outside a parse lives on through parses and is freed as usual.
+ */
+
+static void
+test_arena(void)
+{
+    int      i, rc, same;
+    char    *body, *p, *first0, *firstn;
+    size_t   len;
+    json_t  *outside;
+
+    body = malloc(NGX_CDP_SEGMENT_BATCH_BODY_MAX);
+    if (body == NULL) {
+        CHECK(0);
+        return;
+    }
+
+    outside = json_pack("{s:s, s:[i, i]}", "kept", "across parses", "n", 1, 2);
+    CHECK(outside != NULL);
+
+    p = body;
+    p += sprintf(p, "{\"batch\":[");
+
+    for (i = 0; i < NGX_CDP_SEGMENT_BATCH_MAX; i++) {
+        p += sprintf(p, "%s{\"type\":\"track\",\"userId\":\"u-%d\","
+                     "\"event\":\"Order Completed\",\"properties\":"
+                     "{\"order\":%d,\"sku\":[\"a\",\"b\"],"
+                     "\"note\":\"the arena holds all of this tree\"},"
+                     "\"messageId\":\"m-%d\"}", i ? "," : "", i, i, i);
+    }
+
+    p += sprintf(p, "]}");
+    len = p - body;
+    CHECK(len > 400 * 1024 && len <= NGX_CDP_SEGMENT_BATCH_BODY_MAX);
+
+    first0 = NULL;
+    firstn = NULL;
+    same = 1;
+
+    for (i = 0; i < 4; i++) {
+        rc = parse(BATCH, (const u_char *) body, len);
+        CHECK(rc == 0);
+        if (rc != 0) {
+            break;
+        }
+
+        CHECK(res.nmsgs == NGX_CDP_SEGMENT_BATCH_MAX);
+
+        if (first0 == NULL) {
+            first0 = strdup(res.msgs[0].json);
+            firstn = strdup(res.msgs[res.nmsgs - 1].json);
+
+        } else if (strcmp(first0, res.msgs[0].json) != 0
+                   || strcmp(firstn, res.msgs[res.nmsgs - 1].json) != 0)
+        {
+            same = 0;
+        }
+
+        ngx_cdp_segment_free(&res);
+    }
+
+    CHECK(same);
+    CHECK(firstn != NULL && strstr(firstn, "\"userId\":\"u-2499\"") != NULL);
+
+    CHECK(outside != NULL
+          && strcmp(json_string_value(json_object_get(outside, "kept")),
+                    "across parses") == 0
+          && json_array_size(json_object_get(outside, "n")) == 2);
+    json_decref(outside);
+
+    free(first0);
+    free(firstn);
+    free(body);
+}
+
+
 /*
  * Memory running out anywhere in jansson: 500 out_of_memory, nothing in
  * res, nothing leaked; except that jansson's parser reports a string it
@@ -1619,6 +1700,7 @@ main(void)
     test_batch_merge();
     test_sdk_body();
     test_error_json();
+    test_arena();
     test_oom();
 
     return ngx_cdp_summary();
