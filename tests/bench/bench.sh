@@ -14,6 +14,11 @@
 #   REDIS_VIA      how nginx reaches Redis: unix (default) or tcp
 #   COOKIE_POOL    cookies minted per location for returning visitors
 #                  (default 2000)
+#   CEILING        on: after the report, what the store costs the pixel:
+#                  the new-visitor runs again with cdp_ingest replaced by a
+#                  function that stores nothing, then by one that only
+#                  XADDs each event (default off; those runs store nothing
+#                  that is checked)
 #
 # Two scenarios, on the same nginx and Redis:
 #   new        no cookie is sent: every request mints a new id in both
@@ -57,6 +62,7 @@ API_KEY=bench-write-key
 API_BATCH=${API_BATCH:-100}
 API_CONNECTIONS=${API_CONNECTIONS:-8}
 API_LUA=$TOP/tests/bench/api.lua
+CEILING=${CEILING:-off}
 
 die() { printf 'bench: %s\n' "$*" >&2; exit 2; }
 
@@ -562,4 +568,56 @@ if [ "$rc" = 0 ]; then
          "$((stored - answered_all)) were in flight when wrk stopped);" \
          "returning visitors: $ret_kept of $ret_answered pixel hits kept their cookie"
 fi
+
+# --- the store's share of the pixel's cost (CEILING=on) ------------------------
+# cdp_ingest replaced, under the loaded library's revision (so the module
+# keeps it), by a function that only answers, then by one that only XADDs:
+# the pixel/empty_gif ratio with Redis doing no work per event, then with
+# one stream entry per event and nothing else
+
+ceiling_lua() {
+    local body
+    case $1 in
+        noop) body="local n = #keys - 1" ;;
+        xadd) body="local n = #keys - 1
+  for i = 1, n do
+    redis.call('XADD', keys[1], '*', 'event', args[1 + 4 * i])
+  end" ;;
+    esac
+    printf '#!lua name=cdp_v1\n'
+    printf "redis.register_function{function_name = 'cdp_version', flags = {'no-writes'},\n"
+    printf "  callback = function() return '%s' end}\n" "$2"
+    printf "redis.register_function{function_name = 'cdp_ingest',\n"
+    printf '  callback = function(keys, args)\n  %s\n  return {n, 0, 0, 0, 0, 0, 0}\nend}\n' "$body"
+}
+
+if [ "$CEILING" = on ]; then
+    rev=$(redis-cli -p "$REDIS_PORT" FCALL_RO cdp_version 0)
+    echo
+    echo "=== the store's share: new visitors, $ROUNDS rounds, cdp_ingest replaced ==="
+    for stub in noop xadd; do
+        out=$(ceiling_lua "$stub" "$rev" \
+              | redis-cli -p "$REDIS_PORT" -x FUNCTION LOAD REPLACE)
+        [ "$out" = cdp_v1 ] || die "loading the $stub store: $out"
+        px=() ug=()
+        for r in $(seq 1 "$ROUNDS"); do
+            if [ $((r % 2)) = 1 ]; then order="pixel ug"; else order="ug pixel"; fi
+            for k in $order; do
+                if [ "$k" = pixel ]; then u=/p.gif; else u=/ug.gif; fi
+                wrk_run "ceil_${stub}_${k}_$r" "$u" "$SECONDS_PER_RUN"
+                read -r req rps p99 bad err < <(wrk_parse "$TMP/ceil_${stub}_${k}_$r.txt")
+                if [ "$k" = pixel ]; then px+=("$rps"); else ug+=("$rps"); fi
+            done
+        done
+        case $stub in
+            noop) what="stores nothing" ;;
+            xadd) what="XADD only" ;;
+        esac
+        printf '%-34s pixel %10s  empty_gif %10s  ratio %s  (rounds: %s)\n' \
+            "cdp_ingest $what" "$(median "${px[@]}")" "$(median "${ug[@]}")" \
+            "$(ratio "$(median "${px[@]}")" "$(median "${ug[@]}")")" \
+            "$(for i in "${!px[@]}"; do ratio "${px[$i]}" "${ug[$i]}"; printf ' '; done)"
+    done
+fi
+
 exit "$rc"
