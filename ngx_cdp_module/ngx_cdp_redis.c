@@ -87,7 +87,7 @@ typedef struct {
     ngx_msec_t                 backoff;
 
     ngx_str_t                  stream_key;
-    u_char                     maxlen[6 * NGX_INT_T_LEN];  /* ARGV[1] */
+    u_char                     maxlen[7 * NGX_INT_T_LEN];  /* ARGV[1] */
     size_t                     maxlen_len;
 
     unsigned                   must_close:1;
@@ -190,11 +190,15 @@ ngx_cdp_redis_init_process(ngx_cycle_t *cycle, ngx_http_cdp_main_conf_t *mcf)
 
     ngx_sprintf(rd->stream_key.data, "%V:events", &mcf->prefix);
 
-    /* "maxlen limit_user_id limit_email limit_phone timeline_max dedup" */
-    rd->maxlen_len = ngx_sprintf(rd->maxlen, "%ui %ui %ui %ui %ui %T",
+    /*
+     * "maxlen limit_user_id limit_email limit_phone timeline_max dedup
+     *  aggregate_retention"
+     */
+    rd->maxlen_len = ngx_sprintf(rd->maxlen, "%ui %ui %ui %ui %ui %T %T",
                                  mcf->stream_maxlen, mcf->limit_user_id,
                                  mcf->limit_email, mcf->limit_phone,
-                                 mcf->timeline_max, mcf->dedup_window)
+                                 mcf->timeline_max, mcf->dedup_window,
+                                 mcf->agg_retention)
                      - rd->maxlen;
 
     rd->flush_ev.handler = ngx_cdp_redis_flush_handler;

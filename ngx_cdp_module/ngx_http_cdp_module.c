@@ -208,6 +208,13 @@ static ngx_command_t  ngx_http_cdp_commands[] = {
       offsetof(ngx_http_cdp_main_conf_t, dedup_window),
       NULL },
 
+    { ngx_string("cdp_aggregate_retention"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_cdp_main_conf_t, agg_retention),
+      NULL },
+
     { ngx_string("cdp_suppression_size"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_size_slot,
@@ -485,6 +492,7 @@ ngx_http_cdp_create_main_conf(ngx_conf_t *cf)
     mcf->limit_phone = NGX_CONF_UNSET_UINT;
     mcf->timeline_max = NGX_CONF_UNSET_UINT;
     mcf->dedup_window = NGX_CONF_UNSET;
+    mcf->agg_retention = NGX_CONF_UNSET;
     mcf->suppression_size = NGX_CONF_UNSET_SIZE;
 
     return mcf;
@@ -506,11 +514,19 @@ ngx_http_cdp_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(mcf->limit_phone, 5);
     ngx_conf_init_uint_value(mcf->timeline_max, 10000);
     ngx_conf_init_value(mcf->dedup_window, 86400);
+    /* 25 months of 30 days: CNIL's bound for consent-exempt audience data */
+    ngx_conf_init_value(mcf->agg_retention, 25 * 30 * 86400);
     ngx_conf_init_size_value(mcf->suppression_size, 4 * 1024 * 1024);
 
     if (mcf->suppression_size < 64 * 1024) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "cdp_suppression_size must be at least 64k");
+        return NGX_CONF_ERROR;
+    }
+
+    if (mcf->agg_retention < 86400) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "cdp_aggregate_retention must be at least 1d");
         return NGX_CONF_ERROR;
     }
 

@@ -109,6 +109,7 @@ typedef struct {
     ngx_str_t                  phone_cc;
 
     time_t                     dedup_window;    /* API messageIds */
+    time_t                     agg_retention;   /* agg:<date> hashes */
     size_t                     suppression_size;
 
     ngx_array_t               *admin_tokens;    /* ngx_cdp_admin_token_t */

@@ -14,6 +14,7 @@ local REV = '@REV@'
 
 local TYPES = {'user_id', 'email', 'phone'}      -- by priority
 local MAX_HOPS = 64
+local AGG_RETENTION = 25 * 30 * 86400   -- agg:<date>, unless ARGV[1] says
 
 --
 -- cdp_version
@@ -881,8 +882,10 @@ end
 --                browser's events, or for "agg" the day's aggregate hash
 --                <prefix>:agg:<YYYY-MM-DD>, or for "log" a log stream
 --   ARGV[1]      "maxlen limit_user_id limit_email limit_phone
---                timeline_max": the approximate MAXLEN of the streams,
---                the identifier limits per profile and the timeline cap
+--                timeline_max dedup_seconds [aggregate_retention]": the
+--                approximate MAXLEN of the streams, the identifier limits
+--                per profile, the timeline cap, the messageId window and
+--                the seconds an aggregate hash is kept after its last hit
 --   ARGV[2 + 4(i-1)] .. : for each event i: timestamp in ms, kind, attrs,
 --                payload.
 --                kind "page" or "track": the payload is the Segment-spec
@@ -908,14 +911,18 @@ local function cdp_ingest(keys, args)
         return redis.error_reply('ERR cdp_ingest: want 1 + 4N args for N keys')
     end
 
-    local maxlen, lu, le, lp, tl, dd =
-        string.match(args[1], '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$')
+    local maxlen, lu, le, lp, tl, dd, ar =
+        string.match(args[1],
+                     '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) ?(%d*)$')
     if not maxlen then
         maxlen, lu, le, lp, tl, dd = string.match(args[1], '^(%d+)$'), 1, 5,
                                      5, 10000, 86400
         if not maxlen then
             return redis.error_reply('ERR cdp_ingest: a malformed ARGV[1]')
         end
+    end
+    if not ar or ar == '' then
+        ar = AGG_RETENTION
     end
 
     STREAM = keys[1]
@@ -931,7 +938,7 @@ local function cdp_ingest(keys, args)
     -- erasure is rare: no lookups while nobody is suppressed
     SUPPRESSED = redis.call('EXISTS', P .. 'suppressed') == 1
 
-    local cache = {}
+    local cache, aggs = {}, {}
     local plen = #P + #'profile:'
     local seen = dedup_scan(keys, args, n)
 
@@ -943,6 +950,11 @@ local function cdp_ingest(keys, args)
 
         if kind == 'agg' then
             redis.call('HINCRBY', key, args[a + 3], '1')
+            if not aggs[key] then
+                -- kept for the retention after its day's last hit
+                aggs[key] = true
+                redis.call('EXPIRE', key, ar)
+            end
             stats.stored = stats.stored + 1
 
         elseif kind == 'log' then

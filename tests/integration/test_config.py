@@ -107,6 +107,13 @@ BAD = [
      'cdp_batch_size', 'cdp_batch_size abc', ['abc', 'invalid'], True),
     ('queue-size-abc', dict(http_extra='cdp_queue_size abc;'),
      'cdp_queue_size', 'cdp_queue_size abc', ['abc', 'invalid'], True),
+    ('aggregate-retention-12h',
+     dict(http_extra='cdp_aggregate_retention 12h;'),
+     'cdp_aggregate_retention', None, ['at least 1d'], False),
+    ('aggregate-retention-abc',
+     dict(http_extra='cdp_aggregate_retention abc;'),
+     'cdp_aggregate_retention', 'cdp_aggregate_retention abc',
+     ['abc', 'invalid'], True),
 ]
 
 

@@ -210,6 +210,34 @@ def test_nothing_configured_fails_closed(redis_server, nginx_factory):
                               for dd in day.days}, ks
 
 
+
+def agg_ttls(ngx, day):
+    c = ngx.rc()
+    try:
+        return [c.ttl('%s:agg:%s' % (ngx.prefix, d))
+                for d in sorted(day.close().days)
+                if c.exists('%s:agg:%s' % (ngx.prefix, d))]
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize('retention,seconds', [
+    (None, 25 * 30 * 86400),        # the default: 25 months of 30 days
+    ('2d', 2 * 86400),
+])
+def test_aggregate_hash_expires(redis_server, nginx_factory, retention,
+                                seconds):
+    extra = ('cdp_aggregate_retention %s;' % retention) if retention else ''
+    ngx = start(nginx_factory, redis_server, '', http_extra=extra)
+    day = Day()
+
+    assert_untracked(ngx.hit('title=counted'))
+    assert wait_agg(ngx, day, {'page|--': 1}) == {'page|--': 1}
+
+    ttls = agg_ttls(ngx, day)
+    assert ttls and all(seconds - 60 < t <= seconds for t in ttls), ttls
+
+
 # --------------------------------------------------------------------------
 # the default
 
