@@ -730,6 +730,61 @@ def cookie_of(resp, name='cdp_aid'):
     return None, None
 
 
+
+# A backend that answers every request with the X-CDP-* headers its
+# X-Test-* request headers ask for: the "login" of cdp_identify tests
+# (@BPORT@ its port).
+IDENTIFY_BACKEND = """
+    server {
+        listen 127.0.0.1:@BPORT@;
+        location / {
+            add_header X-CDP-User-Id $http_x_test_uid;
+            add_header X-CDP-Email $http_x_test_email;
+            add_header X-CDP-Phone $http_x_test_phone;
+            add_header X-CDP-Traits $http_x_test_traits;
+            add_header X-App-Id $http_x_test_app_id;
+            return 200 "welcome\\n";
+        }
+    }
+"""
+
+
+class Browser:
+    """A cookie jar of one: the cdp_aid cookie as the browser keeps it."""
+
+    def __init__(self, ngx):
+        self.ngx = ngx
+        self.cookie = None
+
+    def _keep(self, r):
+        v, attrs = cookie_of(r)
+        if v is not None:
+            self.cookie = None if attrs.get('max-age') == '0' else v
+        return r
+
+    @property
+    def aid(self):
+        return self.cookie.split('.')[0] if self.cookie else None
+
+    def view(self, query='url=https://shop.example/'):
+        return self._keep(self.ngx.hit(
+            query, cookie='cdp_aid=' + self.cookie if self.cookie else None))
+
+    def login(self, path='/login', uid=None, email=None, phone=None,
+              traits=None, **extra):
+        """A request through IDENTIFY_BACKEND asking for these X-CDP-*
+        headers (extra: more request headers)."""
+        hd = dict(extra)
+        for k, v in (('X-Test-Uid', uid), ('X-Test-Email', email),
+                     ('X-Test-Phone', phone), ('X-Test-Traits', traits)):
+            if v is not None:
+                hd[k] = v
+        if self.cookie:
+            hd['Cookie'] = 'cdp_aid=' + self.cookie
+        return self._keep(one_request(self.ngx.port, 'GET', path,
+                                      headers=hd))
+
+
 def aid_of(resp, name='cdp_aid'):
     v, _ = cookie_of(resp, name)
     m = COOKIE_VALUE_RE.match(v or '')

@@ -42,18 +42,7 @@ WRITE_KEY = 'wk-admin-' + secrets.token_hex(6)
 
 # a second server block answering the login with the identity headers the
 # test put in X-Test-* request headers (as in test_identity.py)
-BACKEND = """
-    server {
-        listen 127.0.0.1:@BPORT@;
-        location / {
-            add_header X-CDP-User-Id $http_x_test_uid;
-            add_header X-CDP-Email $http_x_test_email;
-            add_header X-CDP-Phone $http_x_test_phone;
-            add_header X-CDP-Traits $http_x_test_traits;
-            return 200 "welcome\\n";
-        }
-    }
-"""
+BACKEND = h.IDENTIFY_BACKEND
 
 LOCATIONS = """\
 location = /p.gif   { cdp_pixel; }
@@ -167,39 +156,28 @@ def mid():
     return 'mid-' + uuid.uuid4().hex
 
 
-class Browser:
-    """A cookie jar of one: the cdp_aid cookie as the browser keeps it."""
+class Browser(h.Browser):
+    """The harness's browser, whose aid stays the same when the cookie is
+    cleared, and whose login must succeed."""
 
     def __init__(self, ngx):
-        self.ngx = ngx
-        self.cookie = None
-        self.aid = None         # stays the same when the cookie is cleared
+        super().__init__(ngx)
+        self.last_aid = None
+
+    @property
+    def aid(self):
+        return self.cookie.split('.')[0] if self.cookie else self.last_aid
 
     def _keep(self, r):
-        v, attrs = h.cookie_of(r)
-        if v is not None:
-            if attrs.get('max-age') == '0':
-                self.cookie = None
-            else:
-                self.cookie = v
-                self.aid = v.split('.')[0]
+        super()._keep(r)
+        if self.cookie:
+            self.last_aid = self.cookie.split('.')[0]
         return r
 
-    def view(self, query='url=https://shop.example/'):
-        return self._keep(self.ngx.hit(
-            query, cookie='cdp_aid=' + self.cookie if self.cookie else None))
-
-    def login(self, uid=None, email=None, phone=None, traits=None):
-        hd = {}
-        for k, v in (('X-Test-Uid', uid), ('X-Test-Email', email),
-                     ('X-Test-Phone', phone), ('X-Test-Traits', traits)):
-            if v is not None:
-                hd[k] = v
-        if self.cookie:
-            hd['Cookie'] = 'cdp_aid=' + self.cookie
-        r = h.one_request(self.ngx.port, 'GET', '/login', headers=hd)
+    def login(self, **kw):
+        r = super().login(**kw)
         assert r.status == 200, r
-        return self._keep(r)
+        return r
 
     def consent(self, body='grant=analytics&grant=marketing'):
         r = self.ngx.hit(path='/consent', method='POST', body=body.encode(),

@@ -16,19 +16,7 @@ import cdp_harness as h
 # request with the identity headers the test put in X-Test-* request
 # headers (add_header skips empty values).  /login proxies to it.
 
-BACKEND = """
-    server {
-        listen 127.0.0.1:@BPORT@;
-        location / {
-            add_header X-CDP-User-Id $http_x_test_uid;
-            add_header X-CDP-Email $http_x_test_email;
-            add_header X-CDP-Phone $http_x_test_phone;
-            add_header X-CDP-Traits $http_x_test_traits;
-            add_header X-App-Id $http_x_test_app_id;
-            return 200 "welcome\\n";
-        }
-    }
-"""
+BACKEND = h.IDENTIFY_BACKEND
 
 LOCATIONS = """\
 location = /p.gif  { cdp_pixel; }
@@ -54,38 +42,7 @@ def ngx(nginx_factory, redis_server):
                             '    cdp_identity_blocked test@example.com;')
 
 
-class Browser:
-    """A cookie jar of one: the cdp_aid cookie as the browser keeps it."""
-
-    def __init__(self, ngx):
-        self.ngx = ngx
-        self.cookie = None
-
-    def _keep(self, r):
-        v, attrs = h.cookie_of(r)
-        if v is not None:
-            self.cookie = None if attrs.get('max-age') == '0' else v
-        return r
-
-    @property
-    def aid(self):
-        return self.cookie.split('.')[0] if self.cookie else None
-
-    def view(self, query='url=https://shop.example/'):
-        return self._keep(self.ngx.hit(
-            query, cookie='cdp_aid=' + self.cookie if self.cookie else None))
-
-    def login(self, path='/login', uid=None, email=None, phone=None,
-              traits=None, **extra):
-        hd = dict(extra)
-        for k, v in (('X-Test-Uid', uid), ('X-Test-Email', email),
-                     ('X-Test-Phone', phone), ('X-Test-Traits', traits)):
-            if v is not None:
-                hd[k] = v
-        if self.cookie:
-            hd['Cookie'] = 'cdp_aid=' + self.cookie
-        return self._keep(h.one_request(self.ngx.port, 'GET', path,
-                                        headers=hd))
+Browser = h.Browser
 
 
 # the identity graph's helpers live in the harness
