@@ -27,6 +27,8 @@ static char *ngx_http_cdp_status(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_cdp_consent_endpoint(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_cdp_positive(ngx_conf_t *cf, void *post, void *data);
+static ngx_int_t ngx_http_cdp_read_secret(ngx_conf_t *cf,
+    ngx_str_t *directive, ngx_str_t *name, u_char **buf, size_t *size);
 static ngx_int_t ngx_http_cdp_prepare_key(ngx_conf_t *cf,
     ngx_cdp_hmac_key_t *key, u_char *secret, size_t len, const char *label);
 static void ngx_http_cdp_cleanup_key(void *data);
@@ -45,6 +47,10 @@ static ngx_conf_enum_t  ngx_http_cdp_store_ip[] = {
 };
 
 
+/* the cmd->post of cdp_identity_secret_file: only its address matters */
+static ngx_uint_t  ngx_http_cdp_ident_post;
+
+
 static ngx_command_t  ngx_http_cdp_commands[] = {
 
     { ngx_string("cdp_redis"),
@@ -60,6 +66,14 @@ static ngx_command_t  ngx_http_cdp_commands[] = {
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
+
+    /* post: marks the identity file for ngx_http_cdp_secret_file() */
+    { ngx_string("cdp_identity_secret_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_cdp_secret_file,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      &ngx_http_cdp_ident_post },
 
     { ngx_string("cdp_geoip_db"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -479,6 +493,7 @@ ngx_http_cdp_create_main_conf(ngx_conf_t *cf)
      *     mcf->password = { 0, NULL };
      *     mcf->prefix = { 0, NULL };
      *     mcf->secret_file = { 0, NULL };
+     *     mcf->ident_file = { 0, NULL };
      *     mcf->nkeys = 0;
      */
 
@@ -550,6 +565,17 @@ ngx_http_cdp_init_main_conf(ngx_conf_t *cf, void *conf)
 
     if (mcf->prefix.data == NULL) {
         ngx_str_set(&mcf->prefix, "cdp");
+    }
+
+    if (mcf->nkeys > 1 && mcf->ident_file.data == NULL) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "cdp_secret_file has %ui keys and no "
+                           "cdp_identity_secret_file: identifiers in Redis "
+                           "are named with the first key, so a new first "
+                           "key renames them all (known people get new "
+                           "profiles, erasure by e-mail misses the old "
+                           "names); keep one key in cdp_identity_secret_file",
+                           mcf->nkeys);
     }
 
     if (mcf->batch_size > mcf->queue_size) {
@@ -820,70 +846,47 @@ invalid:
 }
 
 
+/*
+ * cdp_secret_file and cdp_identity_secret_file: key lines, each at least
+ * 32 bytes.  The secret file's first line signs, every line verifies; the
+ * identity file's one line names identifiers in Redis (and without it,
+ * the secret file's first line does).
+ */
+
 static char *
 ngx_http_cdp_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_cdp_main_conf_t *mcf = conf;
 
-    u_char              *p, *end, *line, *last;
-    char                *rv;
-    ssize_t              n;
-    ngx_str_t           *value;
-    ngx_file_t           file;
-    ngx_file_info_t      fi;
+    u_char     *p, *end, *line, *last;
+    char       *rv;
+    size_t      size;
+    ssize_t     n;
+    ngx_str_t  *value, *name;
+    ngx_uint_t  ident, max, nkeys;
 
-    if (mcf->secret_file.data) {
+    ident = (cmd->post != NULL);
+    name = ident ? &mcf->ident_file : &mcf->secret_file;
+
+    if (name->data) {
         return "is duplicate";
     }
 
     value = cf->args->elts;
-    mcf->secret_file = value[1];
+    *name = value[1];
 
-    if (ngx_conf_full_name(cf->cycle, &mcf->secret_file, 1) != NGX_OK) {
+    if (ngx_conf_full_name(cf->cycle, name, 1) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
-    ngx_memzero(&file, sizeof(ngx_file_t));
-    file.name = mcf->secret_file;
-    file.log = cf->log;
-
-    file.fd = ngx_open_file(file.name.data, NGX_FILE_RDONLY,
-                            NGX_FILE_OPEN, 0);
-    if (file.fd == NGX_INVALID_FILE) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           ngx_open_file_n " \"%V\" failed", &file.name);
+    if (ngx_http_cdp_read_secret(cf, &cmd->name, name, &p, &size) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
     rv = NGX_CONF_ERROR;
-    p = NULL;
-
-    if (ngx_fd_info(file.fd, &fi) == NGX_FILE_ERROR) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           ngx_fd_info_n " \"%V\" failed", &file.name);
-        goto done;
-    }
-
-    if (ngx_file_size(&fi) > 4096) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "cdp_secret_file \"%V\" is larger than 4096 bytes",
-                           &file.name);
-        goto done;
-    }
-
-    p = ngx_pnalloc(cf->temp_pool, (size_t) ngx_file_size(&fi) + 1);
-    if (p == NULL) {
-        goto done;
-    }
-
-    n = ngx_read_file(&file, p, (size_t) ngx_file_size(&fi), 0);
-    if (n == NGX_ERROR) {
-        goto done;
-    }
-
-    end = p + n;
-
-    /* one key per line: the first signs, every one verifies */
+    end = p + size;
+    max = ident ? 1 : NGX_CDP_MAX_KEYS;
+    nkeys = 0;
 
     for (line = p; line < end; line = last + 1) {
 
@@ -904,34 +907,56 @@ ngx_http_cdp_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
-        if (mcf->nkeys == NGX_CDP_MAX_KEYS) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "cdp_secret_file \"%V\" has more than %d keys",
-                               &file.name, NGX_CDP_MAX_KEYS);
+        if (nkeys == max) {
+            if (ident) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "%V \"%V\" holds more than one key: "
+                                   "the identity key is not rotated",
+                                   &cmd->name, name);
+            } else {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "%V \"%V\" has more than %ui keys",
+                                   &cmd->name, name, max);
+            }
+
             goto done;
         }
 
         if (n < 32) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "key %ui in cdp_secret_file \"%V\" is %z "
-                               "bytes, at least 32 are required",
-                               mcf->nkeys + 1, &file.name, n);
+                               "key %ui in %V \"%V\" is %z bytes, at least "
+                               "32 are required",
+                               nkeys + 1, &cmd->name, name, n);
             goto done;
         }
 
-        if (ngx_http_cdp_prepare_key(cf, &mcf->cookie_keys[mcf->nkeys],
-                                     line, n,
+        if (ident) {
+            /* replaces what the secret file's first line gave */
+            ngx_cdp_hmac_key_free(&mcf->ident_key);
+
+            if (ngx_http_cdp_prepare_key(cf, &mcf->ident_key, line, n,
+                                         "ngx_cdp identity v1")
+                != NGX_OK)
+            {
+                goto done;
+            }
+
+            nkeys++;
+            continue;
+        }
+
+        if (ngx_http_cdp_prepare_key(cf, &mcf->cookie_keys[nkeys], line, n,
                                      "ngx_cdp anonymous id cookie v1")
                != NGX_OK
-            || ngx_http_cdp_prepare_key(cf, &mcf->consent_keys[mcf->nkeys],
+            || ngx_http_cdp_prepare_key(cf, &mcf->consent_keys[nkeys],
                                         line, n,
                                         "ngx_cdp consent cookie v1")
                != NGX_OK
-            || ngx_http_cdp_prepare_key(cf, &mcf->pixel_keys[mcf->nkeys],
+            || ngx_http_cdp_prepare_key(cf, &mcf->pixel_keys[nkeys],
                                         line, n,
                                         "ngx_cdp pixel identity v1")
                != NGX_OK
-            || (mcf->nkeys == 0
+            || (nkeys == 0 && mcf->ident_file.data == NULL
                 && ngx_http_cdp_prepare_key(cf, &mcf->ident_key, line, n,
                                             "ngx_cdp identity v1")
                    != NGX_OK))
@@ -939,31 +964,91 @@ ngx_http_cdp_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             goto done;
         }
 
-        mcf->nkeys++;
+        nkeys++;
     }
 
-    if (mcf->nkeys == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "cdp_secret_file \"%V\" holds no key",
-                           &file.name);
+    if (nkeys == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%V \"%V\" holds no key",
+                           &cmd->name, name);
         goto done;
+    }
+
+    if (!ident) {
+        mcf->nkeys = nkeys;
     }
 
     rv = NGX_CONF_OK;
 
 done:
 
-    if (p) {
-        ngx_explicit_memzero(p, (size_t) ngx_file_size(&fi));
+    ngx_explicit_memzero(p, size);
+
+    return rv;
+}
+
+
+/* the bytes of a secret file, at most 4096, in cf->temp_pool */
+
+static ngx_int_t
+ngx_http_cdp_read_secret(ngx_conf_t *cf, ngx_str_t *directive,
+    ngx_str_t *name, u_char **buf, size_t *size)
+{
+    u_char           *p;
+    ssize_t           n;
+    ngx_int_t         rc;
+    ngx_file_t        file;
+    ngx_file_info_t   fi;
+
+    ngx_memzero(&file, sizeof(ngx_file_t));
+    file.name = *name;
+    file.log = cf->log;
+
+    file.fd = ngx_open_file(file.name.data, NGX_FILE_RDONLY,
+                            NGX_FILE_OPEN, 0);
+    if (file.fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_open_file_n " \"%V\" failed", &file.name);
+        return NGX_ERROR;
     }
 
+    rc = NGX_ERROR;
+
+    if (ngx_fd_info(file.fd, &fi) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_fd_info_n " \"%V\" failed", &file.name);
+        goto done;
+    }
+
+    if (ngx_file_size(&fi) > 4096) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "%V \"%V\" is larger than 4096 bytes",
+                           directive, &file.name);
+        goto done;
+    }
+
+    p = ngx_pnalloc(cf->temp_pool, (size_t) ngx_file_size(&fi) + 1);
+    if (p == NULL) {
+        goto done;
+    }
+
+    n = ngx_read_file(&file, p, (size_t) ngx_file_size(&fi), 0);
+    if (n == NGX_ERROR) {
+        ngx_explicit_memzero(p, (size_t) ngx_file_size(&fi));
+        goto done;
+    }
+
+    *buf = p;
+    *size = n;
+    rc = NGX_OK;
+
+done:
 
     if (ngx_close_file(file.fd) == NGX_FILE_ERROR) {
         ngx_log_error(NGX_LOG_ALERT, cf->log, ngx_errno,
                       ngx_close_file_n " \"%V\" failed", &file.name);
     }
 
-    return rv;
+    return rc;
 }
 
 

@@ -88,6 +88,7 @@ typedef struct {
     ngx_msec_t                 timeout;
 
     ngx_str_t                  secret_file;
+    ngx_str_t                  ident_file;  /* cdp_identity_secret_file */
     ngx_uint_t                 nkeys;
     ngx_cdp_hmac_key_t         cookie_keys[NGX_CDP_MAX_KEYS];
     ngx_cdp_hmac_key_t         consent_keys[NGX_CDP_MAX_KEYS];
