@@ -140,11 +140,10 @@ ngx_cdp_admin_tokens(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     u_char                 *p, *end, *line, *last, *sp;
     char                   *rv;
+    size_t                  size;
     ssize_t                 n;
-    ngx_str_t              *value, role, hex;
+    ngx_str_t              *value, name, role, hex;
     ngx_uint_t              lineno, i;
-    ngx_file_t              file;
-    ngx_file_info_t         fi;
     ngx_cdp_admin_token_t  *t;
 
     if (mcf->admin_tokens) {
@@ -152,31 +151,21 @@ ngx_cdp_admin_tokens(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     value = cf->args->elts;
+    name = value[1];
 
-    ngx_memzero(&file, sizeof(ngx_file_t));
-    file.name = value[1];
-    file.log = cf->log;
-
-    if (ngx_conf_full_name(cf->cycle, &file.name, 1) != NGX_OK) {
+    if (ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
-    file.fd = ngx_open_file(file.name.data, NGX_FILE_RDONLY, NGX_FILE_OPEN,
-                            0);
-    if (file.fd == NGX_INVALID_FILE) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           ngx_open_file_n " \"%V\" failed", &file.name);
+    /* a line a token: a megabyte is thousands of them */
+
+    if (ngx_cdp_read_conf_file(cf, &cmd->name, &name, 1024 * 1024, &p, &size)
+        != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
     rv = NGX_CONF_ERROR;
-    p = NULL;
-
-    if (ngx_fd_info(file.fd, &fi) == NGX_FILE_ERROR) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           ngx_fd_info_n " \"%V\" failed", &file.name);
-        goto done;
-    }
 
     mcf->admin_tokens = ngx_array_create(cf->pool, 4,
                                          sizeof(ngx_cdp_admin_token_t));
@@ -184,17 +173,7 @@ ngx_cdp_admin_tokens(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         goto done;
     }
 
-    p = ngx_pnalloc(cf->pool, (size_t) ngx_file_size(&fi) + 1);
-    if (p == NULL) {
-        goto done;
-    }
-
-    n = ngx_read_file(&file, p, (size_t) ngx_file_size(&fi), 0);
-    if (n == NGX_ERROR) {
-        goto done;
-    }
-
-    end = p + n;
+    end = p + size;
     lineno = 0;
 
     for (line = p; line < end; line = last + 1) {
@@ -261,7 +240,7 @@ ngx_cdp_admin_tokens(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "unknown role \"%V\" in line %ui of "
                                "cdp_admin_tokens \"%V\": marketer, privacy "
-                               "or admin", &role, lineno, &file.name);
+                               "or admin", &role, lineno, &name);
             goto done;
         }
 
@@ -282,7 +261,7 @@ ngx_cdp_admin_tokens(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (mcf->admin_tokens->nelts == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "cdp_admin_tokens \"%V\" holds no token",
-                           &file.name);
+                           &name);
         goto done;
     }
 
@@ -295,14 +274,9 @@ invalid:
                        "line %ui of cdp_admin_tokens \"%V\" is not "
                        "\"ROLE SHA256HEX\" (the SHA-256 of the token, 64 hex "
                        "digits: printf %%s TOKEN | sha256sum)",
-                       lineno, &file.name);
+                       lineno, &name);
 
 done:
-
-    if (ngx_close_file(file.fd) == NGX_FILE_ERROR) {
-        ngx_log_error(NGX_LOG_ALERT, cf->log, ngx_errno,
-                      ngx_close_file_n " \"%V\" failed", &file.name);
-    }
 
     return rv;
 }

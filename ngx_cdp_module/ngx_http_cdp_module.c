@@ -27,8 +27,6 @@ static char *ngx_http_cdp_status(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_cdp_consent_endpoint(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_cdp_positive(ngx_conf_t *cf, void *post, void *data);
-static ngx_int_t ngx_http_cdp_read_secret(ngx_conf_t *cf,
-    ngx_str_t *directive, ngx_str_t *name, u_char **buf, size_t *size);
 static ngx_int_t ngx_http_cdp_prepare_key(ngx_conf_t *cf,
     ngx_cdp_hmac_key_t *key, u_char *secret, size_t len, const char *label);
 static void ngx_http_cdp_cleanup_key(void *data);
@@ -879,7 +877,9 @@ ngx_http_cdp_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (ngx_http_cdp_read_secret(cf, &cmd->name, name, &p, &size) != NGX_OK) {
+    if (ngx_cdp_read_conf_file(cf, &cmd->name, name, 4096, &p, &size)
+        != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
@@ -987,11 +987,14 @@ done:
 }
 
 
-/* the bytes of a secret file, at most 4096, in cf->temp_pool */
+/*
+ * The bytes of a file a directive names (secrets, tokens), at most max,
+ * in cf->temp_pool: the caller zeroes what it must not leave behind.
+ */
 
-static ngx_int_t
-ngx_http_cdp_read_secret(ngx_conf_t *cf, ngx_str_t *directive,
-    ngx_str_t *name, u_char **buf, size_t *size)
+ngx_int_t
+ngx_cdp_read_conf_file(ngx_conf_t *cf, ngx_str_t *directive,
+    ngx_str_t *name, size_t max, u_char **buf, size_t *size)
 {
     u_char           *p;
     ssize_t           n;
@@ -1019,10 +1022,10 @@ ngx_http_cdp_read_secret(ngx_conf_t *cf, ngx_str_t *directive,
         goto done;
     }
 
-    if (ngx_file_size(&fi) > 4096) {
+    if (ngx_file_size(&fi) > (off_t) max) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "%V \"%V\" is larger than 4096 bytes",
-                           directive, &file.name);
+                           "%V \"%V\" is larger than %uz bytes",
+                           directive, &file.name, max);
         goto done;
     }
 

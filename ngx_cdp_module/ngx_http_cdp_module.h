@@ -221,6 +221,8 @@ ngx_int_t ngx_cdp_send(ngx_http_request_t *r, ngx_uint_t status,
     const char *type, u_char *body, size_t len);
 ngx_int_t ngx_cdp_add_header(ngx_http_request_t *r, const char *key,
     const char *value);
+ngx_int_t ngx_cdp_read_conf_file(ngx_conf_t *cf, ngx_str_t *directive,
+    ngx_str_t *name, size_t max, u_char **buf, size_t *size);
 
 /* ngx_cdp_cookie.c */
 ngx_int_t ngx_cdp_cookie_find(ngx_http_request_t *r, ngx_str_t *name,
