@@ -58,6 +58,10 @@ static ngx_int_t ngx_cdp_api_unauthorized(ngx_http_request_t *r);
 
 static u_char  ngx_cdp_api_ok[] = "{\"success\":true}";
 
+/* an absent messageId hash or user id h in the head of an api event */
+static u_char  ngx_cdp_api_none[] =
+    "----------------------------------------------------------------";
+
 
 char *
 ngx_cdp_api_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
@@ -558,9 +562,10 @@ ngx_cdp_api_auth(ngx_http_request_t *r, const char *body_key)
 /*
  * One message into the batch, as cdp_ingest's kind "api" takes it (see
  * store/cdp.lua): the key is the profile of its anonymousId, the attrs
- * "message id hash TAB type TAB user_id TAB user_id h TAB email h TAB
- * phone h TAB previousId as a user id h TAB previousId as an anonymous
- * id TAB traits", the payload the event's JSON.
+ * the message id hash (32 hex digits, or 32 "-"), the user id h (64, or
+ * 64 "-"), the type's first letter, then "user_id TAB user_id h TAB
+ * email h TAB phone h TAB previousId as a user id h TAB previousId as an
+ * anonymous id TAB traits"; the payload the event's JSON.
  */
 
 static ngx_int_t
@@ -645,12 +650,14 @@ ngx_cdp_api_enqueue(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx,
 
     /*
      * the fields go in attrs and the JSON alone in payload: the store
-     * splits the short fields and appends the JSON as it came
+     * appends the JSON as it came, reads the head of attrs at fixed
+     * offsets (messageId hash, user id h, type) and splits the rest only
+     * when it needs it (store/cdp.lua, API_REST)
      */
 
-    attrs.len = 32 + 16 + NGX_CDP_IDS_TEXT_MAX(&ids)
+    attrs.len = 32 + 64 + 1 + NGX_CDP_IDS_TEXT_MAX(&ids)
                 + NGX_CDP_IDENT_HASH_LEN + NGX_CDP_ID_HEX_LEN
-                + profile_traits.len + 8;
+                + profile_traits.len + 3;
     attrs.data = ngx_pnalloc(r->pool, attrs.len);
     if (attrs.data == NULL) {
         return NGX_ERROR;
@@ -660,12 +667,21 @@ ngx_cdp_api_enqueue(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx,
 
     if (m->message_id) {
         p = ngx_cpymem(p, mid, sizeof(mid));
+
+    } else {
+        p = ngx_cpymem(p, ngx_cdp_api_none, 32);
     }
 
-    *p++ = '\t';
-    p = ngx_cpymem(p, ngx_cdp_segment_type_name(m->type),
-                   ngx_strlen(ngx_cdp_segment_type_name(m->type)));
-    *p++ = '\t';
+    if (ids.user_id.len) {
+        p = ngx_cpymem(p, ids.uidh, NGX_CDP_IDENT_HASH_LEN);
+
+    } else {
+        p = ngx_cpymem(p, ngx_cdp_api_none, NGX_CDP_IDENT_HASH_LEN);
+    }
+
+    /* the type's first letter: t, i, p, s, g or a */
+    *p++ = ngx_cdp_segment_type_name(m->type)[0];
+
     p = ngx_cdp_ids_text(p, &ids);
     *p++ = '\t';
 

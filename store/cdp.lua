@@ -611,10 +611,25 @@ end
 -- (written out: the string library cannot be used while a library loads)
 local IDENTIFY_FIELDS = '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t'
                         .. '([^\t]*)\t(.*)$'
--- an api message's fields: its type, user id and user id h, then the rest
--- (what only identify and alias read: API_REST)
-local API_FIELDS = '^[^\t]*\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$'
-local API_REST = '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$'
+
+--
+-- An api message's attrs: a head of fixed width, read with string.sub
+-- (a pattern over the whole attrs cost more than the rest of a track
+-- message's Lua), then what identify, alias and a first link read
+-- (API_REST, from API_REST_AT):
+--   1-32    the messageId's hash, or 32 "-"
+--   33-96   the user id's h, or 64 "-"
+--   97      the type's first letter (API_TYPES)
+--   98-     "user_id TAB user_id h TAB email h TAB phone h TAB previousId
+--           as a user id h TAB previousId as an anonymous id TAB traits"
+--
+local API_NO_MID = '--------------------------------'
+local API_NO_UIDH = API_NO_MID .. API_NO_MID
+local API_TYPES = {[116] = 'track', [112] = 'page', [115] = 'screen',
+                   [103] = 'group', [105] = 'identify', [97] = 'alias'}
+local API_REST_AT = 98
+local API_REST = '^([^\t]*)\t[^\t]*\t([^\t]*)\t([^\t]*)\t([^\t]*)\t'
+                 .. '([^\t]*)\t(.*)$'
 
 
 --
@@ -748,21 +763,23 @@ end
 
 --
 -- A message of the server API (kind "api"), aid its anonymousId mapped by
--- nginx to 32 hex digits, or "".  Its attrs: "message id hash TAB type TAB
--- user_id TAB user_id h TAB email h TAB phone h TAB previousId as a user
--- id h TAB previousId as an anonymous id TAB traits JSON", t, uid and
--- uidh its first fields and rest the others (API_FIELDS); its payload,
--- the event JSON, is the stream entry id.
+-- nginx to 32 hex digits, or "".  t is its type, h its attrs (see
+-- API_REST above), id its stream entry (its payload, the event JSON).
 -- Returns the profile id (the entry is on its timeline), "" when the
 -- event is stored on no profile, or nil when it is dropped (an erased
 -- person).
 --
 local NO_ATTRS = {pairs = {}}
 
-local function api(aid, ts, t, uid, uidh, rest, id)
+local function api(aid, ts, t, h, id)
+    local uidh = string.sub(h, 33, 96)
+    if uidh == API_NO_UIDH then
+        uidh = ''
+    end
+
     if t == 'identify' or t == 'alias' then
-        local eh, ph, prev_uidh, prev_aid, traits =
-            string.match(rest, API_REST)
+        local uid, eh, ph, prev_uidh, prev_aid, traits =
+            string.match(h, API_REST, API_REST_AT)
         if not traits then
             stats.malformed = stats.malformed + 1
             return nil
@@ -795,6 +812,7 @@ local function api(aid, ts, t, uid, uidh, rest, id)
         end
 
         if pid == false or (aid ~= '' and not linked) then
+            local uid = string.match(h, '^([^\t]*)\t', API_REST_AT)
             pid = identify_core(aid, ts, uid, uidh, '', '', '')
             if pid == nil then
                 return nil
@@ -824,8 +842,8 @@ end
 --
 -- The api messages of a batch whose messageId was seen (set at i), within
 -- the batch or in the last DEDUP seconds; the batch's new ones are added.
--- The messageId's hash is the first 32 characters of its attrs (nginx
--- sends it as 32 hex digits and a TAB, or none).  Ids (hashes)
+-- The messageId's hash is the first 32 characters of its attrs (32 "-"
+-- for none: see API_REST).  Ids (hashes)
 -- are kept in sets per period of DEDUP seconds, the current and the
 -- previous one looked at, each expiring after two periods: a messageId is
 -- remembered between DEDUP and 2 DEDUP seconds.  Four calls a batch
@@ -837,7 +855,7 @@ local function dedup_scan(keys, args, n)
 
     for i = 1, n do
         local a = 2 + 4 * (i - 1)
-        if args[a + 1] == 'api' and string.byte(args[a + 2], 33) == 9 then
+        if args[a + 1] == 'api' and string.byte(args[a + 2], 1) ~= 45 then
             local mid = string.sub(args[a + 2], 1, 32)
             if batch[mid] then
                 seen[i] = true
@@ -980,10 +998,9 @@ local function cdp_ingest(keys, args)
                 end
 
             elseif kind == 'api' then
-                local t, uid, uidh, rest = string.match(args[a + 2],
-                                                        API_FIELDS)
+                local t = API_TYPES[string.byte(args[a + 2], 97)]
 
-                if not rest then
+                if not t then
                     stats.malformed = stats.malformed + 1
 
                 elseif seen[i] then
@@ -991,7 +1008,7 @@ local function cdp_ingest(keys, args)
 
                 else
                     id = redis.call('XADD', STREAM, '*', 'event', args[a + 3])
-                    pid = api(aid, ts, t, uid, uidh, rest, id)
+                    pid = api(aid, ts, t, args[a + 2], id)
                 end
 
             else
