@@ -813,6 +813,10 @@ local function api(aid, ts, t, h, id)
 
         if pid == false or (aid ~= '' and not linked) then
             local uid = string.match(h, '^([^\t]*)\t', API_REST_AT)
+            if not uid then
+                stats.malformed = stats.malformed + 1
+                return nil
+            end
             pid = identify_core(aid, ts, uid, uidh, '', '', '')
             if pid == nil then
                 return nil
@@ -843,11 +847,10 @@ end
 -- The api messages of a batch whose messageId was seen (set at i), within
 -- the batch or in the last DEDUP seconds; the batch's new ones are added.
 -- The messageId's hash is the first 32 characters of its attrs (32 "-"
--- for none: see API_REST).  Ids (hashes)
--- are kept in sets per period of DEDUP seconds, the current and the
--- previous one looked at, each expiring after two periods: a messageId is
--- remembered between DEDUP and 2 DEDUP seconds.  Four calls a batch
--- instead of one a message.
+-- for none: see API_REST).  Ids (hashes) are kept in sets per period of
+-- DEDUP seconds, the current and the previous one looked at, each
+-- expiring after two periods: a messageId is remembered between DEDUP and
+-- 2 DEDUP seconds.  Four calls a batch instead of one a message.
 --
 local function dedup_scan(keys, args, n)
     local seen, mids, at = {}, {}, {}
