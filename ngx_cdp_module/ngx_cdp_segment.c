@@ -1551,14 +1551,13 @@ done:
      * only walk it; what spilled out of the arena is freed by the walk
      */
 
-    if (!arena) {
+    if (!arena || !ngx_cdp_segment_arena_end()) {
         json_decref(b.received_at);
         json_decref(root);
 
-    } else if (!ngx_cdp_segment_arena_end()) {
-        json_decref(b.received_at);
-        json_decref(root);
-        ngx_cdp_segment_arena_drop();
+        if (arena) {
+            ngx_cdp_segment_arena_drop();
+        }
     }
 
     free(types);
