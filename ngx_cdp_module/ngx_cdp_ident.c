@@ -487,6 +487,75 @@ ngx_cdp_ident_hash(u_char out[NGX_CDP_IDENT_HASH_LEN],
 }
 
 
+typedef struct {
+    size_t  len;                        /* 0: empty */
+    u_char  id[NGX_CDP_IDENT_MEMO_ID_MAX];
+    u_char  h[NGX_CDP_IDENT_HASH_LEN];
+} ngx_cdp_ident_memo_t;
+
+
+/* two ways a set; old[set] is the way a miss replaces */
+static ngx_cdp_ident_memo_t  ngx_cdp_ident_memo[NGX_CDP_IDENT_MEMO / 2][2];
+static u_char                ngx_cdp_ident_memo_old[NGX_CDP_IDENT_MEMO / 2];
+static u_char                ngx_cdp_ident_memo_key[NGX_CDP_KEY_LEN];
+static int                   ngx_cdp_ident_memo_keyed;
+
+
+int
+ngx_cdp_ident_hash_user_id(u_char out[NGX_CDP_IDENT_HASH_LEN],
+    const ngx_cdp_hmac_key_t *key, const u_char *v, size_t len)
+{
+    size_t                 i, set;
+    uint32_t               fnv;
+    ngx_cdp_ident_memo_t  *m;
+
+    if (len == 0 || len > NGX_CDP_IDENT_MEMO_ID_MAX) {
+        return ngx_cdp_ident_hash(out, key, "user_id", v, len);
+    }
+
+    if (!ngx_cdp_ident_memo_keyed
+        || memcmp(ngx_cdp_ident_memo_key, key->raw, NGX_CDP_KEY_LEN) != 0)
+    {
+        memset(ngx_cdp_ident_memo, 0, sizeof(ngx_cdp_ident_memo));
+        memcpy(ngx_cdp_ident_memo_key, key->raw, NGX_CDP_KEY_LEN);
+        ngx_cdp_ident_memo_keyed = 1;
+    }
+
+    fnv = 2166136261u;
+
+    for (i = 0; i < len; i++) {
+        fnv = (fnv ^ v[i]) * 16777619u;
+    }
+
+    set = fnv % (NGX_CDP_IDENT_MEMO / 2);
+
+    for (i = 0; i < 2; i++) {
+        m = &ngx_cdp_ident_memo[set][i];
+
+        if (m->len == len && memcmp(m->id, v, len) == 0) {
+            memcpy(out, m->h, NGX_CDP_IDENT_HASH_LEN);
+            ngx_cdp_ident_memo_old[set] = (u_char) (i ^ 1);
+            return 1;
+        }
+    }
+
+    if (!ngx_cdp_ident_hash(out, key, "user_id", v, len)) {
+        return 0;
+    }
+
+    i = ngx_cdp_ident_memo_old[set];
+    m = &ngx_cdp_ident_memo[set][i];
+
+    memcpy(m->id, v, len);
+    memcpy(m->h, out, NGX_CDP_IDENT_HASH_LEN);
+    m->len = len;
+
+    ngx_cdp_ident_memo_old[set] = (u_char) (i ^ 1);
+
+    return 1;
+}
+
+
 int
 ngx_cdp_idsig_check(const ngx_cdp_hit_t *hit, const ngx_cdp_hmac_key_t *keys,
     size_t nkeys, time_t now)

@@ -115,6 +115,22 @@ int ngx_cdp_ident_hash(u_char out[NGX_CDP_IDENT_HASH_LEN],
     const ngx_cdp_hmac_key_t *key, const char *type, const u_char *v,
     size_t len);
 
+/*
+ * ngx_cdp_ident_hash(out, key, "user_id", v, len), remembered: a backend
+ * sends many events of one user, and each would cost an HMAC.  The
+ * process keeps the names of the last user ids it hashed (up to
+ * NGX_CDP_IDENT_MEMO_ID_MAX bytes long, in NGX_CDP_IDENT_MEMO slots, two
+ * ways of a set chosen by the id's FNV-1a hash, about 560 KB); a change of
+ * key forgets them all.
+ * E-mail addresses and phone numbers are never remembered: their raw
+ * values do not stay in memory.  Not thread-safe (an nginx worker).
+ */
+#define NGX_CDP_IDENT_MEMO         4096
+#define NGX_CDP_IDENT_MEMO_ID_MAX  64
+
+int ngx_cdp_ident_hash_user_id(u_char out[NGX_CDP_IDENT_HASH_LEN],
+    const ngx_cdp_hmac_key_t *key, const u_char *v, size_t len);
+
 
 /*
  * A pixel hit's signed identity (e-mail campaigns): the fields uid and/or

@@ -374,8 +374,9 @@ ngx_cdp_identify_check(ngx_http_request_t *r, ngx_cdp_identity_t *id,
         ids->user_id = id->user_id;
 
         if (ngx_cdp_identify_user_id(&ids->user_id, mcf) != NGX_OK
-            || !ngx_cdp_ident_hash(ids->uidh, &mcf->ident_key, "user_id",
-                                   ids->user_id.data, ids->user_id.len))
+            || !ngx_cdp_ident_hash_user_id(ids->uidh, &mcf->ident_key,
+                                           ids->user_id.data,
+                                           ids->user_id.len))
         {
             ngx_str_null(&ids->user_id);
         }

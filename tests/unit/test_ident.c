@@ -776,6 +776,104 @@ test_ident_hash(void)
 
 
 /*
+ * The remembered user id names: always what ngx_cdp_ident_hash() gives,
+ * over more ids than the memo has slots, at both sides of the longest id
+ * it keeps, and across a change of key.
+ */
+
+static void
+test_ident_hash_user_id(void)
+{
+    int                  round, same;
+    size_t               i, len;
+    u_char               id[NGX_CDP_IDENT_MEMO_ID_MAX + 2];
+    u_char               a[NGX_CDP_IDENT_HASH_LEN], b[NGX_CDP_IDENT_HASH_LEN];
+    u_char               big[NGX_CDP_IDENT_VALUE_MAX + 1];
+    ngx_cdp_hmac_key_t   k1, k2, k3;
+
+    ngx_cdp_test_key(&k1, 0x01);
+    ngx_cdp_test_key(&k2, 0x40);
+
+    /* a miss, then a hit: the known name both times */
+    for (round = 0; round < 2; round++) {
+        CHECK(ngx_cdp_ident_hash_user_id(a, &k1, L("42")) == 1
+              && memcmp(a, "bdbfb44693e7e4a3303ed546a7f8af52"
+                           "63170d21fc75cd02d952d5a5059de115", 64) == 0);
+    }
+
+    /* 20,000 ids over 4,096 slots, twice: evictions and hits agree */
+    same = 1;
+
+    for (round = 0; round < 2; round++) {
+        for (i = 0; i < 20000; i++) {
+            len = (size_t) snprintf((char *) id, sizeof(id), "user-%zu", i);
+
+            if (ngx_cdp_ident_hash_user_id(a, &k1, id, len) != 1
+                || ngx_cdp_ident_hash(b, &k1, "user_id", id, len) != 1
+                || memcmp(a, b, NGX_CDP_IDENT_HASH_LEN) != 0)
+            {
+                same = 0;
+            }
+        }
+    }
+
+    CHECK(same);
+
+    /* the longest remembered id, and one byte more (not remembered) */
+    for (len = NGX_CDP_IDENT_MEMO_ID_MAX; len <= NGX_CDP_IDENT_MEMO_ID_MAX + 1;
+         len++)
+    {
+        memset(id, 'u', len);
+
+        for (round = 0; round < 2; round++) {
+            CHECK(ngx_cdp_ident_hash_user_id(a, &k1, id, len) == 1
+                  && ngx_cdp_ident_hash(b, &k1, "user_id", id, len) == 1
+                  && memcmp(a, b, NGX_CDP_IDENT_HASH_LEN) == 0);
+        }
+    }
+
+    /* a prefix of a remembered id is another id */
+    memset(id, 'u', NGX_CDP_IDENT_MEMO_ID_MAX);
+    CHECK(ngx_cdp_ident_hash_user_id(a, &k1, id, 10) == 1
+          && ngx_cdp_ident_hash(b, &k1, "user_id", id, 10) == 1
+          && memcmp(a, b, NGX_CDP_IDENT_HASH_LEN) == 0);
+
+    /* another key: its own name, not the remembered one; and back */
+    CHECK(ngx_cdp_ident_hash_user_id(a, &k2, L("42")) == 1
+          && ngx_cdp_ident_hash(b, &k2, "user_id", L("42")) == 1
+          && memcmp(a, b, NGX_CDP_IDENT_HASH_LEN) == 0
+          && memcmp(a, "bdbfb44693e7e4a3", 16) != 0);
+    CHECK(ngx_cdp_ident_hash_user_id(a, &k1, L("42")) == 1
+          && memcmp(a, "bdbfb44693e7e4a3303ed546a7f8af52"
+                       "63170d21fc75cd02d952d5a5059de115", 64) == 0);
+
+    /*
+     * the memo is used: k3 has k1's raw key but k2's prepared context, so
+     * a remembered name is k1's and a computed one k2's
+     */
+    ngx_cdp_test_key(&k3, 0x40);
+    memcpy(k3.raw, k1.raw, NGX_CDP_KEY_LEN);
+
+    CHECK(ngx_cdp_ident_hash_user_id(a, &k3, L("42")) == 1
+          && memcmp(a, "bdbfb44693e7e4a3303ed546a7f8af52"
+                       "63170d21fc75cd02d952d5a5059de115", 64) == 0);
+    CHECK(ngx_cdp_ident_hash_user_id(a, &k3, L("not-seen-before")) == 1
+          && ngx_cdp_ident_hash(b, &k2, "user_id", L("not-seen-before")) == 1
+          && memcmp(a, b, NGX_CDP_IDENT_HASH_LEN) == 0);
+
+    /* out of bounds: refused, nothing written */
+    memset(big, 'a', sizeof(big));
+    memset(a, 0x5a, sizeof(a));
+    CHECK(ngx_cdp_ident_hash_user_id(a, &k1, big, sizeof(big)) == 0
+          && a[0] == 0x5a && a[NGX_CDP_IDENT_HASH_LEN - 1] == 0x5a);
+
+    ngx_cdp_hmac_key_free(&k1);
+    ngx_cdp_hmac_key_free(&k2);
+    ngx_cdp_hmac_key_free(&k3);
+}
+
+
+/*
  * Signed pixel identities: hits parsed by ngx_cdp_hit_parse() from real
  * query strings, signatures computed here independently with OpenSSL's
  * one-shot HMAC() from the secret line, as a site's backend would.
@@ -1300,6 +1398,7 @@ main(void)
     test_blocked_builtin();
     test_blocked_extra();
     test_ident_hash();
+    test_ident_hash_user_id();
     test_idsig();
     test_aid_hash();
 
