@@ -679,11 +679,12 @@ end
 
 
 --
--- A page or track event of the browser aid: counted on its profile.
--- Returns the profile id, or nil when the event is dropped.
+-- A page or track event of the browser aid, whose record is pk (aid may
+-- be nil: it is then read from pk when needed, as a new browser's is not):
+-- counted on its profile.  Returns the profile id, true for the record of
+-- a new browser, or nil when the event is dropped.
 --
-local function count_event(aid, ts, kind, a, id)
-    local pk = pkey(aid)
+local function count_event(aid, pk, ts, kind, a, id)
     local page = (kind == 'page' or kind == 'page:new')
     local fresh = (kind == 'page:new' or kind == 'track:new')
 
@@ -696,9 +697,10 @@ local function count_event(aid, ts, kind, a, id)
         if a.touch then
             set_touch(pk, ts, a.touch, true)
         end
-        return aid
+        return true
     end
 
+    aid = aid or string.sub(pk, #P + #'profile:' + 1)
     local pid = aid
 
     if redis.call('HINCRBY', pk, 'events', '1') == 1 then
@@ -836,7 +838,7 @@ local function api(aid, ts, t, h, id)
     end
 
     if aid ~= '' then
-        return count_event(aid, ts, kind, NO_ATTRS, id)
+        return count_event(aid, pkey(aid), ts, kind, NO_ATTRS, id)
     end
 
     return ''
@@ -984,10 +986,10 @@ local function cdp_ingest(keys, args)
             stats.stored = stats.stored + 1
 
         else
-            local aid = string.sub(key, plen + 1)
             local pid, id
 
             if kind == 'identify' then
+                local aid = string.sub(key, plen + 1)
                 local f = {string.match(args[a + 3], IDENTIFY_FIELDS)}
 
                 if f[6] then
@@ -1011,12 +1013,14 @@ local function cdp_ingest(keys, args)
 
                 else
                     id = redis.call('XADD', STREAM, '*', 'event', args[a + 3])
-                    pid = api(aid, ts, t, args[a + 2], id)
+                    pid = api(string.sub(key, plen + 1), ts, t, args[a + 2],
+                              id)
                 end
 
             else
                 id = redis.call('XADD', STREAM, '*', 'event', args[a + 3])
-                pid = count_event(aid, ts, kind,
+                -- the key is the browser's record: no aid to cut out of it
+                pid = count_event(nil, key, ts, kind,
                                   attr_pairs(cache, args[a + 2]), id)
             end
 
