@@ -18,7 +18,7 @@ PYTHON     := /usr/bin/python3
 SRCS := $(wildcard ngx_cdp_module/*.c ngx_cdp_module/*.h) config \
         store/cdp.lua store/admin.lua store/embed.sh
 
-.PHONY: all build deps deps-test run test unit integration bench fuzz clean
+.PHONY: all build deps deps-test run test unit integration bench bench-compare fuzz clean
 
 all: build
 
@@ -73,6 +73,10 @@ test: deps-test build unit integration
 
 bench: deps-test build
 	@bash tests/bench/bench.sh
+
+# the pixel of several revisions in one run: make bench-compare REVS="a b"
+bench-compare: deps-test
+	@REVS="$(REVS)" bash tests/bench/compare.sh
 
 fuzz:
 	$(MAKE) -C tests/fuzz
