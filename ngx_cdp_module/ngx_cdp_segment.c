@@ -118,6 +118,7 @@ static size_t ngx_cdp_segment_dumpb(const json_t *json, char *buf,
     size_t size);
 static void ngx_cdp_segment_dump(const json_t *json, char *buf, size_t size,
     size_t *len);
+static int ngx_cdp_segment_int(char *num, json_int_t v);
 static void ngx_cdp_segment_dump_str(const char *s, size_t n, char *buf,
     size_t size, size_t *len);
 static int ngx_cdp_segment_id_to_string(json_t *msg, const char *key);
@@ -1600,6 +1601,7 @@ static void
 ngx_cdp_segment_dump(const json_t *json, char *buf, size_t size, size_t *len)
 {
     int          n;
+    char        *e, *d, *z;
     size_t       i;
     json_t      *v;
     const char  *key;
@@ -1644,18 +1646,44 @@ ngx_cdp_segment_dump(const json_t *json, char *buf, size_t size, size_t *len)
         return;
 
     case JSON_INTEGER:
-        n = snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT,
-                     json_integer_value(json));
+        n = ngx_cdp_segment_int(num, json_integer_value(json));
         ngx_cdp_segment_put(buf, size, len, num, (size_t) n);
         return;
 
     case JSON_REAL:
-        /* as jansson: 17 significant digits, ".0" when it reads as an int */
+        /*
+         * as jansson: 17 significant digits, ".0" when it reads as an
+         * int, an exponent without '+' and leading zeros ("1e300", "1e-8")
+         */
         n = snprintf(num, sizeof(num) - 2, "%.17g", json_real_value(json));
 
-        if (strpbrk(num, ".eE") == NULL) {
-            num[n++] = '.';
-            num[n++] = '0';
+        e = strchr(num, 'e');
+
+        if (e == NULL) {
+            if (strchr(num, '.') == NULL) {
+                num[n++] = '.';
+                num[n++] = '0';
+            }
+
+        } else {
+            d = e + 1;
+
+            if (*d == '-') {
+                d++;
+            }
+
+            z = d;
+
+            while (*z == '+' || (*z == '0' && z[1] != '\0')) {
+                z++;
+            }
+
+            if (e[1] == '+') {
+                d = e + 1;
+            }
+
+            memmove(d, z, strlen(z) + 1);
+            n = (int) strlen(num);
         }
 
         ngx_cdp_segment_put(buf, size, len, num, (size_t) n);
@@ -1676,31 +1704,95 @@ ngx_cdp_segment_dump(const json_t *json, char *buf, size_t size, size_t *len)
 }
 
 
-/* jansson's escaping without JSON_ENSURE_ASCII: '"', '\\', controls */
+/*
+ * A JSON integer as jansson prints it ("%" JSON_INTEGER_FORMAT), without
+ * snprintf(): its text into num (at least NGX_CDP_SEGMENT_INT_LEN bytes),
+ * its length returned.
+ */
+
+static int
+ngx_cdp_segment_int(char *num, json_int_t v)
+{
+    int                 n, i;
+    char                rev[NGX_CDP_SEGMENT_INT_LEN];
+    unsigned long long  u;
+
+    /* the magnitude in unsigned arithmetic: -INT64_MIN overflows */
+    u = v < 0 ? 0ULL - (unsigned long long) v : (unsigned long long) v;
+
+    i = 0;
+
+    do {
+        rev[i++] = (char) ('0' + u % 10);
+        u /= 10;
+    } while (u);
+
+    n = 0;
+
+    if (v < 0) {
+        num[n++] = '-';
+    }
+
+    while (i) {
+        num[n++] = rev[--i];
+    }
+
+    return n;
+}
+
+
+/*
+ * jansson's escaping without JSON_ENSURE_ASCII: '"', '\\', controls.  The
+ * bytes that need none (all but those 34) are looked up in a table, and
+ * copied in runs.
+ */
+
+static const unsigned char  ngx_cdp_segment_plain[256] = {
+    /* 0x00 - 0x1f: controls */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    /* 0x20 - 0x2f: '"' is 0x22 */
+    1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    /* 0x40 - 0x5f: '\\' is 0x5c */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    /* 0x80 - 0xff: UTF-8 bytes */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1
+};
+
 
 static void
 ngx_cdp_segment_dump_str(const char *s, size_t n, char *buf, size_t size,
     size_t *len)
 {
-    size_t          i, run;
+    size_t          i, start;
     const char     *e;
     unsigned char   c;
     char            seq[8];
 
     ngx_cdp_segment_put(buf, size, len, "\"", 1);
 
-    run = 0;
+    start = 0;
 
     for (i = 0; i < n; i++) {
         c = (unsigned char) s[i];
 
-        if (c >= 0x20 && c != '"' && c != '\\') {
-            run++;
+        if (ngx_cdp_segment_plain[c]) {
             continue;
         }
 
-        ngx_cdp_segment_put(buf, size, len, s + i - run, run);
-        run = 0;
+        ngx_cdp_segment_put(buf, size, len, s + start, i - start);
+        start = i + 1;
 
         switch (c) {
         case '"':  e = "\\\""; break;
@@ -1719,6 +1811,6 @@ ngx_cdp_segment_dump_str(const char *s, size_t n, char *buf, size_t size,
         ngx_cdp_segment_put(buf, size, len, e, strlen(e));
     }
 
-    ngx_cdp_segment_put(buf, size, len, s + n - run, run);
+    ngx_cdp_segment_put(buf, size, len, s + start, n - start);
     ngx_cdp_segment_put(buf, size, len, "\"", 1);
 }

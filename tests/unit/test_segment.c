@@ -1684,6 +1684,72 @@ test_oom(void)
 }
 
 
+/*
+ * The stored copy is written by the module's own dumper: byte for byte
+ * what jansson's json_dumps(JSON_COMPACT) makes of the same tree, over
+ * every escape, control characters, DEL, UTF-8, the integer extremes and
+ * reals.
+ */
+
+static void
+test_dump_as_jansson(void)
+{
+    char         *again;
+    json_t       *tree;
+    json_error_t  jerr;
+
+    static const char  body[] =
+        "{\"type\":\"track\",\"userId\":\"u-\\\"q\\\"\",\"event\":\"e\","
+        "\"properties\":{"
+        "\"esc\":\"\\\" \\\\ \\/ \\b \\f \\n \\r \\t\","
+        "\"ctl\":\"x\\u0001\\u001f\\u007f\","
+        "\"utf8\":\"J\\u00f6rg \xe2\x82\xac \xf0\x9f\x98\x80 \\ud83d\\ude00\","
+        "\"max\":9223372036854775807,\"min\":-9223372036854775808,"
+        "\"zero\":0,\"neg\":-1,\"ten\":10,"
+        "\"reals\":[0.5,-1.25,1e300,3.0,1E-7,0.1,1.5e100,-2e-5,1e-300,-0.0,12345678.9],"
+        "\"lit\":[true,false,null,[],{}],"
+        "\"\\\"key\\n\":\"\"}}";
+
+    CHECK(ok(TRACK, B(body), 1));
+
+    if (res.nmsgs != 1) {
+        return;
+    }
+
+    tree = json_loadb(res.msgs[0].json, res.msgs[0].json_len,
+                      JSON_ALLOW_NUL, &jerr);
+    CHECK(tree != NULL);
+
+    if (tree == NULL) {
+        ngx_cdp_segment_free(&res);
+        return;
+    }
+
+    again = json_dumps(tree, JSON_COMPACT);
+    if (again != NULL && strcmp(again, res.msgs[0].json) != 0) {
+        printf("  ours:    %s\n  jansson: %s\n", res.msgs[0].json, again);
+    }
+
+    CHECK(again != NULL
+          && strlen(again) == res.msgs[0].json_len
+          && memcmp(again, res.msgs[0].json, res.msgs[0].json_len) == 0);
+
+    /* and what was sent is there */
+    CHECK(strstr(res.msgs[0].json,
+                 "\"max\":9223372036854775807,"
+                 "\"min\":-9223372036854775808,\"zero\":0,\"neg\":-1,"
+                 "\"ten\":10") != NULL);
+    CHECK(strstr(res.msgs[0].json,
+                 "\"esc\":\"\\\" \\\\ / \\b \\f \\n \\r \\t\"") != NULL);
+    CHECK(strstr(res.msgs[0].json,
+                 "\"ctl\":\"x\\u0001\\u001F\x7f\"") != NULL);
+
+    free(again);
+    json_decref(tree);
+    ngx_cdp_segment_free(&res);
+}
+
+
 int
 main(void)
 {
@@ -1701,6 +1767,7 @@ main(void)
     test_sdk_body();
     test_error_json();
     test_arena();
+    test_dump_as_jansson();
     test_oom();
 
     return ngx_cdp_summary();
