@@ -8,7 +8,8 @@
  *   POST .../unsuppress {ids}       lift a suppression         privacy
  *   GET  .../audit?since=MS         the audit trail            privacy
  *
- * (admin may do everything, privacy may read profiles too.)  Bearer
+ * (admin may do everything, privacy may read profiles too; every read
+ * of a profile is audited, as erasures and exports are.)  Bearer
  * tokens are checked against cdp_admin_tokens, a file of "ROLE SHA256HEX"
  * lines: only hashes are kept, compared in constant time, and a token is
  * never logged.  Identifiers are normalised and hashed here
@@ -87,9 +88,10 @@ typedef struct {
 
 
 static ngx_cdp_admin_op_t  ngx_cdp_admin_ops[] = {
+    /* a read is audited: cdp_read writes the audit entry */
     { NGX_CDP_ADMIN_PROFILES, "profiles", NGX_HTTP_GET|NGX_HTTP_POST,
       NGX_CDP_ROLE_MARKETER|NGX_CDP_ROLE_PRIVACY|NGX_CDP_ROLE_ADMIN,
-      "cdp_profile", 0 },
+      "cdp_read", 1 },
     { NGX_CDP_ADMIN_ERASE, "erase", NGX_HTTP_POST,
       NGX_CDP_ROLE_PRIVACY|NGX_CDP_ROLE_ADMIN,
       "cdp_erase", 1 },

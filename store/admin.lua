@@ -623,23 +623,20 @@ end
 --           identifier is unknown
 --   errors: "ERR cdp_profile: ..." as cdp_resolve, or a bad recent
 --
-local function cdp_profile(keys, args)
-    local fn = 'cdp_profile'
-    if #keys ~= 0 or #args ~= 3 or not check_prefix(args[1]) then
-        return fail(fn, 'want 0 keys, ARGV prefix, identifier, recent')
-    end
-    local t, v = parse_id(args[2], 1, ALL_TYPES)
-    if not t then
-        return fail(fn, v)
-    end
-    local recent = args[3]:find('^[0-9]+$') and tonumber(args[3])
+local function parse_recent(s)
+    local recent = s:find('^[0-9]+$') and tonumber(s)
     if not recent or recent > MAX_RECENT then
-        return fail(fn, 'bad recent (want 0 to ' .. MAX_RECENT .. ')')
+        return nil, 'bad recent (want 0 to ' .. MAX_RECENT .. ')'
     end
-    local prefix = args[1]
-    local live = resolve(fn, prefix, {t, v})
+    return recent
+end
+
+-- the JSON of cdp_profile for {t, v} (without its braces), its numbers
+-- of recent events and identifiers; nil for an unknown identifier
+local function profile_doc(fn, prefix, id, recent)
+    local live = resolve(fn, prefix, id)
     if not live then
-        return nil
+        return nil, 0, 0
     end
     local p = gather(prefix, live)
 
@@ -681,9 +678,65 @@ local function cdp_profile(keys, args)
     for _, m in ipairs(p.members) do
         idents[#idents + 1] = jstr(m)
     end
-    return '{"profile_id":' .. jstr(live) .. ',"fields":'
+    return '"profile_id":' .. jstr(live) .. ',"fields":'
         .. jobj_flat(p.fields) .. ',"identifiers":' .. jarr(idents)
-        .. ',"recent_events":' .. jarr(events) .. '}'
+        .. ',"recent_events":' .. jarr(events), #events, #p.members
+end
+
+local function cdp_profile(keys, args)
+    local fn = 'cdp_profile'
+    if #keys ~= 0 or #args ~= 3 or not check_prefix(args[1]) then
+        return fail(fn, 'want 0 keys, ARGV prefix, identifier, recent')
+    end
+    local t, v = parse_id(args[2], 1, ALL_TYPES)
+    if not t then
+        return fail(fn, v)
+    end
+    local recent, err = parse_recent(args[3])
+    if not recent then
+        return fail(fn, err)
+    end
+    local doc = profile_doc(fn, args[1], {t, v}, recent)
+    return doc and '{' .. doc .. '}'
+end
+
+--
+-- cdp_read: cdp_profile for the admin endpoint, audited: who read whose
+-- profile (op read; marketers read personal data too).
+--   KEYS: none
+--   ARGV[1] prefix   ARGV[2] receipt id   ARGV[3] role   ARGV[4] now_ms
+--   ARGV[5] one identifier   ARGV[6] recent (0..1000)
+--   reply: as cdp_profile, with "receipt" first; nil (and still an audit
+--          entry, profiles 0) when the identifier is unknown
+--   errors: "ERR cdp_read: ..." as cdp_profile; nothing is written then
+--
+local function cdp_read(keys, args)
+    local fn = 'cdp_read'
+    local t0 = now_us()
+    if #args ~= 6 then
+        return fail(fn, 'want 0 keys, ARGV prefix, receipt, role, now_ms, '
+                        .. 'identifier, recent')
+    end
+    local recent, rerr = parse_recent(args[6])
+    if not recent then
+        return fail(fn, rerr)
+    end
+    local req, err = parse_request(keys, {unpack(args, 1, 5)}, ALL_TYPES)
+    if not req then
+        return fail(fn, err)
+    end
+    local ok, terr = check_types(fn, stream_types(req.prefix))
+    if not ok then
+        return fail(fn, terr)
+    end
+
+    local doc, n_events, n_ids = profile_doc(fn, req.prefix, req.ids[1],
+                                             recent)
+
+    audit(req.prefix, req, 'read', doc and 1 or 0, n_ids, n_events,
+          now_us() - t0)
+
+    return doc and '{"receipt":' .. jstr(req.receipt) .. ',' .. doc .. '}'
 end
 
 --
@@ -1033,6 +1086,7 @@ register('cdp_resolve', cdp_resolve, {'no-writes'})
 register('cdp_profile', cdp_profile, {'no-writes'})
 register('cdp_suppressed', cdp_suppressed, {'no-writes'})
 register('cdp_audit', cdp_audit, {'no-writes'})
+register('cdp_read', cdp_read, {})
 register('cdp_erase', cdp_erase, {})
 register('cdp_export', cdp_export, {})
 register('cdp_unsuppress', cdp_unsuppress, {})

@@ -832,7 +832,10 @@ def test_roles_and_tokens(ngx):
     err(admin(ngx, 'GET', 'audit?since=0', 'marketer'), 403)
     assert idx(ngx, 'email', alice.email), 'a refused erase erased'
     assert not rget(ngx, 'exists', key(ngx, 'suppressed'))
-    assert not rget(ngx, 'exists', key(ngx, 'audit')), 'a 403 was audited'
+    # the read is audited, with its receipt; no 403 and no 401 is
+    assert [(f['op'], f['role'], f['receipt'])
+            for _, f in stream(ngx, 'audit')] == [
+        ('read', 'marketer', pr['receipt'])], 'a refusal was audited'
 
     # privacy and admin read, export and audit; "bearer" in any case
     for role in ('privacy', 'admin'):
@@ -854,7 +857,9 @@ def test_roles_and_tokens(ngx):
     assert rec['profiles'] == 1, rec
     audit = ok_json(admin(ngx, 'GET', 'audit?since=0', 'admin'))
     assert [(a['op'], a['role']) for a in audit] == [
-        ('export', 'privacy'), ('export', 'admin'), ('erase', 'admin')], audit
+        ('read', 'marketer'), ('read', 'privacy'), ('export', 'privacy'),
+        ('read', 'admin'), ('export', 'admin'), ('read', 'marketer'),
+        ('erase', 'admin')], audit
 
     # no token, valid or not, is ever written to the logs
     logs = ngx.read(ngx.error_log) + ngx.read(ngx.access_log)
@@ -902,10 +907,12 @@ def test_errors(ngx):
         'too_many_identifiers')
     err(admin(ngx, 'GET', 'audit?since=yesterday'), 400, 'invalid_field')
 
-    # none of these erased or suppressed anything
+    # none of these erased or suppressed anything; the four reads of
+    # nobody (404) were audited, the refused requests were not
     assert idx(ngx, 'email', alice.email)
     assert not rget(ngx, 'exists', key(ngx, 'suppressed'))
-    assert not rget(ngx, 'exists', key(ngx, 'audit'))
+    assert [(f['op'], f['profiles']) for _, f in stream(ngx, 'audit')] \
+        == [('read', '0')] * 4
     # an identifier given in another form finds the same profile
     pr = ok_json(admin(ngx, 'GET', 'profiles?email=%20'
                        + alice.email.upper().replace('@', '%40')))
@@ -920,8 +927,10 @@ def test_profiles_and_export_by_post(ngx):
     pr = ok_json(admin(ngx, 'POST', 'profiles', 'marketer',
                        {'email': ' ' + alice.email.upper()}))
     assert pr['profile_id'] == pid, pr
-    assert pr == ok_json(admin(ngx, 'GET', 'profiles?user_id=' + alice.uid,
-                               'marketer'))
+    got = ok_json(admin(ngx, 'GET', 'profiles?user_id=' + alice.uid,
+                        'marketer'))
+    assert got.pop('receipt') != pr.pop('receipt')
+    assert pr == got
     ex = ok_json(admin(ngx, 'POST', 'export', 'privacy',
                        {'user_id': alice.uid}))
     assert [p['profile_id'] for p in ex['profiles']] == [pid], ex
@@ -1106,9 +1115,50 @@ def test_audit_entries(ngx):
     # since filters by Redis's clock
     assert ok_json(admin(ngx, 'GET', 'audit?since=%d' % (t1 + 60000))) == []
     assert len(ok_json(admin(ngx, 'GET', 'audit'))) == 3
-    # reads are not audited
-    admin(ngx, 'GET', 'profiles?user_id=' + alice.uid)
-    assert len(ok_json(admin(ngx, 'GET', 'audit?since=0'))) == 3
+
+
+def test_profile_reads_are_audited(ngx):
+    """Marketers read personal data (traits, e-mail address): every read
+    of a profile through the admin API leaves an audit entry, with the
+    reader's role, the receipt of the answer and the identifier hashed; a
+    read of nobody is an entry too."""
+    alice = Person(ngx, 'alice')
+    build_merged_person(ngx, alice)
+    t0 = int(time.time() * 1000)
+
+    pr = ok_json(admin(ngx, 'GET', 'profiles?email=' + alice.email,
+                       'marketer'))
+    assert pr['receipt'].startswith('r-') and len(pr['receipt']) == 18, pr
+    assert pr['fields']['trait.email'] == alice.email, pr
+    by_post = ok_json(admin(ngx, 'POST', 'profiles', 'privacy',
+                            {'user_id': alice.uid}))
+    assert by_post['receipt'] != pr['receipt'], by_post
+    assert by_post['profile_id'] == pr['profile_id'], by_post
+    err(admin(ngx, 'GET', 'profiles?email=nobody@example.org', 'marketer'),
+        404, 'not_found')
+    t1 = int(time.time() * 1000)
+
+    audit = ok_json(admin(ngx, 'GET', 'audit?since=%d' % t0, 'privacy'))
+    reads = [a for a in audit if a['op'] == 'read']
+    assert [(a['role'], a['receipt'], a['ids'], a['profiles'])
+            for a in reads[:2]] == [
+        ('marketer', pr['receipt'],
+         ['email:' + hsh(ngx, 'email', alice.email)], 1),
+        ('privacy', by_post['receipt'],
+         ['user_id:' + hsh(ngx, 'user_id', alice.uid)], 1)], audit
+    assert len(reads) == 3, audit
+    assert reads[2]['role'] == 'marketer' and reads[2]['profiles'] == 0
+    assert reads[2]['ids'] == [
+        'email:' + hsh(ngx, 'email', 'nobody@example.org')], reads[2]
+    assert reads[0]['events'] == len(pr['recent_events']), reads[0]
+    for a in reads:
+        assert t0 <= a['at'] <= t1, a
+
+    # no raw identifier in the audit stream
+    text = json.dumps(stream(ngx, 'audit'))
+    for v in [alice.uid, alice.email, alice.phone, 'nobody@example.org'] \
+            + alice.aids:
+        assert v.lower() not in text.lower(), v
 
 
 # --------------------------------------------------------------------------

@@ -307,7 +307,7 @@ def test_version_and_flags(admin):
     for fn in ('cdp_resolve', 'cdp_profile', 'cdp_audit', 'cdp_suppressed'):
         with pytest.raises(redis.ResponseError, match='cdp_'):
             admin.fcall_ro(fn, 0)       # runs read-only, fails on its args
-    for fn in ('cdp_erase', 'cdp_export', 'cdp_unsuppress'):
+    for fn in ('cdp_read', 'cdp_erase', 'cdp_export', 'cdp_unsuppress'):
         with pytest.raises(redis.ResponseError, match='write flag'):
             admin.fcall_ro(fn, 0, P, 'r', 'privacy', '1', 'profile_id:p1')
 
@@ -392,6 +392,36 @@ def test_profile(world):
     assert c.fcall_ro('cdp_profile', 0, P, 'profile_id:p999', '3') is None
     with pytest.raises(redis.ResponseError, match='cdp_profile: bad recent'):
         c.fcall_ro('cdp_profile', 0, P, 'profile_id:p101', '1001')
+
+
+def test_read_is_cdp_profile_audited(world):
+    c, alice, bob, anon = world
+    ident = 'anonymous_id:' + alice.aids[1]
+    doc = json.loads(c.fcall('cdp_read', 0, P, 'r-1', 'marketer', '1700',
+                             ident, '5'))
+    assert doc.pop('receipt') == 'r-1'
+    assert doc == json.loads(c.fcall_ro('cdp_profile', 0, P, ident, '5'))
+    assert c.fcall('cdp_read', 0, P, 'r-2', 'privacy', '1701',
+                   'profile_id:p999', '3') is None
+    entries = [f for _, f in c.xrange(k('audit'))]
+    assert [(e['op'], e['receipt'], e['role'], e['profiles'], e['events'],
+             e['identifiers'], e['at']) for e in entries] == [
+        ('read', 'r-1', 'marketer', '1', '5',
+         str(len(doc['identifiers'])), '1700'),
+        ('read', 'r-2', 'privacy', '0', '0', '0', '1701')], entries
+    # the browser's id only as its hash
+    assert alice.aids[1] not in entries[0]['ids'], entries[0]
+
+    # a bad call writes nothing
+    for args in (('r-3', 'marketer', '1702', ident, '1001'),
+                 ('r-3', 'marketer', '1702', ident),
+                 ('r-3', 'marketer', '1702', ident, ident, '5'),
+                 ('r 3', 'marketer', '1702', ident, '5'),
+                 ('r-3', 'marketer', 'now', ident, '5'),
+                 ('r-3', 'marketer', '1702', 'email:raw@example.com', '5')):
+        with pytest.raises(redis.ResponseError, match='cdp_read: '):
+            c.fcall('cdp_read', 0, P, *args)
+    assert c.xlen(k('audit')) == 2
 
 
 # --------------------------------------------------------------------------
