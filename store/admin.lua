@@ -592,6 +592,20 @@ local function cdp_admin_version(keys, args)
     return REV
 end
 
+-- the head of cdp_resolve and cdp_profile: no keys, nargs ARGV, the
+-- prefix and one identifier (ARGV[2]); {t, v}, or nil and what is wrong
+-- (nil for a bad count or prefix)
+local function prefix_and_id(keys, args, nargs)
+    if #keys ~= 0 or #args ~= nargs or not check_prefix(args[1]) then
+        return nil
+    end
+    local t, v = parse_id(args[2], 1, ALL_TYPES)
+    if not t then
+        return nil, v
+    end
+    return {t, v}
+end
+
 --
 -- cdp_resolve: the live profile an identifier reaches.
 --   KEYS: none
@@ -602,14 +616,11 @@ end
 --
 local function cdp_resolve(keys, args)
     local fn = 'cdp_resolve'
-    if #keys ~= 0 or #args ~= 2 or not check_prefix(args[1]) then
-        return fail(fn, 'want 0 keys, ARGV prefix, identifier')
+    local id, err = prefix_and_id(keys, args, 2)
+    if not id then
+        return fail(fn, err or 'want 0 keys, ARGV prefix, identifier')
     end
-    local t, v = parse_id(args[2], 1, ALL_TYPES)
-    if not t then
-        return fail(fn, v)
-    end
-    local live = resolve(fn, args[1], {t, v})
+    local live = resolve(fn, args[1], id)
     return live
 end
 
@@ -685,18 +696,15 @@ end
 
 local function cdp_profile(keys, args)
     local fn = 'cdp_profile'
-    if #keys ~= 0 or #args ~= 3 or not check_prefix(args[1]) then
-        return fail(fn, 'want 0 keys, ARGV prefix, identifier, recent')
+    local id, err = prefix_and_id(keys, args, 3)
+    if not id then
+        return fail(fn, err or 'want 0 keys, ARGV prefix, identifier, recent')
     end
-    local t, v = parse_id(args[2], 1, ALL_TYPES)
-    if not t then
-        return fail(fn, v)
-    end
-    local recent, err = parse_recent(args[3])
+    local recent, rerr = parse_recent(args[3])
     if not recent then
-        return fail(fn, err)
+        return fail(fn, rerr)
     end
-    local doc = profile_doc(fn, args[1], {t, v}, recent)
+    local doc = profile_doc(fn, args[1], id, recent)
     return doc and '{' .. doc .. '}'
 end
 
