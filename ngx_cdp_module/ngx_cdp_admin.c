@@ -733,7 +733,9 @@ ngx_cdp_admin_query_ids(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx,
                 return NGX_ERROR;
             }
 
-            n = ngx_cdp_unescape(dst, p + klen + 1, q - (p + klen + 1));
+            /* '+' is a '+': "?phone=+44..." and "jane+news@..." */
+            n = ngx_cdp_unescape_uri(dst, p + klen + 1,
+                                     q - (p + klen + 1));
 
             rc = (n < 0) ? NGX_DECLINED
                          : ngx_cdp_admin_add_id(r, actx, t,

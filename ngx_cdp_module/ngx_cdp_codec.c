@@ -31,6 +31,8 @@ static int ngx_cdp_hmac_keyed(u_char out[NGX_CDP_HMAC_LEN],
 static void ngx_cdp_cookie_tag(u_char tag[NGX_CDP_HMAC_LEN],
     const u_char *hex, const ngx_cdp_hmac_key_t *key, int *ok);
 static int ngx_cdp_hex_value(u_char c);
+static ssize_t ngx_cdp_unescape_any(u_char *dst, const u_char *src,
+    size_t len, int plus);
 static int ngx_cdp_b64url_value(u_char c);
 static size_t ngx_cdp_utf8_seq(const u_char *p, const u_char *end);
 static int ngx_cdp_prop_name_valid(const u_char *p, size_t len);
@@ -455,8 +457,9 @@ ngx_cdp_hex_value(u_char c)
 }
 
 
-ssize_t
-ngx_cdp_unescape(u_char *dst, const u_char *src, size_t len)
+static ssize_t
+ngx_cdp_unescape_any(u_char *dst, const u_char *src, size_t len,
+    int plus)
 {
     int           hi, lo;
     u_char        *d;
@@ -473,7 +476,7 @@ ngx_cdp_unescape(u_char *dst, const u_char *src, size_t len)
 
     while (src < end) {
 
-        if (*src == '+') {
+        if (*src == '+' && plus) {
             *d++ = ' ';
             src++;
             continue;
@@ -500,6 +503,20 @@ ngx_cdp_unescape(u_char *dst, const u_char *src, size_t len)
     }
 
     return d - dst;
+}
+
+
+ssize_t
+ngx_cdp_unescape(u_char *dst, const u_char *src, size_t len)
+{
+    return ngx_cdp_unescape_any(dst, src, len, 1);
+}
+
+
+ssize_t
+ngx_cdp_unescape_uri(u_char *dst, const u_char *src, size_t len)
+{
+    return ngx_cdp_unescape_any(dst, src, len, 0);
 }
 
 

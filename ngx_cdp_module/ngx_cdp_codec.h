@@ -97,6 +97,13 @@ int ngx_cdp_utf8_valid(const u_char *p, size_t len);
 ssize_t ngx_cdp_unescape(u_char *dst, const u_char *src, size_t len);
 
 /*
+ * The same, but '+' stays '+' (RFC 3986; only HTML forms make it a space):
+ * for the admin API, whose values are phone numbers and e-mail addresses,
+ * where a '+' is common and a space is not.
+ */
+ssize_t ngx_cdp_unescape_uri(u_char *dst, const u_char *src, size_t len);
+
+/*
  * Walks "k=v&k=v" (a leading '?' is skipped by the caller).  Returns 1 and
  * fills the raw (still escaped) key and value, or 0 at the end.  Empty
  * segments ("a=1&&b=2") are skipped; a segment without '=' has an empty

@@ -967,8 +967,9 @@ def test_export_holds_events_merges_and_consent(ngx):
 
     for q in ('email=' + alice.email, 'user_id=' + alice.uid,
               'anonymous_id=' + alice.aids[3],
-              # "+" in a query string is a space: %2B
               'phone=' + urllib.parse.quote(alice.phone, safe=''),
+              # a "+" typed as it is stays a "+", not a space
+              'phone=' + alice.phone,
               'profile_id=' + pid):
         ex = ok_json(admin(ngx, 'GET', 'export?' + q))
         assert set(ex) == {'receipt', 'profiles'}, ex

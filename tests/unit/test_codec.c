@@ -618,6 +618,16 @@ test_unescape(void)
     memcpy(buf, "x%41+%42y", 9);
     n = ngx_cdp_unescape(buf, buf, 9);
     CHECK(n == 5 && memcmp(buf, "xA By", 5) == 0);
+
+    /* the URI form: '+' stays, escapes as above */
+    memcpy(buf, "x%41+%42y", 9);
+    n = ngx_cdp_unescape_uri(buf, buf, 9);
+    CHECK(n == 5 && memcmp(buf, "xA+By", 5) == 0);
+    memcpy(buf, "+44%2020+%2B", 12);
+    n = ngx_cdp_unescape_uri(buf, buf, 12);
+    CHECK(n == 8 && memcmp(buf, "+44 20++", 8) == 0);
+    CHECK(ngx_cdp_unescape_uri(buf, (const u_char *) "a+%4", 4) == -1);
+    CHECK(ngx_cdp_unescape_uri(buf, (const u_char *) "", 0) == 0);
 }
 
 
