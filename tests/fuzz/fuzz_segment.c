@@ -154,6 +154,7 @@ fuzz_str(json_t *j, const char *key)
 static void
 fuzz_check_msg(const ngx_cdp_segment_msg_t *m)
 {
+    char        *dump;
     size_t       i;
     json_t      *j, *v, *t;
     int64_t      ms;
@@ -166,6 +167,11 @@ fuzz_check_msg(const ngx_cdp_segment_msg_t *m)
 
     j = json_loadb(m->json, m->json_len, JSON_REJECT_DUPLICATES, NULL);
     FUZZ_CHECK(json_is_object(j));
+
+    /* the module's dumper writes what jansson's compact dump would */
+    dump = json_dumps(j, JSON_COMPACT);
+    FUZZ_CHECK(dump != NULL && strcmp(dump, m->json) == 0);
+    free(dump);
 
     FUZZ_CHECK(fuzz_same(json_string_value(json_object_get(j, "type")),
                          ngx_cdp_segment_type_name(m->type)));
