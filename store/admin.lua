@@ -425,14 +425,21 @@ local function people_of(fn, prefix, ids)
 end
 
 --
--- The stream ids of a person's events: every timeline of their nodes,
--- deduplicated, malformed ids dropped; oldest first when ordered (erasure
--- needs no order: sorting 10,000 ids would double its time).
+-- The stream ids of a person's events: every timeline of their nodes and
+-- what their timelines dropped past the cap (timeline_old), deduplicated,
+-- malformed ids dropped; oldest first when ordered (erasure needs no
+-- order: sorting 10,000 ids would double its time).
 --
 local function timeline_ids(prefix, p, ordered)
     local seen, out = {}, {}
     for x in pairs(p.nodes) do
         local ids = redis.call('LRANGE', prefix .. ':timeline:' .. x, 0, -1)
+        for _, id in ipairs(redis.call('LRANGE',
+                                       prefix .. ':timeline_old:' .. x,
+                                       0, -1))
+        do
+            ids[#ids + 1] = id
+        end
         -- a profile's oldest event is its field first_event, not in the list
         local first = redis.call('HGET', prefix .. ':profile:' .. x,
                                  'first_event')
@@ -792,6 +799,7 @@ local function cdp_erase(keys, args)
         dels[#dels + 1] = prefix .. ':profile:' .. x
         dels[#dels + 1] = prefix .. ':ids:' .. x
         dels[#dels + 1] = prefix .. ':timeline:' .. x
+        dels[#dels + 1] = prefix .. ':timeline_old:' .. x
         if is_aid(x) then
             dels[#dels + 1] = prefix .. ':browser:' .. x
         end

@@ -113,10 +113,66 @@ local function set_touch(pk, ts, touch, fresh)
 end
 
 
+-- stream ids "<ms>-<seq>" newest first
+local function id_newer(a, b)
+    local am, as = string.match(a, '^(%d+)-(%d+)$')
+    local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+    am, bm = tonumber(am) or 0, tonumber(bm) or 0
+    if am ~= bm then
+        return am > bm
+    end
+    return (tonumber(as) or 0) > (tonumber(bs) or 0)
+end
+
+
+local function push_chunks(cmd, key, list, from, to)
+    local i = from
+    while i <= to do
+        local j = math.min(i + 999, to)
+        redis.call(cmd, key, unpack(list, i, j))
+        i = j + 1
+    end
+end
+
+
+--
+-- The ids a profile's timeline drops (newest first), appended to its
+-- archive <prefix>:timeline_old:<pid>, oldest first: an erasure or an
+-- export still finds every event the stream has.  The archive's head is
+-- cut while it is older than the stream's first entry (events gone with
+-- the stream's own trimming).
+--
+local function archive(pid, ids)
+    if #ids == 0 then
+        return
+    end
+
+    local ak = P .. 'timeline_old:' .. pid
+    local old = {}
+    for k = #ids, 1, -1 do
+        old[#old + 1] = ids[k]
+    end
+    push_chunks('RPUSH', ak, old, 1, #old)
+
+    local first = redis.call('XRANGE', STREAM, '-', '+', 'COUNT', 1)[1]
+    if first then
+        local head = redis.call('LRANGE', ak, 0, 999)
+        local n = 0
+        while n < #head and id_newer(first[1], head[n + 1]) do
+            n = n + 1
+        end
+        if n > 0 then
+            redis.call('LTRIM', ak, n, -1)
+        end
+    end
+end
+
+
 -- appends a stream entry id to the profile's timeline, trimmed lazily
 local function timeline_push(pid, id)
     local tk = P .. 'timeline:' .. pid
     if redis.call('LPUSH', tk, id) > TL_MAX + TL_SLACK then
+        archive(pid, redis.call('LRANGE', tk, TL_MAX, -1))
         redis.call('LTRIM', tk, 0, TL_MAX - 1)
     end
 end
@@ -216,28 +272,6 @@ local function hash_table(flat)
 end
 
 
--- stream ids "<ms>-<seq>" newest first
-local function id_newer(a, b)
-    local am, as = string.match(a, '^(%d+)-(%d+)$')
-    local bm, bs = string.match(b, '^(%d+)-(%d+)$')
-    am, bm = tonumber(am) or 0, tonumber(bm) or 0
-    if am ~= bm then
-        return am > bm
-    end
-    return (tonumber(as) or 0) > (tonumber(bs) or 0)
-end
-
-
-local function push_chunks(cmd, key, list, from, to)
-    local i = from
-    while i <= to do
-        local j = math.min(i + 999, to)
-        redis.call(cmd, key, unpack(list, i, j))
-        i = j + 1
-    end
-end
-
-
 local function timeline_merge(s, l, extra)
     local sk, lk = P .. 'timeline:' .. s, P .. 'timeline:' .. l
     local b = redis.call('LRANGE', lk, 0, -1)
@@ -254,20 +288,29 @@ local function timeline_merge(s, l, extra)
     end
 
     local a = redis.call('LRANGE', sk, 0, -1)
-    local out, i, j = {}, 1, 1
 
-    while #out < TL_MAX and (i <= #a or j <= #b) do
+    -- the newest TL_MAX stay, the others go to s's archive
+    local out, dropped, i, j = {}, {}, 1, 1
+
+    while i <= #a or j <= #b do
+        local id
         if j > #b or (i <= #a and id_newer(a[i], b[j])) then
-            out[#out + 1] = a[i]
+            id = a[i]
             i = i + 1
         else
-            out[#out + 1] = b[j]
+            id = b[j]
             j = j + 1
+        end
+        if #out < TL_MAX then
+            out[#out + 1] = id
+        else
+            dropped[#dropped + 1] = id
         end
     end
 
     redis.call('DEL', sk, lk)
     push_chunks('RPUSH', sk, out, 1, #out)
+    archive(s, dropped)
 end
 
 

@@ -450,7 +450,8 @@ def assert_gone(ngx, p):
     c = ngx.rc()
     try:
         for x in list(p.pids) + p.aids:
-            for kind in ('profile', 'ids', 'timeline', 'browser'):
+            for kind in ('profile', 'ids', 'timeline', 'timeline_old',
+                         'browser'):
                 assert not c.exists(key(ngx, kind, x)), key(ngx, kind, x)
         for t, v in (('user_id', p.uid), ('email', p.email),
                      ('phone', p.phone)):
@@ -1201,6 +1202,51 @@ def test_erase_10000_events_under_a_second(ngx):
     assert 0 < rec['took_us'] < 1000000, rec
     assert rec['took_us'] / 1e6 <= rec['_wall'], rec
     assert ngx.xlen() == xlen0 - 2
+    assert_gone(ngx, alice)
+    assert_no_trace(ngx, alice, with_phone=False)
+    assert person_snapshot(ngx, bob) == keep
+
+
+def test_erase_and_export_past_the_timeline_cap(nginx_factory, redis_server,
+                                                workdir):
+    """With cdp_timeline_max 20, a person with about 190 events: the
+    timelines keep 20 ids (at most 36 before a trim), the merges and trims
+    drop the rest into timeline_old, and export and erasure still reach
+    every event the stream holds."""
+    ngx = start(nginx_factory, redis_server, workdir,
+                http_extra='cdp_timeline_max 20;\n    ')
+    alice, bob = Person(ngx, 'alice'), Person(ngx, 'bob')
+    build_simple_person(ngx, bob, consent=False)
+    b1, b2 = alice.browser(), alice.browser()
+    for i in range(30):
+        assert b1.view('url=https://shop.example/b1-%d' % i).status == 200
+        assert b2.view('url=https://shop.example/b2-%d' % i).status == 200
+    settle(ngx)
+    b1.login(uid=alice.uid, email=alice.email)
+    settle(ngx)
+    b2.login(uid=alice.uid)
+    settle(ngx)
+    for k in range(4):
+        api_ok(ngx, 'batch', {'batch': [
+            {'type': 'track', 'userId': alice.uid, 'event': 'E',
+             'properties': {'k': k, 'j': j}, 'messageId': mid()}
+            for j in range(30)]})
+    settle(ngx)
+
+    mine = [i for i, e in events(ngx) if alice.owns(e)]
+    assert len(mine) == 60 + 2 + 120, len(mine)
+    pid = idx(ngx, 'user_id', alice.uid)
+    assert rget(ngx, 'llen', key(ngx, 'timeline', pid)) <= 20 + 16
+    assert rget(ngx, 'exists', key(ngx, 'timeline_old', pid))
+
+    ex = ok_json(admin(ngx, 'GET', 'export?user_id=' + alice.uid))
+    got = [e['id'] for p in ex['profiles'] for e in p['events']]
+    assert sorted(got) == sorted(mine) and len(set(got)) == len(got), (
+        len(got), len(mine))
+
+    keep = person_snapshot(ngx, bob)
+    rec = erase(ngx, email=alice.email)
+    assert rec['events'] == len(mine), rec
     assert_gone(ngx, alice)
     assert_no_trace(ngx, alice, with_phone=False)
     assert person_snapshot(ngx, bob) == keep

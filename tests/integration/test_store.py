@@ -23,10 +23,11 @@ def store(redis_server):
     c.close()
 
 
-def ingest(c, events, maxlen=1000000):
+def ingest(c, events, maxlen=1000000, timeline_max=None):
     """events: (aid, ts, kind[, geo]); returns cdp_ingest's reply."""
     keys = ['s:events'] + ['s:profile:' + e[0] for e in events]
-    args = [str(maxlen)]
+    args = [str(maxlen) if timeline_max is None
+            else '%d 1 5 5 %d 86400' % (maxlen, timeline_max)]
     for e in events:
         aid, ts, kind = e[:3]
         geo = e[3] if len(e) > 3 else ''
@@ -107,3 +108,33 @@ def test_geo_fields_on_the_record(store):
     ingest(store, [(AID, 3000, 'track', '')])
     b = store.hgetall('s:profile:' + AID)
     assert b['country'] == 'AT' and b['events'] == '3', b
+
+
+def test_timeline_archive_keeps_what_the_stream_has(store):
+    """A timeline of 10 ids drops the older ones into timeline_old, oldest
+    first; ids whose events the stream has trimmed leave its head."""
+    ingest(store, [(AID, 1000, 'page:new')], timeline_max=10)
+    for n in range(4):
+        ingest(store, [(AID, 2000 + 100 * n + k, 'page') for k in range(50)],
+               timeline_max=10)
+    ids = [i for i, _ in store.xrange('s:events', '-', '+')]
+    assert len(ids) == 201
+    tl = store.lrange('s:timeline:' + AID, 0, -1)
+    old = store.lrange('s:timeline_old:' + AID, 0, -1)
+    assert 10 <= len(tl) <= 10 + 16
+    # every id but the first event's (on the record) is in one of them,
+    # the timeline newest first, the archive oldest first
+    assert tl == ids[:0:-1][:len(tl)]
+    assert old == ids[1:len(old) + 1]
+    assert len(tl) + len(old) == 200
+
+    # the stream loses its oldest 150 entries; the next trim of the
+    # timeline cuts the archive's head down to what the stream still has
+    store.xtrim('s:events', maxlen=51, approximate=False)
+    first = store.xrange('s:events', '-', '+', count=1)[0][0]
+    ingest(store, [(AID, 3000 + k, 'page') for k in range(30)],
+           timeline_max=10)
+    old = store.lrange('s:timeline_old:' + AID, 0, -1)
+    ms = lambda i: tuple(int(x) for x in i.split('-'))  # noqa: E731
+    assert old and ms(old[0]) >= ms(first), (old[:3], first)
+    assert old == sorted(old, key=ms)
