@@ -137,10 +137,11 @@ end
 
 --
 -- The ids a profile's timeline drops (newest first), appended to its
--- archive <prefix>:timeline_old:<pid>, oldest first: an erasure or an
+-- archive <prefix>:timeline_old:<pid> oldest first: an erasure or an
 -- export still finds every event the stream has.  The archive's head is
 -- cut while it is older than the stream's first entry (events gone with
--- the stream's own trimming).
+-- the stream's own trimming); ids a merge appends may be older than the
+-- tail, which only delays that.
 --
 local function archive(pid, ids)
     if #ids == 0 then
