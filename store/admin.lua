@@ -631,16 +631,7 @@ local function cdp_resolve(keys, args)
     return live
 end
 
---
--- cdp_profile: one person's profile as JSON.
---   KEYS: none
---   ARGV[1] prefix   ARGV[2] identifier   ARGV[3] recent (0..1000)
---   reply: {"profile_id":..,"fields":{..},"identifiers":[..],
---           "recent_events":[{"id":..,"event":{..}}..]} (newest first,
---           timeline ids no longer in the stream skipped), or nil when the
---           identifier is unknown
---   errors: "ERR cdp_profile: ..." as cdp_resolve, or a bad recent
---
+-- cdp_profile's count of recent events
 local function parse_recent(s)
     local recent = s:find('^[0-9]+$') and tonumber(s)
     if not recent or recent > MAX_RECENT then
@@ -701,6 +692,16 @@ local function profile_doc(fn, prefix, id, recent)
         .. ',"recent_events":' .. jarr(events), #events, #p.members
 end
 
+--
+-- cdp_profile: one person's profile as JSON.
+--   KEYS: none
+--   ARGV[1] prefix   ARGV[2] identifier   ARGV[3] recent (0..1000)
+--   reply: {"profile_id":..,"fields":{..},"identifiers":[..],
+--           "recent_events":[{"id":..,"event":{..}}..]} (newest first,
+--           timeline ids no longer in the stream skipped), or nil when the
+--           identifier is unknown
+--   errors: "ERR cdp_profile: ..." as cdp_resolve, or a bad recent
+--
 local function cdp_profile(keys, args)
     local fn = 'cdp_profile'
     local id, err = prefix_and_id(keys, args, 3)
