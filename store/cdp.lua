@@ -36,6 +36,9 @@ local TL_MAX, TL_SLACK
 local DEDUP             -- seconds a messageId is remembered
 local SUPPRESSED        -- the suppression set is not empty
 local stats
+-- redis.call, for the per-event paths: an upvalue is one VM instruction
+-- where "redis.call" is two table lookups (it is not there at load time)
+local call
 
 
 local function pkey(pid)
@@ -105,10 +108,10 @@ local function set_touch(pk, ts, touch, fresh)
         first[#first + 1] = touch[i]
     end
 
-    redis.call('HSET', pk, unpack(last))
+    call('HSET', pk, unpack(last))
 
-    if fresh or redis.call('HSETNX', pk, 'first_touch_at', ts) == 1 then
-        redis.call('HSET', pk, unpack(first))
+    if fresh or call('HSETNX', pk, 'first_touch_at', ts) == 1 then
+        call('HSET', pk, unpack(first))
     end
 end
 
@@ -172,9 +175,9 @@ end
 -- appends a stream entry id to the profile's timeline, trimmed lazily
 local function timeline_push(pid, id)
     local tk = P .. 'timeline:' .. pid
-    if redis.call('LPUSH', tk, id) > TL_MAX + TL_SLACK then
-        archive(pid, redis.call('LRANGE', tk, TL_MAX, -1))
-        redis.call('LTRIM', tk, 0, TL_MAX - 1)
+    if call('LPUSH', tk, id) > TL_MAX + TL_SLACK then
+        archive(pid, call('LRANGE', tk, TL_MAX, -1))
+        call('LTRIM', tk, 0, TL_MAX - 1)
     end
 end
 
@@ -722,55 +725,49 @@ local function alias(ts, uid, uidh, prev_uidh, prev_aid)
 end
 
 
+-- the kinds of a hit whose browser id nginx minted, and their page views
+local FRESH = {['page:new'] = '1', ['track:new'] = '0'}
+
+
 --
 -- A page or track event of the browser aid, whose record is pk (aid may
 -- be nil: it is then read from pk when needed, as a new browser's is not):
--- counted on its profile.  Returns the profile id, true for the record of
--- a new browser, or nil when the event is dropped.
+-- counted on its profile.  first: the caller's HINCRBY of pk's events
+-- gave 1.  Returns the profile id, or nil when the event is dropped.
+-- cdp_ingest handles the two common cases itself: a browser nginx minted
+-- the id for, and a returning browser with a profile of its own.
 --
-local function count_event(aid, pk, ts, kind, a, id)
+local function count_event(aid, pk, ts, kind, a, id, first)
     local page = (kind == 'page' or kind == 'page:new')
-    local fresh = (kind == 'page:new' or kind == 'track:new')
-
-    if fresh and redis.call('EXISTS', pk) == 0 then
-        -- nginx minted the id for this hit: one write creates the record,
-        -- its timeline included (most browsers are seen once)
-        redis.call('HSET', pk, 'events', '1', 'page_views', page and '1' or '0',
-                   'first_seen', ts, 'last_seen', ts, 'first_event', id,
-                   unpack(a.pairs))
-        if a.touch then
-            set_touch(pk, ts, a.touch, true)
-        end
-        return true
-    end
+    local fresh = FRESH[kind]
 
     aid = aid or string.sub(pk, #P + #'profile:' + 1)
     local pid = aid
 
-    if redis.call('HINCRBY', pk, 'events', '1') == 1 then
+    if first or call('HINCRBY', pk, 'events', '1') == 1 then
         -- a new record, or a link to the person's profile
-        local link = redis.call('HGET', pk, 'merged_into')
+        local link = call('HGET', pk, 'merged_into')
 
         if link then
-            redis.call('HDEL', pk, 'events')
+            call('HDEL', pk, 'events')
             pid = resolve(link)
             if pid == nil then
                 return nil
             end
             pk = pkey(pid)
-            redis.call('HINCRBY', pk, 'events', '1')
+            call('HINCRBY', pk, 'events', '1')
 
-        elseif SUPPRESSED and redis.call('SISMEMBER', P .. 'suppressed',
+        elseif SUPPRESSED and call('SISMEMBER', P .. 'suppressed',
                           'anonymous_id:' .. aidh(aid)) == 1
         then
             -- erased: the person is not recreated
-            redis.call('DEL', pk)
+            call('DEL', pk)
             stats.suppressed = stats.suppressed + 1
             return nil
 
         else
-            redis.call('HSET', pk, 'first_seen', ts, 'page_views', '0',
-                       'first_event', id)
+            call('HSET', pk, 'first_seen', ts, 'page_views', '0',
+                 'first_event', id)
             id = nil
         end
     end
@@ -780,19 +777,19 @@ local function count_event(aid, pk, ts, kind, a, id)
     if fresh then
         -- a later hit of this browser got here first, from another
         -- worker's batch: this one is the earliest
-        local v = redis.call('HMGET', pk, 'first_seen', 'last_seen')
+        local v = call('HMGET', pk, 'first_seen', 'last_seen')
         if v[1] == false or tonumber(ts) < tonumber(v[1]) then
-            redis.call('HSET', pk, 'first_seen', ts)
+            call('HSET', pk, 'first_seen', ts)
         end
         latest = v[2] == false or tonumber(ts) >= tonumber(v[2])
     end
 
     if latest then
-        redis.call('HSET', pk, 'last_seen', ts, unpack(a.pairs))
+        call('HSET', pk, 'last_seen', ts, unpack(a.pairs))
     end
 
     if page then
-        redis.call('HINCRBY', pk, 'page_views', '1')
+        call('HINCRBY', pk, 'page_views', '1')
     end
 
     if a.touch then
@@ -1008,14 +1005,58 @@ local function cdp_ingest(keys, args)
     local cache, aggs = {}, {}
     local plen = #P + #'profile:'
     local seen = dedup_scan(keys, args, n)
+    local stored = 0
+    call = redis.call
 
     for i = 1, n do
         local a = 2 + 4 * (i - 1)
         local ts = args[a]
         local kind = args[a + 1]
         local key = keys[1 + i]
+        local pv = FRESH[kind]
 
-        if kind == 'agg' then
+        if pv and call('EXISTS', key) == 0 then
+            -- nginx minted the browser's id for this hit (most browsers
+            -- are seen once): one write creates its record, the event's
+            -- stream id in it for an erasure to find
+            local at = attr_pairs(cache, args[a + 2])
+            local id = call('XADD', STREAM, '*', 'event', args[a + 3])
+
+            call('HSET', key, 'events', '1', 'page_views', pv,
+                 'first_seen', ts, 'last_seen', ts, 'first_event', id,
+                 unpack(at.pairs))
+            if at.touch then
+                set_touch(key, ts, at.touch, true)
+            end
+            stored = stored + 1
+
+        elseif kind == 'page' or kind == 'track' then
+            -- a returning browser: when its record is a profile (not new,
+            -- not a link), count_event's work is done here, inline (a
+            -- Lua call and its checks cost as much as a Redis command)
+            local at = attr_pairs(cache, args[a + 2])
+            local id = call('XADD', STREAM, '*', 'event', args[a + 3])
+
+            if call('HINCRBY', key, 'events', '1') > 1 then
+                call('HSET', key, 'last_seen', ts, unpack(at.pairs))
+                if kind == 'page' then
+                    call('HINCRBY', key, 'page_views', '1')
+                end
+                if at.touch then
+                    set_touch(key, ts, at.touch, false)
+                end
+                timeline_push(string.sub(key, plen + 1), id)
+                stored = stored + 1
+
+            elseif count_event(nil, key, ts, kind, at, id, true) then
+                stored = stored + 1
+
+            else
+                -- erased: the event goes too
+                call('XDEL', STREAM, id)
+            end
+
+        elseif kind == 'agg' then
             redis.call('HINCRBY', key, args[a + 3], '1')
             if not aggs[key] then
                 -- kept for the retention after its day's last hit
@@ -1062,7 +1103,7 @@ local function cdp_ingest(keys, args)
                 end
 
             else
-                id = redis.call('XADD', STREAM, '*', 'event', args[a + 3])
+                id = call('XADD', STREAM, '*', 'event', args[a + 3])
                 -- the key is the browser's record: no aid to cut out of it
                 pid = count_event(nil, key, ts, kind,
                                   attr_pairs(cache, args[a + 2]), id)
@@ -1081,8 +1122,8 @@ local function cdp_ingest(keys, args)
     -- the stream overshoots MAXLEN by one batch at most
     redis.call('XTRIM', STREAM, 'MAXLEN', '~', maxlen)
 
-    return {stats.stored, stats.suppressed, stats.merges, stats.switches,
-            stats.refused, stats.malformed, stats.duplicates}
+    return {stats.stored + stored, stats.suppressed, stats.merges,
+            stats.switches, stats.refused, stats.malformed, stats.duplicates}
 end
 
 redis.register_function{function_name = 'cdp_version',

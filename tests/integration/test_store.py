@@ -110,6 +110,31 @@ def test_geo_fields_on_the_record(store):
     assert b['country'] == 'AT' and b['events'] == '3', b
 
 
+def test_new_browser_record_in_one_write(store):
+    """Each shape of attrs a minted browser's hit can carry: consent only
+    (the usual pixel hit), geo and consent, a campaign."""
+    touch = '\t'.join(['news', 'email', 'spring', '', '', 'https://a.example/'])
+    ingest(store, [('1' * 32, 1000, 'page:new', '\t\t\tanalytics'),
+                   ('2' * 32, 1001, 'track:new', 'DE\t\tBerlin\tanalytics'),
+                   ('3' * 32, 1002, 'page:new', '\t\t\t\t' + touch)])
+    ids = [i for i, _ in store.xrange('s:events', '-', '+')]
+    assert len(ids) == 3
+    b = store.hgetall('s:profile:' + '1' * 32)
+    assert b == {'events': '1', 'page_views': '1', 'first_seen': '1000',
+                 'last_seen': '1000', 'first_event': ids[0],
+                 'consent': 'analytics'}, b
+    b = store.hgetall('s:profile:' + '2' * 32)
+    assert b == {'events': '1', 'page_views': '0', 'first_seen': '1001',
+                 'last_seen': '1001', 'first_event': ids[1],
+                 'country': 'DE', 'city': 'Berlin',
+                 'consent': 'analytics'}, b
+    b = store.hgetall('s:profile:' + '3' * 32)
+    assert (b['first_event'], b['first_utm_source'], b['last_utm_campaign'],
+            b['first_referrer'], b['first_touch_at']) \
+        == (ids[2], 'news', 'spring', 'https://a.example/', '1002'), b
+    assert not store.exists('s:timeline:' + '1' * 32)
+
+
 def test_timeline_archive_keeps_what_the_stream_has(store):
     """A timeline of 10 ids drops the older ones into timeline_old, oldest
     first; ids whose events the stream has trimmed leave its head."""
