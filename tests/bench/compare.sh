@@ -16,7 +16,12 @@
 # Per revision and round: new visitors (no cookie), then returning ones (a
 # pool of 2,000 cookies minted by that revision, sent by cookies.lua), each
 # for the pixel and for userid + empty_gif; the stream's length is checked
-# against the pixel hits nginx answered.  Prints each run, then medians.
+# against the pixel hits nginx answered.  Before the next run starts Redis
+# works off what a pixel run left it (the stream stops growing), so one
+# run's Redis work never slows the next.  Each run's CPU time per request
+# of nginx's worker and of redis-server (from /proc, user + system) shows
+# where a difference between revisions comes from.  Prints each run, then
+# medians.
 
 set -u
 
@@ -40,6 +45,8 @@ esac
 TMP=$(mktemp -d /tmp/ngx_cdp_compare.XXXXXX) || die "mktemp failed"
 redis_pid=
 nginx_pid=
+worker_pid=
+HZ=$(getconf CLK_TCK)
 
 stop() {
     [ -n "$nginx_pid" ] && kill -QUIT "$nginx_pid" 2>/dev/null \
@@ -112,16 +119,28 @@ EOF
 # nginx's request count; reading it is a request, counted in what it reads
 requests() { curl -s "$BASE/stub" | awk 'NR == 3 { print $3 }'; }
 
+# CPU time (user + system, clock ticks) of a process so far
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+# us_per TICKS REQUESTS: microseconds of CPU per request
+us_per() { awk -v t="$1" -v n="$2" -v hz="$HZ" 'BEGIN { printf "%.1f", t * 1e6 / hz / n }'; }
+
 # rps URL [POOL]: req/s of one wrk run; a pixel run's answered hits (by
 # nginx's count, which sees the replies wrk leaves in flight) go to PIXELS
 rps() {
     local s=() b a
     [ -n "${2:-}" ] && s=(-s "$COOKIES_LUA")
-    b=$(requests)
+    local wt rt
+    b=$(requests) wt=$(ticks "$worker_pid") rt=$(ticks "$redis_pid")
     wrk -t1 -c"$CONNS" -d"$SECONDS_PER_RUN"s "${s[@]}" "$1" ${2:+-- "$2"} \
         > "$TMP/wrk.txt" 2>&1 || { cat "$TMP/wrk.txt" >&2; die "wrk failed"; }
     sleep 0.2
     a=$(requests)
+    # microseconds of CPU per request, nginx's worker and redis-server's
+    # (Redis works through a batch after nginx has answered its hits, so
+    # its share is read once the stream stops growing: see run)
+    CPU_N=$(us_per "$(($(ticks "$worker_pid") - wt))" "$((a - b))")
+    CPU_R0=$rt CPU_HITS=$((a - b))
     case $1 in */p.gif) PIXELS=$((PIXELS + a - b - 1)) ;; esac
     awk '/^Requests\/sec:/ { print $2 }' "$TMP/wrk.txt"
 }
@@ -130,6 +149,18 @@ mint() {    # mint URL COOKIE_NAME FILE
     curl -s -o /dev/null -D - "$1?n=[1-2000]" | tr -d '\r' \
         | sed -n "s/^[Ss]et-[Cc]ookie: *\($2=[^;]*\).*/\1/p" > "$3"
     [ "$(sort -u "$3" | wc -l)" = 2000 ] || die "minting $1: not 2000 cookies"
+}
+
+# the stream's length once it stops growing
+settle() {
+    local n=-1 m i
+    for i in $(seq 100); do
+        sleep 0.3
+        m=$(redis-cli -s "$TMP/run/redis.sock" XLEN bench:events)
+        [ "$n" = "$m" ] && break
+        n=$m
+    done
+    echo "$n"
 }
 
 run() {     # run REV ROUND
@@ -152,6 +183,7 @@ run() {     # run REV ROUND
         curl -s -o /dev/null "$BASE/stub" && break
         sleep 0.1
     done
+    worker_pid=$(pgrep -P "$nginx_pid" | head -1)
 
     PIXELS=0
     b=$(requests)
@@ -167,17 +199,13 @@ run() {     # run REV ROUND
             pr) rps "$BASE/p.gif" "$TMP/run/pool_p.txt" ;;
             ur) rps "$BASE/ug.gif" "$TMP/run/pool_u.txt" ;;
         esac > "$TMP/run/$k"
+        # Redis's backlog is worked off before the next run starts
+        n=$(settle)
+        echo "$CPU_N $(us_per "$(($(ticks "$redis_pid") - CPU_R0))" "$CPU_HITS")" \
+            > "$TMP/run/$k.cpu"
     done
     pn=$(cat "$TMP/run/pn") un=$(cat "$TMP/run/un")
     pr=$(cat "$TMP/run/pr") ur=$(cat "$TMP/run/ur")
-
-    # until the stream stops growing
-    n=-1
-    for i in $(seq 100); do
-        sleep 0.5
-        [ "$n" = "$(redis-cli -s "$TMP/run/redis.sock" XLEN bench:events)" ] && break
-        n=$(redis-cli -s "$TMP/run/redis.sock" XLEN bench:events)
-    done
     stop
     [ "$n" = "$PIXELS" ] || STORED_OK=no
 
@@ -186,7 +214,10 @@ run() {     # run REV ROUND
     printf '   returning: pixel %9s  empty_gif %9s  ratio %s   stored %s of %s%s\n' \
         "$pr" "$ur" "$(awk -v a="$pr" -v b="$ur" 'BEGIN { printf "%.3f", a / b }')" \
         "$n" "$PIXELS" "${extra:+ (consent all)}"
-    echo "$1 $pn $un $pr $ur" >> "$TMP/results"
+    printf '%-10s   CPU us per hit (nginx worker/redis-server): new pixel %s, empty_gif %s; returning pixel %s, empty_gif %s\n' \
+        "" "$(tr ' ' / < "$TMP/run/pn.cpu")" "$(tr ' ' / < "$TMP/run/un.cpu")" \
+        "$(tr ' ' / < "$TMP/run/pr.cpu")" "$(tr ' ' / < "$TMP/run/ur.cpu")"
+    echo "$1 $pn $un $pr $ur $(cat "$TMP/run/pn.cpu" "$TMP/run/pr.cpu" | tr '\n' ' ')" >> "$TMP/results"
 }
 
 STORED_OK=yes
@@ -198,7 +229,8 @@ done
 
 echo
 echo "=== medians of $ROUNDS rounds: pixel/empty_gif, wrk -t1 -c$CONNS, ${SECONDS_PER_RUN}s runs, 1 worker, no GeoIP ==="
-printf '%-10s %12s %12s %12s %12s\n' revision "new ratio" "new pixel" "ret. ratio" "ret. pixel"
+printf '%-10s %12s %12s %12s %12s %14s %14s\n' revision "new ratio" "new pixel" \
+    "ret. ratio" "ret. pixel" "new us n/r" "ret. us n/r"
 for rev in $REVS; do
     awk -v rev="$rev" '
         function med(a, n,    i, j, t) {
@@ -206,9 +238,13 @@ for rev in $REVS; do
                 if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
             return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
         }
-        $1 == rev { n++; rn[n] = $2 / $3; pn[n] = $2; rr[n] = $4 / $5; pr[n] = $4 }
-        END { printf "%-10s %12.3f %12.0f %12.3f %12.0f\n", rev,
-                     med(rn, n), med(pn, n), med(rr, n), med(pr, n) }
+        $1 == rev { n++; rn[n] = $2 / $3; pn[n] = $2; rr[n] = $4 / $5; pr[n] = $4
+                    # CPU us: new hits nginx, redis; returning ones
+                    cnn[n] = $6; cnr[n] = $7; crn[n] = $8; crr[n] = $9 }
+        END { printf "%-10s %12.3f %12.0f %12.3f %12.0f %14s %14s\n", rev,
+                     med(rn, n), med(pn, n), med(rr, n), med(pr, n),
+                     sprintf("%.1f/%.1f", med(cnn, n), med(cnr, n)),
+                     sprintf("%.1f/%.1f", med(crn, n), med(crr, n)) }
     ' "$TMP/results"
 done
 
