@@ -381,6 +381,9 @@ def build_simple_person(ngx, p, views=3, consent=True):
         b.consent()
     settle(ngx)
     b.login(uid=p.uid, email=p.email)
+    # each request is a connection of its own, and two workers batch on
+    # their own: the view must not reach Redis before the login
+    settle(ngx)
     b.view('url=https://shop.example/logged-in')
     settle(ngx)
     return p.learn_pids()
