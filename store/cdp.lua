@@ -97,21 +97,31 @@ local function attr_pairs(cache, attrs)
 end
 
 
--- the profile's first and last touch, from an event with a touch
+-- the profile's first and last touch, from an event with a touch (fresh:
+-- the profile was created by this event).  A browser's hits can arrive out
+-- of order (two workers, two batches): the hits' times decide which touch
+-- is first and which last, not the order they are counted in.
 local function set_touch(pk, ts, touch, fresh)
-    local last, first = {'last_touch_at', ts}, {'first_touch_at', ts}
+    local t = tonumber(ts)
+    local cur = {false, false}
 
-    for i = 1, 6 do
-        last[#last + 1] = 'last_' .. TOUCH[i]
-        last[#last + 1] = touch[i]
-        first[#first + 1] = 'first_' .. TOUCH[i]
-        first[#first + 1] = touch[i]
+    if not fresh then
+        cur = call('HMGET', pk, 'first_touch_at', 'last_touch_at')
     end
 
-    call('HSET', pk, unpack(last))
+    for w, at in pairs({first = cur[1], last = cur[2]}) do
+        if at == false
+           or (w == 'first' and t < tonumber(at))
+           or (w == 'last' and t >= tonumber(at))
+        then
+            local set = {w .. '_touch_at', ts}
 
-    if fresh or call('HSETNX', pk, 'first_touch_at', ts) == 1 then
-        call('HSET', pk, unpack(first))
+            for i = 1, 6 do
+                set[#set + 1] = w .. '_' .. TOUCH[i]
+                set[#set + 1] = touch[i]
+            end
+            call('HSET', pk, unpack(set))
+        end
     end
 end
 
@@ -354,9 +364,12 @@ local function merge(s, l, reason, t, id, ts)
         set[#set + 1] = L.last_seen
     end
 
-    -- first touch from the older profile, last touch from the newer
+    -- first touch from the profile touched first, last touch from the
+    -- one touched last
     local l_first = L.first_touch_at
-                    and (not S.first_touch_at or lf < sf)
+                    and (not S.first_touch_at
+                         or tonumber(L.first_touch_at)
+                            < tonumber(S.first_touch_at))
     local l_last = L.last_touch_at
                    and (not S.last_touch_at
                         or tonumber(L.last_touch_at)

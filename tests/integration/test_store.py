@@ -135,6 +135,54 @@ def test_new_browser_record_in_one_write(store):
     assert not store.exists('s:timeline:' + '1' * 32)
 
 
+def touch(source, at=''):
+    """attrs of a hit with a campaign (utm_source source)."""
+    return '\t\t\t\t' + '\t'.join([source, 'email', '', '', '', at])
+
+
+def touches(b):
+    return (b.get('first_utm_source'), b.get('first_touch_at'),
+            b.get('last_utm_source'), b.get('last_touch_at'))
+
+
+def test_touches_follow_the_hits_times_not_their_arrival(store):
+    # the browser's third hit (another worker's batch) lands first, then
+    # the minting one, then the second
+    ingest(store, [(AID, 3000, 'page', touch('ads'))])
+    ingest(store, [(AID, 1000, 'page:new', touch('news'))])
+    b = store.hgetall('s:profile:' + AID)
+    assert touches(b) == ('news', '1000', 'ads', '3000'), b
+    ingest(store, [(AID, 2000, 'page', touch('mail'))])
+    b = store.hgetall('s:profile:' + AID)
+    assert touches(b) == ('news', '1000', 'ads', '3000'), b
+    # in order, each later touch is the last one
+    ingest(store, [(AID, 4000, 'track', touch('social'))])
+    b = store.hgetall('s:profile:' + AID)
+    assert touches(b) == ('news', '1000', 'social', '4000'), b
+    assert b['first_seen'] == '1000' and b['last_seen'] == '4000', b
+    assert b['events'] == '4', b
+
+
+def test_merge_takes_the_first_touch_by_its_time(store):
+    # browser 1 is seen first but touched last; browser 2 is seen later,
+    # touched at once: the person's first touch is browser 2's
+    one, two = '1' * 32, '2' * 32
+    ingest(store, [(one, 1000, 'page:new')])
+    ingest(store, [(two, 2000, 'page:new', touch('early'))])
+    ingest(store, [(one, 5000, 'page', touch('late'))])
+    for aid, ts in ((one, 6000), (two, 6001)):
+        c = store.fcall('cdp_ingest', 2, 's:events', 's:profile:' + aid,
+                        '1000000', str(ts), 'identify', '',
+                        'u1\th1\t\t\t\t{"type":"identify"}')
+        assert c[0] == 1, c
+    pid = store.get('s:idx:user_id:h1')
+    assert pid, store.keys('s:*')
+    b = store.hgetall('s:profile:' + pid)
+    assert len(store.xrange('s:merges')) == 2
+    assert b['events'] == '3', b        # identifies are not counted
+    assert touches(b) == ('early', '2000', 'late', '5000'), b
+
+
 def test_timeline_archive_keeps_what_the_stream_has(store):
     """A timeline of 10 ids drops the older ones into timeline_old, oldest
     first; ids whose events the stream has trimmed leave its head."""
