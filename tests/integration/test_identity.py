@@ -140,10 +140,15 @@ def test_a_new_browser_gets_its_cookie_in_the_login_response(ngx):
 
 def test_the_same_user_on_a_second_browser_is_one_profile(ngx):
     laptop, phone = Browser(ngx), Browser(ngx)
+    # each request is a connection of its own, and two workers batch on
+    # their own: a login must not reach Redis before the views it joins
+    # (a browser without a record is linked with no merge to log)
     laptop.view()
+    settle(ngx)
     laptop.login(uid='u-7')
     phone.view()
     phone.view()
+    settle(ngx)
     phone.login(uid='u-7')
     settle(ngx)
     pid = idx(ngx, 'user_id', 'u-7')
@@ -161,6 +166,7 @@ def test_two_users_on_one_browser_stay_two_profiles(ngx):
     b = Browser(ngx)
     b.view()
     b.view()
+    settle(ngx)     # the views first: their merge into alice is logged
     b.login(uid='alice')
     settle(ngx)
     alice = idx(ngx, 'user_id', 'alice')
@@ -367,7 +373,11 @@ def test_first_and_last_touch(ngx):
         'url': 'https://shop.example/?utm_source=news&utm_medium=email'
                '&utm_campaign=spring',
         'ref': 'https://mail.example/inbox'}))
+    # stored one by one: two hits in the same millisecond would tie (the
+    # store orders touches by the hits' times, tested in test_store.py)
+    settle(ngx)
     b.view('url=https://shop.example/pricing&ref=https://shop.example/')
+    settle(ngx)
     b.view(urllib.parse.urlencode({
         'url': 'https://shop.example/?utm_source=ads&utm_campaign=summer'}))
     settle(ngx)
