@@ -29,7 +29,13 @@
 #              for userid), sent by tests/bench/cookies.lua in both
 #              locations, so wrk's per-request cost is the same in both.
 # The machine is small and shared: read the ratios and the medians, not a
-# lone absolute figure.
+# lone absolute figure. The CPU columns say where a request's time goes:
+# wrk's, nginx's worker's and redis-server's CPU time per request, from
+# /proc, and the share of the machine idle during the run. With two cores,
+# empty_gif keeps both busy (wrk and nginx); the pixel adds Redis as a third
+# process, and the scheduler keeps wrk and nginx, which wake each other, on
+# one core and leaves Redis's core idle between batches (about a quarter
+# of the machine, seen on a 2-core VM in 2026-11).
 #
 # Exits 1 when Redis did not store every pixel hit that nginx answered (its
 # stub_status request counter, read around each pixel run and around the
@@ -57,6 +63,7 @@ CONNS=${CONNECTIONS:-50}
 POOL=${COOKIE_POOL:-2000}
 WARMUP=2
 COOKIES_LUA=$TOP/tests/bench/cookies.lua
+. "$TOP/tests/bench/cpu.sh"
 PREFIX=bench
 API_KEY=bench-write-key
 API_BATCH=${API_BATCH:-100}
@@ -240,6 +247,8 @@ until curl -s -o /dev/null "$BASE/status" 2>/dev/null; do
     alive "$nginx_pid" && [ "$i" -lt 100 ] || { cat "$TMP/logs/error.log" >&2; die "nginx did not start"; }
     sleep 0.1; i=$((i + 1))
 done
+worker_pid=$(pgrep -P "$nginx_pid" | head -1)
+[ -n "$worker_pid" ] || die "no nginx worker process"
 
 # sanity: both answer a GIF and a cookie
 for u in /p.gif /ug.gif; do
@@ -308,20 +317,32 @@ printf '%s' "$h" | grep -qi '^set-cookie:' \
 # $TMP/NAME.txt; adds the requests nginx answered during a pixel run to
 # nginx_answered, and for a pixel run with cookies, the /status cookie
 # counters' deltas to ret_kept, ret_new, ret_bad and its answered requests
-# to ret_answered
+# to ret_answered; the CPU time of the run per request answered, of wrk,
+# nginx's worker and redis-server, to WRK[NAME], NGX[NAME] and RDS[NAME] (in
+# us), and the share of the machine left idle to IDLE[NAME] (in %)
 nginx_answered=$mint_answered
 ret_answered=0 ret_kept=0 ret_new=0 ret_bad=0
 wrk_run() {
-    local before after st0 st1 script=() args=()
+    local before after st0 st1 script=() args=() c0 w0 r0 i0 t0 i1 t1 n
     [ -n "${4:-}" ] && { script=(-s "$COOKIES_LUA"); args=(-- "$4"); }
     # read /status outside the stub_status window
     [ "$2" = /p.gif ] && [ -n "${4:-}" ] && st0=$(status)
     before=$(ngx_requests)
+    read -r i0 t0 < <(idle_ticks)
+    c0=$(child_ticks) w0=$(ticks "$worker_pid") r0=$(ticks "$redis_pid")
     wrk -t1 -c"$CONNS" -d"$3"s --latency "${script[@]}" "$BASE$2" "${args[@]}" \
         > "$TMP/$1.txt" 2>&1 \
         || { cat "$TMP/$1.txt" >&2; die "wrk failed on $2"; }
+    c0=$(($(child_ticks) - c0))
+    read -r i1 t1 < <(idle_ticks)
     sleep 0.2    # let the worker finish the last requests wrk left behind
     after=$(ngx_requests)
+    # Redis is at most a batch behind nginx: its time is read here
+    n=$((after - before))
+    WRK[$1]=$(us_per "$c0" "$n")
+    NGX[$1]=$(us_per "$(($(ticks "$worker_pid") - w0))" "$n")
+    RDS[$1]=$(us_per "$(($(ticks "$redis_pid") - r0))" "$n")
+    IDLE[$1]=$(pct "$((i1 - i0))" "$((t1 - t0))")
     if [ "$2" = /p.gif ]; then
         # minus the reading of "after" itself
         nginx_answered=$((nginx_answered + after - before - 1))
@@ -365,6 +386,8 @@ median() {
         END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR/2] + v[NR/2 + 1]) / 2 }'
 }
 
+# keyed KIND_SCENARIO_ROUND, e.g. pixel_ret_2
+declare -A RPS P99 WRK NGX RDS IDLE
 echo "warm-up..."
 wrk_run warm_pixel /p.gif "$WARMUP"
 wrk_run warm_ug /ug.gif "$WARMUP"
@@ -372,7 +395,6 @@ wrk_run warm_ug /ug.gif "$WARMUP"
 # pixel hits answered by wrk's count: the warm-up, the minting, the rounds
 answered=$(( $(wrk_parse "$TMP/warm_pixel.txt" | cut -d' ' -f1) + POOL ))
 bad_total=0
-declare -A RPS P99     # keyed KIND_SCENARIO_ROUND, e.g. pixel_ret_2
 for r in $(seq 1 "$ROUNDS"); do
     # alternate which goes first, so neither always runs on a warmer box
     if [ $((r % 2)) = 1 ]; then order="pixel ug"; else order="ug pixel"; fi
@@ -383,9 +405,10 @@ for r in $(seq 1 "$ROUNDS"); do
             [ "$s" = new ] && pool=
             wrk_run "${k}_${s}_$r" "$u" "$SECONDS_PER_RUN" "$pool"
             read -r req rps p99 bad err < <(wrk_parse "$TMP/${k}_${s}_$r.txt")
-            printf '  round %d  %-5s %-9s %9s req/s  p99 %8s ms  %9d requests' \
+            n=${k}_${s}_$r
+            printf '  round %d  %-5s %-9s %9s req/s  p99 %8s ms  %9d requests  CPU us/req: wrk %s nginx %s redis %s; idle %s%%' \
                 "$r" "$k" "$([ "$s" = new ] && echo new || echo returning)" \
-                "$rps" "$p99" "$req"
+                "$rps" "$p99" "$req" "${WRK[$n]}" "${NGX[$n]}" "${RDS[$n]}" "${IDLE[$n]}"
             [ "$bad" -gt 0 ] || [ "$err" -gt 0 ] && printf '  (non-2xx %d, socket errors %d)' "$bad" "$err"
             printf '\n'
             bad_total=$((bad_total + bad))
@@ -469,21 +492,21 @@ api_expected=$(( (api_answered - api_bad) * API_BATCH ))
 api_eps=$(awk -v r="$api_rps" -v b="$API_BATCH" 'BEGIN { printf "%.0f", r * b }')
 api_us_event=$(awk -v u="$api_usec" -v e="$api_added" 'BEGIN { if (e > 0) printf "%.2f", u / e; else print "n/a" }')
 
-# med KIND_SCENARIO rps|p99: the median over the rounds
+# med KIND_SCENARIO ARRAY: the median of ARRAY (RPS, P99, ...) over the
+# rounds
 med() {
+    local -n a=$2
     local r v=()
-    for r in $(seq 1 "$ROUNDS"); do
-        if [ "$2" = rps ]; then v+=("${RPS[${1}_$r]}"); else v+=("${P99[${1}_$r]}"); fi
-    done
+    for r in $(seq 1 "$ROUNDS"); do v+=("${a[${1}_$r]}"); done
     median "${v[@]}"
 }
 ratio() {
     awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }'
 }
-rps_pixel_new=$(med pixel_new rps) p99_pixel_new=$(med pixel_new p99)
-rps_ug_new=$(med ug_new rps)       p99_ug_new=$(med ug_new p99)
-rps_pixel_ret=$(med pixel_ret rps) p99_pixel_ret=$(med pixel_ret p99)
-rps_ug_ret=$(med ug_ret rps)       p99_ug_ret=$(med ug_ret p99)
+rps_pixel_new=$(med pixel_new RPS) p99_pixel_new=$(med pixel_new P99)
+rps_ug_new=$(med ug_new RPS)       p99_ug_new=$(med ug_new P99)
+rps_pixel_ret=$(med pixel_ret RPS) p99_pixel_ret=$(med pixel_ret P99)
+rps_ug_ret=$(med ug_ret RPS)       p99_ug_ret=$(med ug_ret P99)
 ratio_new=$(ratio "$rps_pixel_new" "$rps_ug_new")
 ratio_ret=$(ratio "$rps_pixel_ret" "$rps_ug_ret")
 per_call=$(awk -v a="$answered_nginx" -v b="$fcalls" 'BEGIN { if (b > 0) printf "%.1f", a / b; else print "n/a" }')
@@ -503,6 +526,13 @@ done
 row "median req/s" "$rps_pixel_new" "$rps_ug_new" "$rps_pixel_ret" "$rps_ug_ret"
 row "median p99 latency (ms)" "$p99_pixel_new" "$p99_ug_new" "$p99_pixel_ret" "$p99_ug_ret"
 printf '%-24s %11s %17s   %11s\n' "ratio pixel/empty_gif" "$ratio_new" "" "$ratio_ret"
+# where the time goes: CPU microseconds per request answered (nginx's
+# worker, wrk, redis-server) and the machine's idle share during the runs
+for a in NGX:"med. CPU us/req nginx" WRK:"med. CPU us/req wrk" \
+         RDS:"med. CPU us/req redis" IDLE:"med. idle CPU (%)"; do
+    row "${a#*:}" "$(med pixel_new "${a%%:*}")" "$(med ug_new "${a%%:*}")" \
+        "$(med pixel_ret "${a%%:*}")" "$(med ug_ret "${a%%:*}")"
+done
 echo
 kv "pixel hits answered, wrk count (+warm-up, minting)" "$answered_all"
 kv "pixel hits answered, nginx count" "$answered_nginx"

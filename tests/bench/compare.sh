@@ -32,6 +32,7 @@ ROUNDS=${ROUNDS:-3}
 SECONDS_PER_RUN=${BENCH_SECONDS:-8}
 CONNS=${CONNECTIONS:-50}
 COOKIES_LUA=$TOP/tests/bench/cookies.lua
+. "$TOP/tests/bench/cpu.sh"
 
 die() { printf 'bench-compare: %s\n' "$*" >&2; exit 2; }
 
@@ -46,7 +47,6 @@ TMP=$(mktemp -d /tmp/ngx_cdp_compare.XXXXXX) || die "mktemp failed"
 redis_pid=
 nginx_pid=
 worker_pid=
-HZ=$(getconf CLK_TCK)
 
 stop() {
     [ -n "$nginx_pid" ] && kill -QUIT "$nginx_pid" 2>/dev/null \
@@ -119,11 +119,6 @@ EOF
 # nginx's request count; reading it is a request, counted in what it reads
 requests() { curl -s "$BASE/stub" | awk 'NR == 3 { print $3 }'; }
 
-# CPU time (user + system, clock ticks) of a process so far
-ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
-
-# us_per TICKS REQUESTS: microseconds of CPU per request
-us_per() { awk -v t="$1" -v n="$2" -v hz="$HZ" 'BEGIN { printf "%.1f", t * 1e6 / hz / n }'; }
 
 # rps URL [POOL]: req/s of one wrk run; a pixel run's answered hits (by
 # nginx's count, which sees the replies wrk leaves in flight) go to PIXELS
