@@ -32,7 +32,10 @@ deps-test:
 
 # Debian's nginx-dev ships a configurable source tree with the flags its
 # nginx binary was built with (conf_flags): the module is built with the
-# same ones. Another tree (a release tarball, or a git checkout with
+# same ones, and with the compiler and linker flags Debian builds its nginx
+# and its nginx modules with (dpkg-buildflags, from dpkg-dev, which
+# nginx-dev pulls in: -O2, stack protector, _FORTIFY_SOURCE, format
+# checks, full RELRO), as `nginx -V` shows them. Another tree (a release tarball, or a git checkout with
 # auto/configure) is configured with NGINX_CONFIGURE_FLAGS; to load the
 # module into an existing nginx binary, use that binary's `nginx -V` flags.
 NGINX_CONFIGURE_FLAGS ?= --with-compat
@@ -46,7 +49,11 @@ $(BUILD)/objs/Makefile: config
 	cp -r $(NGINX_SRC)/. $(BUILD)/
 	cd $(BUILD) && if [ -f conf_flags ]; then \
 	    . ./conf_flags; \
-	    ./configure "$${NGX_CONF_FLAGS[@]}" --add-dynamic-module=$(TOP); \
+	    export DEB_BUILD_MAINT_OPTIONS=hardening=+all; \
+	    ./configure "$${NGX_CONF_FLAGS[@]}" \
+	        --with-cc-opt="$$(dpkg-buildflags --get CFLAGS) $$(dpkg-buildflags --get CPPFLAGS)" \
+	        --with-ld-opt="$$(dpkg-buildflags --get LDFLAGS)" \
+	        --add-dynamic-module=$(TOP); \
 	else \
 	    if [ -f configure ]; then conf=./configure; \
 	    else conf="sh auto/configure"; fi; \
