@@ -5,6 +5,7 @@
 #   make run        start Redis and nginx with the module on the demo site
 #   make test       unit tests, then integration tests (real nginx, Redis)
 #   make bench      the pixel against nginx's own userid + empty_gif
+#   make bench-redis  Redis instructions per pixel event (callgrind)
 #   make fuzz       libFuzzer targets of the pure parsers (clang-14)
 
 SHELL      := /bin/bash
@@ -18,7 +19,8 @@ PYTHON     := /usr/bin/python3
 SRCS := $(wildcard ngx_cdp_module/*.c ngx_cdp_module/*.h) config \
         store/cdp.lua store/admin.lua store/embed.sh
 
-.PHONY: all build deps deps-test run test unit integration bench bench-compare fuzz clean
+.PHONY: all build deps deps-test run test unit integration bench bench-compare \
+        bench-redis fuzz clean
 
 all: build
 
@@ -84,6 +86,14 @@ bench: deps-test build
 # the pixel of several revisions in one run: make bench-compare REVS="a b"
 bench-compare: deps-test
 	@REVS="$(REVS)" bash tests/bench/compare.sh
+
+# Redis instructions per pixel event, counted under callgrind on a capture
+# of what nginx sends: make bench-redis [STORE_REVS="794cf0b HEAD"]
+bench-redis: deps-test build
+	@command -v valgrind >/dev/null || { [ "$$(id -u)" = 0 ] \
+	    && apt-get install -y -q valgrind >/dev/null; } \
+	    || { echo "make bench-redis needs valgrind: apt-get install valgrind"; exit 1; }
+	@STORE_REVS="$(STORE_REVS)" $(PYTHON) tests/bench/redis_cost.py
 
 fuzz:
 	$(MAKE) -C tests/fuzz
