@@ -5,7 +5,10 @@ directory.  No mocks.
 
 Environment overrides: CDP_MODULE (path of ngx_http_cdp_module.so),
 NGINX_BIN (default /usr/sbin/nginx), REDIS_SERVER (default redis-server),
-CDP_KEEP_TMP=1 (keep the temporary directory for a post-mortem).
+CDP_KEEP_TMP=1 (keep the temporary directory for a post-mortem),
+NGINX_WRAPPER (a command line nginx is started under, such as
+"valgrind --log-file=/tmp/vg.%p.log": the workers are forked, so they run
+under it too).
 """
 
 import http.client
@@ -13,6 +16,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
@@ -26,6 +30,7 @@ MAIN = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
 MODULE = os.environ.get(
     'CDP_MODULE', os.path.join(MAIN, 'build', 'objs', 'ngx_http_cdp_module.so'))
 NGINX = os.environ.get('NGINX_BIN', '/usr/sbin/nginx')
+NGINX_WRAPPER = shlex.split(os.environ.get('NGINX_WRAPPER', ''))
 REDIS_SERVER = os.environ.get('REDIS_SERVER', 'redis-server')
 
 GIF_LEN = 43
@@ -492,7 +497,7 @@ class Nginx:
     def start(self, timeout=10.0, wait_redis=True):
         self.write_conf()
         self.out = open(os.path.join(self.dir, 'nginx.out'), 'wb')
-        self.proc = subprocess.Popen(self.nginx_args(),
+        self.proc = subprocess.Popen(NGINX_WRAPPER + self.nginx_args(),
                                      stdin=subprocess.DEVNULL,
                                      stdout=self.out, stderr=subprocess.STDOUT)
         self.started = True
