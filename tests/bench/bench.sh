@@ -34,7 +34,7 @@
 # /proc, and the share of the machine idle during the run. With two cores,
 # empty_gif keeps both busy (wrk and nginx); the pixel adds Redis as a third
 # process, and the scheduler keeps wrk and nginx, which wake each other, on
-# one core and leaves Redis's core idle between batches (about a quarter
+# one core and leaves Redis's core idle between batches (a fifth to a quarter
 # of the machine, seen on a 2-core VM in 2026-11).
 #
 # Exits 1 when Redis did not store every pixel hit that nginx answered (its
