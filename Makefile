@@ -4,6 +4,7 @@
 #                   nginx (nginx-dev), or NGINX_SRC=/path/to/nginx-x.y.z
 #   make run        start Redis and nginx with the module on the demo site
 #   make test       unit tests, then integration tests (real nginx, Redis)
+#   make memcheck   the integration tests with nginx under valgrind
 #   make bench      the pixel against nginx's own userid + empty_gif
 #   make bench-redis  Redis instructions per pixel event (callgrind)
 #   make fuzz       libFuzzer targets of the pure parsers (clang-14)
@@ -19,8 +20,8 @@ PYTHON     := /usr/bin/python3
 SRCS := $(wildcard ngx_cdp_module/*.c ngx_cdp_module/*.h) config \
         store/cdp.lua store/admin.lua store/embed.sh
 
-.PHONY: all build deps deps-test run test unit integration bench bench-compare \
-        bench-redis fuzz clean
+.PHONY: all build deps deps-test run test unit integration memcheck bench \
+        bench-compare bench-redis fuzz clean
 
 all: build
 
@@ -79,6 +80,22 @@ integration: build
 	$(PYTHON) -m pytest -q tests/integration
 
 test: deps-test build unit integration
+
+# the integration suite with every nginx (master and forked workers) under
+# valgrind's memcheck; fails on any error memcheck reports (about 7 min)
+memcheck: deps-test build
+	@command -v valgrind >/dev/null || { [ "$$(id -u)" = 0 ] \
+	    && apt-get install -y -q valgrind >/dev/null; } \
+	    || { echo "make memcheck needs valgrind: apt-get install valgrind"; exit 1; }
+	rm -rf $(BUILD)/memcheck && mkdir -p $(BUILD)/memcheck
+	NGINX_WRAPPER="valgrind --quiet --error-limit=no --num-callers=30 \
+	    --log-file=$(BUILD)/memcheck/%p.log" \
+	    $(PYTHON) -m pytest -q tests/integration
+	@bad=$$(find $(BUILD)/memcheck -name '*.log' -size +0); \
+	n=$$(ls $(BUILD)/memcheck | wc -l); \
+	if [ -n "$$bad" ]; then echo "memcheck: errors in"; echo "$$bad"; \
+	    head -40 $$bad; exit 1; fi; \
+	echo "memcheck: $$n nginx processes, no error"
 
 bench: deps-test build
 	@bash tests/bench/bench.sh
