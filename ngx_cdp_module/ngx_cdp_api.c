@@ -692,7 +692,11 @@ ngx_cdp_api_enqueue(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx,
     *p++ = '\t';
     p = ngx_cpymem(p, prev_aid, prev_aid_len);
     *p++ = '\t';
-    p = ngx_cpymem(p, profile_traits.data, profile_traits.len);
+
+    if (profile_traits.len) {
+        /* no traits: ngx_str_null, and memcpy() wants a pointer */
+        p = ngx_cpymem(p, profile_traits.data, profile_traits.len);
+    }
 
     attrs.len = p - attrs.data;
 
