@@ -15,8 +15,9 @@ the store in Redis does not have to be guessed from it.  This script:
    uncounted;
 3. prints instructions per event and per FCALL for each phase, for each
    store given (default: store/cdp.lua of the tree; STORE_REVS="REV ..."
-   replays the same capture into store/cdp.lua of those git revisions, so
-   a Lua change is compared on identical input).
+   replays the same capture into store/cdp.lua of those git revisions, and
+   "tree" names the working tree's, so a Lua change is compared on
+   identical input: STORE_REVS="HEAD tree").
 
 Counts are exact for one capture; two captures differ by the batch sizes
 nginx happened to make (a few hundred instructions an event).
@@ -364,7 +365,8 @@ def main():
                 'valgrind)' % tool)
     if not os.path.exists(MODULE):
         die('no module at %s (make build)' % MODULE)
-    revs = shlex.split(os.environ.get('STORE_REVS', '')) or [None]
+    revs = [None if r == 'tree' else r
+            for r in shlex.split(os.environ.get('STORE_REVS', 'tree'))]
 
     tmp = tempfile.mkdtemp(prefix='ngx_cdp_cost.')
     procs = Procs()
