@@ -38,9 +38,10 @@ deps-test:
 # same ones, and with the compiler and linker flags Debian builds its nginx
 # and its nginx modules with (dpkg-buildflags, from dpkg-dev, which
 # nginx-dev pulls in: -O2, stack protector, _FORTIFY_SOURCE, format
-# checks, full RELRO), as `nginx -V` shows them. Another tree (a release tarball, or a git checkout with
-# auto/configure) is configured with NGINX_CONFIGURE_FLAGS; to load the
-# module into an existing nginx binary, use that binary's `nginx -V` flags.
+# checks, full RELRO), as `nginx -V` shows them. Another tree (a release
+# tarball, or a git checkout with auto/configure) is configured with
+# NGINX_CONFIGURE_FLAGS; to load the module into an existing nginx binary,
+# use that binary's `nginx -V` flags.
 NGINX_CONFIGURE_FLAGS ?= --with-compat
 
 $(BUILD)/objs/Makefile: config
@@ -81,12 +82,15 @@ integration: build
 
 test: deps-test build unit integration
 
+# valgrind, installed with apt-get when missing (as root), else named
+NEED_VALGRIND = command -v valgrind >/dev/null || { [ "$$(id -u)" = 0 ] \
+    && apt-get install -y -q valgrind >/dev/null; } \
+    || { echo "make $@ needs valgrind: apt-get install valgrind"; exit 1; }
+
 # the integration suite with every nginx (master and forked workers) under
 # valgrind's memcheck; fails on any error memcheck reports (about 7 min)
 memcheck: deps-test build
-	@command -v valgrind >/dev/null || { [ "$$(id -u)" = 0 ] \
-	    && apt-get install -y -q valgrind >/dev/null; } \
-	    || { echo "make memcheck needs valgrind: apt-get install valgrind"; exit 1; }
+	@$(NEED_VALGRIND)
 	rm -rf $(BUILD)/memcheck && mkdir -p $(BUILD)/memcheck
 	NGINX_WRAPPER="valgrind --quiet --error-limit=no --num-callers=30 \
 	    --log-file=$(BUILD)/memcheck/%p.log" \
@@ -107,9 +111,7 @@ bench-compare: deps-test
 # Redis instructions per pixel event, counted under callgrind on a capture
 # of what nginx sends: make bench-redis [STORE_REVS="794cf0b HEAD"]
 bench-redis: deps-test build
-	@command -v valgrind >/dev/null || { [ "$$(id -u)" = 0 ] \
-	    && apt-get install -y -q valgrind >/dev/null; } \
-	    || { echo "make bench-redis needs valgrind: apt-get install valgrind"; exit 1; }
+	@$(NEED_VALGRIND)
 	@STORE_REVS="$(STORE_REVS)" $(PYTHON) tests/bench/redis_cost.py
 
 fuzz:

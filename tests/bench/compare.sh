@@ -119,7 +119,6 @@ EOF
 # nginx's request count; reading it is a request, counted in what it reads
 requests() { curl -s "$BASE/stub" | awk 'NR == 3 { print $3 }'; }
 
-
 # rps URL [POOL]: req/s of one wrk run; a pixel run's answered hits (by
 # nginx's count, which sees the replies wrk leaves in flight) go to PIXELS
 rps() {

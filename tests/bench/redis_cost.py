@@ -366,7 +366,7 @@ def main():
     if not os.path.exists(MODULE):
         die('no module at %s (make build)' % MODULE)
     revs = [None if r == 'tree' else r
-            for r in shlex.split(os.environ.get('STORE_REVS', 'tree'))]
+            for r in shlex.split(os.environ.get('STORE_REVS') or 'tree')]
 
     tmp = tempfile.mkdtemp(prefix='ngx_cdp_cost.')
     procs = Procs()
