@@ -101,6 +101,16 @@ end
 -- the profile was created by this event).  A browser's hits can arrive out
 -- of order (two workers, two batches): the hits' times decide which touch
 -- is first and which last, not the order they are counted in.
+local function write_touch(pk, which, ts, touch)
+    local set = {which .. '_touch_at', ts}
+
+    for i = 1, 6 do
+        set[#set + 1] = which .. '_' .. TOUCH[i]
+        set[#set + 1] = touch[i]
+    end
+    call('HSET', pk, unpack(set))
+end
+
 local function set_touch(pk, ts, touch, fresh)
     local t = tonumber(ts)
     local cur = {false, false}
@@ -109,19 +119,11 @@ local function set_touch(pk, ts, touch, fresh)
         cur = call('HMGET', pk, 'first_touch_at', 'last_touch_at')
     end
 
-    for w, at in pairs({first = cur[1], last = cur[2]}) do
-        if at == false
-           or (w == 'first' and t < tonumber(at))
-           or (w == 'last' and t >= tonumber(at))
-        then
-            local set = {w .. '_touch_at', ts}
-
-            for i = 1, 6 do
-                set[#set + 1] = w .. '_' .. TOUCH[i]
-                set[#set + 1] = touch[i]
-            end
-            call('HSET', pk, unpack(set))
-        end
+    if cur[1] == false or t < tonumber(cur[1]) then
+        write_touch(pk, 'first', ts, touch)
+    end
+    if cur[2] == false or t >= tonumber(cur[2]) then
+        write_touch(pk, 'last', ts, touch)
     end
 end
 
