@@ -341,11 +341,6 @@ ngx_cdp_admin_handler(ngx_http_request_t *r)
     if (role == 0 || op->name == NULL || !(r->method & op->method)
         || !(op->roles & role))
     {
-        rc = ngx_http_discard_request_body(r);
-        if (rc != NGX_OK) {
-            return rc;
-        }
-
         if (role == 0) {
             ngx_cdp_count(NGX_CDP_C_ADMIN_DENIED, 1);
             return ngx_cdp_admin_error(r, NGX_HTTP_UNAUTHORIZED,
@@ -402,11 +397,6 @@ ngx_cdp_admin_handler(ngx_http_request_t *r)
     ctx->api = actx;
 
     if (r->method == NGX_HTTP_GET) {
-        rc = ngx_http_discard_request_body(r);
-        if (rc != NGX_OK) {
-            return rc;
-        }
-
         return ngx_cdp_admin_start(r, actx);
     }
 

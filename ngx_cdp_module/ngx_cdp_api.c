@@ -174,11 +174,6 @@ ngx_cdp_api_handler(ngx_http_request_t *r)
     ngx_http_cdp_ctx_t  *ctx;
 
     if (r->method != NGX_HTTP_POST) {
-        rc = ngx_http_discard_request_body(r);
-        if (rc != NGX_OK) {
-            return rc;
-        }
-
         return ngx_cdp_api_error(r, NGX_HTTP_NOT_ALLOWED, "method_not_allowed",
                                  "the API takes POST");
     }
@@ -194,11 +189,6 @@ ngx_cdp_api_handler(ngx_http_request_t *r)
     type = ngx_cdp_segment_endpoint(tail, r->uri.data + r->uri.len - tail);
 
     if (type < 0) {
-        rc = ngx_http_discard_request_body(r);
-        if (rc != NGX_OK) {
-            return rc;
-        }
-
         return ngx_cdp_api_error(r, NGX_HTTP_NOT_FOUND, "unknown_endpoint",
                                  "no such endpoint: use track, identify, "
                                  "page, screen, group, alias or batch");
@@ -208,11 +198,6 @@ ngx_cdp_api_handler(ngx_http_request_t *r)
                                           : NGX_CDP_SEGMENT_BODY_MAX;
 
     if (r->headers_in.content_length_n > (off_t) max) {
-        rc = ngx_http_discard_request_body(r);
-        if (rc != NGX_OK) {
-            return rc;
-        }
-
         ngx_cdp_count(NGX_CDP_C_API_REJECTED, 1);
 
         return ngx_cdp_api_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,

@@ -49,11 +49,6 @@ ngx_cdp_consent_handler(ngx_http_request_t *r)
     }
 
     if (r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD)) {
-        rc = ngx_http_discard_request_body(r);
-        if (rc != NGX_OK) {
-            return rc;
-        }
-
         st = ngx_cdp_consent_eval(r, ctx);
 
         return ngx_cdp_consent_state(r, st->purposes, st->source);

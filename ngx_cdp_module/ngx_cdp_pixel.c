@@ -75,17 +75,11 @@ static u_char  ngx_cdp_gif[] = {
 ngx_int_t
 ngx_cdp_pixel_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                 rc;
     ngx_http_cdp_ctx_t       *ctx;
     ngx_http_cdp_loc_conf_t  *lcf;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return NGX_HTTP_NOT_ALLOWED;
-    }
-
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
-        return rc;
     }
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_cdp_module);

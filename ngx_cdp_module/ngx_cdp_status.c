@@ -80,17 +80,11 @@ ngx_int_t
 ngx_cdp_status_handler(ngx_http_request_t *r)
 {
     size_t       len;
-    ngx_int_t    rc;
     ngx_buf_t   *b;
     ngx_uint_t   i;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return NGX_HTTP_NOT_ALLOWED;
-    }
-
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
-        return rc;
     }
 
     len = 0;

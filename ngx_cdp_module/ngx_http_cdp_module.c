@@ -344,8 +344,18 @@ ngx_http_cdp_get_ctx(ngx_http_request_t *r)
 
 
 /*
- * The module's own answers (pixel, status, consent endpoint): never
- * cached, a body from memory (len 0: headers only).
+ * Every answer of the module's handlers (pixel, status, consent endpoint,
+ * API, admin) goes through here: never cached, a body from memory (len 0:
+ * headers only).
+ *
+ * It is also the one place that keeps an answer sent before the request
+ * body was read (an early error, a body on a GET) from leaving that body
+ * on the connection, where nginx would parse it as the next request (a
+ * smuggled request).  The body is discarded, as nginx's own handlers do,
+ * or, where that fails, the connection is closed after the answer.  Once
+ * the body was read or is being discarded this is a no-op.  A handler
+ * that returns a status code instead (405) gets the same from nginx's
+ * ngx_http_special_response_handler().
  */
 
 ngx_int_t
@@ -356,6 +366,10 @@ ngx_cdp_send(ngx_http_request_t *r, ngx_uint_t status, const char *type,
     ngx_int_t         rc;
     ngx_buf_t        *b;
     ngx_chain_t       out;
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        r->keepalive = 0;
+    }
 
     if (ngx_cdp_add_header(r, "Cache-Control", "no-store") != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
