@@ -12,12 +12,14 @@
 
 
 #include "ngx_cdp_segment.h"
+#include "ngx_cdp_consent.h"
 
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <jansson.h>
 
@@ -105,6 +107,7 @@ static int ngx_cdp_segment_json_error(ngx_cdp_segment_error_t *err,
 static int ngx_cdp_segment_nul(ngx_cdp_segment_error_t *err,
     const u_char *body, const u_char *nul);
 static json_t *ngx_cdp_segment_get(json_t *obj, const char *key);
+static int ngx_cdp_segment_consent(json_t *ctx);
 static int ngx_cdp_segment_id(json_t *v);
 static int ngx_cdp_segment_item_type(json_t *msg, long index,
     ngx_cdp_segment_error_t *err);
@@ -482,6 +485,58 @@ ngx_cdp_segment_error_json(u_char *dst, const ngx_cdp_segment_error_t *err)
 
 
 /* validation: the first pass, reading only */
+
+/* context.consent.categoryPreferences: see ngx_cdp_segment_msg_t */
+
+static int
+ngx_cdp_segment_consent(json_t *ctx)
+{
+    int          bits;
+    size_t       i;
+    json_t      *prefs, *v;
+    const char  *key;
+
+    static const struct {
+        const char  *name;
+        int          bit;
+    } names[] = {
+        { "analytics", NGX_CDP_CONSENT_ANALYTICS },
+        { "marketing", NGX_CDP_CONSENT_MARKETING },
+        { "advertising", NGX_CDP_CONSENT_MARKETING },
+        { "personalization", NGX_CDP_CONSENT_PERSONALIZATION },
+        { "personalisation", NGX_CDP_CONSENT_PERSONALIZATION },
+        { "functional", NGX_CDP_CONSENT_PERSONALIZATION }
+    };
+
+    if (ctx == NULL || !json_is_object(ctx)) {
+        return -1;
+    }
+
+    prefs = ngx_cdp_segment_get(ctx, "consent");
+    prefs = (prefs && json_is_object(prefs))
+            ? ngx_cdp_segment_get(prefs, "categoryPreferences") : NULL;
+
+    if (prefs == NULL || !json_is_object(prefs)) {
+        return -1;
+    }
+
+    bits = 0;
+
+    json_object_foreach(prefs, key, v) {
+        if (!json_is_true(v)) {
+            continue;
+        }
+
+        for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+            if (strcasecmp(key, names[i].name) == 0) {
+                bits |= names[i].bit;
+            }
+        }
+    }
+
+    return bits;
+}
+
 
 /* the value of key, NULL when absent or null */
 
@@ -899,6 +954,8 @@ ngx_cdp_segment_build(json_t *msg, int type, const ngx_cdp_segment_batch_t *b,
 
     ctx = ngx_cdp_segment_get(msg, "context");
     ctraits = ctx ? ngx_cdp_segment_get(ctx, "traits") : NULL;
+
+    out->consent = ngx_cdp_segment_consent(ctx);
 
     if (type == NGX_CDP_SEGMENT_IDENTIFY) {
         v = ngx_cdp_segment_get(msg, "traits");

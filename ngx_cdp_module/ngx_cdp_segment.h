@@ -193,6 +193,16 @@ typedef struct {
      */
     int64_t        time_ms;
 
+    /*
+     * The consent the message was sent under, from Segment's consent
+     * object, context.consent.categoryPreferences: -1 when absent (or not
+     * an object), else the bits (ngx_cdp_consent.h) of the categories it
+     * sets to true, named (case-insensitive) analytics; marketing or
+     * advertising; personalization, personalisation or functional.  Any
+     * other category, and a value other than true, grants nothing.
+     */
+    int            consent;
+
     void          *mem;             /* private: the block of the above */
 } ngx_cdp_segment_msg_t;
 

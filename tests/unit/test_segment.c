@@ -19,6 +19,7 @@
 #include <jansson.h>
 
 #include "ngx_cdp_segment.h"
+#include "ngx_cdp_consent.h"
 #include "unit.h"
 
 
@@ -1750,6 +1751,55 @@ test_dump_as_jansson(void)
 }
 
 
+/* context.consent.categoryPreferences: the message's own consent */
+
+static void
+test_consent(void)
+{
+    CHECK(ok(TRACK, B("{\"userId\":\"u\",\"event\":\"e\"}"), 1));
+    CHECK(res.msgs[0].consent == -1);
+    ngx_cdp_segment_free(&res);
+
+    CHECK(ok(TRACK, B("{\"userId\":\"u\",\"event\":\"e\",\"context\":"
+                      "{\"consent\":{\"categoryPreferences\":"
+                      "{\"Analytics\":true,\"Marketing\":false,"
+                      "\"Functional\":true,\"Other\":true}}}}"), 1));
+    CHECK(res.msgs[0].consent == (NGX_CDP_CONSENT_ANALYTICS
+                                  | NGX_CDP_CONSENT_PERSONALIZATION));
+    ngx_cdp_segment_free(&res);
+
+    /* only true grants; an empty object denies everything */
+    CHECK(ok(TRACK, B("{\"userId\":\"u\",\"event\":\"e\",\"context\":"
+                      "{\"consent\":{\"categoryPreferences\":"
+                      "{\"advertising\":1,\"analytics\":\"yes\"}}}}"), 1));
+    CHECK(res.msgs[0].consent == 0);
+    ngx_cdp_segment_free(&res);
+
+    CHECK(ok(TRACK, B("{\"userId\":\"u\",\"event\":\"e\",\"context\":"
+                      "{\"consent\":{\"categoryPreferences\":{}}}}"), 1));
+    CHECK(res.msgs[0].consent == 0);
+    ngx_cdp_segment_free(&res);
+
+    /* not an object: absent */
+    CHECK(ok(TRACK, B("{\"userId\":\"u\",\"event\":\"e\",\"context\":"
+                      "{\"consent\":{\"categoryPreferences\":[1]}}}"), 1));
+    CHECK(res.msgs[0].consent == -1);
+    ngx_cdp_segment_free(&res);
+
+    /* a batch's context is merged in: its consent applies */
+    CHECK(ok(BATCH, B("{\"batch\":[{\"type\":\"track\",\"userId\":\"u\","
+                      "\"event\":\"e\"},{\"type\":\"track\","
+                      "\"userId\":\"v\",\"event\":\"e\",\"context\":"
+                      "{\"consent\":{\"categoryPreferences\":"
+                      "{\"marketing\":true}}}}],\"context\":{\"consent\":"
+                      "{\"categoryPreferences\":{\"analytics\":true}}}}"),
+             2));
+    CHECK(res.msgs[0].consent == NGX_CDP_CONSENT_ANALYTICS);
+    CHECK(res.msgs[1].consent == NGX_CDP_CONSENT_MARKETING);
+    ngx_cdp_segment_free(&res);
+}
+
+
 int
 main(void)
 {
@@ -1763,6 +1813,7 @@ main(void)
     test_fields();
     test_batch();
     test_stored();
+    test_consent();
     test_batch_merge();
     test_sdk_body();
     test_error_json();
