@@ -45,3 +45,25 @@ seed fuzz_segment merge 'v{"context":{"locale":"en","traits":{"email":"b@c.d","p
 seed fuzz_segment bad 'v{"batch":[{"type":"track","userId":"u"},{"type":"nope"},42]}'
 seed fuzz_segment utf8 'p{"userId":"caf\0303\0251 \0342\0202\0254","event":"\0360\0235\0204\0236","properties":{"k":"\0303"}}'
 seed fuzz_segment nul 'p{"userId":"u","event":"e"}\0000'
+
+# fuzz_format: the first line is sentAt (empty: none), each further line
+# one stored event
+seed fuzz_format pixel '2026-11-23T07:30:00.000Z\n{"type":"page","name":"Pricing","messageId":"px-8f3a-42","anonymousId":"5f0c9d1e","timestamp":"2026-11-23T04:40:51.123Z","receivedAt":"2026-11-23T04:40:51.123Z","properties":{"url":"https://shop.example/pricing?utm_source=news","path":"/pricing","search":"?utm_source=news","referrer":"https://ref.example/","title":"Pricing","plan":"pro"},"context":{"page":{"url":"https://shop.example/pricing","title":"Pricing"},"campaign":{"source":"news"},"consent":{"analytics":true,"marketing":false},"userAgent":"Mozilla/5.0","ip":"203.0.113.0","library":{"name":"ngx_cdp","version":"0.1.0"}}}\n{"type":"track","event":"Order Completed","anonymousId":"5f0c9d1e","userId":"u-1","properties":{"revenue":42.5,"currency":"EUR","ok":true,"n":null,"o":{},"first_visit":1,"Google X":"g","email":"a@b.c"},"timestamp":"2026-11-23T04:41:00.5+01:00"}\n{"type":"identify","userId":"u-2002","anonymousId":"5f0c9d1e","traits":{"plan":"team","seats":3,"vip":false,"name":"Ann","first_visit_time":1,"Customer Tier Of The Account":"gold"},"timestamp":"2026-11-23T04:40:51.123456789Z"}'
+seed fuzz_format api '2026-11-23T07:30:00Z\n{"type":"track","userId":42,"event":"123 go!","receivedAt":"2026-11-23T07:30:00.123Z"}\n{"type":"group","userId":42,"groupId":7,"traits":{"a":1}}\n{"type":"alias","userId":"u","previousId":"a"}\n{"type":"screen","userId":"42","name":"Home","properties":{"tab":"\\u00e9\\n"},"originalTimestamp":"2016-12-31t23:59:60z"}'
+seed fuzz_format bad '\n\n[1]\n{"type":"page"\n{"type":"page","anonymousId":"a","type":"track"}\n{"type":"page","anonymousId":"\0377"}\n {"type":"page","anonymousId":"a"} \n{"type":"page","anonymousId":"a"}\0000\n{"type":"page","userId":1.5,"anonymousId":true}\n{"type":"delete","anonymousId":"a"}\n"x"'
+seed fuzz_format sentat 'a"b\\\\c\001\037\0303\0251\n{}\n{"type":"alias","userId":"u"}'
+seed fuzz_format names 'T\n{"type":"track","anonymousId":"a","event":"firebase_x"}\n{"type":"track","anonymousId":"a","event":"__Session  Start__"}\n{"type":"track","anonymousId":"a","event":"\0303\0234ber cool"}\n{"type":"track","anonymousId":"a","event":"Abcdefghij Abcdefghij Abcdefghij Abcdefghij Abcdefghij"}\n{"type":"track","anonymousId":"a","event":"1111111111111111111111111111111111111111111"}\n{"type":"track","anonymousId":"a","event":""}\n{"type":"track","anonymousId":"a","event":7}'
+many='T'
+i=0
+while [ $i -lt 28 ]; do
+    many="$many\\n{\"type\":\"track\",\"event\":\"e$i\",\"anonymousId\":\"a\",\"timestamp\":\"2026-11-23T04:40:$((i + 10)).0Z\",\"properties\":{\"p$i\":$i}}"
+    i=$((i + 1))
+done
+seed fuzz_format many "$many"
+a=''
+i=0
+while [ $i -lt 105 ]; do
+    a="${a}\0303\0251"
+    i=$((i + 1))
+done
+seed fuzz_format long "\\n{\"type\":\"page\",\"userId\":\"u\",\"properties\":{\"url\":\"https://x/$a$a$a$a$a$a$a$a$a$a\",\"s\":\"$a\",\"k\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\0342\0202\0254\"}}\\n{\"type\":\"identify\",\"userId\":\"u\",\"traits\":{\"Customer Tier Of The Whole Account\":\"$a\"}}"
