@@ -20,6 +20,7 @@
 
 
 #include "ngx_http_cdp_module.h"
+#include "ngx_cdp_dest.h"
 
 #include <hiredis/hiredis.h>
 #include <jansson.h>
@@ -50,6 +51,8 @@ typedef struct {
 #define NGX_CDP_ADMIN_EXPORT      2
 #define NGX_CDP_ADMIN_UNSUPPRESS  3
 #define NGX_CDP_ADMIN_AUDIT       4
+#define NGX_CDP_ADMIN_DESTINATIONS  5
+#define NGX_CDP_ADMIN_REPLAY      6
 
 /* identifier types, as ngx_cdp_admin_types[] names them */
 #define NGX_CDP_ID_USER_ID        0
@@ -104,6 +107,11 @@ static ngx_cdp_admin_op_t  ngx_cdp_admin_ops[] = {
     { NGX_CDP_ADMIN_AUDIT, "audit", NGX_HTTP_GET,
       NGX_CDP_ROLE_PRIVACY|NGX_CDP_ROLE_ADMIN,
       "cdp_audit", 0 },
+    /* from this nginx's counters: no call */
+    { NGX_CDP_ADMIN_DESTINATIONS, "destinations", NGX_HTTP_GET,
+      NGX_CDP_ROLE_ADMIN, NULL, 0 },
+    { NGX_CDP_ADMIN_REPLAY, "replay", NGX_HTTP_POST,
+      NGX_CDP_ROLE_ADMIN, "cdp_replay", 1 },
     { 0, NULL, 0, 0, NULL, 0 }
 };
 
@@ -128,6 +136,10 @@ static void ngx_cdp_admin_done(ngx_cdp_redis_call_t *call, void *reply);
 static void ngx_cdp_admin_erased(u_char *receipt, size_t len);
 static void ngx_cdp_admin_timeout(ngx_event_t *ev);
 static void ngx_cdp_admin_cleanup(void *data);
+static ngx_int_t ngx_cdp_admin_destinations(ngx_http_request_t *r,
+    ngx_http_cdp_main_conf_t *mcf);
+static ngx_int_t ngx_cdp_admin_replay_name(ngx_http_request_t *r,
+    ngx_cdp_admin_ctx_t *actx, ngx_http_cdp_main_conf_t *mcf);
 static ngx_int_t ngx_cdp_admin_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *code, const char *message,
     const char *field);
@@ -353,7 +365,8 @@ ngx_cdp_admin_handler(ngx_http_request_t *r)
             return ngx_cdp_admin_error(r, NGX_HTTP_NOT_FOUND,
                                        "unknown_endpoint",
                                        "use profiles, erase, export, "
-                                       "unsuppress or audit", NULL);
+                                       "unsuppress, audit, destinations or "
+                                       "replay", NULL);
         }
 
         if (!(r->method & op->method)) {
@@ -520,7 +533,33 @@ ngx_cdp_admin_start(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx)
     bad = NULL;
     since_len = 0;
 
-    if (actx->op->id == NGX_CDP_ADMIN_AUDIT) {
+    if (actx->op->id == NGX_CDP_ADMIN_DESTINATIONS) {
+        return ngx_cdp_admin_destinations(r, mcf);
+    }
+
+    if (actx->op->id == NGX_CDP_ADMIN_REPLAY) {
+        rc = ngx_cdp_admin_replay_name(r, actx, mcf);
+
+        if (rc == NGX_ERROR) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (rc == NGX_DECLINED) {
+            return ngx_cdp_admin_error(r, NGX_HTTP_BAD_REQUEST,
+                                       "missing_field",
+                                       "name the destination: "
+                                       "{\"destination\":\"NAME\"}",
+                                       "destination");
+        }
+
+        if (rc == NGX_ABORT) {
+            return ngx_cdp_admin_error(r, NGX_HTTP_NOT_FOUND,
+                                       "unknown_destination",
+                                       "no cdp_destination of this name",
+                                       "destination");
+        }
+
+    } else if (actx->op->id == NGX_CDP_ADMIN_AUDIT) {
         since_len = 1;
         since[0] = '0';
 
@@ -678,6 +717,145 @@ ngx_cdp_admin_start(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx)
     }
 
     return NGX_DONE;
+}
+
+
+/*
+ * GET destinations: each destination with this nginx's figures (those of
+ * cdp_status), as JSON.
+ */
+
+static ngx_int_t
+ngx_cdp_admin_destinations(ngx_http_request_t *r,
+    ngx_http_cdp_main_conf_t *mcf)
+{
+    u_char             *body, *p;
+    size_t              len;
+    ngx_uint_t          i, k, n;
+    ngx_cdp_dest_t     *d;
+    ngx_atomic_uint_t   c[NGX_CDP_DC_N];
+
+    static const char  *purposes[] = { "", "analytics", "marketing", "",
+                                       "personalization" };
+    static const char  *formats[] = { "segment", "ga4", "json" };
+
+    len = 2;
+    d = mcf->destinations ? mcf->destinations->elts : NULL;
+    k = mcf->destinations ? mcf->destinations->nelts : 0;
+
+    for (i = 0; i < k; i++) {
+        len += 512 + d[i].name.len + d[i].uri.len + NGX_CDP_DC_N
+                                                    * NGX_ATOMIC_T_LEN;
+    }
+
+    body = ngx_pnalloc(r->pool, len);
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = body;
+    *p++ = '[';
+
+    for (i = 0; i < k; i++) {
+        for (n = 0; n < NGX_CDP_DC_N; n++) {
+            c[n] = d[i].counters ? d[i].counters[n] : 0;
+        }
+
+        p = ngx_sprintf(p, "%s{\"name\":\"%V\",\"purpose\":\"%s\","
+                        "\"format\":\"%s\",\"uri\":\"%V\","
+                        "\"queued\":%uA,\"delivered\":%uA,"
+                        "\"retried\":%uA,\"dead_lettered\":%uA,"
+                        "\"deletion_notices\":%uA,"
+                        "\"filtered\":{\"consent\":%uA,\"erased\":%uA,"
+                        "\"type\":%uA},\"in_flight\":%uA,"
+                        "\"stream_length\":%uA,\"pending\":%uA,",
+                        i ? "," : "", &d[i].name,
+                        purposes[d[i].purpose & 7],
+                        formats[d[i].format], &d[i].uri,
+                        c[NGX_CDP_DC_QUEUED], c[NGX_CDP_DC_DELIVERED],
+                        c[NGX_CDP_DC_RETRIED], c[NGX_CDP_DC_DEAD],
+                        c[NGX_CDP_DC_NOTICES],
+                        c[NGX_CDP_DC_FILTERED_CONSENT],
+                        c[NGX_CDP_DC_FILTERED_ERASED],
+                        c[NGX_CDP_DC_FILTERED_TYPE],
+                        c[NGX_CDP_DC_IN_FLIGHT], c[NGX_CDP_DC_LENGTH],
+                        c[NGX_CDP_DC_PENDING]);
+
+        if (c[NGX_CDP_DC_LAST_SUCCESS]) {
+            p = ngx_sprintf(p, "\"seconds_since_success\":%T}",
+                            ngx_time() - (time_t) c[NGX_CDP_DC_LAST_SUCCESS]);
+
+        } else {
+            p = ngx_sprintf(p, "\"seconds_since_success\":null}");
+        }
+    }
+
+    *p++ = ']';
+
+    return ngx_cdp_send(r, NGX_HTTP_OK, "application/json", body, p - body);
+}
+
+
+/*
+ * POST replay {"destination":"NAME"}: NAME as the call's one argument.
+ * NGX_DECLINED: no name; NGX_ABORT: no such destination.
+ */
+
+static ngx_int_t
+ngx_cdp_admin_replay_name(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx,
+    ngx_http_cdp_main_conf_t *mcf)
+{
+    json_t        *obj, *v;
+    ngx_int_t      rc;
+    ngx_str_t      body, *name;
+    json_error_t   err;
+
+    rc = ngx_cdp_read_body(r, &body, NGX_CDP_ADMIN_BODY_MAX);
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    obj = (rc == NGX_OK && body.len)
+          ? json_loadb((const char *) body.data, body.len,
+                       JSON_REJECT_DUPLICATES, &err)
+          : NULL;
+
+    v = (obj && json_is_object(obj)) ? json_object_get(obj, "destination")
+                                     : NULL;
+
+    if (v == NULL || !json_is_string(v)) {
+        if (obj) {
+            json_decref(obj);
+        }
+
+        return NGX_DECLINED;
+    }
+
+    if (ngx_cdp_dest_find(mcf, (u_char *) json_string_value(v),
+                          json_string_length(v))
+        == NULL)
+    {
+        json_decref(obj);
+        return NGX_ABORT;
+    }
+
+    name = ngx_array_push(actx->ids);
+    if (name == NULL) {
+        json_decref(obj);
+        return NGX_ERROR;
+    }
+
+    name->len = json_string_length(v);
+    name->data = ngx_pnalloc(r->pool, name->len);
+    if (name->data == NULL) {
+        json_decref(obj);
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(name->data, json_string_value(v), name->len);
+    json_decref(obj);
+
+    return NGX_OK;
 }
 
 

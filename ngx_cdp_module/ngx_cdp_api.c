@@ -16,6 +16,7 @@
 
 
 #include "ngx_http_cdp_module.h"
+#include "ngx_cdp_dest.h"
 
 #include <ngx_md5.h>
 #include <jansson.h>
@@ -34,6 +35,7 @@ typedef struct {
     ngx_event_t               timer;
     ngx_int_t                 type;
     ngx_http_cdp_write_key_t *key;          /* the sender's */
+    int                       consent_default;  /* -2: not evaluated */
 } ngx_cdp_api_ctx_t;
 
 
@@ -214,6 +216,7 @@ ngx_cdp_api_handler(ngx_http_request_t *r)
 
     actx->request = r;
     actx->type = type;
+    actx->consent_default = -2;
 
     ctx = ngx_http_cdp_get_ctx(r);
     if (ctx == NULL) {
@@ -561,7 +564,9 @@ ngx_cdp_api_enqueue(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx,
     size_t               aid_len, prev_aid_len;
     ngx_md5_t            md5;
     ngx_str_t            key, attrs, profile_traits, stream_traits;
-    ngx_str_t            json;
+    ngx_str_t            json, route;
+    ngx_uint_t           type;
+    u_char               rbuf[NGX_CDP_ROUTE_LEN];
     ngx_cdp_ids_t        ids, prev;
     ngx_cdp_identity_t   id;
     u_char               mid[32], digest[16];
@@ -689,7 +694,48 @@ ngx_cdp_api_enqueue(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx,
         return NGX_ERROR;
     }
 
-    return ngx_cdp_redis_enqueue(&key, NGX_CDP_EVENT_API, &attrs, &json);
+    /*
+     * Where it may go: under the message's own consent
+     * (context.consent.categoryPreferences), else under the consent last
+     * recorded on the person's profile, else under the location's
+     * cdp_consent_default: the store decides the last two.
+     */
+
+    if (actx->consent_default == -2) {
+        actx->consent_default = ngx_cdp_consent_default(r);
+    }
+
+    switch (m->type) {
+    case NGX_CDP_SEGMENT_TRACK:
+        type = NGX_CDP_TYPE_TRACK;
+        break;
+    case NGX_CDP_SEGMENT_IDENTIFY:
+        type = NGX_CDP_TYPE_IDENTIFY;
+        break;
+    case NGX_CDP_SEGMENT_PAGE:
+        type = NGX_CDP_TYPE_PAGE;
+        break;
+    case NGX_CDP_SEGMENT_SCREEN:
+        type = NGX_CDP_TYPE_SCREEN;
+        break;
+    case NGX_CDP_SEGMENT_GROUP:
+        type = NGX_CDP_TYPE_GROUP;
+        break;
+    default: /* NGX_CDP_SEGMENT_ALIAS */
+        type = NGX_CDP_TYPE_ALIAS;
+        break;
+    }
+
+    route.data = rbuf;
+    route.len = ngx_cdp_dest_route(
+                    ngx_http_get_module_main_conf(r, ngx_http_cdp_module),
+                    type, (u_char *) m->event,
+                    m->event ? ngx_strlen(m->event) : 0,
+                    m->consent < 0 ? NGX_CDP_CONSENT_UNKNOWN : m->consent,
+                    actx->consent_default, rbuf);
+
+    return ngx_cdp_redis_enqueue(&key, NGX_CDP_EVENT_API, &attrs, &json,
+                                 &route);
 }
 
 

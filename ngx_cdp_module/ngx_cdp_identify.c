@@ -17,6 +17,7 @@
 
 
 #include "ngx_http_cdp_module.h"
+#include "ngx_cdp_dest.h"
 
 #include <jansson.h>
 
@@ -443,9 +444,12 @@ ngx_int_t
 ngx_cdp_identify(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     ngx_cdp_identity_t *id)
 {
-    u_char         *p;
-    ngx_str_t       traits, profile_traits, event, key, attrs, payload;
-    ngx_cdp_ids_t   ids;
+    u_char                    *p;
+    ngx_str_t                  traits, profile_traits, event, key, attrs;
+    ngx_str_t                  payload, route;
+    ngx_cdp_ids_t              ids;
+    ngx_http_cdp_main_conf_t  *mcf;
+    u_char                     rbuf[NGX_CDP_ROUTE_LEN];
 
     if (ngx_cdp_identify_check(r, id, &ids) != NGX_OK) {
         return NGX_ERROR;
@@ -489,7 +493,15 @@ ngx_cdp_identify(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
 
     payload.len = p - payload.data;
 
-    if (ngx_cdp_redis_enqueue(&key, NGX_CDP_EVENT_IDENTIFY, &attrs, &payload)
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_cdp_module);
+
+    route.data = rbuf;
+    route.len = ngx_cdp_dest_route(mcf, NGX_CDP_TYPE_IDENTIFY, NULL, 0,
+                                   ngx_cdp_consent_eval(r, ctx)->purposes, 0,
+                                   rbuf);
+
+    if (ngx_cdp_redis_enqueue(&key, NGX_CDP_EVENT_IDENTIFY, &attrs, &payload,
+                              &route)
         != NGX_OK)
     {
         return NGX_DECLINED;

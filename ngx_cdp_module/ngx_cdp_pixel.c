@@ -10,6 +10,7 @@
 
 
 #include "ngx_http_cdp_module.h"
+#include "ngx_cdp_dest.h"
 
 #include "ngx_cdp_ident.h"
 
@@ -124,11 +125,13 @@ static void
 ngx_cdp_pixel_event(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     ngx_uint_t person)
 {
-    int             rc;
-    u_char         *scratch;
-    ngx_str_t       json, attrs, key;
-    ngx_uint_t      kind;
-    ngx_cdp_hit_t   hit;
+    int                        rc;
+    u_char                    *scratch;
+    ngx_str_t                  json, attrs, key, route;
+    ngx_uint_t                 kind;
+    ngx_cdp_hit_t              hit;
+    ngx_http_cdp_main_conf_t  *mcf;
+    u_char                     rbuf[NGX_CDP_ROUTE_LEN];
 
     if (r->args.len > NGX_CDP_MAX_QUERY) {
         ngx_cdp_count(NGX_CDP_C_DROP_TOO_LARGE, 1);
@@ -175,7 +178,18 @@ ngx_cdp_pixel_event(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
         kind |= NGX_CDP_EVENT_NEW;
     }
 
-    (void) ngx_cdp_redis_enqueue(&key, kind, &attrs, &json);
+    /* the request's consent decides where the event may go */
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_cdp_module);
+
+    route.data = rbuf;
+    route.len = ngx_cdp_dest_route(mcf, hit.event.data ? NGX_CDP_TYPE_TRACK
+                                                       : NGX_CDP_TYPE_PAGE,
+                                   (u_char *) hit.event.data, hit.event.len,
+                                   ngx_cdp_consent_eval(r, ctx)->purposes, 0,
+                                   rbuf);
+
+    (void) ngx_cdp_redis_enqueue(&key, kind, &attrs, &json, &route);
 
     ngx_cdp_pixel_identity(r, ctx, &hit);
 }
@@ -232,7 +246,8 @@ ngx_cdp_pixel_aggregate(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     none.data = (u_char *) "";
     none.len = 0;
 
-    if (ngx_cdp_redis_enqueue(&key, NGX_CDP_EVENT_AGGREGATE, &none, &field)
+    if (ngx_cdp_redis_enqueue(&key, NGX_CDP_EVENT_AGGREGATE, &none, &field,
+                              NULL)
         == NGX_OK)
     {
         ngx_cdp_count(NGX_CDP_C_AGGREGATED, 1);

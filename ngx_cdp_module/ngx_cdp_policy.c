@@ -49,6 +49,27 @@ ngx_cdp_consent_eval(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx)
 }
 
 
+/*
+ * The location's cdp_consent_default alone, for a request that speaks for
+ * someone else (a backend's server API call: its own cookies and headers
+ * say nothing of the person): its purposes, or 0.
+ */
+
+int
+ngx_cdp_consent_default(ngx_http_request_t *r)
+{
+    int                       purposes;
+    ngx_http_cdp_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_cdp_module);
+
+    purposes = lcf->consent_default
+               ? ngx_cdp_consent_value(r, lcf->consent_default) : -1;
+
+    return purposes < 0 ? 0 : purposes;
+}
+
+
 /* a configured value: its purposes, or -1 when empty or not understood */
 
 static int

@@ -19,6 +19,7 @@
 
 
 #include "ngx_http_cdp_module.h"
+#include "ngx_cdp_dest.h"
 
 #include <hiredis/hiredis.h>
 
@@ -87,8 +88,9 @@ typedef struct {
     ngx_msec_t                 backoff;
 
     ngx_str_t                  stream_key;
-    u_char                     maxlen[7 * NGX_INT_T_LEN];  /* ARGV[1] */
+    u_char                    *maxlen;      /* ARGV[1] */
     size_t                     maxlen_len;
+    ngx_uint_t                 nargs;       /* per event: 4, 5 (routes) */
 
     unsigned                   must_close:1;
     unsigned                   loading:1;
@@ -194,12 +196,22 @@ ngx_cdp_redis_init_process(ngx_cycle_t *cycle, ngx_http_cdp_main_conf_t *mcf)
      * "maxlen limit_user_id limit_email limit_phone timeline_max dedup
      *  aggregate_retention"
      */
-    rd->maxlen_len = ngx_sprintf(rd->maxlen, "%ui %ui %ui %ui %ui %T %T",
+    rd->maxlen = ngx_pnalloc(cycle->pool,
+                             7 * NGX_INT_T_LEN + mcf->dest_spec.len);
+    if (rd->maxlen == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* with destinations, "|NAME PURPOSE MAXLEN,...", and a route an event */
+
+    rd->maxlen_len = ngx_sprintf(rd->maxlen, "%ui %ui %ui %ui %ui %T %T%V",
                                  mcf->stream_maxlen, mcf->limit_user_id,
                                  mcf->limit_email, mcf->limit_phone,
                                  mcf->timeline_max, mcf->dedup_window,
-                                 mcf->agg_retention)
+                                 mcf->agg_retention, &mcf->dest_spec)
                      - rd->maxlen;
+
+    rd->nargs = mcf->destinations ? 5 : 4;
 
     rd->flush_ev.handler = ngx_cdp_redis_flush_handler;
     rd->flush_ev.data = rd;
@@ -263,7 +275,7 @@ ngx_cdp_redis_exit_process(ngx_cycle_t *cycle)
 
 ngx_int_t
 ngx_cdp_redis_enqueue(ngx_str_t *key, ngx_uint_t kind, ngx_str_t *attrs,
-    ngx_str_t *payload)
+    ngx_str_t *payload, ngx_str_t *route)
 {
     size_t            klen;
     u_char           *p;
@@ -298,7 +310,8 @@ ngx_cdp_redis_enqueue(ngx_str_t *key, ngx_uint_t kind, ngx_str_t *attrs,
                                 ngx_cdp_bulk_len(p - ts)
                                 + ngx_cdp_bulk_len(sizeof("track:new") - 1)
                                 + ngx_cdp_bulk_len(attrs->len)
-                                + ngx_cdp_bulk_len(payload->len))
+                                + ngx_cdp_bulk_len(payload->len)
+                                + ngx_cdp_bulk_len(NGX_CDP_ROUTE_LEN))
            != NGX_OK)
     {
         ngx_cdp_count(NGX_CDP_C_DROP_QUEUE_FULL, 1);
@@ -314,6 +327,15 @@ ngx_cdp_redis_enqueue(ngx_str_t *key, ngx_uint_t kind, ngx_str_t *attrs,
                       ngx_cdp_event_kinds[kind].len);
     ngx_cdp_rbuf_bulk(&rd->args, attrs->data, attrs->len);
     ngx_cdp_rbuf_bulk(&rd->args, payload->data, payload->len);
+
+    if (rd->nargs == 5) {
+        if (route) {
+            ngx_cdp_rbuf_bulk(&rd->args, route->data, route->len);
+
+        } else {
+            ngx_cdp_rbuf_bulk(&rd->args, (u_char *) "", 0);
+        }
+    }
 
     rd->batch++;
     rd->queued++;
@@ -953,7 +975,7 @@ ngx_cdp_redis_flush(ngx_cdp_redis_t *rd)
 
     rd->out.last = ngx_sprintf(rd->out.last,
                                "*%ui\r\n$5\r\nFCALL\r\n$10\r\ncdp_ingest\r\n",
-                               3 + (1 + n) + (1 + 4 * n));
+                               3 + (1 + n) + (1 + rd->nargs * n));
     ngx_cdp_rbuf_bulk(&rd->out, numkeys, numkeys_len);
     ngx_cdp_rbuf_bulk(&rd->out, rd->stream_key.data, rd->stream_key.len);
     rd->out.last = ngx_cpymem(rd->out.last, rd->keys.pos, keys);
@@ -1005,6 +1027,8 @@ ngx_cdp_redis_batch_done(redisReply *reply, void *data, ngx_uint_t nevents)
         ngx_cdp_count(NGX_CDP_C_IDENT_REFUSED, v[4]);
         ngx_cdp_count(NGX_CDP_C_DROP_MALFORMED, v[5]);
         ngx_cdp_count(NGX_CDP_C_API_DUPLICATES, v[6]);
+
+        ngx_cdp_dest_ingested(rd->mcf, reply, 7);
 
         ngx_cdp_redis_wake(data, NGX_OK);
 

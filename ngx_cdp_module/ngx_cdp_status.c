@@ -6,6 +6,7 @@
 
 
 #include "ngx_http_cdp_module.h"
+#include "ngx_cdp_dest.h"
 
 
 ngx_atomic_t  *ngx_cdp_counters;
@@ -79,9 +80,10 @@ ngx_cdp_status_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 ngx_int_t
 ngx_cdp_status_handler(ngx_http_request_t *r)
 {
-    size_t       len;
-    ngx_buf_t   *b;
-    ngx_uint_t   i;
+    size_t                     len;
+    ngx_buf_t                 *b;
+    ngx_uint_t                 i;
+    ngx_http_cdp_main_conf_t  *mcf;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return NGX_HTTP_NOT_ALLOWED;
@@ -93,6 +95,9 @@ ngx_cdp_status_handler(ngx_http_request_t *r)
         len += ngx_cdp_counter_names[i].len + 1 + NGX_ATOMIC_T_LEN + 1;
     }
 
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_cdp_module);
+    len += ngx_cdp_dest_status_len(mcf);
+
     b = ngx_create_temp_buf(r->pool, len);
     if (b == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -102,6 +107,8 @@ ngx_cdp_status_handler(ngx_http_request_t *r)
         b->last = ngx_sprintf(b->last, "%V %uA\n", &ngx_cdp_counter_names[i],
                               ngx_cdp_counters ? ngx_cdp_counters[i] : 0);
     }
+
+    b->last = ngx_cdp_dest_status(mcf, b->last);
 
     return ngx_cdp_send(r, NGX_HTTP_OK,
                         "text/plain; version=0.0.4; charset=utf-8",

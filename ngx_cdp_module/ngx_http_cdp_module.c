@@ -5,6 +5,7 @@
 
 
 #include "ngx_http_cdp_module.h"
+#include "ngx_cdp_dest.h"
 
 
 static ngx_int_t ngx_http_cdp_add_variables(ngx_conf_t *cf);
@@ -248,6 +249,13 @@ static ngx_command_t  ngx_http_cdp_commands[] = {
       0,
       NULL },
 
+    { ngx_string("cdp_destination"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_cdp_dest_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("cdp_timeline_max"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_num_slot,
@@ -484,6 +492,10 @@ ngx_http_cdp_init(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
+    if (ngx_cdp_dest_init(cf, mcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_cdp_identify_init(cf);
 }
 
@@ -598,7 +610,7 @@ ngx_http_cdp_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    return NGX_CONF_OK;
+    return ngx_cdp_dest_init_main_conf(cf, mcf);
 }
 
 
@@ -1367,6 +1379,10 @@ ngx_http_cdp_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
+    if (ngx_cdp_deliver_init_process(cycle, mcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_cdp_suppress_init_process(cycle, mcf);
 }
 
@@ -1374,5 +1390,6 @@ ngx_http_cdp_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_cdp_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_cdp_deliver_exit_process(cycle);
     ngx_cdp_redis_exit_process(cycle);
 }

@@ -115,6 +115,11 @@ typedef struct {
 
     ngx_array_t               *admin_tokens;    /* ngx_cdp_admin_token_t */
 
+    /* cdp_destination: ngx_cdp_dest.h */
+    ngx_array_t               *destinations;    /* ngx_cdp_dest_t */
+    ngx_str_t                  dest_spec;       /* cdp_ingest's ARGV[1] */
+    void                      *dest_slots;      /* counters, shared */
+
     ngx_shm_zone_t            *shm_zone;
 } ngx_http_cdp_main_conf_t;
 
@@ -245,6 +250,7 @@ ngx_int_t ngx_cdp_variable_geo(ngx_http_request_t *r,
 /* ngx_cdp_policy.c */
 ngx_cdp_consent_state_t *ngx_cdp_consent_eval(ngx_http_request_t *r,
     ngx_http_cdp_ctx_t *ctx);
+int ngx_cdp_consent_default(ngx_http_request_t *r);
 ngx_int_t ngx_cdp_variable_consent(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 ngx_table_elt_t *ngx_cdp_request_header(ngx_http_request_t *r,
@@ -329,7 +335,7 @@ void ngx_cdp_redis_exit_process(ngx_cycle_t *cycle);
 #define NGX_CDP_EVENT_API          7        /* a server API message */
 
 ngx_int_t ngx_cdp_redis_enqueue(ngx_str_t *key, ngx_uint_t kind,
-    ngx_str_t *attrs, ngx_str_t *payload);
+    ngx_str_t *attrs, ngx_str_t *payload, ngx_str_t *route);
 
 typedef struct ngx_cdp_redis_waiter_s  ngx_cdp_redis_waiter_t;
 

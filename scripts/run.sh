@@ -23,6 +23,7 @@ set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 HTTP_ADDR=127.0.0.1
 HTTP_PORT=${HTTP_PORT:-8080}
+DEST_PORT=${DEST_PORT:-$((HTTP_PORT + 1))}     # the demo destination
 REDIS_PORT=${REDIS_PORT:-6380}
 NGINX_BIN=${NGINX_BIN:-/usr/sbin/nginx}
 MODULE=$TOP/build/objs/ngx_http_cdp_module.so
@@ -214,6 +215,7 @@ sed -e "s|@MODULE@|$(sed_esc "$MODULE")|g" \
     -e "s|@ADMIN_TOKENS@|$(sed_esc "$TOKENS")|g" \
     -e "s|@REDIS@|$(sed_esc "$redis_addr")|g" \
     -e "s|@LISTEN@|$HTTP_ADDR:$HTTP_PORT|g" \
+    -e "s|@DEST_PORT@|$DEST_PORT|g" \
     "$TEMPLATE" > "$NGX_CONF.tmp" && mv "$NGX_CONF.tmp" "$NGX_CONF" \
     || die "cannot write $NGX_CONF"
 
@@ -284,6 +286,12 @@ The server-side API (Segment's HTTP API; write key $WRITE_KEY):
 
   curl -u $WRITE_KEY: -H 'Content-Type: application/json' \\
        -d '{"userId":"u-1","event":"Signed Up"}' $url/v1/track
+
+The demo destination (README.md, "Destinations"): the Segment batches
+that left for it, a line each, and its figures:
+
+  tail -f $NGX_PREFIX/logs/destination.log
+  curl -s $url/cdp/status | grep destination
 
 The admin API (README.md, "For privacy officers"), with these tokens:
 

@@ -568,6 +568,109 @@ local function del_all(keys)
     end
 end
 
+--
+-- Destinations (<prefix>:destinations lists them): the people's entries
+-- leave every out-stream and dead-letter stream, pending or not (the ids
+-- of their events, which the out-streams share, and, in streams short
+-- enough to scan, any entry naming one of their profiles: a replayed dead
+-- letter got a new id), and each destination that was sent something
+-- about one of them (<prefix>:sent:{<pid>}) is queued one deletion notice
+-- per person, naming only what it was sent.  Read first (plan), written
+-- after (apply).
+--
+local SCAN_MAX = 100000
+
+local function dest_plan(prefix, people, event_ids)
+    local plan = {names = redis.call('HKEYS', prefix .. ':destinations'),
+                  sent = {}, keys = {}}
+    local idset = {}
+    for _, id in ipairs(event_ids) do
+        idset[id] = true
+    end
+    local nodes = {}
+    for i, p in ipairs(people) do
+        local per = {}
+        for x in pairs(p.nodes) do
+            nodes[x] = true
+            local k = prefix .. ':sent:{' .. x .. '}'
+            for _, m in ipairs(redis.call('SMEMBERS', k)) do
+                local name, t, v = m:match('^([^\t]+)\t([au]):(.+)$')
+                if name then
+                    per[name] = per[name] or {u = {}, a = {}}
+                    per[name][t][v] = true
+                end
+            end
+            plan.keys[#plan.keys + 1] = k
+        end
+        plan.sent[i] = per
+    end
+    plan.out = {}
+    for _, name in ipairs(plan.names) do
+        local ids, seen = {}, {}
+        for _, key in ipairs({prefix .. ':out:' .. name,
+                              prefix .. ':dead:' .. name}) do
+            local list = {}
+            if redis.call('TYPE', key).ok == 'stream' then
+                for _, id in ipairs(event_ids) do
+                    list[#list + 1] = id
+                end
+                if redis.call('XLEN', key) <= SCAN_MAX then
+                    scan_stream(key, function(id, f)
+                        local pid = field(f, 'p')
+                        if (pid and nodes[pid]) or idset[field(f, 'id')
+                                                         or ''] then
+                            list[#list + 1] = id
+                        end
+                    end)
+                end
+            end
+            ids[key] = list
+            seen[#seen + 1] = key
+        end
+        plan.out[name] = {keys = seen, ids = ids}
+    end
+    return plan
+end
+
+local function dest_apply(prefix, req, people, plan)
+    local removed, notices = 0, 0
+    for _, name in ipairs(plan.names) do
+        local o = plan.out[name]
+        for _, key in ipairs(o.keys) do
+            local ids = o.ids[key]
+            if #ids > 0 then
+                local groups = redis.call('XINFO', 'GROUPS', key)
+                for _, g in ipairs(groups) do
+                    local gname = field(g, 'name')
+                    for i = 1, #ids, CHUNK do
+                        redis.call('XACK', key, gname, unpack(ids, i,
+                                   math.min(i + CHUNK - 1, #ids)))
+                    end
+                end
+                removed = removed + xdel_all(key, ids)
+            end
+        end
+    end
+    for i in ipairs(people) do
+        for name, got in pairs(plan.sent[i]) do
+            local u, a = sorted_keys(got.u), sorted_keys(got.a)
+            local uj, aj = {}, {}
+            for _, v in ipairs(u) do uj[#uj + 1] = jstr(v) end
+            for _, v in ipairs(a) do aj[#aj + 1] = jstr(v) end
+            local notice = '{"type":"delete","receipt":' .. jstr(req.receipt)
+                .. (#u == 1 and (',"userId":' .. uj[1]) or '')
+                .. ',"userIds":[' .. table.concat(uj, ',')
+                .. '],"anonymousIds":[' .. table.concat(aj, ',')
+                .. '],"requestedAt":' .. req.now .. '}'
+            redis.call('XADD', prefix .. ':out:' .. name, '*',
+                       'delete', notice, 'p', '')
+            notices = notices + 1
+        end
+    end
+    del_all(plan.keys)
+    return removed, notices
+end
+
 local function audit(prefix, req, op, profiles, identifiers, events, took)
     redis.call('XADD', prefix .. ':audit', '*',
                'receipt', req.receipt, 'op', op, 'role', req.role,
@@ -770,9 +873,11 @@ end
 --   identifier and anonymous_id:<aidh> of each aid (of the profiles and
 --   of the identifiers asked for, known or not) goes to
 --   <prefix>:suppressed, and one entry to <prefix>:audit (op erase).
+--   Destinations: see dest_plan() above.
 --   reply: JSON {"receipt":..,"profiles":N,"identifiers":N,"events":N,
 --          "merges":N,"consent_log":N,"suppressed":N,
---          "anonymous_ids":[aidh of every browser suppressed],"took_us":N}
+--          "anonymous_ids":[aidh of every browser suppressed],
+--          "destination_entries":N,"deletion_notices":N,"took_us":N}
 --   errors: "ERR cdp_erase: ..." on bad arguments, a key of the wrong
 --           type, a malformed link or a cycle; nothing is written then
 --
@@ -869,8 +974,11 @@ local function cdp_erase(keys, args)
         end
     end
 
+    local plan = dest_plan(prefix, people, event_ids)
+
     -- then write
 
+    local removed, notices = dest_apply(prefix, req, people, plan)
     local events = xdel_all(prefix .. ':events', event_ids)
     local merges = xdel_all(prefix .. ':merges', merge_ids)
     local consents = xdel_all(prefix .. ':consent_log', consent_ids)
@@ -899,7 +1007,9 @@ local function cdp_erase(keys, args)
         .. ',"events":' .. int(events) .. ',"merges":' .. int(merges)
         .. ',"consent_log":' .. int(consents) .. ',"suppressed":'
         .. int(#sup) .. ',"anonymous_ids":[' .. table.concat(aids, ',')
-        .. '],"took_us":' .. int(took) .. '}'
+        .. '],"destination_entries":' .. int(removed)
+        .. ',"deletion_notices":' .. int(notices)
+        .. ',"took_us":' .. int(took) .. '}'
 end
 
 --
@@ -1093,6 +1203,57 @@ local function cdp_audit(keys, args)
     return jarr(out)
 end
 
+--
+-- cdp_replay: a destination's dead letters back into its out-stream (the
+-- admin role), oldest first, at most 10000 a call; each gets a new id.
+--   KEYS: none
+--   ARGV[1] prefix   ARGV[2] receipt id   ARGV[3] role   ARGV[4] now_ms
+--   ARGV[5] the destination's name
+--   reply: JSON {"receipt":..,"destination":..,"replayed":N}; audited
+--          (op replay, events = N)
+--   errors: "ERR cdp_replay: ..." on bad arguments
+--
+local function cdp_replay(keys, args)
+    local fn = 'cdp_replay'
+    local t0 = now_us()
+    if #keys ~= 0 or #args ~= 5 or not check_prefix(args[1])
+            or not args[5]:find('^[%w_%-]+$') then
+        return fail(fn, 'want 0 keys, ARGV prefix, receipt, role, now_ms, '
+                    .. 'destination')
+    end
+    local prefix, name = args[1], args[5]
+    local dead, out = prefix .. ':dead:' .. name, prefix .. ':out:' .. name
+    local ok, terr = check_types(fn, {{dead, 'stream'}, {out, 'stream'},
+                                      {prefix .. ':audit', 'stream'}})
+    if not ok then
+        return fail(fn, terr)
+    end
+    local moved = 0
+    for _, e in ipairs(redis.call('XRANGE', dead, '-', '+', 'COUNT', 10000))
+    do
+        local f = {}
+        for _, k in ipairs({'event', 'delete', 'p'}) do
+            local v = field(e[2], k)
+            if v then
+                f[#f + 1] = k
+                f[#f + 1] = v
+            end
+        end
+        if #f > 0 then
+            redis.call('XADD', out, '*', unpack(f))
+            moved = moved + 1
+        end
+        redis.call('XDEL', dead, e[1])
+    end
+    local req = {receipt = args[2], role = args[3], now = args[4], ids = {}}
+    redis.call('XADD', prefix .. ':audit', '*', 'receipt', req.receipt,
+               'op', 'replay', 'role', req.role, 'ids', 'destination:' .. name,
+               'profiles', '0', 'identifiers', '0', 'events', int(moved),
+               'at', req.now, 'took_us', int(now_us() - t0))
+    return '{"receipt":' .. jstr(req.receipt) .. ',"destination":'
+        .. jstr(name) .. ',"replayed":' .. int(moved) .. '}'
+end
+
 local function register(name, fn, flags)
     redis.register_function{function_name = name, callback = guarded(fn),
                             flags = flags}
@@ -1107,3 +1268,4 @@ register('cdp_read', cdp_read, {})
 register('cdp_erase', cdp_erase, {})
 register('cdp_export', cdp_export, {})
 register('cdp_unsuppress', cdp_unsuppress, {})
+register('cdp_replay', cdp_replay, {})

@@ -35,6 +35,7 @@ local LIMIT = {}        -- per identifier type
 local TL_MAX, TL_SLACK
 local DEDUP             -- seconds a messageId is remembered
 local SUPPRESSED        -- the suppression set is not empty
+local DEST              -- the destinations of this call, or nil
 local stats
 -- redis.call, for the per-event paths: an upvalue is one VM instruction
 -- where "redis.call" is two table lookups (it is not there at load time)
@@ -910,12 +911,12 @@ end
 -- expiring after two periods: a messageId is remembered between DEDUP and
 -- 2 DEDUP seconds.  Four calls a batch instead of one a message.
 --
-local function dedup_scan(keys, args, n)
+local function dedup_scan(keys, args, n, S)
     local seen, mids, at = {}, {}, {}
     local batch = {}
 
     for i = 1, n do
-        local a = 2 + 4 * (i - 1)
+        local a = 2 + S * (i - 1)
         if args[a + 1] == 'api' and string.byte(args[a + 2], 1) ~= 45 then
             local mid = string.sub(args[a + 2], 1, 32)
             if batch[mid] then
@@ -955,6 +956,100 @@ end
 
 
 --
+-- Destinations (ARGV[1] after "|"): "NAME PURPOSE MAXLEN,..." with
+-- PURPOSE the bit of the consent purpose (1 analytics, 2 marketing,
+-- 4 personalization).  Parsed once per spec while the library stays
+-- loaded.  ok[c + 1] says whether consent bits c hold the purpose.
+--
+local DEST_SPECS = {}
+local CONSENT_NAMES = {analytics = 1, marketing = 2, personalization = 4}
+
+local function dest_parse(prefix, spec)
+    local key = prefix .. '|' .. spec
+    local list = DEST_SPECS[key]
+    if list then
+        return list
+    end
+
+    list = {}
+    for name, bit, maxlen in string.gmatch(spec,
+                                           '([%w_-]+) (%d+) (%d+)')
+    do
+        local d = {key = prefix .. 'out:' .. name, maxlen = maxlen,
+                   ok = {}, touched = false}
+        bit = tonumber(bit)
+        for c = 0, 7 do
+            -- c has the bit when (c / bit) is odd
+            d.ok[c + 1] = math.floor(c / bit) % 2 == 1
+        end
+        list[#list + 1] = d
+    end
+
+    DEST_SPECS[key] = list
+    return list
+end
+
+
+-- the consent bits of a profile's "consent" field ("analytics,marketing")
+local function consent_bits(text)
+    local c = 0
+    for name in string.gmatch(text, '[a-z]+') do
+        c = c + (CONSENT_NAMES[name] or 0)
+    end
+    return c
+end
+
+
+--
+-- The gate: the event just stored as stream entry id on profile pid (""
+-- for none) goes to the out-stream of each destination its route names
+-- whose purpose its consent holds.  The route (see ngx_cdp_dest_route):
+-- byte 1 the consent, '0' + bits, or '?' for the consent last recorded on
+-- the profile, else byte 2, the default; then one byte a destination, '1'
+-- when its types and event names take the event.  The entry keeps the
+-- event's own id, so that an erasure, which knows the ids of a person's
+-- events, finds it in every out-stream too.
+--
+local function forward(route, pid, id, event)
+    local c = string.byte(route, 1) - 48
+    if c > 7 then
+        -- '?'
+        local text = pid ~= '' and call('HGET', pkey(pid), 'consent')
+        c = text and consent_bits(text) or (string.byte(route, 2) - 48)
+    end
+
+    for j = 1, #DEST do
+        if string.byte(route, 2 + j) == 49 then
+            local d = DEST[j]
+            if d.ok[c + 1] then
+                -- an id at or below the stream's last (the event stream
+                -- was recreated) is refused: the entry gets a new one
+                if type(redis.pcall('XADD', d.key, id, 'event', event,
+                                    'p', pid)) == 'table'
+                then
+                    call('XADD', d.key, '*', 'event', event, 'p', pid)
+                end
+                d.queued = d.queued + 1
+                d.touched = true
+            else
+                d.consent = d.consent + 1
+            end
+        end
+    end
+end
+
+
+-- the event was dropped: its person is erased
+local function forward_erased(route)
+    for j = 1, #DEST do
+        if string.byte(route, 2 + j) == 49 then
+            DEST[j].erased = DEST[j].erased + 1
+        end
+    end
+end
+
+
+--
 -- cdp_ingest: store a batch of events from one nginx worker.
 --   KEYS[1]      the event stream, <prefix>:events
 --   KEYS[1 + i]  the key event i updates: <prefix>:profile:<aid> for the
@@ -964,9 +1059,12 @@ end
 --                timeline_max dedup_seconds [aggregate_retention]": the
 --                approximate MAXLEN of the streams, the identifier limits
 --                per profile, the timeline cap, the messageId window and
---                the seconds an aggregate hash is kept after its last hit
---   ARGV[2 + 4(i-1)] .. : for each event i: timestamp in ms, kind, attrs,
---                payload.
+--                the seconds an aggregate hash is kept after its last hit;
+--                then, with destinations, "|NAME PURPOSE MAXLEN,..." (see
+--                dest_parse above), and every event has a fifth argument
+--   ARGV[2 + S(i-1)] .. : for each event i (S = 4, or 5 with
+--                destinations): timestamp in ms, kind, attrs, payload
+--                [, route: see forward() above; "" goes nowhere].
 --                kind "page" or "track": the payload is the Segment-spec
 --                JSON, appended to the stream and counted on the
 --                browser's profile (where its link leads); with ":new"
@@ -981,20 +1079,25 @@ end
 --                attrs (but for "api"): see attr_pairs() above.
 --   reply: {events stored, dropped as erased, merges, shared-device
 --          switches, identifiers refused by a limit, malformed identifies,
---          duplicates (api messages whose messageId was seen)}
+--          duplicates (api messages whose messageId was seen)}, then for
+--          each destination {queued, filtered for consent, filtered as
+--          erased}
 --   errors: "ERR cdp_ingest: ..." on a malformed call; nothing is written
 --
 local function cdp_ingest(keys, args)
     local n = #keys - 1
-    if n < 0 or #args ~= 1 + 4 * n then
-        return redis.error_reply('ERR cdp_ingest: want 1 + 4N args for N keys')
+    local head, spec = string.match(args[1] or '', '^([^|]*)|?(.*)$')
+    local S = (spec ~= '') and 5 or 4
+    if n < 0 or #args ~= 1 + S * n then
+        return redis.error_reply('ERR cdp_ingest: want 1 + ' .. S
+                                 .. 'N args for N keys')
     end
 
     local maxlen, lu, le, lp, tl, dd, ar =
-        string.match(args[1],
+        string.match(head,
                      '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) ?(%d*)$')
     if not maxlen then
-        maxlen, lu, le, lp, tl, dd = string.match(args[1], '^(%d+)$'), 1, 5,
+        maxlen, lu, le, lp, tl, dd = string.match(head, '^(%d+)$'), 1, 5,
                                      5, 10000, 86400
         if not maxlen then
             return redis.error_reply('ERR cdp_ingest: a malformed ARGV[1]')
@@ -1016,19 +1119,27 @@ local function cdp_ingest(keys, args)
              refused = 0, malformed = 0, duplicates = 0}
     -- erasure is rare: no lookups while nobody is suppressed
     SUPPRESSED = redis.call('EXISTS', P .. 'suppressed') == 1
+    DEST = nil
+    if S == 5 then
+        DEST = dest_parse(P, spec)
+        for _, d in ipairs(DEST) do
+            d.queued, d.consent, d.erased, d.touched = 0, 0, 0, false
+        end
+    end
 
     local cache, aggs = {}, {}
     local plen = #P + #'profile:'
-    local seen = dedup_scan(keys, args, n)
+    local seen = dedup_scan(keys, args, n, S)
     local stored = 0
     call = redis.call
 
     for i = 1, n do
-        local a = 2 + 4 * (i - 1)
+        local a = 2 + S * (i - 1)
         local ts = args[a]
         local kind = args[a + 1]
         local key = keys[1 + i]
         local pv = FRESH[kind]
+        local route = DEST and args[a + 4] or ''
 
         if pv and call('EXISTS', key) == 0 then
             -- nginx minted the browser's id for this hit (most browsers
@@ -1044,6 +1155,9 @@ local function cdp_ingest(keys, args)
                 set_touch(key, ts, at.touch, true)
             end
             stored = stored + 1
+            if route ~= '' then
+                forward(route, string.sub(key, plen + 1), id, args[a + 3])
+            end
 
         elseif kind == 'page' or kind == 'track' then
             -- a returning browser: when its record is a profile (not new,
@@ -1062,13 +1176,25 @@ local function cdp_ingest(keys, args)
                 end
                 timeline_push(string.sub(key, plen + 1), id)
                 stored = stored + 1
-
-            elseif count_event(nil, key, ts, kind, at, id, true) then
-                stored = stored + 1
+                if route ~= '' then
+                    forward(route, string.sub(key, plen + 1), id,
+                            args[a + 3])
+                end
 
             else
-                -- erased: the event goes too
-                call('XDEL', STREAM, id)
+                local pid = count_event(nil, key, ts, kind, at, id, true)
+                if pid then
+                    stored = stored + 1
+                    if route ~= '' then
+                        forward(route, pid, id, args[a + 3])
+                    end
+                else
+                    -- erased: the event goes too
+                    call('XDEL', STREAM, id)
+                    if route ~= '' then
+                        forward_erased(route)
+                    end
+                end
             end
 
         elseif kind == 'agg' then
@@ -1086,13 +1212,14 @@ local function cdp_ingest(keys, args)
             stats.stored = stats.stored + 1
 
         else
-            local pid, id
+            local pid, id, event
 
             if kind == 'identify' then
                 local aid = string.sub(key, plen + 1)
                 local f = {string.match(args[a + 3], IDENTIFY_FIELDS)}
 
                 if f[6] then
+                    event = f[6]
                     id = redis.call('XADD', STREAM, '*', 'event', f[6])
                     pid = identify_core(aid, ts, f[1], f[2], f[3], f[4], f[5])
                     if pid then
@@ -1112,12 +1239,14 @@ local function cdp_ingest(keys, args)
                     stats.duplicates = stats.duplicates + 1
 
                 else
+                    event = args[a + 3]
                     id = redis.call('XADD', STREAM, '*', 'event', args[a + 3])
                     pid = api(string.sub(key, plen + 1), ts, t, args[a + 2],
                               id)
                 end
 
             else
+                event = args[a + 3]
                 id = call('XADD', STREAM, '*', 'event', args[a + 3])
                 -- the key is the browser's record: no aid to cut out of it
                 pid = count_event(nil, key, ts, kind,
@@ -1126,9 +1255,15 @@ local function cdp_ingest(keys, args)
 
             if pid then
                 stats.stored = stats.stored + 1
+                if route ~= '' then
+                    forward(route, pid, id, event)
+                end
             elseif id then
                 -- erased or malformed: the event goes too
                 redis.call('XDEL', STREAM, id)
+                if route ~= '' then
+                    forward_erased(route)
+                end
             end
         end
     end
@@ -1137,10 +1272,96 @@ local function cdp_ingest(keys, args)
     -- the stream overshoots MAXLEN by one batch at most
     redis.call('XTRIM', STREAM, 'MAXLEN', '~', maxlen)
 
-    return {stats.stored + stored, stats.suppressed, stats.merges,
-            stats.switches, stats.refused, stats.malformed, stats.duplicates}
+    local reply = {stats.stored + stored, stats.suppressed, stats.merges,
+                   stats.switches, stats.refused, stats.malformed,
+                   stats.duplicates}
+
+    if DEST then
+        for _, d in ipairs(DEST) do
+            if d.touched then
+                redis.call('XTRIM', d.key, 'MAXLEN', '~', d.maxlen)
+            end
+            reply[#reply + 1] = d.queued
+            reply[#reply + 1] = d.consent
+            reply[#reply + 1] = d.erased
+        end
+    end
+
+    return reply
 end
 
+--
+-- cdp_dest_done: the end of one delivery of a destination's batch.
+--   KEYS[1]  the out-stream <prefix>:out:<NAME>
+--   KEYS[2]  its dead-letter stream <prefix>:dead:<NAME>
+--   ARGV[1]  the consumer group   ARGV[2] "<prefix>:"   ARGV[3] NAME
+--   ARGV[4]  now, ms   ARGV[5] the dead-letter stream's MAXLEN
+--   ARGV[6]  N, the entries delivered (a 2xx), then N times: id, the
+--            profile id the entry names, what the destination was sent
+--            of the person: "a:<anonymousId>", "u:<userId>", TAB-separated
+--            (empty for a deletion notice)
+--   then     M times: id, HTTP status, the response's first bytes: the
+--            entries the destination refused (dead letters)
+--   Delivered entries are acknowledged and deleted, and the person's
+--   <prefix>:sent:{<pid>} set records what NAME was sent, for an erasure
+--   to send NAME a deletion notice.  Refused ones move to the dead-letter
+--   stream (fields id, status, response, at, and the entry's own).
+--   reply: {delivered, dead-lettered}
+--
+local function cdp_dest_done(keys, args)
+    local out, dead = keys[1], keys[2]
+    local group, prefix, name = args[1], args[2], args[3]
+    local now, deadmax = args[4], args[5]
+    local n = tonumber(args[6])
+    if not n or #args < 6 + 3 * n or (#args - 6 - 3 * n) % 3 ~= 0 then
+        return redis.error_reply('ERR cdp_dest_done: malformed arguments')
+    end
+
+    local ids = {}
+    for i = 0, n - 1 do
+        local a = 7 + 3 * i
+        ids[#ids + 1] = args[a]
+        local pid, sent = args[a + 1], args[a + 2]
+        if pid ~= '' and sent ~= '' then
+            local members = {}
+            for ident in string.gmatch(sent, '[^\t]+') do
+                members[#members + 1] = name .. '\t' .. ident
+            end
+            if #members > 0 then
+                redis.call('SADD', prefix .. 'sent:{' .. pid .. '}',
+                           unpack(members))
+            end
+        end
+    end
+
+    local m = 0
+    for a = 7 + 3 * n, #args, 3 do
+        local id = args[a]
+        local e = redis.call('XRANGE', out, id, id)[1]
+        if e then
+            local f = {'id', id, 'status', args[a + 1],
+                       'response', args[a + 2], 'at', now}
+            for i = 1, #e[2] do
+                f[#f + 1] = e[2][i]
+            end
+            redis.call('XADD', dead, 'MAXLEN', '~', deadmax, '*', unpack(f))
+            m = m + 1
+        end
+        ids[#ids + 1] = id
+    end
+
+    for i = 1, #ids, 1000 do
+        local j = math.min(i + 999, #ids)
+        redis.call('XACK', out, group, unpack(ids, i, j))
+        redis.call('XDEL', out, unpack(ids, i, j))
+    end
+
+    return {n, m}
+end
+
+
+redis.register_function{function_name = 'cdp_dest_done',
+                        callback = cdp_dest_done}
 redis.register_function{function_name = 'cdp_version',
                         callback = cdp_version, flags = {'no-writes'}}
 redis.register_function{function_name = 'cdp_ingest',

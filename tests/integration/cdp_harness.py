@@ -12,6 +12,7 @@ under it too).
 """
 
 import http.client
+import http.server
 import json
 import os
 import re
@@ -21,6 +22,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 
 import redis
@@ -268,10 +270,13 @@ class Status(dict):
 # Redis
 
 class RedisServer:
-    def __init__(self, base_dir, password=None, unixsocket=False):
+    def __init__(self, base_dir, password=None, unixsocket=False,
+                 appendonly=False):
         self.dir = tempfile.mkdtemp(prefix='redis-', dir=base_dir)
         self.port = free_port()
         self.password = password
+        # appendonly: the data survives stop() and start() (a restart)
+        self.appendonly = appendonly
         self.socket_path = (os.path.join(self.dir, 'redis.sock')
                             if unixsocket else None)
         self.proc = None
@@ -279,8 +284,10 @@ class RedisServer:
 
     def args(self):
         a = [REDIS_SERVER, '--port', str(self.port), '--bind', '127.0.0.1',
-             '--save', '', '--appendonly', 'no', '--daemonize', 'no',
+             '--save', '', '--daemonize', 'no',
              '--dir', self.dir, '--logfile', self.logfile]
+        a += (['--appendonly', 'yes', '--appendfsync', 'always']
+              if self.appendonly else ['--appendonly', 'no'])
         if self.password:
             a += ['--requirepass', self.password]
         if self.socket_path:
@@ -940,3 +947,100 @@ def check_graph(ngx):
         return known
     finally:
         c.close()
+
+
+# --------------------------------------------------------------------------
+# A destination: a real HTTP server on loopback that records what it is
+# sent (the delivery tests)
+
+class Sink:
+    """Records every request (path, headers, body); answers with
+    self.respond(request) -> (status, body), or None to never answer
+    (the connection is held until stop())."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.lock = threading.Lock()
+        self.requests = []
+        self.respond = lambda req: (200, b'{"success":true}')
+        self.stopping = threading.Event()
+        self.server = None
+
+    def start(self):
+        sink = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = 'HTTP/1.1'
+
+            def do_POST(self):
+                n = int(self.headers.get('Content-Length') or 0)
+                body = self.rfile.read(n)
+                try:
+                    doc = json.loads(body)
+                except ValueError:
+                    doc = None
+                req = {'path': self.path, 'headers': dict(self.headers),
+                       'body': body, 'json': doc, 'at': time.monotonic()}
+                answer = sink.respond(req)
+                req['status'] = answer[0] if answer else None
+                with sink.lock:
+                    sink.requests.append(req)
+                if answer is None:
+                    sink.stopping.wait(120)
+                    self.close_connection = True
+                    return
+                status, out = answer
+                self.send_response(status)
+                self.send_header('Content-Type', 'application/json')
+                self.send_header('Content-Length', str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(('127.0.0.1',
+                                                       self.port), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever,
+                         daemon=True).start()
+        return self
+
+    def stop(self):
+        self.stopping.set()
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+
+    def taken(self, path=None):
+        """The requests answered with a 2xx (to path), in arrival order."""
+        with self.lock:
+            return [r for r in self.requests
+                    if (path is None or r['path'] == path)
+                    and r['status'] is not None
+                    and 200 <= r['status'] < 300]
+
+    def events(self, path=None):
+        """The events the 2xx requests carried: a Segment batch's items, a
+        json POST's body (deletion notices left out)."""
+        out = []
+        for r in self.taken(path):
+            doc = r['json']
+            if isinstance(doc, dict) and isinstance(doc.get('batch'), list):
+                out += doc['batch']
+            elif isinstance(doc, dict) and doc.get('type') != 'delete':
+                out.append(doc)
+        return out
+
+    def notices(self, path=None):
+        return [r['json'] for r in self.taken(path)
+                if isinstance(r['json'], dict)
+                and r['json'].get('type') == 'delete']
+
+
+DEST_LOCATION = """
+        location /_dest/ {
+            internal;
+            proxy_pass http://127.0.0.1:@SINKPORT@/;
+            proxy_read_timeout 3s;
+        }"""

@@ -5,6 +5,7 @@ Fixtures of the integration tests (see cdp_harness.py for the machinery).
   redis_factory   make more of them: redis_factory(password=..., unixsocket=True)
   nginx_factory   nginx_factory(redis, start=True, **conf parts) -> Nginx
   cdp             the default stack: nginx (2 workers, module) + Redis
+  sink            a recording HTTP server (a destination), stopped after
   geo_dbs         the test MaxMind DBs (geo_db.pl), built once per session:
                   {'main': path, 'alt': path}
 
@@ -86,6 +87,13 @@ def nginx_factory(workdir, module_path, redis_factory):
 @pytest.fixture
 def cdp(redis_server, nginx_factory):
     return nginx_factory(redis_server)
+
+
+@pytest.fixture
+def sink():
+    s = h.Sink().start()
+    yield s
+    s.stop()
 
 
 @pytest.fixture(scope='session')

@@ -57,7 +57,8 @@ HEX32_RE = re.compile(r'^[0-9a-f]{32}$')
 HEX40_RE = re.compile(r'^[0-9a-f]{40}$')
 HEX64_RE = re.compile(r'^[0-9a-f]{64}$')
 RECEIPT_KEYS = {'receipt', 'profiles', 'identifiers', 'events', 'merges',
-                'consent_log', 'suppressed', 'anonymous_ids', 'took_us'}
+                'consent_log', 'suppressed', 'anonymous_ids',
+                'destination_entries', 'deletion_notices', 'took_us'}
 
 
 def write_tokens(path, tokens=TOKENS):
