@@ -10,6 +10,7 @@
 
 
 #include "ngx_cdp_format.h"
+#include "ngx_cdp_segment.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -44,10 +45,6 @@ static json_t *ngx_cdp_fmt_load(const char *json, size_t len, int *oom);
 static int ngx_cdp_fmt_type(json_t *msg);
 static void ngx_cdp_fmt_id(json_t *v, char *dst);
 static int ngx_cdp_fmt_braced(const char *p, size_t len);
-static int ngx_cdp_fmt_digits(const unsigned char *p, size_t n, int *v);
-static int64_t ngx_cdp_fmt_days(int y, int m, int d);
-static int ngx_cdp_fmt_time(const unsigned char *p, size_t len,
-    int64_t *us);
 static int64_t ngx_cdp_fmt_event_time(json_t *msg);
 static size_t ngx_cdp_fmt_cut(const char *s, size_t len, size_t max);
 static int ngx_cdp_fmt_starts(const char *s, size_t len,
@@ -381,155 +378,6 @@ ngx_cdp_fmt_braced(const char *p, size_t len)
 }
 
 
-/* time, as ngx_cdp_segment_time() reads it, in microseconds */
-
-static int
-ngx_cdp_fmt_digits(const unsigned char *p, size_t n, int *v)
-{
-    size_t  i;
-
-    *v = 0;
-
-    for (i = 0; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9') {
-            return 0;
-        }
-
-        *v = *v * 10 + (p[i] - '0');
-    }
-
-    return 1;
-}
-
-
-/* days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant) */
-
-static int64_t
-ngx_cdp_fmt_days(int y, int m, int d)
-{
-    int64_t  era, yoe, doy, doe;
-
-    y -= m <= 2;
-    era = (y >= 0 ? y : y - 399) / 400;
-    yoe = y - era * 400;
-    doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
-    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-
-    return era * 146097 + doe - 719468;
-}
-
-
-/*
- * The grammar of ngx_cdp_segment_time(), which the fuzz target checks
- * this against; its own copy because that one stops at milliseconds and
- * the GA4 timestamp has microseconds.
- */
-
-static int
-ngx_cdp_fmt_time(const unsigned char *p, size_t len, int64_t *us)
-{
-    int          year, month, day, hour, min, sec, oh, om, mdays, frac;
-    size_t       i, nfrac;
-    int64_t      t, off;
-    static const int  days_in[] = {
-        31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31
-    };
-
-    /* "YYYY-MM-DDThh:mm:ssZ" is the shortest */
-
-    if (len < 20) {
-        return 0;
-    }
-
-    if (!ngx_cdp_fmt_digits(p, 4, &year) || p[4] != '-'
-        || !ngx_cdp_fmt_digits(p + 5, 2, &month) || p[7] != '-'
-        || !ngx_cdp_fmt_digits(p + 8, 2, &day)
-        || (p[10] != 'T' && p[10] != 't')
-        || !ngx_cdp_fmt_digits(p + 11, 2, &hour) || p[13] != ':'
-        || !ngx_cdp_fmt_digits(p + 14, 2, &min) || p[16] != ':'
-        || !ngx_cdp_fmt_digits(p + 17, 2, &sec))
-    {
-        return 0;
-    }
-
-    if (month < 1 || month > 12 || hour > 23 || min > 59 || sec > 60) {
-        return 0;
-    }
-
-    mdays = days_in[month - 1];
-
-    if (month == 2
-        && ((year % 4 == 0 && year % 100 != 0) || year % 400 == 0))
-    {
-        mdays = 29;
-    }
-
-    if (day < 1 || day > mdays) {
-        return 0;
-    }
-
-    i = 19;
-    frac = 0;
-
-    if (p[i] == '.') {
-        i++;
-
-        for (nfrac = 0; i < len && p[i] >= '0' && p[i] <= '9'; nfrac++) {
-            if (nfrac < 6) {
-                frac = frac * 10 + (p[i] - '0');
-            }
-
-            i++;
-        }
-
-        if (nfrac == 0 || nfrac > 9) {
-            return 0;
-        }
-
-        for ( /* void */ ; nfrac < 6; nfrac++) {
-            frac *= 10;
-        }
-    }
-
-    if (i == len) {
-        return 0;
-    }
-
-    if (p[i] == 'Z' || p[i] == 'z') {
-        if (i + 1 != len) {
-            return 0;
-        }
-
-        off = 0;
-
-    } else if (p[i] == '+' || p[i] == '-') {
-        if (len - i != 6
-            || !ngx_cdp_fmt_digits(p + i + 1, 2, &oh) || p[i + 3] != ':'
-            || !ngx_cdp_fmt_digits(p + i + 4, 2, &om)
-            || oh > 23 || om > 59)
-        {
-            return 0;
-        }
-
-        off = (int64_t) oh * 3600 + om * 60;
-
-        if (p[i] == '-') {
-            off = -off;
-        }
-
-    } else {
-        return 0;
-    }
-
-    t = ngx_cdp_fmt_days(year, month, day) * 86400
-        + (int64_t) hour * 3600 + min * 60 + sec - off;
-
-    *us = t * 1000000 + frac;
-
-    return 1;
-}
-
-
 /*
  * An event's time in microseconds: the first of its times that parses;
  * -1 when none does, or when that one is before 1970 (GA4 would refuse
@@ -551,8 +399,9 @@ ngx_cdp_fmt_event_time(json_t *msg)
         v = json_object_get(msg, keys[i]);
 
         if (json_is_string(v)
-            && ngx_cdp_fmt_time((const unsigned char *) json_string_value(v),
-                                json_string_length(v), &us))
+            && ngx_cdp_segment_time_us((const u_char *)
+                                       json_string_value(v),
+                                       json_string_length(v), &us))
         {
             return us >= 0 ? us : -1;
         }

@@ -221,7 +221,7 @@ ngx_cdp_segment_days(int y, int m, int d)
 
 
 int
-ngx_cdp_segment_time(const u_char *p, size_t len, int64_t *ms)
+ngx_cdp_segment_time_us(const u_char *p, size_t len, int64_t *us)
 {
     int          year, month, day, hour, min, sec, oh, om, mdays, frac;
     size_t       i, nfrac;
@@ -270,7 +270,7 @@ ngx_cdp_segment_time(const u_char *p, size_t len, int64_t *ms)
         i++;
 
         for (nfrac = 0; i < len && p[i] >= '0' && p[i] <= '9'; nfrac++) {
-            if (nfrac < 3) {
+            if (nfrac < 6) {
                 frac = frac * 10 + (p[i] - '0');
             }
 
@@ -281,7 +281,7 @@ ngx_cdp_segment_time(const u_char *p, size_t len, int64_t *ms)
             return 0;
         }
 
-        for ( /* void */ ; nfrac < 3; nfrac++) {
+        for ( /* void */ ; nfrac < 6; nfrac++) {
             frac *= 10;
         }
     }
@@ -319,7 +319,23 @@ ngx_cdp_segment_time(const u_char *p, size_t len, int64_t *ms)
     t = ngx_cdp_segment_days(year, month, day) * 86400
         + (int64_t) hour * 3600 + min * 60 + sec - off;
 
-    *ms = t * 1000 + frac;
+    *us = t * 1000000 + frac;
+
+    return 1;
+}
+
+
+int
+ngx_cdp_segment_time(const u_char *p, size_t len, int64_t *ms)
+{
+    int64_t  us;
+
+    if (!ngx_cdp_segment_time_us(p, len, &us)) {
+        return 0;
+    }
+
+    /* the fraction's first three digits, also before 1970: a floor */
+    *ms = (us >= 0) ? us / 1000 : -((-us + 999) / 1000);
 
     return 1;
 }

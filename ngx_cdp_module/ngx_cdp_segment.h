@@ -152,6 +152,9 @@ const char *ngx_cdp_segment_type_name(int type);
  */
 int ngx_cdp_segment_time(const u_char *p, size_t len, int64_t *ms);
 
+/* the same, in microseconds (the fraction's first six digits) */
+int ngx_cdp_segment_time_us(const u_char *p, size_t len, int64_t *us);
+
 
 /*
  * One message of a result.  Every string is NUL-terminated, owned by the
