@@ -7,6 +7,8 @@
 #   make memcheck   the integration tests with nginx under valgrind
 #   make bench      the pixel against nginx's own userid + empty_gif
 #   make bench-redis  Redis instructions per pixel event (callgrind)
+#   make bench-dest   the pixel with two destinations vs none, and their
+#                   delivery against ingest
 #   make fuzz       libFuzzer targets of the pure parsers (clang-14)
 
 SHELL      := /bin/bash
@@ -21,7 +23,7 @@ SRCS := $(wildcard ngx_cdp_module/*.c ngx_cdp_module/*.h) config \
         store/cdp.lua store/admin.lua store/embed.sh
 
 .PHONY: all build deps deps-test run test unit integration memcheck bench \
-        bench-compare bench-redis fuzz clean
+        bench-compare bench-redis bench-dest fuzz clean
 
 all: build
 
@@ -113,6 +115,11 @@ bench-compare: deps-test
 bench-redis: deps-test build
 	@$(NEED_VALGRIND)
 	@STORE_REVS="$(STORE_REVS)" $(PYTHON) tests/bench/redis_cost.py
+
+# the pixel with two destinations (delivered to a sink nginx) against none,
+# and delivery against ingest: make bench-dest [ROUNDS=3 BENCH_SECONDS=10]
+bench-dest: deps-test build
+	@bash tests/bench/dest.sh
 
 fuzz:
 	$(MAKE) -C tests/fuzz

@@ -64,6 +64,7 @@ POOL=${COOKIE_POOL:-2000}
 WARMUP=2
 COOKIES_LUA=$TOP/tests/bench/cookies.lua
 . "$TOP/tests/bench/cpu.sh"
+. "$TOP/tests/bench/wrk.sh"
 PREFIX=bench
 API_KEY=bench-write-key
 API_BATCH=${API_BATCH:-100}
@@ -360,30 +361,6 @@ wrk_run() {
                 - $(counter 'cdp_cookies_total{result="malformed"}' "$st0")))
         fi
     fi
-}
-
-# fields of one wrk output: requests req_per_sec p99_ms non2xx socket_errors
-wrk_parse() {
-    awk '
-    function ms(v) {
-        if (v ~ /us$/) return v / 1000
-        if (v ~ /ms$/) return v + 0
-        if (v ~ /s$/)  return v * 1000
-        return v + 0
-    }
-    / requests in /        { req = $1 }
-    /^Requests\/sec:/      { rps = $2 }
-    $1 == "99%"            { p99 = ms($2) }
-    /Non-2xx or 3xx/       { bad = $NF }
-    /Socket errors:/       { gsub(",", ""); err = $4 + $6 + $8 + $10 }
-    END { printf "%d %.2f %.3f %d %d\n", req, rps, p99, bad, err }
-    ' "$1"
-}
-
-median() {
-    printf '%s\n' "$@" | sort -g | awk '
-        { v[NR] = $1 }
-        END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR/2] + v[NR/2 + 1]) / 2 }'
 }
 
 # keyed KIND_SCENARIO_ROUND, e.g. pixel_ret_2
