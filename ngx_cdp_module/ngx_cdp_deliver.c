@@ -25,9 +25,11 @@
  * (XCLAIM, which skips what an erasure deleted meanwhile) after a backoff
  * that doubles from 500 ms to 30 s, with jitter.  Entries pending for
  * another consumer for 5 minutes (a host gone, fewer workers) are taken
- * over (XAUTOCLAIM).  One batch a destination a worker is in flight at a
- * time: a slow or dead destination holds one request and one batch, and
- * never a client's request, which shares nothing with it.
+ * over (XAUTOCLAIM).  One batch a destination a worker is in hand at a
+ * time, its bodies (one Segment batch, a GA4 request a client, a json
+ * POST an event) up to 8 in flight at once: a slow or dead destination
+ * holds 8 requests and one batch, and never a client's request, which
+ * shares nothing with it.
  */
 
 
@@ -46,6 +48,9 @@
 #define NGX_CDP_DELIVER_HEAD          256
 #define NGX_CDP_DELIVER_DEAD_MAXLEN   "10000"
 #define NGX_CDP_DELIVER_RETRY_REDIS   1000
+
+/* requests of one destination in flight at once, a worker */
+#define NGX_CDP_DELIVER_PARALLEL      8
 
 /* where a worker is with its destination's stream */
 #define NGX_CDP_DELIVER_NEW           0     /* the group may not exist */
@@ -84,14 +89,30 @@ typedef struct {
 } ngx_cdp_body_t;
 
 
+typedef struct ngx_cdp_deliver_s  ngx_cdp_deliver_t;
+
+
+/* one request in flight: its connection without a socket, reused */
 typedef struct {
-    /* first: the connection of the request in flight (send_chain) */
-    ngx_connection_t           conn;
+    ngx_connection_t           conn;        /* first: see send_chain */
     ngx_event_t                rev;
     ngx_event_t                wev;
     ngx_log_t                  clog;
     ngx_http_log_ctx_t         lctx;
     struct sockaddr_in         sin;
+    ngx_event_t                next;        /* after the request */
+
+    ngx_cdp_deliver_t         *d;
+    ngx_http_request_t        *request;     /* NULL: the slot is free */
+    ngx_uint_t                 body;
+    ngx_int_t                  status;
+    u_char                     head[NGX_CDP_DELIVER_HEAD];
+    size_t                     head_len;
+} ngx_cdp_deliver_req_t;
+
+
+struct ngx_cdp_deliver_s {
+    ngx_cdp_deliver_req_t      req[NGX_CDP_DELIVER_PARALLEL];
 
     ngx_cdp_dest_t            *dest;
     ngx_http_cdp_main_conf_t  *mcf;
@@ -100,12 +121,11 @@ typedef struct {
     ngx_str_t                  prefix;      /* "<prefix>:" */
 
     ngx_event_t                timer;
-    ngx_event_t                next;        /* after a request */
     ngx_cdp_redis_call_t       call;
     ngx_cdp_redis_call_t       reg;         /* <prefix>:destinations */
     ngx_cdp_redis_call_t       groups;      /* XINFO GROUPS */
     ngx_cdp_redis_call_t       xlen;
-    ngx_uint_t                 busy;
+    ngx_uint_t                 busy;        /* a call or requests */
     ngx_uint_t                 stage;
     ngx_uint_t                 read;        /* NGX_CDP_READ_* in flight */
     ngx_msec_t                 backoff;
@@ -118,14 +138,11 @@ typedef struct {
     ngx_uint_t                 nentries;
     ngx_cdp_body_t            *bodies;
     ngx_uint_t                 nbodies;
-    ngx_uint_t                 body;        /* the one in flight */
+    ngx_uint_t                 body;        /* the next one to send */
+    ngx_uint_t                 inflight;
+    ngx_uint_t                 failed;      /* a body waits for a retry */
     ngx_uint_t                 full;
-
-    ngx_http_request_t        *request;     /* the request in flight */
-    ngx_int_t                  status;
-    u_char                     head[NGX_CDP_DELIVER_HEAD];
-    size_t                     head_len;
-} ngx_cdp_deliver_t;
+};
 
 
 static void ngx_cdp_deliver_timer(ngx_event_t *ev);
@@ -145,12 +162,12 @@ static ngx_int_t ngx_cdp_deliver_render(ngx_cdp_deliver_t *d);
 static ngx_int_t ngx_cdp_deliver_add_body(ngx_cdp_deliver_t *d,
     char *body, size_t len, ngx_uint_t *entries, ngx_uint_t n);
 static void ngx_cdp_deliver_send(ngx_cdp_deliver_t *d);
-static ngx_int_t ngx_cdp_deliver_request(ngx_cdp_deliver_t *d,
+static ngx_int_t ngx_cdp_deliver_request(ngx_cdp_deliver_req_t *q,
     ngx_str_t *body);
 static ngx_int_t ngx_cdp_deliver_done(ngx_http_request_t *r, void *data,
     ngx_int_t rc);
 static void ngx_cdp_deliver_finished(ngx_http_request_t *r);
-static void ngx_cdp_deliver_result(ngx_cdp_deliver_t *d);
+static void ngx_cdp_deliver_result(ngx_cdp_deliver_req_t *q);
 static void ngx_cdp_deliver_finish(ngx_cdp_deliver_t *d);
 static void ngx_cdp_deliver_acked(ngx_cdp_redis_call_t *call, void *reply);
 static void ngx_cdp_deliver_after(ngx_cdp_deliver_t *d);
@@ -174,7 +191,7 @@ ngx_cdp_deliver_init_process(ngx_cycle_t *cycle,
     ngx_http_cdp_main_conf_t *mcf)
 {
     u_char              *p;
-    ngx_uint_t           i;
+    ngx_uint_t           i, k;
     ngx_cdp_dest_t      *dest;
     ngx_cdp_deliver_t   *d, **dp;
 
@@ -241,12 +258,14 @@ ngx_cdp_deliver_init_process(ngx_cycle_t *cycle,
         d->timer.log = cycle->log;
         d->timer.cancelable = 1;
 
-        d->next.handler = ngx_cdp_deliver_next;
-        d->next.data = d;
-        d->next.log = cycle->log;
-
-        d->sin.sin_family = AF_INET;
-        d->sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        for (k = 0; k < NGX_CDP_DELIVER_PARALLEL; k++) {
+            d->req[k].d = d;
+            d->req[k].next.handler = ngx_cdp_deliver_next;
+            d->req[k].next.data = &d->req[k];
+            d->req[k].next.log = cycle->log;
+            d->req[k].sin.sin_family = AF_INET;
+            d->req[k].sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        }
 
         /* the first poll waits for the Redis connection a little */
         ngx_cdp_deliver_schedule(d, 100 + ngx_random() % 100);
@@ -585,6 +604,8 @@ ngx_cdp_deliver_read_done(ngx_cdp_redis_call_t *call, void *data)
     }
 
     d->body = 0;
+    d->inflight = 0;
+    d->failed = 0;
     ngx_cdp_deliver_send(d);
 }
 
@@ -930,24 +951,39 @@ ngx_cdp_deliver_add_body(ngx_cdp_deliver_t *d, char *body, size_t len,
 }
 
 
-/* the next body of the batch, or its end */
+/*
+ * The next bodies of the batch, up to NGX_CDP_DELIVER_PARALLEL at once;
+ * the batch's end once none is in flight.
+ */
 
 static void
 ngx_cdp_deliver_send(ngx_cdp_deliver_t *d)
 {
-    while (d->body < d->nbodies) {
-        if (ngx_exiting || ngx_terminate) {
-            /* a new worker delivers the rest: it is still pending */
+    ngx_uint_t              k;
+    ngx_cdp_deliver_req_t  *q;
+
+    while (d->body < d->nbodies && d->inflight < NGX_CDP_DELIVER_PARALLEL
+           && !d->failed && !ngx_exiting && !ngx_terminate)
+    {
+        /* (at exit, a new worker delivers the rest: it is still pending) */
+
+        for (k = 0; d->req[k].request; k++) { /* void */ }
+
+        q = &d->req[k];
+        q->body = d->body;
+
+        if (ngx_cdp_deliver_request(q, &d->bodies[d->body].body) != NGX_OK) {
+            /* no request could be made: as if no answer came */
+            d->failed = 1;
             break;
         }
 
-        if (ngx_cdp_deliver_request(d, &d->bodies[d->body].body) == NGX_OK) {
-            return;
-        }
+        d->body++;
+        d->inflight++;
+    }
 
-        /* no request could be made: as if no answer came */
-        d->status = 0;
-        ngx_cdp_deliver_result(d);
+    if (d->inflight) {
+        d->busy = 1;
         return;
     }
 
@@ -962,7 +998,7 @@ ngx_cdp_deliver_send(ngx_cdp_deliver_t *d)
  */
 
 static ngx_int_t
-ngx_cdp_deliver_request(ngx_cdp_deliver_t *d, ngx_str_t *body)
+ngx_cdp_deliver_request(ngx_cdp_deliver_req_t *q, ngx_str_t *body)
 {
     ngx_buf_t                    *b;
     ngx_pool_t                   *pool;
@@ -973,56 +1009,59 @@ ngx_cdp_deliver_request(ngx_cdp_deliver_t *d, ngx_str_t *body)
     ngx_http_conf_ctx_t          *ctx;
     ngx_http_request_body_t      *rb;
     ngx_http_core_main_conf_t    *cmcf;
+    ngx_cdp_deliver_t            *d;
     ngx_http_post_subrequest_t   *ps;
 
-    pool = ngx_create_pool(4096, &d->clog);
+    d = q->d;
+
+    pool = ngx_create_pool(4096, &q->clog);
     if (pool == NULL) {
         return NGX_ERROR;
     }
 
-    c = &d->conn;
+    c = &q->conn;
 
     ngx_memzero(c, sizeof(ngx_connection_t));
-    ngx_memzero(&d->rev, sizeof(ngx_event_t));
-    ngx_memzero(&d->wev, sizeof(ngx_event_t));
+    ngx_memzero(&q->rev, sizeof(ngx_event_t));
+    ngx_memzero(&q->wev, sizeof(ngx_event_t));
 
-    d->clog = *d->log;
-    d->clog.handler = ngx_cdp_deliver_log_error;
-    d->clog.data = &d->lctx;
-    d->clog.action = NULL;
-    pool->log = &d->clog;
+    q->clog = *d->log;
+    q->clog.handler = ngx_cdp_deliver_log_error;
+    q->clog.data = &q->lctx;
+    q->clog.action = NULL;
+    pool->log = &q->clog;
 
     c->fd = (ngx_socket_t) -1;
     c->pool = pool;
-    c->log = &d->clog;
+    c->log = &q->clog;
     c->log_error = NGX_ERROR_INFO;
     c->number = ngx_atomic_fetch_add(ngx_connection_counter, 1);
     c->requests = 1;
 
-    c->read = &d->rev;
-    c->write = &d->wev;
-    d->rev.data = c;
-    d->wev.data = c;
-    d->rev.log = &d->clog;
-    d->wev.log = &d->clog;
+    c->read = &q->rev;
+    c->write = &q->wev;
+    q->rev.data = c;
+    q->wev.data = c;
+    q->rev.log = &q->clog;
+    q->wev.log = &q->clog;
 
     /*
      * It is in no event loop, and pretends to be: "active" keeps the
      * upstream from adding it to epoll, a ready write event lets the
      * answer through, and there is never anything to read.
      */
-    d->rev.active = 1;
-    d->wev.active = 1;
-    d->wev.ready = 1;
-    d->wev.write = 1;
+    q->rev.active = 1;
+    q->wev.active = 1;
+    q->wev.ready = 1;
+    q->wev.write = 1;
 
     c->tcp_nodelay = NGX_TCP_NODELAY_DISABLED;
     c->send_chain = ngx_cdp_deliver_send_chain;
     c->send = ngx_cdp_deliver_send_bytes;
 
-    c->sockaddr = (struct sockaddr *) &d->sin;
+    c->sockaddr = (struct sockaddr *) &q->sin;
     c->socklen = sizeof(struct sockaddr_in);
-    c->local_sockaddr = (struct sockaddr *) &d->sin;
+    c->local_sockaddr = (struct sockaddr *) &q->sin;
     c->local_socklen = sizeof(struct sockaddr_in);
     ngx_str_set(&c->addr_text, "127.0.0.1");
 
@@ -1069,7 +1108,7 @@ ngx_cdp_deliver_request(ngx_cdp_deliver_t *d, ngx_str_t *body)
         goto failed;
     }
 
-    ngx_http_set_ctx(r, d, ngx_http_cdp_module);
+    ngx_http_set_ctx(r, q, ngx_http_cdp_module);
 
     cmcf = ngx_http_get_module_main_conf(r, ngx_http_core_module);
 
@@ -1144,9 +1183,9 @@ ngx_cdp_deliver_request(ngx_cdp_deliver_t *d, ngx_str_t *body)
     r->read_event_handler = ngx_http_block_reading;
     r->write_event_handler = ngx_cdp_deliver_finished;
 
-    d->lctx.connection = c;
-    d->lctx.request = r;
-    d->lctx.current_request = r;
+    q->lctx.connection = c;
+    q->lctx.request = r;
+    q->lctx.current_request = r;
 
     c->data = r;
 
@@ -1156,10 +1195,10 @@ ngx_cdp_deliver_request(ngx_cdp_deliver_t *d, ngx_str_t *body)
     }
 
     ps->handler = ngx_cdp_deliver_done;
-    ps->data = d;
+    ps->data = q;
 
-    d->status = -1;
-    d->head_len = 0;
+    q->status = -1;
+    q->head_len = 0;
 
     if (ngx_http_subrequest(r, &d->dest->uri, NULL, &sr, ps, 0) != NGX_OK) {
         goto failed;
@@ -1168,8 +1207,7 @@ ngx_cdp_deliver_request(ngx_cdp_deliver_t *d, ngx_str_t *body)
     sr->method = NGX_HTTP_POST;
     ngx_str_set(&sr->method_name, "POST");
 
-    d->request = r;
-    d->busy = 1;
+    q->request = r;
 
     ngx_cdp_dest_count(d->dest, NGX_CDP_DC_IN_FLIGHT, 1);
     ngx_cdp_dest_count(d->dest, NGX_CDP_DC_REQUESTS, 1);
@@ -1180,8 +1218,8 @@ ngx_cdp_deliver_request(ngx_cdp_deliver_t *d, ngx_str_t *body)
 
 failed:
 
-    d->lctx.request = NULL;
-    d->lctx.current_request = NULL;
+    q->lctx.request = NULL;
+    q->lctx.current_request = NULL;
     ngx_destroy_pool(pool);
 
     ngx_log_error(NGX_LOG_ERR, d->log, 0,
@@ -1204,18 +1242,18 @@ failed:
 static ngx_int_t
 ngx_cdp_deliver_done(ngx_http_request_t *r, void *data, ngx_int_t rc)
 {
-    ngx_cdp_deliver_t  *d = data;
+    ngx_cdp_deliver_req_t  *q = data;
 
-    if (d->status == -1) {
+    if (q->status == -1) {
         if (rc == NGX_OK) {
-            d->status = r->headers_out.status;
+            q->status = r->headers_out.status;
 
         } else if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
-            d->status = rc;
+            q->status = rc;
 
         } else {
             /* NGX_ERROR and friends: no answer */
-            d->status = 0;
+            q->status = 0;
         }
     }
 
@@ -1228,12 +1266,12 @@ ngx_cdp_deliver_done(ngx_http_request_t *r, void *data, ngx_int_t rc)
 static void
 ngx_cdp_deliver_finished(ngx_http_request_t *r)
 {
-    size_t              n;
-    ngx_buf_t          *b;
-    ngx_chain_t        *cl;
-    ngx_cdp_deliver_t  *d;
+    size_t                  n;
+    ngx_buf_t              *b;
+    ngx_chain_t            *cl;
+    ngx_cdp_deliver_req_t  *q;
 
-    d = ngx_http_get_module_ctx(r, ngx_http_cdp_module);
+    q = ngx_http_get_module_ctx(r, ngx_http_cdp_module);
 
     if (r->count > 1) {
         /* not yet done with (a subrequest still runs) */
@@ -1250,37 +1288,40 @@ ngx_cdp_deliver_finished(ngx_http_request_t *r)
         }
 
         n = ngx_min((size_t) (b->last - b->pos),
-                    NGX_CDP_DELIVER_HEAD - d->head_len);
-        d->head_len += (ngx_cpymem(d->head + d->head_len, b->pos, n)
-                        - (d->head + d->head_len));
+                    NGX_CDP_DELIVER_HEAD - q->head_len);
+        q->head_len += (ngx_cpymem(q->head + q->head_len, b->pos, n)
+                        - (q->head + q->head_len));
     }
 
-    d->request = NULL;
-    ngx_cdp_dest_count(d->dest, NGX_CDP_DC_IN_FLIGHT, (ngx_atomic_int_t) -1);
+    q->request = NULL;
+    ngx_cdp_dest_count(q->d->dest, NGX_CDP_DC_IN_FLIGHT,
+                       (ngx_atomic_int_t) -1);
 
     ngx_http_free_request(r, 0);
 
-    d->lctx.request = NULL;
-    d->lctx.current_request = NULL;
+    q->lctx.request = NULL;
+    q->lctx.current_request = NULL;
 
     /* on, once nginx is out of this request's calls */
-    ngx_post_event(&d->next, &ngx_posted_events);
+    ngx_post_event(&q->next, &ngx_posted_events);
 }
 
 
 /* a body's answer: acknowledged, dead, or the batch waits for a retry */
 
 static void
-ngx_cdp_deliver_result(ngx_cdp_deliver_t *d)
+ngx_cdp_deliver_result(ngx_cdp_deliver_req_t *q)
 {
-    ngx_int_t        status;
-    ngx_uint_t       i, k, state;
-    ngx_cdp_body_t  *b;
+    ngx_int_t           status;
+    ngx_uint_t          i, k, state;
+    ngx_cdp_body_t     *b;
+    ngx_cdp_deliver_t  *d;
 
-    d->busy = 0;
+    d = q->d;
+    d->inflight--;
 
-    b = &d->bodies[d->body];
-    status = d->status;
+    b = &d->bodies[q->body];
+    status = q->status;
 
     if (status >= 200 && status < 300) {
         state = NGX_CDP_ENTRY_ACK;
@@ -1293,7 +1334,9 @@ ngx_cdp_deliver_result(ngx_cdp_deliver_t *d)
     } else if (status <= 0 || status >= 500 || status == 408
                || status == 429)
     {
+        /* this body and those not sent yet wait for a retry */
         state = NGX_CDP_ENTRY_RETRY;
+        d->failed = 1;
 
         if (status > 0) {
             ngx_log_error(NGX_LOG_WARN, d->log, 0,
@@ -1323,31 +1366,15 @@ ngx_cdp_deliver_result(ngx_cdp_deliver_t *d)
 
         if (state == NGX_CDP_ENTRY_DEAD) {
             d->entries[k].status = status;
-            d->entries[k].head.data = ngx_pnalloc(d->pool, d->head_len);
+            d->entries[k].head.data = ngx_pnalloc(d->pool, q->head_len);
 
             if (d->entries[k].head.data) {
-                ngx_memcpy(d->entries[k].head.data, d->head, d->head_len);
-                d->entries[k].head.len = d->head_len;
+                ngx_memcpy(d->entries[k].head.data, q->head, q->head_len);
+                d->entries[k].head.len = q->head_len;
             }
         }
     }
 
-    if (state == NGX_CDP_ENTRY_RETRY) {
-        /* the rest of the batch waits with it */
-        for (d->body++; d->body < d->nbodies; d->body++) {
-            b = &d->bodies[d->body];
-
-            for (i = 0; i < b->n; i++) {
-                d->entries[b->entries[i]].state = NGX_CDP_ENTRY_RETRY;
-            }
-        }
-
-        d->retry = 1;
-        ngx_cdp_deliver_finish(d);
-        return;
-    }
-
-    d->body++;
     ngx_cdp_deliver_send(d);
 }
 
@@ -1367,6 +1394,8 @@ ngx_cdp_deliver_finish(ngx_cdp_deliver_t *d)
     const char      **argv;
     ngx_cdp_entry_t  *en;
     u_char            count[NGX_INT_T_LEN];
+
+    d->busy = 0;
 
     nack = 0;
     nretry = 0;
@@ -1652,13 +1681,13 @@ static ngx_chain_t *
 ngx_cdp_deliver_send_chain(ngx_connection_t *c, ngx_chain_t *in,
     off_t limit)
 {
-    size_t              n;
-    ngx_buf_t          *b;
-    ngx_chain_t        *cl;
-    ngx_cdp_deliver_t  *d;
+    size_t                  n;
+    ngx_buf_t              *b;
+    ngx_chain_t            *cl;
+    ngx_cdp_deliver_req_t  *q;
 
-    d = (ngx_cdp_deliver_t *) ((u_char *) c
-                               - offsetof(ngx_cdp_deliver_t, conn));
+    q = (ngx_cdp_deliver_req_t *) ((u_char *) c
+                                   - offsetof(ngx_cdp_deliver_req_t, conn));
 
     for (cl = in; cl; cl = cl->next) {
         b = cl->buf;
@@ -1674,9 +1703,9 @@ ngx_cdp_deliver_send_chain(ngx_connection_t *c, ngx_chain_t *in,
 
         if (ngx_buf_in_memory(b)) {
             n = ngx_min((size_t) (b->last - b->pos),
-                        NGX_CDP_DELIVER_HEAD - d->head_len);
-            ngx_memcpy(d->head + d->head_len, b->pos, n);
-            d->head_len += n;
+                        NGX_CDP_DELIVER_HEAD - q->head_len);
+            ngx_memcpy(q->head + q->head_len, b->pos, n);
+            q->head_len += n;
 
             c->sent += b->last - b->pos;
             b->pos = b->last;
@@ -1699,14 +1728,14 @@ ngx_cdp_deliver_send_bytes(ngx_connection_t *c, u_char *buf, size_t size)
 static u_char *
 ngx_cdp_deliver_log_error(ngx_log_t *log, u_char *buf, size_t len)
 {
-    u_char              *p;
-    ngx_cdp_deliver_t   *d;
-    ngx_http_request_t  *sr;
-    ngx_http_log_ctx_t  *ctx;
+    u_char                 *p;
+    ngx_http_request_t     *sr;
+    ngx_http_log_ctx_t     *ctx;
+    ngx_cdp_deliver_req_t  *q;
 
     ctx = log->data;
-    d = (ngx_cdp_deliver_t *) ((u_char *) ctx
-                               - offsetof(ngx_cdp_deliver_t, lctx));
+    q = (ngx_cdp_deliver_req_t *) ((u_char *) ctx
+                                   - offsetof(ngx_cdp_deliver_req_t, lctx));
     p = buf;
 
     if (log->action) {
@@ -1715,7 +1744,7 @@ ngx_cdp_deliver_log_error(ngx_log_t *log, u_char *buf, size_t len)
         buf = p;
     }
 
-    p = ngx_snprintf(p, len, ", destination: \"%V\"", &d->dest->name);
+    p = ngx_snprintf(p, len, ", destination: \"%V\"", &q->d->dest->name);
     len -= p - buf;
     buf = p;
 

@@ -1302,10 +1302,13 @@ end
 --            (empty for a deletion notice)
 --   then     M times: id, HTTP status, the response's first bytes: the
 --            entries the destination refused (dead letters)
---   Delivered entries are acknowledged and deleted, and the person's
+--   Delivered entries are acknowledged, and the person's
 --   <prefix>:sent:{<pid>} set records what NAME was sent, for an erasure
 --   to send NAME a deletion notice.  Refused ones move to the dead-letter
---   stream (fields id, status, response, at, and the entry's own).
+--   stream (fields id, status, response, at, and the entry's own) and are
+--   acknowledged.  The stream is then trimmed (MINID) below the oldest
+--   entry still pending in the group, or past its last read one: the
+--   delivering group is the stream's only reader.
 --   reply: {delivered, dead-lettered}
 --
 local function cdp_dest_done(keys, args)
@@ -1317,21 +1320,30 @@ local function cdp_dest_done(keys, args)
         return redis.error_reply('ERR cdp_dest_done: malformed arguments')
     end
 
-    local ids = {}
+    -- what each person was sent: one SADD a person, of distinct members
+    local ids, sent, pids = {}, {}, {}
     for i = 0, n - 1 do
         local a = 7 + 3 * i
         ids[#ids + 1] = args[a]
-        local pid, sent = args[a + 1], args[a + 2]
-        if pid ~= '' and sent ~= '' then
-            local members = {}
-            for ident in string.gmatch(sent, '[^\t]+') do
-                members[#members + 1] = name .. '\t' .. ident
+        local pid = args[a + 1]
+        if pid ~= '' and args[a + 2] ~= '' then
+            local set = sent[pid]
+            if not set then
+                set = {}
+                sent[pid] = set
+                pids[#pids + 1] = pid
             end
-            if #members > 0 then
-                redis.call('SADD', prefix .. 'sent:{' .. pid .. '}',
-                           unpack(members))
+            for ident in string.gmatch(args[a + 2], '[^\t]+') do
+                set[name .. '\t' .. ident] = true
             end
         end
+    end
+    for _, pid in ipairs(pids) do
+        local members = {}
+        for m in pairs(sent[pid]) do
+            members[#members + 1] = m
+        end
+        redis.call('SADD', prefix .. 'sent:{' .. pid .. '}', unpack(members))
     end
 
     local m = 0
@@ -1351,9 +1363,33 @@ local function cdp_dest_done(keys, args)
     end
 
     for i = 1, #ids, 1000 do
-        local j = math.min(i + 999, #ids)
-        redis.call('XACK', out, group, unpack(ids, i, j))
-        redis.call('XDEL', out, unpack(ids, i, j))
+        redis.call('XACK', out, group, unpack(ids, i, math.min(i + 999, #ids)))
+    end
+
+    -- what is acknowledged goes, by one trim (cheaper than an XDEL an
+    -- entry: whole stream nodes are dropped): everything older than the
+    -- oldest entry still pending, or than the next unread one
+    local floor
+    local pending = redis.call('XPENDING', out, group)
+    if pending[1] > 0 then
+        floor = pending[2]
+    else
+        for _, g in ipairs(redis.call('XINFO', 'GROUPS', out)) do
+            local f = {}
+            for i = 1, #g, 2 do
+                f[g[i]] = g[i + 1]
+            end
+            if f.name == group then
+                local ms, seq = string.match(f['last-delivered-id'],
+                                             '^(%d+)-(%d+)$')
+                if ms then
+                    floor = ms .. '-' .. (tonumber(seq) + 1)
+                end
+            end
+        end
+    end
+    if floor then
+        redis.call('XTRIM', out, 'MINID', floor)
     end
 
     return {n, m}
