@@ -103,7 +103,8 @@ typedef struct {
     ngx_event_t                next;        /* after the request */
 
     ngx_cdp_deliver_t         *d;
-    ngx_http_request_t        *request;     /* NULL: the slot is free */
+    ngx_http_request_t        *request;     /* in flight */
+    ngx_uint_t                 used;        /* until its result is taken */
     ngx_uint_t                 body;
     ngx_int_t                  status;
     u_char                     head[NGX_CDP_DELIVER_HEAD];
@@ -967,7 +968,7 @@ ngx_cdp_deliver_send(ngx_cdp_deliver_t *d)
     {
         /* (at exit, a new worker delivers the rest: it is still pending) */
 
-        for (k = 0; d->req[k].request; k++) { /* void */ }
+        for (k = 0; d->req[k].used; k++) { /* void */ }
 
         q = &d->req[k];
         q->body = d->body;
@@ -977,6 +978,8 @@ ngx_cdp_deliver_send(ngx_cdp_deliver_t *d)
             d->failed = 1;
             break;
         }
+
+        q->used = 1;
 
         d->body++;
         d->inflight++;
@@ -1319,6 +1322,7 @@ ngx_cdp_deliver_result(ngx_cdp_deliver_req_t *q)
 
     d = q->d;
     d->inflight--;
+    q->used = 0;
 
     b = &d->bodies[q->body];
     status = q->status;

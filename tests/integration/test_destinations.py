@@ -333,6 +333,35 @@ def test_503_then_200_delivers_every_event(nginx_factory, redis_server,
     ngx.expected_log_re = re.compile(r'answered 503')
 
 
+def test_parallel_json_posts_deliver_each_event_once(nginx_factory,
+                                                     redis_server, workdir,
+                                                     sink):
+    """format=json: one POST an event, several in flight, answered out of
+    order: each event arrives once and is acknowledged once."""
+    import random
+
+    def jitter(req):
+        time.sleep(random.random() * 0.02)
+        return 200, b'{}'
+
+    sink.respond = jitter
+    ngx = start(nginx_factory, redis_server, workdir, sink,
+                ['js purpose=analytics uri=/_dest/js format=json batch=50 '
+                 'flush=20ms'])
+    for i in range(150):
+        assert ngx.hit('e=J%d' % i).status == 200
+    ngx.wait_settled()
+    sent = {e['messageId'] for e in ngx.events()}
+    assert len(sent) == 150
+    assert h.wait_until(lambda: len(sink.events('/js')) >= 150, 30)
+    got = mids(sink.events('/js'))
+    assert sorted(got) == sorted(sent), len(got)
+    assert h.wait_until(lambda: dest_status(ngx, 'js')['delivered_total']
+                        == 150, 10), dest_status(ngx, 'js')
+    assert ngx.rc().xlen('%s:out:js' % ngx.prefix) == 0
+    assert dest_status(ngx, 'js')['retried_total'] == 0
+
+
 def test_a_400_is_dead_lettered_and_can_be_replayed(nginx_factory,
                                                     redis_server, workdir,
                                                     sink):
