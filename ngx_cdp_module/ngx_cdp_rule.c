@@ -1469,7 +1469,7 @@ ngx_cdp_rule_compile(const u_char *src, size_t len, ngx_cdp_rule_t *rule,
         return -1;
     }
 
-    /* the refs make the parser too large for a worker's stack */
+    /* some 10 KB with its refs: on the heap, and zeroed */
 
     p = calloc(1, sizeof(ngx_cdp_rule_parser_t));
     if (p == NULL) {

@@ -96,6 +96,12 @@
  * out of memory is an error too ("out of memory", at position 0).  On
  * error rule is zeroed, and ngx_cdp_rule_free() of it does nothing.
  *
+ * src is the directive's argument as nginx hands it over, after nginx's
+ * own unescaping (ngx_conf_read_token(): \", \' and \\ lose their
+ * backslash, \t, \r and \n become the bytes), and positions count in it:
+ * a rule string with an escaped quote is written "a\\\"b" inside a
+ * quoted nginx.conf argument.
+ *
  * ngx_cdp_rule_free() releases what a compiled rule holds and zeroes it;
  * it may be called again.
  *
@@ -216,14 +222,31 @@
  * unknown op, a format other than "v1;", a stack that does not end with
  * one boolean) must refuse the program rather than guess.
  *
+ * Operands, as the compiler emits them: N gets numbers, strings (from s)
+ * and nil; S gets strings and nil, never numbers; I's value is a number,
+ * a string or nil; B and W get numbers (from n, f, l); &, | and ! get
+ * booleans.  A reader may refuse anything else as malformed.
+ *
  * Examples (the unit tests check these bytes):
  *
  *   count("Order Completed") >= 3
  *       v1;c15:Order Completed#3;Nge
+ *   sum("Order Completed", revenue) >= 500
+ *       v1;u15:Order Completed7:revenue#500;Nge
  *   seen_before(30d) and events >= 1
  *       v1;n9:last_seenB2592000000;n6:events#1;Nge&
+ *   seen_within(7d)
+ *       v1;n9:last_seenW604800000;
  *   trait.plan == "pro" and country in (DE, AT)
  *       v1;s10:trait.plan$3:proSeqs7:country$2:DE$2:ATI2;&
+ *   last("Checkout Started") before(2d)
+ *   and last("Order Completed") < last("Checkout Started")
+ *       v1;l16:Checkout StartedB172800000;l15:Order Completed
+ *       l16:Checkout StartedNlt&                  (one line, no space)
+ *   consent has marketing
+ *       v1;H9:marketing
+ *   not (events > 1 or country != "DE")
+ *       v1;n6:events#1;Ngts7:country$2:DESne|!
  */
 
 

@@ -67,3 +67,14 @@ while [ $i -lt 105 ]; do
     i=$((i + 1))
 done
 seed fuzz_format long "\\n{\"type\":\"page\",\"userId\":\"u\",\"properties\":{\"url\":\"https://x/$a$a$a$a$a$a$a$a$a$a\",\"s\":\"$a\",\"k\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\0342\0202\0254\"}}\\n{\"type\":\"identify\",\"userId\":\"u\",\"traits\":{\"Customer Tier Of The Whole Account\":\"$a\"}}"
+
+# fuzz_rule: the segments of the brief, and one of everything
+seed fuzz_rule loyal 'count("Order Completed") >= 3'
+seed fuzz_rule big 'sum("Order Completed", revenue) >= 500'
+seed fuzz_rule dormant 'seen_before(30d) and events >= 1'
+seed fuzz_rule recent 'seen_within(7d)'
+seed fuzz_rule plan_geo 'trait.plan == "pro" and country in (DE, AT)'
+seed fuzz_rule abandoned 'last("Checkout Started") before(2d) and last("Order Completed") < last("Checkout Started")'
+seed fuzz_rule consent 'consent has marketing'
+seed fuzz_rule all 'not (consent has analytics or consent has personalization) and (first_seen within(36h) or page_views in (1, 2, -3.5)) and region != "BY" and city in (Wien, "S\0303\0243o \\"P\\\\") and sum("a", "net revenue") > -1.5 and first("a") < last("b") and trait.seats >= trait.max and trait.x in (gold, 3) or not not count("x") == 0'
+seed fuzz_rule bad 'trate.plan == 1 or seen_before(3w) or events before(2d) or (count("x") or country < "x"'
