@@ -17,6 +17,7 @@
 
 #include "ngx_http_cdp_module.h"
 #include "ngx_cdp_dest.h"
+#include "ngx_cdp_audience.h"
 
 #include <ngx_md5.h>
 #include <jansson.h>
@@ -565,8 +566,8 @@ ngx_cdp_api_enqueue(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx,
     ngx_md5_t            md5;
     ngx_str_t            key, attrs, profile_traits, stream_traits;
     ngx_str_t            json, route;
-    ngx_uint_t           type;
-    u_char               rbuf[NGX_CDP_ROUTE_LEN];
+    ngx_uint_t           type, fact;
+    u_char               rbuf[NGX_CDP_EXTRA_LEN];
     ngx_cdp_ids_t        ids, prev;
     ngx_cdp_identity_t   id;
     u_char               mid[32], digest[16];
@@ -733,6 +734,16 @@ ngx_cdp_api_enqueue(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx,
                     m->event ? ngx_strlen(m->event) : 0,
                     m->consent < 0 ? NGX_CDP_CONSENT_UNKNOWN : m->consent,
                     actx->consent_default, rbuf);
+
+    if (m->type == NGX_CDP_SEGMENT_TRACK) {
+        fact = ngx_cdp_audience_fact(
+                   ngx_http_get_module_main_conf(r, ngx_http_cdp_module),
+                   (u_char *) m->event, ngx_strlen(m->event));
+
+        if (fact) {
+            route.len = ngx_sprintf(rbuf + route.len, ";%ui", fact) - rbuf;
+        }
+    }
 
     return ngx_cdp_redis_enqueue(&key, NGX_CDP_EVENT_API, &attrs, &json,
                                  &route);

@@ -45,6 +45,9 @@
 /* a route: consent, default, one byte a destination */
 #define NGX_CDP_ROUTE_LEN          (2 + NGX_CDP_DEST_MAX)
 
+/* what an event tells cdp_ingest besides itself: its route, ";", a fact */
+#define NGX_CDP_EXTRA_LEN          (NGX_CDP_ROUTE_LEN + 1 + NGX_INT_T_LEN)
+
 /* the consent of an event is not known at the edge: the store decides */
 #define NGX_CDP_CONSENT_UNKNOWN    -1
 

@@ -449,7 +449,7 @@ ngx_cdp_identify(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     ngx_str_t                  payload, route;
     ngx_cdp_ids_t              ids;
     ngx_http_cdp_main_conf_t  *mcf;
-    u_char                     rbuf[NGX_CDP_ROUTE_LEN];
+    u_char                     rbuf[NGX_CDP_EXTRA_LEN];
 
     if (ngx_cdp_identify_check(r, id, &ids) != NGX_OK) {
         return NGX_ERROR;

@@ -11,6 +11,7 @@
 
 #include "ngx_http_cdp_module.h"
 #include "ngx_cdp_dest.h"
+#include "ngx_cdp_audience.h"
 
 #include "ngx_cdp_ident.h"
 
@@ -131,7 +132,8 @@ ngx_cdp_pixel_event(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     ngx_uint_t                 kind;
     ngx_cdp_hit_t              hit;
     ngx_http_cdp_main_conf_t  *mcf;
-    u_char                     rbuf[NGX_CDP_ROUTE_LEN];
+    ngx_uint_t                 fact;
+    u_char                     rbuf[NGX_CDP_EXTRA_LEN];
 
     if (r->args.len > NGX_CDP_MAX_QUERY) {
         ngx_cdp_count(NGX_CDP_C_DROP_TOO_LARGE, 1);
@@ -188,6 +190,14 @@ ngx_cdp_pixel_event(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
                                    (u_char *) hit.event.data, hit.event.len,
                                    ngx_cdp_consent_eval(r, ctx)->purposes, 0,
                                    rbuf);
+
+    /* a track event whose name a segment rule counts: its fact's number */
+
+    fact = ngx_cdp_audience_fact(mcf, hit.event.data, hit.event.len);
+
+    if (fact) {
+        route.len = ngx_sprintf(rbuf + route.len, ";%ui", fact) - rbuf;
+    }
 
     (void) ngx_cdp_redis_enqueue(&key, kind, &attrs, &json, &route);
 

@@ -164,6 +164,7 @@ static ngx_str_t  ngx_cdp_event_kinds[] = {
 ngx_int_t
 ngx_cdp_redis_init_process(ngx_cycle_t *cycle, ngx_http_cdp_main_conf_t *mcf)
 {
+    u_char           *p;
     ngx_cdp_redis_t  *rd;
 
     rd = ngx_pcalloc(cycle->pool, sizeof(ngx_cdp_redis_t));
@@ -197,21 +198,34 @@ ngx_cdp_redis_init_process(ngx_cycle_t *cycle, ngx_http_cdp_main_conf_t *mcf)
      *  aggregate_retention"
      */
     rd->maxlen = ngx_pnalloc(cycle->pool,
-                             7 * NGX_INT_T_LEN + mcf->dest_spec.len);
+                             7 * NGX_INT_T_LEN + 1 + mcf->dest_spec.len
+                             + mcf->facts_spec.len);
     if (rd->maxlen == NULL) {
         return NGX_ERROR;
     }
 
-    /* with destinations, "|NAME PURPOSE MAXLEN,...", and a route an event */
+    /*
+     * with destinations or facts, "|NAME PURPOSE MAXLEN,...|FACTS", and an
+     * extra argument an event (its route and its fact)
+     */
 
-    rd->maxlen_len = ngx_sprintf(rd->maxlen, "%ui %ui %ui %ui %ui %T %T%V",
-                                 mcf->stream_maxlen, mcf->limit_user_id,
-                                 mcf->limit_email, mcf->limit_phone,
-                                 mcf->timeline_max, mcf->dedup_window,
-                                 mcf->agg_retention, &mcf->dest_spec)
-                     - rd->maxlen;
+    p = ngx_sprintf(rd->maxlen, "%ui %ui %ui %ui %ui %T %T%V",
+                    mcf->stream_maxlen, mcf->limit_user_id,
+                    mcf->limit_email, mcf->limit_phone,
+                    mcf->timeline_max, mcf->dedup_window,
+                    mcf->agg_retention, &mcf->dest_spec);
 
-    rd->nargs = mcf->destinations ? 5 : 4;
+    if (mcf->facts_spec.len) {
+        if (mcf->dest_spec.len == 0) {
+            *p++ = '|';
+        }
+
+        p = ngx_cpymem(p, mcf->facts_spec.data, mcf->facts_spec.len);
+    }
+
+    rd->maxlen_len = p - rd->maxlen;
+
+    rd->nargs = (mcf->destinations || mcf->facts) ? 5 : 4;
 
     rd->flush_ev.handler = ngx_cdp_redis_flush_handler;
     rd->flush_ev.data = rd;
@@ -311,7 +325,7 @@ ngx_cdp_redis_enqueue(ngx_str_t *key, ngx_uint_t kind, ngx_str_t *attrs,
                                 + ngx_cdp_bulk_len(sizeof("track:new") - 1)
                                 + ngx_cdp_bulk_len(attrs->len)
                                 + ngx_cdp_bulk_len(payload->len)
-                                + ngx_cdp_bulk_len(NGX_CDP_ROUTE_LEN))
+                                + ngx_cdp_bulk_len(NGX_CDP_EXTRA_LEN))
            != NGX_OK)
     {
         ngx_cdp_count(NGX_CDP_C_DROP_QUEUE_FULL, 1);

@@ -6,6 +6,7 @@
 
 #include "ngx_http_cdp_module.h"
 #include "ngx_cdp_dest.h"
+#include "ngx_cdp_audience.h"
 
 
 static ngx_int_t ngx_http_cdp_add_variables(ngx_conf_t *cf);
@@ -252,6 +253,20 @@ static ngx_command_t  ngx_http_cdp_commands[] = {
     { ngx_string("cdp_destination"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
       ngx_cdp_dest_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("cdp_segment"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_cdp_audience_segment,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("cdp_profile_event"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_cdp_audience_profile_event,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -607,6 +622,10 @@ ngx_http_cdp_init_main_conf(ngx_conf_t *cf, void *conf)
                            "cdp_batch_size %ui is larger than "
                            "cdp_queue_size %ui",
                            mcf->batch_size, mcf->queue_size);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_cdp_audience_init_main_conf(cf, mcf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
 

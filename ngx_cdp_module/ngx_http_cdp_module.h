@@ -120,6 +120,11 @@ typedef struct {
     ngx_str_t                  dest_spec;       /* cdp_ingest's ARGV[1] */
     void                      *dest_slots;      /* counters, shared */
 
+    /* cdp_segment, cdp_profile_event: ngx_cdp_audience.h */
+    ngx_array_t               *segments;        /* ngx_cdp_audience_t */
+    ngx_array_t               *facts;           /* ngx_cdp_fact_t */
+    ngx_str_t                  facts_spec;      /* cdp_ingest's ARGV[1] */
+
     ngx_shm_zone_t            *shm_zone;
 } ngx_http_cdp_main_conf_t;
 

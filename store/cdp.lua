@@ -36,6 +36,7 @@ local TL_MAX, TL_SLACK
 local DEDUP             -- seconds a messageId is remembered
 local SUPPRESSED        -- the suppression set is not empty
 local DEST              -- the destinations of this call, or nil
+local FACTS             -- the per-event facts kept, or nil
 local stats
 -- redis.call, for the per-event paths: an upvalue is one VM instruction
 -- where "redis.call" is two table lookups (it is not there at load time)
@@ -398,6 +399,21 @@ local function merge(s, l, reason, t, id, ts)
             take = l_newer or S[f] == nil
         elseif f == 'user_id' then
             take = S[f] == nil
+        elseif string.sub(f, 1, 3) == 'ev.' then
+            -- the event facts of both: counts and sums add up, the
+            -- earliest first and the latest last stay
+            local a, b = tonumber(S[f]), tonumber(v)
+            local kind = string.match(f, '^ev%.(%a+):')
+            if a and b then
+                if kind == 'first' then
+                    v = tostring(math.min(a, b) == a and S[f] or v)
+                elseif kind == 'last' then
+                    v = (a >= b) and S[f] or v
+                else
+                    v = tostring(a + b)
+                end
+            end
+            take = true
         end
 
         if take then
@@ -1039,6 +1055,122 @@ local function forward(route, pid, id, event)
 end
 
 
+--
+-- Facts (ARGV[1] after the second "|"): for each event name a segment
+-- rule or cdp_profile_event uses, "<len>:<name>#<k>;" then k summed
+-- property names "<len>:<property>".  A track event of such a name has
+-- ";<n>" after its route (n: 1-based, in this order); its profile keeps
+--   ev.count:<name>            how many
+--   ev.first:<name>            the time (ms) of the first, by event time
+--   ev.last:<name>             the time of the latest
+--   ev.sum:<property>:<name>   the sum of property over those whose
+--                              property is a number
+--
+local FACT_SPECS = {}
+
+local function facts_parse(spec)
+    local list = FACT_SPECS[spec]
+    if list then
+        return list
+    end
+
+    list = {}
+    local i = 1
+    local function str()
+        local n, at = string.match(spec, '^(%d+):()', i)
+        if not n then
+            return nil
+        end
+        local v = string.sub(spec, at, at + n - 1)
+        i = at + n
+        return v
+    end
+
+    while i <= #spec do
+        local name = str()
+        local k, at = string.match(spec, '^#(%d+);()', i)
+        if not name or not k then
+            break
+        end
+        i = at
+        local f = {count = 'ev.count:' .. name, first = 'ev.first:' .. name,
+                   last = 'ev.last:' .. name, sums = {}}
+        for _ = 1, tonumber(k) do
+            local prop = str()
+            if not prop then
+                break
+            end
+            f.sums[#f.sums + 1] = {prop, 'ev.sum:' .. prop .. ':' .. name}
+        end
+        list[#list + 1] = f
+    end
+
+    FACT_SPECS[spec] = list
+    return list
+end
+
+
+-- a number as the rules read one (NUM() of ngx_cdp_rule.h), or nil
+local function NUM(v)
+    if type(v) == 'number' then
+        return v
+    end
+    if type(v) ~= 'string' then
+        return nil
+    end
+    local _, e = string.find(v, '^%-?%d+')
+    if not e then
+        return nil
+    end
+    local _, f = string.find(v, '^%.%d+', e + 1)
+    if f then
+        e = f
+    end
+    _, f = string.find(v, '^[eE][-+]?%d+', e + 1)
+    if f then
+        e = f
+    end
+    if e ~= #v then
+        return nil
+    end
+    return tonumber(v)
+end
+
+
+-- the facts of a track event named by FACTS[n], counted on profile pid
+local function fact(pid, ts, n, event)
+    local f = FACTS[n]
+    if not f or pid == '' then
+        return
+    end
+
+    local pk = pkey(pid)
+    local t = tonumber(ts)
+    local v = call('HMGET', pk, f.first, f.last)
+
+    call('HINCRBY', pk, f.count, 1)
+    if v[1] == false or t < (tonumber(v[1]) or 0) then
+        call('HSET', pk, f.first, ts)
+    end
+    if v[2] == false or t > (tonumber(v[2]) or 0) then
+        call('HSET', pk, f.last, ts)
+    end
+
+    if #f.sums > 0 then
+        local ok, obj = pcall(cjson.decode, event)
+        local props = ok and type(obj) == 'table' and obj.properties
+        if type(props) == 'table' then
+            for _, s in ipairs(f.sums) do
+                local x = NUM(props[s[1]])
+                if x then
+                    call('HINCRBYFLOAT', pk, s[2], x)
+                end
+            end
+        end
+    end
+end
+
+
 -- the event was dropped: its person is erased
 local function forward_erased(route)
     for j = 1, #DEST do
@@ -1086,8 +1218,19 @@ end
 --
 local function cdp_ingest(keys, args)
     local n = #keys - 1
-    local head, spec = string.match(args[1] or '', '^([^|]*)|?(.*)$')
-    local S = (spec ~= '') and 5 or 4
+    local head, spec, fspec = args[1] or '', '', ''
+    local bar = string.find(head, '|', 1, true)
+    if bar then
+        local bar2 = string.find(head, '|', bar + 1, true)
+        if bar2 then
+            spec = string.sub(head, bar + 1, bar2 - 1)
+            fspec = string.sub(head, bar2 + 1)
+        else
+            spec = string.sub(head, bar + 1)
+        end
+        head = string.sub(head, 1, bar - 1)
+    end
+    local S = (spec ~= '' or fspec ~= '') and 5 or 4
     if n < 0 or #args ~= 1 + S * n then
         return redis.error_reply('ERR cdp_ingest: want 1 + ' .. S
                                  .. 'N args for N keys')
@@ -1120,12 +1263,13 @@ local function cdp_ingest(keys, args)
     -- erasure is rare: no lookups while nobody is suppressed
     SUPPRESSED = redis.call('EXISTS', P .. 'suppressed') == 1
     DEST = nil
-    if S == 5 then
+    if spec ~= '' then
         DEST = dest_parse(P, spec)
         for _, d in ipairs(DEST) do
             d.queued, d.consent, d.erased, d.touched = 0, 0, 0, false
         end
     end
+    FACTS = (fspec ~= '') and facts_parse(fspec) or nil
 
     local cache, aggs = {}, {}
     local plen = #P + #'profile:'
@@ -1139,7 +1283,21 @@ local function cdp_ingest(keys, args)
         local kind = args[a + 1]
         local key = keys[1 + i]
         local pv = FRESH[kind]
-        local route = DEST and args[a + 4] or ''
+        -- the extra argument: "route;fact" (either part may be empty)
+        local route, nfact = '', nil
+        if S == 5 then
+            local x = args[a + 4]
+            local semi = string.find(x, ';', 1, true)
+            if semi then
+                route = string.sub(x, 1, semi - 1)
+                nfact = tonumber(string.sub(x, semi + 1))
+            else
+                route = x
+            end
+            if not DEST then
+                route = ''
+            end
+        end
 
         if pv and call('EXISTS', key) == 0 then
             -- nginx minted the browser's id for this hit (most browsers
@@ -1155,6 +1313,9 @@ local function cdp_ingest(keys, args)
                 set_touch(key, ts, at.touch, true)
             end
             stored = stored + 1
+            if nfact then
+                fact(string.sub(key, plen + 1), ts, nfact, args[a + 3])
+            end
             if route ~= '' then
                 forward(route, string.sub(key, plen + 1), id, args[a + 3])
             end
@@ -1176,6 +1337,9 @@ local function cdp_ingest(keys, args)
                 end
                 timeline_push(string.sub(key, plen + 1), id)
                 stored = stored + 1
+                if nfact then
+                    fact(string.sub(key, plen + 1), ts, nfact, args[a + 3])
+                end
                 if route ~= '' then
                     forward(route, string.sub(key, plen + 1), id,
                             args[a + 3])
@@ -1185,6 +1349,9 @@ local function cdp_ingest(keys, args)
                 local pid = count_event(nil, key, ts, kind, at, id, true)
                 if pid then
                     stored = stored + 1
+                    if nfact then
+                        fact(pid, ts, nfact, args[a + 3])
+                    end
                     if route ~= '' then
                         forward(route, pid, id, args[a + 3])
                     end
@@ -1255,6 +1422,9 @@ local function cdp_ingest(keys, args)
 
             if pid then
                 stats.stored = stats.stored + 1
+                if nfact then
+                    fact(pid, ts, nfact, event)
+                end
                 if route ~= '' then
                     forward(route, pid, id, event)
                 end

@@ -1,0 +1,371 @@
+
+/*
+ * ngx_cdp: audiences (cdp_segment, cdp_profile_event): the rules,
+ * compiled at configuration, and the per-event facts they need.
+ */
+
+
+#include "ngx_cdp_audience.h"
+
+
+static ngx_int_t ngx_cdp_audience_add_fact(ngx_conf_t *cf,
+    ngx_http_cdp_main_conf_t *mcf, const u_char *name, size_t len,
+    ngx_str_t *sums, size_t nsums);
+static void ngx_cdp_audience_cleanup(void *data);
+
+
+/* cdp_segment NAME 'RULE'; */
+
+char *
+ngx_cdp_audience_segment(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_cdp_main_conf_t *mcf = conf;
+
+    ngx_str_t             *value;
+    ngx_uint_t             i;
+    ngx_pool_cleanup_t    *cln;
+    ngx_cdp_audience_t    *a;
+    ngx_cdp_rule_error_t   err;
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0 || value[1].len > 64) {
+        return "needs a name of 1 to 64 characters";
+    }
+
+    for (i = 0; i < value[1].len; i++) {
+        if (!(isalnum(value[1].data[i]) || value[1].data[i] == '_'
+              || value[1].data[i] == '-'))
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid segment name \"%V\": letters, "
+                               "digits, \"_\" and \"-\" only", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (mcf->segments == NULL) {
+        mcf->segments = ngx_array_create(cf->pool, 4,
+                                         sizeof(ngx_cdp_audience_t));
+        if (mcf->segments == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    a = mcf->segments->elts;
+
+    for (i = 0; i < mcf->segments->nelts; i++) {
+        if (a[i].name.len == value[1].len
+            && ngx_strncmp(a[i].name.data, value[1].data, value[1].len) == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate segment \"%V\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (mcf->segments->nelts == NGX_CDP_SEGMENTS_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "too many segments: at most %d",
+                           NGX_CDP_SEGMENTS_MAX);
+        return NGX_CONF_ERROR;
+    }
+
+    a = ngx_array_push(mcf->segments);
+    if (a == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(a, sizeof(ngx_cdp_audience_t));
+    a->name = value[1];
+    a->source = value[2];
+
+    if (ngx_cdp_rule_compile(value[2].data, value[2].len, &a->rule, &err)
+        != 0)
+    {
+        mcf->segments->nelts--;
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "cdp_segment \"%V\": rule at position %uz: %s",
+                           &value[1], err.pos, err.msg);
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        ngx_cdp_rule_free(&a->rule);
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_cdp_audience_cleanup;
+    cln->data = &a->rule;
+
+    return NGX_CONF_OK;
+}
+
+
+static void
+ngx_cdp_audience_cleanup(void *data)
+{
+    ngx_cdp_rule_free(data);
+}
+
+
+/* cdp_profile_event "NAME" [sum=PROPERTY ...]; */
+
+char *
+ngx_cdp_audience_profile_event(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_cdp_main_conf_t *mcf = conf;
+
+    ngx_str_t   *value, sums[NGX_CDP_FACT_SUMS_MAX];
+    ngx_uint_t   i, n;
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0 || value[1].len > NGX_CDP_RULE_NAME_MAX) {
+        return "needs an event name of 1 to 200 bytes";
+    }
+
+    n = 0;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+        if (value[i].len < 5 || ngx_strncmp(value[i].data, "sum=", 4) != 0
+            || value[i].len - 4 > NGX_CDP_RULE_NAME_MAX)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\": sum=PROPERTY",
+                               &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        if (n == NGX_CDP_FACT_SUMS_MAX) {
+            return "has too many sum= (at most 8)";
+        }
+
+        sums[n].data = value[i].data + 4;
+        sums[n].len = value[i].len - 4;
+        n++;
+    }
+
+    if (ngx_cdp_audience_add_fact(cf, mcf, value[1].data, value[1].len,
+                                  sums, n)
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * Once the http block is read: the facts of every rule join those of
+ * cdp_profile_event, and what cdp_ingest is told of them, after ARGV[1]'s
+ * destinations: "|" then, a fact each, "<len>:<name>#<k>;" and k times
+ * "<len>:<property>" (any bytes, by their length).
+ */
+
+char *
+ngx_cdp_audience_init_main_conf(ngx_conf_t *cf,
+    ngx_http_cdp_main_conf_t *mcf)
+{
+    u_char              *p;
+    size_t               len;
+    ngx_uint_t           i, j, k;
+    ngx_str_t           *s;
+    ngx_cdp_fact_t      *f;
+    ngx_cdp_audience_t  *a;
+
+    if (mcf->segments) {
+        a = mcf->segments->elts;
+
+        for (i = 0; i < mcf->segments->nelts; i++) {
+            for (j = 0; j < a[i].rule.nevents; j++) {
+                if (ngx_cdp_audience_add_fact(cf, mcf,
+                                              a[i].rule.events[j].name.data,
+                                              a[i].rule.events[j].name.len,
+                                              (ngx_str_t *) NULL, 0)
+                    != NGX_OK)
+                {
+                    return NGX_CONF_ERROR;
+                }
+
+                for (k = 0; k < a[i].rule.events[j].nsums; k++) {
+                    ngx_str_t  sum;
+
+                    sum.data = (u_char *) a[i].rule.events[j].sums[k].data;
+                    sum.len = a[i].rule.events[j].sums[k].len;
+
+                    if (ngx_cdp_audience_add_fact(cf, mcf,
+                                          a[i].rule.events[j].name.data,
+                                          a[i].rule.events[j].name.len,
+                                          &sum, 1)
+                        != NGX_OK)
+                    {
+                        return NGX_CONF_ERROR;
+                    }
+                }
+            }
+        }
+    }
+
+    if (mcf->facts == NULL) {
+        return NGX_CONF_OK;
+    }
+
+    f = mcf->facts->elts;
+    len = 1;
+
+    for (i = 0; i < mcf->facts->nelts; i++) {
+        len += NGX_SIZE_T_LEN + 1 + f[i].name.len + 1 + NGX_INT_T_LEN + 1;
+
+        s = f[i].sums->elts;
+
+        for (j = 0; j < f[i].sums->nelts; j++) {
+            len += NGX_SIZE_T_LEN + 1 + s[j].len;
+        }
+    }
+
+    p = ngx_pnalloc(cf->pool, len);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    mcf->facts_spec.data = p;
+    *p++ = '|';
+
+    for (i = 0; i < mcf->facts->nelts; i++) {
+        p = ngx_sprintf(p, "%uz:%V#%ui;", f[i].name.len, &f[i].name,
+                        f[i].sums->nelts);
+
+        s = f[i].sums->elts;
+
+        for (j = 0; j < f[i].sums->nelts; j++) {
+            p = ngx_sprintf(p, "%uz:%V", s[j].len, &s[j]);
+        }
+    }
+
+    mcf->facts_spec.len = p - mcf->facts_spec.data;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_cdp_audience_add_fact(ngx_conf_t *cf, ngx_http_cdp_main_conf_t *mcf,
+    const u_char *name, size_t len, ngx_str_t *sums, size_t nsums)
+{
+    size_t           i, j;
+    ngx_str_t       *s;
+    ngx_cdp_fact_t  *f;
+
+    if (mcf->facts == NULL) {
+        mcf->facts = ngx_array_create(cf->pool, 4, sizeof(ngx_cdp_fact_t));
+        if (mcf->facts == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    f = mcf->facts->elts;
+
+    for (i = 0; i < mcf->facts->nelts; i++) {
+        if (f[i].name.len == len && ngx_memcmp(f[i].name.data, name, len)
+                                    == 0)
+        {
+            break;
+        }
+    }
+
+    if (i == mcf->facts->nelts) {
+        if (i == NGX_CDP_FACTS_MAX) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "more than %d event names in cdp_segment "
+                               "rules and cdp_profile_event",
+                               NGX_CDP_FACTS_MAX);
+            return NGX_ERROR;
+        }
+
+        f = ngx_array_push(mcf->facts);
+        if (f == NULL) {
+            return NGX_ERROR;
+        }
+
+        f->name.data = ngx_pnalloc(cf->pool, len);
+        f->sums = ngx_array_create(cf->pool, 2, sizeof(ngx_str_t));
+        if (f->name.data == NULL || f->sums == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(f->name.data, name, len);
+        f->name.len = len;
+
+    } else {
+        f = &f[i];
+    }
+
+    for (j = 0; j < nsums; j++) {
+        s = f->sums->elts;
+
+        for (i = 0; i < f->sums->nelts; i++) {
+            if (s[i].len == sums[j].len
+                && ngx_memcmp(s[i].data, sums[j].data, sums[j].len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (i < f->sums->nelts) {
+            continue;
+        }
+
+        if (f->sums->nelts == NGX_CDP_FACT_SUMS_MAX) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "more than %d summed properties of the "
+                               "event \"%V\"", NGX_CDP_FACT_SUMS_MAX,
+                               &f->name);
+            return NGX_ERROR;
+        }
+
+        s = ngx_array_push(f->sums);
+        if (s == NULL) {
+            return NGX_ERROR;
+        }
+
+        s->data = ngx_pnalloc(cf->pool, sums[j].len);
+        if (s->data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(s->data, sums[j].data, sums[j].len);
+        s->len = sums[j].len;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_uint_t
+ngx_cdp_audience_fact(ngx_http_cdp_main_conf_t *mcf, const u_char *name,
+    size_t len)
+{
+    ngx_uint_t       i;
+    ngx_cdp_fact_t  *f;
+
+    if (mcf->facts == NULL || name == NULL) {
+        return 0;
+    }
+
+    f = mcf->facts->elts;
+
+    for (i = 0; i < mcf->facts->nelts; i++) {
+        if (f[i].name.len == len && ngx_memcmp(f[i].name.data, name, len)
+                                    == 0)
+        {
+            return i + 1;
+        }
+    }
+
+    return 0;
+}
