@@ -7,11 +7,26 @@
 
 #include "ngx_cdp_audience.h"
 
+#include <hiredis/hiredis.h>
+
 
 static ngx_int_t ngx_cdp_audience_add_fact(ngx_conf_t *cf,
     ngx_http_cdp_main_conf_t *mcf, const u_char *name, size_t len,
     ngx_str_t *sums, size_t nsums);
 static void ngx_cdp_audience_cleanup(void *data);
+static void ngx_cdp_audience_tick(ngx_event_t *ev);
+static void ngx_cdp_audience_ticked(ngx_cdp_redis_call_t *call,
+    void *reply);
+
+
+#define NGX_CDP_TICK_EVERY    1000      /* ms */
+#define NGX_CDP_TICK_LIMIT    "1000"    /* profiles a tick */
+
+
+/* worker 0's clock of the time-based segments */
+static ngx_event_t           ngx_cdp_tick_ev;
+static ngx_cdp_redis_call_t  ngx_cdp_tick_call;
+static ngx_str_t             ngx_cdp_due_key;
 
 
 /* cdp_segment NAME 'RULE'; */
@@ -211,6 +226,32 @@ ngx_cdp_audience_init_main_conf(ngx_conf_t *cf,
         }
     }
 
+    if (mcf->segments) {
+        /* "<len>:<name><len>:<program>" each */
+
+        a = mcf->segments->elts;
+        len = 0;
+
+        for (i = 0; i < mcf->segments->nelts; i++) {
+            len += 2 * (NGX_SIZE_T_LEN + 1) + a[i].name.len + a[i].rule.len;
+        }
+
+        p = ngx_pnalloc(cf->pool, len);
+        if (p == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        mcf->segments_spec.data = p;
+
+        for (i = 0; i < mcf->segments->nelts; i++) {
+            p = ngx_sprintf(p, "%uz:%V%uz:", a[i].name.len, &a[i].name,
+                            a[i].rule.len);
+            p = ngx_cpymem(p, a[i].rule.code, a[i].rule.len);
+        }
+
+        mcf->segments_spec.len = p - mcf->segments_spec.data;
+    }
+
     if (mcf->facts == NULL) {
         return NGX_CONF_OK;
     }
@@ -234,7 +275,6 @@ ngx_cdp_audience_init_main_conf(ngx_conf_t *cf,
     }
 
     mcf->facts_spec.data = p;
-    *p++ = '|';
 
     for (i = 0; i < mcf->facts->nelts; i++) {
         p = ngx_sprintf(p, "%uz:%V#%ui;", f[i].name.len, &f[i].name,
@@ -368,4 +408,125 @@ ngx_cdp_audience_fact(ngx_http_cdp_main_conf_t *mcf, const u_char *name,
     }
 
     return 0;
+}
+
+
+/*
+ * Rules with before() or within() change without an event: worker 0
+ * asks the store every second to evaluate again the profiles that are
+ * due (cdp_segments_tick, at most 1000 a call, at once again while more
+ * are due), so that a profile enters or leaves within about a second of
+ * the moment its rule flips.
+ */
+
+ngx_int_t
+ngx_cdp_audience_init_process(ngx_cycle_t *cycle,
+    ngx_http_cdp_main_conf_t *mcf)
+{
+    ngx_uint_t           i, timed;
+    ngx_cdp_audience_t  *a;
+
+    if (mcf->segments == NULL || ngx_worker != 0) {
+        return NGX_OK;
+    }
+
+    a = mcf->segments->elts;
+    timed = 0;
+
+    for (i = 0; i < mcf->segments->nelts; i++) {
+        timed |= (a[i].rule.flags & NGX_CDP_RULE_TIME);
+    }
+
+    if (!timed) {
+        return NGX_OK;
+    }
+
+    ngx_cdp_due_key.len = mcf->prefix.len + sizeof(":segments:due") - 1;
+    ngx_cdp_due_key.data = ngx_pnalloc(cycle->pool, ngx_cdp_due_key.len);
+    if (ngx_cdp_due_key.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(ngx_cdp_due_key.data, "%V:segments:due", &mcf->prefix);
+
+    ngx_cdp_tick_ev.handler = ngx_cdp_audience_tick;
+    ngx_cdp_tick_ev.log = cycle->log;
+    ngx_cdp_tick_ev.cancelable = 1;
+
+    ngx_cdp_tick_call.handler = ngx_cdp_audience_ticked;
+
+    ngx_add_timer(&ngx_cdp_tick_ev, NGX_CDP_TICK_EVERY);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_cdp_audience_tick(ngx_event_t *ev)
+{
+    ngx_str_t    argv1, stream;
+    const char  *argv[7];
+    size_t       lens[7];
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    ngx_cdp_redis_argv1(&argv1, &stream);
+
+    argv[0] = "FCALL";
+    lens[0] = 5;
+    argv[1] = "cdp_segments_tick";
+    lens[1] = sizeof("cdp_segments_tick") - 1;
+    argv[2] = "2";
+    lens[2] = 1;
+    argv[3] = (const char *) stream.data;
+    lens[3] = stream.len;
+    argv[4] = (const char *) ngx_cdp_due_key.data;
+    lens[4] = ngx_cdp_due_key.len;
+    argv[5] = (const char *) argv1.data;
+    lens[5] = argv1.len;
+    argv[6] = NGX_CDP_TICK_LIMIT;
+    lens[6] = sizeof(NGX_CDP_TICK_LIMIT) - 1;
+
+    if (ngx_cdp_redis_call(&ngx_cdp_tick_call, 7, argv, lens) != NGX_OK) {
+        /* Redis is away: the next second */
+        ngx_add_timer(&ngx_cdp_tick_ev, NGX_CDP_TICK_EVERY);
+    }
+}
+
+
+/* {evaluated, still due, segment events} */
+
+static void
+ngx_cdp_audience_ticked(ngx_cdp_redis_call_t *call, void *data)
+{
+    redisReply  *reply = data;
+
+    ngx_msec_t  next;
+
+    next = NGX_CDP_TICK_EVERY;
+
+    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 3) {
+        ngx_cdp_count(NGX_CDP_C_SEG_EVALUATED, reply->element[0]->integer);
+        ngx_cdp_count(NGX_CDP_C_SEG_EVENTS, reply->element[2]->integer);
+
+        if (ngx_cdp_counters) {
+            ngx_cdp_counters[NGX_CDP_C_SEG_DUE] =
+                                             reply->element[1]->integer;
+        }
+
+        if (reply->element[1]->integer > 0) {
+            /* more are due than a tick takes: at once again */
+            next = 1;
+        }
+
+    } else if (reply && reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cdp_tick_ev.log, 0,
+                      "cdp: cdp_segments_tick failed: %s", reply->str);
+    }
+
+    if (!ngx_exiting && !ngx_terminate && !ngx_quit) {
+        ngx_add_timer(&ngx_cdp_tick_ev, next);
+    }
 }

@@ -56,5 +56,8 @@ char *ngx_cdp_audience_init_main_conf(ngx_conf_t *cf,
 ngx_uint_t ngx_cdp_audience_fact(ngx_http_cdp_main_conf_t *mcf,
     const u_char *name, size_t len);
 
+ngx_int_t ngx_cdp_audience_init_process(ngx_cycle_t *cycle,
+    ngx_http_cdp_main_conf_t *mcf);
+
 
 #endif /* _NGX_CDP_AUDIENCE_H_INCLUDED_ */

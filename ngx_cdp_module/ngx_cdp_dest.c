@@ -25,6 +25,7 @@ static ngx_int_t ngx_cdp_dest_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static size_t ngx_cdp_dest_match(ngx_http_location_tree_node_t *node,
     u_char *uri, size_t len);
+static ngx_uint_t ngx_cdp_dest_takes(ngx_cdp_dest_t *d, const char *name);
 
 
 static ngx_str_t  ngx_cdp_dest_zone_name = ngx_string("cdp_destinations");
@@ -468,11 +469,42 @@ ngx_cdp_dest_find(ngx_http_cdp_main_conf_t *mcf, u_char *name, size_t len)
 }
 
 
+/* does the destination take track events of this name? 1 or 0 */
+
+static ngx_uint_t
+ngx_cdp_dest_takes(ngx_cdp_dest_t *d, const char *name)
+{
+    size_t      len;
+    ngx_str_t  *e;
+    ngx_uint_t  i;
+
+    if (!(d->types & NGX_CDP_TYPE_TRACK)) {
+        return 0;
+    }
+
+    if (d->events == NULL) {
+        return 1;
+    }
+
+    len = ngx_strlen(name);
+    e = d->events->elts;
+
+    for (i = 0; i < d->events->nelts; i++) {
+        if (e[i].len == len && ngx_strncmp(e[i].data, name, len) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 /*
  * Once the http block is read (the prefix is known whatever the order of
  * the directives): the keys, and what cdp_ingest is told of the
- * destinations, after ARGV[1]'s numbers: "|NAME PURPOSE MAXLEN,..." with
- * PURPOSE the consent bit.
+ * destinations in ARGV[1]: "NAME PURPOSE MAXLEN TAKES,..." with PURPOSE
+ * the consent bit and TAKES whether it takes "Segment Entered" (1) and
+ * "Segment Exited" (2), the events the store makes itself.
  */
 
 char *
@@ -507,7 +539,7 @@ ngx_cdp_dest_init_main_conf(ngx_conf_t *cf, ngx_http_cdp_main_conf_t *mcf)
         ngx_sprintf(d[i].dead_key.data, "%V:dead:%V", &mcf->prefix,
                     &d[i].name);
 
-        len += d[i].name.len + 3 + NGX_INT_T_LEN + 1;
+        len += d[i].name.len + 4 + 2 * NGX_INT_T_LEN + 2;
     }
 
     p = ngx_pnalloc(cf->pool, len);
@@ -516,11 +548,12 @@ ngx_cdp_dest_init_main_conf(ngx_conf_t *cf, ngx_http_cdp_main_conf_t *mcf)
     }
 
     mcf->dest_spec.data = p;
-    *p++ = '|';
 
     for (i = 0; i < mcf->destinations->nelts; i++) {
-        p = ngx_sprintf(p, "%s%V %ui %ui", i ? "," : "", &d[i].name,
-                        d[i].purpose, d[i].maxlen);
+        p = ngx_sprintf(p, "%s%V %ui %ui %ui", i ? "," : "", &d[i].name,
+                        d[i].purpose, d[i].maxlen,
+                        ngx_cdp_dest_takes(&d[i], "Segment Entered")
+                        | (ngx_cdp_dest_takes(&d[i], "Segment Exited") << 1));
     }
 
     mcf->dest_spec.len = p - mcf->dest_spec.data;

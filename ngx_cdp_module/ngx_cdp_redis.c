@@ -198,8 +198,10 @@ ngx_cdp_redis_init_process(ngx_cycle_t *cycle, ngx_http_cdp_main_conf_t *mcf)
      *  aggregate_retention"
      */
     rd->maxlen = ngx_pnalloc(cycle->pool,
-                             7 * NGX_INT_T_LEN + 1 + mcf->dest_spec.len
-                             + mcf->facts_spec.len);
+                             7 * NGX_INT_T_LEN + 2 + mcf->dest_spec.len
+                             + 2 * (NGX_SIZE_T_LEN + 1)
+                             + mcf->facts_spec.len
+                             + mcf->segments_spec.len);
     if (rd->maxlen == NULL) {
         return NGX_ERROR;
     }
@@ -209,23 +211,23 @@ ngx_cdp_redis_init_process(ngx_cycle_t *cycle, ngx_http_cdp_main_conf_t *mcf)
      * extra argument an event (its route and its fact)
      */
 
-    p = ngx_sprintf(rd->maxlen, "%ui %ui %ui %ui %ui %T %T%V",
+    p = ngx_sprintf(rd->maxlen, "%ui %ui %ui %ui %ui %T %T",
                     mcf->stream_maxlen, mcf->limit_user_id,
                     mcf->limit_email, mcf->limit_phone,
                     mcf->timeline_max, mcf->dedup_window,
-                    mcf->agg_retention, &mcf->dest_spec);
+                    mcf->agg_retention);
 
-    if (mcf->facts_spec.len) {
-        if (mcf->dest_spec.len == 0) {
-            *p++ = '|';
-        }
+    rd->nargs = 4;
 
-        p = ngx_cpymem(p, mcf->facts_spec.data, mcf->facts_spec.len);
+    if (mcf->destinations || mcf->facts || mcf->segments) {
+        /* "|<destinations>|<len>:<facts><len>:<segments>" */
+        p = ngx_sprintf(p, "|%V|%uz:%V%uz:%V", &mcf->dest_spec,
+                        mcf->facts_spec.len, &mcf->facts_spec,
+                        mcf->segments_spec.len, &mcf->segments_spec);
+        rd->nargs = 5;
     }
 
     rd->maxlen_len = p - rd->maxlen;
-
-    rd->nargs = (mcf->destinations || mcf->facts) ? 5 : 4;
 
     rd->flush_ev.handler = ngx_cdp_redis_flush_handler;
     rd->flush_ev.data = rd;
@@ -368,6 +370,17 @@ ngx_cdp_redis_enqueue(ngx_str_t *key, ngx_uint_t kind, ngx_str_t *attrs,
     }
 
     return NGX_OK;
+}
+
+
+/* cdp_ingest's ARGV[1] and stream, for the store's other calls */
+
+void
+ngx_cdp_redis_argv1(ngx_str_t *argv1, ngx_str_t *stream)
+{
+    argv1->data = ngx_cdp_redis->maxlen;
+    argv1->len = ngx_cdp_redis->maxlen_len;
+    *stream = ngx_cdp_redis->stream_key;
 }
 
 

@@ -46,7 +46,10 @@ static ngx_str_t  ngx_cdp_counter_names[] = {
     ngx_string("cdp_api_unavailable_total"),
     ngx_string("cdp_suppressed_hits_total"),
     ngx_string("cdp_admin_requests_total"),
-    ngx_string("cdp_admin_denied_total")
+    ngx_string("cdp_admin_denied_total"),
+    ngx_string("cdp_segment_due_evaluated_total"),
+    ngx_string("cdp_segment_due_pending"),
+    ngx_string("cdp_segment_tick_events_total")
 };
 
 

@@ -1402,6 +1402,10 @@ ngx_http_cdp_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
+    if (ngx_cdp_audience_init_process(cycle, mcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_cdp_suppress_init_process(cycle, mcf);
 }
 

@@ -66,6 +66,9 @@ typedef enum {
     NGX_CDP_C_SUPPRESSED_HITS,
     NGX_CDP_C_ADMIN_REQUESTS,
     NGX_CDP_C_ADMIN_DENIED,
+    NGX_CDP_C_SEG_EVALUATED,
+    NGX_CDP_C_SEG_DUE,
+    NGX_CDP_C_SEG_EVENTS,
     NGX_CDP_NCOUNTERS
 } ngx_cdp_counter_e;
 
@@ -124,6 +127,7 @@ typedef struct {
     ngx_array_t               *segments;        /* ngx_cdp_audience_t */
     ngx_array_t               *facts;           /* ngx_cdp_fact_t */
     ngx_str_t                  facts_spec;      /* cdp_ingest's ARGV[1] */
+    ngx_str_t                  segments_spec;   /* cdp_ingest's ARGV[1] */
 
     ngx_shm_zone_t            *shm_zone;
 } ngx_http_cdp_main_conf_t;
@@ -368,6 +372,7 @@ ngx_int_t ngx_cdp_redis_call(ngx_cdp_redis_call_t *call, int argc,
     const char **argv, const size_t *argvlen);
 
 ngx_int_t ngx_cdp_redis_reserve(ngx_uint_t n, size_t size);
+void ngx_cdp_redis_argv1(ngx_str_t *argv1, ngx_str_t *stream);
 void ngx_cdp_redis_release(void);
 void ngx_cdp_redis_wait(ngx_cdp_redis_waiter_t *w);
 

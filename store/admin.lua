@@ -978,6 +978,18 @@ local function cdp_erase(keys, args)
 
     -- then write
 
+    -- out of every segment (the live profile's "segments" field), and
+    -- off the segments' clock
+    for _, p in ipairs(people) do
+        for name in string.gmatch(field(p.fields, 'segments') or '',
+                                  '[^,]+') do
+            redis.call('SREM', prefix .. ':segment:' .. name, p.pid)
+        end
+        for x in pairs(p.nodes) do
+            redis.call('ZREM', prefix .. ':segments:due', x)
+        end
+    end
+
     local removed, notices = dest_apply(prefix, req, people, plan)
     local events = xdel_all(prefix .. ':events', event_ids)
     local merges = xdel_all(prefix .. ':merges', merge_ids)

@@ -37,6 +37,9 @@ local DEDUP             -- seconds a messageId is remembered
 local SUPPRESSED        -- the suppression set is not empty
 local DEST              -- the destinations of this call, or nil
 local FACTS             -- the per-event facts kept, or nil
+local SEGS              -- the segments, or nil
+local NOW               -- ms, Redis's clock, for the segments' rules
+local MERGED            -- profiles a merge changed in this call
 local stats
 -- redis.call, for the per-event paths: an upvalue is one VM instruction
 -- where "redis.call" is two table lookups (it is not there at load time)
@@ -462,6 +465,17 @@ local function merge(s, l, reason, t, id, ts)
 
     redis.call('DEL', lk, P .. 'ids:' .. l)
     redis.call('HSET', lk, 'merged_into', s, 'at', ts)
+
+    -- l leaves every segment it was in; s is evaluated again (whole)
+    for name in string.gmatch(L.segments or '', '[^,]+') do
+        redis.call('SREM', P .. 'segment:' .. name, l)
+    end
+    if L.segments then
+        redis.call('ZREM', P .. 'segments:due', l)
+    end
+    if MERGED then
+        MERGED[s] = true
+    end
 
     merges_log(l, s, reason, t, id, ts)
     stats.merges = stats.merges + 1
@@ -972,10 +986,12 @@ end
 
 
 --
--- Destinations (ARGV[1] after "|"): "NAME PURPOSE MAXLEN,..." with
+-- Destinations (ARGV[1] after "|"): "NAME PURPOSE MAXLEN TAKES,..." with
 -- PURPOSE the bit of the consent purpose (1 analytics, 2 marketing,
--- 4 personalization).  Parsed once per spec while the library stays
--- loaded.  ok[c + 1] says whether consent bits c hold the purpose.
+-- 4 personalization) and TAKES whether its types= and events= take
+-- "Segment Entered" (1) and "Segment Exited" (2).  Parsed once per spec
+-- while the library stays loaded.  ok[c + 1] says whether consent bits c
+-- hold the purpose.
 --
 local DEST_SPECS = {}
 local CONSENT_NAMES = {analytics = 1, marketing = 2, personalization = 4}
@@ -988,11 +1004,15 @@ local function dest_parse(prefix, spec)
     end
 
     list = {}
-    for name, bit, maxlen in string.gmatch(spec,
-                                           '([%w_-]+) (%d+) (%d+)')
+    for name, bit, maxlen, takes in string.gmatch(spec,
+                                           '([%w_-]+) (%d+) (%d+) ?(%d*)')
     do
+        -- takes: 1 "Segment Entered", 2 "Segment Exited" (types, events)
+        takes = tonumber(takes) or 0
         local d = {key = prefix .. 'out:' .. name, maxlen = maxlen,
-                   ok = {}, touched = false}
+                   ok = {}, touched = false,
+                   entered = takes % 2 == 1,
+                   exited = math.floor(takes / 2) % 2 == 1}
         bit = tonumber(bit)
         for c = 0, 7 do
             -- c has the bit when (c / bit) is odd
@@ -1056,7 +1076,7 @@ end
 
 
 --
--- Facts (ARGV[1] after the second "|"): for each event name a segment
+-- Facts (ARGV[1]'s third part, see setup): for each event name a segment
 -- rule or cdp_profile_event uses, "<len>:<name>#<k>;" then k summed
 -- property names "<len>:<property>".  A track event of such a name has
 -- ";<n>" after its route (n: 1-based, in this order); its profile keeps
@@ -1093,8 +1113,9 @@ local function facts_parse(spec)
             break
         end
         i = at
-        local f = {count = 'ev.count:' .. name, first = 'ev.first:' .. name,
-                   last = 'ev.last:' .. name, sums = {}}
+        local f = {name = name, count = 'ev.count:' .. name,
+                   first = 'ev.first:' .. name, last = 'ev.last:' .. name,
+                   sums = {}}
         for _ = 1, tonumber(k) do
             local prop = str()
             if not prop then
@@ -1171,6 +1192,349 @@ local function fact(pid, ts, n, event)
 end
 
 
+--
+-- Segments (ARGV[1]'s last part): "<len>:<name><len>:<program>" each,
+-- the programs of ngx_cdp_rule.h (format 1), parsed once per spec into
+-- lists of ops.  A segment is evaluated after an event when it reads a
+-- profile field (every event changes some) or the event's own facts; on
+-- time, from <prefix>:segments:due (cdp_segments_tick); after a merge.
+--
+local SEG_SPECS = {}
+
+local function prog_parse(code)
+    if string.sub(code, 1, 3) ~= 'v1;' then
+        return nil
+    end
+
+    local ops, i, every, facts, time = {}, 4, false, {}, false
+
+    local function str()
+        local n, at = string.match(code, '^(%d+):()', i)
+        if not n then
+            error('malformed')
+        end
+        i = at + n
+        return string.sub(code, at, at + n - 1)
+    end
+
+    local function num()
+        local v, at = string.match(code, '^(%-?[%d%.]+);()', i)
+        if not v then
+            error('malformed')
+        end
+        i = at
+        return tonumber(v)
+    end
+
+    local ok = pcall(function()
+        while i <= #code do
+            local op = string.sub(code, i, i)
+            i = i + 1
+            if op == '#' or op == '$' then
+                ops[#ops + 1] = {'k', op == '#' and num() or str()}
+            elseif op == 'n' or op == 's' then
+                ops[#ops + 1] = {op, str()}
+                every = true
+            elseif op == 'H' then
+                ops[#ops + 1] = {'H', str()}
+                every = true
+            elseif op == 'c' or op == 'f' or op == 'l' then
+                local e = str()
+                local pre = op == 'c' and 'ev.count:' or op == 'f'
+                            and 'ev.first:' or 'ev.last:'
+                ops[#ops + 1] = {'n', pre .. e}
+                facts[e] = true
+            elseif op == 'u' then
+                local e = str()
+                ops[#ops + 1] = {'n', 'ev.sum:' .. str() .. ':' .. e}
+                facts[e] = true
+            elseif op == 'N' or op == 'S' then
+                ops[#ops + 1] = {op, string.sub(code, i, i + 1)}
+                i = i + 2
+            elseif op == 'I' then
+                ops[#ops + 1] = {'I', num()}
+            elseif op == 'B' or op == 'W' then
+                ops[#ops + 1] = {op, num()}
+                time = true
+            elseif op == '&' or op == '|' or op == '!' then
+                ops[#ops + 1] = {op}
+            else
+                error('malformed')
+            end
+        end
+    end)
+
+    if not ok then
+        return nil
+    end
+
+    return {ops = ops, every = every, facts = facts, time = time}
+end
+
+local function segments_parse(prefix, spec)
+    local key = prefix .. '|' .. spec
+    local list = SEG_SPECS[key]
+    if list then
+        return list
+    end
+
+    list = {}
+    local i = 1
+    while i <= #spec do
+        local n, at = string.match(spec, '^(%d+):()', i)
+        if not n then
+            break
+        end
+        local name = string.sub(spec, at, at + n - 1)
+        i = at + n
+        n, at = string.match(spec, '^(%d+):()', i)
+        if not n then
+            break
+        end
+        local g = prog_parse(string.sub(spec, at, at + n - 1))
+        i = at + n
+        if g then
+            g.name = name
+            g.key = prefix .. 'segment:' .. name
+            list[#list + 1] = g
+        end
+    end
+
+    SEG_SPECS[key] = list
+    return list
+end
+
+
+local CMP = {
+    eq = function(a, b) return a == b end,
+    ne = function(a, b) return a ~= b end,
+    lt = function(a, b) return a < b end,
+    le = function(a, b) return a <= b end,
+    gt = function(a, b) return a > b end,
+    ge = function(a, b) return a >= b end
+}
+
+-- a program on profile fields F at time NOW: the result, and the next
+-- time it may flip without an event (or nil)
+local function prog_eval(ops, F)
+    local st, sp, due = {}, 0, nil
+
+    for k = 1, #ops do
+        local o = ops[k]
+        local t = o[1]
+
+        if t == 'k' then
+            sp = sp + 1
+            st[sp] = o[2]
+        elseif t == 'n' then
+            sp = sp + 1
+            st[sp] = NUM(F[o[2]]) or 0
+        elseif t == 's' then
+            sp = sp + 1
+            st[sp] = F[o[2]]
+        elseif t == 'H' then
+            sp = sp + 1
+            st[sp] = F.consent ~= nil
+                     and string.find(',' .. F.consent .. ',',
+                                     ',' .. o[2] .. ',', 1, true) ~= nil
+        elseif t == 'N' then
+            local a, b = st[sp - 1], st[sp]
+            sp = sp - 1
+            if type(a) == 'string' then a = NUM(a) end
+            if type(b) == 'string' then b = NUM(b) end
+            st[sp] = (a ~= nil and b ~= nil) and CMP[o[2]](a, b) or false
+        elseif t == 'S' then
+            local a, b = st[sp - 1], st[sp]
+            sp = sp - 1
+            if a == nil or b == nil then
+                st[sp] = (o[2] == 'ne')
+            else
+                st[sp] = (a == b) == (o[2] == 'eq')
+            end
+        elseif t == 'I' then
+            local n = o[2]
+            local v = st[sp - n]
+            local r = false
+            if v ~= nil then
+                for j = sp - n + 1, sp do
+                    local it = st[j]
+                    if type(it) == 'number' then
+                        local x = (type(v) == 'string') and NUM(v) or v
+                        if x == it then
+                            r = true
+                        end
+                    elseif type(v) == 'string' and v == it then
+                        r = true
+                    end
+                end
+            end
+            sp = sp - n
+            st[sp] = r
+        elseif t == 'B' or t == 'W' then
+            local at, D = st[sp], o[2]
+            if at <= 0 then
+                st[sp] = (t == 'B')
+            else
+                local flip = at + D
+                st[sp] = (NOW >= flip) == (t == 'B')
+                if flip > NOW and (due == nil or flip < due) then
+                    due = flip
+                end
+            end
+        elseif t == '&' then
+            sp = sp - 1
+            st[sp] = st[sp] and st[sp + 1]
+        elseif t == '|' then
+            sp = sp - 1
+            st[sp] = st[sp] or st[sp + 1]
+        else -- '!'
+            st[sp] = not st[sp]
+        end
+    end
+
+    return st[1] == true, due
+end
+
+
+-- "2026-12-04T20:38:36.861Z" of ms since the epoch (H. Hinnant's days)
+local function iso(ms)
+    local s = math.floor(ms / 1000)
+    local d = math.floor(s / 86400)
+    local r = s - d * 86400
+    local z = d + 719468
+    local era = math.floor(z / 146097)
+    local doe = z - era * 146097
+    local yoe = math.floor((doe - math.floor(doe / 1460)
+                            + math.floor(doe / 36524)
+                            - math.floor(doe / 146096)) / 365)
+    local doy = doe - (365 * yoe + math.floor(yoe / 4)
+                       - math.floor(yoe / 100))
+    local mp = math.floor((5 * doy + 2) / 153)
+    local day = doy - math.floor((153 * mp + 2) / 5) + 1
+    local month = mp < 10 and mp + 3 or mp - 9
+    local year = yoe + era * 400 + (month <= 2 and 1 or 0)
+    return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%03dZ', year, month,
+                         day, math.floor(r / 3600),
+                         math.floor(r % 3600 / 60), r % 60, ms % 1000)
+end
+
+
+--
+-- "Segment Entered" or "Segment Exited": a track event of the profile,
+-- in the stream and its timeline, and through the gate to destinations
+-- whose types= and events= take it, under the profile's consent.
+--
+local function segment_event(pid, F, name, what)
+    local ev = {type = 'track', event = what,
+                properties = {segment = name},
+                messageId = 'seg-' .. redis.sha1hex(pid .. '\0' .. name
+                                                    .. '\0' .. what .. '\0'
+                                                    .. NOW),
+                timestamp = iso(NOW), receivedAt = iso(NOW),
+                context = {library = {name = 'ngx_cdp'}}}
+    if string.match(pid, '^%x+$') and #pid == 32 then
+        ev.anonymousId = pid
+    end
+    if F.user_id then
+        ev.userId = F.user_id
+    end
+
+    local json = cjson.encode(ev)
+    local id = call('XADD', STREAM, '*', 'event', json)
+    timeline_push(pid, id)
+    stats.segment_events = stats.segment_events + 1
+
+    if DEST then
+        local bytes, any = {}, false
+        for j, d in ipairs(DEST) do
+            local take = (what == 'Segment Entered') and d.entered
+                         or (what == 'Segment Exited') and d.exited
+            bytes[j] = take and '1' or '0'
+            any = any or take
+        end
+        if any then
+            forward('?0' .. table.concat(bytes), pid, id, json)
+        end
+    end
+end
+
+
+--
+-- Membership of profile pid after a change: the segments that this
+-- change may affect (all: every one) are evaluated on its fields; entries
+-- and exits update <prefix>:segment:<name>, the profile's "segments"
+-- field, and make their events; the next due time goes to
+-- <prefix>:segments:due.
+--
+local function segments_update(pid, all, fname)
+    if not SEGS or #SEGS == 0 or pid == nil or pid == '' then
+        return
+    end
+
+    local todo = {}
+    for _, g in ipairs(SEGS) do
+        if all or g.every or (fname and g.facts[fname]) then
+            todo[#todo + 1] = g
+        end
+    end
+    if #todo == 0 then
+        return
+    end
+
+    local pk = pkey(pid)
+    local F = hash_table(call('HGETALL', pk))
+    if not F.events then
+        return
+    end
+
+    local cur, list = {}, {}
+    for name in string.gmatch(F.segments or '', '[^,]+') do
+        cur[name] = true
+    end
+
+    local changed, due, timed = false, nil, false
+    for _, g in ipairs(todo) do
+        local r, d = prog_eval(g.ops, F)
+        if r and not cur[g.name] then
+            call('SADD', g.key, pid)
+            cur[g.name] = true
+            changed = true
+            segment_event(pid, F, g.name, 'Segment Entered')
+        elseif not r and cur[g.name] then
+            call('SREM', g.key, pid)
+            cur[g.name] = nil
+            changed = true
+            segment_event(pid, F, g.name, 'Segment Exited')
+        end
+        if g.time then
+            timed = true
+            if d and (due == nil or d < due) then
+                due = d
+            end
+        end
+    end
+
+    if changed then
+        for _, g in ipairs(SEGS) do
+            if cur[g.name] then
+                list[#list + 1] = g.name
+            end
+        end
+        if #list > 0 then
+            call('HSET', pk, 'segments', table.concat(list, ','))
+        else
+            call('HDEL', pk, 'segments')
+        end
+    end
+
+    if due then
+        call('ZADD', P .. 'segments:due', due, pid)
+    elseif timed and all then
+        call('ZREM', P .. 'segments:due', pid)
+    end
+end
+
+
 -- the event was dropped: its person is erased
 local function forward_erased(route)
     for j = 1, #DEST do
@@ -1178,6 +1542,84 @@ local function forward_erased(route)
             DEST[j].erased = DEST[j].erased + 1
         end
     end
+end
+
+
+--
+-- The state of a call from its stream key and ARGV[1]: "<numbers>", or
+-- "<numbers>|<destinations>|<len>:<facts><len>:<segments>" (see
+-- dest_parse, facts_parse, segments_parse).  Returns the number of
+-- arguments an event has (4, or 5 with any of those) and the aggregates'
+-- retention, or nil for a malformed ARGV[1].
+--
+local function setup(stream, argv1)
+    local head, spec, fspec, sspec = argv1 or '', '', '', ''
+    local bar = string.find(head, '|', 1, true)
+    if bar then
+        local rest = string.sub(head, bar + 1)
+        head = string.sub(head, 1, bar - 1)
+        local bar2 = string.find(rest, '|', 1, true)
+        if not bar2 then
+            return nil
+        end
+        spec = string.sub(rest, 1, bar2 - 1)
+        local fl, at = string.match(rest, '^(%d+):()', bar2 + 1)
+        if not fl then
+            return nil
+        end
+        fspec = string.sub(rest, at, at + fl - 1)
+        local sl, at2 = string.match(rest, '^(%d+):()', at + fl)
+        if not sl then
+            return nil
+        end
+        sspec = string.sub(rest, at2, at2 + sl - 1)
+    end
+    local S = bar and 5 or 4
+
+    local maxlen, lu, le, lp, tl, dd, ar =
+        string.match(head,
+                     '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) ?(%d*)$')
+    if not maxlen then
+        maxlen, lu, le, lp, tl, dd = string.match(head, '^(%d+)$'), 1, 5,
+                                     5, 10000, 86400
+        if not maxlen then
+            return nil
+        end
+    end
+    if not ar or ar == '' then
+        ar = AGG_RETENTION
+    end
+
+    STREAM = stream
+    P = string.sub(STREAM, 1, -7)       -- "<prefix>:" of "<prefix>:events"
+    MAXLEN = maxlen
+    LIMIT = {user_id = tonumber(lu), email = tonumber(le),
+             phone = tonumber(lp)}
+    TL_MAX = math.max(tonumber(tl), 1)
+    TL_SLACK = math.max(16, math.floor(TL_MAX / 16))
+    DEDUP = math.max(tonumber(dd), 1)
+    stats = {stored = 0, suppressed = 0, merges = 0, switches = 0,
+             refused = 0, malformed = 0, duplicates = 0,
+             segment_events = 0}
+    -- erasure is rare: no lookups while nobody is suppressed
+    SUPPRESSED = redis.call('EXISTS', P .. 'suppressed') == 1
+    DEST = nil
+    if spec ~= '' then
+        DEST = dest_parse(P, spec)
+        for _, d in ipairs(DEST) do
+            d.queued, d.consent, d.erased, d.touched = 0, 0, 0, false
+        end
+    end
+    FACTS = (fspec ~= '') and facts_parse(fspec) or nil
+    SEGS = (sspec ~= '') and segments_parse(P, sspec) or nil
+    MERGED = SEGS and {} or nil
+    if SEGS then
+        local t = redis.call('TIME')
+        NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    end
+    call = redis.call
+
+    return S, ar
 end
 
 
@@ -1192,11 +1634,13 @@ end
 --                approximate MAXLEN of the streams, the identifier limits
 --                per profile, the timeline cap, the messageId window and
 --                the seconds an aggregate hash is kept after its last hit;
---                then, with destinations, "|NAME PURPOSE MAXLEN,..." (see
---                dest_parse above), and every event has a fifth argument
+--                then, with destinations, facts or segments,
+--                "|<destinations>|<len>:<facts><len>:<segments>" (see
+--                setup above), and every event has a fifth argument
 --   ARGV[2 + S(i-1)] .. : for each event i (S = 4, or 5 with
 --                destinations): timestamp in ms, kind, attrs, payload
---                [, route: see forward() above; "" goes nowhere].
+--                [, "<route>[;<fact>]": see forward() and fact() above;
+--                a route "" goes nowhere].
 --                kind "page" or "track": the payload is the Segment-spec
 --                JSON, appended to the stream and counted on the
 --                browser's profile (where its link leads); with ":new"
@@ -1218,58 +1662,14 @@ end
 --
 local function cdp_ingest(keys, args)
     local n = #keys - 1
-    local head, spec, fspec = args[1] or '', '', ''
-    local bar = string.find(head, '|', 1, true)
-    if bar then
-        local bar2 = string.find(head, '|', bar + 1, true)
-        if bar2 then
-            spec = string.sub(head, bar + 1, bar2 - 1)
-            fspec = string.sub(head, bar2 + 1)
-        else
-            spec = string.sub(head, bar + 1)
-        end
-        head = string.sub(head, 1, bar - 1)
+    local S, ar = setup(keys[1], args[1])
+    if not S then
+        return redis.error_reply('ERR cdp_ingest: a malformed ARGV[1]')
     end
-    local S = (spec ~= '' or fspec ~= '') and 5 or 4
     if n < 0 or #args ~= 1 + S * n then
         return redis.error_reply('ERR cdp_ingest: want 1 + ' .. S
                                  .. 'N args for N keys')
     end
-
-    local maxlen, lu, le, lp, tl, dd, ar =
-        string.match(head,
-                     '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) ?(%d*)$')
-    if not maxlen then
-        maxlen, lu, le, lp, tl, dd = string.match(head, '^(%d+)$'), 1, 5,
-                                     5, 10000, 86400
-        if not maxlen then
-            return redis.error_reply('ERR cdp_ingest: a malformed ARGV[1]')
-        end
-    end
-    if not ar or ar == '' then
-        ar = AGG_RETENTION
-    end
-
-    STREAM = keys[1]
-    P = string.sub(STREAM, 1, -7)       -- "<prefix>:" of "<prefix>:events"
-    MAXLEN = maxlen
-    LIMIT = {user_id = tonumber(lu), email = tonumber(le),
-             phone = tonumber(lp)}
-    TL_MAX = math.max(tonumber(tl), 1)
-    TL_SLACK = math.max(16, math.floor(TL_MAX / 16))
-    DEDUP = math.max(tonumber(dd), 1)
-    stats = {stored = 0, suppressed = 0, merges = 0, switches = 0,
-             refused = 0, malformed = 0, duplicates = 0}
-    -- erasure is rare: no lookups while nobody is suppressed
-    SUPPRESSED = redis.call('EXISTS', P .. 'suppressed') == 1
-    DEST = nil
-    if spec ~= '' then
-        DEST = dest_parse(P, spec)
-        for _, d in ipairs(DEST) do
-            d.queued, d.consent, d.erased, d.touched = 0, 0, 0, false
-        end
-    end
-    FACTS = (fspec ~= '') and facts_parse(fspec) or nil
 
     local cache, aggs = {}, {}
     local plen = #P + #'profile:'
@@ -1319,6 +1719,10 @@ local function cdp_ingest(keys, args)
             if route ~= '' then
                 forward(route, string.sub(key, plen + 1), id, args[a + 3])
             end
+            if SEGS then
+                segments_update(string.sub(key, plen + 1), false,
+                                nfact and FACTS[nfact] and FACTS[nfact].name)
+            end
 
         elseif kind == 'page' or kind == 'track' then
             -- a returning browser: when its record is a profile (not new,
@@ -1344,6 +1748,11 @@ local function cdp_ingest(keys, args)
                     forward(route, string.sub(key, plen + 1), id,
                             args[a + 3])
                 end
+                if SEGS then
+                    segments_update(string.sub(key, plen + 1), false,
+                                    nfact and FACTS[nfact]
+                                    and FACTS[nfact].name)
+                end
 
             else
                 local pid = count_event(nil, key, ts, kind, at, id, true)
@@ -1354,6 +1763,11 @@ local function cdp_ingest(keys, args)
                     end
                     if route ~= '' then
                         forward(route, pid, id, args[a + 3])
+                    end
+                    if SEGS then
+                        segments_update(pid, MERGED[pid] ~= nil,
+                                        nfact and FACTS[nfact]
+                                        and FACTS[nfact].name)
                     end
                 else
                     -- erased: the event goes too
@@ -1374,7 +1788,7 @@ local function cdp_ingest(keys, args)
             stats.stored = stats.stored + 1
 
         elseif kind == 'log' then
-            redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*',
+            redis.call('XADD', key, 'MAXLEN', '~', MAXLEN, '*',
                        'entry', args[a + 3])
             stats.stored = stats.stored + 1
 
@@ -1428,6 +1842,11 @@ local function cdp_ingest(keys, args)
                 if route ~= '' then
                     forward(route, pid, id, event)
                 end
+                if SEGS and pid ~= '' then
+                    segments_update(pid, MERGED[pid] ~= nil,
+                                    nfact and FACTS[nfact]
+                                    and FACTS[nfact].name)
+                end
             elseif id then
                 -- erased or malformed: the event goes too
                 redis.call('XDEL', STREAM, id)
@@ -1440,7 +1859,7 @@ local function cdp_ingest(keys, args)
 
     -- once per batch rather than per XADD: fewer arguments per event, and
     -- the stream overshoots MAXLEN by one batch at most
-    redis.call('XTRIM', STREAM, 'MAXLEN', '~', maxlen)
+    redis.call('XTRIM', STREAM, 'MAXLEN', '~', MAXLEN)
 
     local reply = {stats.stored + stored, stats.suppressed, stats.merges,
                    stats.switches, stats.refused, stats.malformed,
@@ -1566,6 +1985,39 @@ local function cdp_dest_done(keys, args)
 end
 
 
+--
+-- cdp_segments_tick: the segments whose result changes with time alone
+-- (before(), within()): the profiles due by now are evaluated again, at
+-- most limit of them.
+--   KEYS[1]  the event stream, <prefix>:events
+--   KEYS[2]  <prefix>:segments:due
+--   ARGV[1]  as cdp_ingest's   ARGV[2] limit
+--   reply: {profiles evaluated, still due (past now), segment events}
+--
+local function cdp_segments_tick(keys, args)
+    if not setup(keys[1], args[1]) or not SEGS then
+        return redis.error_reply('ERR cdp_segments_tick: no segments in '
+                                 .. 'ARGV[1]')
+    end
+
+    local limit = tonumber(args[2]) or 1000
+    local due = redis.call('ZRANGEBYSCORE', keys[2], '-inf', NOW,
+                           'LIMIT', 0, limit)
+
+    for _, pid in ipairs(due) do
+        redis.call('ZREM', keys[2], pid)
+        segments_update(pid, true, nil)
+    end
+
+    redis.call('XTRIM', STREAM, 'MAXLEN', '~', MAXLEN)
+
+    return {#due, redis.call('ZCOUNT', keys[2], '-inf', NOW),
+            stats.segment_events}
+end
+
+
+redis.register_function{function_name = 'cdp_segments_tick',
+                        callback = cdp_segments_tick}
 redis.register_function{function_name = 'cdp_dest_done',
                         callback = cdp_dest_done}
 redis.register_function{function_name = 'cdp_version',

@@ -6,8 +6,11 @@ that stores the event, from pixel and API track events alike, and
 survive identity merges."""
 
 import base64
+import hashlib
 import json
+import os
 import secrets
+import time
 
 import pytest
 
@@ -128,3 +131,167 @@ def test_directive_errors(nginx_factory, redis_server):
                    "seen_within(7d)';\n"
                    '    cdp_profile_event "Paid" sum=amount sum=tax;')
     assert rc == 0, out
+
+
+# --------------------------------------------------------------------------
+# membership (durations of seconds: the time-based rules flip in the test)
+
+MEMBERSHIP = """
+    cdp_segment loyal 'count("Order Completed") >= 3';
+    cdp_segment big_spender 'sum("Order Completed", revenue) >= 500';
+    cdp_segment dormant 'seen_before(3s) and events >= 1';
+    cdp_segment recent 'seen_within(3s)';
+    cdp_segment pro 'trait.plan == "pro"';
+    cdp_segment abandoned
+        'last("Checkout Started") before(3s) and last("Order Completed") < last("Checkout Started")';
+    cdp_segment marketable 'consent has marketing';
+    cdp_destination trig purpose=analytics events="Segment Entered"
+                    uri=/_dest/trig flush=50ms;
+"""
+
+
+PRIVACY_TOKEN = 'prv-' + secrets.token_urlsafe(24)
+
+
+@pytest.fixture
+def seg(nginx_factory, redis_server, sink, workdir):
+    bport = h.free_port()
+    tokens = os.path.join(workdir, 'tokens-%s' % secrets.token_hex(4))
+    with open(tokens, 'w') as f:
+        f.write('privacy %s\n'
+                % hashlib.sha256(PRIVACY_TOKEN.encode()).hexdigest())
+    return nginx_factory(
+        redis_server,
+        http_extra=h.IDENTIFY_BACKEND.replace('@BPORT@', str(bport))
+        + MEMBERSHIP + '    cdp_admin_tokens %s;' % tokens,
+        locations=LOCATIONS.replace('@BPORT@', str(bport))
+        + '\n        location /admin/ { cdp_admin; }'
+        + h.DEST_LOCATION.replace('@SINKPORT@', str(sink.port)))
+
+
+def members(ngx, name):
+    return ngx.rc().smembers('%s:segment:%s' % (ngx.prefix, name))
+
+
+def segment_events(ngx, pid=None):
+    out = []
+    for e in ngx.events():
+        if e.get('event') in ('Segment Entered', 'Segment Exited') \
+                and (pid is None or e.get('anonymousId') == pid
+                     or pid.startswith('p')):
+            out.append((e['event'], e['properties']['segment']))
+    return out
+
+
+def test_loyal_and_big_spender_enter_with_the_event_that_makes_them(seg,
+                                                                    sink):
+    b = h.Browser(seg)
+    for i in range(2):
+        b.view('e=Order%20Completed&p.revenue=200')
+        seg.wait_settled()
+    assert b.aid not in members(seg, 'loyal')
+    assert b.aid not in members(seg, 'big_spender')
+
+    b.view('e=Order%20Completed&p.revenue=150')
+    seg.wait_settled()
+    assert b.aid in members(seg, 'loyal')
+    assert b.aid in members(seg, 'big_spender')
+    assert set(h.profile(seg, b.aid)['segments'].split(',')) >= \
+        {'loyal', 'big_spender'}
+    ev = segment_events(seg, b.aid)
+    assert ev.count(('Segment Entered', 'loyal')) == 1, ev
+    assert ev.count(('Segment Entered', 'big_spender')) == 1, ev
+
+    # a fourth order changes nothing: no second entry
+    b.view('e=Order%20Completed&p.revenue=1')
+    seg.wait_settled()
+    assert segment_events(seg, b.aid).count(('Segment Entered', 'loyal')) \
+        == 1
+
+    # the trigger destination gets each entry once
+    assert h.wait_until(lambda: len([
+        e for e in sink.events('/trig')
+        if e.get('anonymousId') == b.aid
+        and e['properties']['segment'] == 'loyal']) == 1, 20), \
+        sink.events('/trig')
+    for e in sink.events('/trig'):
+        assert e['event'] == 'Segment Entered'
+
+
+def test_recent_turns_dormant_on_time_without_an_event(seg):
+    b = h.Browser(seg)
+    b.view()
+    seg.wait_settled()
+    assert b.aid in members(seg, 'recent')
+    assert b.aid not in members(seg, 'dormant')
+    t0 = time.monotonic()
+    assert h.wait_until(lambda: b.aid in members(seg, 'dormant')
+                        and b.aid not in members(seg, 'recent'), 15), \
+        (members(seg, 'recent'), members(seg, 'dormant'))
+    # 3 s after the hit, within about a second (the tick)
+    assert time.monotonic() - t0 < 3 + 5
+    ev = segment_events(seg, b.aid)
+    assert ('Segment Exited', 'recent') in ev
+    assert ('Segment Entered', 'dormant') in ev
+    assert seg.status().c('cdp_segment_due_evaluated_total') >= 1
+
+
+def test_abandoned_checkout(seg):
+    gone, bought = h.Browser(seg), h.Browser(seg)
+    gone.view('e=Checkout%20Started')
+    bought.view('e=Checkout%20Started')
+    seg.wait_settled()
+    bought.view('e=Order%20Completed&p.revenue=10')
+    seg.wait_settled()
+    assert gone.aid not in members(seg, 'abandoned')
+    assert h.wait_until(lambda: gone.aid in members(seg, 'abandoned'), 15)
+    assert bought.aid not in members(seg, 'abandoned')
+    # the order, late: out again at once
+    gone.view('e=Order%20Completed&p.revenue=10')
+    seg.wait_settled()
+    assert gone.aid not in members(seg, 'abandoned')
+
+
+def test_traits_and_consent(seg):
+    gpc, plain = h.Browser(seg), h.Browser(seg)
+    gpc._keep(h.one_request(seg.port, 'GET', '/p.gif',
+                            headers={'Sec-GPC': '1'}))
+    plain.view()
+    seg.wait_settled()
+    assert plain.aid in members(seg, 'marketable')
+    assert gpc.aid not in members(seg, 'marketable')
+
+    plain.login(uid='u-pro-1', traits='{"plan":"pro"}')
+    seg.wait_settled()
+    pid = h.idx(seg, 'user_id', 'u-pro-1')
+    assert pid in members(seg, 'pro')
+
+
+def test_a_merge_and_an_erasure_keep_memberships_exact(seg, workdir):
+    b = h.Browser(seg)
+    for _ in range(3):
+        b.view('e=Order%20Completed&p.revenue=1')
+        seg.wait_settled()
+    assert b.aid in members(seg, 'loyal')
+
+    b.login(uid='u-seg-1')
+    seg.wait_settled()
+    pid = h.idx(seg, 'user_id', 'u-seg-1')
+    # the browser's profile was merged away: the person is the member
+    assert b.aid not in members(seg, 'loyal')
+    assert pid in members(seg, 'loyal')
+    for name in ('recent', 'marketable'):
+        assert b.aid not in members(seg, name)
+        assert pid in members(seg, name)
+
+    r = h.one_request(seg.port, 'POST', '/admin/erase',
+                      headers={'Authorization': 'Bearer ' + PRIVACY_TOKEN,
+                               'Content-Type': 'application/json'},
+                      body=b'{"user_id":"u-seg-1"}')
+    assert r.status == 200, r.body
+    rc = seg.rc()
+    for key in rc.keys('%s:segment:*' % seg.prefix):
+        assert pid not in rc.smembers(key), key
+        assert b.aid not in rc.smembers(key), key
+    due = rc.zrange('%s:segments:due' % seg.prefix, 0, -1)
+    assert pid not in due and b.aid not in due
