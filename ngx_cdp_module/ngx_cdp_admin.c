@@ -21,6 +21,7 @@
 
 #include "ngx_http_cdp_module.h"
 #include "ngx_cdp_dest.h"
+#include "ngx_cdp_audience.h"
 
 #include <hiredis/hiredis.h>
 #include <jansson.h>
@@ -53,6 +54,8 @@ typedef struct {
 #define NGX_CDP_ADMIN_AUDIT       4
 #define NGX_CDP_ADMIN_DESTINATIONS  5
 #define NGX_CDP_ADMIN_REPLAY      6
+#define NGX_CDP_ADMIN_SEGMENTS    7
+#define NGX_CDP_ADMIN_SEGMENT     8
 
 /* identifier types, as ngx_cdp_admin_types[] names them */
 #define NGX_CDP_ID_USER_ID        0
@@ -112,6 +115,11 @@ static ngx_cdp_admin_op_t  ngx_cdp_admin_ops[] = {
       NGX_CDP_ROLE_ADMIN, NULL, 0 },
     { NGX_CDP_ADMIN_REPLAY, "replay", NGX_HTTP_POST,
       NGX_CDP_ROLE_ADMIN, "cdp_replay", 1 },
+    /* audited: written with FCALL */
+    { NGX_CDP_ADMIN_SEGMENTS, "segments", NGX_HTTP_GET,
+      NGX_CDP_ROLE_MARKETER|NGX_CDP_ROLE_ADMIN, "cdp_segments", 1 },
+    { NGX_CDP_ADMIN_SEGMENT, "segment", NGX_HTTP_GET,
+      NGX_CDP_ROLE_MARKETER|NGX_CDP_ROLE_ADMIN, "cdp_segment_members", 1 },
     { 0, NULL, 0, 0, NULL, 0 }
 };
 
@@ -140,6 +148,11 @@ static ngx_int_t ngx_cdp_admin_destinations(ngx_http_request_t *r,
     ngx_http_cdp_main_conf_t *mcf);
 static ngx_int_t ngx_cdp_admin_replay_name(ngx_http_request_t *r,
     ngx_cdp_admin_ctx_t *actx, ngx_http_cdp_main_conf_t *mcf);
+static const char *ngx_cdp_admin_segment_args(ngx_http_request_t *r,
+    ngx_cdp_admin_ctx_t *actx, ngx_http_cdp_main_conf_t *mcf);
+static ngx_int_t ngx_cdp_admin_push(ngx_cdp_admin_ctx_t *actx,
+    u_char *data, size_t len);
+static ngx_int_t ngx_cdp_admin_page(ngx_http_request_t *r, void *reply);
 static ngx_int_t ngx_cdp_admin_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *code, const char *message,
     const char *field);
@@ -365,8 +378,9 @@ ngx_cdp_admin_handler(ngx_http_request_t *r)
             return ngx_cdp_admin_error(r, NGX_HTTP_NOT_FOUND,
                                        "unknown_endpoint",
                                        "use profiles, erase, export, "
-                                       "unsuppress, audit, destinations or "
-                                       "replay", NULL);
+                                       "unsuppress, audit, destinations, "
+                                       "replay, segments or segment",
+                                       NULL);
         }
 
         if (!(r->method & op->method)) {
@@ -537,7 +551,34 @@ ngx_cdp_admin_start(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx)
         return ngx_cdp_admin_destinations(r, mcf);
     }
 
-    if (actx->op->id == NGX_CDP_ADMIN_REPLAY) {
+    if (actx->op->id == NGX_CDP_ADMIN_SEGMENTS
+        || actx->op->id == NGX_CDP_ADMIN_SEGMENT)
+    {
+        bad = ngx_cdp_admin_segment_args(r, actx, mcf);
+
+        if (bad == (const char *) NGX_CONF_ERROR) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (bad && ngx_strcmp(bad, "name") == 0
+            && ngx_http_arg(r, (u_char *) "name", 4, &arg) == NGX_OK)
+        {
+            return ngx_cdp_admin_error(r, NGX_HTTP_NOT_FOUND,
+                                       "unknown_segment",
+                                       "no cdp_segment of this name",
+                                       "name");
+        }
+
+        if (bad) {
+            return ngx_cdp_admin_error(r, NGX_HTTP_BAD_REQUEST,
+                                       "invalid_field",
+                                       "name (a cdp_segment), cursor "
+                                       "(digits), count (1 to 1000), "
+                                       "format (json, ndjson or csv), "
+                                       "fields (a comma list)", bad);
+        }
+
+    } else if (actx->op->id == NGX_CDP_ADMIN_REPLAY) {
         rc = ngx_cdp_admin_replay_name(r, actx, mcf);
 
         if (rc == NGX_ERROR) {
@@ -720,6 +761,39 @@ ngx_cdp_admin_start(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx)
 }
 
 
+/* a page of a segment's members as NDJSON or CSV: {cursor, text} */
+
+static ngx_int_t
+ngx_cdp_admin_page(ngx_http_request_t *r, void *data)
+{
+    redisReply  *reply = data;
+
+    u_char     *body, *cursor;
+    ngx_str_t   arg;
+
+    body = ngx_pnalloc(r->pool, reply->element[1]->len + 1);
+    cursor = ngx_pnalloc(r->pool, reply->element[0]->len + 1);
+    if (body == NULL || cursor == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_memcpy(body, reply->element[1]->str, reply->element[1]->len);
+    ngx_cpystrn(cursor, (u_char *) reply->element[0]->str,
+                reply->element[0]->len + 1);
+
+    if (ngx_cdp_add_header(r, "X-CDP-Cursor", (char *) cursor) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    (void) ngx_http_arg(r, (u_char *) "format", 6, &arg);
+
+    return ngx_cdp_send(r, NGX_HTTP_OK,
+                        (arg.len == 3) ? "text/csv; charset=utf-8"
+                                       : "application/x-ndjson",
+                        body, reply->element[1]->len);
+}
+
+
 /*
  * GET destinations: each destination with this nginx's figures (those of
  * cdp_status), as JSON.
@@ -856,6 +930,154 @@ ngx_cdp_admin_replay_name(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx,
     json_decref(obj);
 
     return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_cdp_admin_push(ngx_cdp_admin_ctx_t *actx, u_char *data, size_t len)
+{
+    ngx_str_t  *v;
+
+    v = ngx_array_push(actx->ids);
+    if (v == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->data = data;
+    v->len = len;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The call's arguments of GET segments (every segment: name, rule) and
+ * GET segment?name=&cursor=&count=&format=&fields= (name, cursor, count,
+ * format, fields...), as its "identifiers".  Returns NULL, the name of a
+ * bad argument, or NGX_CONF_ERROR (out of memory).
+ */
+
+static const char *
+ngx_cdp_admin_segment_args(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx,
+    ngx_http_cdp_main_conf_t *mcf)
+{
+    u_char              *p, *q, *last, *dst;
+    ngx_int_t            n;
+    ngx_str_t            arg;
+    ngx_uint_t           i;
+    ngx_cdp_audience_t  *a;
+
+    a = mcf->segments ? mcf->segments->elts : NULL;
+
+    if (actx->op->id == NGX_CDP_ADMIN_SEGMENTS) {
+        for (i = 0; a && i < mcf->segments->nelts; i++) {
+            if (ngx_cdp_admin_push(actx, a[i].name.data, a[i].name.len)
+                != NGX_OK
+                || ngx_cdp_admin_push(actx, a[i].source.data,
+                                      a[i].source.len)
+                   != NGX_OK)
+            {
+                return (const char *) NGX_CONF_ERROR;
+            }
+        }
+
+        return NULL;
+    }
+
+    if (ngx_http_arg(r, (u_char *) "name", 4, &arg) != NGX_OK) {
+        return "name";
+    }
+
+    for (i = 0; a && i < mcf->segments->nelts; i++) {
+        if (a[i].name.len == arg.len
+            && ngx_strncmp(a[i].name.data, arg.data, arg.len) == 0)
+        {
+            break;
+        }
+    }
+
+    if (a == NULL || i == mcf->segments->nelts) {
+        return "name";
+    }
+
+    if (ngx_cdp_admin_push(actx, a[i].name.data, a[i].name.len) != NGX_OK) {
+        return (const char *) NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_arg(r, (u_char *) "cursor", 6, &arg) != NGX_OK) {
+        ngx_str_set(&arg, "0");
+    }
+
+    if (arg.len == 0 || arg.len > 20 || ngx_atoof(arg.data, arg.len)
+                                        == NGX_ERROR)
+    {
+        return "cursor";
+    }
+
+    if (ngx_cdp_admin_push(actx, arg.data, arg.len) != NGX_OK) {
+        return (const char *) NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_arg(r, (u_char *) "count", 5, &arg) != NGX_OK) {
+        ngx_str_set(&arg, "100");
+    }
+
+    n = ngx_atoi(arg.data, arg.len);
+    if (n < 1 || n > 1000) {
+        return "count";
+    }
+
+    if (ngx_cdp_admin_push(actx, arg.data, arg.len) != NGX_OK) {
+        return (const char *) NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_arg(r, (u_char *) "format", 6, &arg) != NGX_OK) {
+        ngx_str_set(&arg, "json");
+    }
+
+    if (!((arg.len == 4 && ngx_strncmp(arg.data, "json", 4) == 0)
+          || (arg.len == 6 && ngx_strncmp(arg.data, "ndjson", 6) == 0)
+          || (arg.len == 3 && ngx_strncmp(arg.data, "csv", 3) == 0)))
+    {
+        return "format";
+    }
+
+    if (ngx_cdp_admin_push(actx, arg.data, arg.len) != NGX_OK) {
+        return (const char *) NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_arg(r, (u_char *) "fields", 6, &arg) != NGX_OK) {
+        return NULL;
+    }
+
+    /* a comma list, %XX-decoded: "ev.count:Order%20Completed" */
+
+    dst = ngx_pnalloc(r->pool, arg.len);
+    if (dst == NULL) {
+        return (const char *) NGX_CONF_ERROR;
+    }
+
+    p = dst;
+    q = arg.data;
+    ngx_unescape_uri(&p, &q, arg.len, 0);
+    last = p;
+
+    for (p = dst; p < last; p = q + 1) {
+        q = ngx_strlchr(p, last, ',');
+        if (q == NULL) {
+            q = last;
+        }
+
+        if (q == p || q - p > 256 || actx->ids->nelts >= 4 + 64) {
+            return "fields";
+        }
+
+        if (ngx_cdp_admin_push(actx, p, q - p) != NGX_OK) {
+            return (const char *) NGX_CONF_ERROR;
+        }
+    }
+
+    return NULL;
 }
 
 
@@ -1210,6 +1432,16 @@ ngx_cdp_admin_done(ngx_cdp_redis_call_t *call, void *data)
         rc = ngx_cdp_admin_error(r, NGX_HTTP_NOT_FOUND, "not_found",
                                  "no profile for this identifier", NULL);
         ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
+        && actx->op->id == NGX_CDP_ADMIN_SEGMENT
+        && reply->element[0]->type == REDIS_REPLY_STRING
+        && reply->element[1]->type == REDIS_REPLY_STRING)
+    {
+        /* ndjson or csv: the next page's cursor in a header */
+        ngx_http_finalize_request(r, ngx_cdp_admin_page(r, reply));
         return;
     }
 

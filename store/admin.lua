@@ -1266,6 +1266,152 @@ local function cdp_replay(keys, args)
         .. jstr(name) .. ',"replayed":' .. int(moved) .. '}'
 end
 
+--
+-- The audit entry of a segment operation (no person named: a segment)
+--
+local function audit_segment(prefix, receipt, role, now, op, name, n, t0)
+    redis.call('XADD', prefix .. ':audit', '*', 'receipt', receipt,
+               'op', op, 'role', role, 'ids', 'segment:' .. name,
+               'profiles', int(n), 'identifiers', '0', 'events', '0',
+               'at', now, 'took_us', int(now_us() - t0))
+end
+
+local function segment_args(fn, keys, args, min)
+    if #keys ~= 0 or #args < min or not check_prefix(args[1])
+            or #args[2] > 128 or not args[2]:find('^[%w_.:%-]+$')
+            or #args[3] > 64 or not args[3]:find('^[%w_.%-]+$')
+            or not args[4]:find('^[0-9]+$') then
+        return nil, fail(fn, 'want 0 keys, ARGV prefix, receipt, role, '
+                         .. 'now_ms, ...')
+    end
+    return true
+end
+
+--
+-- cdp_segments: the segments with their rule and member count (the
+-- marketer's list; audited, op segments).
+--   KEYS: none
+--   ARGV[1] prefix   ARGV[2] receipt   ARGV[3] role   ARGV[4] now_ms
+--   ARGV[5..] name, rule, name, rule... (the rules as nginx.conf has them)
+--   reply: JSON [{"name":..,"rule":..,"members":N}..]
+--
+local function cdp_segments(keys, args)
+    local fn = 'cdp_segments'
+    local t0 = now_us()
+    local ok, err = segment_args(fn, keys, args, 4)
+    if not ok then
+        return err
+    end
+    local out, total = {}, 0
+    for i = 5, #args - 1, 2 do
+        if not args[i]:find('^[%w_%-]+$') then
+            return fail(fn, 'bad segment name at ' .. i)
+        end
+        local n = redis.call('SCARD', args[1] .. ':segment:' .. args[i])
+        total = total + n
+        out[#out + 1] = '{"name":' .. jstr(args[i]) .. ',"rule":'
+            .. jstr(args[i + 1]) .. ',"members":' .. int(n) .. '}'
+    end
+    audit_segment(args[1], args[2], args[3], args[4], 'segments', '*', 0,
+                  t0)
+    return jarr(out)
+end
+
+--
+-- cdp_segment_members: one page of a segment's members, with the profile
+-- fields asked for (audited, op segment_read).
+--   KEYS: none
+--   ARGV[1] prefix   ARGV[2] receipt   ARGV[3] role   ARGV[4] now_ms
+--   ARGV[5] name   ARGV[6] cursor (SSCAN's; "0" to start)
+--   ARGV[7] count (1..1000)   ARGV[8] format: json, ndjson or csv
+--   ARGV[9..] profile field names
+--   reply: json: {"segment":..,"cursor":"..","members":[{"profile_id":..,
+--          "fields":{..}}..]} ("0": the last page); ndjson and csv:
+--          {cursor, text} (a profile a line; csv: a header line first,
+--          RFC 4180 quoting)
+--
+local function csv(v)
+    v = v or ''
+    if v:find('[",\r\n]') then
+        return '"' .. v:gsub('"', '""') .. '"'
+    end
+    return v
+end
+
+local function cdp_segment_members(keys, args)
+    local fn = 'cdp_segment_members'
+    local t0 = now_us()
+    local ok, err = segment_args(fn, keys, args, 8)
+    if not ok then
+        return err
+    end
+    local prefix, name, cursor = args[1], args[5], args[6]
+    local count = tonumber(args[7])
+    local format = args[8]
+    if not name:find('^[%w_%-]+$') or not cursor:find('^[0-9]+$')
+            or not count or count < 1 or count > 1000
+            or (format ~= 'json' and format ~= 'ndjson'
+                and format ~= 'csv') then
+        return fail(fn, 'bad name, cursor, count or format')
+    end
+    local fields = {}
+    for i = 9, #args do
+        fields[#fields + 1] = args[i]
+    end
+
+    local page = redis.call('SSCAN', prefix .. ':segment:' .. name, cursor,
+                            'COUNT', count)
+    local rows = {}
+    for _, pid in ipairs(page[2]) do
+        local vals = {}
+        if #fields > 0 then
+            vals = redis.call('HMGET', prefix .. ':profile:' .. pid,
+                              unpack(fields))
+        end
+        rows[#rows + 1] = {pid, vals}
+    end
+    audit_segment(prefix, args[2], args[3], args[4], 'segment_read', name,
+                  #rows, t0)
+
+    if format == 'csv' then
+        local lines = {}
+        local head = {'profile_id'}
+        for _, f in ipairs(fields) do
+            head[#head + 1] = csv(f)
+        end
+        lines[1] = table.concat(head, ',')
+        for _, row in ipairs(rows) do
+            local l = {csv(row[1])}
+            for j = 1, #fields do
+                l[#l + 1] = csv(row[2][j] or '')
+            end
+            lines[#lines + 1] = table.concat(l, ',')
+        end
+        return {page[1], table.concat(lines, '\r\n') .. '\r\n'}
+    end
+
+    local items = {}
+    for _, row in ipairs(rows) do
+        local flat = {}
+        for j = 1, #fields do
+            if row[2][j] then
+                flat[#flat + 1] = fields[j]
+                flat[#flat + 1] = row[2][j]
+            end
+        end
+        items[#items + 1] = '{"profile_id":' .. jstr(row[1])
+            .. ',"fields":' .. jobj_flat(flat) .. '}'
+    end
+
+    if format == 'ndjson' then
+        return {page[1], #items > 0 and table.concat(items, '\n') .. '\n'
+                                     or ''}
+    end
+
+    return '{"segment":' .. jstr(name) .. ',"cursor":' .. jstr(page[1])
+        .. ',"members":' .. jarr(items) .. '}'
+end
+
 local function register(name, fn, flags)
     redis.register_function{function_name = name, callback = guarded(fn),
                             flags = flags}
@@ -1281,3 +1427,5 @@ register('cdp_erase', cdp_erase, {})
 register('cdp_export', cdp_export, {})
 register('cdp_unsuppress', cdp_unsuppress, {})
 register('cdp_replay', cdp_replay, {})
+register('cdp_segments', cdp_segments, {})
+register('cdp_segment_members', cdp_segment_members, {})

@@ -151,6 +151,7 @@ MEMBERSHIP = """
 
 
 PRIVACY_TOKEN = 'prv-' + secrets.token_urlsafe(24)
+MARKETER_TOKEN = 'mkt-' + secrets.token_urlsafe(24)
 
 
 @pytest.fixture
@@ -158,8 +159,9 @@ def seg(nginx_factory, redis_server, sink, workdir):
     bport = h.free_port()
     tokens = os.path.join(workdir, 'tokens-%s' % secrets.token_hex(4))
     with open(tokens, 'w') as f:
-        f.write('privacy %s\n'
-                % hashlib.sha256(PRIVACY_TOKEN.encode()).hexdigest())
+        f.write('privacy %s\nmarketer %s\n'
+                % (hashlib.sha256(PRIVACY_TOKEN.encode()).hexdigest(),
+                   hashlib.sha256(MARKETER_TOKEN.encode()).hexdigest()))
     return nginx_factory(
         redis_server,
         http_extra=h.IDENTIFY_BACKEND.replace('@BPORT@', str(bport))
@@ -295,3 +297,66 @@ def test_a_merge_and_an_erasure_keep_memberships_exact(seg, workdir):
         assert b.aid not in rc.smembers(key), key
     due = rc.zrange('%s:segments:due' % seg.prefix, 0, -1)
     assert pid not in due and b.aid not in due
+
+
+def test_admin_segment_api(seg):
+    b, c = h.Browser(seg), h.Browser(seg)
+    for _ in range(3):
+        b.view('e=Order%20Completed&p.revenue=100')
+        seg.wait_settled()
+    c.view()
+    seg.wait_settled()
+
+    def get(tail, token=MARKETER_TOKEN):
+        return h.one_request(seg.port, 'GET', '/admin/' + tail,
+                             headers={'Authorization': 'Bearer ' + token})
+
+    r = get('segments')
+    assert r.status == 200, r.body
+    by = {x['name']: x for x in json.loads(r.body)}
+    assert by['loyal']['rule'] == 'count("Order Completed") >= 3'
+    assert by['loyal']['members'] == 1
+    assert by['recent']['members'] == 2
+
+    r = get('segment?name=loyal&fields=ev.count:Order%20Completed,'
+            'segments,nope')
+    assert r.status == 200, r.body
+    doc = json.loads(r.body)
+    assert doc['segment'] == 'loyal' and doc['cursor'] == '0'
+    (m,) = doc['members']
+    assert m['profile_id'] == b.aid
+    assert m['fields']['ev.count:Order Completed'] == '3'
+    assert 'loyal' in m['fields']['segments'].split(',')
+    assert 'nope' not in m['fields']
+
+    r = get('segment?name=recent&format=csv&fields=events')
+    assert r.status == 200 and r.header('X-CDP-Cursor') == '0', r
+    assert r.header('Content-Type').startswith('text/csv')
+    lines = r.body.decode().split('\r\n')
+    assert lines[0] == 'profile_id,events'
+    assert sorted(lines[1:-1]) == sorted(['%s,3' % b.aid, '%s,1' % c.aid])
+
+    r = get('segment?name=recent&format=ndjson&count=1')
+    assert r.status == 200
+    assert r.header('Content-Type') == 'application/x-ndjson'
+    seen = [json.loads(x)['profile_id'] for x in r.body.decode().split()]
+    cursor = r.header('X-CDP-Cursor')
+    while cursor != '0':
+        r = get('segment?name=recent&format=ndjson&count=1&cursor=' + cursor)
+        seen += [json.loads(x)['profile_id'] for x in r.body.decode().split()]
+        cursor = r.header('X-CDP-Cursor')
+    assert sorted(set(seen)) == sorted([b.aid, c.aid])
+
+    r = get('segment?name=nope')
+    assert r.status == 404 and json.loads(r.body)['error'] == \
+        'unknown_segment'
+    r = get('segment?name=loyal&count=5000')
+    assert r.status == 400 and json.loads(r.body)['field'] == 'count'
+    assert get('segments', token=PRIVACY_TOKEN).status == 403
+
+    audit = seg.rc().xrange('%s:audit' % seg.prefix)
+    ops = [f['op'] for _, f in audit]
+    assert 'segments' in ops and 'segment_read' in ops
+    reads = [f for _, f in audit if f['op'] == 'segment_read']
+    assert reads[0]['ids'] == 'segment:loyal' and reads[0]['role'] == \
+        'marketer'
