@@ -17,6 +17,9 @@ static void ngx_cdp_audience_cleanup(void *data);
 static void ngx_cdp_audience_tick(ngx_event_t *ev);
 static void ngx_cdp_audience_ticked(ngx_cdp_redis_call_t *call,
     void *reply);
+static void ngx_cdp_audience_backfill(ngx_event_t *ev);
+static void ngx_cdp_audience_backfilled(ngx_cdp_redis_call_t *call,
+    void *reply);
 
 
 #define NGX_CDP_TICK_EVERY    1000      /* ms */
@@ -27,6 +30,13 @@ static void ngx_cdp_audience_ticked(ngx_cdp_redis_call_t *call,
 static ngx_event_t           ngx_cdp_tick_ev;
 static ngx_cdp_redis_call_t  ngx_cdp_tick_call;
 static ngx_str_t             ngx_cdp_due_key;
+
+/* worker 0's backfill of new or changed segments */
+static ngx_event_t           ngx_cdp_backfill_ev;
+static ngx_cdp_redis_call_t  ngx_cdp_backfill_call;
+
+#define NGX_CDP_BACKFILL_COUNT  "1000"      /* keys a SCAN step */
+#define NGX_CDP_BACKFILL_PAUSE  10          /* ms between steps */
 
 
 /* cdp_segment NAME 'RULE'; */
@@ -430,6 +440,15 @@ ngx_cdp_audience_init_process(ngx_cycle_t *cycle,
         return NGX_OK;
     }
 
+    /* the profiles that exist, once for each version of the segments */
+
+    ngx_cdp_backfill_ev.handler = ngx_cdp_audience_backfill;
+    ngx_cdp_backfill_ev.log = cycle->log;
+    ngx_cdp_backfill_ev.cancelable = 1;
+    ngx_cdp_backfill_call.handler = ngx_cdp_audience_backfilled;
+
+    ngx_add_timer(&ngx_cdp_backfill_ev, 200);
+
     a = mcf->segments->elts;
     timed = 0;
 
@@ -528,5 +547,79 @@ ngx_cdp_audience_ticked(ngx_cdp_redis_call_t *call, void *data)
 
     if (!ngx_exiting && !ngx_terminate && !ngx_quit) {
         ngx_add_timer(&ngx_cdp_tick_ev, next);
+    }
+}
+
+
+/*
+ * A reload with new or changed segments: the profiles that exist are
+ * evaluated, a SCAN step of 1000 keys a call, 10 ms apart, until the
+ * store says it is done for this version of the segments
+ * (cdp_segments_backfill); cdp_status shows how far.
+ */
+
+static void
+ngx_cdp_audience_backfill(ngx_event_t *ev)
+{
+    ngx_str_t    argv1, stream;
+    const char  *argv[6];
+    size_t       lens[6];
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    ngx_cdp_redis_argv1(&argv1, &stream);
+
+    argv[0] = "FCALL";
+    lens[0] = 5;
+    argv[1] = "cdp_segments_backfill";
+    lens[1] = sizeof("cdp_segments_backfill") - 1;
+    argv[2] = "1";
+    lens[2] = 1;
+    argv[3] = (const char *) stream.data;
+    lens[3] = stream.len;
+    argv[4] = (const char *) argv1.data;
+    lens[4] = argv1.len;
+    argv[5] = NGX_CDP_BACKFILL_COUNT;
+    lens[5] = sizeof(NGX_CDP_BACKFILL_COUNT) - 1;
+
+    if (ngx_cdp_redis_call(&ngx_cdp_backfill_call, 6, argv, lens)
+        != NGX_OK)
+    {
+        ngx_add_timer(&ngx_cdp_backfill_ev, 1000);
+    }
+}
+
+
+/* {done, profiles evaluated, segment events} */
+
+static void
+ngx_cdp_audience_backfilled(ngx_cdp_redis_call_t *call, void *data)
+{
+    redisReply  *reply = data;
+
+    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 3) {
+        if (ngx_cdp_counters) {
+            ngx_cdp_counters[NGX_CDP_C_SEG_BACKFILLED] =
+                                             reply->element[1]->integer;
+            ngx_cdp_counters[NGX_CDP_C_SEG_BACKFILL_DONE] =
+                                             reply->element[0]->integer;
+        }
+
+        ngx_cdp_count(NGX_CDP_C_SEG_EVENTS, reply->element[2]->integer);
+
+        if (reply->element[0]->integer == 1) {
+            return;
+        }
+
+    } else if (reply && reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cdp_backfill_ev.log, 0,
+                      "cdp: cdp_segments_backfill failed: %s", reply->str);
+    }
+
+    if (!ngx_exiting && !ngx_terminate && !ngx_quit) {
+        ngx_add_timer(&ngx_cdp_backfill_ev,
+                      reply ? NGX_CDP_BACKFILL_PAUSE : 1000);
     }
 }

@@ -49,7 +49,9 @@ static ngx_str_t  ngx_cdp_counter_names[] = {
     ngx_string("cdp_admin_denied_total"),
     ngx_string("cdp_segment_due_evaluated_total"),
     ngx_string("cdp_segment_due_pending"),
-    ngx_string("cdp_segment_tick_events_total")
+    ngx_string("cdp_segment_tick_events_total"),
+    ngx_string("cdp_segment_backfill_profiles"),
+    ngx_string("cdp_segment_backfill_done")
 };
 
 

@@ -69,6 +69,8 @@ typedef enum {
     NGX_CDP_C_SEG_EVALUATED,
     NGX_CDP_C_SEG_DUE,
     NGX_CDP_C_SEG_EVENTS,
+    NGX_CDP_C_SEG_BACKFILLED,
+    NGX_CDP_C_SEG_BACKFILL_DONE,
     NGX_CDP_NCOUNTERS
 } ngx_cdp_counter_e;
 

@@ -38,6 +38,7 @@ local SUPPRESSED        -- the suppression set is not empty
 local DEST              -- the destinations of this call, or nil
 local FACTS             -- the per-event facts kept, or nil
 local SEGS              -- the segments, or nil
+local SEGS_VERSION      -- SHA1 of their definitions
 local NOW               -- ms, Redis's clock, for the segments' rules
 local MERGED            -- profiles a merge changed in this call
 local stats
@@ -1612,6 +1613,7 @@ local function setup(stream, argv1)
     end
     FACTS = (fspec ~= '') and facts_parse(fspec) or nil
     SEGS = (sspec ~= '') and segments_parse(P, sspec) or nil
+    SEGS_VERSION = SEGS and redis.sha1hex(sspec) or nil
     MERGED = SEGS and {} or nil
     if SEGS then
         local t = redis.call('TIME')
@@ -2016,8 +2018,63 @@ local function cdp_segments_tick(keys, args)
 end
 
 
+--
+-- cdp_segments_backfill: a new or changed set of segments (after a reload)
+-- is evaluated over the profiles that exist, a bounded step at a time:
+-- one SCAN of count keys of <prefix>:profile:* a call.  Where it is, by
+-- the segments' version (SHA1 of their part of ARGV[1]), is kept in the
+-- hash <prefix>:segments:backfill (version, cursor, scanned, done).
+--   KEYS[1]  the event stream, <prefix>:events
+--   ARGV[1]  as cdp_ingest's   ARGV[2] count (keys a SCAN step)
+--   reply: {done (0 or 1), profiles evaluated so far, segment events}
+--
+local function cdp_segments_backfill(keys, args)
+    if not setup(keys[1], args[1]) or not SEGS then
+        return redis.error_reply('ERR cdp_segments_backfill: no segments '
+                                 .. 'in ARGV[1]')
+    end
+
+    local state = P .. 'segments:backfill'
+    local version = SEGS_VERSION
+    local v = redis.call('HMGET', state, 'version', 'cursor', 'scanned',
+                         'done')
+
+    if v[1] ~= version then
+        v = {version, '0', '0', '0'}
+        redis.call('HSET', state, 'version', version, 'cursor', '0',
+                   'scanned', '0', 'done', '0')
+    end
+
+    if v[4] == '1' then
+        return {1, tonumber(v[3]), 0}
+    end
+
+    local page = redis.call('SCAN', v[2], 'MATCH', P .. 'profile:*',
+                            'COUNT', tonumber(args[2]) or 1000)
+    local plen = #P + #'profile:'
+    local scanned = tonumber(v[3])
+
+    for _, key in ipairs(page[2]) do
+        -- links (merged profiles) hold no membership
+        if redis.call('HEXISTS', key, 'merged_into') == 0 then
+            segments_update(string.sub(key, plen + 1), true, nil)
+            scanned = scanned + 1
+        end
+    end
+
+    local done = (page[1] == '0') and 1 or 0
+    redis.call('HSET', state, 'cursor', page[1], 'scanned', scanned,
+               'done', done)
+    redis.call('XTRIM', STREAM, 'MAXLEN', '~', MAXLEN)
+
+    return {done, scanned, stats.segment_events}
+end
+
+
 redis.register_function{function_name = 'cdp_segments_tick',
                         callback = cdp_segments_tick}
+redis.register_function{function_name = 'cdp_segments_backfill',
+                        callback = cdp_segments_backfill}
 redis.register_function{function_name = 'cdp_dest_done',
                         callback = cdp_dest_done}
 redis.register_function{function_name = 'cdp_version',

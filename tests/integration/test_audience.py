@@ -360,3 +360,31 @@ def test_admin_segment_api(seg):
     reads = [f for _, f in audit if f['op'] == 'segment_read']
     assert reads[0]['ids'] == 'segment:loyal' and reads[0]['role'] == \
         'marketer'
+
+
+def test_a_rule_added_by_reload_is_backfilled(nginx_factory, redis_server):
+    bport = h.free_port()
+    backend = h.IDENTIFY_BACKEND.replace('@BPORT@', str(bport))
+    ngx = nginx_factory(
+        redis_server,
+        http_extra=backend + '    cdp_profile_event "Order Completed";',
+        locations=LOCATIONS.replace('@BPORT@', str(bport)))
+    x, y = h.Browser(ngx), h.Browser(ngx)
+    for _ in range(3):
+        x.view('e=Order%20Completed')
+        ngx.wait_settled()
+    y.view('e=Order%20Completed')
+    ngx.wait_settled()
+    assert not ngx.rc().exists('%s:segment:loyal' % ngx.prefix)
+
+    ngx.write_conf(http_extra=backend
+                   + '    cdp_profile_event "Order Completed";\n'
+                   + "    cdp_segment loyal 'count(\"Order Completed\") "
+                   + ">= 3';")
+    ngx.reload()
+    assert h.wait_until(lambda: ngx.status().c('cdp_segment_backfill_done')
+                        == 1, 15), ngx.status()
+    assert members(ngx, 'loyal') == {x.aid}
+    assert ngx.status().c('cdp_segment_backfill_profiles') >= 2
+    ev = segment_events(ngx, x.aid)
+    assert ev.count(('Segment Entered', 'loyal')) == 1, ev
