@@ -208,6 +208,20 @@ static ngx_command_t  ngx_http_cdp_commands[] = {
       0,
       NULL },
 
+    { ngx_string("cdp_profile"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_cdp_loc_conf_t, profile),
+      NULL },
+
+    { ngx_string("cdp_profile_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_cdp_loc_conf_t, profile_timeout),
+      NULL },
+
     { ngx_string("cdp_api_timeout"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
@@ -319,6 +333,12 @@ static ngx_http_variable_t  ngx_http_cdp_vars[] = {
       ngx_cdp_variable_anonymous_id, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("cdp_consent"), NULL, ngx_cdp_variable_consent, 0, 0, 0 },
+
+    { ngx_string("cdp_segments"), NULL, ngx_cdp_variable_segments, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("cdp_profile_id"), NULL, ngx_cdp_variable_segments, 1,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("cdp_country"), NULL, ngx_cdp_variable_geo,
       offsetof(ngx_http_cdp_ctx_t, country), 0, 0 },
@@ -485,7 +505,9 @@ ngx_http_cdp_add_variables(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_cdp_init(ngx_conf_t *cf)
 {
-    ngx_http_cdp_main_conf_t  *mcf;
+    ngx_http_handler_pt        *h;
+    ngx_http_cdp_main_conf_t   *mcf;
+    ngx_http_core_main_conf_t  *cmcf;
 
     mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_cdp_module);
 
@@ -510,6 +532,17 @@ ngx_http_cdp_init(ngx_conf_t *cf)
     if (ngx_cdp_dest_init(cf, mcf) != NGX_OK) {
         return NGX_ERROR;
     }
+
+    /* cdp_profile: the profile is read before access is decided */
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PREACCESS_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_cdp_profile_handler;
 
     return ngx_cdp_identify_init(cf);
 }
@@ -656,6 +689,8 @@ ngx_http_cdp_create_loc_conf(ngx_conf_t *cf)
     lcf->identify = NGX_CONF_UNSET_PTR;
     lcf->write_keys = NGX_CONF_UNSET_PTR;
     lcf->api_timeout = NGX_CONF_UNSET_MSEC;
+    lcf->profile = NGX_CONF_UNSET;
+    lcf->profile_timeout = NGX_CONF_UNSET_MSEC;
 
     return lcf;
 }
@@ -684,6 +719,9 @@ ngx_http_cdp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_ptr_value(conf->identify, prev->identify, NULL);
     ngx_conf_merge_ptr_value(conf->write_keys, prev->write_keys, NULL);
     ngx_conf_merge_msec_value(conf->api_timeout, prev->api_timeout, 5000);
+    ngx_conf_merge_value(conf->profile, prev->profile, 0);
+    ngx_conf_merge_msec_value(conf->profile_timeout, prev->profile_timeout,
+                              50);
 
     if (conf->api && conf->write_keys == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

@@ -170,6 +170,9 @@ typedef struct {
     ngx_flag_t                  api;
     ngx_array_t                *write_keys;     /* ngx_http_cdp_write_key_t */
     ngx_msec_t                  api_timeout;
+
+    ngx_flag_t                  profile;        /* cdp_profile */
+    ngx_msec_t                  profile_timeout;
 } ngx_http_cdp_loc_conf_t;
 
 
@@ -204,6 +207,12 @@ typedef struct {
     ngx_str_t                  touch;       /* attribution, see attrs */
 
     void                      *api;         /* ngx_cdp_api.c's */
+
+    /* cdp_profile: ngx_cdp_profile.c */
+    ngx_uint_t                 profile_state;
+    void                      *profile_wait;
+    ngx_str_t                  profile_id;
+    ngx_str_t                  segments;
 } ngx_http_cdp_ctx_t;
 
 
@@ -327,6 +336,11 @@ void ngx_cdp_api_anonymous_id(ngx_http_request_t *r, const char *v,
 
 /* ngx_cdp_pixel.c */
 ngx_int_t ngx_cdp_pixel_handler(ngx_http_request_t *r);
+
+/* ngx_cdp_profile.c */
+ngx_int_t ngx_cdp_profile_handler(ngx_http_request_t *r);
+ngx_int_t ngx_cdp_variable_segments(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 
 /* ngx_cdp_status.c */
 ngx_int_t ngx_cdp_status_handler(ngx_http_request_t *r);

@@ -2071,6 +2071,39 @@ local function cdp_segments_backfill(keys, args)
 end
 
 
+--
+-- cdp_profile_view: what a request of a cdp_profile location learns of
+-- its browser's profile (read-only).
+--   KEYS[1]  <prefix>:profile:<anonymous id>
+--   reply: {profile id, its segments ("a,b" or "")}, or nil when the
+--          browser has no profile
+--
+local function cdp_profile_view(keys, args)
+    local key = keys[1]
+    local pre = string.match(key, '^(.*:profile:)')
+    if not pre then
+        return redis.error_reply('ERR cdp_profile_view: want a profile key')
+    end
+    local pid = string.sub(key, #pre + 1)
+
+    for _ = 1, MAX_HOPS do
+        local v = redis.call('HMGET', pre .. pid, 'merged_into', 'segments',
+                             'events')
+        if v[1] then
+            pid = v[1]
+        elseif v[3] then
+            return {pid, v[2] or ''}
+        else
+            return nil
+        end
+    end
+
+    return nil
+end
+
+
+redis.register_function{function_name = 'cdp_profile_view',
+                        callback = cdp_profile_view, flags = {'no-writes'}}
 redis.register_function{function_name = 'cdp_segments_tick',
                         callback = cdp_segments_tick}
 redis.register_function{function_name = 'cdp_segments_backfill',

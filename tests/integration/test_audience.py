@@ -388,3 +388,67 @@ def test_a_rule_added_by_reload_is_backfilled(nginx_factory, redis_server):
     assert ngx.status().c('cdp_segment_backfill_profiles') >= 2
     ev = segment_events(ngx, x.aid)
     assert ev.count(('Segment Entered', 'loyal')) == 1, ev
+
+
+def test_segments_reach_the_upstream_with_personalization_consent(
+        nginx_factory, redis_server):
+    bport, eport = h.free_port(), h.free_port()
+    echo = """
+    server {
+        listen 127.0.0.1:%d;
+        location / {
+            return 200 "segments=[$http_x_segments] profile=[$http_x_profile]";
+        }
+    }
+""" % eport
+    app = """
+        location /app {
+            cdp_profile on;
+            proxy_set_header X-Segments $cdp_segments;
+            proxy_set_header X-Profile $cdp_profile_id;
+            proxy_pass http://127.0.0.1:%d;
+        }
+        location /plain {
+            cdp_profile on;
+            cdp_consent_default analytics;
+            proxy_set_header X-Segments $cdp_segments;
+            proxy_set_header X-Profile $cdp_profile_id;
+            proxy_pass http://127.0.0.1:%d;
+        }""" % (eport, eport)
+    ngx = nginx_factory(
+        redis_server,
+        http_extra=h.IDENTIFY_BACKEND.replace('@BPORT@', str(bport)) + echo
+        + MEMBERSHIP.replace(
+            'cdp_destination trig purpose=analytics events="Segment Entered"'
+            '\n                    uri=/_dest/trig flush=50ms;', ''),
+        locations=LOCATIONS.replace('@BPORT@', str(bport)) + app)
+    b = h.Browser(ngx)
+    for _ in range(3):
+        b.view('e=Order%20Completed')
+        ngx.wait_settled()
+
+    r = h.one_request(ngx.port, 'GET', '/app/page',
+                      headers={'Cookie': 'cdp_aid=' + b.cookie})
+    assert r.status == 200, r
+    body = r.body.decode()
+    segs = body.split('segments=[')[1].split(']')[0].split(',')
+    assert 'loyal' in segs and 'recent' in segs, body
+    assert 'profile=[%s]' % b.aid in body
+
+    # no personalization consent: nothing read, nothing passed
+    r = h.one_request(ngx.port, 'GET', '/plain/page',
+                      headers={'Cookie': 'cdp_aid=' + b.cookie})
+    assert r.body == b'segments=[] profile=[]', r.body
+    # no cookie: the same
+    r = h.one_request(ngx.port, 'GET', '/app/page')
+    assert r.body == b'segments=[] profile=[]', r.body
+
+    # Redis away: the request goes on without, after the timeout
+    redis_server.pause()
+    try:
+        r = h.one_request(ngx.port, 'GET', '/app/page',
+                          headers={'Cookie': 'cdp_aid=' + b.cookie})
+        assert r.status == 200 and r.body == b'segments=[] profile=[]'
+        assert r.elapsed < 2.0
+    finally:
+        redis_server.resume()

@@ -1,0 +1,290 @@
+
+/*
+ * ngx_cdp: the profile in the request path (cdp_profile on).
+ *
+ * Before a request of such a location goes on (its preaccess phase), the
+ * browser's profile id and segments are read from Redis, without
+ * blocking: the request waits for the reply like an API request, at most
+ * cdp_profile_timeout, then goes on with or without them.  They are the
+ * variables $cdp_profile_id and $cdp_segments (proxy_set_header, map,
+ * if, log_format).  Only for a browser with a valid cookie and
+ * personalization consent: otherwise nothing is read and both are empty.
+ */
+
+
+#include "ngx_http_cdp_module.h"
+
+#include <hiredis/hiredis.h>
+
+
+#define NGX_CDP_PROFILE_NONE      0
+#define NGX_CDP_PROFILE_WAITING   1
+#define NGX_CDP_PROFILE_DONE      2
+
+
+/* outlives its request when the reply comes after the timeout */
+typedef struct {
+    ngx_cdp_redis_call_t       call;
+    ngx_http_request_t        *request;     /* NULL: gone, or answered */
+    ngx_pool_cleanup_t        *cln;         /* in the request's pool */
+    ngx_event_t                timer;
+    unsigned                   calling:1;   /* in ngx_cdp_redis_call() */
+    unsigned                   answered:1;
+} ngx_cdp_profile_wait_t;
+
+
+static void ngx_cdp_profile_done(ngx_cdp_redis_call_t *call, void *reply);
+static void ngx_cdp_profile_timeout(ngx_event_t *ev);
+static void ngx_cdp_profile_cleanup(void *data);
+static void ngx_cdp_profile_resume(ngx_http_request_t *r);
+
+
+ngx_int_t
+ngx_cdp_profile_handler(ngx_http_request_t *r)
+{
+    size_t                     len;
+    u_char                    *key;
+    const char                *argv[4];
+    size_t                     lens[4];
+    ngx_pool_cleanup_t        *cln;
+    ngx_http_cdp_ctx_t        *ctx;
+    ngx_cdp_profile_wait_t    *w;
+    ngx_http_cdp_loc_conf_t   *lcf;
+    ngx_http_cdp_main_conf_t  *mcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_cdp_module);
+
+    if (lcf->profile != 1 || r != r->main) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_cdp_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ctx->profile_state == NGX_CDP_PROFILE_DONE) {
+        return NGX_DECLINED;
+    }
+
+    if (ctx->profile_state == NGX_CDP_PROFILE_WAITING) {
+        return NGX_DONE;
+    }
+
+    ctx->profile_state = NGX_CDP_PROFILE_DONE;
+
+    if (!(ngx_cdp_consent_eval(r, ctx)->purposes
+          & NGX_CDP_CONSENT_PERSONALIZATION)
+        || lcf->cookie == NULL)
+    {
+        return NGX_DECLINED;
+    }
+
+    ngx_cdp_cookie_read(r, ctx, 0);
+
+    if (ctx->aid_state != NGX_CDP_AID_KEPT || ngx_cdp_suppress_has(ctx->aid))
+    {
+        return NGX_DECLINED;
+    }
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_cdp_module);
+
+    len = mcf->prefix.len + sizeof(":profile:") - 1 + NGX_CDP_ID_HEX_LEN;
+    key = ngx_pnalloc(r->pool, len);
+    w = ngx_calloc(sizeof(ngx_cdp_profile_wait_t), r->connection->log);
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+
+    if (key == NULL || w == NULL || cln == NULL) {
+        ngx_free(w);
+        return NGX_DECLINED;
+    }
+
+    ngx_sprintf(key, "%V:profile:%*s", &mcf->prefix,
+                (size_t) NGX_CDP_ID_HEX_LEN, ctx->aid);
+
+    argv[0] = "FCALL_RO";
+    lens[0] = 8;
+    argv[1] = "cdp_profile_view";
+    lens[1] = sizeof("cdp_profile_view") - 1;
+    argv[2] = "1";
+    lens[2] = 1;
+    argv[3] = (const char *) key;
+    lens[3] = len;
+
+    w->call.handler = ngx_cdp_profile_done;
+    w->call.data = w;
+    w->request = r;
+    w->cln = cln;
+    w->calling = 1;
+
+    if (ngx_cdp_redis_call(&w->call, 4, argv, lens) != NGX_OK) {
+        /* Redis is away: the request goes on without */
+        ngx_free(w);
+        return NGX_DECLINED;
+    }
+
+    w->calling = 0;
+
+    if (w->answered) {
+        /* answered at once (a lost connection) */
+        ngx_free(w);
+        return NGX_DECLINED;
+    }
+
+    cln->handler = ngx_cdp_profile_cleanup;
+    cln->data = w;
+
+    w->timer.handler = ngx_cdp_profile_timeout;
+    w->timer.data = w;
+    w->timer.log = r->connection->log;
+    ngx_add_timer(&w->timer, lcf->profile_timeout);
+
+    ctx->profile_state = NGX_CDP_PROFILE_WAITING;
+    ctx->profile_wait = w;
+
+    return NGX_DONE;
+}
+
+
+/* the reply: {profile id, segments} */
+
+static void
+ngx_cdp_profile_done(ngx_cdp_redis_call_t *call, void *data)
+{
+    redisReply  *reply = data;
+
+    ngx_http_request_t      *r;
+    ngx_http_cdp_ctx_t      *ctx;
+    ngx_cdp_profile_wait_t  *w;
+
+    w = call->data;
+    r = w->request;
+
+    if (w->timer.timer_set) {
+        ngx_del_timer(&w->timer);
+    }
+
+    if (r == NULL) {
+        /* the request went on (timeout) or away: nothing refers to w */
+        ngx_free(w);
+        return;
+    }
+
+    w->request = NULL;
+    w->answered = 1;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_cdp_module);
+
+    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
+        && reply->element[0]->type == REDIS_REPLY_STRING
+        && reply->element[1]->type == REDIS_REPLY_STRING)
+    {
+        ctx->profile_id.data = ngx_pnalloc(r->pool, reply->element[0]->len);
+        ctx->segments.data = ngx_pnalloc(r->pool, reply->element[1]->len);
+
+        if (ctx->profile_id.data && ctx->segments.data) {
+            ctx->profile_id.len = reply->element[0]->len;
+            ngx_memcpy(ctx->profile_id.data, reply->element[0]->str,
+                       reply->element[0]->len);
+            ctx->segments.len = reply->element[1]->len;
+            ngx_memcpy(ctx->segments.data, reply->element[1]->str,
+                       reply->element[1]->len);
+        }
+    }
+
+    ctx->profile_wait = NULL;
+
+    if (w->calling) {
+        /* within ngx_cdp_redis_call(): the handler goes on and frees w */
+        return;
+    }
+
+    w->cln->handler = NULL;
+    ngx_free(w);
+
+    ngx_cdp_profile_resume(r);
+}
+
+
+static void
+ngx_cdp_profile_timeout(ngx_event_t *ev)
+{
+    ngx_http_request_t      *r;
+    ngx_http_cdp_ctx_t      *ctx;
+    ngx_cdp_profile_wait_t  *w;
+
+    w = ev->data;
+    r = w->request;
+
+    /* the reply, when it comes, frees w; the request forgets it */
+    w->request = NULL;
+    w->cln->handler = NULL;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_cdp_module);
+    ctx->profile_wait = NULL;
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "cdp: no profile within cdp_profile_timeout, going on "
+                  "without");
+
+    ngx_cdp_profile_resume(r);
+}
+
+
+static void
+ngx_cdp_profile_resume(ngx_http_request_t *r)
+{
+    ngx_connection_t    *c;
+    ngx_http_cdp_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_cdp_module);
+    ctx->profile_state = NGX_CDP_PROFILE_DONE;
+
+    c = r->connection;
+
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_http_core_run_phases(r);
+    ngx_http_run_posted_requests(c);
+}
+
+
+/* the request is freed while it waits: the reply must not touch it */
+
+static void
+ngx_cdp_profile_cleanup(void *data)
+{
+    ngx_cdp_profile_wait_t  *w = data;
+
+    /* still waiting for the reply, which frees w */
+
+    if (w->timer.timer_set) {
+        ngx_del_timer(&w->timer);
+    }
+
+    w->request = NULL;
+}
+
+
+ngx_int_t
+ngx_cdp_variable_segments(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_str_t           *s;
+    ngx_http_cdp_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_cdp_module);
+
+    if (ctx == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    s = data ? &ctx->profile_id : &ctx->segments;
+
+    v->len = s->len;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+    v->data = s->data ? s->data : (u_char *) "";
+
+    return NGX_OK;
+}
