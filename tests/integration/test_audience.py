@@ -452,3 +452,40 @@ def test_segments_reach_the_upstream_with_personalization_consent(
         assert r.elapsed < 2.0
     finally:
         redis_server.resume()
+
+
+def test_trait_and_country_rule(nginx_factory, redis_server, geo_dbs):
+    """trait.plan == "pro" and country in (DE, AT): the geo of the hits
+    (the test database: 198.51.100.0/24 is DE, 203.0.113.0/24 US)."""
+    bport = h.free_port()
+    ngx = nginx_factory(
+        redis_server,
+        http_extra=h.IDENTIFY_BACKEND.replace('@BPORT@', str(bport))
+        + '    cdp_geoip_db %s;\n' % geo_dbs['main']
+        + "    cdp_segment dach_pro "
+        + "'trait.plan == \"pro\" and country in (DE, AT)';",
+        server_extra='set_real_ip_from 127.0.0.1;\n'
+                     '        real_ip_header X-Forwarded-For;',
+        locations=LOCATIONS.replace('@BPORT@', str(bport)))
+
+    def view(b, ip):
+        b._keep(ngx.hit('url=https://shop.example/',
+                        cookie='cdp_aid=' + b.cookie if b.cookie else None,
+                        headers={'X-Forwarded-For': ip}))
+
+    de, us = h.Browser(ngx), h.Browser(ngx)
+    view(de, '198.51.100.7')
+    view(us, '203.0.113.7')
+    ngx.wait_settled()
+    de.login(uid='u-de', traits='{"plan":"pro"}')
+    us.login(uid='u-us', traits='{"plan":"pro"}')
+    ngx.wait_settled()
+    pde, pus = h.idx(ngx, 'user_id', 'u-de'), h.idx(ngx, 'user_id', 'u-us')
+    assert h.profile(ngx, pde)['country'] == 'DE'
+    assert members(ngx, 'dach_pro') == {pde}, (pde, pus)
+
+    # a downgrade takes the person out, with its event
+    de.login(uid='u-de', traits='{"plan":"free"}')
+    ngx.wait_settled()
+    assert members(ngx, 'dach_pro') == set()
+    assert ('Segment Exited', 'dach_pro') in segment_events(ngx, pde)
