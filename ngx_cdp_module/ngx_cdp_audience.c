@@ -23,7 +23,7 @@ static void ngx_cdp_audience_backfilled(ngx_cdp_redis_call_t *call,
 
 
 #define NGX_CDP_TICK_EVERY    1000      /* ms */
-#define NGX_CDP_TICK_LIMIT    "1000"    /* profiles a tick */
+#define NGX_CDP_TICK_LIMIT    "200"     /* profiles a tick: ~20 ms */
 
 
 /* worker 0's clock of the time-based segments */
@@ -424,9 +424,10 @@ ngx_cdp_audience_fact(ngx_http_cdp_main_conf_t *mcf, const u_char *name,
 /*
  * Rules with before() or within() change without an event: worker 0
  * asks the store every second to evaluate again the profiles that are
- * due (cdp_segments_tick, at most 1000 a call, at once again while more
- * are due), so that a profile enters or leaves within about a second of
- * the moment its rule flips.
+ * due (cdp_segments_tick, at most 200 a call, so that Redis is never
+ * held for long: about 20 ms; at once again while more are due), so that
+ * a profile enters or leaves within about a second of the moment its
+ * rule flips.
  */
 
 ngx_int_t

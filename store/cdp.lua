@@ -40,6 +40,7 @@ local FACTS             -- the per-event facts kept, or nil
 local SEGS              -- the segments, or nil
 local SEGS_VERSION      -- SHA1 of their definitions
 local NOW               -- ms, Redis's clock, for the segments' rules
+local NOW_ISO           -- the same in ISO 8601, made when first needed
 local MERGED            -- profiles a merge changed in this call
 local stats
 -- redis.call, for the per-event paths: an upvalue is one VM instruction
@@ -1140,6 +1141,10 @@ local function NUM(v)
     if type(v) ~= 'string' then
         return nil
     end
+    -- the common case first: counts and times are plain digits
+    if string.find(v, '^%d+$') then
+        return tonumber(v)
+    end
     local _, e = string.find(v, '^%-?%d+')
     if not e then
         return nil
@@ -1208,6 +1213,7 @@ local function prog_parse(code)
     end
 
     local ops, i, every, facts, time = {}, 4, false, {}, false
+    local fields = {}           -- the profile fields the program reads
 
     local function str()
         local n, at = string.match(code, '^(%d+):()', i)
@@ -1235,19 +1241,23 @@ local function prog_parse(code)
                 ops[#ops + 1] = {'k', op == '#' and num() or str()}
             elseif op == 'n' or op == 's' then
                 ops[#ops + 1] = {op, str()}
+                fields[ops[#ops][2]] = true
                 every = true
             elseif op == 'H' then
                 ops[#ops + 1] = {'H', str()}
+                fields.consent = true
                 every = true
             elseif op == 'c' or op == 'f' or op == 'l' then
                 local e = str()
                 local pre = op == 'c' and 'ev.count:' or op == 'f'
                             and 'ev.first:' or 'ev.last:'
                 ops[#ops + 1] = {'n', pre .. e}
+                fields[pre .. e] = true
                 facts[e] = true
             elseif op == 'u' then
                 local e = str()
                 ops[#ops + 1] = {'n', 'ev.sum:' .. str() .. ':' .. e}
+                fields[ops[#ops][2]] = true
                 facts[e] = true
             elseif op == 'N' or op == 'S' then
                 ops[#ops + 1] = {op, string.sub(code, i, i + 1)}
@@ -1269,7 +1279,8 @@ local function prog_parse(code)
         return nil
     end
 
-    return {ops = ops, every = every, facts = facts, time = time}
+    return {ops = ops, every = every, facts = facts, time = time,
+            fields = fields}
 end
 
 local function segments_parse(prefix, spec)
@@ -1317,8 +1328,10 @@ local CMP = {
 
 -- a program on profile fields F at time NOW: the result, and the next
 -- time it may flip without an event (or nil)
+local ST = {}                   -- the evaluator's stack, reused
+
 local function prog_eval(ops, F)
-    local st, sp, due = {}, 0, nil
+    local st, sp, due = ST, 0, nil
 
     for k = 1, #ops do
         local o = ops[k]
@@ -1426,21 +1439,24 @@ end
 -- whose types= and events= take it, under the profile's consent.
 --
 local function segment_event(pid, F, name, what)
-    local ev = {type = 'track', event = what,
-                properties = {segment = name},
-                messageId = 'seg-' .. redis.sha1hex(pid .. '\0' .. name
-                                                    .. '\0' .. what .. '\0'
-                                                    .. NOW),
-                timestamp = iso(NOW), receivedAt = iso(NOW),
-                context = {library = {name = 'ngx_cdp'}}}
-    if string.match(pid, '^%x+$') and #pid == 32 then
-        ev.anonymousId = pid
+    -- written out: segment names are [%w_-], profile ids hex or p<N>;
+    -- only a user id needs JSON's escaping
+    if not NOW_ISO then
+        NOW_ISO = iso(NOW)
+    end
+    local who = ''
+    if #pid == 32 and string.find(pid, '^%x+$') then
+        who = ',"anonymousId":"' .. pid .. '"'
     end
     if F.user_id then
-        ev.userId = F.user_id
+        who = who .. ',"userId":' .. cjson.encode(F.user_id)
     end
 
-    local json = cjson.encode(ev)
+    local json = '{"type":"track","event":"' .. what
+        .. '","properties":{"segment":"' .. name .. '"},"messageId":"seg-'
+        .. pid .. '-' .. NOW .. '-' .. stats.segment_events .. '"'
+        .. who .. ',"timestamp":"' .. NOW_ISO .. '","receivedAt":"'
+        .. NOW_ISO .. '","context":{"library":{"name":"ngx_cdp"}}}'
     local id = call('XADD', STREAM, '*', 'event', json)
     timeline_push(pid, id)
     stats.segment_events = stats.segment_events + 1
@@ -1482,10 +1498,28 @@ local function segments_update(pid, all, fname)
         return
     end
 
+    -- only the fields these programs read (a profile may hold many more)
+    local names, seen = {'events', 'segments', 'user_id'}, {}
+    for _, g in ipairs(todo) do
+        for f in pairs(g.fields) do
+            if not seen[f] then
+                seen[f] = true
+                names[#names + 1] = f
+            end
+        end
+    end
+
     local pk = pkey(pid)
-    local F = hash_table(call('HGETALL', pk))
-    if not F.events then
+    local vals = call('HMGET', pk, unpack(names))
+    if not vals[1] then
+        -- a link, or gone
         return
+    end
+    local F = {}
+    for j = 1, #names do
+        if vals[j] then
+            F[names[j]] = vals[j]
+        end
     end
 
     local cur, list = {}, {}
@@ -1615,6 +1649,7 @@ local function setup(stream, argv1)
     SEGS = (sspec ~= '') and segments_parse(P, sspec) or nil
     SEGS_VERSION = SEGS and redis.sha1hex(sspec) or nil
     MERGED = SEGS and {} or nil
+    NOW_ISO = nil
     if SEGS then
         local t = redis.call('TIME')
         NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
