@@ -111,10 +111,13 @@ bench-compare: deps-test
 	@REVS="$(REVS)" bash tests/bench/compare.sh
 
 # Redis instructions per pixel event, counted under callgrind on a capture
-# of what nginx sends: make bench-redis [STORE_REVS="794cf0b HEAD"]
+# of what nginx sends, without segments and with 10, and the segments'
+# clock: make bench-redis [STORE_REVS="794cf0b HEAD"] [TICK_PROFILES=1000000]
+# [BREAKDOWN=1]
 bench-redis: deps-test build
 	@$(NEED_VALGRIND)
-	@STORE_REVS="$(STORE_REVS)" $(PYTHON) tests/bench/redis_cost.py
+	@STORE_REVS="$(STORE_REVS)" TICK_PROFILES="$(TICK_PROFILES)" \
+	    BREAKDOWN="$(BREAKDOWN)" $(PYTHON) tests/bench/redis_cost.py
 
 # the pixel with two destinations (delivered to a sink nginx) against none,
 # and delivery against ingest: make bench-dest [ROUNDS=3 BENCH_SECONDS=10]
