@@ -49,6 +49,9 @@
 #define NGX_CDP_DELIVER_DEAD_MAXLEN   "10000"
 #define NGX_CDP_DELIVER_RETRY_REDIS   1000
 
+/* one argument of a command being built into argv[] and lens[] */
+#define ngx_cdp_arg(s, l)  argv[n] = (const char *) (s); lens[n++] = (l)
+
 /* requests of one destination in flight at once, a worker */
 #define NGX_CDP_DELIVER_PARALLEL      8
 
@@ -372,8 +375,6 @@ ngx_cdp_deliver_poll(ngx_cdp_deliver_t *d)
         ngx_cdp_deliver_stats(d);
     }
 
-#define ngx_cdp_arg(s, l)  argv[n] = (const char *) (s); lens[n++] = (l)
-
     n = 0;
 
     if (d->stage == NGX_CDP_DELIVER_NEW) {
@@ -447,8 +448,6 @@ ngx_cdp_deliver_poll(ngx_cdp_deliver_t *d)
             d->read = NGX_CDP_READ_NEW;
         }
     }
-
-#undef ngx_cdp_arg
 
     (void) ngx_cdp_deliver_command(d, ngx_cdp_deliver_read_done, n, argv,
                                    lens);
@@ -1441,8 +1440,6 @@ ngx_cdp_deliver_finish(ngx_cdp_deliver_t *d)
         return;
     }
 
-#define ngx_cdp_arg(s, l)  argv[n] = (const char *) (s); lens[n++] = (l)
-
     n = 0;
     ngx_cdp_arg("FCALL", 5);
     ngx_cdp_arg("cdp_dest_done", sizeof("cdp_dest_done") - 1);
@@ -1488,8 +1485,6 @@ ngx_cdp_deliver_finish(ngx_cdp_deliver_t *d)
                         en->head.len);
         }
     }
-
-#undef ngx_cdp_arg
 
     d->call.handler = ngx_cdp_deliver_acked;
 
