@@ -20,10 +20,10 @@
 
 
 #include "ngx_http_cdp_module.h"
+#include "ngx_cdp_redis.h"
 #include "ngx_cdp_dest.h"
 #include "ngx_cdp_audience.h"
 
-#include <hiredis/hiredis.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>

@@ -16,6 +16,7 @@
 
 
 #include "ngx_http_cdp_module.h"
+#include "ngx_cdp_ingest.h"
 #include "ngx_cdp_dest.h"
 #include "ngx_cdp_audience.h"
 
@@ -32,7 +33,7 @@
 
 typedef struct {
     ngx_http_request_t       *request;
-    ngx_cdp_redis_waiter_t   *waiter;       /* NULL once answered */
+    ngx_cdp_ingest_waiter_t   *waiter;       /* NULL once answered */
     ngx_event_t               timer;
     ngx_int_t                 type;
     ngx_http_cdp_write_key_t *key;          /* the sender's */
@@ -50,7 +51,7 @@ static ngx_int_t ngx_cdp_api_enqueue(ngx_http_request_t *r,
 static ngx_int_t ngx_cdp_api_rewrite(ngx_http_request_t *r,
     ngx_cdp_api_ctx_t *actx, ngx_cdp_segment_msg_t *m, u_char *aid,
     size_t aid_len, ngx_str_t *json);
-static void ngx_cdp_api_done(ngx_cdp_redis_waiter_t *w, ngx_int_t rc);
+static void ngx_cdp_api_done(ngx_cdp_ingest_waiter_t *w, ngx_int_t rc);
 static void ngx_cdp_api_timeout(ngx_event_t *ev);
 static void ngx_cdp_api_cleanup(void *data);
 static ngx_int_t ngx_cdp_api_error(ngx_http_request_t *r, ngx_uint_t status,
@@ -270,7 +271,7 @@ ngx_cdp_api_process(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx)
     ngx_time_t                *tp;
     ngx_pool_cleanup_t        *cln;
     ngx_cdp_segment_t          res;
-    ngx_cdp_redis_waiter_t    *w;
+    ngx_cdp_ingest_waiter_t    *w;
     ngx_http_cdp_loc_conf_t   *lcf;
     ngx_cdp_segment_error_t    err;
     u_char                    *ej;
@@ -352,7 +353,7 @@ ngx_cdp_api_process(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx)
                             ngx_cdp_api_ok, sizeof(ngx_cdp_api_ok) - 1);
     }
 
-    if (ngx_cdp_redis_reserve(res.nmsgs, size) != NGX_OK) {
+    if (ngx_cdp_ingest_reserve(res.nmsgs, size) != NGX_OK) {
         ngx_cdp_segment_free(&res);
         return ngx_cdp_api_unavailable(r);
     }
@@ -367,12 +368,12 @@ ngx_cdp_api_process(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx)
 
     ngx_cdp_segment_free(&res);
 
-    w = ngx_alloc(sizeof(ngx_cdp_redis_waiter_t), r->connection->log);
+    w = ngx_alloc(sizeof(ngx_cdp_ingest_waiter_t), r->connection->log);
     cln = ngx_pool_cleanup_add(r->pool, 0);
 
     if (!queued || w == NULL || cln == NULL) {
         /* what was queued goes (a retry is deduplicated); no answer waits */
-        ngx_cdp_redis_release();
+        ngx_cdp_ingest_release();
 
         if (w) {
             ngx_free(w);
@@ -398,7 +399,7 @@ ngx_cdp_api_process(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx)
 
     ngx_add_timer(&actx->timer, lcf->api_timeout);
 
-    ngx_cdp_redis_wait(w);
+    ngx_cdp_ingest_wait(w);
 
     return NGX_DONE;
 }
@@ -745,7 +746,7 @@ ngx_cdp_api_enqueue(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx,
         }
     }
 
-    return ngx_cdp_redis_enqueue(&key, NGX_CDP_EVENT_API, &attrs, &json,
+    return ngx_cdp_ingest_enqueue(&key, NGX_CDP_EVENT_API, &attrs, &json,
                                  &route);
 }
 
@@ -902,7 +903,7 @@ ngx_cdp_api_anonymous_id(ngx_http_request_t *r, const char *v, u_char *aid,
 
 
 static void
-ngx_cdp_api_done(ngx_cdp_redis_waiter_t *w, ngx_int_t rc)
+ngx_cdp_api_done(ngx_cdp_ingest_waiter_t *w, ngx_int_t rc)
 {
     ngx_cdp_api_ctx_t   *actx;
     ngx_http_request_t  *r;

@@ -6,8 +6,8 @@
 
 
 #include "ngx_cdp_audience.h"
-
-#include <hiredis/hiredis.h>
+#include "ngx_cdp_ingest.h"
+#include "ngx_cdp_redis.h"
 
 
 static ngx_int_t ngx_cdp_audience_add_fact(ngx_conf_t *cf,
@@ -492,7 +492,7 @@ ngx_cdp_audience_tick(ngx_event_t *ev)
         return;
     }
 
-    ngx_cdp_redis_argv1(&argv1, &stream);
+    ngx_cdp_ingest_argv1(&argv1, &stream);
 
     argv[0] = "FCALL";
     lens[0] = 5;
@@ -570,7 +570,7 @@ ngx_cdp_audience_backfill(ngx_event_t *ev)
         return;
     }
 
-    ngx_cdp_redis_argv1(&argv1, &stream);
+    ngx_cdp_ingest_argv1(&argv1, &stream);
 
     argv[0] = "FCALL";
     lens[0] = 5;

@@ -35,8 +35,7 @@
 
 #include "ngx_cdp_dest.h"
 #include "ngx_cdp_format.h"
-
-#include <hiredis/hiredis.h>
+#include "ngx_cdp_redis.h"
 
 
 #define NGX_CDP_DELIVER_GROUP         "cdp"

@@ -13,6 +13,7 @@
 
 
 #include "ngx_http_cdp_module.h"
+#include "ngx_cdp_ingest.h"
 
 #include "ngx_cdp_ident.h"
 
@@ -404,7 +405,7 @@ ngx_cdp_consent_log(ngx_http_request_t *r, int purposes)
     ngx_str_set(&key, "consent_log");
     ngx_str_set(&none, "");
 
-    return ngx_cdp_redis_enqueue(&key, NGX_CDP_EVENT_LOG, &none, &entry,
+    return ngx_cdp_ingest_enqueue(&key, NGX_CDP_EVENT_LOG, &none, &entry,
                                  NULL);
 }
 

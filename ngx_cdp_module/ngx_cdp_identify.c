@@ -17,6 +17,7 @@
 
 
 #include "ngx_http_cdp_module.h"
+#include "ngx_cdp_ingest.h"
 #include "ngx_cdp_dest.h"
 
 #include <jansson.h>
@@ -500,7 +501,7 @@ ngx_cdp_identify(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
                                    ngx_cdp_consent_eval(r, ctx)->purposes, 0,
                                    rbuf);
 
-    if (ngx_cdp_redis_enqueue(&key, NGX_CDP_EVENT_IDENTIFY, &attrs, &payload,
+    if (ngx_cdp_ingest_enqueue(&key, NGX_CDP_EVENT_IDENTIFY, &attrs, &payload,
                               &route)
         != NGX_OK)
     {

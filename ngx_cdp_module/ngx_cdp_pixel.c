@@ -10,6 +10,7 @@
 
 
 #include "ngx_http_cdp_module.h"
+#include "ngx_cdp_ingest.h"
 #include "ngx_cdp_dest.h"
 #include "ngx_cdp_audience.h"
 
@@ -199,7 +200,7 @@ ngx_cdp_pixel_event(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
         route.len = ngx_sprintf(rbuf + route.len, ";%ui", fact) - rbuf;
     }
 
-    (void) ngx_cdp_redis_enqueue(&key, kind, &attrs, &json, &route);
+    (void) ngx_cdp_ingest_enqueue(&key, kind, &attrs, &json, &route);
 
     ngx_cdp_pixel_identity(r, ctx, &hit);
 }
@@ -256,7 +257,7 @@ ngx_cdp_pixel_aggregate(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     none.data = (u_char *) "";
     none.len = 0;
 
-    if (ngx_cdp_redis_enqueue(&key, NGX_CDP_EVENT_AGGREGATE, &none, &field,
+    if (ngx_cdp_ingest_enqueue(&key, NGX_CDP_EVENT_AGGREGATE, &none, &field,
                               NULL)
         == NGX_OK)
     {

@@ -13,8 +13,7 @@
 
 
 #include "ngx_http_cdp_module.h"
-
-#include <hiredis/hiredis.h>
+#include "ngx_cdp_redis.h"
 
 
 #define NGX_CDP_PROFILE_NONE      0

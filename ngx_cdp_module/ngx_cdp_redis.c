@@ -1,6 +1,6 @@
 
 /*
- * ngx_cdp: the per-worker Redis client.
+ * ngx_cdp: the per-worker Redis client, its transport (ngx_cdp_redis.h).
  *
  * nginx owns the socket (ngx_event_connect_peer, its event loop and its
  * timers); hiredis is only the codec: redisFormatCommandArgv for the few
@@ -9,19 +9,13 @@
  * fd itself and read at most 16 KiB per wakeup, which does not fit nginx's
  * edge-triggered epoll.
  *
- * Events are appended to the current batch as RESP bulk strings, ready to
- * be sent.  A batch becomes one FCALL cdp_ingest when it holds
- * cdp_batch_size events or 1 ms after its first event: one write and one
- * round trip for many hits.  Replies come back in order; each command in
- * flight has a pending entry with its callback, which is also called, with
- * no reply, when the connection is lost.
+ * Replies come back in order; each command in flight has a pending entry
+ * with its callback, which is also called, with no reply, when the
+ * connection is lost.  The batches of events are ngx_cdp_ingest.c's.
  */
 
 
-#include "ngx_http_cdp_module.h"
-#include "ngx_cdp_dest.h"
-
-#include <hiredis/hiredis.h>
+#include "ngx_cdp_redis.h"
 
 #include "ngx_cdp_store_lua.h"
 #include "ngx_cdp_admin_lua.h"
@@ -35,20 +29,10 @@
 #define NGX_CDP_BACKOFF_MIN       100
 #define NGX_CDP_BACKOFF_MAX       5000
 
-#define NGX_CDP_FLUSH_DELAY       1
-
-/* bytes a worker may hold for Redis, whatever cdp_queue_size says */
-#define NGX_CDP_MAX_BUFFERED      (64 * 1024 * 1024)
-
-
-typedef void (*ngx_cdp_redis_reply_pt)(redisReply *reply, void *data,
-    ngx_uint_t nevents);
-
 
 typedef struct {
     ngx_cdp_redis_reply_pt     handler;
     void                      *data;
-    ngx_uint_t                 nevents;
 } ngx_cdp_redis_pending_t;
 
 
@@ -64,6 +48,7 @@ typedef struct {
 typedef struct {
     ngx_http_cdp_main_conf_t  *mcf;
     ngx_log_t                 *log;
+    ngx_cdp_redis_ready_pt     ready;
 
     ngx_peer_connection_t      peer;
     ngx_connection_t          *connection;
@@ -71,26 +56,14 @@ typedef struct {
     redisReader               *reader;
 
     ngx_cdp_rbuf_t             out;         /* commands not yet written */
-    ngx_cdp_rbuf_t             keys;        /* current batch: KEYS */
-    ngx_cdp_rbuf_t             args;        /* current batch: ARGV */
-    ngx_uint_t                 batch;       /* events in the batch */
-    ngx_uint_t                 queued;      /* events not acknowledged */
-    ngx_cdp_redis_waiter_t    *waiters;     /* of the current batch */
-    ngx_uint_t                 hold;        /* no flush while filling */
 
-    ngx_cdp_redis_pending_t   *pending;     /* a ring */
+    ngx_cdp_redis_pending_t   *pending;     /* a ring, grown as needed */
     ngx_uint_t                 pending_size;
     ngx_uint_t                 pending_head;
     ngx_uint_t                 pending_n;
 
-    ngx_event_t                flush_ev;
     ngx_event_t                reconnect_ev;
     ngx_msec_t                 backoff;
-
-    ngx_str_t                  stream_key;
-    u_char                    *maxlen;      /* ARGV[1] */
-    size_t                     maxlen_len;
-    ngx_uint_t                 nargs;       /* per event: 4, 5 (routes) */
 
     unsigned                   must_close:1;
     unsigned                   loading:1;
@@ -102,69 +75,42 @@ static void ngx_cdp_redis_connect(ngx_cdp_redis_t *rd);
 static void ngx_cdp_redis_handshake(ngx_cdp_redis_t *rd);
 static void ngx_cdp_redis_ready(ngx_cdp_redis_t *rd);
 static void ngx_cdp_redis_fail(ngx_cdp_redis_t *rd, const char *why);
-static void ngx_cdp_redis_send(ngx_cdp_redis_t *rd);
-static void ngx_cdp_redis_flush(ngx_cdp_redis_t *rd);
+static void ngx_cdp_redis_write(ngx_cdp_redis_t *rd);
 static ngx_int_t ngx_cdp_redis_command(ngx_cdp_redis_t *rd, int argc,
     const char **argv, const size_t *argvlen, ngx_cdp_redis_reply_pt handler,
     void *data);
 static ngx_int_t ngx_cdp_redis_push(ngx_cdp_redis_t *rd,
-    ngx_cdp_redis_reply_pt handler, void *data, ngx_uint_t nevents);
+    ngx_cdp_redis_reply_pt handler, void *data);
 static ngx_int_t ngx_cdp_redis_replies(ngx_cdp_redis_t *rd);
-static void ngx_cdp_redis_load_library(ngx_cdp_redis_t *rd);
+static void ngx_cdp_redis_load_store(ngx_cdp_redis_t *rd);
 static void ngx_cdp_redis_check_admin(ngx_cdp_redis_t *rd);
 static void ngx_cdp_redis_load_admin(ngx_cdp_redis_t *rd);
 static ngx_int_t ngx_cdp_redis_loaded(ngx_cdp_redis_t *rd, redisReply *reply,
     const char *what, const char *rev);
 static ngx_int_t ngx_cdp_redis_function_load(ngx_cdp_redis_t *rd,
     const char *lua, size_t len, ngx_cdp_redis_reply_pt handler);
-static void ngx_cdp_redis_admin_version_done(redisReply *reply, void *data,
-    ngx_uint_t nevents);
-static void ngx_cdp_redis_admin_load_done(redisReply *reply, void *data,
-    ngx_uint_t nevents);
-static void ngx_cdp_redis_call_done(redisReply *reply, void *data,
-    ngx_uint_t nevents);
-static void ngx_cdp_redis_dequeued(ngx_cdp_redis_t *rd, ngx_uint_t n);
-static void ngx_cdp_redis_wake(ngx_cdp_redis_waiter_t *w, ngx_int_t rc);
+static void ngx_cdp_redis_admin_version_done(redisReply *reply, void *data);
+static void ngx_cdp_redis_admin_load_done(redisReply *reply, void *data);
+static void ngx_cdp_redis_call_done(redisReply *reply, void *data);
 
 static void ngx_cdp_redis_read_handler(ngx_event_t *rev);
 static void ngx_cdp_redis_write_handler(ngx_event_t *wev);
-static void ngx_cdp_redis_flush_handler(ngx_event_t *ev);
 static void ngx_cdp_redis_reconnect_handler(ngx_event_t *ev);
 
-static void ngx_cdp_redis_setup_done(redisReply *reply, void *data,
-    ngx_uint_t nevents);
-static void ngx_cdp_redis_version_done(redisReply *reply, void *data,
-    ngx_uint_t nevents);
-static void ngx_cdp_redis_load_done(redisReply *reply, void *data,
-    ngx_uint_t nevents);
-static void ngx_cdp_redis_batch_done(redisReply *reply, void *data,
-    ngx_uint_t nevents);
+static void ngx_cdp_redis_setup_done(redisReply *reply, void *data);
+static void ngx_cdp_redis_version_done(redisReply *reply, void *data);
+static void ngx_cdp_redis_load_done(redisReply *reply, void *data);
 
 static ngx_int_t ngx_cdp_rbuf_reserve(ngx_cdp_rbuf_t *b, size_t n);
-static void ngx_cdp_rbuf_bulk(ngx_cdp_rbuf_t *b, const u_char *data,
-    size_t len);
-static size_t ngx_cdp_bulk_len(size_t len);
 
 
 static ngx_cdp_redis_t  *ngx_cdp_redis;
 
-/* indexed by NGX_CDP_EVENT_*: the kind argument of cdp_ingest */
-static ngx_str_t  ngx_cdp_event_kinds[] = {
-    ngx_string("page"),
-    ngx_string("track"),
-    ngx_string("page:new"),
-    ngx_string("track:new"),
-    ngx_string("agg"),
-    ngx_string("log"),
-    ngx_string("identify"),
-    ngx_string("api")
-};
-
 
 ngx_int_t
-ngx_cdp_redis_init_process(ngx_cycle_t *cycle, ngx_http_cdp_main_conf_t *mcf)
+ngx_cdp_redis_init_process(ngx_cycle_t *cycle, ngx_http_cdp_main_conf_t *mcf,
+    ngx_cdp_redis_ready_pt ready)
 {
-    u_char           *p;
     ngx_cdp_redis_t  *rd;
 
     rd = ngx_pcalloc(cycle->pool, sizeof(ngx_cdp_redis_t));
@@ -174,64 +120,8 @@ ngx_cdp_redis_init_process(ngx_cycle_t *cycle, ngx_http_cdp_main_conf_t *mcf)
 
     rd->mcf = mcf;
     rd->log = cycle->log;
+    rd->ready = ready;
     rd->backoff = NGX_CDP_BACKOFF_MIN;
-
-    /* every event and every handshake command may be in flight at once */
-    rd->pending_size = mcf->queue_size + 8;
-    rd->pending = ngx_pcalloc(cycle->pool,
-                              rd->pending_size
-                              * sizeof(ngx_cdp_redis_pending_t));
-    if (rd->pending == NULL) {
-        return NGX_ERROR;
-    }
-
-    rd->stream_key.len = mcf->prefix.len + sizeof(":events") - 1;
-    rd->stream_key.data = ngx_pnalloc(cycle->pool, rd->stream_key.len);
-    if (rd->stream_key.data == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_sprintf(rd->stream_key.data, "%V:events", &mcf->prefix);
-
-    /*
-     * "maxlen limit_user_id limit_email limit_phone timeline_max dedup
-     *  aggregate_retention"
-     */
-    rd->maxlen = ngx_pnalloc(cycle->pool,
-                             7 * NGX_INT_T_LEN + 2 + mcf->dest_spec.len
-                             + 2 * (NGX_SIZE_T_LEN + 1)
-                             + mcf->facts_spec.len
-                             + mcf->segments_spec.len);
-    if (rd->maxlen == NULL) {
-        return NGX_ERROR;
-    }
-
-    /*
-     * with destinations or facts, "|NAME PURPOSE MAXLEN,...|FACTS", and an
-     * extra argument an event (its route and its fact)
-     */
-
-    p = ngx_sprintf(rd->maxlen, "%ui %ui %ui %ui %ui %T %T",
-                    mcf->stream_maxlen, mcf->limit_user_id,
-                    mcf->limit_email, mcf->limit_phone,
-                    mcf->timeline_max, mcf->dedup_window,
-                    mcf->agg_retention);
-
-    rd->nargs = 4;
-
-    if (mcf->destinations || mcf->facts || mcf->segments) {
-        /* "|<destinations>|<len>:<facts><len>:<segments>" */
-        p = ngx_sprintf(p, "|%V|%uz:%V%uz:%V", &mcf->dest_spec,
-                        mcf->facts_spec.len, &mcf->facts_spec,
-                        mcf->segments_spec.len, &mcf->segments_spec);
-        rd->nargs = 5;
-    }
-
-    rd->maxlen_len = p - rd->maxlen;
-
-    rd->flush_ev.handler = ngx_cdp_redis_flush_handler;
-    rd->flush_ev.data = rd;
-    rd->flush_ev.log = cycle->log;
 
     /* a down Redis must not hold up a graceful shutdown */
     rd->reconnect_ev.handler = ngx_cdp_redis_reconnect_handler;
@@ -257,14 +147,6 @@ ngx_cdp_redis_exit_process(ngx_cycle_t *cycle)
         return;
     }
 
-    if (rd->queued) {
-        ngx_log_error(NGX_LOG_WARN, rd->log, 0,
-                      "cdp: %ui events not acknowledged by redis at exit",
-                      rd->queued);
-        ngx_cdp_count(NGX_CDP_C_DROP_REDIS_DOWN, rd->queued);
-        ngx_cdp_redis_dequeued(rd, rd->queued);
-    }
-
     if (rd->connection) {
         ngx_close_connection(rd->connection);
         rd->connection = NULL;
@@ -276,198 +158,81 @@ ngx_cdp_redis_exit_process(ngx_cycle_t *cycle)
     }
 
     ngx_free(rd->out.start);
-    ngx_free(rd->keys.start);
-    ngx_free(rd->args.start);
+    ngx_free(rd->pending);
 
     ngx_cdp_redis = NULL;
 }
 
 
-/*
- * Hands one event to the worker's queue: the key (after "<prefix>:") it
- * updates, its kind, attrs and payload, as cdp_ingest takes them.  Never
- * waits: a down Redis or a full queue drops the event and counts it.
- */
+ngx_uint_t
+ngx_cdp_redis_is_ready(void)
+{
+    return ngx_cdp_redis && ngx_cdp_redis->state == NGX_CDP_REDIS_READY;
+}
+
+
+ngx_uint_t
+ngx_cdp_redis_is_down(void)
+{
+    return ngx_cdp_redis == NULL || ngx_cdp_redis->state == NGX_CDP_REDIS_DOWN;
+}
+
+
+size_t
+ngx_cdp_redis_unsent(void)
+{
+    if (ngx_cdp_redis == NULL) {
+        return 0;
+    }
+
+    return ngx_cdp_redis->out.last - ngx_cdp_redis->out.pos;
+}
+
+
+u_char *
+ngx_cdp_redis_buffer(size_t len)
+{
+    ngx_cdp_redis_t  *rd = ngx_cdp_redis;
+
+    if (ngx_cdp_rbuf_reserve(&rd->out, len) != NGX_OK) {
+        return NULL;
+    }
+
+    return rd->out.last;
+}
+
+
+/* the command ngx_cdp_redis_buffer()'s caller wrote ends at last */
 
 ngx_int_t
-ngx_cdp_redis_enqueue(ngx_str_t *key, ngx_uint_t kind, ngx_str_t *attrs,
-    ngx_str_t *payload, ngx_str_t *route)
+ngx_cdp_redis_queue(u_char *last, ngx_cdp_redis_reply_pt handler, void *data)
 {
-    size_t            klen;
-    u_char           *p;
-    ngx_time_t       *tp;
-    ngx_cdp_redis_t  *rd;
-    u_char            ts[NGX_INT64_LEN];
+    ngx_cdp_redis_t  *rd = ngx_cdp_redis;
 
-    rd = ngx_cdp_redis;
-
-    if (rd == NULL || rd->state == NGX_CDP_REDIS_DOWN) {
-        ngx_cdp_count(NGX_CDP_C_DROP_REDIS_DOWN, 1);
-        return NGX_DECLINED;
+    if (ngx_cdp_redis_push(rd, handler, data) != NGX_OK) {
+        return NGX_ERROR;
     }
 
-    klen = rd->mcf->prefix.len + 1 + key->len;
-
-    if (rd->queued >= rd->mcf->queue_size
-        || (size_t) ((rd->out.last - rd->out.pos)
-                     + (rd->keys.last - rd->keys.pos)
-                     + (rd->args.last - rd->args.pos))
-           + payload->len > NGX_CDP_MAX_BUFFERED)
-    {
-        ngx_cdp_count(NGX_CDP_C_DROP_QUEUE_FULL, 1);
-        return NGX_DECLINED;
-    }
-
-    tp = ngx_timeofday();
-    p = ngx_sprintf(ts, "%uL", (uint64_t) tp->sec * 1000 + tp->msec);
-
-    if (ngx_cdp_rbuf_reserve(&rd->keys, ngx_cdp_bulk_len(klen)) != NGX_OK
-        || ngx_cdp_rbuf_reserve(&rd->args,
-                                ngx_cdp_bulk_len(p - ts)
-                                + ngx_cdp_bulk_len(sizeof("track:new") - 1)
-                                + ngx_cdp_bulk_len(attrs->len)
-                                + ngx_cdp_bulk_len(payload->len)
-                                + ngx_cdp_bulk_len(NGX_CDP_EXTRA_LEN))
-           != NGX_OK)
-    {
-        ngx_cdp_count(NGX_CDP_C_DROP_QUEUE_FULL, 1);
-        return NGX_DECLINED;
-    }
-
-    rd->keys.last = ngx_sprintf(rd->keys.last, "$%uz\r\n%V:%V\r\n",
-                                klen, &rd->mcf->prefix, key);
-
-    ngx_cdp_rbuf_bulk(&rd->args, ts, p - ts);
-
-    ngx_cdp_rbuf_bulk(&rd->args, ngx_cdp_event_kinds[kind].data,
-                      ngx_cdp_event_kinds[kind].len);
-    ngx_cdp_rbuf_bulk(&rd->args, attrs->data, attrs->len);
-    ngx_cdp_rbuf_bulk(&rd->args, payload->data, payload->len);
-
-    if (rd->nargs == 5) {
-        if (route) {
-            ngx_cdp_rbuf_bulk(&rd->args, route->data, route->len);
-
-        } else {
-            ngx_cdp_rbuf_bulk(&rd->args, (u_char *) "", 0);
-        }
-    }
-
-    rd->batch++;
-    rd->queued++;
-    ngx_cdp_count(NGX_CDP_C_ACCEPTED, 1);
-    ngx_cdp_count(NGX_CDP_C_QUEUE_EVENTS, 1);
-
-    if (rd->hold) {
-        return NGX_OK;
-    }
-
-    if (rd->batch >= rd->mcf->batch_size) {
-        ngx_cdp_redis_flush(rd);
-
-    } else if (!rd->flush_ev.timer_set) {
-        ngx_add_timer(&rd->flush_ev, NGX_CDP_FLUSH_DELAY);
-    }
+    rd->out.last = last;
 
     return NGX_OK;
 }
 
 
-/* cdp_ingest's ARGV[1] and stream, for the store's other calls */
-
 void
-ngx_cdp_redis_argv1(ngx_str_t *argv1, ngx_str_t *stream)
-{
-    argv1->data = ngx_cdp_redis->maxlen;
-    argv1->len = ngx_cdp_redis->maxlen_len;
-    *stream = ngx_cdp_redis->stream_key;
-}
-
-
-/*
- * For a request that waits for Redis (the server API): room for n events
- * of about size bytes, all in one batch, so that one FCALL stores them all
- * or none.  On NGX_OK the caller enqueues them, then calls
- * ngx_cdp_redis_wait() (or ngx_cdp_redis_release() if it gives up).
- * NGX_DECLINED: Redis is down or the queue is full.
- */
-
-ngx_int_t
-ngx_cdp_redis_reserve(ngx_uint_t n, size_t size)
-{
-    ngx_cdp_redis_t  *rd;
-
-    rd = ngx_cdp_redis;
-
-    if (rd == NULL || rd->state == NGX_CDP_REDIS_DOWN
-        || rd->queued + n > rd->mcf->queue_size
-        || (size_t) ((rd->out.last - rd->out.pos)
-                     + (rd->keys.last - rd->keys.pos)
-                     + (rd->args.last - rd->args.pos))
-           + size > NGX_CDP_MAX_BUFFERED)
-    {
-        return NGX_DECLINED;
-    }
-
-    /*
-     * a batch of its own when the current one would grow past the size
-     * (not yet connected, the batch stays and grows past it)
-     */
-
-    if (rd->batch && rd->batch + n > rd->mcf->batch_size) {
-        ngx_cdp_redis_flush(rd);
-    }
-
-    rd->hold = 1;
-
-    return NGX_OK;
-}
-
-
-/* the caller gives up waiting: what it queued goes out as usual */
-
-void
-ngx_cdp_redis_release(void)
+ngx_cdp_redis_send(void)
 {
     if (ngx_cdp_redis) {
-        ngx_cdp_redis->hold = 0;
-        ngx_cdp_redis_flush(ngx_cdp_redis);
+        ngx_cdp_redis_write(ngx_cdp_redis);
     }
 }
 
 
-/*
- * w waits for the batch that holds the events just enqueued: its handler
- * is called once, with NGX_OK when Redis acknowledged the batch, with
- * NGX_ERROR when it failed or the connection was lost.  The batch is
- * flushed at once.  w stays the caller's until then; its data may be set
- * to NULL meanwhile (the request went away) and is not looked at here.
- */
-
 void
-ngx_cdp_redis_wait(ngx_cdp_redis_waiter_t *w)
+ngx_cdp_redis_load_library(void)
 {
-    ngx_cdp_redis_t  *rd;
-
-    rd = ngx_cdp_redis;
-    rd->hold = 0;
-
-    w->next = rd->waiters;
-    rd->waiters = w;
-
-    ngx_cdp_redis_flush(rd);
-}
-
-
-static void
-ngx_cdp_redis_wake(ngx_cdp_redis_waiter_t *w, ngx_int_t rc)
-{
-    ngx_cdp_redis_waiter_t  *next;
-
-    while (w) {
-        next = w->next;
-        w->handler(w, rc);
-        w = next;
+    if (ngx_cdp_redis && ngx_cdp_redis->state == NGX_CDP_REDIS_READY) {
+        ngx_cdp_redis_load_store(ngx_cdp_redis);
     }
 }
 
@@ -603,12 +368,12 @@ ngx_cdp_redis_handshake(ngx_cdp_redis_t *rd)
         return;
     }
 
-    ngx_cdp_redis_send(rd);
+    ngx_cdp_redis_write(rd);
 }
 
 
 static void
-ngx_cdp_redis_setup_done(redisReply *reply, void *data, ngx_uint_t nevents)
+ngx_cdp_redis_setup_done(redisReply *reply, void *data)
 {
     ngx_cdp_redis_t  *rd = ngx_cdp_redis;
 
@@ -625,7 +390,7 @@ ngx_cdp_redis_setup_done(redisReply *reply, void *data, ngx_uint_t nevents)
 
 
 static void
-ngx_cdp_redis_version_done(redisReply *reply, void *data, ngx_uint_t nevents)
+ngx_cdp_redis_version_done(redisReply *reply, void *data)
 {
     ngx_cdp_redis_t  *rd = ngx_cdp_redis;
 
@@ -643,12 +408,12 @@ ngx_cdp_redis_version_done(redisReply *reply, void *data, ngx_uint_t nevents)
 
     /* missing ("Function not found") or another revision */
 
-    ngx_cdp_redis_load_library(rd);
+    ngx_cdp_redis_load_store(rd);
 }
 
 
 static void
-ngx_cdp_redis_load_library(ngx_cdp_redis_t *rd)
+ngx_cdp_redis_load_store(ngx_cdp_redis_t *rd)
 {
     if (rd->loading) {
         return;
@@ -687,7 +452,7 @@ ngx_cdp_redis_function_load(ngx_cdp_redis_t *rd, const char *lua, size_t len,
 
 
 static void
-ngx_cdp_redis_load_done(redisReply *reply, void *data, ngx_uint_t nevents)
+ngx_cdp_redis_load_done(redisReply *reply, void *data)
 {
     ngx_cdp_redis_t  *rd = ngx_cdp_redis;
 
@@ -744,8 +509,7 @@ ngx_cdp_redis_check_admin(ngx_cdp_redis_t *rd)
 
 
 static void
-ngx_cdp_redis_admin_version_done(redisReply *reply, void *data,
-    ngx_uint_t nevents)
+ngx_cdp_redis_admin_version_done(redisReply *reply, void *data)
 {
     ngx_cdp_redis_t  *rd = ngx_cdp_redis;
 
@@ -775,8 +539,7 @@ ngx_cdp_redis_load_admin(ngx_cdp_redis_t *rd)
 
 
 static void
-ngx_cdp_redis_admin_load_done(redisReply *reply, void *data,
-    ngx_uint_t nevents)
+ngx_cdp_redis_admin_load_done(redisReply *reply, void *data)
 {
     ngx_cdp_redis_t  *rd = ngx_cdp_redis;
 
@@ -819,14 +582,14 @@ ngx_cdp_redis_call(ngx_cdp_redis_call_t *call, int argc, const char **argv,
         return NGX_DECLINED;
     }
 
-    ngx_cdp_redis_send(rd);
+    ngx_cdp_redis_write(rd);
 
     return NGX_OK;
 }
 
 
 static void
-ngx_cdp_redis_call_done(redisReply *reply, void *data, ngx_uint_t nevents)
+ngx_cdp_redis_call_done(redisReply *reply, void *data)
 {
     ngx_cdp_redis_call_t  *call = data;
 
@@ -855,20 +618,20 @@ ngx_cdp_redis_ready(ngx_cdp_redis_t *rd)
         rd->reported = 0;
     }
 
-    ngx_cdp_redis_flush(rd);
+    rd->ready();
 }
 
 
 /*
- * The connection is gone or unusable: every command in flight is failed,
- * the batch being filled is dropped (keeping events across an outage is
- * the spool's job, not yet built), and a reconnect is scheduled.
+ * The connection is gone or unusable: every command in flight is failed
+ * (its callback called without a reply: ngx_cdp_ingest.c keeps its
+ * batches) and a reconnect is scheduled.
  */
 
 static void
 ngx_cdp_redis_fail(ngx_cdp_redis_t *rd, const char *why)
 {
-    ngx_uint_t               was_ready;
+    ngx_uint_t                was_ready;
     ngx_cdp_redis_pending_t  *p;
 
     was_ready = (rd->state == NGX_CDP_REDIS_READY);
@@ -889,43 +652,35 @@ ngx_cdp_redis_fail(ngx_cdp_redis_t *rd, const char *why)
     }
 
     if (!rd->reported && !ngx_exiting && !ngx_terminate) {
-        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
-                      "cdp: redis %V unavailable (%s), events are dropped "
-                      "until it is back", &rd->mcf->addr_text, why);
+        if (rd->mcf->spool) {
+            ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                          "cdp: redis %V unavailable (%s), events are "
+                          "spooled to %V until it is back",
+                          &rd->mcf->addr_text, why, &rd->mcf->spool->name);
+
+        } else {
+            ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                          "cdp: redis %V unavailable (%s), events are "
+                          "dropped until it is back (cdp_spool keeps them)",
+                          &rd->mcf->addr_text, why);
+        }
+
         rd->reported = 1;
     }
 
     rd->out.pos = rd->out.start;
     rd->out.last = rd->out.start;
 
+    rd->must_close = 0;
+    rd->loading = 0;
+
     while (rd->pending_n) {
         p = &rd->pending[rd->pending_head];
         rd->pending_head = (rd->pending_head + 1) % rd->pending_size;
         rd->pending_n--;
 
-        p->handler(NULL, p->data, p->nevents);
+        p->handler(NULL, p->data);
     }
-
-    if (rd->batch) {
-        ngx_cdp_count(NGX_CDP_C_DROP_REDIS_DOWN, rd->batch);
-        ngx_cdp_redis_dequeued(rd, rd->batch);
-        rd->batch = 0;
-    }
-
-    ngx_cdp_redis_wake(rd->waiters, NGX_ERROR);
-    rd->waiters = NULL;
-
-    rd->keys.pos = rd->keys.start;
-    rd->keys.last = rd->keys.start;
-    rd->args.pos = rd->args.start;
-    rd->args.last = rd->args.start;
-
-    if (rd->flush_ev.timer_set) {
-        ngx_del_timer(&rd->flush_ev);
-    }
-
-    rd->must_close = 0;
-    rd->loading = 0;
 
     if (ngx_exiting || ngx_terminate || ngx_quit) {
         return;
@@ -950,149 +705,6 @@ ngx_cdp_redis_reconnect_handler(ngx_event_t *ev)
 }
 
 
-static void
-ngx_cdp_redis_flush_handler(ngx_event_t *ev)
-{
-    ngx_cdp_redis_flush(ev->data);
-}
-
-
-/* the batch becomes one FCALL cdp_ingest, written at once */
-
-static void
-ngx_cdp_redis_flush(ngx_cdp_redis_t *rd)
-{
-    size_t      len, keys, args;
-    ngx_uint_t  n;
-    u_char      numkeys[NGX_INT_T_LEN];
-    size_t      numkeys_len;
-
-    if (rd->batch == 0 || rd->state != NGX_CDP_REDIS_READY) {
-        return;
-    }
-
-    if (rd->flush_ev.timer_set) {
-        ngx_del_timer(&rd->flush_ev);
-    }
-
-    n = rd->batch;
-    keys = rd->keys.last - rd->keys.pos;
-    args = rd->args.last - rd->args.pos;
-
-    numkeys_len = ngx_sprintf(numkeys, "%ui", 1 + n) - numkeys;
-
-    len = sizeof("*\r\n$5\r\nFCALL\r\n$10\r\ncdp_ingest\r\n") - 1
-          + NGX_INT_T_LEN
-          + ngx_cdp_bulk_len(numkeys_len)
-          + ngx_cdp_bulk_len(rd->stream_key.len) + keys
-          + ngx_cdp_bulk_len(rd->maxlen_len) + args;
-
-    if (ngx_cdp_rbuf_reserve(&rd->out, len) != NGX_OK
-        || ngx_cdp_redis_push(rd, ngx_cdp_redis_batch_done, rd->waiters, n)
-           != NGX_OK)
-    {
-        ngx_cdp_redis_fail(rd, "out of memory");
-        return;
-    }
-
-    /*
-     * FCALL cdp_ingest numkeys stream key... "maxlen limits..."
-     *       (ts kind attrs payload)...
-     */
-
-    rd->out.last = ngx_sprintf(rd->out.last,
-                               "*%ui\r\n$5\r\nFCALL\r\n$10\r\ncdp_ingest\r\n",
-                               3 + (1 + n) + (1 + rd->nargs * n));
-    ngx_cdp_rbuf_bulk(&rd->out, numkeys, numkeys_len);
-    ngx_cdp_rbuf_bulk(&rd->out, rd->stream_key.data, rd->stream_key.len);
-    rd->out.last = ngx_cpymem(rd->out.last, rd->keys.pos, keys);
-    ngx_cdp_rbuf_bulk(&rd->out, rd->maxlen, rd->maxlen_len);
-    rd->out.last = ngx_cpymem(rd->out.last, rd->args.pos, args);
-
-    rd->keys.pos = rd->keys.start;
-    rd->keys.last = rd->keys.start;
-    rd->args.pos = rd->args.start;
-    rd->args.last = rd->args.start;
-    rd->batch = 0;
-    rd->waiters = NULL;
-
-    ngx_cdp_count(NGX_CDP_C_REDIS_BATCHES, 1);
-
-    ngx_cdp_redis_send(rd);
-}
-
-
-static void
-ngx_cdp_redis_batch_done(redisReply *reply, void *data, ngx_uint_t nevents)
-{
-    ngx_cdp_redis_t  *rd = ngx_cdp_redis;
-
-    size_t      i;
-    ngx_uint_t  v[7];
-
-    ngx_cdp_redis_dequeued(rd, nevents);
-
-    if (reply == NULL) {
-        ngx_cdp_count(NGX_CDP_C_DROP_REDIS_DOWN, nevents);
-        ngx_cdp_redis_wake(data, NGX_ERROR);
-        return;
-    }
-
-    /* {stored, erased, merges, switches, refused, malformed, duplicates} */
-
-    if (reply->type == REDIS_REPLY_ARRAY && reply->elements >= 7) {
-        for (i = 0; i < 7; i++) {
-            v[i] = (reply->element[i]->type == REDIS_REPLY_INTEGER
-                    && reply->element[i]->integer >= 0)
-                   ? (ngx_uint_t) reply->element[i]->integer : 0;
-        }
-
-        ngx_cdp_count(NGX_CDP_C_STORED, v[0]);
-        ngx_cdp_count(NGX_CDP_C_DROP_ERASED, v[1]);
-        ngx_cdp_count(NGX_CDP_C_MERGES, v[2]);
-        ngx_cdp_count(NGX_CDP_C_SHARED_DEVICE, v[3]);
-        ngx_cdp_count(NGX_CDP_C_IDENT_REFUSED, v[4]);
-        ngx_cdp_count(NGX_CDP_C_DROP_MALFORMED, v[5]);
-        ngx_cdp_count(NGX_CDP_C_API_DUPLICATES, v[6]);
-
-        ngx_cdp_dest_ingested(rd->mcf, reply, 7);
-
-        ngx_cdp_redis_wake(data, NGX_OK);
-
-        return;
-    }
-
-    ngx_cdp_redis_wake(data, NGX_ERROR);
-
-    ngx_cdp_count(NGX_CDP_C_DROP_REDIS_ERROR, nevents);
-
-    if (reply->type != REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
-                      "cdp: unexpected reply type %d to cdp_ingest",
-                      reply->type);
-        return;
-    }
-
-    ngx_log_error(NGX_LOG_ERR, rd->log, 0,
-                  "cdp: redis cdp_ingest failed, %ui events dropped: %s",
-                  nevents, reply->str);
-
-    /* FUNCTION FLUSH, or a Redis restarted without its data */
-
-    if (ngx_strstr(reply->str, "Function not found")) {
-        ngx_cdp_redis_load_library(rd);
-    }
-}
-
-
-static void
-ngx_cdp_redis_dequeued(ngx_cdp_redis_t *rd, ngx_uint_t n)
-{
-    rd->queued -= n;
-    ngx_cdp_count(NGX_CDP_C_QUEUE_EVENTS, (ngx_atomic_int_t) -n);
-}
-
-
 static ngx_int_t
 ngx_cdp_redis_command(ngx_cdp_redis_t *rd, int argc, const char **argv,
     const size_t *argvlen, ngx_cdp_redis_reply_pt handler, void *data)
@@ -1107,7 +719,7 @@ ngx_cdp_redis_command(ngx_cdp_redis_t *rd, int argc, const char **argv,
     }
 
     if (ngx_cdp_rbuf_reserve(&rd->out, len) != NGX_OK
-        || ngx_cdp_redis_push(rd, handler, data, 0) != NGX_OK)
+        || ngx_cdp_redis_push(rd, handler, data) != NGX_OK)
     {
         redisFreeCommand(cmd);
         ngx_cdp_redis_fail(rd, "out of memory");
@@ -1123,18 +735,36 @@ ngx_cdp_redis_command(ngx_cdp_redis_t *rd, int argc, const char **argv,
 
 static ngx_int_t
 ngx_cdp_redis_push(ngx_cdp_redis_t *rd, ngx_cdp_redis_reply_pt handler,
-    void *data, ngx_uint_t nevents)
+    void *data)
 {
-    ngx_cdp_redis_pending_t  *p;
+    ngx_uint_t                i, size;
+    ngx_cdp_redis_pending_t  *p, *ring;
 
     if (rd->pending_n == rd->pending_size) {
-        return NGX_ERROR;
+
+        /* the ring grows: ingest bounds what it puts in flight */
+
+        size = ngx_max(rd->pending_size * 2, 64);
+
+        ring = ngx_alloc(size * sizeof(ngx_cdp_redis_pending_t), rd->log);
+        if (ring == NULL) {
+            return NGX_ERROR;
+        }
+
+        for (i = 0; i < rd->pending_n; i++) {
+            ring[i] = rd->pending[(rd->pending_head + i) % rd->pending_size];
+        }
+
+        ngx_free(rd->pending);
+
+        rd->pending = ring;
+        rd->pending_size = size;
+        rd->pending_head = 0;
     }
 
     p = &rd->pending[(rd->pending_head + rd->pending_n) % rd->pending_size];
     p->handler = handler;
     p->data = data;
-    p->nevents = nevents;
 
     rd->pending_n++;
 
@@ -1143,7 +773,7 @@ ngx_cdp_redis_push(ngx_cdp_redis_t *rd, ngx_cdp_redis_reply_pt handler,
 
 
 static void
-ngx_cdp_redis_send(ngx_cdp_redis_t *rd)
+ngx_cdp_redis_write(ngx_cdp_redis_t *rd)
 {
     ssize_t            n;
     ngx_connection_t  *c;
@@ -1198,7 +828,7 @@ ngx_cdp_redis_write_handler(ngx_event_t *wev)
     rd = c->data;
 
     if (rd->state != NGX_CDP_REDIS_CONNECTING) {
-        ngx_cdp_redis_send(rd);
+        ngx_cdp_redis_write(rd);
         return;
     }
 
@@ -1293,7 +923,7 @@ ngx_cdp_redis_read_handler(ngx_event_t *rev)
 
     /* handlers may have queued commands: the library load, a flush */
 
-    ngx_cdp_redis_send(rd);
+    ngx_cdp_redis_write(rd);
 }
 
 
@@ -1323,7 +953,7 @@ ngx_cdp_redis_replies(ngx_cdp_redis_t *rd)
         rd->pending_head = (rd->pending_head + 1) % rd->pending_size;
         rd->pending_n--;
 
-        p.handler(reply, p.data, p.nevents);
+        p.handler(reply, p.data);
 
         freeReplyObject(reply);
 
@@ -1377,36 +1007,3 @@ ngx_cdp_rbuf_reserve(ngx_cdp_rbuf_t *b, size_t n)
 }
 
 
-/* space is reserved by the caller: ngx_cdp_bulk_len() */
-
-static void
-ngx_cdp_rbuf_bulk(ngx_cdp_rbuf_t *b, const u_char *data, size_t len)
-{
-    u_char  *p, digits[NGX_SIZE_T_LEN];
-    size_t   n;
-
-    /* "$<len>\r\n": by hand, a few times per event (ngx_sprintf costs) */
-
-    p = digits + NGX_SIZE_T_LEN;
-    n = len;
-
-    do {
-        *--p = (u_char) ('0' + n % 10);
-        n /= 10;
-    } while (n);
-
-    *b->last++ = '$';
-    b->last = ngx_cpymem(b->last, p, digits + NGX_SIZE_T_LEN - p);
-    *b->last++ = CR;
-    *b->last++ = LF;
-    b->last = ngx_cpymem(b->last, data, len);
-    *b->last++ = CR;
-    *b->last++ = LF;
-}
-
-
-static size_t
-ngx_cdp_bulk_len(size_t len)
-{
-    return 1 + NGX_SIZE_T_LEN + 2 + len + 2;
-}

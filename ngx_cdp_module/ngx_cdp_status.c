@@ -51,7 +51,17 @@ static ngx_str_t  ngx_cdp_counter_names[] = {
     ngx_string("cdp_segment_due_pending"),
     ngx_string("cdp_segment_tick_events_total"),
     ngx_string("cdp_segment_backfill_profiles"),
-    ngx_string("cdp_segment_backfill_done")
+    ngx_string("cdp_segment_backfill_done"),
+    ngx_string("cdp_spool_events_total{op=\"spooled\"}"),
+    ngx_string("cdp_spool_events_total{op=\"replayed\"}"),
+    ngx_string("cdp_events_resent_total"),
+    ngx_string("cdp_events_already_applied_total"),
+    ngx_string("cdp_spool_bytes"),
+    ngx_string("cdp_spool_files"),
+    ngx_string("cdp_spool_set_aside_total"),
+    ngx_string("cdp_events_dropped_total{reason=\"spool_full\"}"),
+    ngx_string("cdp_events_dropped_total{reason=\"spool_error\"}"),
+    ngx_string("cdp_events_dropped_total{reason=\"unconfirmed\"}")
 };
 
 

@@ -18,8 +18,7 @@
 
 
 #include "ngx_http_cdp_module.h"
-
-#include <hiredis/hiredis.h>
+#include "ngx_cdp_redis.h"
 
 #include "ngx_cdp_ident.h"
 

@@ -7,6 +7,8 @@
 #include "ngx_http_cdp_module.h"
 #include "ngx_cdp_dest.h"
 #include "ngx_cdp_audience.h"
+#include "ngx_cdp_ingest.h"
+#include "ngx_cdp_spool.h"
 
 
 static ngx_int_t ngx_http_cdp_add_variables(ngx_conf_t *cf);
@@ -144,6 +146,13 @@ static ngx_command_t  ngx_http_cdp_commands[] = {
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_cdp_main_conf_t, queue_size),
       &ngx_http_cdp_positive_p },
+
+    { ngx_string("cdp_spool"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_cdp_spool_conf,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
 
     { ngx_string("cdp_cookie"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
@@ -1432,7 +1441,7 @@ ngx_http_cdp_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    if (ngx_cdp_redis_init_process(cycle, mcf) != NGX_OK) {
+    if (ngx_cdp_ingest_init_process(cycle, mcf) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -1452,5 +1461,5 @@ static void
 ngx_http_cdp_exit_process(ngx_cycle_t *cycle)
 {
     ngx_cdp_deliver_exit_process(cycle);
-    ngx_cdp_redis_exit_process(cycle);
+    ngx_cdp_ingest_exit_process(cycle);
 }

@@ -71,6 +71,16 @@ typedef enum {
     NGX_CDP_C_SEG_EVENTS,
     NGX_CDP_C_SEG_BACKFILLED,
     NGX_CDP_C_SEG_BACKFILL_DONE,
+    NGX_CDP_C_SPOOLED,
+    NGX_CDP_C_REPLAYED,
+    NGX_CDP_C_RESENT,
+    NGX_CDP_C_ALREADY_APPLIED,
+    NGX_CDP_C_SPOOL_BYTES,
+    NGX_CDP_C_SPOOL_FILES,
+    NGX_CDP_C_SPOOL_SET_ASIDE,
+    NGX_CDP_C_DROP_SPOOL_FULL,
+    NGX_CDP_C_DROP_SPOOL_ERROR,
+    NGX_CDP_C_DROP_UNCONFIRMED,
     NGX_CDP_NCOUNTERS
 } ngx_cdp_counter_e;
 
@@ -101,6 +111,9 @@ typedef struct {
     ngx_uint_t                 stream_maxlen;
     ngx_uint_t                 batch_size;
     ngx_uint_t                 queue_size;
+
+    ngx_path_t                *spool;       /* cdp_spool: ngx_cdp_spool.h */
+    off_t                      spool_max;
 
     void                      *geo;         /* MMDB_s *, cdp_geoip_db */
 
@@ -345,52 +358,5 @@ ngx_int_t ngx_cdp_variable_segments(ngx_http_request_t *r,
 /* ngx_cdp_status.c */
 ngx_int_t ngx_cdp_status_handler(ngx_http_request_t *r);
 ngx_int_t ngx_cdp_status_init_zone(ngx_shm_zone_t *shm_zone, void *data);
-
-/* ngx_cdp_redis.c */
-ngx_int_t ngx_cdp_redis_init_process(ngx_cycle_t *cycle,
-    ngx_http_cdp_main_conf_t *mcf);
-void ngx_cdp_redis_exit_process(ngx_cycle_t *cycle);
-
-#define NGX_CDP_EVENT_PAGE         0
-#define NGX_CDP_EVENT_TRACK        1
-#define NGX_CDP_EVENT_NEW          2        /* or-ed: the id is new */
-#define NGX_CDP_EVENT_AGGREGATE    4        /* no person: a daily count */
-#define NGX_CDP_EVENT_LOG          5        /* an entry of a log stream */
-#define NGX_CDP_EVENT_IDENTIFY     6        /* see cdp_ingest's identify */
-#define NGX_CDP_EVENT_API          7        /* a server API message */
-
-ngx_int_t ngx_cdp_redis_enqueue(ngx_str_t *key, ngx_uint_t kind,
-    ngx_str_t *attrs, ngx_str_t *payload, ngx_str_t *route);
-
-typedef struct ngx_cdp_redis_waiter_s  ngx_cdp_redis_waiter_t;
-
-typedef void (*ngx_cdp_redis_waiter_pt)(ngx_cdp_redis_waiter_t *w,
-    ngx_int_t rc);
-
-struct ngx_cdp_redis_waiter_s {
-    ngx_cdp_redis_waiter_pt    handler;
-    void                      *data;
-    ngx_cdp_redis_waiter_t    *next;
-};
-
-typedef struct ngx_cdp_redis_call_s  ngx_cdp_redis_call_t;
-
-/* reply: a hiredis redisReply *, NULL when the connection was lost */
-typedef void (*ngx_cdp_redis_call_pt)(ngx_cdp_redis_call_t *call,
-    void *reply);
-
-struct ngx_cdp_redis_call_s {
-    ngx_cdp_redis_call_pt      handler;
-    void                      *data;
-};
-
-ngx_int_t ngx_cdp_redis_call(ngx_cdp_redis_call_t *call, int argc,
-    const char **argv, const size_t *argvlen);
-
-ngx_int_t ngx_cdp_redis_reserve(ngx_uint_t n, size_t size);
-void ngx_cdp_redis_argv1(ngx_str_t *argv1, ngx_str_t *stream);
-void ngx_cdp_redis_release(void);
-void ngx_cdp_redis_wait(ngx_cdp_redis_waiter_t *w);
-
 
 #endif /* _NGX_HTTP_CDP_MODULE_H_INCLUDED_ */

@@ -15,6 +15,11 @@ local REV = '@REV@'
 local TYPES = {'user_id', 'email', 'phone'}      -- by priority
 local MAX_HOPS = 64
 local AGG_RETENTION = 25 * 30 * 86400   -- agg:<date>, unless ARGV[1] says
+-- batch ids (cdp_ingest): a bitmap key per 2^20 batches of a writer, kept
+-- a week after its last batch, the longest a spooled batch is expected to
+-- wait for its replay
+local ONCE_BITS = 1048576
+local ONCE_SECONDS = 7 * 86400
 
 --
 -- cdp_version
@@ -1702,6 +1707,22 @@ local function cdp_ingest(keys, args)
     local S, ar = setup(keys[1], args[1])
     if not S then
         return redis.error_reply('ERR cdp_ingest: a malformed ARGV[1]')
+    end
+    if n >= 1 and #args == 2 + S * (n - 1) then
+        -- a batch id: KEYS[2] the bitmap of its writer's batches, ARGV[2]
+        -- its bit; a batch seen before was applied, its reply was lost
+        local bit = tonumber(args[2])
+        if not bit or bit < 0 or bit >= ONCE_BITS
+           or string.sub(keys[2], 1, #P + 5) ~= P .. 'once:' then
+            return redis.error_reply('ERR cdp_ingest: a malformed batch id')
+        end
+        if redis.call('SETBIT', keys[2], bit, 1) == 1 then
+            return redis.status_reply('APPLIED')
+        end
+        redis.call('EXPIRE', keys[2], ONCE_SECONDS)
+        table.remove(keys, 2)
+        table.remove(args, 2)
+        n = n - 1
     end
     if n < 0 or #args ~= 1 + S * n then
         return redis.error_reply('ERR cdp_ingest: want 1 + ' .. S

@@ -243,7 +243,9 @@ def dump(ngx):
             t = c.type(k)
             items = [('name', k)]
             if t == 'string':
-                items.append(('value', c.get(k)))
+                # bytes: the batch-id bitmaps (<prefix>:once:...) are binary
+                v = c.execute_command('GET', k, NEVER_DECODE=True)
+                items.append(('value', v.decode('latin-1')))
             elif t == 'hash':
                 for f, v in c.hgetall(k).items():
                     items += [('field', f), ('value ' + f, v)]

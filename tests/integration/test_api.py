@@ -131,7 +131,9 @@ def redis_dump(ngx):
             out.append(k)
             t = c.type(k)
             if t == 'string':
-                out.append(c.get(k))
+                # bytes: the batch-id bitmaps (<prefix>:once:...) are binary
+                v = c.execute_command('GET', k, NEVER_DECODE=True)
+                out.append(v.decode('latin-1'))
             elif t == 'hash':
                 for f, v in c.hgetall(k).items():
                     out += [f, v]

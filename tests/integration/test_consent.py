@@ -121,9 +121,13 @@ def wait_agg(ngx, day, want, timeout=10.0):
 
 
 def keys(ngx, pattern='*'):
+    """The keys under the prefix but the batch ids the store remembers
+    (<prefix>:once:<worker>:<n>, bitmaps of nobody's data)."""
     c = ngx.rc()
     try:
-        return sorted(c.scan_iter(match='%s:%s' % (ngx.prefix, pattern)))
+        return sorted(k for k in c.scan_iter(match='%s:%s' % (ngx.prefix,
+                                                              pattern))
+                      if not k.startswith(ngx.prefix + ':once:'))
     finally:
         c.close()
 

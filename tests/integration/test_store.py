@@ -86,6 +86,42 @@ def test_bad_argument_count_writes_nothing(store):
     assert store.exists('s:events', 's:profile:' + AID) == 0
 
 
+def once_ingest(c, once, bit, events):
+    """cdp_ingest with a batch id: KEYS[2] the bitmap, ARGV[2] the bit."""
+    keys = ['s:events', once] + ['s:profile:' + e[0] for e in events]
+    args = ['1000000', str(bit)]
+    for aid, ts, kind in events:
+        args += [str(ts), kind, '', json.dumps({'anonymousId': aid})]
+    return c.fcall('cdp_ingest', len(keys), *keys, *args)
+
+
+def test_a_batch_applied_twice_is_counted_once(store):
+    """A batch sent again (its reply was lost, or replayed from nginx's
+    spool) is skipped: nothing stored, nothing counted twice."""
+    once = 's:once:host:1:2:0'
+    batch = [(AID, 1000, 'page:new'), (AID, 2000, 'track')]
+    assert once_ingest(store, once, 7, batch)[0] == 2
+    assert once_ingest(store, once, 7, batch) == 'APPLIED'
+    assert store.hget('s:profile:' + AID, 'events') == '2'
+    assert store.xlen('s:events') == 2
+    # another batch id of the same worker is a new batch
+    assert once_ingest(store, once, 8, [(AID, 3000, 'page')])[0] == 1
+    assert store.hget('s:profile:' + AID, 'events') == '3'
+    # remembered a week
+    assert 6 * 86400 < store.ttl(once) <= 7 * 86400
+    assert store.getbit(once, 7) == 1 and store.getbit(once, 9) == 0
+
+
+@pytest.mark.parametrize('once, bit', [
+    ('s:once:w:0', '-1'), ('s:once:w:0', '1048576'), ('s:once:w:0', 'x'),
+    ('s:profile:x', '1')])
+def test_a_malformed_batch_id_writes_nothing(store, once, bit):
+    with pytest.raises(redis.ResponseError, match='malformed batch id'):
+        store.fcall('cdp_ingest', 3, 's:events', once, 's:profile:' + AID,
+                    '100', bit, '1000', 'page', '', '{}')
+    assert store.exists('s:events', 's:profile:' + AID, once) == 0
+
+
 def test_stream_is_trimmed_and_added_counts_all(store):
     for i in range(20):
         ingest(store, [('%032x' % (i * 50 + j), 1000 + j, 'page:new')
