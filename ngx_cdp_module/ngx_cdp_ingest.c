@@ -59,14 +59,6 @@ struct ngx_cdp_batch_s {
 };
 
 
-/* a growable byte buffer: [pos, last) holds data */
-typedef struct {
-    u_char                    *start;
-    u_char                    *pos;
-    u_char                    *last;
-    u_char                    *end;
-} ngx_cdp_ibuf_t;
-
 
 typedef struct {
     ngx_http_cdp_main_conf_t  *mcf;
@@ -74,8 +66,8 @@ typedef struct {
 
     ngx_cdp_ingest_conf_t      conf;        /* this worker's batches */
 
-    ngx_cdp_ibuf_t             keys;        /* current batch: KEYS */
-    ngx_cdp_ibuf_t             args;        /* current batch: ARGV */
+    ngx_cdp_resp_buf_t         keys;        /* current batch: KEYS */
+    ngx_cdp_resp_buf_t         args;        /* current batch: ARGV */
     ngx_uint_t                 batch;       /* events in the batch */
     ngx_cdp_ingest_waiter_t   *waiters;     /* of the current batch */
     ngx_uint_t                 hold;        /* no flush while filling */
@@ -119,7 +111,6 @@ static void ngx_cdp_ingest_dequeued(ngx_cdp_ingest_t *ig, ngx_uint_t n);
 static void ngx_cdp_ingest_wake(ngx_cdp_ingest_waiter_t *w, ngx_int_t rc);
 static void ngx_cdp_ingest_flush_handler(ngx_event_t *ev);
 static void ngx_cdp_ingest_pump_handler(ngx_event_t *ev);
-static ngx_int_t ngx_cdp_ibuf_reserve(ngx_cdp_ibuf_t *b, size_t n);
 
 
 static ngx_cdp_ingest_t  *ngx_cdp_ingest;
@@ -309,8 +300,8 @@ ngx_cdp_ingest_exit_process(ngx_cycle_t *cycle)
 
     ngx_cdp_redis_exit_process(cycle);
 
-    ngx_free(ig->keys.start);
-    ngx_free(ig->args.start);
+    ngx_cdp_resp_free(&ig->keys);
+    ngx_cdp_resp_free(&ig->args);
 
     ngx_cdp_ingest = NULL;
 }
@@ -350,15 +341,14 @@ ngx_cdp_ingest_enqueue(ngx_str_t *key, ngx_uint_t kind, ngx_str_t *attrs,
     tp = ngx_timeofday();
     p = ngx_sprintf(ts, "%uL", (uint64_t) tp->sec * 1000 + tp->msec);
 
-    if (ngx_cdp_ibuf_reserve(&ig->keys, ngx_cdp_resp_bulk_size(klen))
-        != NGX_OK
-        || ngx_cdp_ibuf_reserve(&ig->args,
+    if (ngx_cdp_resp_reserve(&ig->keys, ngx_cdp_resp_bulk_size(klen)) != 0
+        || ngx_cdp_resp_reserve(&ig->args,
                                 ngx_cdp_resp_bulk_size(p - ts)
                                 + ngx_cdp_resp_bulk_size(sizeof("track:new"))
                                 + ngx_cdp_resp_bulk_size(attrs->len)
                                 + ngx_cdp_resp_bulk_size(payload->len)
                                 + ngx_cdp_resp_bulk_size(NGX_CDP_EXTRA_LEN))
-           != NGX_OK)
+           != 0)
     {
         ngx_cdp_count(NGX_CDP_C_DROP_QUEUE_FULL, 1);
         return NGX_DECLINED;
@@ -974,39 +964,4 @@ ngx_cdp_ingest_dequeued(ngx_cdp_ingest_t *ig, ngx_uint_t n)
 {
     ig->queued -= n;
     ngx_cdp_count(NGX_CDP_C_QUEUE_EVENTS, (ngx_atomic_int_t) -n);
-}
-
-
-static ngx_int_t
-ngx_cdp_ibuf_reserve(ngx_cdp_ibuf_t *b, size_t n)
-{
-    u_char  *p;
-    size_t   used, size;
-
-    if ((size_t) (b->end - b->last) >= n) {
-        return NGX_OK;
-    }
-
-    used = b->last - b->pos;
-
-    size = ngx_max((size_t) (b->end - b->start) * 2, used + n);
-    size = ngx_max(size, 16384);
-
-    p = ngx_alloc(size, ngx_cycle->log);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    if (used) {
-        ngx_memcpy(p, b->pos, used);
-    }
-
-    ngx_free(b->start);
-
-    b->start = p;
-    b->pos = p;
-    b->last = p + used;
-    b->end = p + size;
-
-    return NGX_OK;
 }

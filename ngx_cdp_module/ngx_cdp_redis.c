@@ -16,6 +16,7 @@
 
 
 #include "ngx_cdp_redis.h"
+#include "ngx_cdp_resp.h"
 
 #include "ngx_cdp_store_lua.h"
 #include "ngx_cdp_admin_lua.h"
@@ -36,14 +37,6 @@ typedef struct {
 } ngx_cdp_redis_pending_t;
 
 
-/* a growable byte buffer: [pos, last) holds data */
-typedef struct {
-    u_char                    *start;
-    u_char                    *pos;
-    u_char                    *last;
-    u_char                    *end;
-} ngx_cdp_rbuf_t;
-
 
 typedef struct {
     ngx_http_cdp_main_conf_t  *mcf;
@@ -55,7 +48,7 @@ typedef struct {
     ngx_uint_t                 state;
     redisReader               *reader;
 
-    ngx_cdp_rbuf_t             out;         /* commands not yet written */
+    ngx_cdp_resp_buf_t         out;         /* commands not yet written */
 
     ngx_cdp_redis_pending_t   *pending;     /* a ring, grown as needed */
     ngx_uint_t                 pending_size;
@@ -101,7 +94,6 @@ static void ngx_cdp_redis_setup_done(redisReply *reply, void *data);
 static void ngx_cdp_redis_version_done(redisReply *reply, void *data);
 static void ngx_cdp_redis_load_done(redisReply *reply, void *data);
 
-static ngx_int_t ngx_cdp_rbuf_reserve(ngx_cdp_rbuf_t *b, size_t n);
 
 
 static ngx_cdp_redis_t  *ngx_cdp_redis;
@@ -157,7 +149,7 @@ ngx_cdp_redis_exit_process(ngx_cycle_t *cycle)
         rd->reader = NULL;
     }
 
-    ngx_free(rd->out.start);
+    ngx_cdp_resp_free(&rd->out);
     ngx_free(rd->pending);
 
     ngx_cdp_redis = NULL;
@@ -194,7 +186,7 @@ ngx_cdp_redis_buffer(size_t len)
 {
     ngx_cdp_redis_t  *rd = ngx_cdp_redis;
 
-    if (ngx_cdp_rbuf_reserve(&rd->out, len) != NGX_OK) {
+    if (ngx_cdp_resp_reserve(&rd->out, len) != 0) {
         return NULL;
     }
 
@@ -718,7 +710,7 @@ ngx_cdp_redis_command(ngx_cdp_redis_t *rd, int argc, const char **argv,
         return NGX_ERROR;
     }
 
-    if (ngx_cdp_rbuf_reserve(&rd->out, len) != NGX_OK
+    if (ngx_cdp_resp_reserve(&rd->out, len) != 0
         || ngx_cdp_redis_push(rd, handler, data) != NGX_OK)
     {
         redisFreeCommand(cmd);
@@ -962,48 +954,6 @@ ngx_cdp_redis_replies(ngx_cdp_redis_t *rd)
             return NGX_OK;
         }
     }
-}
-
-
-static ngx_int_t
-ngx_cdp_rbuf_reserve(ngx_cdp_rbuf_t *b, size_t n)
-{
-    u_char  *p;
-    size_t   used, size;
-
-    if ((size_t) (b->end - b->last) >= n) {
-        return NGX_OK;
-    }
-
-    used = b->last - b->pos;
-
-    if (b->pos != b->start && (size_t) (b->end - b->start) >= used + n) {
-        ngx_memmove(b->start, b->pos, used);
-        b->pos = b->start;
-        b->last = b->start + used;
-        return NGX_OK;
-    }
-
-    size = ngx_max((size_t) (b->end - b->start) * 2, used + n);
-    size = ngx_max(size, 16384);
-
-    p = ngx_alloc(size, ngx_cycle->log);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    if (used) {
-        ngx_memcpy(p, b->pos, used);
-    }
-
-    ngx_free(b->start);
-
-    b->start = p;
-    b->pos = p;
-    b->last = p + used;
-    b->end = p + size;
-
-    return NGX_OK;
 }
 
 

@@ -13,6 +13,7 @@
 
 #include "ngx_cdp_resp.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 
@@ -600,4 +601,65 @@ ngx_cdp_frame_parse_batch(const u_char *body, size_t len, uint32_t nargs,
     }
 
     return NGX_CDP_FRAME_OK;
+}
+
+
+int
+ngx_cdp_resp_reserve(ngx_cdp_resp_buf_t *b, size_t n)
+{
+    u_char  *p;
+    size_t   used, size;
+
+    if ((size_t) (b->end - b->last) >= n) {
+        return 0;
+    }
+
+    used = b->last - b->pos;
+
+    if (b->pos != b->start && (size_t) (b->end - b->start) >= used + n) {
+        memmove(b->start, b->pos, used);
+        b->pos = b->start;
+        b->last = b->start + used;
+        return 0;
+    }
+
+    size = (size_t) (b->end - b->start) * 2;
+
+    if (size < used + n) {
+        size = used + n;
+    }
+
+    if (size < 16384) {
+        size = 16384;
+    }
+
+    p = malloc(size);
+    if (p == NULL) {
+        return -1;
+    }
+
+    if (used) {
+        memcpy(p, b->pos, used);
+    }
+
+    free(b->start);
+
+    b->start = p;
+    b->pos = p;
+    b->last = p + used;
+    b->end = p + size;
+
+    return 0;
+}
+
+
+void
+ngx_cdp_resp_free(ngx_cdp_resp_buf_t *b)
+{
+    free(b->start);
+
+    b->start = NULL;
+    b->pos = NULL;
+    b->last = NULL;
+    b->end = NULL;
 }

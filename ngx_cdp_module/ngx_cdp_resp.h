@@ -26,7 +26,8 @@
  *        keys_len bytes of nevents RESP bulk strings (the events' keys)
  *        and the rest: nevents * nargs RESP bulk strings (their args)
  *
- * No nginx types, no allocation: callers pass buffers.  The unit tests
+ * No nginx types; nothing allocates but the growable buffer
+ * (ngx_cdp_resp_reserve(), with malloc()).  The unit tests
  * (tests/unit/test_resp.c) and the fuzz target (tests/fuzz/fuzz_frame.c)
  * link ngx_cdp_resp.c alone.
  */
@@ -39,6 +40,19 @@
 #include <sys/types.h>
 #include <stddef.h>
 #include <stdint.h>
+
+
+/* a growable byte buffer: [pos, last) holds data, malloc()ed */
+typedef struct {
+    u_char         *start;
+    u_char         *pos;
+    u_char         *last;
+    u_char         *end;
+} ngx_cdp_resp_buf_t;
+
+/* room for n more bytes at last (data moved or copied); -1: no memory */
+int ngx_cdp_resp_reserve(ngx_cdp_resp_buf_t *b, size_t n);
+void ngx_cdp_resp_free(ngx_cdp_resp_buf_t *b);
 
 
 /* "$<len>\r\n<data>\r\n" of len data bytes takes at most this */

@@ -1100,9 +1100,42 @@ test_bad_batch(void)
 }
 
 
+/* the growable buffer: data kept across growth and compaction */
+
+static void
+test_buf(void)
+{
+    size_t              i;
+    ngx_cdp_resp_buf_t  b = { NULL, NULL, NULL, NULL };
+
+    CHECK(ngx_cdp_resp_reserve(&b, 10) == 0);
+    CHECK(b.start != NULL && b.pos == b.start && b.last == b.start);
+    CHECK((size_t) (b.end - b.start) >= 16384);
+
+    for (i = 0; i < 16000; i++) {
+        *b.last++ = (u_char) i;
+    }
+
+    /* consumed at the front: room is made by moving the rest down */
+    b.pos += 15000;
+    CHECK(ngx_cdp_resp_reserve(&b, 10000) == 0);
+    CHECK(b.pos == b.start && b.last - b.pos == 1000);
+    CHECK(b.pos[0] == (u_char) 15000 && b.pos[999] == (u_char) 15999);
+
+    /* no room: a larger buffer, the data copied */
+    CHECK(ngx_cdp_resp_reserve(&b, 100000) == 0);
+    CHECK((size_t) (b.end - b.last) >= 100000 && b.last - b.pos == 1000);
+    CHECK(b.pos[0] == (u_char) 15000 && b.pos[999] == (u_char) 15999);
+
+    ngx_cdp_resp_free(&b);
+    CHECK(b.start == NULL && b.pos == NULL && b.last == NULL);
+}
+
+
 int
 main(void)
 {
+    test_buf();
     test_bulk();
     test_array();
     test_command();
