@@ -68,7 +68,7 @@ typedef struct {
 
     ngx_uint_t                 nfiles;      /* own files opened */
 
-    unsigned                   full:1;      /* the episode is logged */
+    unsigned                   full:1;      /* logged, until a replay */
     unsigned                   failed:1;
 } ngx_cdp_spool_t;
 
@@ -295,7 +295,6 @@ ngx_cdp_spool_write(uint64_t seq, ngx_uint_t nevents, u_char *keys,
     }
 
     sp->own.size += size;
-    sp->full = 0;
     sp->failed = 0;
 
     ngx_cdp_count(NGX_CDP_C_SPOOL_BYTES, size);
@@ -769,6 +768,9 @@ ngx_cdp_spool_acked(void)
 
     f = sp->cur;
     f->acked = sp->ends[sp->first];
+
+    /* Redis takes spooled batches: a "full" episode is over */
+    sp->full = 0;
 
     sp->first = (sp->first + 1) % NGX_CDP_SPOOL_INFLIGHT;
     sp->nin--;

@@ -271,12 +271,14 @@ class Status(dict):
 
 class RedisServer:
     def __init__(self, base_dir, password=None, unixsocket=False,
-                 appendonly=False):
+                 appendonly=False, extra_args=()):
         self.dir = tempfile.mkdtemp(prefix='redis-', dir=base_dir)
         self.port = free_port()
         self.password = password
         # appendonly: the data survives stop() and start() (a restart)
         self.appendonly = appendonly
+        # more redis-server options, e.g. ('--enable-debug-command', 'local')
+        self.extra_args = list(extra_args)
         self.socket_path = (os.path.join(self.dir, 'redis.sock')
                             if unixsocket else None)
         self.proc = None
@@ -292,7 +294,7 @@ class RedisServer:
             a += ['--requirepass', self.password]
         if self.socket_path:
             a += ['--unixsocket', self.socket_path, '--unixsocketperm', '777']
-        return a
+        return a + self.extra_args
 
     def client(self, db=0):
         return redis.Redis(host='127.0.0.1', port=self.port, db=db,
@@ -328,6 +330,16 @@ class RedisServer:
     def resume(self):
         os.kill(self.proc.pid, signal.SIGCONT)
 
+    def kill(self):
+        """SIGKILL, as a crash: no shutdown, no last write.  start() brings
+        it back on the same port and directory (with appendonly, with what
+        it acknowledged)."""
+        p, self.proc = self.proc, None
+        if p is None or p.poll() is not None:
+            return
+        p.kill()
+        p.wait(10)
+
     def stop(self):
         p, self.proc = self.proc, None
         if p is None or p.poll() is not None:
@@ -350,7 +362,7 @@ class RedisServer:
 CONF_TEMPLATE = """\
 load_module @MODULE@;
 
-daemon off;
+daemon @DAEMON@;
 master_process on;
 worker_processes @WORKERS@;
 error_log @DIR@/error.log info;
@@ -398,18 +410,53 @@ location = /p.gif  { cdp_pixel; }
         location = /status { cdp_status; }"""
 
 
+class PidProc:
+    """Popen's interface for a process that is not our child (a daemonised
+    or re-executed nginx master), by its pid.  Its exit status is unknown:
+    0 once it is gone."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.returncode = None
+
+    def poll(self):
+        if self.returncode is None and not pid_alive(self.pid):
+            self.returncode = 0
+        return self.returncode
+
+    def wait(self, timeout=None):
+        if not wait_until(lambda: self.poll() is not None,
+                          1e9 if timeout is None else timeout, 0.02):
+            raise subprocess.TimeoutExpired('nginx %d' % self.pid, timeout)
+        return self.returncode
+
+    def send_signal(self, sig):
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def terminate(self):
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self):
+        self.send_signal(signal.SIGKILL)
+
+
 class Nginx:
     """One nginx instance: its own prefix directory, conf, logs, port."""
 
     def __init__(self, base_dir, redis=None, *, prefix=None, keys=None,
                  redis_line=None, secret_line=None, cookie_line=None,
                  consent_line=None, http_extra='', server_extra='', locations=None, workers=2,
-                 redis_params=''):
+                 redis_params='', daemon=False):
         self.dir = tempfile.mkdtemp(prefix='nginx-', dir=base_dir)
         self.redis = redis
         self.port = free_port()
         self.prefix = prefix or 't' + secrets.token_hex(4)
         self.workers = workers
+        # daemon on: the master is not our child (what a binary upgrade,
+        # upgrade(), needs: nginx ignores USR2 while its parent is the
+        # process that started it)
+        self.daemon = daemon
         self.db = 0
         self.keys = list(keys) if keys else [new_key()]
         self.secret_path = os.path.join(self.dir, 'cdp.secret')
@@ -442,6 +489,8 @@ class Nginx:
         self.problems = []
         # error.log lines a test expects (a regex): not teardown problems
         self.expected_log_re = None
+        # what counts as a problem in error.log (a test may be stricter)
+        self.problem_re = LOG_PROBLEM_RE
         self._rc = None
         self._n_test = 0
 
@@ -461,6 +510,7 @@ class Nginx:
             text = text.replace('@%s@' % k, v)
         text = (text.replace('@MODULE@', MODULE)
                 .replace('@WORKERS@', str(self.workers))
+                .replace('@DAEMON@', 'on' if self.daemon else 'off')
                 .replace('@USER@', 'user root;' if os.geteuid() == 0 else '')
                 .replace('@PORT@', str(self.port))
                 .replace('@DIR@', d))
@@ -501,13 +551,38 @@ class Nginx:
         with open(self.conf_path, 'w') as f:
             f.write(self.render())
 
+    @property
+    def pid_path(self):
+        return os.path.join(self.dir, 'nginx.pid')
+
+    def read_pid(self, path=None):
+        try:
+            with open(path or self.pid_path) as f:
+                return int(f.read().strip())
+        except (OSError, ValueError):
+            return None
+
     def start(self, timeout=10.0, wait_redis=True):
+        """Starts nginx (again, after stop(): same directory, conf and
+        logs)."""
         self.write_conf()
-        self.out = open(os.path.join(self.dir, 'nginx.out'), 'wb')
+        self.out = open(os.path.join(self.dir, 'nginx.out'), 'ab')
+        self._rc = None
         self.proc = subprocess.Popen(NGINX_WRAPPER + self.nginx_args(),
                                      stdin=subprocess.DEVNULL,
                                      stdout=self.out, stderr=subprocess.STDOUT)
         self.started = True
+        if self.daemon:
+            # the process started forks the master and exits
+            launcher = self.proc
+            try:
+                launcher.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+            pid = launcher.returncode == 0 and wait_until(
+                lambda: (lambda p: p if p and pid_alive(p) else None)(
+                    self.read_pid()), timeout, 0.02)
+            self.proc = PidProc(pid) if pid else launcher
         ok = wait_until(lambda: self.proc.poll() is not None
                         or port_open(self.port), timeout, 0.02)
         if not ok or self.proc.poll() is not None:
@@ -536,6 +611,35 @@ class Nginx:
 
     def worker_pids(self):
         return children(self.proc.pid)
+
+    def upgrade(self, timeout=10.0):
+        """Binary upgrade on the fly (daemon only): USR2 to the master,
+        which renames its pid file to nginx.pid.oldbin and starts a new
+        master with the same binary; once the new master has its workers,
+        QUIT to the old one.  Returns the old master's pid."""
+        assert self.daemon, 'nginx ignores USR2 unless daemonised'
+        old = self.proc.pid
+        os.kill(old, signal.SIGUSR2)
+
+        def new_master():
+            if not os.path.exists(self.pid_path + '.oldbin'):
+                return None
+            pid = self.read_pid()
+            return (pid if pid and pid != old
+                    and len(children(pid)) == self.workers else None)
+        new = wait_until(new_master, timeout, 0.05)
+        assert new, ('USR2: no new master with %d workers within %.0f s '
+                     '(oldbin %s, pid file %s)\n%s' % (
+                         self.workers, timeout,
+                         os.path.exists(self.pid_path + '.oldbin'),
+                         self.read_pid(), self.log_tail()))
+        os.kill(old, signal.SIGQUIT)
+        gone = wait_until(lambda: not pid_alive(old), timeout, 0.05)
+        assert gone, ('the old master %d did not exit within %.0f s of '
+                      'SIGQUIT; its children: %s' % (old, timeout,
+                                                     children(old)))
+        self.proc = PidProc(new)
+        return old
 
     def reload(self, wait=True, timeout=10.0):
         """nginx -s reload; with wait, until only new workers are left."""
@@ -590,7 +694,7 @@ class Nginx:
         if not self.started:
             return []
         lines = [l for l in self.read(self.error_log).splitlines()
-                 if LOG_PROBLEM_RE.search(l)
+                 if self.problem_re.search(l)
                  and not (self.expected_log_re
                           and re.search(self.expected_log_re, l))]
         return lines
