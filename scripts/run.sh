@@ -14,6 +14,7 @@
 #   var/nginx/nginx.conf      generated from demo/nginx.conf.in
 #   var/nginx/logs/           access.log (with $cdp_anonymous_id), error.log
 #   var/nginx/temp/           nginx's temporary files
+#   var/nginx/spool/          cdp_spool: events waiting for Redis
 #
 # HTTP_PORT (default 8080) and REDIS_PORT (default 6380, so a system Redis
 # on 6379 is never touched) can be set in the environment.
