@@ -5,10 +5,14 @@
 #   make run        start Redis and nginx with the module on the demo site
 #   make test       unit tests, then integration tests (real nginx, Redis)
 #   make memcheck   the integration tests with nginx under valgrind
-#   make bench      the pixel against nginx's own userid + empty_gif
+#   make bench      the pixel against nginx's own userid + empty_gif, then
+#                   make bench-spool's runs
 #   make bench-redis  Redis instructions per pixel event (callgrind)
 #   make bench-dest   the pixel with two destinations vs none, and their
 #                   delivery against ingest
+#   make bench-spool  the pixel with cdp_spool vs without (Redis healthy),
+#                   then Redis overloaded (appendfsync always) and killed:
+#                   spooled, replayed, drain time, stored == answered
 #   make fuzz       libFuzzer targets of the pure parsers (clang-14)
 
 SHELL      := /bin/bash
@@ -23,7 +27,7 @@ SRCS := $(wildcard ngx_cdp_module/*.c ngx_cdp_module/*.h) config \
         store/cdp.lua store/admin.lua store/embed.sh
 
 .PHONY: all build deps deps-test run test unit integration memcheck bench \
-        bench-compare bench-redis bench-dest fuzz clean
+        bench-compare bench-redis bench-dest bench-spool fuzz clean
 
 all: build
 
@@ -103,8 +107,13 @@ memcheck: deps-test build
 	    head -40 $$bad; exit 1; fi; \
 	echo "memcheck: $$n nginx processes, no error"
 
+# bench.sh, then spool.sh (bench-spool's), also when bench.sh found a
+# failure (exit 1), not when it could not run or was interrupted; fails
+# when either did
 bench: deps-test build
-	@bash tests/bench/bench.sh
+	@rc=0; bash tests/bench/bench.sh || rc=$$?; \
+	[ "$$rc" -lt 2 ] || exit $$rc; echo; \
+	bash tests/bench/spool.sh || rc=$$?; exit $$rc
 
 # the pixel of several revisions in one run: make bench-compare REVS="a b"
 bench-compare: deps-test
@@ -123,6 +132,14 @@ bench-redis: deps-test build
 # and delivery against ingest: make bench-dest [ROUNDS=3 BENCH_SECONDS=10]
 bench-dest: deps-test build
 	@bash tests/bench/dest.sh
+
+# cdp_spool: its cost with Redis healthy (spool vs none, alternated), then
+# the pixel unthrottled against a Redis with appendfsync always (and
+# cdp_queue_size 2000), then the same with Redis killed and restarted:
+# make bench-spool [ROUNDS=3 BENCH_SECONDS=10 OVER_QUEUE=2000
+# OVER_FSYNC=always CRASH=on]
+bench-spool: deps-test build
+	@bash tests/bench/spool.sh
 
 fuzz:
 	$(MAKE) -C tests/fuzz
