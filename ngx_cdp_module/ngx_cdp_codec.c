@@ -831,6 +831,108 @@ ngx_cdp_utm_field(const u_char *key, size_t len)
 }
 
 
+/* ASCII case-insensitive: does p start with the lowercase lit? */
+
+static int
+ngx_cdp_starts_ci(const u_char *p, size_t len, const char *lit)
+{
+    size_t  i, n;
+
+    n = strlen(lit);
+
+    if (len < n) {
+        return 0;
+    }
+
+    for (i = 0; i < n; i++) {
+        if ((p[i] | 0x20) != (u_char) lit[i]) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+int
+ngx_cdp_target_check(const u_char *url, size_t len, ngx_cdp_str_t *host)
+{
+    size_t         i, n;
+    const u_char  *p, *end, *h, *port;
+
+    if (len > NGX_CDP_MAX_URL) {
+        return -1;
+    }
+
+    for (i = 0; i < len; i++) {
+        if (url[i] < 0x21 || url[i] >= 0x7f || url[i] == '\\'
+            || url[i] == '"' || url[i] == '<' || url[i] == '>')
+        {
+            return -1;
+        }
+    }
+
+    /* '|' 0x20 maps ':' and '/' to themselves */
+
+    if (ngx_cdp_starts_ci(url, len, "http://")) {
+        n = 7;
+
+    } else if (ngx_cdp_starts_ci(url, len, "https://")) {
+        n = 8;
+
+    } else {
+        return -1;
+    }
+
+    /* the authority: up to the path, the query or the fragment */
+
+    h = url + n;
+    end = url + len;
+
+    for (p = h; p < end && *p != '/' && *p != '?' && *p != '#'; p++) {
+        if (*p == '@') {
+            return -1;
+        }
+    }
+
+    port = NULL;
+
+    for (i = 0; h + i < p; i++) {
+        if (h[i] == ':') {
+            port = h + i;
+            break;
+        }
+
+        if (!((h[i] >= 'a' && h[i] <= 'z') || (h[i] >= 'A' && h[i] <= 'Z')
+              || (h[i] >= '0' && h[i] <= '9') || h[i] == '.' || h[i] == '-'))
+        {
+            return -1;
+        }
+    }
+
+    if (i == 0 || h[0] == '.' || h[0] == '-') {
+        return -1;
+    }
+
+    if (port) {
+        if (port + 1 == p || p - port > 6) {
+            return -1;
+        }
+
+        for (port++; port < p; port++) {
+            if (*port < '0' || *port > '9') {
+                return -1;
+            }
+        }
+    }
+
+    host->data = h;
+    host->len = i;
+
+    return 0;
+}
+
+
 void
 ngx_cdp_url_parse(const u_char *url, size_t len, ngx_cdp_url_t *u,
     u_char *scratch)

@@ -204,6 +204,19 @@ void ngx_cdp_url_parse(const u_char *url, size_t len, ngx_cdp_url_t *u,
 
 
 /*
+ * A click redirect's target (cdp_redirect's to=, decoded): 0 when it is an
+ * absolute http or https URL that a browser reads as the site it shows,
+ * with host the lowercase-insensitive host name in it (no port); -1 for
+ * anything else: another scheme (javascript:, data:...), a scheme-relative
+ * "//host", no host, userinfo ("user@host": https://wa.me@evil.example),
+ * a backslash (browsers read it as a slash), bytes below 0x21 or 0x7f and
+ * above (spaces, controls, CR LF), '"', '<', '>', more than
+ * NGX_CDP_MAX_URL bytes, a host not made of [A-Za-z0-9.-] or a bad port.
+ */
+int ngx_cdp_target_check(const u_char *url, size_t len, ngx_cdp_str_t *host);
+
+
+/*
  * A JSON string literal with its quotes.  Control characters and '"', '\'
  * are escaped; bytes that are not valid UTF-8 become U+FFFD, so any input
  * gives valid JSON.  dst needs NGX_CDP_JSON_STR_MAX(len) bytes.

@@ -119,6 +119,11 @@ ngx_cdp_cookie_issue(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx)
     u_char                       id[NGX_CDP_ID_LEN];
     u_char                       value[NGX_CDP_COOKIE_LEN];
 
+    if (ctx->issued) {
+        /* a captured page that also identifies: one id, one Set-Cookie */
+        return NGX_OK;
+    }
+
     mcf = ngx_http_get_module_main_conf(r, ngx_http_cdp_module);
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_cdp_module);
     ck = lcf->cookie;
@@ -156,6 +161,8 @@ ngx_cdp_cookie_issue(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx)
     if (ngx_cdp_cookie_set(r, &ck->name, &v, ck->max_age) != NGX_OK) {
         return NGX_ERROR;
     }
+
+    ctx->issued = 1;
 
     ngx_explicit_memzero(id, NGX_CDP_ID_LEN);
 

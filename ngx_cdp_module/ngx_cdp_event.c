@@ -158,6 +158,7 @@ ngx_cdp_event_from_hit(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
           + 2 * NGX_CDP_JSON_STR_MAX(search.len)
           + 2 * NGX_CDP_JSON_STR_MAX(hit->ref.len)
           + NGX_CDP_JSON_STR_MAX(hit->event.len)
+          + NGX_CDP_JSON_STR_MAX(hit->uid.len)
           + NGX_CDP_JSON_STR_MAX(ua.len)
           + NGX_CDP_JSON_STR_MAX(u.source.len)
           + NGX_CDP_JSON_STR_MAX(u.medium.len)
@@ -200,10 +201,20 @@ ngx_cdp_event_from_hit(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     p = ngx_cpymem(p, ngx_cdp_worker_tag, sizeof(ngx_cdp_worker_tag));
     p = ngx_sprintf(p, "-%uL\"", ++ngx_cdp_message_seq);
 
-    p = ngx_cdp_lit(p, ",\"anonymousId\":\"");
-    p = ngx_cpymem(p, ctx->aid, NGX_CDP_ID_HEX_LEN);
+    if (ctx->aid_state == NGX_CDP_AID_KEPT
+        || ctx->aid_state == NGX_CDP_AID_NEW)
+    {
+        p = ngx_cdp_lit(p, ",\"anonymousId\":\"");
+        p = ngx_cpymem(p, ctx->aid, NGX_CDP_ID_HEX_LEN);
+        *p++ = '"';
 
-    p = ngx_cdp_lit(p, "\",\"timestamp\":\"");
+    } else if (hit->uid.data) {
+        /* no browser (a mail proxy's fetch of a signed pixel): the user */
+        p = ngx_cdp_lit(p, ",\"userId\":");
+        p = ngx_cdp_json_str(p, hit->uid.data, hit->uid.len);
+    }
+
+    p = ngx_cdp_lit(p, ",\"timestamp\":\"");
     p = ngx_cpymem(p, ts, NGX_CDP_ISO8601_LEN);
     p = ngx_cdp_lit(p, "\",\"receivedAt\":\"");
     p = ngx_cpymem(p, ts, NGX_CDP_ISO8601_LEN);

@@ -3,9 +3,14 @@
  * ngx_cdp: the pixel.
  *
  * It answers at once, whatever Redis does: the event is handed to the
- * worker's queue (ngx_cdp_redis.c) and the GIF goes out in the same call.
+ * worker's queue (ngx_cdp_ingest.c) and the GIF goes out in the same call.
  * A bad hit still gets the GIF (an error image would show in pages and
- * e-mails); its event is dropped and counted.
+ * e-mails); its event is dropped and counted.  Bots and prefetches get
+ * the GIF and are only counted (ngx_cdp_capture.c); a mail service's
+ * image proxy fetching a signed pixel records "Email Opened" on the named
+ * person, with no browser, no cookie.
+ *
+ * ngx_cdp_hit_record() is shared with edge capture and click redirects.
  */
 
 
@@ -13,14 +18,19 @@
 #include "ngx_cdp_ingest.h"
 #include "ngx_cdp_dest.h"
 #include "ngx_cdp_audience.h"
+#include "ngx_cdp_capture.h"
 
 #include "ngx_cdp_ident.h"
 
 
 static void ngx_cdp_pixel_event(ngx_http_request_t *r,
     ngx_http_cdp_ctx_t *ctx, ngx_uint_t person);
-static ngx_int_t ngx_cdp_pixel_aggregate(ngx_http_request_t *r,
-    ngx_http_cdp_ctx_t *ctx, ngx_cdp_hit_t *hit);
+static ngx_int_t ngx_cdp_pixel_parse(ngx_http_request_t *r,
+    ngx_cdp_hit_t *hit);
+static void ngx_cdp_pixel_mail_open(ngx_http_request_t *r,
+    ngx_http_cdp_ctx_t *ctx);
+static ngx_int_t ngx_cdp_pixel_signed(ngx_http_request_t *r,
+    ngx_cdp_hit_t *hit);
 static void ngx_cdp_pixel_identity(ngx_http_request_t *r,
     ngx_http_cdp_ctx_t *ctx, ngx_cdp_hit_t *hit);
 
@@ -78,6 +88,7 @@ static u_char  ngx_cdp_gif[] = {
 ngx_int_t
 ngx_cdp_pixel_handler(ngx_http_request_t *r)
 {
+    ngx_uint_t                agent;
     ngx_http_cdp_ctx_t       *ctx;
     ngx_http_cdp_loc_conf_t  *lcf;
 
@@ -93,12 +104,23 @@ ngx_cdp_pixel_handler(ngx_http_request_t *r)
     }
 
     /*
-     * Consent first: without analytics no cookie is set or refreshed and
-     * the hit only counts in the day's aggregates.
+     * Who asks, before anything else: a bot or a prefetch is counted and
+     * gets no cookie; a mail proxy's fetch may name a person.  Then
+     * consent: without analytics no cookie is set or refreshed and the hit
+     * only counts in the day's aggregates.
      */
 
-    if (!(ngx_cdp_consent_eval(r, ctx)->purposes
-          & NGX_CDP_CONSENT_ANALYTICS))
+    agent = ngx_cdp_agent_gate(r, ctx);
+
+    if (agent != NGX_CDP_FILTER_NONE) {
+        ngx_cdp_agent_filtered(r, ctx, agent);
+
+        if (agent == NGX_CDP_FILTER_MAIL_PROXY) {
+            ngx_cdp_pixel_mail_open(r, ctx);
+        }
+
+    } else if (!(ngx_cdp_consent_eval(r, ctx)->purposes
+                 & NGX_CDP_CONSENT_ANALYTICS))
     {
         ngx_cdp_pixel_event(r, ctx, 0);
 
@@ -121,33 +143,26 @@ ngx_cdp_pixel_handler(ngx_http_request_t *r)
 }
 
 
-/* person: the hit may be stored per person (analytics consent) */
+/* the hit of the query string; NGX_DECLINED: dropped and counted */
 
-static void
-ngx_cdp_pixel_event(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
-    ngx_uint_t person)
+static ngx_int_t
+ngx_cdp_pixel_parse(ngx_http_request_t *r, ngx_cdp_hit_t *hit)
 {
-    int                        rc;
-    u_char                    *scratch;
-    ngx_str_t                  json, attrs, key, route;
-    ngx_uint_t                 kind;
-    ngx_cdp_hit_t              hit;
-    ngx_http_cdp_main_conf_t  *mcf;
-    ngx_uint_t                 fact;
-    u_char                     rbuf[NGX_CDP_EXTRA_LEN];
+    int      rc;
+    u_char  *scratch;
 
     if (r->args.len > NGX_CDP_MAX_QUERY) {
         ngx_cdp_count(NGX_CDP_C_DROP_TOO_LARGE, 1);
-        return;
+        return NGX_DECLINED;
     }
 
     scratch = ngx_pnalloc(r->pool, r->args.len + 1);
     if (scratch == NULL) {
         ngx_cdp_count(NGX_CDP_C_DROP_MALFORMED, 1);
-        return;
+        return NGX_DECLINED;
     }
 
-    rc = ngx_cdp_hit_parse(r->args.data, r->args.len, &hit, scratch);
+    rc = ngx_cdp_hit_parse(r->args.data, r->args.len, hit, scratch);
 
     if (rc != NGX_CDP_HIT_OK) {
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
@@ -156,11 +171,71 @@ ngx_cdp_pixel_event(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
         ngx_cdp_count(rc == NGX_CDP_HIT_TOO_LARGE ? NGX_CDP_C_DROP_TOO_LARGE
                                                   : NGX_CDP_C_DROP_MALFORMED,
                       1);
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+/* person: the hit may be stored per person (analytics consent) */
+
+static void
+ngx_cdp_pixel_event(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
+    ngx_uint_t person)
+{
+    ngx_cdp_hit_t             hit;
+    ngx_http_cdp_loc_conf_t  *lcf;
+
+    if (ngx_cdp_pixel_parse(r, &hit) != NGX_OK) {
         return;
     }
 
+    /*
+     * where cdp_capture is on, page views are captured from the pages
+     * themselves: a pixel on such a page adds no second one
+     */
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_cdp_module);
+
+    if (lcf->capture && hit.event.data == NULL) {
+        if (person) {
+            ngx_cdp_pixel_identity(r, ctx, &hit);
+        }
+
+        return;
+    }
+
+    ngx_cdp_hit_record(r, ctx, &hit, person);
+}
+
+
+/*
+ * A hit (of the pixel, a captured page, a click redirect) becomes an
+ * event of the browser ctx->aid (person), or only a count in the day's
+ * aggregate; a signed identity on it identifies the browser.
+ */
+
+void
+ngx_cdp_hit_record(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
+    ngx_cdp_hit_t *hit, ngx_uint_t person)
+{
+    ngx_str_t                  json, attrs, key, route, name;
+    ngx_uint_t                 kind;
+    ngx_http_cdp_main_conf_t  *mcf;
+    ngx_uint_t                 fact;
+    u_char                     rbuf[NGX_CDP_EXTRA_LEN];
+
     if (!person) {
-        if (ngx_cdp_pixel_aggregate(r, ctx, &hit) != NGX_OK) {
+        if (hit->event.data) {
+            name.data = (u_char *) hit->event.data;
+            name.len = hit->event.len;
+
+        } else {
+            ngx_str_set(&name, "page");
+        }
+
+        if (ngx_cdp_aggregate(r, ctx, &name) != NGX_OK) {
             ngx_cdp_count(NGX_CDP_C_DROP_MALFORMED, 1);
         }
 
@@ -168,14 +243,14 @@ ngx_cdp_pixel_event(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     }
 
     if (ngx_cdp_profile_key(r, ctx->aid, NGX_CDP_ID_HEX_LEN, &key) != NGX_OK
-        || ngx_cdp_event_from_hit(r, ctx, &hit, &json) != NGX_OK
+        || ngx_cdp_event_from_hit(r, ctx, hit, &json) != NGX_OK
         || ngx_cdp_event_attrs(r, ctx, &attrs) != NGX_OK)
     {
         ngx_cdp_count(NGX_CDP_C_DROP_MALFORMED, 1);
         return;
     }
 
-    kind = hit.event.data ? NGX_CDP_EVENT_TRACK : NGX_CDP_EVENT_PAGE;
+    kind = hit->event.data ? NGX_CDP_EVENT_TRACK : NGX_CDP_EVENT_PAGE;
 
     if (ctx->aid_state == NGX_CDP_AID_NEW) {
         kind |= NGX_CDP_EVENT_NEW;
@@ -186,15 +261,16 @@ ngx_cdp_pixel_event(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     mcf = ngx_http_get_module_main_conf(r, ngx_http_cdp_module);
 
     route.data = rbuf;
-    route.len = ngx_cdp_dest_route(mcf, hit.event.data ? NGX_CDP_TYPE_TRACK
-                                                       : NGX_CDP_TYPE_PAGE,
-                                   (u_char *) hit.event.data, hit.event.len,
+    route.len = ngx_cdp_dest_route(mcf, hit->event.data ? NGX_CDP_TYPE_TRACK
+                                                        : NGX_CDP_TYPE_PAGE,
+                                   (u_char *) hit->event.data,
+                                   hit->event.len,
                                    ngx_cdp_consent_eval(r, ctx)->purposes, 0,
                                    rbuf);
 
     /* a track event whose name a segment rule counts: its fact's number */
 
-    fact = ngx_cdp_audience_fact(mcf, hit.event.data, hit.event.len);
+    fact = ngx_cdp_audience_fact(mcf, hit->event.data, hit->event.len);
 
     if (fact) {
         route.len = ngx_sprintf(rbuf + route.len, ";%ui", fact) - rbuf;
@@ -202,19 +278,19 @@ ngx_cdp_pixel_event(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
 
     (void) ngx_cdp_ingest_enqueue(&key, kind, &attrs, &json, &route);
 
-    ngx_cdp_pixel_identity(r, ctx, &hit);
+    ngx_cdp_pixel_identity(r, ctx, hit);
 }
 
 
 /*
- * No person, only a count: the field "<event>|<country>" of the day's
- * hash <prefix>:agg:<YYYY-MM-DD> (UTC), with "page" for a page view and
- * "--" for an unknown country.
+ * No person, only a count: the field "<name>|<country>" of the day's
+ * hash <prefix>:agg:<YYYY-MM-DD> (UTC), name "page" for a page view, an
+ * event's name, or "filtered:<reason>"; "--" for an unknown country.
  */
 
-static ngx_int_t
-ngx_cdp_pixel_aggregate(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
-    ngx_cdp_hit_t *hit)
+ngx_int_t
+ngx_cdp_aggregate(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
+    ngx_str_t *name)
 {
     u_char      *p;
     ngx_tm_t     tm;
@@ -235,16 +311,13 @@ ngx_cdp_pixel_aggregate(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
                           tm.ngx_tm_mon, tm.ngx_tm_mday)
               - key.data;
 
-    field.len = (hit->event.data ? hit->event.len : sizeof("page") - 1)
-                + 1 + ngx_max(ctx->country.len, 2);
+    field.len = name->len + 1 + ngx_max(ctx->country.len, 2);
     field.data = ngx_pnalloc(r->pool, field.len);
     if (field.data == NULL) {
         return NGX_ERROR;
     }
 
-    p = hit->event.data
-        ? ngx_cpymem(field.data, hit->event.data, hit->event.len)
-        : ngx_cpymem(field.data, "page", sizeof("page") - 1);
+    p = ngx_cpymem(field.data, name->data, name->len);
 
     *p++ = '|';
 
@@ -258,13 +331,121 @@ ngx_cdp_pixel_aggregate(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     none.len = 0;
 
     if (ngx_cdp_ingest_enqueue(&key, NGX_CDP_EVENT_AGGREGATE, &none, &field,
-                              NULL)
+                               NULL)
         == NGX_OK)
     {
         ngx_cdp_count(NGX_CDP_C_AGGREGATED, 1);
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * A mail service's image proxy (Gmail's GoogleImageProxy...) fetched the
+ * pixel of a campaign: no browser, so no cookie and no anonymous profile;
+ * a signed identity names the reader, whose profile gets "Email Opened"
+ * (as a server API track without an anonymousId: store/cdp.lua finds the
+ * person by user id, e-mail address or phone number).
+ */
+
+static void
+ngx_cdp_pixel_mail_open(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx)
+{
+    u_char                    *p;
+    ngx_str_t                  json, attrs, key, route;
+    ngx_uint_t                 fact;
+    ngx_cdp_hit_t              hit;
+    ngx_cdp_ids_t              ids;
+    ngx_cdp_identity_t         id;
+    ngx_http_cdp_main_conf_t  *mcf;
+    u_char                     rbuf[NGX_CDP_EXTRA_LEN];
+
+    static u_char  none[64] = "----------------------------------------"
+                              "------------------------";
+
+    if (ngx_cdp_pixel_parse(r, &hit) != NGX_OK
+        || ngx_cdp_pixel_signed(r, &hit) != NGX_OK)
+    {
+        return;
+    }
+
+    ngx_memzero(&id, sizeof(ngx_cdp_identity_t));
+
+    id.user_id.data = (u_char *) hit.uid.data;
+    id.user_id.len = hit.uid.len;
+    id.email.data = (u_char *) hit.email.data;
+    id.email.len = hit.email.len;
+
+    if (ngx_cdp_identify_check(r, &id, &ids) != NGX_OK
+        || (ids.user_id.len == 0 && ids.email.len == 0))
+    {
+        return;
+    }
+
+    /* the event: the campaign's properties, the user id, no browser */
+
+    hit.event.data = (u_char *) "Email Opened";
+    hit.event.len = sizeof("Email Opened") - 1;
+    hit.email.data = NULL;
+    hit.email.len = 0;
+
+    if (ids.user_id.len == 0) {
+        hit.uid.data = NULL;
+        hit.uid.len = 0;
+    }
+
+    key.data = (u_char *) "";
+    key.len = 0;
+
+    if (ngx_cdp_event_from_hit(r, ctx, &hit, &json) != NGX_OK
+        || ngx_cdp_profile_key(r, key.data, 0, &key) != NGX_OK)
+    {
+        ngx_cdp_count(NGX_CDP_C_DROP_MALFORMED, 1);
+        return;
+    }
+
+    /* the API's attrs (store/cdp.lua, API_REST): no messageId to dedup */
+
+    attrs.data = ngx_pnalloc(r->pool, 32 + 64 + 1
+                                      + NGX_CDP_IDS_TEXT_MAX(&ids) + 3);
+    if (attrs.data == NULL) {
+        return;
+    }
+
+    p = ngx_cpymem(attrs.data, none, 32);
+    p = ids.user_id.len ? ngx_cpymem(p, ids.uidh, NGX_CDP_IDENT_HASH_LEN)
+                        : ngx_cpymem(p, none, NGX_CDP_IDENT_HASH_LEN);
+    *p++ = 't';
+    p = ngx_cdp_ids_text(p, &ids);
+    *p++ = '\t';
+    *p++ = '\t';
+    *p++ = '\t';
+
+    attrs.len = p - attrs.data;
+
+    /* under the person's recorded consent, else the location's default */
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_cdp_module);
+
+    route.data = rbuf;
+    route.len = ngx_cdp_dest_route(mcf, NGX_CDP_TYPE_TRACK,
+                                   (u_char *) hit.event.data, hit.event.len,
+                                   NGX_CDP_CONSENT_UNKNOWN,
+                                   ngx_cdp_consent_default(r), rbuf);
+
+    fact = ngx_cdp_audience_fact(mcf, hit.event.data, hit.event.len);
+
+    if (fact) {
+        route.len = ngx_sprintf(rbuf + route.len, ";%ui", fact) - rbuf;
+    }
+
+    if (ngx_cdp_ingest_enqueue(&key, NGX_CDP_EVENT_API, &attrs, &json,
+                               &route)
+        == NGX_OK)
+    {
+        ngx_cdp_count(NGX_CDP_C_EMAIL_OPENED, 1);
+    }
 }
 
 
@@ -278,30 +459,9 @@ static void
 ngx_cdp_pixel_identity(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     ngx_cdp_hit_t *hit)
 {
-    ngx_cdp_identity_t         id;
-    ngx_http_cdp_main_conf_t  *mcf;
+    ngx_cdp_identity_t  id;
 
-    mcf = ngx_http_get_module_main_conf(r, ngx_http_cdp_module);
-
-    switch (ngx_cdp_idsig_check(hit, mcf->pixel_keys, mcf->nkeys,
-                                ngx_time()))
-    {
-    case NGX_CDP_IDSIG_NONE:
-        return;
-
-    case NGX_CDP_IDSIG_OK:
-        break;
-
-    case NGX_CDP_IDSIG_UNSIGNED:
-        ngx_cdp_count(NGX_CDP_C_IDSIG_UNSIGNED, 1);
-        return;
-
-    case NGX_CDP_IDSIG_EXPIRED:
-        ngx_cdp_count(NGX_CDP_C_IDSIG_EXPIRED, 1);
-        return;
-
-    default: /* NGX_CDP_IDSIG_BAD */
-        ngx_cdp_count(NGX_CDP_C_IDSIG_BAD, 1);
+    if (ngx_cdp_pixel_signed(r, hit) != NGX_OK) {
         return;
     }
 
@@ -313,4 +473,37 @@ ngx_cdp_pixel_identity(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     id.email.len = hit->email.len;
 
     (void) ngx_cdp_identify(r, ctx, &id);
+}
+
+
+/* NGX_OK: the hit's uid and email carry a valid signature */
+
+static ngx_int_t
+ngx_cdp_pixel_signed(ngx_http_request_t *r, ngx_cdp_hit_t *hit)
+{
+    ngx_http_cdp_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_cdp_module);
+
+    switch (ngx_cdp_idsig_check(hit, mcf->pixel_keys, mcf->nkeys,
+                                ngx_time()))
+    {
+    case NGX_CDP_IDSIG_OK:
+        return NGX_OK;
+
+    case NGX_CDP_IDSIG_NONE:
+        return NGX_DECLINED;
+
+    case NGX_CDP_IDSIG_UNSIGNED:
+        ngx_cdp_count(NGX_CDP_C_IDSIG_UNSIGNED, 1);
+        return NGX_DECLINED;
+
+    case NGX_CDP_IDSIG_EXPIRED:
+        ngx_cdp_count(NGX_CDP_C_IDSIG_EXPIRED, 1);
+        return NGX_DECLINED;
+
+    default: /* NGX_CDP_IDSIG_BAD */
+        ngx_cdp_count(NGX_CDP_C_IDSIG_BAD, 1);
+        return NGX_DECLINED;
+    }
 }

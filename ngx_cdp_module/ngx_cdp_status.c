@@ -61,7 +61,14 @@ static ngx_str_t  ngx_cdp_counter_names[] = {
     ngx_string("cdp_spool_set_aside_total"),
     ngx_string("cdp_events_dropped_total{reason=\"spool_full\"}"),
     ngx_string("cdp_events_dropped_total{reason=\"spool_error\"}"),
-    ngx_string("cdp_events_dropped_total{reason=\"unconfirmed\"}")
+    ngx_string("cdp_events_dropped_total{reason=\"unconfirmed\"}"),
+    ngx_string("cdp_filtered_total{reason=\"bot\"}"),
+    ngx_string("cdp_filtered_total{reason=\"prefetch\"}"),
+    ngx_string("cdp_filtered_total{reason=\"mail_proxy\"}"),
+    ngx_string("cdp_captured_total"),
+    ngx_string("cdp_redirects_total{result=\"redirected\"}"),
+    ngx_string("cdp_redirects_total{result=\"refused\"}"),
+    ngx_string("cdp_email_opened_total")
 };
 
 

@@ -9,6 +9,7 @@
 #include "ngx_cdp_audience.h"
 #include "ngx_cdp_ingest.h"
 #include "ngx_cdp_spool.h"
+#include "ngx_cdp_capture.h"
 
 
 static ngx_int_t ngx_http_cdp_add_variables(ngx_conf_t *cf);
@@ -146,6 +147,34 @@ static ngx_command_t  ngx_http_cdp_commands[] = {
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_cdp_main_conf_t, queue_size),
       &ngx_http_cdp_positive_p },
+
+    { ngx_string("cdp_capture"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_cdp_loc_conf_t, capture),
+      NULL },
+
+    { ngx_string("cdp_bot"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_cdp_bot_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("cdp_redirect"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_cdp_redirect_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("cdp_redirect_hosts"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_cdp_redirect_hosts,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
 
     { ngx_string("cdp_spool"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
@@ -553,7 +582,13 @@ ngx_http_cdp_init(ngx_conf_t *cf)
 
     *h = ngx_cdp_profile_handler;
 
-    return ngx_cdp_identify_init(cf);
+    if (ngx_cdp_identify_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* after cdp_identify's: a captured page's view comes before its login */
+
+    return ngx_cdp_capture_init(cf);
 }
 
 
@@ -700,6 +735,10 @@ ngx_http_cdp_create_loc_conf(ngx_conf_t *cf)
     lcf->api_timeout = NGX_CONF_UNSET_MSEC;
     lcf->profile = NGX_CONF_UNSET;
     lcf->profile_timeout = NGX_CONF_UNSET_MSEC;
+    lcf->capture = NGX_CONF_UNSET;
+    lcf->bots = NGX_CONF_UNSET;
+    lcf->bot = NGX_CONF_UNSET_PTR;
+    lcf->redirect_hosts = NGX_CONF_UNSET_PTR;
 
     return lcf;
 }
@@ -731,6 +770,11 @@ ngx_http_cdp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->profile, prev->profile, 0);
     ngx_conf_merge_msec_value(conf->profile_timeout, prev->profile_timeout,
                               50);
+    ngx_conf_merge_value(conf->capture, prev->capture, 0);
+    ngx_conf_merge_value(conf->bots, prev->bots, 1);
+    ngx_conf_merge_ptr_value(conf->bot, prev->bot, NULL);
+    ngx_conf_merge_ptr_value(conf->redirect_hosts, prev->redirect_hosts,
+                             NULL);
 
     if (conf->api && conf->write_keys == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -1047,6 +1091,10 @@ ngx_http_cdp_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             || ngx_http_cdp_prepare_key(cf, &mcf->pixel_keys[nkeys],
                                         line, n,
                                         "ngx_cdp pixel identity v1")
+               != NGX_OK
+            || ngx_http_cdp_prepare_key(cf, &mcf->redirect_keys[nkeys],
+                                        line, n,
+                                        "ngx_cdp redirect target v1")
                != NGX_OK
             || (nkeys == 0 && mcf->ident_file.data == NULL
                 && ngx_http_cdp_prepare_key(cf, &mcf->ident_key, line, n,

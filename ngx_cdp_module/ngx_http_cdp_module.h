@@ -81,6 +81,13 @@ typedef enum {
     NGX_CDP_C_DROP_SPOOL_FULL,
     NGX_CDP_C_DROP_SPOOL_ERROR,
     NGX_CDP_C_DROP_UNCONFIRMED,
+    NGX_CDP_C_FILTER_BOT,
+    NGX_CDP_C_FILTER_PREFETCH,
+    NGX_CDP_C_FILTER_MAIL_PROXY,
+    NGX_CDP_C_CAPTURED,
+    NGX_CDP_C_REDIRECTS,
+    NGX_CDP_C_REDIRECT_REFUSED,
+    NGX_CDP_C_EMAIL_OPENED,
     NGX_CDP_NCOUNTERS
 } ngx_cdp_counter_e;
 
@@ -120,6 +127,7 @@ typedef struct {
     /* identity: names of identifiers in Redis, signed pixel identities */
     ngx_cdp_hmac_key_t         ident_key;
     ngx_cdp_hmac_key_t         pixel_keys[NGX_CDP_MAX_KEYS];
+    ngx_cdp_hmac_key_t         redirect_keys[NGX_CDP_MAX_KEYS];
     ngx_uint_t                 limit_user_id;
     ngx_uint_t                 limit_email;
     ngx_uint_t                 limit_phone;
@@ -186,6 +194,13 @@ typedef struct {
 
     ngx_flag_t                  profile;        /* cdp_profile */
     ngx_msec_t                  profile_timeout;
+
+    /* ngx_cdp_capture.h */
+    ngx_flag_t                  capture;        /* cdp_capture */
+    ngx_int_t                   bots;           /* cdp_bot off: 0 */
+    ngx_http_complex_value_t   *bot;            /* cdp_bot $variable */
+    ngx_flag_t                  redirect;       /* cdp_redirect */
+    ngx_array_t                *redirect_hosts; /* ngx_str_t, lowercase */
 } ngx_http_cdp_loc_conf_t;
 
 
@@ -218,6 +233,10 @@ typedef struct {
     ngx_cdp_consent_state_t    consent;
 
     ngx_str_t                  touch;       /* attribution, see attrs */
+
+    unsigned                   issued:1;    /* ngx_cdp_cookie_issue() */
+    unsigned                   agent_done:1;
+    unsigned                   agent:2;     /* NGX_CDP_FILTER_* */
 
     void                      *api;         /* ngx_cdp_api.c's */
 
@@ -349,6 +368,10 @@ void ngx_cdp_api_anonymous_id(ngx_http_request_t *r, const char *v,
 
 /* ngx_cdp_pixel.c */
 ngx_int_t ngx_cdp_pixel_handler(ngx_http_request_t *r);
+void ngx_cdp_hit_record(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
+    ngx_cdp_hit_t *hit, ngx_uint_t person);
+ngx_int_t ngx_cdp_aggregate(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
+    ngx_str_t *name);
 
 /* ngx_cdp_profile.c */
 ngx_int_t ngx_cdp_profile_handler(ngx_http_request_t *r);

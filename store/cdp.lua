@@ -867,6 +867,18 @@ end
 --
 local NO_ATTRS = {pairs = {}}
 
+-- an api event counted on the person's profile pid, on its timeline
+local function api_count(pid, ts, kind, id)
+    local pk = pkey(pid)
+    redis.call('HINCRBY', pk, 'events', '1')
+    if kind == 'page' then
+        redis.call('HINCRBY', pk, 'page_views', '1')
+    end
+    redis.call('HSET', pk, 'last_seen', ts)
+    timeline_push(pid, id)
+    return pid
+end
+
 local function api(aid, ts, t, h, id)
     local uidh = string.sub(h, 33, 96)
     if uidh == API_NO_UIDH then
@@ -913,7 +925,14 @@ local function api(aid, ts, t, h, id)
                 stats.malformed = stats.malformed + 1
                 return nil
             end
-            pid = identify_core(aid, ts, uid, uidh, '', '', '')
+            -- no browser (a mail proxy's "Email Opened"): the e-mail and
+            -- phone hashes name the person too
+            local eh, ph = '', ''
+            if aid == '' then
+                local _, e2, p2 = string.match(h, API_REST, API_REST_AT)
+                eh, ph = e2 or '', p2 or ''
+            end
+            pid = identify_core(aid, ts, uid, uidh, eh, ph, '')
             if pid == nil then
                 return nil
             end
@@ -921,18 +940,23 @@ local function api(aid, ts, t, h, id)
             return nil
         end
 
-        local pk = pkey(pid)
-        redis.call('HINCRBY', pk, 'events', '1')
-        if kind == 'page' then
-            redis.call('HINCRBY', pk, 'page_views', '1')
-        end
-        redis.call('HSET', pk, 'last_seen', ts)
-        timeline_push(pid, id)
-        return pid
+        return api_count(pid, ts, kind, id)
     end
 
     if aid ~= '' then
         return count_event(aid, pkey(aid), ts, kind, NO_ATTRS, id)
+    end
+
+    -- no browser, no user id: an e-mail address or a phone number names
+    -- the person (a mail service's proxy fetched a signed pixel: "Email
+    -- Opened"), found or made as an identify would
+    local _, eh, ph = string.match(h, API_REST, API_REST_AT)
+    if eh and (eh ~= '' or ph ~= '') then
+        local pid = identify_core('', ts, '', '', eh, ph, '')
+        if pid == nil then
+            return nil
+        end
+        return api_count(pid, ts, kind, id)
     end
 
     return ''

@@ -3,10 +3,16 @@
  * ngx_cdp_url_parse(): any bytes are a URL; path and search are slices of
  * it (or "/"), and each utm_* value is what its first occurrence decodes
  * to, when that is valid UTF-8.
+ *
+ * ngx_cdp_target_check() on the same bytes: what it accepts is an http or
+ * https URL without spaces, controls, backslashes or userinfo, its host
+ * right after the scheme.
  */
 
 
 #include "fuzz.h"
+
+#include <ctype.h>
 
 
 static const char  *fuzz_utm[] = {
@@ -25,6 +31,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ngx_cdp_kv_t    kv;
     ngx_cdp_url_t   u;
     ngx_cdp_str_t   *fields[5];
+    ngx_cdp_str_t   host;
+    size_t          off;
 
     url = fuzz_dup(data, size);
     scratch = malloc(size ? size : 1);
@@ -111,6 +119,31 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (i = 0; i < 5; i++) {
         if (!seen[i]) {
             FUZZ_CHECK(fields[i]->data == NULL && fields[i]->len == 0);
+        }
+    }
+
+    /* cdp_redirect's check: what it accepts is http(s)://host... */
+
+    if (ngx_cdp_target_check(url, size, &host) == 0) {
+        off = (size >= 8 && (url[4] | 0x20) == 's') ? 8 : 7;
+
+        FUZZ_CHECK(size <= NGX_CDP_MAX_URL && size > off);
+        FUZZ_CHECK(host.data == url + off && host.len > 0);
+
+        for (i = 0; i < size; i++) {
+            FUZZ_CHECK(url[i] > 0x20 && url[i] < 0x7f && url[i] != '\\'
+                       && url[i] != '"' && url[i] != '<' && url[i] != '>');
+        }
+
+        for (i = 0; i < host.len; i++) {
+            FUZZ_CHECK(isalnum(host.data[i]) || host.data[i] == '.'
+                       || host.data[i] == '-');
+        }
+
+        for (i = off; i < size && url[i] != '/' && url[i] != '?'
+                      && url[i] != '#'; i++)
+        {
+            FUZZ_CHECK(url[i] != '@');
         }
     }
 

@@ -87,3 +87,24 @@ seed fuzz_frame fixed '\0202CDPF9\0000\0000\0000\0000\0000\0000\0000H\0001\0000\
 seed fuzz_frame torn '\0002CDPF9\0000\0000\0000+w>\0032H\0001\0000\0000\0003\0000\0000\0000\0013\0000\0000\0000edge-1:4242\0012\0000\0000\0000cdp:events\0012\0000\0000\0000cdp:batch:\0002\0000\0000\0000v1CDPF\0216\0000\0000\0000\0274\0250\0251\0340B\0000\0000\0000\0002\0000\0000\0000\0001\0000\0000\0000\0000\0000\0000\0000\0026\0000\0000\0000$5\0015\0012evt:'
 seed fuzz_frame one '\0200CDPF\0033\0000\0000\0000\0000\0000\0000\0000H\0001\0000\0000\0001\0000\0000\0000\0001\0000\0000\0000w\0001\0000\0000\0000s\0001\0000\0000\0000o\0000\0000\0000\0000CDPF\0042\0000\0000\0000\0000\0000\0000\0000B\0000\0000\0000\0001\0000\0000\0000\0007\0000\0000\0000\0000\0000\0000\0000\0007\0000\0000\0000$1\0015\0012k\0015\0012$1\0015\0012x\0015\0012'
 seed fuzz_frame bulks '\0000$3\0015\0012abc\0015\0012$0\0015\0012\0015\0012$10\0015\00120123456789\0015\0012$01\0015\0012'
+
+# fuzz_agent: the whole input is a User-Agent; split at its first two
+# newlines, it is also Sec-Purpose, Purpose and X-Moz
+seed fuzz_agent chrome 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36'
+seed fuzz_agent googlebot 'Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.6367.201 Mobile Safari/537.36 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)'
+seed fuzz_agent gmail 'Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)'
+seed fuzz_agent yahoo 'YahooMailProxy; https://help.yahoo.com/kb/yahoo-mail-proxy-SLN28749.html'
+seed fuzz_agent cubot 'Mozilla/5.0 (Linux; Android 11; CUBOT_X30 Build/RP1A.200720.011) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.6367.82 Mobile Safari/537.36 Cubotbot'
+seed fuzz_agent fban 'Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 [FBAN/FBIOS;FBAV/459.0.0.36.103;FBDV/iPhone14,5;FBCR/OrangeBotswana;FBLC/en_US]'
+seed fuzz_agent tools 'curl/8.5.0 HTC Ruby Java/SEMC-Java/2.0 Java/17.0.2 FirePHP/0.4 PHP/8.3'
+seed fuzz_agent empty ''
+seed fuzz_agent prefetch 'prefetch;prerender\nPrefetch, x\n prefetch\t'
+seed fuzz_agent noprefetch 'noprefetch;x-prefetch\nprerenderer\nprefetch;prerender'
+seed fuzz_agent nul 'bo\0000t\nGooglebot\0000\n\0000'
+pad=''
+i=0
+while [ $i -lt 50 ]; do
+    pad="${pad}FBAV/1.0; "
+    i=$((i + 1))
+done
+seed fuzz_agent long "Mozilla/5.0 $pad Googlebot/2.1 GoogleImageProxy"

@@ -48,6 +48,11 @@ DROP_REASONS = ('malformed', 'too_large', 'queue_full', 'redis_down',
 COOKIE_RESULTS = ('new', 'kept', 'forged', 'malformed')
 
 
+# what the test clients send as User-Agent unless a test gives its own
+BROWSER_UA = ('Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 '
+              '(KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36')
+
+
 def new_key():
     """A secret key line as `openssl rand -hex 32` makes it."""
     return secrets.token_hex(32)
@@ -156,6 +161,10 @@ class Client:
 
     def request(self, method, target, headers=None, body=None, retry=True):
         headers = dict(headers or {})
+        # a browser's, unless the test says otherwise: the module does not
+        # track clients without one (bots, libraries: ngx_cdp_agent.c)
+        if not any(k.lower() == 'user-agent' for k in headers):
+            headers['User-Agent'] = BROWSER_UA
         for attempt in (0, 1):
             fresh = self.conn is None
             if fresh:
@@ -1148,3 +1157,74 @@ DEST_LOCATION = """
             proxy_pass http://127.0.0.1:@SINKPORT@/;
             proxy_read_timeout 3s;
         }"""
+
+
+# --------------------------------------------------------------------------
+# An origin: a real HTTP server on loopback that nginx proxies to (the
+# capture tests' site)
+
+class Upstream:
+    """Answers every request with route(method, path, headers) ->
+    (status, {header: value}, body bytes); path with its query.  HEAD gets
+    the headers of the GET without the body.  Records (method, path,
+    headers, body) of every request in self.requests."""
+
+    def __init__(self, route):
+        self.port = free_port()
+        self.route = route
+        self.lock = threading.Lock()
+        self.requests = []
+        self.server = None
+
+    def start(self):
+        up = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = 'HTTP/1.1'
+
+            def _answer(self, head=False):
+                n = int(self.headers.get('Content-Length') or 0)
+                body = self.rfile.read(n) if n else b''
+                with up.lock:
+                    up.requests.append({'method': self.command,
+                                        'path': self.path,
+                                        'headers': dict(self.headers),
+                                        'body': body})
+                status, headers, out = up.route(self.command, self.path,
+                                                self.headers)
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header('Content-Length', str(len(out)))
+                self.end_headers()
+                if not head:
+                    self.wfile.write(out)
+
+            def do_GET(self):
+                self._answer()
+
+            def do_HEAD(self):
+                self._answer(head=True)
+
+            def do_POST(self):
+                self._answer()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(('127.0.0.1',
+                                                       self.port), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever,
+                         daemon=True).start()
+        return self
+
+    def stop(self):
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+
+    def paths(self, method=None):
+        with self.lock:
+            return [r['path'] for r in self.requests
+                    if method is None or r['method'] == method]

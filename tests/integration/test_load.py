@@ -65,8 +65,10 @@ def test_batches_respect_batch_size(redis_server, nginx_factory):
     ngx = nginx_factory(redis_server, workers=1,
                         http_extra='cdp_batch_size 10;')
     st0 = ngx.status()
-    reqs = b''.join(b'GET /p.gif?title=b%d HTTP/1.1\r\nHost: t\r\n%s\r\n' % (
-        i, b'Connection: close\r\n' if i == 99 else b'') for i in range(100))
+    reqs = b''.join(b'GET /p.gif?title=b%d HTTP/1.1\r\nHost: t\r\n'
+                    b'User-Agent: %s\r\n%s\r\n' % (
+        i, h.BROWSER_UA.encode(),
+        b'Connection: close\r\n' if i == 99 else b'') for i in range(100))
     with socket.create_connection(('127.0.0.1', ngx.port), timeout=10) as s:
         s.sendall(reqs)
         data = b''

@@ -1780,9 +1780,66 @@ test_null_empty(void)
 }
 
 
+/* cdp_redirect's targets: what a browser would read as another site */
+
+static void
+test_target_check(void)
+{
+    size_t          i;
+    ngx_cdp_str_t   host;
+    u_char          big[NGX_CDP_MAX_URL + 2];
+
+    static const struct {
+        const char  *url;
+        const char  *host;
+    } good[] = {
+        { "https://wa.me/4915112345678", "wa.me" },
+        { "http://shop.example", "shop.example" },
+        { "HTTPS://Shop.Example:8443/a?b=c#d", "Shop.Example" },
+        { "https://a.partner.example?x=1", "a.partner.example" },
+        { "https://x-y.example#top", "x-y.example" },
+        { "https://1.2.3.4:80/", "1.2.3.4" }
+    };
+
+    static const char  *bad[] = {
+        "", "javascript:alert(1)", "JavaScript://x.example/%0aalert(1)",
+        "data:text/html,x", "//evil.example", "/local", "ftp://x.example/",
+        "https://", "https:///path", "https://wa.me@evil.example/",
+        "https://user:pw@x.example", "https:\\\\evil.example",
+        "https://evil.example\\@wa.me", "https://x.example/a b",
+        "https://x.example/\r\nSet-Cookie:x", "https://x.ex\tample",
+        "https://x.example/\"", "https://x.example/<script>",
+        "https://.x.example", "https://-x.example", "https://x_y.example",
+        "https://x.example:", "https://x.example:123456",
+        "https://x.example:8a", "https://x.example\x7f",
+        "https://x.example/\xc3\xa9", "http:/x.example", "https:x.example"
+    };
+
+    for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        host.data = NULL;
+        CHECK(ngx_cdp_target_check((const u_char *) good[i].url,
+                                   strlen(good[i].url), &host) == 0);
+        CHECK(host.data != NULL && host.len == strlen(good[i].host)
+              && memcmp(host.data, good[i].host, host.len) == 0);
+    }
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        CHECK(ngx_cdp_target_check((const u_char *) bad[i], strlen(bad[i]),
+                                   &host) == -1);
+    }
+
+    /* at most NGX_CDP_MAX_URL bytes */
+    memcpy(big, "https://x.example/", 18);
+    memset(big + 18, 'a', sizeof(big) - 18);
+    CHECK(ngx_cdp_target_check(big, NGX_CDP_MAX_URL, &host) == 0);
+    CHECK(ngx_cdp_target_check(big, NGX_CDP_MAX_URL + 1, &host) == -1);
+}
+
+
 int
 main(void)
 {
+    test_target_check();
     test_hex();
     test_hmac();
     test_derive_key();
