@@ -312,18 +312,17 @@ done:
 char *
 ngx_cdp_admin_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
+    ngx_http_cdp_loc_conf_t *lcf = conf;
+
     ngx_http_core_loc_conf_t  *clcf;
-    ngx_http_cdp_main_conf_t  *mcf;
 
-    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_cdp_module);
+    /* its tokens and secret are checked at merge: in any order */
 
-    if (mcf->admin_tokens == NULL) {
-        return "requires cdp_admin_tokens in the http block, before it";
+    if (lcf->admin) {
+        return "is duplicate";
     }
 
-    if (mcf->nkeys == 0) {
-        return "requires cdp_secret_file in the http block, before it";
-    }
+    lcf->admin = 1;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_cdp_admin_handler;
@@ -367,6 +366,16 @@ ngx_cdp_admin_handler(ngx_http_request_t *r)
         || !(op->roles & role))
     {
         if (role == 0) {
+            /*
+             * for fail2ban and the like: the client's address, never the
+             * token's bytes, nor the request line (its query may name a
+             * person): the cycle's log, not the request's
+             */
+            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                          "cdp: admin request from %V refused: %s bearer "
+                          "token", &r->connection->addr_text,
+                          r->headers_in.authorization ? "no valid" : "no");
+
             ngx_cdp_count(NGX_CDP_C_ADMIN_DENIED, 1);
             return ngx_cdp_admin_error(r, NGX_HTTP_UNAUTHORIZED,
                                        "unauthorized",
@@ -394,6 +403,11 @@ ngx_cdp_admin_handler(ngx_http_request_t *r)
                                          "(POST keeps identifiers out of "
                                          "access logs)", NULL);
         }
+
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "cdp: admin request from %V refused: the token's "
+                      "role may not use \"%s\"", &r->connection->addr_text,
+                      op->name);
 
         ngx_cdp_count(NGX_CDP_C_ADMIN_DENIED, 1);
 

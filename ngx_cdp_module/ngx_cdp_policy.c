@@ -15,6 +15,10 @@
 #include "ngx_http_cdp_module.h"
 
 
+/* ngx_current_msec of the last warning about a consent value */
+static ngx_msec_t  ngx_cdp_consent_warned;
+
+
 static int ngx_cdp_consent_value(ngx_http_request_t *r,
     ngx_http_complex_value_t *cv);
 static int ngx_cdp_consent_cookie(ngx_http_request_t *r,
@@ -84,9 +88,21 @@ ngx_cdp_consent_value(ngx_http_request_t *r, ngx_http_complex_value_t *cv)
 
     purposes = ngx_cdp_consent_parse(value.data, value.len);
 
-    if (purposes < 0) {
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "cdp: consent value \"%V\" not understood, ignored",
+    /*
+     * a map or a CMP that says something else than purposes: worth a
+     * warning, once a minute per worker (the value may come from clients)
+     */
+
+    if (purposes < 0
+        && (ngx_cdp_consent_warned == 0
+            || ngx_current_msec - ngx_cdp_consent_warned >= 60000))
+    {
+        ngx_cdp_consent_warned = ngx_current_msec ? ngx_current_msec : 1;
+
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "cdp: consent value \"%V\" not understood, ignored "
+                      "(\"all\", \"none\" or purposes among analytics, "
+                      "marketing, personalization; logged once a minute)",
                       &value);
     }
 

@@ -32,6 +32,10 @@ static char *ngx_http_cdp_status(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_cdp_consent_endpoint(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_cdp_positive(ngx_conf_t *cf, void *post, void *data);
+static char *ngx_http_cdp_consent_slot(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_cdp_needs(ngx_conf_t *cf,
+    ngx_http_cdp_loc_conf_t *conf, ngx_http_cdp_main_conf_t *mcf);
 static ngx_int_t ngx_http_cdp_prepare_key(ngx_conf_t *cf,
     ngx_cdp_hmac_key_t *key, u_char *secret, size_t len, const char *label);
 static void ngx_http_cdp_cleanup_key(void *data);
@@ -94,14 +98,14 @@ static ngx_command_t  ngx_http_cdp_commands[] = {
 
     { ngx_string("cdp_consent"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_http_set_complex_value_slot,
+      ngx_http_cdp_consent_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_cdp_loc_conf_t, consent),
       NULL },
 
     { ngx_string("cdp_consent_default"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_http_set_complex_value_slot,
+      ngx_http_cdp_consent_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_cdp_loc_conf_t, consent_default),
       NULL },
@@ -776,22 +780,12 @@ ngx_http_cdp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_ptr_value(conf->redirect_hosts, prev->redirect_hosts,
                              NULL);
 
-    if (conf->api && conf->write_keys == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "cdp_api requires at least one cdp_write_key");
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_cdp_module);
+
+    if (ngx_http_cdp_needs(cf, conf, mcf) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
-    if (conf->api) {
-        mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_cdp_module);
-
-        if (mcf->nkeys == 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "cdp_api requires cdp_secret_file "
-                               "in the http block");
-            return NGX_CONF_ERROR;
-        }
-    }
     ngx_conf_merge_str_value(conf->consent_cookie, prev->consent_cookie,
                              "cdp_consent");
     ngx_conf_merge_str_value(conf->consent_version, prev->consent_version,
@@ -813,41 +807,6 @@ ngx_http_cdp_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         }
     }
 
-    if (conf->consent_endpoint) {
-        mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_cdp_module);
-
-        if (mcf->nkeys == 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "cdp_consent_endpoint requires "
-                               "cdp_secret_file in the http block");
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    if (conf->identify) {
-        mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_cdp_module);
-
-        if (mcf->nkeys == 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "cdp_identify requires cdp_secret_file "
-                               "in the http block");
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    if (conf->pixel == 0) {
-        return NGX_CONF_OK;
-    }
-
-    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_cdp_module);
-
-    if (mcf->nkeys == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "cdp_pixel requires cdp_secret_file "
-                           "in the http block");
-        return NGX_CONF_ERROR;
-    }
-
     return NGX_CONF_OK;
 
 bad_version:
@@ -857,6 +816,100 @@ bad_version:
                        "[A-Za-z0-9._-]", &conf->consent_version);
 
     return NGX_CONF_ERROR;
+}
+
+
+/*
+ * What a location's directives need from the http block, checked once it
+ * is all read (so that they may stand in any order, in included files):
+ * the secret for anything that sets a cookie or signs, write keys for the
+ * API, tokens for the admin API; and a warning when events would go
+ * nowhere (no cdp_redis).
+ */
+
+static ngx_int_t
+ngx_http_cdp_needs(ngx_conf_t *cf, ngx_http_cdp_loc_conf_t *conf,
+    ngx_http_cdp_main_conf_t *mcf)
+{
+    const char  *what;
+
+    if (conf->api && conf->write_keys == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "cdp_api requires at least one cdp_write_key");
+        return NGX_ERROR;
+    }
+
+    if (conf->admin && mcf->admin_tokens == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "cdp_admin requires cdp_admin_tokens "
+                           "in the http block");
+        return NGX_ERROR;
+    }
+
+    what = conf->pixel ? "cdp_pixel"
+           : conf->api ? "cdp_api"
+           : conf->admin ? "cdp_admin"
+           : conf->redirect ? "cdp_redirect"
+           : conf->consent_endpoint ? "cdp_consent_endpoint"
+           : conf->identify ? "cdp_identify"
+           : conf->capture == 1 ? "cdp_capture"
+           : NULL;
+
+    if (what == NULL) {
+        return NGX_OK;
+    }
+
+    if (mcf->nkeys == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "%s requires cdp_secret_file in the http block",
+                           what);
+        return NGX_ERROR;
+    }
+
+    if (mcf->addr == NULL && !mcf->warned_no_redis) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "%s without cdp_redis in the http block: its "
+                           "events are counted and dropped", what);
+        mcf->warned_no_redis = 1;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * cdp_consent and cdp_consent_default: a value with variables is read per
+ * request; a literal one must be a consent value now, so that a typo
+ * ("analytic") fails nginx -t instead of denying every visitor
+ */
+
+static char *
+ngx_http_cdp_consent_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    char                      *rv;
+    ngx_str_t                 *value;
+    ngx_http_complex_value_t  *cv;
+
+    rv = ngx_http_set_complex_value_slot(cf, cmd, conf);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    cv = *(ngx_http_complex_value_t **) ((char *) conf + cmd->offset);
+    value = cf->args->elts;
+
+    if (cv->lengths == NULL
+        && ngx_cdp_consent_parse(cv->value.data, cv->value.len) < 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid %V value \"%V\": \"all\", \"none\" or "
+                           "purposes among analytics, marketing and "
+                           "personalization, like \"analytics,marketing\"",
+                           &cmd->name, &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
 }
 
 

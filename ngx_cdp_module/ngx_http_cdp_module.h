@@ -153,6 +153,8 @@ typedef struct {
     ngx_str_t                  segments_spec;   /* cdp_ingest's ARGV[1] */
 
     ngx_shm_zone_t            *shm_zone;
+
+    unsigned                   warned_no_redis:1;
 } ngx_http_cdp_main_conf_t;
 
 
@@ -200,6 +202,7 @@ typedef struct {
     ngx_int_t                   bots;           /* cdp_bot off: 0 */
     ngx_http_complex_value_t   *bot;            /* cdp_bot $variable */
     ngx_flag_t                  redirect;       /* cdp_redirect */
+    ngx_flag_t                  admin;          /* cdp_admin */
     ngx_array_t                *redirect_hosts; /* ngx_str_t, lowercase */
 } ngx_http_cdp_loc_conf_t;
 
