@@ -6,13 +6,16 @@
 #   make test       unit tests, then integration tests (real nginx, Redis)
 #   make memcheck   the integration tests with nginx under valgrind
 #   make bench      the pixel against nginx's own userid + empty_gif, then
-#                   make bench-spool's runs
+#                   make bench-spool's runs, then make bench-capture's
 #   make bench-redis  Redis instructions per pixel event (callgrind)
 #   make bench-dest   the pixel with two destinations vs none, and their
 #                   delivery against ingest
 #   make bench-spool  the pixel with cdp_spool vs without (Redis healthy),
 #                   then Redis overloaded (appendfsync always) and killed:
 #                   spooled, replayed, drain time, stored == answered
+#   make bench-capture  a proxied HTML page with cdp_capture on vs the same
+#                   proxy without, new and returning visitors; the pixel's
+#                   bot check vs cdp_bot off, and a bot's hit (about 2 min)
 #   make fuzz       libFuzzer targets of the pure parsers (clang-14)
 
 SHELL      := /bin/bash
@@ -27,7 +30,8 @@ SRCS := $(wildcard ngx_cdp_module/*.c ngx_cdp_module/*.h) config \
         store/cdp.lua store/admin.lua store/embed.sh
 
 .PHONY: all build deps deps-test run test unit integration memcheck bench \
-        bench-compare bench-redis bench-dest bench-spool fuzz clean
+        bench-compare bench-redis bench-dest bench-spool bench-capture fuzz \
+        clean
 
 all: build
 
@@ -107,15 +111,18 @@ memcheck: deps-test build
 	    head -40 $$bad; exit 1; fi; \
 	echo "memcheck: $$n nginx processes, no error"
 
-# bench.sh, then spool.sh (bench-spool's), also when bench.sh found a
-# failure (exit 1), not when it could not run or was interrupted; fails
-# when either did
+# bench.sh, then spool.sh (bench-spool's), then capture.sh
+# (bench-capture's), each also when one before it found a failure (exit 1),
+# not when it could not run or was interrupted; fails when any did
 bench: deps-test build
 	@rc=0; bash tests/bench/bench.sh || rc=$$?; \
 	[ "$$rc" -lt 2 ] || exit $$rc; echo; \
-	bash tests/bench/spool.sh || rc=$$?; exit $$rc
+	bash tests/bench/spool.sh || rc=$$?; \
+	[ "$$rc" -lt 2 ] || exit $$rc; echo; \
+	bash tests/bench/capture.sh || rc=$$?; exit $$rc
 
 # the pixel of several revisions in one run: make bench-compare REVS="a b"
+# ("tree": the working tree, uncommitted changes included)
 bench-compare: deps-test
 	@REVS="$(REVS)" bash tests/bench/compare.sh
 
@@ -140,6 +147,14 @@ bench-dest: deps-test build
 # OVER_FSYNC=always CRASH=on]
 bench-spool: deps-test build
 	@bash tests/bench/spool.sh
+
+# cdp_capture: a proxied HTML page with it vs the same proxy location
+# without (new visitors, then returning ones), alternated, req/s and the
+# worker's CPU per request, every captured page stored once; the bot check:
+# the pixel vs the same with cdp_bot off, and a crawler's hit (filtered):
+# make bench-capture [ROUNDS=3 BENCH_SECONDS=4 PAGE_BYTES=2048]
+bench-capture: deps-test build
+	@bash tests/bench/capture.sh
 
 fuzz:
 	$(MAKE) -C tests/fuzz

@@ -20,6 +20,10 @@
 #                  XADDs each event (default off; those runs store nothing
 #                  that is checked)
 #
+# Every request to the pixel and to userid + empty_gif carries the same
+# browser User-Agent (BENCH_UA, wrk.sh): without one the pixel files a hit
+# as a bot's and stores nothing.
+#
 # Two scenarios, on the same nginx and Redis:
 #   new        no cookie is sent: every request mints a new id in both
 #              locations (for the pixel, a new browser record in Redis):
@@ -253,7 +257,7 @@ worker_pid=$(pgrep -P "$nginx_pid" | head -1)
 
 # sanity: both answer a GIF and a cookie
 for u in /p.gif /ug.gif; do
-    h=$(curl -s -o /dev/null -D - "$BASE$u")
+    h=$(curl -s -A "$BENCH_UA" -o /dev/null -D - "$BASE$u")
     printf '%s' "$h" | grep -q '^HTTP/1.1 200' || die "$u: not 200: $h"
     printf '%s' "$h" | grep -qi '^set-cookie:' || die "$u: no Set-Cookie: $h"
 done
@@ -279,7 +283,7 @@ counter() {
 # keep-alive connection, ?n=1..POOL), the COOKIE_NAME=value of each
 # Set-Cookie into FILE, one a line
 mint() {
-    curl -s -o /dev/null -D - "$1?n=[1-$POOL]" \
+    curl -s -A "$BENCH_UA" -o /dev/null -D - "$1?n=[1-$POOL]" \
         | tr -d '\r' \
         | sed -n "s/^[Ss]et-[Cc]ookie: *\($2=[^;]*\).*/\1/p" > "$3"
     local n
@@ -306,7 +310,7 @@ echo "minted $POOL cdp_aid + $POOL uid cookies in ${mint_secs}s"
 
 # sanity: userid takes a pooled uid back without setting a new one (the
 # pixel's kept cookies are counted by /status around its returning runs)
-h=$(curl -s -o /dev/null -D - -H "Cookie: $(head -n 1 "$TMP/pool_ug.txt")" "$BASE/ug.gif")
+h=$(curl -s -A "$BENCH_UA" -o /dev/null -D - -H "Cookie: $(head -n 1 "$TMP/pool_ug.txt")" "$BASE/ug.gif")
 printf '%s' "$h" | grep -q '^HTTP/1.1 200' || die "/ug.gif with a cookie: not 200: $h"
 printf '%s' "$h" | grep -qi '^set-cookie:' \
     && die "/ug.gif did not accept a pooled uid cookie: $h"
@@ -331,7 +335,8 @@ wrk_run() {
     before=$(ngx_requests)
     read -r i0 t0 < <(idle_ticks)
     c0=$(child_ticks) w0=$(ticks "$worker_pid") r0=$(ticks "$redis_pid")
-    wrk -t1 -c"$CONNS" -d"$3"s --latency "${script[@]}" "$BASE$2" "${args[@]}" \
+    wrk -t1 -c"$CONNS" -d"$3"s --latency -H "User-Agent: $BENCH_UA" \
+        "${script[@]}" "$BASE$2" "${args[@]}" \
         > "$TMP/$1.txt" 2>&1 \
         || { cat "$TMP/$1.txt" >&2; die "wrk failed on $2"; }
     c0=$(($(child_ticks) - c0))
@@ -428,6 +433,8 @@ c_dropped=$(counter cdp_events_dropped_total "$st")
 c_batches=$(counter cdp_redis_batches_total "$st")
 c_new=$(counter 'cdp_cookies_total{result="new"}' "$st")
 c_kept=$(counter 'cdp_cookies_total{result="kept"}' "$st")
+# hits the module did not track (bots, prefetches): none, with BENCH_UA
+c_filtered=$(counter cdp_filtered_total "$st")
 drops=$(printf '%s\n' "$st" | awk '/^cdp_events_dropped_total/ && $2 > 0 { printf " %s=%s", $1, $2 }')
 
 cmdstat=$(redis-cli -p "$REDIS_PORT" INFO commandstats | tr -d '\r' | grep '^cmdstat_fcall:')
@@ -523,6 +530,7 @@ kv "/status stored" "$c_stored"
 kv "/status dropped" "$c_dropped" "$drops"
 kv "/status cookies new" "$c_new"
 kv "/status cookies kept" "$c_kept"
+kv "/status filtered (bot, prefetch, mail proxy)" "$c_filtered"
 kv "/status cookies kept, returning pixel runs" "$ret_kept"
 kv "/status cookies new, returning pixel runs" "$ret_new"
 kv "/status cookies forged+malformed, returning runs" "$ret_bad"
@@ -549,6 +557,7 @@ kv "API: Redis usec per event (FCALL usec / events)" "$api_us_event"
 rc=0
 if [ "$stored" != "$answered_nginx" ]; then
     echo "FAIL: stored $stored != answered $answered_nginx (nginx count)"
+    [ "$c_filtered" -gt 0 ] && echo "  ($c_filtered hits filtered as bots or prefetches: cdp_filtered_total)"
     rc=1
 fi
 if [ "$stored" -lt "$answered_all" ]; then

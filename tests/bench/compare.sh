@@ -8,7 +8,8 @@
 # no GeoIP, `cdp_consent_default all;` when the revision knows it (so that
 # every hit is stored in full, as before consent existed).
 #
-#   REVS           git revisions (default: HEAD)
+#   REVS           git revisions (default: HEAD); "tree" names the working
+#                  tree, as `make build` builds it (uncommitted changes)
 #   ROUNDS         rounds, each revision once a round (default 3)
 #   BENCH_SECONDS  seconds per wrk run (default 8)
 #   CONNECTIONS    wrk connections (default 50)
@@ -21,7 +22,9 @@
 # run's Redis work never slows the next.  Each run's CPU time per request
 # of nginx's worker and of redis-server (from /proc, user + system) shows
 # where a difference between revisions comes from.  Prints each run, then
-# medians.
+# medians.  Every request to the pixel and to userid + empty_gif carries the
+# same browser User-Agent (BENCH_UA of wrk.sh): revisions that filter bots
+# store no hit without one; older ones ignore it.
 
 set -u
 
@@ -33,6 +36,7 @@ SECONDS_PER_RUN=${BENCH_SECONDS:-8}
 CONNS=${CONNECTIONS:-50}
 COOKIES_LUA=$TOP/tests/bench/cookies.lua
 . "$TOP/tests/bench/cpu.sh"
+. "$TOP/tests/bench/wrk.sh"
 
 die() { printf 'bench-compare: %s\n' "$*" >&2; exit 2; }
 
@@ -57,6 +61,7 @@ stop() {
 }
 
 cleanup() {
+    if [ -n "${1:-}" ]; then curl -s "$BASE/status" | grep -E "dropped|stored_total|accepted|filtered|queue_events" | grep -v " 0$" | sed "s/^/   [$1 $2] /"; cp "$TMP/run/error.log" /tmp/cmp/err_$1_$2.log; fi
     stop
     for w in "$TMP"/wt-*; do
         [ -d "$w" ] && git -C "$TOP" worktree remove --force "$w" 2>/dev/null
@@ -78,6 +83,13 @@ declare -A MOD
 i=0
 for rev in $REVS; do
     i=$((i + 1))
+    if [ "$rev" = tree ]; then
+        echo "building the working tree..."
+        make -C "$TOP" build > "$TMP/build-$i.log" 2>&1 \
+            || { tail -20 "$TMP/build-$i.log" >&2; die "building the working tree failed"; }
+        MOD[$rev]=$TOP/build/objs/ngx_http_cdp_module.so
+        continue
+    fi
     sha=$(git -C "$TOP" rev-parse --short "$rev^{commit}") || die "no revision $rev"
     echo "building $rev ($sha)..."
     git -C "$TOP" worktree add --detach "$TMP/wt-$i" "$sha" >/dev/null 2>&1 \
@@ -126,7 +138,8 @@ rps() {
     [ -n "${2:-}" ] && s=(-s "$COOKIES_LUA")
     local wt rt
     b=$(requests) wt=$(ticks "$worker_pid") rt=$(ticks "$redis_pid")
-    wrk -t1 -c"$CONNS" -d"$SECONDS_PER_RUN"s "${s[@]}" "$1" ${2:+-- "$2"} \
+    wrk -t1 -c"$CONNS" -d"$SECONDS_PER_RUN"s -H "User-Agent: $BENCH_UA" \
+        "${s[@]}" "$1" ${2:+-- "$2"} \
         > "$TMP/wrk.txt" 2>&1 || { cat "$TMP/wrk.txt" >&2; die "wrk failed"; }
     sleep 0.2
     a=$(requests)
@@ -140,7 +153,7 @@ rps() {
 }
 
 mint() {    # mint URL COOKIE_NAME FILE
-    curl -s -o /dev/null -D - "$1?n=[1-2000]" | tr -d '\r' \
+    curl -s -A "$BENCH_UA" -o /dev/null -D - "$1?n=[1-2000]" | tr -d '\r' \
         | sed -n "s/^[Ss]et-[Cc]ookie: *\($2=[^;]*\).*/\1/p" > "$3"
     [ "$(sort -u "$3" | wc -l)" = 2000 ] || die "minting $1: not 2000 cookies"
 }
@@ -181,7 +194,8 @@ run() {     # run REV ROUND
 
     PIXELS=0
     b=$(requests)
-    wrk -t1 -c"$CONNS" -d2s "$BASE/p.gif" >/dev/null    # warm-up
+    wrk -t1 -c"$CONNS" -d2s -H "User-Agent: $BENCH_UA" "$BASE/p.gif" \
+        >/dev/null    # warm-up
     mint "$BASE/p.gif" cdp_aid "$TMP/run/pool_p.txt"
     PIXELS=$(($(requests) - b - 1))
     mint "$BASE/ug.gif" uid "$TMP/run/pool_u.txt"
@@ -200,6 +214,7 @@ run() {     # run REV ROUND
     done
     pn=$(cat "$TMP/run/pn") un=$(cat "$TMP/run/un")
     pr=$(cat "$TMP/run/pr") ur=$(cat "$TMP/run/ur")
+    if [ -n "${1:-}" ]; then curl -s "$BASE/status" | grep -E "dropped|stored_total|accepted|filtered|queue_events" | grep -v " 0$" | sed "s/^/   [$1 $2] /"; cp "$TMP/run/error.log" /tmp/cmp/err_$1_$2.log; fi
     stop
     [ "$n" = "$PIXELS" ] || STORED_OK=no
 

@@ -20,7 +20,9 @@
 # the configuration but for the destinations: `cdp_consent_default all;`,
 # no GeoIP, the module's cdp_queue_size, so every hit stores one event,
 # which both destinations of "two" get. Each round runs wrk on the
-# new-visitor pixel (GET /p.gif?url=..., no cookie: each hit a new browser)
+# new-visitor pixel (GET /p.gif?url=..., no cookie: each hit a new browser;
+# a browser User-Agent, BENCH_UA of wrk.sh: without one a hit is a bot's,
+# answered but not stored)
 # against "none" and against "two", in alternate order. After each run,
 # before the next starts, what it left is worked off (the events stream
 # stops growing, the worker's queue is empty and, for "two", both
@@ -320,7 +322,7 @@ out=$(curl -s -H 'Content-Type: application/json' --data-binary @"$TMP/body" \
 
 # sanity: both pixels answer a GIF and a cookie; each hit is stored
 for x in none two; do
-    h=$(curl -s -o /dev/null -D - "$(base "$x")$PIXEL_PATH")
+    h=$(curl -s -A "$BENCH_UA" -o /dev/null -D - "$(base "$x")$PIXEL_PATH")
     printf '%s' "$h" | grep -q '^HTTP/1.1 200' || die "$x: /p.gif not 200: $h"
     printf '%s' "$h" | grep -qi '^set-cookie:' || die "$x: /p.gif: no Set-Cookie: $h"
 done
@@ -408,7 +410,8 @@ run() {
     read -r sl0 slt0 < <(steal_ticks)
     w0=$(ticks "${WORKER[$x]}") r0=$(ticks "$redis_pid") s0=$(ticks "${WORKER[sink]}")
     t0=$(now)
-    wrk -t1 -c"$CONNS" -d"$3"s --latency "$(base "$x")$PIXEL_PATH" \
+    wrk -t1 -c"$CONNS" -d"$3"s --latency -H "User-Agent: $BENCH_UA" \
+        "$(base "$x")$PIXEL_PATH" \
         > "$TMP/$k.txt" 2>&1 &
     wpid=$!
     # the worker's queue for Redis (cdp_queue_events) once a second: how

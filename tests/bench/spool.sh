@@ -1,9 +1,10 @@
 #!/bin/bash
 # make bench-spool (make bench runs it after bench.sh): what `cdp_spool`
 # costs the pixel while Redis keeps up, and what it saves when Redis does
-# not. Four nginx (1 worker each, the new-visitor pixel, no GeoIP,
-# `cdp_consent_default all;`, so that every hit is one event) and three
-# private redis-server, all on this machine, on unix sockets:
+# not. Four nginx (1 worker each, the new-visitor pixel with a browser
+# User-Agent, BENCH_UA of wrk.sh, no GeoIP, `cdp_consent_default all;`,
+# so that every hit is one event) and three private redis-server, all on
+# this machine, on unix sockets:
 #
 #   1. Redis healthy (appendonly no): "plain" and "spool", two nginx on
 #      the same Redis (prefixes spool0, spool1) whose configurations differ
@@ -332,7 +333,7 @@ drops_of() {
 # sanity: each pixel answers a GIF and a cookie; each hit is stored
 declare -A ANSWERED
 for x in $NGINXES; do
-    h=$(curl -s -o /dev/null -D - "$(base "$x")$PIXEL_PATH")
+    h=$(curl -s -A "$BENCH_UA" -o /dev/null -D - "$(base "$x")$PIXEL_PATH")
     printf '%s' "$h" | grep -q '^HTTP/1.1 200' || die "$x: /p.gif not 200: $h"
     printf '%s' "$h" | grep -qi '^set-cookie:' || die "$x: /p.gif: no Set-Cookie: $h"
     ANSWERED[$x]=1
@@ -389,7 +390,8 @@ run() {
     b=$(ngx_requests "$x")
     read -r i0 it0 < <(idle_ticks)
     w0=$(ticks "${WORKER[$x]}") r0=$(ticks "${RPID[fast]}")
-    wrk -t1 -c"$CONNS" -d"$3"s --latency "$(base "$x")$PIXEL_PATH" \
+    wrk -t1 -c"$CONNS" -d"$3"s --latency -H "User-Agent: $BENCH_UA" \
+        "$(base "$x")$PIXEL_PATH" \
         > "$TMP/$k.txt" 2>&1 &
     wpid=$!
     # the worker's queue for Redis once a second: how far Redis lags
@@ -501,7 +503,8 @@ overload() {
     b=$(ngx_requests "$x")
     w0=$(ticks "${WORKER[$x]}") r0=$(ticks "${RPID[$r]}")
     t0=$(now)
-    wrk -t1 -c"$CONNS" -d"$SECONDS_PER_RUN"s --latency "$(base "$x")$PIXEL_PATH" \
+    wrk -t1 -c"$CONNS" -d"$SECONDS_PER_RUN"s --latency -H "User-Agent: $BENCH_UA" \
+        "$(base "$x")$PIXEL_PATH" \
         > "$TMP/$x.txt" 2>&1 &
     wpid=$!
     printf '  %5s %8s %10s %9s %9s %9s %9s  %s\n' "t (s)" "queue" "spool" "spooled" \

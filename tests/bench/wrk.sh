@@ -1,5 +1,15 @@
-# wrk output and medians, shared by bench.sh and dest.sh (sourced, not
-# run).
+# wrk output and medians, and the browser User-Agent, shared by bench.sh,
+# dest.sh, spool.sh, capture.sh and compare.sh (sourced, not run).
+
+# A browser's User-Agent, sent with every request that is meant to be
+# tracked: the module answers a request without a User-Agent (wrk sends
+# none) or with a client library's or a bot's (curl's "curl/...") but does
+# not store it, it only counts it in cdp_filtered_total{reason="bot"}
+# (cdp_bot). The ceilings it is compared with (userid + empty_gif, the same
+# location without cdp_capture) get the same header, so both sides parse
+# the same request. wrk: -H "User-Agent: $BENCH_UA" (cookies.lua keeps
+# it); curl: -A "$BENCH_UA".
+BENCH_UA='Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36'
 
 # fields of one wrk output: requests req_per_sec p99_ms non2xx socket_errors
 wrk_parse() {
