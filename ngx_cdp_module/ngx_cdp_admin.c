@@ -1563,9 +1563,6 @@ static ngx_int_t
 ngx_cdp_admin_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *message, const char *field)
 {
-    u_char  *p, *body;
-    size_t   len;
-
     if ((status == NGX_HTTP_SERVICE_UNAVAILABLE
          && ngx_cdp_add_header(r, "Retry-After", "5") != NGX_OK)
         || (status == NGX_HTTP_UNAUTHORIZED
@@ -1576,24 +1573,5 @@ ngx_cdp_admin_error(ngx_http_request_t *r, ngx_uint_t status,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    len = 128 + ngx_strlen(code) + ngx_strlen(message)
-          + (field ? ngx_strlen(field) : 0);
-
-    body = ngx_pnalloc(r->pool, len);
-    if (body == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    /* constants only: nothing to escape */
-
-    p = ngx_sprintf(body, "{\"success\":false,\"error\":\"%s\","
-                    "\"message\":\"%s\"", code, message);
-
-    if (field) {
-        p = ngx_sprintf(p, ",\"field\":\"%s\"", field);
-    }
-
-    *p++ = '}';
-
-    return ngx_cdp_send(r, status, "application/json", body, p - body);
+    return ngx_cdp_error(r, status, code, message, field);
 }

@@ -614,9 +614,32 @@ ngx_cdp_decode_value(u_char *dst, const ngx_cdp_kv_t *kv, size_t max,
         return NGX_CDP_HIT_MALFORMED;
     }
 
+    /* NUL nowhere, as the API (JSON's \u0000) refuses it */
+
+    if (memchr(dst, '\0', n) != NULL) {
+        return NGX_CDP_HIT_MALFORMED;
+    }
+
     *len = n;
 
     return NGX_CDP_HIT_OK;
+}
+
+
+/* an event name: no control character at all, at either door */
+
+static int
+ngx_cdp_name_clean(const u_char *p, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; i < len; i++) {
+        if (p[i] < 0x20 || p[i] == 0x7f) {
+            return 0;
+        }
+    }
+
+    return 1;
 }
 
 
@@ -735,6 +758,10 @@ ngx_cdp_hit_parse(const u_char *query, size_t len, ngx_cdp_hit_t *hit,
 
             if (rc != NGX_CDP_HIT_OK) {
                 return rc;
+            }
+
+            if (field == &hit->event && !ngx_cdp_name_clean(p, n)) {
+                return NGX_CDP_HIT_MALFORMED;
             }
 
             if (field->data == NULL) {

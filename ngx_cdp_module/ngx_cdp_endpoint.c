@@ -31,10 +31,6 @@ static ngx_int_t ngx_cdp_consent_redirect(ngx_http_request_t *r,
 static ngx_int_t ngx_cdp_consent_state(ngx_http_request_t *r, int purposes,
     int source);
 
-#define ngx_cdp_json_error(r, status, text)                                   \
-    ngx_cdp_send(r, status, "application/json", (u_char *) text,             \
-                 sizeof(text) - 1)
-
 
 ngx_int_t
 ngx_cdp_consent_handler(ngx_http_request_t *r)
@@ -60,9 +56,8 @@ ngx_cdp_consent_handler(ngx_http_request_t *r)
     }
 
     if (ngx_cdp_consent_cross_site(r) != NGX_OK) {
-        return ngx_cdp_json_error(r, NGX_HTTP_FORBIDDEN,
-                                  "{\"error\":\"cross-site request "
-                                  "refused\"}");
+        return ngx_cdp_error(r, NGX_HTTP_FORBIDDEN, "cross_site",
+                             "cross-site request refused", NULL);
     }
 
     ct = r->headers_in.content_type ? &r->headers_in.content_type->value
@@ -75,14 +70,16 @@ ngx_cdp_consent_handler(ngx_http_request_t *r)
                            sizeof("application/x-www-form-urlencoded") - 1)
            != 0)
     {
-        return ngx_cdp_json_error(r, NGX_HTTP_UNSUPPORTED_MEDIA_TYPE,
-                                  "{\"error\":\"an HTML form is expected: "
-                                  "application/x-www-form-urlencoded\"}");
+        return ngx_cdp_error(r, NGX_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                             "unsupported_media_type",
+                             "an HTML form is expected: "
+                             "application/x-www-form-urlencoded",
+                             "Content-Type");
     }
 
     if (r->headers_in.content_length_n > NGX_CDP_FORM_MAX) {
-        return ngx_cdp_json_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                  "{\"error\":\"form over 4096 bytes\"}");
+        return ngx_cdp_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                             "body_too_large", "form over 4096 bytes", NULL);
     }
 
     rc = ngx_http_read_client_request_body(r, ngx_cdp_consent_body);
@@ -136,8 +133,9 @@ ngx_cdp_consent_post(ngx_http_request_t *r)
          cl = cl->next)
     {
         if (cl->buf->in_file) {
-            return ngx_cdp_json_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                      "{\"error\":\"form over 4096 bytes\"}");
+            return ngx_cdp_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                 "body_too_large", "form over 4096 bytes",
+                                 NULL);
         }
 
         if (!ngx_buf_in_memory(cl->buf)) {
@@ -148,8 +146,9 @@ ngx_cdp_consent_post(ngx_http_request_t *r)
         len = cl->buf->last - cl->buf->pos;
 
         if ((size_t) (last - form) + len > NGX_CDP_FORM_MAX) {
-            return ngx_cdp_json_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                      "{\"error\":\"form over 4096 bytes\"}");
+            return ngx_cdp_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                 "body_too_large", "form over 4096 bytes",
+                                 NULL);
         }
 
         last = ngx_cpymem(last, cl->buf->pos, len);
@@ -183,9 +182,9 @@ ngx_cdp_consent_post(ngx_http_request_t *r)
             p = ngx_cdp_consent_grant(value.data, n);
 
             if (p < 0) {
-                return ngx_cdp_json_error(r, NGX_HTTP_BAD_REQUEST,
-                                          "{\"error\":\"unknown purpose\","
-                                          "\"field\":\"grant\"}");
+                return ngx_cdp_error(r, NGX_HTTP_BAD_REQUEST,
+                                     "unknown_purpose", "unknown purpose",
+                                     "grant");
             }
 
             purposes |= p;

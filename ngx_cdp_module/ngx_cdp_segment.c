@@ -107,6 +107,7 @@ static int ngx_cdp_segment_json_error(ngx_cdp_segment_error_t *err,
 static int ngx_cdp_segment_nul(ngx_cdp_segment_error_t *err,
     const u_char *body, const u_char *nul);
 static json_t *ngx_cdp_segment_get(json_t *obj, const char *key);
+static int ngx_cdp_segment_name_clean(const u_char *p, size_t len);
 static int ngx_cdp_segment_consent(json_t *ctx);
 static int ngx_cdp_segment_id(json_t *v);
 static int ngx_cdp_segment_item_type(json_t *msg, long index,
@@ -554,6 +555,27 @@ ngx_cdp_segment_consent(json_t *ctx)
 }
 
 
+/*
+ * One rule at both doors (the pixel's e= too, ngx_cdp_codec.c): an event's
+ * or a property's name has no control character (U+0000 to U+001F,
+ * U+007F); values may have any but NUL.
+ */
+
+static int
+ngx_cdp_segment_name_clean(const u_char *p, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; i < len; i++) {
+        if (p[i] < 0x20 || p[i] == 0x7f) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
 /* the value of key, NULL when absent or null */
 
 static json_t *
@@ -663,8 +685,8 @@ ngx_cdp_segment_check(json_t *msg, int type, long index,
 {
     int          uid, aid, rc;
     size_t       i;
-    json_t      *v;
-    const char  *name;
+    json_t      *v, *pv;
+    const char  *name, *key;
 
     static const char  *ids[] = { "userId", "anonymousId", "previousId",
                                   "groupId" };
@@ -730,6 +752,16 @@ ngx_cdp_segment_check(json_t *msg, int type, long index,
                                         "non-empty string");
         }
 
+        /* the pixel's rule too: no control character in a name */
+
+        if (!ngx_cdp_segment_name_clean((const u_char *) json_string_value(v),
+                                        json_string_length(v)))
+        {
+            return ngx_cdp_segment_fail(err, 400, "invalid_field", index,
+                                        "event", "event may not contain "
+                                        "control characters");
+        }
+
         break;
 
     case NGX_CDP_SEGMENT_GROUP:
@@ -754,6 +786,23 @@ ngx_cdp_segment_check(json_t *msg, int type, long index,
 
     default:
         break;
+    }
+
+    /* and none in a property's name */
+
+    v = ngx_cdp_segment_get(msg, "properties");
+
+    if (v != NULL && json_is_object(v)) {
+        json_object_foreach(v, key, pv) {
+            if (!ngx_cdp_segment_name_clean((const u_char *) key,
+                                            strlen(key)))
+            {
+                return ngx_cdp_segment_fail(err, 400, "invalid_field", index,
+                                            "properties", "a property's "
+                                            "name may not contain control "
+                                            "characters");
+            }
+        }
     }
 
     for (i = 0; i < sizeof(objects) / sizeof(objects[0]); i++) {

@@ -503,6 +503,43 @@ ngx_cdp_send(ngx_http_request_t *r, ngx_uint_t status, const char *type,
 }
 
 
+/*
+ * The error body of every JSON door (the server API, the admin API, the
+ * consent endpoint): {"success":false,"error":CODE,"message":TEXT} and
+ * "field" naming the request's part at fault, when there is one.  code,
+ * message and field are constants without anything to escape.
+ */
+
+ngx_int_t
+ngx_cdp_error(ngx_http_request_t *r, ngx_uint_t status, const char *code,
+    const char *message, const char *field)
+{
+    u_char  *p, *body;
+    size_t   len;
+
+    len = sizeof("{\"success\":false,\"error\":\"\",\"message\":\"\","
+                 "\"field\":\"\"}") - 1
+          + ngx_strlen(code) + ngx_strlen(message)
+          + (field ? ngx_strlen(field) : 0);
+
+    body = ngx_pnalloc(r->pool, len);
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_sprintf(body, "{\"success\":false,\"error\":\"%s\","
+                    "\"message\":\"%s\"", code, message);
+
+    if (field) {
+        p = ngx_sprintf(p, ",\"field\":\"%s\"", field);
+    }
+
+    *p++ = '}';
+
+    return ngx_cdp_send(r, status, "application/json", body, p - body);
+}
+
+
 /* a response header of constant strings */
 
 ngx_int_t

@@ -279,6 +279,8 @@ extern ngx_module_t  ngx_http_cdp_module;
 ngx_http_cdp_ctx_t *ngx_http_cdp_get_ctx(ngx_http_request_t *r);
 ngx_int_t ngx_cdp_send(ngx_http_request_t *r, ngx_uint_t status,
     const char *type, u_char *body, size_t len);
+ngx_int_t ngx_cdp_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *code, const char *message, const char *field);
 ngx_int_t ngx_cdp_add_header(ngx_http_request_t *r, const char *key,
     const char *value);
 ngx_int_t ngx_cdp_read_conf_file(ngx_conf_t *cf, ngx_str_t *directive,

@@ -571,7 +571,8 @@ def test_post_html_accept_redirects(redis_server, nginx_factory):
 # --------------------------------------------------------------------------
 # cross-site requests
 
-CROSS = {'error': 'cross-site request refused'}
+CROSS = {'success': False, 'error': 'cross_site',
+         'message': 'cross-site request refused'}
 
 
 def assert_refused_cross(r):
@@ -679,7 +680,9 @@ def test_unknown_grant(redis_server, nginx_factory, body):
         r = post(ngx, body, headers={'Accept': accept} if accept else None,
                  cookie='cdp_aid=' + mint_aid(ngx))
         assert r.status == 400, (r, r.body)
-        assert json_body(r) == {'error': 'unknown purpose',
+        assert json_body(r) == {'success': False,
+                                'error': 'unknown_purpose',
+                                'message': 'unknown purpose',
                                 'field': 'grant'}, r.body
         assert_no_state_change(r)
     time.sleep(0.3)

@@ -875,9 +875,19 @@ test_hit_fields(void)
     CHECK(hit.nprops == 1);
     CHECK_STR(hit.props[0].name, "q");
 
-    /* NUL is valid UTF-8 (JSON escapes it) */
-    CHECK(ngx_cdp_hit("title=a%00b") == NGX_CDP_HIT_OK);
-    CHECK(hit.title.len == 3 && hit.title.data[1] == '\0');
+    /* NUL nowhere (the API refuses \u0000 too), other controls in values */
+    CHECK(ngx_cdp_hit("title=a%00b") == NGX_CDP_HIT_MALFORMED);
+    CHECK(ngx_cdp_hit("title=a%0Ab") == NGX_CDP_HIT_OK);
+    CHECK(hit.title.len == 3 && hit.title.data[1] == '\n');
+
+    /* an event's name has no control character at all */
+    CHECK(ngx_cdp_hit("e=a%0Ab") == NGX_CDP_HIT_MALFORMED);
+    CHECK(ngx_cdp_hit("e=a%0Db") == NGX_CDP_HIT_MALFORMED);
+    CHECK(ngx_cdp_hit("e=a%09b") == NGX_CDP_HIT_MALFORMED);
+    CHECK(ngx_cdp_hit("e=a%7Fb") == NGX_CDP_HIT_MALFORMED);
+    CHECK(ngx_cdp_hit("e=a%00b") == NGX_CDP_HIT_MALFORMED);
+    CHECK(ngx_cdp_hit("e=a%20b%C3%A9") == NGX_CDP_HIT_OK);
+    CHECK_STR(hit.event, "a b\xc3\xa9");
 }
 
 
@@ -1210,14 +1220,14 @@ test_hit_identity(void)
     CHECK(ngx_cdp_hit("_=1") == NGX_CDP_HIT_OK);
     CHECK_NO_IDENTITY();
 
-    /* keys decoded, case-sensitive; raw UTF-8 and NUL are kept as is */
+    /* keys decoded, case-sensitive; a NUL spoils the identity only */
     CHECK(ngx_cdp_hit("%75id=a&%65mail=b%00c&UID=x&Email=y&EXP=1&SIG=2")
           == NGX_CDP_HIT_OK);
     CHECK_STR(hit.uid, "a");
-    CHECK(hit.email.len == 3 && memcmp(hit.email.data, "b\0c", 3) == 0);
+    CHECK_ABSENT(hit.email);
     CHECK_ABSENT(hit.exp);
     CHECK_ABSENT(hit.sig);
-    CHECK(hit.ident_bad == 0);
+    CHECK(hit.ident_bad == 1);
 
     CHECK(ngx_cdp_hit("uid=caf\xc3\xa9") == NGX_CDP_HIT_OK);
     CHECK_STR(hit.uid, "caf\xc3\xa9");

@@ -801,6 +801,18 @@ test_ids(void)
     CHECK(eq(res.msgs[0].user_id, "9223372036854775807"));
     ngx_cdp_segment_free(&res);
 
+    /* the pixel's rule: no control character in a name, NUL nowhere */
+    CHECK(bad(TRACK, B("{\"userId\":\"u\",\"event\":\"a\\nb\"}"), 400,
+              "invalid_field", "event", -1));
+    CHECK(bad(TRACK, B("{\"userId\":\"u\",\"event\":\"a\\u007fb\"}"),
+              400, "invalid_field", "event", -1));
+    CHECK(bad(TRACK, B("{\"userId\":\"u\",\"event\":\"e\","
+                       "\"properties\":{\"a\\tb\":1}}"), 400,
+              "invalid_field", "properties", -1));
+    CHECK(ok(TRACK, B("{\"userId\":\"u\",\"event\":\"e\","
+                      "\"properties\":{\"ab\":\"x\\ny\"}}"), 1));
+    ngx_cdp_segment_free(&res);
+
     /* other types are refused */
     CHECK(bad(TRACK, B("{\"userId\":1.5,\"event\":\"e\"}"), 400,
               "invalid_field", "userId", -1));
@@ -1709,7 +1721,7 @@ test_dump_as_jansson(void)
         "\"zero\":0,\"neg\":-1,\"ten\":10,"
         "\"reals\":[0.5,-1.25,1e300,3.0,1E-7,0.1,1.5e100,-2e-5,1e-300,-0.0,12345678.9],"
         "\"lit\":[true,false,null,[],{}],"
-        "\"\\\"key\\n\":\"\"}}";
+        "\"\\\"key\\\\\":\"\"}}";
 
     CHECK(ok(TRACK, B(body), 1));
 
