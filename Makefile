@@ -17,6 +17,8 @@
 #                   proxy without, new and returning visitors; the pixel's
 #                   bot check vs cdp_bot off, and a bot's hit (about 2 min)
 #   make fuzz       libFuzzer targets of the pure parsers (clang-14)
+#   make deb        the Debian package libnginx-mod-http-cdp in dist/
+#                   (scripts/mkdeb.sh)
 
 SHELL      := /bin/bash
 TOP        := $(abspath .)
@@ -31,7 +33,7 @@ SRCS := $(wildcard ngx_cdp_module/*.c ngx_cdp_module/*.h) config \
 
 .PHONY: all build deps deps-test run test unit integration memcheck bench \
         bench-compare bench-redis bench-dest bench-spool bench-capture fuzz \
-        clean
+        deb clean
 
 all: build
 
@@ -159,6 +161,13 @@ bench-capture: deps-test build
 fuzz:
 	$(MAKE) -C tests/fuzz
 
+# the Debian package of the module built here, in the style of Debian's
+# libnginx-mod-http-* (Depends: the nginx-abi of the nginx-dev tree and the
+# libraries the module links): dist/libnginx-mod-http-cdp_VERSION_ARCH.deb;
+# dpkg-deb only, no debhelper (scripts/mkdeb.sh, packaging/deb/)
+deb: build
+	@bash scripts/mkdeb.sh
+
 clean:
-	rm -rf $(BUILD) var
+	rm -rf $(BUILD) var dist
 	$(MAKE) -C tests/unit clean
