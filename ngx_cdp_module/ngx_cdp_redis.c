@@ -58,10 +58,33 @@ typedef struct {
     ngx_event_t                reconnect_ev;
     ngx_msec_t                 backoff;
 
+    ngx_uint_t                 loading;     /* a bit per library */
+
     unsigned                   must_close:1;
-    unsigned                   loading:1;
     unsigned                   reported:1;  /* the outage is logged */
 } ngx_cdp_redis_t;
+
+
+typedef struct {
+    const char                *name;        /* for the log */
+    const char                *version;     /* its version function */
+    const char                *rev;         /* the revision compiled in */
+    const char                *lua;
+    size_t                     len;
+} ngx_cdp_redis_library_t;
+
+
+/* store/cdp.lua, then store/admin.lua (ngx_cdp_redis_library_*) */
+
+static ngx_cdp_redis_library_t  ngx_cdp_redis_libraries[] = {
+    { "store library cdp_v1", "cdp_version", NGX_CDP_STORE_REV,
+      ngx_cdp_store_lua, sizeof(ngx_cdp_store_lua) - 1 },
+    { "admin library cdp_admin_v1", "cdp_admin_version", NGX_CDP_ADMIN_REV,
+      ngx_cdp_admin_lua, sizeof(ngx_cdp_admin_lua) - 1 }
+};
+
+#define NGX_CDP_REDIS_LIB_STORE   (&ngx_cdp_redis_libraries[0])
+#define NGX_CDP_REDIS_LIB_ADMIN   (&ngx_cdp_redis_libraries[1])
 
 
 static void ngx_cdp_redis_connect(ngx_cdp_redis_t *rd);
@@ -75,15 +98,12 @@ static ngx_int_t ngx_cdp_redis_command(ngx_cdp_redis_t *rd, int argc,
 static ngx_int_t ngx_cdp_redis_push(ngx_cdp_redis_t *rd,
     ngx_cdp_redis_reply_pt handler, void *data);
 static ngx_int_t ngx_cdp_redis_replies(ngx_cdp_redis_t *rd);
-static void ngx_cdp_redis_load_store(ngx_cdp_redis_t *rd);
-static void ngx_cdp_redis_check_admin(ngx_cdp_redis_t *rd);
-static void ngx_cdp_redis_load_admin(ngx_cdp_redis_t *rd);
-static ngx_int_t ngx_cdp_redis_loaded(ngx_cdp_redis_t *rd, redisReply *reply,
-    const char *what, const char *rev);
-static ngx_int_t ngx_cdp_redis_function_load(ngx_cdp_redis_t *rd,
-    const char *lua, size_t len, ngx_cdp_redis_reply_pt handler);
-static void ngx_cdp_redis_admin_version_done(redisReply *reply, void *data);
-static void ngx_cdp_redis_admin_load_done(redisReply *reply, void *data);
+static void ngx_cdp_redis_check(ngx_cdp_redis_t *rd,
+    ngx_cdp_redis_library_t *lib);
+static void ngx_cdp_redis_next(ngx_cdp_redis_t *rd,
+    ngx_cdp_redis_library_t *lib);
+static void ngx_cdp_redis_load(ngx_cdp_redis_t *rd,
+    ngx_cdp_redis_library_t *lib);
 static void ngx_cdp_redis_call_done(redisReply *reply, void *data);
 
 static void ngx_cdp_redis_read_handler(ngx_event_t *rev);
@@ -224,7 +244,7 @@ void
 ngx_cdp_redis_load_library(void)
 {
     if (ngx_cdp_redis && ngx_cdp_redis->state == NGX_CDP_REDIS_READY) {
-        ngx_cdp_redis_load_store(ngx_cdp_redis);
+        ngx_cdp_redis_load(ngx_cdp_redis, NGX_CDP_REDIS_LIB_STORE);
     }
 }
 
@@ -346,19 +366,7 @@ ngx_cdp_redis_handshake(ngx_cdp_redis_t *rd)
         }
     }
 
-    argv[0] = "FCALL_RO";
-    argvlen[0] = 8;
-    argv[1] = "cdp_version";
-    argvlen[1] = 11;
-    argv[2] = "0";
-    argvlen[2] = 1;
-
-    if (ngx_cdp_redis_command(rd, 3, argv, argvlen,
-                              ngx_cdp_redis_version_done, NULL)
-        != NGX_OK)
-    {
-        return;
-    }
+    ngx_cdp_redis_check(rd, &ngx_cdp_redis_libraries[0]);
 
     ngx_cdp_redis_write(rd);
 }
@@ -381,9 +389,37 @@ ngx_cdp_redis_setup_done(redisReply *reply, void *data)
 }
 
 
+/*
+ * The libraries of store/, compiled in, checked in order at every
+ * connect: FCALL_RO of its version function; another revision, or none,
+ * is loaded (FUNCTION LOAD REPLACE).  The connection is ready when the
+ * last one is there.
+ */
+
+static void
+ngx_cdp_redis_check(ngx_cdp_redis_t *rd, ngx_cdp_redis_library_t *lib)
+{
+    const char  *argv[3];
+    size_t       argvlen[3];
+
+    argv[0] = "FCALL_RO";
+    argvlen[0] = sizeof("FCALL_RO") - 1;
+    argv[1] = lib->version;
+    argvlen[1] = ngx_strlen(lib->version);
+    argv[2] = "0";
+    argvlen[2] = 1;
+
+    /* written by the caller, or by the read handler after this reply */
+    (void) ngx_cdp_redis_command(rd, 3, argv, argvlen,
+                                 ngx_cdp_redis_version_done, lib);
+}
+
+
 static void
 ngx_cdp_redis_version_done(redisReply *reply, void *data)
 {
+    ngx_cdp_redis_library_t  *lib = data;
+
     ngx_cdp_redis_t  *rd = ngx_cdp_redis;
 
     if (reply == NULL || rd->must_close) {
@@ -391,44 +427,56 @@ ngx_cdp_redis_version_done(redisReply *reply, void *data)
     }
 
     if (reply->type == REDIS_REPLY_STRING
-        && reply->len == sizeof(NGX_CDP_STORE_REV) - 1
-        && ngx_strncmp(reply->str, NGX_CDP_STORE_REV, reply->len) == 0)
+        && reply->len == ngx_strlen(lib->rev)
+        && ngx_strncmp(reply->str, lib->rev, reply->len) == 0)
     {
-        ngx_cdp_redis_check_admin(rd);
+        ngx_cdp_redis_next(rd, lib);
         return;
     }
 
     /* missing ("Function not found") or another revision */
 
-    ngx_cdp_redis_load_store(rd);
+    ngx_cdp_redis_load(rd, lib);
 }
 
 
+/* the library after lib, or ready */
+
 static void
-ngx_cdp_redis_load_store(ngx_cdp_redis_t *rd)
+ngx_cdp_redis_next(ngx_cdp_redis_t *rd, ngx_cdp_redis_library_t *lib)
 {
-    if (rd->loading) {
+    if (rd->state != NGX_CDP_REDIS_HANDSHAKE) {
         return;
     }
 
-    if (ngx_cdp_redis_function_load(rd, ngx_cdp_store_lua,
-                                    sizeof(ngx_cdp_store_lua) - 1,
-                                    ngx_cdp_redis_load_done)
-        == NGX_OK)
+    lib++;
+
+    if (lib < ngx_cdp_redis_libraries
+              + sizeof(ngx_cdp_redis_libraries)
+                / sizeof(ngx_cdp_redis_library_t))
     {
-        rd->loading = 1;
+        ngx_cdp_redis_check(rd, lib);
+        return;
     }
+
+    ngx_cdp_redis_ready(rd);
 }
 
 
-/* FUNCTION LOAD REPLACE of a library of store/, compiled in */
+/* FUNCTION LOAD REPLACE, once at a time per library */
 
-static ngx_int_t
-ngx_cdp_redis_function_load(ngx_cdp_redis_t *rd, const char *lua, size_t len,
-    ngx_cdp_redis_reply_pt handler)
+static void
+ngx_cdp_redis_load(ngx_cdp_redis_t *rd, ngx_cdp_redis_library_t *lib)
 {
+    ngx_uint_t   bit;
     const char  *argv[4];
     size_t       argvlen[4];
+
+    bit = 1 << (lib - ngx_cdp_redis_libraries);
+
+    if (rd->loading & bit) {
+        return;
+    }
 
     argv[0] = "FUNCTION";
     argvlen[0] = 8;
@@ -436,116 +484,46 @@ ngx_cdp_redis_function_load(ngx_cdp_redis_t *rd, const char *lua, size_t len,
     argvlen[1] = 4;
     argv[2] = "REPLACE";
     argvlen[2] = 7;
-    argv[3] = lua;
-    argvlen[3] = len;
+    argv[3] = lib->lua;
+    argvlen[3] = lib->len;
 
-    return ngx_cdp_redis_command(rd, 4, argv, argvlen, handler, NULL);
-}
-
-
-static void
-ngx_cdp_redis_load_done(redisReply *reply, void *data)
-{
-    ngx_cdp_redis_t  *rd = ngx_cdp_redis;
-
-    if (reply == NULL) {
-        return;
-    }
-
-    rd->loading = 0;
-
-    if (ngx_cdp_redis_loaded(rd, reply, "store library cdp_v1",
-                             NGX_CDP_STORE_REV)
-        == NGX_OK
-        && rd->state == NGX_CDP_REDIS_HANDSHAKE)
+    if (ngx_cdp_redis_command(rd, 4, argv, argvlen, ngx_cdp_redis_load_done,
+                              lib)
+        == NGX_OK)
     {
-        ngx_cdp_redis_check_admin(rd);
+        rd->loading |= bit;
     }
 }
 
 
 /* the reply to FUNCTION LOAD: logged; a refusal closes the connection */
 
-static ngx_int_t
-ngx_cdp_redis_loaded(ngx_cdp_redis_t *rd, redisReply *reply,
-    const char *what, const char *rev)
-{
-    if (reply->type == REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
-                      "cdp: redis FUNCTION LOAD of the %s failed: %s",
-                      what, reply->str);
-        rd->must_close = 1;
-        return NGX_ERROR;
-    }
-
-    ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
-                  "cdp: loaded the %s revision %s into redis %V",
-                  what, rev, &rd->mcf->addr_text);
-
-    return NGX_OK;
-}
-
-
-/* the second library, cdp_admin_v1 (store/admin.lua), as the first */
-
 static void
-ngx_cdp_redis_check_admin(ngx_cdp_redis_t *rd)
+ngx_cdp_redis_load_done(redisReply *reply, void *data)
 {
-    static const char   *argv[] = { "FCALL_RO", "cdp_admin_version", "0" };
-    static const size_t  argvlen[] = { 8, 17, 1 };
+    ngx_cdp_redis_library_t  *lib = data;
 
-    /* sent by the read handler, after the reply being handled */
-    (void) ngx_cdp_redis_command(rd, 3, argv, argvlen,
-                                 ngx_cdp_redis_admin_version_done, NULL);
-}
-
-
-static void
-ngx_cdp_redis_admin_version_done(redisReply *reply, void *data)
-{
-    ngx_cdp_redis_t  *rd = ngx_cdp_redis;
-
-    if (reply == NULL || rd->must_close) {
-        return;
-    }
-
-    if (reply->type == REDIS_REPLY_STRING
-        && reply->len == sizeof(NGX_CDP_ADMIN_REV) - 1
-        && ngx_strncmp(reply->str, NGX_CDP_ADMIN_REV, reply->len) == 0)
-    {
-        ngx_cdp_redis_ready(rd);
-        return;
-    }
-
-    ngx_cdp_redis_load_admin(rd);
-}
-
-
-static void
-ngx_cdp_redis_load_admin(ngx_cdp_redis_t *rd)
-{
-    (void) ngx_cdp_redis_function_load(rd, ngx_cdp_admin_lua,
-                                       sizeof(ngx_cdp_admin_lua) - 1,
-                                       ngx_cdp_redis_admin_load_done);
-}
-
-
-static void
-ngx_cdp_redis_admin_load_done(redisReply *reply, void *data)
-{
     ngx_cdp_redis_t  *rd = ngx_cdp_redis;
 
     if (reply == NULL) {
         return;
     }
 
-    if (ngx_cdp_redis_loaded(rd, reply, "admin library cdp_admin_v1",
-                             NGX_CDP_ADMIN_REV)
-        == NGX_OK
-        && rd->state == NGX_CDP_REDIS_HANDSHAKE)
-    {
-        ngx_cdp_redis_ready(rd);
+    rd->loading &= ~(1 << (lib - ngx_cdp_redis_libraries));
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      "cdp: redis FUNCTION LOAD of the %s failed: %s",
+                      lib->name, reply->str);
+        rd->must_close = 1;
+        return;
     }
+
+    ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
+                  "cdp: loaded the %s revision %s into redis %V",
+                  lib->name, lib->rev, &rd->mcf->addr_text);
+
+    ngx_cdp_redis_next(rd, lib);
 }
 
 
@@ -589,7 +567,7 @@ ngx_cdp_redis_call_done(redisReply *reply, void *data)
         && ngx_strstr(reply->str, "Function not found"))
     {
         /* FUNCTION FLUSH meanwhile: back for the next call */
-        ngx_cdp_redis_load_admin(ngx_cdp_redis);
+        ngx_cdp_redis_load(ngx_cdp_redis, NGX_CDP_REDIS_LIB_ADMIN);
     }
 
     call->handler(call, reply);
