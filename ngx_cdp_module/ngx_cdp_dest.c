@@ -49,22 +49,82 @@ static struct {
     { ngx_null_string, 0 }
 };
 
-/* cdp_status: one metric a counter, with the destination as a label */
-static const char  *ngx_cdp_dest_metrics[] = {
-    "cdp_destination_queued_total{destination=\"%V\"}",
-    "cdp_destination_filtered_total{destination=\"%V\",reason=\"consent\"}",
-    "cdp_destination_filtered_total{destination=\"%V\",reason=\"erased\"}",
-    "cdp_destination_filtered_total{destination=\"%V\",reason=\"type\"}",
-    "cdp_destination_delivered_total{destination=\"%V\"}",
-    "cdp_destination_retried_total{destination=\"%V\"}",
-    "cdp_destination_dead_lettered_total{destination=\"%V\"}",
-    "cdp_destination_deletion_notices_total{destination=\"%V\"}",
-    "cdp_destination_requests_total{destination=\"%V\"}",
-    "cdp_destination_in_flight{destination=\"%V\"}",
-    "cdp_destination_stream_length{destination=\"%V\"}",
-    "cdp_destination_pending{destination=\"%V\"}",
-    "cdp_destination_seconds_since_success{destination=\"%V\"}"
+/* cdp_status: the families of the counters, in the order they are shown */
+typedef enum {
+    NGX_CDP_DM_QUEUED = 0,
+    NGX_CDP_DM_FILTERED,
+    NGX_CDP_DM_DELIVERED,
+    NGX_CDP_DM_RETRIED,
+    NGX_CDP_DM_DEAD,
+    NGX_CDP_DM_NOTICES,
+    NGX_CDP_DM_REQUESTS,
+    NGX_CDP_DM_IN_FLIGHT,
+    NGX_CDP_DM_LENGTH,
+    NGX_CDP_DM_PENDING,
+    NGX_CDP_DM_LAST_SUCCESS,
+    NGX_CDP_DM_N
+} ngx_cdp_dest_metric_e;
+
+static struct {
+    ngx_str_t                  name;
+    ngx_str_t                  type;
+    ngx_str_t                  help;        /* no backslash, no newline */
+} ngx_cdp_dest_metrics[] = {
+    { ngx_string("cdp_destination_queued_total"), ngx_string("counter"),
+      ngx_string("Events queued for the destination.") },
+    { ngx_string("cdp_destination_filtered_total"), ngx_string("counter"),
+      ngx_string("Events the destination did not get, by reason.") },
+    { ngx_string("cdp_destination_delivered_total"), ngx_string("counter"),
+      ngx_string("Events delivered to the destination.") },
+    { ngx_string("cdp_destination_retried_total"), ngx_string("counter"),
+      ngx_string("Events to be sent again after a failed delivery.") },
+    { ngx_string("cdp_destination_dead_lettered_total"),
+      ngx_string("counter"),
+      ngx_string("Events refused by the destination: dead-lettered.") },
+    { ngx_string("cdp_destination_deletion_notices_total"),
+      ngx_string("counter"),
+      ngx_string("Deletion notices delivered to the destination.") },
+    { ngx_string("cdp_destination_requests_total"), ngx_string("counter"),
+      ngx_string("HTTP requests made to the destination.") },
+    { ngx_string("cdp_destination_in_flight"), ngx_string("gauge"),
+      ngx_string("HTTP requests to the destination in flight.") },
+    { ngx_string("cdp_destination_stream_length"), ngx_string("gauge"),
+      ngx_string("Entries in the destination's out-stream.") },
+    { ngx_string("cdp_destination_pending"), ngx_string("gauge"),
+      ngx_string("Entries read from the out-stream, not acknowledged.") },
+    { ngx_string("cdp_destination_seconds_since_success"),
+      ngx_string("gauge"),
+      ngx_string("Seconds since the last successful delivery; -1: none"
+                 " yet.") }
 };
+
+/* indexed by ngx_cdp_dest_counter_e: the family, the labels past the name */
+static struct {
+    ngx_uint_t                 metric;      /* NGX_CDP_DM_* */
+    ngx_str_t                  labels;
+} ngx_cdp_dest_samples[] = {
+    { NGX_CDP_DM_QUEUED, ngx_string("") },
+    { NGX_CDP_DM_FILTERED, ngx_string(",reason=\"consent\"") },
+    { NGX_CDP_DM_FILTERED, ngx_string(",reason=\"erased\"") },
+    { NGX_CDP_DM_FILTERED, ngx_string(",reason=\"type\"") },
+    { NGX_CDP_DM_DELIVERED, ngx_string("") },
+    { NGX_CDP_DM_RETRIED, ngx_string("") },
+    { NGX_CDP_DM_DEAD, ngx_string("") },
+    { NGX_CDP_DM_NOTICES, ngx_string("") },
+    { NGX_CDP_DM_REQUESTS, ngx_string("") },
+    { NGX_CDP_DM_IN_FLIGHT, ngx_string("") },
+    { NGX_CDP_DM_LENGTH, ngx_string("") },
+    { NGX_CDP_DM_PENDING, ngx_string("") },
+    { NGX_CDP_DM_LAST_SUCCESS, ngx_string("") }
+};
+
+/* a counter added to ngx_cdp_dest_counter_e needs its row: or no build */
+typedef char ngx_cdp_dest_samples_check[
+    sizeof(ngx_cdp_dest_samples) / sizeof(ngx_cdp_dest_samples[0])
+    == NGX_CDP_DC_N ? 1 : -1];
+typedef char ngx_cdp_dest_metrics_check[
+    sizeof(ngx_cdp_dest_metrics) / sizeof(ngx_cdp_dest_metrics[0])
+    == NGX_CDP_DM_N ? 1 : -1];
 
 
 /*
@@ -871,20 +931,29 @@ size_t
 ngx_cdp_dest_status_len(ngx_http_cdp_main_conf_t *mcf)
 {
     size_t           len;
-    ngx_uint_t       i, k;
+    ngx_uint_t       i, k, m;
     ngx_cdp_dest_t  *d;
 
-    if (mcf->destinations == NULL) {
+    if (mcf->destinations == NULL || mcf->destinations->nelts == 0) {
         return 0;
     }
 
     d = mcf->destinations->elts;
     len = 0;
 
+    for (m = 0; m < NGX_CDP_DM_N; m++) {
+        len += sizeof("# HELP  \n# TYPE  \n") - 1
+               + 2 * ngx_cdp_dest_metrics[m].name.len
+               + ngx_cdp_dest_metrics[m].help.len
+               + ngx_cdp_dest_metrics[m].type.len;
+    }
+
     for (i = 0; i < mcf->destinations->nelts; i++) {
         for (k = 0; k < NGX_CDP_DC_N; k++) {
-            len += ngx_strlen(ngx_cdp_dest_metrics[k]) + d[i].name.len
-                   + 1 + NGX_ATOMIC_T_LEN + 1;
+            m = ngx_cdp_dest_samples[k].metric;
+            len += ngx_cdp_dest_metrics[m].name.len
+                   + sizeof("{destination=\"\"} \n") - 1 + d[i].name.len
+                   + ngx_cdp_dest_samples[k].labels.len + NGX_ATOMIC_T_LEN;
         }
     }
 
@@ -892,34 +961,52 @@ ngx_cdp_dest_status_len(ngx_http_cdp_main_conf_t *mcf)
 }
 
 
+/*
+ * Family by family (each once, with its HELP and TYPE), and in a family
+ * destination by destination, so that a family's samples stay together.
+ */
+
 u_char *
 ngx_cdp_dest_status(ngx_http_cdp_main_conf_t *mcf, u_char *p)
 {
-    ngx_uint_t       i, k;
+    ngx_str_t       *name;
+    ngx_uint_t       i, k, m;
     ngx_atomic_t     v;
     ngx_cdp_dest_t  *d;
 
-    if (mcf->destinations == NULL) {
+    if (mcf->destinations == NULL || mcf->destinations->nelts == 0) {
         return p;
     }
 
     d = mcf->destinations->elts;
 
-    for (i = 0; i < mcf->destinations->nelts; i++) {
-        for (k = 0; k < NGX_CDP_DC_N; k++) {
-            v = d[i].counters ? d[i].counters[k] : 0;
+    for (m = 0; m < NGX_CDP_DM_N; m++) {
+        name = &ngx_cdp_dest_metrics[m].name;
 
-            if (k == NGX_CDP_DC_LAST_SUCCESS) {
-                /* seconds since the last success; -1: none yet */
-                p = ngx_sprintf(p, (char *) ngx_cdp_dest_metrics[k],
-                                &d[i].name);
-                p = v ? ngx_sprintf(p, " %T\n", ngx_time() - (time_t) v)
-                      : ngx_sprintf(p, " -1\n");
-                continue;
+        p = ngx_sprintf(p, "# HELP %V %V\n# TYPE %V %V\n",
+                        name, &ngx_cdp_dest_metrics[m].help,
+                        name, &ngx_cdp_dest_metrics[m].type);
+
+        for (i = 0; i < mcf->destinations->nelts; i++) {
+            for (k = 0; k < NGX_CDP_DC_N; k++) {
+                if (ngx_cdp_dest_samples[k].metric != m) {
+                    continue;
+                }
+
+                v = d[i].counters ? d[i].counters[k] : 0;
+
+                p = ngx_sprintf(p, "%V{destination=\"%V\"%V}", name,
+                                &d[i].name, &ngx_cdp_dest_samples[k].labels);
+
+                if (k == NGX_CDP_DC_LAST_SUCCESS) {
+                    /* seconds since the last success; -1: none yet */
+                    p = v ? ngx_sprintf(p, " %T\n", ngx_time() - (time_t) v)
+                          : ngx_sprintf(p, " -1\n");
+                    continue;
+                }
+
+                p = ngx_sprintf(p, " %uA\n", v);
             }
-
-            p = ngx_sprintf(p, (char *) ngx_cdp_dest_metrics[k], &d[i].name);
-            p = ngx_sprintf(p, " %uA\n", v);
         }
     }
 

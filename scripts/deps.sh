@@ -10,7 +10,8 @@ PKGS="build-essential nginx nginx-dev libhiredis-dev libmaxminddb-dev
 if [ "$1" = test ]; then
     PKGS="$PKGS wrk python3-pytest python3-redis python3-requests chromium
           chromium-driver python3-selenium
-          libmaxmind-db-writer-perl mmdb-bin"
+          libmaxmind-db-writer-perl mmdb-bin prometheus"
+    # (prometheus for its promtool: test_metrics.py checks cdp_status)
 
     # node and npm for Segment's SDK (tests/integration/node); commands, not
     # packages: NodeSource's nodejs bundles npm and conflicts with Debian's
