@@ -12,6 +12,11 @@
  * a messageId it saw within cdp_dedup_window, in the same atomic call).
  *
  * The worker never blocks: the wait is a timer and a callback.
+ *
+ * A body may come compressed (Content-Encoding: gzip, x-gzip or deflate,
+ * as some server libraries send every batch): the endpoint's limit applies
+ * to the compressed body as it arrives and again to the inflated one,
+ * which is inflated into a buffer of that limit and not a byte more.
  */
 
 
@@ -23,6 +28,7 @@
 #include <ngx_md5.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
+#include <zlib.h>
 
 #include "ngx_cdp_ident.h"
 #include "ngx_cdp_segment.h"
@@ -30,12 +36,20 @@
 
 #define NGX_CDP_API_RETRY_AFTER  "5"
 
+/* the body's content coding */
+#define NGX_CDP_API_IDENTITY     0
+#define NGX_CDP_API_GZIP         1
+#define NGX_CDP_API_DEFLATE      2
+
+#define NGX_CDP_API_ACCEPT_ENCODING  "gzip, deflate"
+
 
 typedef struct {
     ngx_http_request_t       *request;
     ngx_cdp_ingest_waiter_t   *waiter;       /* NULL once answered */
     ngx_event_t               timer;
     ngx_int_t                 type;
+    ngx_uint_t                encoding;     /* NGX_CDP_API_GZIP, ... */
     ngx_http_cdp_write_key_t *key;          /* the sender's */
     int                       consent_default;  /* -2: not evaluated */
 } ngx_cdp_api_ctx_t;
@@ -44,6 +58,10 @@ typedef struct {
 static void ngx_cdp_api_body(ngx_http_request_t *r);
 static ngx_int_t ngx_cdp_api_process(ngx_http_request_t *r,
     ngx_cdp_api_ctx_t *actx);
+static ngx_int_t ngx_cdp_api_encoding(ngx_http_request_t *r,
+    ngx_uint_t *encoding, ngx_str_t *bad);
+static ngx_int_t ngx_cdp_api_inflate(ngx_http_request_t *r,
+    ngx_uint_t encoding, ngx_str_t *body, size_t max, const char **why);
 static ngx_http_cdp_write_key_t *ngx_cdp_api_auth(ngx_http_request_t *r,
     const char *body_key);
 static ngx_int_t ngx_cdp_api_enqueue(ngx_http_request_t *r,
@@ -56,6 +74,8 @@ static void ngx_cdp_api_timeout(ngx_event_t *ev);
 static void ngx_cdp_api_cleanup(void *data);
 static ngx_int_t ngx_cdp_api_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *message);
+static ngx_int_t ngx_cdp_api_fail(ngx_http_request_t *r, ngx_uint_t status,
+    const char *code, const char *field, const char *fmt, ...);
 static ngx_int_t ngx_cdp_api_unavailable(ngx_http_request_t *r);
 static ngx_int_t ngx_cdp_api_unauthorized(ngx_http_request_t *r);
 
@@ -174,6 +194,8 @@ ngx_cdp_api_handler(ngx_http_request_t *r)
     size_t               max;
     u_char              *tail;
     ngx_int_t            rc, type;
+    ngx_str_t            bad;
+    ngx_uint_t           encoding;
     ngx_cdp_api_ctx_t   *actx;
     ngx_http_cdp_ctx_t  *ctx;
 
@@ -198,6 +220,37 @@ ngx_cdp_api_handler(ngx_http_request_t *r)
                                  "page, screen, group, alias or batch");
     }
 
+    /* a coding it cannot decode is refused before the body is read */
+
+    if (ngx_cdp_api_encoding(r, &encoding, &bad) != NGX_OK) {
+        ngx_cdp_count(NGX_CDP_C_API_REJECTED, 1);
+
+        /* RFC 9110, 15.5.16: the codings that would have been accepted */
+
+        if (ngx_cdp_add_header(r, "Accept-Encoding",
+                               NGX_CDP_API_ACCEPT_ENCODING)
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (bad.len > 64) {
+            bad.len = 64;
+        }
+
+        return ngx_cdp_api_fail(r, NGX_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                                "unsupported_content_encoding",
+                                "Content-Encoding",
+                                encoding == NGX_CDP_API_IDENTITY
+                                ? "unsupported content coding \"%V\": the "
+                                  "API decodes gzip, x-gzip and deflate"
+                                : "one content coding at most (gzip, "
+                                  "x-gzip or deflate), \"%V\" comes on "
+                                  "top of another", &bad);
+    }
+
+    /* the compressed body's own size: the inflated one is checked later */
+
     max = (type == NGX_CDP_SEGMENT_BATCH) ? NGX_CDP_SEGMENT_BATCH_BODY_MAX
                                           : NGX_CDP_SEGMENT_BODY_MAX;
 
@@ -218,6 +271,7 @@ ngx_cdp_api_handler(ngx_http_request_t *r)
 
     actx->request = r;
     actx->type = type;
+    actx->encoding = encoding;
     actx->consent_default = -2;
 
     ctx = ngx_http_cdp_get_ctx(r);
@@ -264,10 +318,11 @@ ngx_cdp_api_body(ngx_http_request_t *r)
 static ngx_int_t
 ngx_cdp_api_process(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx)
 {
-    size_t                     i, size;
+    size_t                     i, size, max;
     ngx_uint_t                 queued;
     ngx_int_t                  rc;
     ngx_str_t                  body;
+    const char                *why;
     ngx_time_t                *tp;
     ngx_pool_cleanup_t        *cln;
     ngx_cdp_segment_t          res;
@@ -277,10 +332,10 @@ ngx_cdp_api_process(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx)
     u_char                    *ej;
     u_char                     ts[NGX_CDP_ISO8601_LEN];
 
-    rc = ngx_cdp_read_body(r, &body,
-                               actx->type == NGX_CDP_SEGMENT_BATCH
-                               ? NGX_CDP_SEGMENT_BATCH_BODY_MAX
-                               : NGX_CDP_SEGMENT_BODY_MAX);
+    max = (actx->type == NGX_CDP_SEGMENT_BATCH)
+          ? NGX_CDP_SEGMENT_BATCH_BODY_MAX : NGX_CDP_SEGMENT_BODY_MAX;
+
+    rc = ngx_cdp_read_body(r, &body, max);
 
     if (rc == NGX_DECLINED) {
         ngx_cdp_count(NGX_CDP_C_API_REJECTED, 1);
@@ -301,6 +356,39 @@ ngx_cdp_api_process(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx)
 
         if (actx->key == NULL) {
             return ngx_cdp_api_unauthorized(r);
+        }
+    }
+
+    /* an empty body is empty in any coding: the parser says so */
+
+    if (actx->encoding != NGX_CDP_API_IDENTITY && body.len) {
+        rc = ngx_cdp_api_inflate(r, actx->encoding, &body, max, &why);
+
+        if (rc == NGX_DECLINED) {
+            ngx_cdp_count(NGX_CDP_C_API_REJECTED, 1);
+
+            return ngx_cdp_api_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                     "body_too_large",
+                                     actx->type == NGX_CDP_SEGMENT_BATCH
+                                     ? "a batch body may have 512000 bytes "
+                                       "once inflated"
+                                     : "a message body may have 32768 bytes "
+                                       "once inflated");
+        }
+
+        if (rc == NGX_ABORT) {
+            ngx_cdp_count(NGX_CDP_C_API_REJECTED, 1);
+
+            return ngx_cdp_api_fail(r, NGX_HTTP_BAD_REQUEST,
+                                    "invalid_content_encoding",
+                                    "Content-Encoding",
+                                    "the body is not valid %s: %s",
+                                    actx->encoding == NGX_CDP_API_GZIP
+                                    ? "gzip" : "deflate (zlib)", why);
+        }
+
+        if (rc != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
     }
 
@@ -476,6 +564,218 @@ ngx_cdp_read_body(ngx_http_request_t *r, ngx_str_t *body, size_t max)
     body->len = p - body->data;
 
     return NGX_OK;
+}
+
+
+/*
+ * The body's content coding, from every Content-Encoding header (each a
+ * list, RFC 9110): gzip (or its old name x-gzip), deflate, or none when
+ * there is none, or only "identity" or empty elements.  Names are
+ * case-insensitive, spaces and tabs around them do not count.  Another
+ * name is NGX_DECLINED with that name in bad and *encoding none; a second
+ * coding applied on top of the first too, with *encoding the first.
+ */
+
+static ngx_int_t
+ngx_cdp_api_encoding(ngx_http_request_t *r, ngx_uint_t *encoding,
+    ngx_str_t *bad)
+{
+    u_char           *p, *last, *start, *end;
+    size_t            len;
+    ngx_uint_t        i, enc;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    *encoding = NGX_CDP_API_IDENTITY;
+    ngx_str_null(bad);
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NGX_OK;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len != sizeof("Content-Encoding") - 1
+            || ngx_strncasecmp(h[i].key.data, (u_char *) "Content-Encoding",
+                               sizeof("Content-Encoding") - 1)
+               != 0)
+        {
+            continue;
+        }
+
+        p = h[i].value.data;
+        last = p + h[i].value.len;
+
+        while (p < last) {
+            start = p;
+            end = ngx_strlchr(p, last, ',');
+
+            if (end == NULL) {
+                end = last;
+            }
+
+            p = (end == last) ? last : end + 1;
+
+            while (start < end && (*start == ' ' || *start == '\t')) {
+                start++;
+            }
+
+            while (end > start && (end[-1] == ' ' || end[-1] == '\t')) {
+                end--;
+            }
+
+            len = end - start;
+
+            if (len == 0
+                || (len == 8
+                    && ngx_strncasecmp(start, (u_char *) "identity", 8) == 0))
+            {
+                continue;
+            }
+
+            if ((len == 4 && ngx_strncasecmp(start, (u_char *) "gzip", 4) == 0)
+                || (len == 6
+                    && ngx_strncasecmp(start, (u_char *) "x-gzip", 6) == 0))
+            {
+                enc = NGX_CDP_API_GZIP;
+
+            } else if (len == 7
+                       && ngx_strncasecmp(start, (u_char *) "deflate", 7)
+                          == 0)
+            {
+                enc = NGX_CDP_API_DEFLATE;
+
+            } else {
+                *encoding = NGX_CDP_API_IDENTITY;
+                bad->data = start;
+                bad->len = len;
+                return NGX_DECLINED;
+            }
+
+            if (*encoding != NGX_CDP_API_IDENTITY) {
+                bad->data = start;
+                bad->len = len;
+                return NGX_DECLINED;
+            }
+
+            *encoding = enc;
+        }
+    }
+}
+
+
+/*
+ * Replaces body with its inflated bytes: gzip (RFC 1952, every member of
+ * a multi-member body) or deflate (the zlib format of RFC 1950, as HTTP
+ * defines it; raw deflate is not taken).  The output is one buffer of
+ * max + 1 bytes, allocated before inflating: zlib stops once it is full,
+ * so a body that would inflate past max costs that buffer and zlib's
+ * state, however far it would go.  NGX_DECLINED: more than max bytes;
+ * NGX_ABORT: not a valid stream, *why says how (a constant).
+ */
+
+static ngx_int_t
+ngx_cdp_api_inflate(ngx_http_request_t *r, ngx_uint_t encoding,
+    ngx_str_t *body, size_t max, const char **why)
+{
+    int         zrc;
+    u_char     *out;
+    size_t      len;
+    z_stream    zs;
+    ngx_int_t   rc;
+
+    out = ngx_pnalloc(r->pool, max + 1);
+    if (out == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(&zs, sizeof(z_stream));
+
+    zrc = inflateInit2(&zs, encoding == NGX_CDP_API_GZIP ? 16 + MAX_WBITS
+                                                         : MAX_WBITS);
+    if (zrc != Z_OK) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "cdp: inflateInit2() failed: %d", zrc);
+        return NGX_ERROR;
+    }
+
+    zs.next_in = body->data;
+    zs.avail_in = body->len;
+    zs.next_out = out;
+    zs.avail_out = max + 1;
+
+    *why = "";
+
+    for ( ;; ) {
+        zrc = inflate(&zs, Z_NO_FLUSH);
+
+        len = zs.next_out - out;
+
+        if (len > max) {
+            rc = NGX_DECLINED;
+            break;
+        }
+
+        if (zrc == Z_STREAM_END) {
+            if (zs.avail_in == 0) {
+                body->data = out;
+                body->len = len;
+                rc = NGX_OK;
+                break;
+            }
+
+            if (encoding != NGX_CDP_API_GZIP) {
+                *why = "data after the end of the stream";
+                rc = NGX_ABORT;
+                break;
+            }
+
+            /* the next gzip member: total_out starts again, len does not */
+
+            if (inflateReset(&zs) != Z_OK) {
+                rc = NGX_ERROR;
+                break;
+            }
+
+            continue;
+        }
+
+        if (zrc == Z_OK && zs.avail_in) {
+            continue;
+        }
+
+        if (zrc == Z_OK || zrc == Z_BUF_ERROR) {
+            /* the output has room left: it is the input that ran out */
+            *why = "the stream ends early";
+            rc = NGX_ABORT;
+            break;
+        }
+
+        if (zrc == Z_DATA_ERROR || zrc == Z_NEED_DICT) {
+            *why = (zrc == Z_NEED_DICT) ? "it needs a preset dictionary"
+                   : zs.msg ? zs.msg : "corrupt data";
+            rc = NGX_ABORT;
+            break;
+        }
+
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "cdp: inflate() failed: %d", zrc);
+        rc = NGX_ERROR;
+        break;
+    }
+
+    (void) inflateEnd(&zs);
+
+    return rc;
 }
 
 
@@ -993,6 +1293,51 @@ ngx_cdp_api_error(ngx_http_request_t *r, ngx_uint_t status, const char *code,
                     "\"message\":\"%s\"}", code, message);
 
     return ngx_cdp_send(r, status, "application/json", body, p - body);
+}
+
+
+/*
+ * An error as the parser's are written (ngx_cdp_segment_error_json()),
+ * with a field and a formatted message, escaped there.
+ */
+
+static ngx_int_t
+ngx_cdp_api_fail(ngx_http_request_t *r, ngx_uint_t status, const char *code,
+    const char *field, const char *fmt, ...)
+{
+    u_char                   *p, *ej;
+    va_list                   args;
+    ngx_cdp_segment_error_t   err;
+
+    ngx_memzero(&err, sizeof(ngx_cdp_segment_error_t));
+
+    err.status = (int) status;
+    err.code = code;
+    err.index = -1;
+    err.position = -1;
+    err.line = -1;
+    err.column = -1;
+
+    va_start(args, fmt);
+    p = ngx_vslprintf((u_char *) err.message,
+                      (u_char *) err.message + sizeof(err.message) - 1, fmt,
+                      args);
+    va_end(args);
+
+    *p = '\0';
+
+    (void) ngx_cpystrn((u_char *) err.field, (u_char *) field,
+                       sizeof(err.field));
+
+    /* the body may go out after this returns: not on the stack */
+
+    ej = ngx_pnalloc(r->pool, NGX_CDP_SEGMENT_ERROR_JSON_MAX);
+    if (ej == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_cdp_send(r, status, "application/json", ej,
+                        ngx_cdp_segment_error_json(ej, &err));
 }
 
 
