@@ -24,6 +24,7 @@
 #include "ngx_cdp_ingest.h"
 #include "ngx_cdp_dest.h"
 #include "ngx_cdp_audience.h"
+#include "ngx_cdp_stamp.h"
 
 #include <ngx_md5.h>
 #include <jansson.h>
@@ -72,6 +73,7 @@ static ngx_int_t ngx_cdp_api_rewrite(ngx_http_request_t *r,
 static void ngx_cdp_api_done(ngx_cdp_ingest_waiter_t *w, ngx_int_t rc);
 static void ngx_cdp_api_timeout(ngx_event_t *ev);
 static void ngx_cdp_api_cleanup(void *data);
+static ngx_int_t ngx_cdp_api_nginx_error(ngx_http_request_t *r);
 static ngx_int_t ngx_cdp_api_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *message);
 static ngx_int_t ngx_cdp_api_fail(ngx_http_request_t *r, ngx_uint_t status,
@@ -92,7 +94,16 @@ ngx_cdp_api_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_cdp_loc_conf_t *lcf = conf;
 
-    ngx_http_core_loc_conf_t  *clcf;
+    ngx_uint_t                         i;
+    ngx_http_err_page_t               *err;
+    ngx_http_core_loc_conf_t          *clcf;
+    ngx_http_compile_complex_value_t   ccv;
+
+    static ngx_str_t   uri = ngx_string("$uri");
+    static ngx_uint_t  statuses[] = {
+        NGX_HTTP_BAD_REQUEST, NGX_HTTP_LENGTH_REQUIRED,
+        NGX_HTTP_REQUEST_ENTITY_TOO_LARGE
+    };
 
     if (lcf->api) {
         return "is duplicate";
@@ -102,6 +113,44 @@ ngx_cdp_api_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_cdp_api_handler;
+
+    /*
+     * nginx's own answers in this location (a body over
+     * client_max_body_size, a broken chunked body) come back to the
+     * handler, which gives them in the API's JSON: an error_page to the
+     * request's own URI, the status kept (a body timeout closes the
+     * connection without an answer, as nginx does)
+     */
+
+    for (i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++) {
+        if (clcf->error_pages == NULL) {
+            clcf->error_pages = ngx_array_create(cf->pool, 4,
+                                                 sizeof(ngx_http_err_page_t));
+            if (clcf->error_pages == NULL) {
+                return NGX_CONF_ERROR;
+            }
+        }
+
+        err = ngx_array_push(clcf->error_pages);
+        if (err == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memzero(err, sizeof(ngx_http_err_page_t));
+
+        err->status = statuses[i];
+        err->overwrite = -1;
+
+        ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+        ccv.cf = cf;
+        ccv.value = &uri;
+        ccv.complex_value = &err->value;
+
+        if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+    }
 
     return NGX_CONF_OK;
 }
@@ -198,6 +247,10 @@ ngx_cdp_api_handler(ngx_http_request_t *r)
     ngx_uint_t           encoding;
     ngx_cdp_api_ctx_t   *actx;
     ngx_http_cdp_ctx_t  *ctx;
+
+    if (r->error_page && r->err_status >= NGX_HTTP_BAD_REQUEST) {
+        return ngx_cdp_api_nginx_error(r);
+    }
 
     if (r->method != NGX_HTTP_POST) {
         return ngx_cdp_api_error(r, NGX_HTTP_NOT_ALLOWED, "method_not_allowed",
@@ -1268,6 +1321,36 @@ ngx_cdp_api_cleanup(void *data)
 
     if (actx->timer.timer_set) {
         ngx_del_timer(&actx->timer);
+    }
+}
+
+
+/* an error nginx found before the handler ran, in the API's JSON */
+
+static ngx_int_t
+ngx_cdp_api_nginx_error(ngx_http_request_t *r)
+{
+    ngx_uint_t  status;
+
+    status = r->err_status;
+
+    ngx_cdp_count(NGX_CDP_C_API_REJECTED, 1);
+
+    switch (status) {
+
+    case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
+        return ngx_cdp_api_error(r, status, "body_too_large",
+                                 "the body is over client_max_body_size");
+
+    case NGX_HTTP_LENGTH_REQUIRED:
+        return ngx_cdp_api_error(r, status, "length_required",
+                                 "the body needs a Content-Length or "
+                                 "chunked coding");
+
+    default:
+        return ngx_cdp_api_error(r, status, "bad_request",
+                                 "the request could not be read (a broken "
+                                 "body or header)");
     }
 }
 

@@ -193,3 +193,63 @@ def test_admin_refusals_are_logged_without_secrets(nginx_factory,
     assert '"erase"' in lines[1], lines
     assert bad not in log and TOKEN not in log, 'a token in error_log'
     assert 'jane' not in log, 'an address in error_log'
+
+
+API_LOCATIONS = h.DEFAULT_LOCATIONS + """
+        location /v1/ {
+            cdp_api;
+            cdp_write_key wk-conventions;
+            client_max_body_size 1k;
+        }"""
+
+
+def _raw(port, data, timeout=5):
+    """The answers to raw bytes, until the server closes."""
+    import socket
+    s = socket.create_connection(('127.0.0.1', port), timeout=timeout)
+    try:
+        s.sendall(data)
+        out = b''
+        while True:
+            try:
+                b = s.recv(65536)
+            except socket.timeout:
+                break
+            if not b:
+                break
+            out += b
+        return out
+    finally:
+        s.close()
+
+
+def test_api_answers_nginx_own_errors_as_json(nginx_factory, redis_server):
+    """The API location gives nginx's own refusals (a body over
+    client_max_body_size, a broken chunked body) in the API's JSON, not
+    nginx's HTML page."""
+    import json
+    ngx = nginx_factory(redis_server, locations=API_LOCATIONS)
+    st0 = ngx.status()
+
+    body = b'{"userId":"u","event":"e","pad":"' + b'x' * 2000 + b'"}'
+    out = _raw(ngx.port, b'POST /v1/track HTTP/1.1\r\nHost: t\r\n'
+               b'Content-Type: application/json\r\nConnection: close\r\n'
+               b'Content-Length: %d\r\n\r\n' % len(body) + body)
+    head, _, rest = out.partition(b'\r\n\r\n')
+    assert head.startswith(b'HTTP/1.1 413'), out[:300]
+    assert b'application/json' in head, head
+    assert json.loads(rest) == {
+        'success': False, 'error': 'body_too_large',
+        'message': 'the body is over client_max_body_size'}, rest
+
+    out = _raw(ngx.port, b'POST /v1/track HTTP/1.1\r\nHost: t\r\n'
+               b'Content-Type: application/json\r\nConnection: close\r\n'
+               b'Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n')
+    head, _, rest = out.partition(b'\r\n\r\n')
+    assert head.startswith(b'HTTP/1.1 400'), out[:300]
+    assert json.loads(rest)['error'] == 'bad_request', rest
+
+    # nothing stored, each refusal counted
+    d = ngx.status().delta(st0)
+    assert d.c('cdp_api_requests_rejected_total') == 2, d
+    assert ngx.xlen() == 0
