@@ -2,7 +2,7 @@
 /*
  * ngx_cdp: consent, the pure parts (see ngx_cdp_consent.h).
  *
- * Like ngx_cdp_codec.c: caller-owned buffers, no allocation, no nginx
+ * Like ngx_cdp_crypto.c: caller-owned buffers, no allocation, no nginx
  * types.  The cookie decoder checks the whole format before it computes
  * anything, and writes its result only for a cookie that verifies.
  */

@@ -7,8 +7,9 @@
  * cookie, and resolved from those sources in order of strength.
  *
  * Pure functions on caller-owned buffers, no nginx types, no allocation,
- * like ngx_cdp_codec.h: the unit tests (tests/unit) and the fuzz targets
- * (tests/fuzz) link ngx_cdp_consent.c with ngx_cdp_codec.c and libcrypto.
+ * like ngx_cdp_crypto.h: the unit tests (tests/unit) and the fuzz targets
+ * (tests/fuzz) link ngx_cdp_consent.c with ngx_cdp_crypto.c,
+ * ngx_cdp_text.c and libcrypto.
  *
  * Case-insensitive means ASCII case only.
  */
@@ -18,7 +19,8 @@
 #define _NGX_CDP_CONSENT_H_INCLUDED_
 
 
-#include "ngx_cdp_codec.h"
+#include "ngx_cdp_text.h"
+#include "ngx_cdp_crypto.h"
 
 
 /*

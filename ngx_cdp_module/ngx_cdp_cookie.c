@@ -3,7 +3,7 @@
  * ngx_cdp: the anonymous id cookie.
  *
  * The id is 128 bits from RAND_bytes; the cookie carries it in hex with a
- * 96-bit HMAC-SHA256 tag (ngx_cdp_codec.c), so ids can be neither forged
+ * 96-bit HMAC-SHA256 tag (ngx_cdp_crypto.c), so ids can be neither forged
  * nor enumerated.  Unlike nginx's userid, nothing in it derives from the
  * server address, time, pid or a counter.
  */

@@ -36,6 +36,7 @@
 #include "ngx_cdp_dest.h"
 #include "ngx_cdp_format.h"
 #include "ngx_cdp_redis.h"
+#include "ngx_cdp_stamp.h"
 
 
 #define NGX_CDP_DELIVER_GROUP         "cdp"

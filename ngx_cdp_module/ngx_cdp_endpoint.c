@@ -14,6 +14,7 @@
 
 #include "ngx_http_cdp_module.h"
 #include "ngx_cdp_ingest.h"
+#include "ngx_cdp_stamp.h"
 
 #include "ngx_cdp_ident.h"
 

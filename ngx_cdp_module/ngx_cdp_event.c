@@ -8,6 +8,7 @@
 
 
 #include "ngx_http_cdp_module.h"
+#include "ngx_cdp_stamp.h"
 
 #include <openssl/rand.h>
 

@@ -2,7 +2,7 @@
 /*
  * ngx_cdp: identifier helpers (see ngx_cdp_ident.h).
  *
- * Like ngx_cdp_codec.c: caller-owned buffers, no allocation, no nginx
+ * Like ngx_cdp_crypto.c: caller-owned buffers, no allocation, no nginx
  * types.  Normalisers check the whole input before they write anything,
  * so a refused value leaves dst as it was.
  */

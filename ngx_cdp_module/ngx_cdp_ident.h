@@ -3,8 +3,9 @@
  * ngx_cdp: identifier helpers for identity resolution.
  *
  * Pure functions on caller-owned buffers, no nginx types, no allocation,
- * like ngx_cdp_codec.h: the unit tests (tests/unit) and the fuzz targets
- * (tests/fuzz) link ngx_cdp_ident.c with ngx_cdp_codec.c and libcrypto.
+ * like ngx_cdp_crypto.h: the unit tests (tests/unit) and the fuzz targets
+ * (tests/fuzz) link ngx_cdp_ident.c with ngx_cdp_crypto.c,
+ * ngx_cdp_text.c and libcrypto.
  *
  * "Whitespace" below is ASCII whitespace: space, \t, \n, \v, \f, \r.
  * Case-insensitive means ASCII case only; bytes >= 0x80 compare as they
@@ -16,7 +17,9 @@
 #define _NGX_CDP_IDENT_H_INCLUDED_
 
 
-#include "ngx_cdp_codec.h"
+#include "ngx_cdp_text.h"
+#include "ngx_cdp_crypto.h"
+#include "ngx_cdp_query.h"
 
 
 #define NGX_CDP_EMAIL_MAX          254  /* bytes, RFC 5321 path limit */

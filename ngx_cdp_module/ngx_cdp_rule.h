@@ -10,7 +10,7 @@
  * the compact postfix program specified below; the store (a Redis Lua
  * function) runs that program on a profile without parsing anything.
  *
- * No nginx types, like ngx_cdp_codec.h: the unit tests (tests/unit) and
+ * No nginx types, like ngx_cdp_text.h: the unit tests (tests/unit) and
  * the fuzz target (tests/fuzz) link ngx_cdp_rule.c alone.  Unlike most
  * pure files this one allocates, with malloc(): everything a compiled
  * rule holds is released by ngx_cdp_rule_free().

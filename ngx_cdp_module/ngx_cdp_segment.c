@@ -556,7 +556,7 @@ ngx_cdp_segment_consent(json_t *ctx)
 
 
 /*
- * One rule at both doors (the pixel's e= too, ngx_cdp_codec.c): an event's
+ * One rule at both doors (the pixel's e= too, ngx_cdp_query.c): an event's
  * or a property's name has no control character (U+0000 to U+001F,
  * U+007F); values may have any but NUL.
  */

@@ -5,11 +5,10 @@
  * libraries/server/http-api/).
  *
  * No nginx types, so the unit tests (tests/unit) and the fuzz target
- * (tests/fuzz) link ngx_cdp_segment.c with ngx_cdp_codec.c, jansson and
- * libcrypto.  Unlike the other pure files this one allocates, with
- * malloc() (jansson with its own allocator, left as it is: nothing here
- * sets global jansson state); everything a result holds is released by
- * ngx_cdp_segment_free().
+ * (tests/fuzz) link ngx_cdp_segment.c with ngx_cdp_text.c and jansson.
+ * Unlike the other pure files this one allocates, with malloc() (jansson
+ * with its own allocator, left as it is: nothing here sets global jansson
+ * state); everything a result holds is released by ngx_cdp_segment_free().
  *
  * The handler takes the endpoint from the URI tail, reads the body and
  * calls ngx_cdp_segment_parse() once.  A request is all or nothing: the
@@ -102,7 +101,7 @@
 #define _NGX_CDP_SEGMENT_H_INCLUDED_
 
 
-#include "ngx_cdp_codec.h"
+#include "ngx_cdp_text.h"
 
 
 #define NGX_CDP_SEGMENT_TRACK            0

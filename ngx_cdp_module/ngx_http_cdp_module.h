@@ -13,7 +13,9 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
-#include "ngx_cdp_codec.h"
+#include "ngx_cdp_text.h"
+#include "ngx_cdp_crypto.h"
+#include "ngx_cdp_query.h"
 #include "ngx_cdp_consent.h"
 
 

@@ -1,6 +1,6 @@
 
 /*
- * Shared bits of the libFuzzer targets of ngx_cdp_codec.c.
+ * Shared bits of the libFuzzer targets of the pure files.
  */
 
 
@@ -13,7 +13,7 @@
 #include <string.h>
 #include <stdint.h>
 
-#include "ngx_cdp_codec.h"
+#include "ngx_cdp_text.h"
 
 
 /* abort() makes libFuzzer save the input as a crash artifact */

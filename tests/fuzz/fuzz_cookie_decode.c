@@ -7,6 +7,7 @@
 
 
 #include "fuzz.h"
+#include "ngx_cdp_crypto.h"
 
 
 static ngx_cdp_hmac_key_t  fuzz_keys[NGX_CDP_MAX_KEYS];

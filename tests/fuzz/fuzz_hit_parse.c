@@ -7,6 +7,7 @@
 
 
 #include "fuzz.h"
+#include "ngx_cdp_query.h"
 
 
 static int

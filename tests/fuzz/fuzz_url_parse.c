@@ -11,6 +11,7 @@
 
 
 #include "fuzz.h"
+#include "ngx_cdp_query.h"
 
 #include <ctype.h>
 

@@ -15,7 +15,7 @@ test_consent.py:
     cookie = body + "." + base64url(HMAC-SHA256(key, "consent:" + body)[:12])
 
 and anonymous id cookies are made here the same way (README:
-cdp_secret_file; ngx_cdp_codec.h):
+cdp_secret_file; ngx_cdp_crypto.h):
 
     key = HMAC-SHA256(secret line, "ngx_cdp anonymous id cookie v1")
     cookie = hex id + "." + base64url(HMAC-SHA256(key, "aid:" + hex id)[:12])

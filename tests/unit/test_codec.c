@@ -1,6 +1,7 @@
 
 /*
- * Unit tests of ngx_cdp_codec.c: a tiny harness, no framework.
+ * Unit tests of the pure codecs, ngx_cdp_text.c, ngx_cdp_crypto.c,
+ * ngx_cdp_query.c and ngx_cdp_stamp.c: a tiny harness, no framework.
  *
  * Every CHECK counts as one test.  Failures are printed as they happen;
  * the last line is "N passed, N failed" and the exit status is non-zero
@@ -14,7 +15,10 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 
-#include "ngx_cdp_codec.h"
+#include "ngx_cdp_text.h"
+#include "ngx_cdp_crypto.h"
+#include "ngx_cdp_query.h"
+#include "ngx_cdp_stamp.h"
 #include "unit.h"
 
 
