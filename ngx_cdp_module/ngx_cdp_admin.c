@@ -20,6 +20,11 @@
 
 
 #include "ngx_http_cdp_module.h"
+#include "ngx_cdp_http.h"
+#include "ngx_cdp_identify.h"
+#include "ngx_cdp_api.h"
+#include "ngx_cdp_suppress.h"
+#include "ngx_cdp_admin.h"
 #include "ngx_cdp_redis.h"
 #include "ngx_cdp_dest.h"
 #include "ngx_cdp_audience.h"
@@ -344,13 +349,7 @@ ngx_cdp_admin_handler(ngx_http_request_t *r)
 
     ngx_cdp_count(NGX_CDP_C_ADMIN_REQUESTS, 1);
 
-    tail = r->uri.data + r->uri.len;
-
-    while (tail > r->uri.data && tail[-1] != '/') {
-        tail--;
-    }
-
-    len = r->uri.data + r->uri.len - tail;
+    tail = ngx_cdp_uri_tail(r, &len);
 
     for (op = ngx_cdp_admin_ops; op->name; op++) {
         if (len == ngx_strlen(op->name)

@@ -4,7 +4,7 @@
  * before any cookie or profile is made.
  *
  * A built-in list of User-Agent patterns, written for this project and
- * documented in README.md ("Bots and proxies"): search engines' and
+ * documented in docs/directives.md ("cdp_bot"): search engines' and
  * social networks' crawlers and link previews, SEO and archive crawlers,
  * uptime monitors, HTTP libraries and command-line clients, headless and
  * automated browsers, and the image proxies of mail services (which fetch

@@ -21,6 +21,10 @@
 
 
 #include "ngx_http_cdp_module.h"
+#include "ngx_cdp_http.h"
+#include "ngx_cdp_policy.h"
+#include "ngx_cdp_identify.h"
+#include "ngx_cdp_api.h"
 #include "ngx_cdp_ingest.h"
 #include "ngx_cdp_dest.h"
 #include "ngx_cdp_audience.h"
@@ -240,7 +244,7 @@ ngx_cdp_write_key_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 ngx_int_t
 ngx_cdp_api_handler(ngx_http_request_t *r)
 {
-    size_t               max;
+    size_t               max, len;
     u_char              *tail;
     ngx_int_t            rc, type;
     ngx_str_t            bad;
@@ -259,13 +263,9 @@ ngx_cdp_api_handler(ngx_http_request_t *r)
 
     /* the endpoint: the last segment of the URI */
 
-    tail = r->uri.data + r->uri.len;
+    tail = ngx_cdp_uri_tail(r, &len);
 
-    while (tail > r->uri.data && tail[-1] != '/') {
-        tail--;
-    }
-
-    type = ngx_cdp_segment_endpoint(tail, r->uri.data + r->uri.len - tail);
+    type = ngx_cdp_segment_endpoint(tail, len);
 
     if (type < 0) {
         return ngx_cdp_api_error(r, NGX_HTTP_NOT_FOUND, "unknown_endpoint",
@@ -543,80 +543,6 @@ ngx_cdp_api_process(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx)
     ngx_cdp_ingest_wait(w);
 
     return NGX_DONE;
-}
-
-
-/*
- * The body as one run of bytes: nginx keeps it in memory up to
- * client_body_buffer_size and in a temporary file beyond (then read back
- * here).  NGX_DECLINED: larger than max.
- */
-
-ngx_int_t
-ngx_cdp_read_body(ngx_http_request_t *r, ngx_str_t *body, size_t max)
-{
-    u_char       *p;
-    off_t         len;
-    ssize_t       n;
-    ngx_buf_t    *b;
-    ngx_chain_t  *cl;
-
-    ngx_str_null(body);
-
-    if (r->request_body == NULL || r->request_body->bufs == NULL) {
-        return NGX_OK;
-    }
-
-    len = 0;
-
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        len += ngx_buf_size(cl->buf);
-    }
-
-    if (len > (off_t) max) {
-        return NGX_DECLINED;
-    }
-
-    if (len == 0) {
-        return NGX_OK;
-    }
-
-    cl = r->request_body->bufs;
-
-    if (cl->next == NULL && !cl->buf->in_file) {
-        body->data = cl->buf->pos;
-        body->len = (size_t) len;
-        return NGX_OK;
-    }
-
-    p = ngx_pnalloc(r->pool, (size_t) len);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    body->data = p;
-
-    for ( /* void */ ; cl; cl = cl->next) {
-        b = cl->buf;
-
-        if (b->in_file) {
-            n = ngx_read_file(b->file, p, (size_t) (b->file_last - b->file_pos),
-                              b->file_pos);
-
-            if (n != b->file_last - b->file_pos) {
-                return NGX_ERROR;
-            }
-
-            p += n;
-
-        } else {
-            p = ngx_cpymem(p, b->pos, b->last - b->pos);
-        }
-    }
-
-    body->len = p - body->data;
-
-    return NGX_OK;
 }
 
 

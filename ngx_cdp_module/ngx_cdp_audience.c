@@ -6,6 +6,7 @@
 
 
 #include "ngx_cdp_audience.h"
+#include "ngx_cdp_http.h"
 #include "ngx_cdp_ingest.h"
 #include "ngx_cdp_redis.h"
 

@@ -10,6 +10,9 @@
 
 
 #include "ngx_http_cdp_module.h"
+#include "ngx_cdp_http.h"
+#include "ngx_cdp_cookie.h"
+#include "ngx_cdp_policy.h"
 
 #include <openssl/rand.h>
 
@@ -309,27 +312,3 @@ ngx_cdp_random_id(u_char *id)
 }
 
 
-ngx_int_t
-ngx_cdp_cookie_find(ngx_http_request_t *r, ngx_str_t *name, ngx_str_t *value)
-{
-#if (nginx_version >= 1023000)
-
-    if (ngx_http_parse_cookie_lines(r, r->headers_in.cookie, name, value)
-        == NULL)
-    {
-        return NGX_DECLINED;
-    }
-
-#else
-
-    if (ngx_http_parse_multi_header_lines(&r->headers_in.cookies, name,
-                                          value)
-        == NGX_DECLINED)
-    {
-        return NGX_DECLINED;
-    }
-
-#endif
-
-    return NGX_OK;
-}

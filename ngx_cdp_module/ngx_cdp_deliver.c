@@ -34,6 +34,7 @@
 
 
 #include "ngx_cdp_dest.h"
+#include "ngx_cdp_http.h"
 #include "ngx_cdp_format.h"
 #include "ngx_cdp_redis.h"
 #include "ngx_cdp_stamp.h"

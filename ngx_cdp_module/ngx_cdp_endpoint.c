@@ -13,6 +13,10 @@
 
 
 #include "ngx_http_cdp_module.h"
+#include "ngx_cdp_http.h"
+#include "ngx_cdp_cookie.h"
+#include "ngx_cdp_policy.h"
+#include "ngx_cdp_endpoint.h"
 #include "ngx_cdp_ingest.h"
 #include "ngx_cdp_stamp.h"
 

@@ -8,6 +8,10 @@
 
 
 #include "ngx_http_cdp_module.h"
+#include "ngx_cdp_geo.h"
+#include "ngx_cdp_policy.h"
+#include "ngx_cdp_event.h"
+#include "ngx_cdp_identify.h"
 #include "ngx_cdp_stamp.h"
 
 #include <openssl/rand.h>

@@ -10,6 +10,7 @@
 
 
 #include "ngx_cdp_format.h"
+#include "ngx_cdp_identify.h"
 #include "ngx_cdp_segment.h"
 
 #include <stdint.h>

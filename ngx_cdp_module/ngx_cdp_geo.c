@@ -11,6 +11,8 @@
 
 
 #include "ngx_http_cdp_module.h"
+#include "ngx_cdp_http.h"
+#include "ngx_cdp_geo.h"
 
 #include <maxminddb.h>
 

@@ -17,6 +17,12 @@
 
 
 #include "ngx_http_cdp_module.h"
+#include "ngx_cdp_http.h"
+#include "ngx_cdp_cookie.h"
+#include "ngx_cdp_policy.h"
+#include "ngx_cdp_event.h"
+#include "ngx_cdp_identify.h"
+#include "ngx_cdp_suppress.h"
 #include "ngx_cdp_ingest.h"
 #include "ngx_cdp_dest.h"
 

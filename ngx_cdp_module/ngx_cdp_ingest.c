@@ -26,6 +26,7 @@
 
 
 #include "ngx_http_cdp_module.h"
+#include "ngx_cdp_http.h"
 #include "ngx_cdp_dest.h"
 #include "ngx_cdp_redis.h"
 #include "ngx_cdp_resp.h"

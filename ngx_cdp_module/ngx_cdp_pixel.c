@@ -15,6 +15,14 @@
 
 
 #include "ngx_http_cdp_module.h"
+#include "ngx_cdp_http.h"
+#include "ngx_cdp_cookie.h"
+#include "ngx_cdp_geo.h"
+#include "ngx_cdp_policy.h"
+#include "ngx_cdp_event.h"
+#include "ngx_cdp_identify.h"
+#include "ngx_cdp_suppress.h"
+#include "ngx_cdp_pixel.h"
 #include "ngx_cdp_ingest.h"
 #include "ngx_cdp_dest.h"
 #include "ngx_cdp_audience.h"

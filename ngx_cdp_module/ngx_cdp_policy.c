@@ -13,6 +13,8 @@
 
 
 #include "ngx_http_cdp_module.h"
+#include "ngx_cdp_http.h"
+#include "ngx_cdp_policy.h"
 
 
 /* ngx_current_msec of the last warning about a consent value */
@@ -149,39 +151,6 @@ ngx_cdp_gpc(ngx_http_request_t *r)
     h = ngx_cdp_request_header(r, "Sec-GPC", sizeof("Sec-GPC") - 1);
 
     return h && h->value.len == 1 && h->value.data[0] == '1';
-}
-
-
-/* the first request header of that name (case-insensitive), or NULL */
-
-ngx_table_elt_t *
-ngx_cdp_request_header(ngx_http_request_t *r, const char *name, size_t len)
-{
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return NULL;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == len
-            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
-        {
-            return &h[i];
-        }
-    }
 }
 
 

@@ -16,6 +16,7 @@
 
 
 #include "ngx_cdp_redis.h"
+#include "ngx_cdp_http.h"
 #include "ngx_cdp_resp.h"
 
 #include "ngx_cdp_store_lua.h"

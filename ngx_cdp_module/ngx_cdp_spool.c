@@ -15,6 +15,7 @@
 
 
 #include "ngx_http_cdp_module.h"
+#include "ngx_cdp_http.h"
 #include "ngx_cdp_resp.h"
 #include "ngx_cdp_spool.h"
 

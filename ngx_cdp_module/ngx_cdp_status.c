@@ -6,10 +6,10 @@
 
 
 #include "ngx_http_cdp_module.h"
+#include "ngx_cdp_http.h"
+#include "ngx_cdp_status.h"
 #include "ngx_cdp_dest.h"
 
-
-ngx_atomic_t  *ngx_cdp_counters;
 
 
 /*

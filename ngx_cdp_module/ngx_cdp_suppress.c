@@ -18,6 +18,9 @@
 
 
 #include "ngx_http_cdp_module.h"
+#include "ngx_cdp_http.h"
+#include "ngx_cdp_cookie.h"
+#include "ngx_cdp_suppress.h"
 #include "ngx_cdp_redis.h"
 
 #include "ngx_cdp_ident.h"

@@ -5,6 +5,18 @@
 
 
 #include "ngx_http_cdp_module.h"
+#include "ngx_cdp_http.h"
+#include "ngx_cdp_cookie.h"
+#include "ngx_cdp_geo.h"
+#include "ngx_cdp_policy.h"
+#include "ngx_cdp_endpoint.h"
+#include "ngx_cdp_identify.h"
+#include "ngx_cdp_api.h"
+#include "ngx_cdp_suppress.h"
+#include "ngx_cdp_admin.h"
+#include "ngx_cdp_pixel.h"
+#include "ngx_cdp_profile.h"
+#include "ngx_cdp_status.h"
 #include "ngx_cdp_dest.h"
 #include "ngx_cdp_audience.h"
 #include "ngx_cdp_ingest.h"
@@ -405,161 +417,6 @@ static ngx_http_cdp_cookie_conf_t  ngx_http_cdp_default_cookie = {
     NGX_CDP_SAMESITE_LAX,
     NGX_CDP_SECURE_AUTO
 };
-
-
-ngx_http_cdp_ctx_t *
-ngx_http_cdp_get_ctx(ngx_http_request_t *r)
-{
-    ngx_http_cdp_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_cdp_module);
-    if (ctx) {
-        return ctx;
-    }
-
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_cdp_ctx_t));
-    if (ctx == NULL) {
-        return NULL;
-    }
-
-    ngx_http_set_ctx(r, ctx, ngx_http_cdp_module);
-
-    return ctx;
-}
-
-
-/*
- * Every answer of the module's handlers (pixel, status, consent endpoint,
- * API, admin) goes through here: never cached, a body from memory (len 0:
- * headers only).
- *
- * It is also the one place that keeps an answer sent before the request
- * body was read (an early error, a body on a GET) from leaving that body
- * on the connection, where nginx would parse it as the next request (a
- * smuggled request).  The body is discarded, as nginx's own handlers do,
- * or, where that fails, the connection is closed after the answer.  Once
- * the body was read or is being discarded this is a no-op.  A handler
- * that returns a status code instead (405) gets the same from nginx's
- * ngx_http_special_response_handler().
- */
-
-ngx_int_t
-ngx_cdp_send(ngx_http_request_t *r, ngx_uint_t status, const char *type,
-    u_char *body, size_t len)
-{
-    u_char           *p;
-    ngx_int_t         rc;
-    ngx_buf_t        *b;
-    ngx_chain_t       out;
-
-    if (ngx_http_discard_request_body(r) != NGX_OK) {
-        r->keepalive = 0;
-    }
-
-    if (ngx_cdp_add_header(r, "Cache-Control", "no-store") != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    r->headers_out.status = status;
-    r->headers_out.content_length_n = len;
-
-    if (type) {
-        r->headers_out.content_type.data = (u_char *) type;
-        r->headers_out.content_type.len = ngx_strlen(type);
-
-        /* the media type alone: a "; charset=" is already in type */
-        p = (u_char *) ngx_strchr(type, ';');
-        r->headers_out.content_type_len = p ? (size_t) (p - (u_char *) type)
-                                            : r->headers_out.content_type.len;
-        r->headers_out.content_type_lowcase = NULL;
-    }
-
-    if (len == 0 || r->method == NGX_HTTP_HEAD) {
-        r->header_only = 1;
-        return ngx_http_send_header(r);
-    }
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    b->pos = body;
-    b->last = body + len;
-    b->memory = 1;
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    return ngx_http_output_filter(r, &out);
-}
-
-
-/*
- * The error body of every JSON door (the server API, the admin API, the
- * consent endpoint): {"success":false,"error":CODE,"message":TEXT} and
- * "field" naming the request's part at fault, when there is one.  code,
- * message and field are constants without anything to escape.
- */
-
-ngx_int_t
-ngx_cdp_error(ngx_http_request_t *r, ngx_uint_t status, const char *code,
-    const char *message, const char *field)
-{
-    u_char  *p, *body;
-    size_t   len;
-
-    len = sizeof("{\"success\":false,\"error\":\"\",\"message\":\"\","
-                 "\"field\":\"\"}") - 1
-          + ngx_strlen(code) + ngx_strlen(message)
-          + (field ? ngx_strlen(field) : 0);
-
-    body = ngx_pnalloc(r->pool, len);
-    if (body == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    p = ngx_sprintf(body, "{\"success\":false,\"error\":\"%s\","
-                    "\"message\":\"%s\"", code, message);
-
-    if (field) {
-        p = ngx_sprintf(p, ",\"field\":\"%s\"", field);
-    }
-
-    *p++ = '}';
-
-    return ngx_cdp_send(r, status, "application/json", body, p - body);
-}
-
-
-/* a response header of constant strings */
-
-ngx_int_t
-ngx_cdp_add_header(ngx_http_request_t *r, const char *key, const char *value)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = 1;
-    h->key.data = (u_char *) key;
-    h->key.len = ngx_strlen(key);
-    h->value.data = (u_char *) value;
-    h->value.len = ngx_strlen(value);
-
-    return NGX_OK;
-}
 
 
 static ngx_int_t
@@ -1214,74 +1071,6 @@ done:
     ngx_explicit_memzero(p, size);
 
     return rv;
-}
-
-
-/*
- * The bytes of a file a directive names (secrets, tokens), at most max,
- * in cf->temp_pool: the caller zeroes what it must not leave behind.
- */
-
-ngx_int_t
-ngx_cdp_read_conf_file(ngx_conf_t *cf, ngx_str_t *directive,
-    ngx_str_t *name, size_t max, u_char **buf, size_t *size)
-{
-    u_char           *p;
-    ssize_t           n;
-    ngx_int_t         rc;
-    ngx_file_t        file;
-    ngx_file_info_t   fi;
-
-    ngx_memzero(&file, sizeof(ngx_file_t));
-    file.name = *name;
-    file.log = cf->log;
-
-    file.fd = ngx_open_file(file.name.data, NGX_FILE_RDONLY,
-                            NGX_FILE_OPEN, 0);
-    if (file.fd == NGX_INVALID_FILE) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           ngx_open_file_n " \"%V\" failed", &file.name);
-        return NGX_ERROR;
-    }
-
-    rc = NGX_ERROR;
-
-    if (ngx_fd_info(file.fd, &fi) == NGX_FILE_ERROR) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           ngx_fd_info_n " \"%V\" failed", &file.name);
-        goto done;
-    }
-
-    if (ngx_file_size(&fi) > (off_t) max) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "%V \"%V\" is larger than %uz bytes",
-                           directive, &file.name, max);
-        goto done;
-    }
-
-    p = ngx_pnalloc(cf->temp_pool, (size_t) ngx_file_size(&fi) + 1);
-    if (p == NULL) {
-        goto done;
-    }
-
-    n = ngx_read_file(&file, p, (size_t) ngx_file_size(&fi), 0);
-    if (n == NGX_ERROR) {
-        ngx_explicit_memzero(p, (size_t) ngx_file_size(&fi));
-        goto done;
-    }
-
-    *buf = p;
-    *size = n;
-    rc = NGX_OK;
-
-done:
-
-    if (ngx_close_file(file.fd) == NGX_FILE_ERROR) {
-        ngx_log_error(NGX_LOG_ALERT, cf->log, ngx_errno,
-                      ngx_close_file_n " \"%V\" failed", &file.name);
-    }
-
-    return rc;
 }
 
 
