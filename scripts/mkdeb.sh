@@ -16,7 +16,8 @@
 #   /usr/bin/                         cdp-sign-url, cdp-id-hash, and cdp-admin
 #                                     when scripts/cdp-admin exists
 #   /usr/share/doc/libnginx-mod-http-cdp/
-#                                     README.md.gz, store/README.md.gz,
+#                                     README.md.gz, docs/*.md.gz,
+#                                     store/README.md.gz,
 #                                     store/ADMIN.md.gz, copyright,
 #                                     changelog.Debian.gz, examples/cdp.conf
 #
@@ -116,7 +117,7 @@ doc=$root/usr/share/doc/$PKG
 
 install -d "$root/DEBIAN" "$root/usr/lib/nginx/modules" \
     "$root/usr/share/nginx/modules-available" "$root/usr/share/ngx-cdp/store" \
-    "$root/usr/bin" "$doc/store" "$doc/examples"
+    "$root/usr/bin" "$doc/store" "$doc/docs" "$doc/examples"
 
 install -m 644 "$MODULE" "$root/usr/lib/nginx/modules/"
 case " ${DEB_BUILD_OPTIONS:-} " in
@@ -144,6 +145,7 @@ gz() { gzip -9n < "$1" > "$2.gz"; chmod 644 "$2.gz"; }
 gz "$TOP/README.md" "$doc/README.md"
 gz "$TOP/store/README.md" "$doc/store/README.md"
 gz "$TOP/store/ADMIN.md" "$doc/store/ADMIN.md"
+for f in "$TOP"/docs/*.md; do gz "$f" "$doc/docs/${f##*/}"; done
 install -m 644 "$DEBDIR/copyright" "$doc/copyright"
 install -m 644 "$DEBDIR/cdp.conf" "$doc/examples/cdp.conf"
 

@@ -288,13 +288,13 @@ The server-side API (Segment's HTTP API; write key $WRITE_KEY):
   curl -u $WRITE_KEY: -H 'Content-Type: application/json' \\
        -d '{"userId":"u-1","event":"Signed Up"}' $url/v1/track
 
-The demo destination (README.md, "Destinations"): the Segment batches
+The demo destination (docs/directives.md, "Destinations"): the Segment batches
 that left for it, a line each, and its figures:
 
   tail -f $NGX_PREFIX/logs/destination.log
   curl -s $url/cdp/status | grep destination
 
-The admin API (README.md, "For privacy officers"), with these tokens:
+The admin API (docs/privacy.md, "For privacy officers"), with these tokens:
 
 $tokens
 

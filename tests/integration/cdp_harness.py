@@ -922,8 +922,8 @@ def is_gif(resp):
 
 
 # --------------------------------------------------------------------------
-# The consent cookie, signed here as the module signs it (README:
-# cdp_consent_default; ngx_cdp_consent.h)
+# The consent cookie, signed here as the module signs it
+# (docs/directives.md: cdp_consent_default; ngx_cdp_consent.h)
 
 def consent_key(secret_line):
     import hashlib
@@ -961,8 +961,8 @@ def ident_hash(secret_line, type_, value):
 
 
 def pixel_sig(secret_line, uid='', email='', exp=None):
-    """(exp, sig) for a signed pixel identity (README, "Signed pixel
-    URLs")."""
+    """(exp, sig) for a signed pixel identity (docs/api.md, "Signed
+    pixel URLs")."""
     if exp is None:
         exp = int(time.time()) + 3600
     key = _hmac(secret_line.encode(), b'ngx_cdp pixel identity v1').digest()

@@ -1,6 +1,7 @@
-"""The admin API (cdp_admin, ngx_cdp_admin.c; store/admin.lua, ADMIN.md)
-end to end: the real nginx with the module, a real Redis, people made the
-way a site makes them (pixel hits with the browser's cookie, logins whose
+"""The admin API (cdp_admin, ngx_cdp_admin.c; store/admin.lua,
+docs/privacy.md) end to end: the real nginx with the module, a real
+Redis, people made the way a site makes them (pixel hits with the
+browser's cookie, logins whose
 responses name the person through cdp_identify headers, the Segment server
 API, the consent form), then read, exported, erased and unsuppressed
 through /admin/ with bearer tokens, and every answer checked against what
@@ -1072,7 +1073,7 @@ def test_unsuppress_lets_them_come_back(ngx):
 
 
 def test_unsuppress_profile_id_is_a_bad_request(ngx):
-    # profile ids are never suppressed (ADMIN.md): a client error
+    # profile ids are never suppressed (docs/privacy.md): a client error
     alice = Person(ngx, 'alice')
     pid = build_simple_person(ngx, alice, consent=False)
     erase(ngx, user_id=alice.uid)

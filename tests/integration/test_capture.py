@@ -1,5 +1,6 @@
 """Edge capture, the gate before it, click-through redirects (issue 17;
-README: cdp_capture, cdp_bot, cdp_redirect, cdp_redirect_hosts).
+docs/directives.md: cdp_capture, cdp_bot, cdp_redirect,
+cdp_redirect_hosts).
 
 A real origin (h.Upstream, a threaded http.server on loopback) serves
 HTML, CSS, JSON, a 404, a 301 and a login page that names its user in
@@ -770,8 +771,8 @@ def test_mail_proxy_unsigned_stores_nothing(cdp):
 
 
 def test_mail_proxy_open_finds_the_person_by_email_with_a_user_id(cdp):
-    """README: the open is stored on the named person's profile, "found or
-    created by user id or e-mail".  A person the store knows by address
+    """docs/directives.md (cdp_bot): the open is stored on the named
+    person's profile, "found or created by user id or e-mail".  A person the store knows by address
     (an earlier address-only campaign) opens a campaign whose pixel is
     signed with a user id and that address: found by the address."""
     url = sign_url(cdp.secret_path, '/p.gif?p.campaign=one',

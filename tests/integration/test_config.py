@@ -1,5 +1,5 @@
 """`nginx -t` accepts good configurations and rejects bad directive values
-with a message that says what is wrong (README: Directives)."""
+with a message that says what is wrong (docs/directives.md: Directives)."""
 
 import os
 import re

@@ -14,7 +14,7 @@ test_consent.py:
     body = "c1.<P>.<version>.<issued>"
     cookie = body + "." + base64url(HMAC-SHA256(key, "consent:" + body)[:12])
 
-and anonymous id cookies are made here the same way (README:
+and anonymous id cookies are made here the same way (docs/directives.md:
 cdp_secret_file; ngx_cdp_crypto.h):
 
     key = HMAC-SHA256(secret line, "ngx_cdp anonymous id cookie v1")

@@ -1,6 +1,6 @@
 """The signed anonymous id cookie: kept when valid, replaced when forged or
-malformed, key rotation through cdp_secret_file (README: cdp_secret_file,
-cdp_cookie; cdp_cookies_total)."""
+malformed, key rotation through cdp_secret_file (docs/directives.md:
+cdp_secret_file, cdp_cookie; cdp_cookies_total)."""
 
 import cdp_harness as h
 from cdp_harness import COOKIE_VALUE_RE

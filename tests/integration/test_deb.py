@@ -192,6 +192,9 @@ def test_deb_control_and_contents(deb):
             (DOC + '/README.md.gz', '-rw-r--r--'),
             (DOC + '/store/README.md.gz', '-rw-r--r--'),
             (DOC + '/store/ADMIN.md.gz', '-rw-r--r--'),
+            (DOC + '/docs/directives.md.gz', '-rw-r--r--'),
+            (DOC + '/docs/api.md.gz', '-rw-r--r--'),
+            (DOC + '/docs/privacy.md.gz', '-rw-r--r--'),
             (DOC + '/copyright', '-rw-r--r--'),
             (DOC + '/changelog.Debian.gz', '-rw-r--r--'),
             (EXAMPLE, '-rw-r--r--')]:
@@ -263,6 +266,7 @@ def test_deb_install_pixel_remove(deb, machine_lock, redis_server,
         docs = [p for p in (DOC + '/copyright', EXAMPLE,
                             DOC + '/README.md.gz', DOC + '/store/README.md.gz',
                             DOC + '/store/ADMIN.md.gz',
+                            DOC + '/docs/privacy.md.gz',
                             DOC + '/changelog.Debian.gz')
                 if installed_by_dpkg(p, filters)]
         for p in docs:

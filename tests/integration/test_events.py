@@ -1,5 +1,5 @@
 """What reaches Redis: the Segment-spec event JSON in <prefix>:events and
-the per-browser record (README: The event; store/cdp.lua)."""
+the per-browser record (docs/api.md: The event; store/cdp.lua)."""
 
 import datetime
 import socket

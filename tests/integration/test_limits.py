@@ -1,6 +1,7 @@
-"""Hit limits and malformed hits (README: cdp_pixel query fields).  A bad
-hit still gets the GIF; its event is not stored and is counted as dropped
-(malformed or too_large).  Hits at the limits are stored."""
+"""Hit limits and malformed hits (docs/directives.md: cdp_pixel query
+fields).  A bad hit still gets the GIF; its event is not stored and is
+counted as dropped (malformed or too_large).  Hits at the limits are
+stored."""
 
 import json
 

@@ -1,5 +1,6 @@
 """Concurrency: 2,000 hits from 50 keepalive connections at once are all
-stored, exactly once each (README: batching, cdp_events_stored_total)."""
+stored, exactly once each (README: batching; docs/directives.md:
+cdp_events_stored_total)."""
 
 import concurrent.futures
 import socket

@@ -1,5 +1,5 @@
 """The pixel's HTTP answer, its cookie, $cdp_anonymous_id and /status
-(README: cdp_pixel, cdp_cookie, Variables, cdp_status)."""
+(docs/directives.md: cdp_pixel, cdp_cookie, Variables, cdp_status)."""
 
 import os
 import shutil

@@ -1,6 +1,6 @@
 """Redis failures never slow the pixel, and storage recovers by itself; the
-Redis Functions library is loaded on connect (README: the path of one hit,
-cdp_redis; store/cdp.lua)."""
+Redis Functions library is loaded on connect (README: the path of one hit;
+docs/directives.md: cdp_redis; store/cdp.lua)."""
 
 import os
 import subprocess
@@ -235,8 +235,8 @@ def test_queue_full_when_redis_does_not_answer(redis_server, nginx_factory):
         ngx.status()), 5)
     assert st and st.delta(st0).stored == 5 and st.queue == 0, (
         ngx.status().delta(st0))
-    # README: accepted is "queued for Redis", so not the ones dropped as
-    # queue_full
+    # docs/directives.md (cdp_status): accepted is "queued for Redis",
+    # so not the ones dropped as queue_full
     assert d.accepted == 5, (
         'cdp_events_accepted_total +%d, want 5 (15 of the 20 were '
         'dropped as queue_full, never queued); deltas %r' % (

@@ -1,8 +1,8 @@
 """scripts/cdp-sign-url and scripts/cdp-id-hash against the real module: a
 URL the first prints identifies the browser that loads it, and the
 identifiers land in Redis exactly at the names the second prints.  Also
-checked against the harness's own Python implementation (README, "Signed
-pixel URLs"), and the README's worked example is pinned."""
+checked against the harness's own Python implementation (docs/api.md,
+"Signed pixel URLs"), and its worked example is pinned."""
 
 import os
 import subprocess

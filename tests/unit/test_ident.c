@@ -1030,7 +1030,7 @@ test_idsig_valid(void)
 {
     char  sig[NGX_CDP_SIG_HEX_LEN + 1], sig2[NGX_CDP_SIG_HEX_LEN + 1];
 
-    /* README.md, "Signed pixel URLs": the worked example */
+    /* docs/api.md, "Signed pixel URLs": the worked example */
 
     idsig_expected(sig, IDSIG_SECRET1, "u-1001", "jane@example.com",
                    IDSIG_EXP);
