@@ -13,10 +13,6 @@
 
 
 ngx_int_t ngx_cdp_pixel_handler(ngx_http_request_t *r);
-void ngx_cdp_hit_record(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
-    ngx_cdp_hit_t *hit, ngx_uint_t person);
-ngx_int_t ngx_cdp_aggregate(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
-    ngx_str_t *name);
 
 
 #endif /* _NGX_CDP_PIXEL_H_INCLUDED_ */

@@ -18,10 +18,10 @@
 
 #include "ngx_http_cdp_module.h"
 #include "ngx_cdp_http.h"
+#include "ngx_cdp_hit.h"
 #include "ngx_cdp_cookie.h"
 #include "ngx_cdp_policy.h"
 #include "ngx_cdp_suppress.h"
-#include "ngx_cdp_pixel.h"
 #include "ngx_cdp_capture.h"
 
 #include <openssl/crypto.h>
