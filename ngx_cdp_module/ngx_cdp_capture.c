@@ -14,9 +14,6 @@
 #include "ngx_http_cdp_module.h"
 #include "ngx_cdp_http.h"
 #include "ngx_cdp_hit.h"
-#include "ngx_cdp_cookie.h"
-#include "ngx_cdp_policy.h"
-#include "ngx_cdp_suppress.h"
 #include "ngx_cdp_capture.h"
 #include "ngx_cdp_agent.h"
 
@@ -301,16 +298,7 @@ ngx_cdp_capture_header_filter(ngx_http_request_t *r)
         hit.ref.len = ngx_min(ref->value.len, NGX_CDP_MAX_URL);
     }
 
-    if (!(ngx_cdp_consent_eval(r, ctx)->purposes
-          & NGX_CDP_CONSENT_ANALYTICS))
-    {
-        ngx_cdp_hit_record(r, ctx, &hit, 0);
-
-    } else if (ngx_cdp_suppress_cookie(r, ctx)) {
-        /* an erased person's browser: its cookie goes, nothing is kept */
-
-    } else if (ngx_cdp_cookie_issue(r, ctx) == NGX_OK) {
-        ngx_cdp_hit_record(r, ctx, &hit, 1);
+    if (ngx_cdp_hit_track(r, ctx, &hit) == NGX_OK) {
         ngx_cdp_count(NGX_CDP_C_CAPTURED, 1);
     }
 

@@ -10,7 +10,6 @@
 
 
 #include "ngx_cdp_format.h"
-#include "ngx_cdp_identify.h"
 #include "ngx_cdp_segment.h"
 
 #include <stdint.h>

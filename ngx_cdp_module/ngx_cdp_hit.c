@@ -11,12 +11,79 @@
 #include "ngx_cdp_policy.h"
 #include "ngx_cdp_event.h"
 #include "ngx_cdp_identify.h"
+#include "ngx_cdp_cookie.h"
+#include "ngx_cdp_suppress.h"
 #include "ngx_cdp_hit.h"
 #include "ngx_cdp_ingest.h"
 #include "ngx_cdp_dest.h"
 #include "ngx_cdp_audience.h"
 
 #include "ngx_cdp_ident.h"
+
+
+/* the hit of the request's query string; NGX_DECLINED: counted */
+
+ngx_int_t
+ngx_cdp_hit_parse_args(ngx_http_request_t *r, ngx_cdp_hit_t *hit)
+{
+    int      rc;
+    u_char  *scratch;
+
+    if (r->args.len > NGX_CDP_MAX_QUERY) {
+        ngx_cdp_count(NGX_CDP_C_DROP_TOO_LARGE, 1);
+        return NGX_DECLINED;
+    }
+
+    scratch = ngx_pnalloc(r->pool, r->args.len + 1);
+    if (scratch == NULL) {
+        ngx_cdp_count(NGX_CDP_C_DROP_MALFORMED, 1);
+        return NGX_DECLINED;
+    }
+
+    rc = ngx_cdp_hit_parse(r->args.data, r->args.len, hit, scratch);
+
+    if (rc != NGX_CDP_HIT_OK) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "cdp: pixel hit dropped: %d", rc);
+
+        ngx_cdp_count(rc == NGX_CDP_HIT_TOO_LARGE ? NGX_CDP_C_DROP_TOO_LARGE
+                                                  : NGX_CDP_C_DROP_MALFORMED,
+                      1);
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A captured page's or a click's hit under the pixel's rules: without
+ * analytics consent only its aggregate; an erased person's browser loses
+ * its cookie and nothing is kept; else the browser's id (minted and set
+ * when new) and its event.  NGX_OK: recorded for the browser.
+ */
+
+ngx_int_t
+ngx_cdp_hit_track(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
+    ngx_cdp_hit_t *hit)
+{
+    if (!(ngx_cdp_consent_eval(r, ctx)->purposes
+          & NGX_CDP_CONSENT_ANALYTICS))
+    {
+        ngx_cdp_hit_record(r, ctx, hit, 0);
+        return NGX_DECLINED;
+    }
+
+    if (ngx_cdp_suppress_cookie(r, ctx)
+        || ngx_cdp_cookie_issue(r, ctx) != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    ngx_cdp_hit_record(r, ctx, hit, 1);
+
+    return NGX_OK;
+}
 
 
 /*

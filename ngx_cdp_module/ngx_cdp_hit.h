@@ -17,6 +17,9 @@ void ngx_cdp_hit_record(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     ngx_cdp_hit_t *hit, ngx_uint_t person);
 ngx_int_t ngx_cdp_aggregate(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     ngx_str_t *name);
+ngx_int_t ngx_cdp_hit_parse_args(ngx_http_request_t *r, ngx_cdp_hit_t *hit);
+ngx_int_t ngx_cdp_hit_track(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
+    ngx_cdp_hit_t *hit);
 void ngx_cdp_hit_identity(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     ngx_cdp_hit_t *hit);
 ngx_int_t ngx_cdp_hit_signed(ngx_http_request_t *r, ngx_cdp_hit_t *hit);

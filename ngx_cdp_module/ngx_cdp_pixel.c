@@ -33,8 +33,6 @@
 
 static void ngx_cdp_pixel_event(ngx_http_request_t *r,
     ngx_http_cdp_ctx_t *ctx, ngx_uint_t person);
-static ngx_int_t ngx_cdp_pixel_parse(ngx_http_request_t *r,
-    ngx_cdp_hit_t *hit);
 static void ngx_cdp_pixel_mail_open(ngx_http_request_t *r,
     ngx_http_cdp_ctx_t *ctx);
 
@@ -148,41 +146,6 @@ ngx_cdp_pixel_handler(ngx_http_request_t *r)
 }
 
 
-/* the hit of the query string; NGX_DECLINED: dropped and counted */
-
-static ngx_int_t
-ngx_cdp_pixel_parse(ngx_http_request_t *r, ngx_cdp_hit_t *hit)
-{
-    int      rc;
-    u_char  *scratch;
-
-    if (r->args.len > NGX_CDP_MAX_QUERY) {
-        ngx_cdp_count(NGX_CDP_C_DROP_TOO_LARGE, 1);
-        return NGX_DECLINED;
-    }
-
-    scratch = ngx_pnalloc(r->pool, r->args.len + 1);
-    if (scratch == NULL) {
-        ngx_cdp_count(NGX_CDP_C_DROP_MALFORMED, 1);
-        return NGX_DECLINED;
-    }
-
-    rc = ngx_cdp_hit_parse(r->args.data, r->args.len, hit, scratch);
-
-    if (rc != NGX_CDP_HIT_OK) {
-        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                       "cdp: pixel hit dropped: %d", rc);
-
-        ngx_cdp_count(rc == NGX_CDP_HIT_TOO_LARGE ? NGX_CDP_C_DROP_TOO_LARGE
-                                                  : NGX_CDP_C_DROP_MALFORMED,
-                      1);
-        return NGX_DECLINED;
-    }
-
-    return NGX_OK;
-}
-
-
 /* person: the hit may be stored per person (analytics consent) */
 
 static void
@@ -192,7 +155,7 @@ ngx_cdp_pixel_event(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     ngx_cdp_hit_t             hit;
     ngx_http_cdp_loc_conf_t  *lcf;
 
-    if (ngx_cdp_pixel_parse(r, &hit) != NGX_OK) {
+    if (ngx_cdp_hit_parse_args(r, &hit) != NGX_OK) {
         return;
     }
 
@@ -238,7 +201,7 @@ ngx_cdp_pixel_mail_open(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx)
     static u_char  none[64] = "----------------------------------------"
                               "------------------------";
 
-    if (ngx_cdp_pixel_parse(r, &hit) != NGX_OK
+    if (ngx_cdp_hit_parse_args(r, &hit) != NGX_OK
         || ngx_cdp_hit_signed(r, &hit) != NGX_OK)
     {
         return;

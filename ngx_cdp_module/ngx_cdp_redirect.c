@@ -19,9 +19,6 @@
 #include "ngx_http_cdp_module.h"
 #include "ngx_cdp_http.h"
 #include "ngx_cdp_hit.h"
-#include "ngx_cdp_cookie.h"
-#include "ngx_cdp_policy.h"
-#include "ngx_cdp_suppress.h"
 #include "ngx_cdp_capture.h"
 
 #include <openssl/crypto.h>
@@ -316,27 +313,14 @@ static void
 ngx_cdp_redirect_event(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
     ngx_str_t *to, ngx_cdp_str_t *host)
 {
-    int              rc;
-    u_char          *scratch;
     ngx_uint_t       i, has_url, has_host;
     ngx_cdp_hit_t    hit;
     ngx_cdp_prop_t  *pr;
 
-    ngx_memzero(&hit, sizeof(ngx_cdp_hit_t));
+    /* the click counts, without what could not be read */
 
-    if (r->args.len <= NGX_CDP_MAX_QUERY) {
-        scratch = ngx_pnalloc(r->pool, r->args.len + 1);
-        if (scratch == NULL) {
-            return;
-        }
-
-        rc = ngx_cdp_hit_parse(r->args.data, r->args.len, &hit, scratch);
-
-        if (rc != NGX_CDP_HIT_OK) {
-            /* the click counts, without what could not be read */
-            ngx_cdp_count(NGX_CDP_C_DROP_MALFORMED, 1);
-            ngx_memzero(&hit, sizeof(ngx_cdp_hit_t));
-        }
+    if (ngx_cdp_hit_parse_args(r, &hit) != NGX_OK) {
+        ngx_memzero(&hit, sizeof(ngx_cdp_hit_t));
     }
 
     if (hit.event.data == NULL) {
@@ -375,15 +359,5 @@ ngx_cdp_redirect_event(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx,
         pr->value = *host;
     }
 
-    if (!(ngx_cdp_consent_eval(r, ctx)->purposes
-          & NGX_CDP_CONSENT_ANALYTICS))
-    {
-        ngx_cdp_hit_record(r, ctx, &hit, 0);
-
-    } else if (ngx_cdp_suppress_cookie(r, ctx)) {
-        /* an erased person's browser: its cookie goes, nothing is kept */
-
-    } else if (ngx_cdp_cookie_issue(r, ctx) == NGX_OK) {
-        ngx_cdp_hit_record(r, ctx, &hit, 1);
-    }
+    (void) ngx_cdp_hit_track(r, ctx, &hit);
 }
