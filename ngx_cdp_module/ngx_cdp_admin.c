@@ -93,8 +93,7 @@ typedef struct {
     ngx_uint_t                 role;
     ngx_array_t               *ids;         /* ngx_str_t "type:value" */
     ngx_array_t               *unsuppress;  /* ngx_str_t aidh */
-    ngx_cdp_redis_call_t      *call;        /* NULL once answered */
-    ngx_event_t                timer;
+    ngx_cdp_wait_t             wait;        /* for the call's answer */
 } ngx_cdp_admin_ctx_t;
 
 
@@ -148,7 +147,6 @@ static ngx_int_t ngx_cdp_admin_add_id(ngx_http_request_t *r,
 static void ngx_cdp_admin_done(ngx_cdp_redis_call_t *call, void *reply);
 static void ngx_cdp_admin_erased(u_char *receipt, size_t len);
 static void ngx_cdp_admin_timeout(ngx_event_t *ev);
-static void ngx_cdp_admin_cleanup(void *data);
 static ngx_int_t ngx_cdp_admin_destinations(ngx_http_request_t *r,
     ngx_http_cdp_main_conf_t *mcf);
 static ngx_int_t ngx_cdp_admin_replay_name(ngx_http_request_t *r,
@@ -543,7 +541,6 @@ ngx_cdp_admin_start(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx)
     ngx_time_t                *tp;
     const char               **argv, *bad;
     size_t                    *argvlen;
-    ngx_pool_cleanup_t        *cln;
     ngx_cdp_redis_call_t      *call;
     ngx_cdp_admin_call_t      *acall;
     ngx_http_cdp_loc_conf_t   *lcf;
@@ -668,9 +665,8 @@ ngx_cdp_admin_start(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx)
     argv = ngx_palloc(r->pool, (8 + actx->ids->nelts) * sizeof(char *));
     argvlen = ngx_palloc(r->pool, (8 + actx->ids->nelts) * sizeof(size_t));
     acall = ngx_alloc(sizeof(ngx_cdp_admin_call_t), r->connection->log);
-    cln = ngx_pool_cleanup_add(r->pool, 0);
 
-    if (argv == NULL || argvlen == NULL || acall == NULL || cln == NULL) {
+    if (argv == NULL || argvlen == NULL || acall == NULL) {
         if (acall) {
             ngx_free(acall);
         }
@@ -740,17 +736,20 @@ ngx_cdp_admin_start(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx)
     call->handler = ngx_cdp_admin_done;
     call->data = actx;
 
-    actx->call = call;
+    if (ngx_cdp_wait_start(r, &actx->wait, &call->data, lcf->api_timeout,
+                           ngx_cdp_admin_timeout, actx)
+        != NGX_OK)
+    {
+        ngx_free(acall);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
-    cln->handler = ngx_cdp_admin_cleanup;
-    cln->data = actx;
-
-    /* the answer comes with the reply: ngx_cdp_admin_done() */
+    /* the answer comes with the reply (at once on a lost connection) */
 
     r->main->count++;
 
     if (ngx_cdp_redis_call(call, argc, argv, argvlen) != NGX_OK) {
-        actx->call = NULL;
+        ngx_cdp_wait_answered(&actx->wait);
         r->main->count--;
         ngx_free(acall);
 
@@ -758,16 +757,6 @@ ngx_cdp_admin_start(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx)
                                    "unavailable",
                                    "the store is unavailable, retry later",
                                    NULL);
-    }
-
-    if (actx->call) {
-        /* not answered yet (a lost connection answers at once) */
-
-        actx->timer.handler = ngx_cdp_admin_timeout;
-        actx->timer.data = actx;
-        actx->timer.log = r->connection->log;
-
-        ngx_add_timer(&actx->timer, lcf->api_timeout);
     }
 
     return NGX_DONE;
@@ -1404,12 +1393,8 @@ ngx_cdp_admin_done(ngx_cdp_redis_call_t *call, void *data)
         return;
     }
 
-    actx->call = NULL;
+    ngx_cdp_wait_answered(&actx->wait);
     r = actx->request;
-
-    if (actx->timer.timer_set) {
-        ngx_del_timer(&actx->timer);
-    }
 
     if (reply && reply->type == REDIS_REPLY_ERROR
         && ngx_strncmp(reply->str, "ERR cdp_", 8) == 0)
@@ -1527,10 +1512,7 @@ ngx_cdp_admin_timeout(ngx_event_t *ev)
     actx = ev->data;
     r = actx->request;
 
-    if (actx->call) {
-        actx->call->data = NULL;
-        actx->call = NULL;
-    }
+    ngx_cdp_wait_abandon(&actx->wait);
 
     ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                   "cdp: no answer from redis within cdp_api_timeout");
@@ -1539,22 +1521,6 @@ ngx_cdp_admin_timeout(ngx_event_t *ev)
         ngx_cdp_admin_error(r, NGX_HTTP_SERVICE_UNAVAILABLE, "unavailable",
                             "no answer from the store in time; an erasure "
                             "may still complete: check the audit", NULL));
-}
-
-
-static void
-ngx_cdp_admin_cleanup(void *data)
-{
-    ngx_cdp_admin_ctx_t  *actx = data;
-
-    if (actx->call) {
-        actx->call->data = NULL;
-        actx->call = NULL;
-    }
-
-    if (actx->timer.timer_set) {
-        ngx_del_timer(&actx->timer);
-    }
 }
 
 

@@ -29,6 +29,7 @@
 #include "ngx_cdp_dest.h"
 #include "ngx_cdp_audience.h"
 #include "ngx_cdp_stamp.h"
+#include "ngx_cdp_wire.h"
 
 #include <ngx_md5.h>
 #include <jansson.h>
@@ -51,8 +52,7 @@
 
 typedef struct {
     ngx_http_request_t       *request;
-    ngx_cdp_ingest_waiter_t   *waiter;       /* NULL once answered */
-    ngx_event_t               timer;
+    ngx_cdp_wait_t            wait;         /* for the batch's waiter */
     ngx_int_t                 type;
     ngx_uint_t                encoding;     /* NGX_CDP_API_GZIP, ... */
     ngx_http_cdp_write_key_t *key;          /* the sender's */
@@ -76,7 +76,6 @@ static ngx_int_t ngx_cdp_api_rewrite(ngx_http_request_t *r,
     size_t aid_len, ngx_str_t *json);
 static void ngx_cdp_api_done(ngx_cdp_ingest_waiter_t *w, ngx_int_t rc);
 static void ngx_cdp_api_timeout(ngx_event_t *ev);
-static void ngx_cdp_api_cleanup(void *data);
 static ngx_int_t ngx_cdp_api_nginx_error(ngx_http_request_t *r);
 static ngx_int_t ngx_cdp_api_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *message);
@@ -87,10 +86,6 @@ static ngx_int_t ngx_cdp_api_unauthorized(ngx_http_request_t *r);
 
 
 static u_char  ngx_cdp_api_ok[] = "{\"success\":true}";
-
-/* an absent messageId hash or user id h in the head of an api event */
-static u_char  ngx_cdp_api_none[] =
-    "----------------------------------------------------------------";
 
 
 char *
@@ -377,7 +372,6 @@ ngx_cdp_api_process(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx)
     ngx_str_t                  body;
     const char                *why;
     ngx_time_t                *tp;
-    ngx_pool_cleanup_t        *cln;
     ngx_cdp_segment_t          res;
     ngx_cdp_ingest_waiter_t    *w;
     ngx_http_cdp_loc_conf_t   *lcf;
@@ -509,10 +503,17 @@ ngx_cdp_api_process(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx)
 
     ngx_cdp_segment_free(&res);
 
-    w = ngx_alloc(sizeof(ngx_cdp_ingest_waiter_t), r->connection->log);
-    cln = ngx_pool_cleanup_add(r->pool, 0);
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_cdp_module);
 
-    if (!queued || w == NULL || cln == NULL) {
+    w = queued ? ngx_alloc(sizeof(ngx_cdp_ingest_waiter_t),
+                           r->connection->log)
+               : NULL;
+
+    if (w == NULL
+        || ngx_cdp_wait_start(r, &actx->wait, &w->data, lcf->api_timeout,
+                              ngx_cdp_api_timeout, actx)
+           != NGX_OK)
+    {
         /* what was queued goes (a retry is deduplicated); no answer waits */
         ngx_cdp_ingest_release();
 
@@ -526,19 +527,6 @@ ngx_cdp_api_process(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx)
     w->handler = ngx_cdp_api_done;
     w->data = actx;
     w->next = NULL;
-
-    actx->waiter = w;
-
-    cln->handler = ngx_cdp_api_cleanup;
-    cln->data = actx;
-
-    lcf = ngx_http_get_module_loc_conf(r, ngx_http_cdp_module);
-
-    actx->timer.handler = ngx_cdp_api_timeout;
-    actx->timer.data = actx;
-    actx->timer.log = r->connection->log;
-
-    ngx_add_timer(&actx->timer, lcf->api_timeout);
 
     ngx_cdp_ingest_wait(w);
 
@@ -926,7 +914,7 @@ ngx_cdp_api_enqueue(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx,
      * when it needs it (store/cdp.lua, API_REST)
      */
 
-    attrs.len = 32 + 64 + 1 + NGX_CDP_IDS_TEXT_MAX(&ids)
+    attrs.len = NGX_CDP_WIRE_API_HEAD + NGX_CDP_IDS_TEXT_MAX(&ids)
                 + NGX_CDP_IDENT_HASH_LEN + NGX_CDP_ID_HEX_LEN
                 + profile_traits.len + 3;
     attrs.data = ngx_pnalloc(r->pool, attrs.len);
@@ -934,24 +922,11 @@ ngx_cdp_api_enqueue(ngx_http_request_t *r, ngx_cdp_api_ctx_t *actx,
         return NGX_ERROR;
     }
 
-    p = attrs.data;
+    /* the head (ngx_cdp_wire.h): the type's first letter t, i, p, s, g, a */
 
-    if (m->message_id) {
-        p = ngx_cpymem(p, mid, sizeof(mid));
-
-    } else {
-        p = ngx_cpymem(p, ngx_cdp_api_none, 32);
-    }
-
-    if (ids.user_id.len) {
-        p = ngx_cpymem(p, ids.uidh, NGX_CDP_IDENT_HASH_LEN);
-
-    } else {
-        p = ngx_cpymem(p, ngx_cdp_api_none, NGX_CDP_IDENT_HASH_LEN);
-    }
-
-    /* the type's first letter: t, i, p, s, g or a */
-    *p++ = ngx_cdp_segment_type_name(m->type)[0];
+    p = ngx_cdp_wire_api_head(attrs.data, m->message_id ? mid : NULL,
+                              ids.user_id.len ? ids.uidh : NULL,
+                              (u_char) ngx_cdp_segment_type_name(m->type)[0]);
 
     p = ngx_cdp_ids_text(p, &ids);
     *p++ = '\t';
@@ -1195,12 +1170,8 @@ ngx_cdp_api_done(ngx_cdp_ingest_waiter_t *w, ngx_int_t rc)
         return;
     }
 
-    actx->waiter = NULL;
+    ngx_cdp_wait_answered(&actx->wait);
     r = actx->request;
-
-    if (actx->timer.timer_set) {
-        ngx_del_timer(&actx->timer);
-    }
 
     if (rc == NGX_OK) {
         rc = ngx_cdp_send(r, NGX_HTTP_OK, "application/json", ngx_cdp_api_ok,
@@ -1222,32 +1193,13 @@ ngx_cdp_api_timeout(ngx_event_t *ev)
     actx = ev->data;
     r = actx->request;
 
-    if (actx->waiter) {
-        /* the batch may still be stored: the sender's retry is a dup */
-        actx->waiter->data = NULL;
-        actx->waiter = NULL;
-    }
+    /* the batch may still be stored: the sender's retry is a dup */
+    ngx_cdp_wait_abandon(&actx->wait);
 
     ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                   "cdp: no answer from redis within cdp_api_timeout");
 
     ngx_http_finalize_request(r, ngx_cdp_api_unavailable(r));
-}
-
-
-static void
-ngx_cdp_api_cleanup(void *data)
-{
-    ngx_cdp_api_ctx_t  *actx = data;
-
-    if (actx->waiter) {
-        actx->waiter->data = NULL;
-        actx->waiter = NULL;
-    }
-
-    if (actx->timer.timer_set) {
-        ngx_del_timer(&actx->timer);
-    }
 }
 
 

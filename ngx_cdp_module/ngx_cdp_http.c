@@ -388,3 +388,65 @@ ngx_cdp_uri_tail(ngx_http_request_t *r, size_t *len)
 
     return tail;
 }
+
+
+static void
+ngx_cdp_wait_cleanup(void *data)
+{
+    ngx_cdp_wait_abandon(data);
+}
+
+
+ngx_int_t
+ngx_cdp_wait_start(ngx_http_request_t *r, ngx_cdp_wait_t *wt, void **detach,
+    ngx_msec_t timeout, ngx_event_handler_pt handler, void *data)
+{
+    ngx_pool_cleanup_t  *cln;
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_cdp_wait_cleanup;
+    cln->data = wt;
+
+    wt->detach = detach;
+
+    wt->timer.handler = handler;
+    wt->timer.data = data;
+    wt->timer.log = r->connection->log;
+
+    ngx_add_timer(&wt->timer, timeout);
+
+    return NGX_OK;
+}
+
+
+/* the callback came: nothing to detach any more */
+
+void
+ngx_cdp_wait_answered(ngx_cdp_wait_t *wt)
+{
+    wt->detach = NULL;
+
+    if (wt->timer.timer_set) {
+        ngx_del_timer(&wt->timer);
+    }
+}
+
+
+/* the request gives up (its timeout, or it went away) */
+
+void
+ngx_cdp_wait_abandon(ngx_cdp_wait_t *wt)
+{
+    if (wt->detach) {
+        *wt->detach = NULL;
+        wt->detach = NULL;
+    }
+
+    if (wt->timer.timer_set) {
+        ngx_del_timer(&wt->timer);
+    }
+}

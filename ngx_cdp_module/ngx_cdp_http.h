@@ -104,4 +104,27 @@ ngx_int_t ngx_cdp_read_body(ngx_http_request_t *r, ngx_str_t *body,
 u_char *ngx_cdp_uri_tail(ngx_http_request_t *r, size_t *len);
 
 
+/*
+ * A request that waits for a callback (the API's batch, the admin API's
+ * FCALL) without blocking: the timer of its timeout, and a pool cleanup
+ * that detaches the callback when the request goes away.  The callback's
+ * own struct outlives the request; *detach is its pointer back to the
+ * waiting one, set to NULL when the request gives up, so that a late
+ * answer finds nobody.  The owner: ngx_cdp_wait_start() once the callback
+ * is armed; the callback calls ngx_cdp_wait_answered(); the timer's
+ * handler ngx_cdp_wait_abandon() before it answers the request itself.
+ */
+
+typedef struct {
+    ngx_event_t                timer;
+    void                     **detach;      /* NULL once answered */
+} ngx_cdp_wait_t;
+
+ngx_int_t ngx_cdp_wait_start(ngx_http_request_t *r, ngx_cdp_wait_t *wt,
+    void **detach, ngx_msec_t timeout, ngx_event_handler_pt handler,
+    void *data);
+void ngx_cdp_wait_answered(ngx_cdp_wait_t *wt);
+void ngx_cdp_wait_abandon(ngx_cdp_wait_t *wt);
+
+
 #endif /* _NGX_CDP_HTTP_H_INCLUDED_ */

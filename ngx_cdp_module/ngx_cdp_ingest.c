@@ -30,6 +30,7 @@
 #include "ngx_cdp_dest.h"
 #include "ngx_cdp_redis.h"
 #include "ngx_cdp_resp.h"
+#include "ngx_cdp_wire.h"
 #include "ngx_cdp_spool.h"
 #include "ngx_cdp_ingest.h"
 
@@ -42,8 +43,6 @@
 /* bytes a worker may hold for Redis, whatever cdp_queue_size says */
 #define NGX_CDP_MAX_BUFFERED      (64 * 1024 * 1024)
 
-/* the store remembers batch ids in bitmaps of 2^20 bits, one per key */
-#define NGX_CDP_ONCE_SHIFT        20
 
 
 typedef struct ngx_cdp_batch_s  ngx_cdp_batch_t;
@@ -132,9 +131,10 @@ static ngx_str_t  ngx_cdp_event_kinds[] = {
 ngx_int_t
 ngx_cdp_ingest_init_process(ngx_cycle_t *cycle, ngx_http_cdp_main_conf_t *mcf)
 {
-    u_char            *p;
-    ngx_time_t        *tp;
-    ngx_cdp_ingest_t  *ig;
+    u_char               *p;
+    ngx_time_t           *tp;
+    ngx_cdp_ingest_t     *ig;
+    ngx_cdp_wire_conf_t   wc;
 
     ig = ngx_pcalloc(cycle->pool, sizeof(ngx_cdp_ingest_t));
     if (ig == NULL) {
@@ -189,7 +189,7 @@ ngx_cdp_ingest_init_process(ngx_cycle_t *cycle, ngx_http_cdp_main_conf_t *mcf)
      */
 
     ig->conf.argv1.data = ngx_pnalloc(cycle->pool,
-                                      7 * NGX_INT_T_LEN + 2
+                                      NGX_CDP_WIRE_ARGV1_MAX + 2
                                       + mcf->dest_spec.len
                                       + 2 * (NGX_SIZE_T_LEN + 1)
                                       + mcf->facts_spec.len
@@ -198,11 +198,15 @@ ngx_cdp_ingest_init_process(ngx_cycle_t *cycle, ngx_http_cdp_main_conf_t *mcf)
         return NGX_ERROR;
     }
 
-    p = ngx_sprintf(ig->conf.argv1.data, "%ui %ui %ui %ui %ui %T %T",
-                    mcf->stream_maxlen, mcf->limit_user_id,
-                    mcf->limit_email, mcf->limit_phone,
-                    mcf->timeline_max, mcf->dedup_window,
-                    mcf->agg_retention);
+    wc.maxlen = mcf->stream_maxlen;
+    wc.limit_user_id = mcf->limit_user_id;
+    wc.limit_email = mcf->limit_email;
+    wc.limit_phone = mcf->limit_phone;
+    wc.timeline_max = mcf->timeline_max;
+    wc.dedup = mcf->dedup_window;
+    wc.agg_retention = mcf->agg_retention;
+
+    p = ngx_cdp_wire_argv1(ig->conf.argv1.data, &wc);
 
     ig->conf.nargs = 4;
 
@@ -722,7 +726,7 @@ ngx_cdp_ingest_fcall(ngx_cdp_ingest_conf_t *conf, uint64_t seq, ngx_uint_t n,
     size_t   len, blen;
     u_char  *p, num[NGX_INT64_LEN], block[NGX_INT64_LEN];
 
-    blen = ngx_sprintf(block, "%uL", seq >> NGX_CDP_ONCE_SHIFT) - block;
+    blen = ngx_sprintf(block, "%uL", seq >> NGX_CDP_WIRE_ONCE_SHIFT) - block;
 
     len = NGX_CDP_RESP_ARRAY_SIZE
           + ngx_cdp_resp_bulk_size(sizeof("FCALL") - 1)
@@ -752,7 +756,7 @@ ngx_cdp_ingest_fcall(ngx_cdp_ingest_conf_t *conf, uint64_t seq, ngx_uint_t n,
     p = ngx_cdp_resp_bulk(p, conf->argv1.data, conf->argv1.len);
     p = ngx_cdp_resp_bulk(p, num,
                           ngx_sprintf(num, "%uL",
-                                      seq & ((1 << NGX_CDP_ONCE_SHIFT) - 1))
+                                      seq & ((1 << NGX_CDP_WIRE_ONCE_SHIFT) - 1))
                           - num);
     p = ngx_cpymem(p, args, args_len);
 

@@ -27,6 +27,7 @@
 #include "ngx_cdp_dest.h"
 #include "ngx_cdp_audience.h"
 #include "ngx_cdp_capture.h"
+#include "ngx_cdp_wire.h"
 
 #include "ngx_cdp_ident.h"
 
@@ -198,9 +199,6 @@ ngx_cdp_pixel_mail_open(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx)
     ngx_http_cdp_main_conf_t  *mcf;
     u_char                     rbuf[NGX_CDP_EXTRA_LEN];
 
-    static u_char  none[64] = "----------------------------------------"
-                              "------------------------";
-
     if (ngx_cdp_hit_parse_args(r, &hit) != NGX_OK
         || ngx_cdp_hit_signed(r, &hit) != NGX_OK)
     {
@@ -244,16 +242,14 @@ ngx_cdp_pixel_mail_open(ngx_http_request_t *r, ngx_http_cdp_ctx_t *ctx)
 
     /* the API's attrs (store/cdp.lua, API_REST): no messageId to dedup */
 
-    attrs.data = ngx_pnalloc(r->pool, 32 + 64 + 1
+    attrs.data = ngx_pnalloc(r->pool, NGX_CDP_WIRE_API_HEAD
                                       + NGX_CDP_IDS_TEXT_MAX(&ids) + 3);
     if (attrs.data == NULL) {
         return;
     }
 
-    p = ngx_cpymem(attrs.data, none, 32);
-    p = ids.user_id.len ? ngx_cpymem(p, ids.uidh, NGX_CDP_IDENT_HASH_LEN)
-                        : ngx_cpymem(p, none, NGX_CDP_IDENT_HASH_LEN);
-    *p++ = 't';
+    p = ngx_cdp_wire_api_head(attrs.data, NULL,
+                              ids.user_id.len ? ids.uidh : NULL, 't');
     p = ngx_cdp_ids_text(p, &ids);
     *p++ = '\t';
     *p++ = '\t';

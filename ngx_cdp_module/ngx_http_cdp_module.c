@@ -6,6 +6,7 @@
 
 #include "ngx_http_cdp_module.h"
 #include "ngx_cdp_http.h"
+#include "ngx_cdp_wire.h"
 #include "ngx_cdp_cookie.h"
 #include "ngx_cdp_geo.h"
 #include "ngx_cdp_policy.h"
@@ -535,16 +536,17 @@ ngx_http_cdp_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_uint_value(mcf->db, 0);
     ngx_conf_init_msec_value(mcf->timeout, 2000);
-    ngx_conf_init_uint_value(mcf->stream_maxlen, 1000000);
+    ngx_conf_init_uint_value(mcf->stream_maxlen, NGX_CDP_WIRE_MAXLEN);
     ngx_conf_init_uint_value(mcf->batch_size, 256);
     ngx_conf_init_uint_value(mcf->queue_size, 10000);
-    ngx_conf_init_uint_value(mcf->limit_user_id, 1);
-    ngx_conf_init_uint_value(mcf->limit_email, 5);
-    ngx_conf_init_uint_value(mcf->limit_phone, 5);
-    ngx_conf_init_uint_value(mcf->timeline_max, 10000);
-    ngx_conf_init_value(mcf->dedup_window, 86400);
+    ngx_conf_init_uint_value(mcf->limit_user_id,
+                             NGX_CDP_WIRE_LIMIT_USER_ID);
+    ngx_conf_init_uint_value(mcf->limit_email, NGX_CDP_WIRE_LIMIT_EMAIL);
+    ngx_conf_init_uint_value(mcf->limit_phone, NGX_CDP_WIRE_LIMIT_PHONE);
+    ngx_conf_init_uint_value(mcf->timeline_max, NGX_CDP_WIRE_TIMELINE_MAX);
+    ngx_conf_init_value(mcf->dedup_window, NGX_CDP_WIRE_DEDUP);
     /* 25 months of 30 days: CNIL's bound for consent-exempt audience data */
-    ngx_conf_init_value(mcf->agg_retention, 25 * 30 * 86400);
+    ngx_conf_init_value(mcf->agg_retention, NGX_CDP_WIRE_AGG_RETENTION);
     ngx_conf_init_size_value(mcf->suppression_size, 4 * 1024 * 1024);
 
     if (mcf->suppression_size < 64 * 1024) {
