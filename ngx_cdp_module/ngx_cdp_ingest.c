@@ -238,7 +238,9 @@ ngx_cdp_ingest_init_process(ngx_cycle_t *cycle, ngx_http_cdp_main_conf_t *mcf)
         ngx_add_timer(&ig->pump_ev, NGX_CDP_PUMP_INTERVAL);
     }
 
-    return ngx_cdp_redis_init_process(cycle, mcf, ngx_cdp_ingest_ready);
+    return ngx_cdp_redis_init_process(cycle, &mcf->redis,
+                                      mcf->spool ? &mcf->spool->name : NULL,
+                                      ngx_cdp_ingest_ready);
 }
 
 

@@ -40,7 +40,8 @@ typedef struct {
 
 
 typedef struct {
-    ngx_http_cdp_main_conf_t  *mcf;
+    ngx_cdp_redis_conf_t      *conf;
+    ngx_str_t                 *spool;       /* cdp_spool's path, or NULL */
     ngx_log_t                 *log;
     ngx_cdp_redis_ready_pt     ready;
 
@@ -121,8 +122,8 @@ static ngx_cdp_redis_t  *ngx_cdp_redis;
 
 
 ngx_int_t
-ngx_cdp_redis_init_process(ngx_cycle_t *cycle, ngx_http_cdp_main_conf_t *mcf,
-    ngx_cdp_redis_ready_pt ready)
+ngx_cdp_redis_init_process(ngx_cycle_t *cycle, ngx_cdp_redis_conf_t *conf,
+    ngx_str_t *spool, ngx_cdp_redis_ready_pt ready)
 {
     ngx_cdp_redis_t  *rd;
 
@@ -131,7 +132,8 @@ ngx_cdp_redis_init_process(ngx_cycle_t *cycle, ngx_http_cdp_main_conf_t *mcf,
         return NGX_ERROR;
     }
 
-    rd->mcf = mcf;
+    rd->conf = conf;
+    rd->spool = spool;
     rd->log = cycle->log;
     rd->ready = ready;
     rd->backoff = NGX_CDP_BACKOFF_MIN;
@@ -258,9 +260,9 @@ ngx_cdp_redis_connect(ngx_cdp_redis_t *rd)
 
     ngx_memzero(&rd->peer, sizeof(ngx_peer_connection_t));
 
-    rd->peer.sockaddr = rd->mcf->addr->sockaddr;
-    rd->peer.socklen = rd->mcf->addr->socklen;
-    rd->peer.name = &rd->mcf->addr->name;
+    rd->peer.sockaddr = rd->conf->addr->sockaddr;
+    rd->peer.socklen = rd->conf->addr->socklen;
+    rd->peer.name = &rd->conf->addr->name;
     rd->peer.get = ngx_event_get_peer;
     rd->peer.log = rd->log;
     rd->peer.log_error = NGX_ERROR_ERR;
@@ -300,7 +302,7 @@ ngx_cdp_redis_connect(ngx_cdp_redis_t *rd)
     c->write->handler = ngx_cdp_redis_write_handler;
 
     if (rc == NGX_AGAIN) {
-        ngx_add_timer(c->write, rd->mcf->timeout);
+        ngx_add_timer(c->write, rd->conf->timeout);
         return;
     }
 
@@ -339,11 +341,11 @@ ngx_cdp_redis_handshake(ngx_cdp_redis_t *rd)
 
     rd->state = NGX_CDP_REDIS_HANDSHAKE;
 
-    if (rd->mcf->password.len) {
+    if (rd->conf->password.len) {
         argv[0] = "AUTH";
         argvlen[0] = 4;
-        argv[1] = (const char *) rd->mcf->password.data;
-        argvlen[1] = rd->mcf->password.len;
+        argv[1] = (const char *) rd->conf->password.data;
+        argvlen[1] = rd->conf->password.len;
 
         if (ngx_cdp_redis_command(rd, 2, argv, argvlen,
                                   ngx_cdp_redis_setup_done, "AUTH")
@@ -353,11 +355,11 @@ ngx_cdp_redis_handshake(ngx_cdp_redis_t *rd)
         }
     }
 
-    if (rd->mcf->db) {
+    if (rd->conf->db) {
         argv[0] = "SELECT";
         argvlen[0] = 6;
         argv[1] = (const char *) db;
-        argvlen[1] = ngx_sprintf(db, "%ui", rd->mcf->db) - db;
+        argvlen[1] = ngx_sprintf(db, "%ui", rd->conf->db) - db;
 
         if (ngx_cdp_redis_command(rd, 2, argv, argvlen,
                                   ngx_cdp_redis_setup_done, "SELECT")
@@ -522,7 +524,7 @@ ngx_cdp_redis_load_done(redisReply *reply, void *data)
 
     ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
                   "cdp: loaded the %s revision %s into redis %V",
-                  lib->name, lib->rev, &rd->mcf->addr_text);
+                  lib->name, lib->rev, &rd->conf->addr_text);
 
     ngx_cdp_redis_next(rd, lib);
 }
@@ -585,7 +587,7 @@ ngx_cdp_redis_ready(ngx_cdp_redis_t *rd)
 
     if (rd->reported) {
         ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
-                      "cdp: redis %V is back", &rd->mcf->addr_text);
+                      "cdp: redis %V is back", &rd->conf->addr_text);
         rd->reported = 0;
     }
 
@@ -623,17 +625,17 @@ ngx_cdp_redis_fail(ngx_cdp_redis_t *rd, const char *why)
     }
 
     if (!rd->reported && !ngx_exiting && !ngx_terminate) {
-        if (rd->mcf->spool) {
+        if (rd->spool) {
             ngx_log_error(NGX_LOG_ERR, rd->log, 0,
                           "cdp: redis %V unavailable (%s), events are "
                           "spooled to %V until it is back",
-                          &rd->mcf->addr_text, why, &rd->mcf->spool->name);
+                          &rd->conf->addr_text, why, rd->spool);
 
         } else {
             ngx_log_error(NGX_LOG_ERR, rd->log, 0,
                           "cdp: redis %V unavailable (%s), events are "
                           "dropped until it is back (cdp_spool keeps them)",
-                          &rd->mcf->addr_text, why);
+                          &rd->conf->addr_text, why);
         }
 
         rd->reported = 1;
@@ -784,7 +786,7 @@ ngx_cdp_redis_write(ngx_cdp_redis_t *rd)
     /* replies are awaited at most "timeout"; a later one resets it */
 
     if (rd->pending_n && !c->read->timer_set) {
-        ngx_add_timer(c->read, rd->mcf->timeout);
+        ngx_add_timer(c->read, rd->conf->timeout);
     }
 }
 

@@ -31,8 +31,10 @@ typedef void (*ngx_cdp_redis_reply_pt)(redisReply *reply, void *data);
 typedef void (*ngx_cdp_redis_ready_pt)(void);
 
 
+/* spool: cdp_spool's path (for the log), or NULL */
 ngx_int_t ngx_cdp_redis_init_process(ngx_cycle_t *cycle,
-    ngx_http_cdp_main_conf_t *mcf, ngx_cdp_redis_ready_pt ready);
+    ngx_cdp_redis_conf_t *conf, ngx_str_t *spool,
+    ngx_cdp_redis_ready_pt ready);
 void ngx_cdp_redis_exit_process(ngx_cycle_t *cycle);
 
 /* commands may be queued: connected, the libraries loaded */

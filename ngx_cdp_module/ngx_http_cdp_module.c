@@ -504,16 +504,16 @@ ngx_http_cdp_create_main_conf(ngx_conf_t *cf)
     /*
      * set by ngx_pcalloc():
      *
-     *     mcf->addr = NULL;
-     *     mcf->password = { 0, NULL };
+     *     mcf->redis.addr = NULL;
+     *     mcf->redis.password = { 0, NULL };
      *     mcf->prefix = { 0, NULL };
      *     mcf->secret_file = { 0, NULL };
      *     mcf->ident_file = { 0, NULL };
      *     mcf->nkeys = 0;
      */
 
-    mcf->db = NGX_CONF_UNSET_UINT;
-    mcf->timeout = NGX_CONF_UNSET_MSEC;
+    mcf->redis.db = NGX_CONF_UNSET_UINT;
+    mcf->redis.timeout = NGX_CONF_UNSET_MSEC;
     mcf->stream_maxlen = NGX_CONF_UNSET_UINT;
     mcf->batch_size = NGX_CONF_UNSET_UINT;
     mcf->queue_size = NGX_CONF_UNSET_UINT;
@@ -534,8 +534,8 @@ ngx_http_cdp_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_cdp_main_conf_t  *mcf = conf;
 
-    ngx_conf_init_uint_value(mcf->db, 0);
-    ngx_conf_init_msec_value(mcf->timeout, 2000);
+    ngx_conf_init_uint_value(mcf->redis.db, 0);
+    ngx_conf_init_msec_value(mcf->redis.timeout, 2000);
     ngx_conf_init_uint_value(mcf->stream_maxlen, NGX_CDP_WIRE_MAXLEN);
     ngx_conf_init_uint_value(mcf->batch_size, 256);
     ngx_conf_init_uint_value(mcf->queue_size, 10000);
@@ -762,7 +762,7 @@ ngx_http_cdp_needs(ngx_conf_t *cf, ngx_http_cdp_loc_conf_t *conf,
         return NGX_ERROR;
     }
 
-    if (mcf->addr == NULL && !mcf->warned_no_redis) {
+    if (mcf->redis.addr == NULL && !mcf->warned_no_redis) {
         ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
                            "%s without cdp_redis in the http block: its "
                            "events are counted and dropped", what);
@@ -820,7 +820,7 @@ ngx_http_cdp_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_uint_t   i;
     ngx_msec_t   ms;
 
-    if (mcf->addr) {
+    if (mcf->redis.addr) {
         return "is duplicate";
     }
 
@@ -855,8 +855,8 @@ ngx_http_cdp_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     /* the first address: one connection per worker */
-    mcf->addr = &u.addrs[0];
-    mcf->addr_text = u.url;
+    mcf->redis.addr = &u.addrs[0];
+    mcf->redis.addr_text = u.url;
 
     for (i = 2; i < cf->args->nelts; i++) {
 
@@ -866,15 +866,15 @@ ngx_http_cdp_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 goto invalid;
             }
 
-            mcf->db = (ngx_uint_t) n;
+            mcf->redis.db = (ngx_uint_t) n;
             continue;
         }
 
         if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
-            mcf->password.data = value[i].data + 9;
-            mcf->password.len = value[i].len - 9;
+            mcf->redis.password.data = value[i].data + 9;
+            mcf->redis.password.len = value[i].len - 9;
 
-            if (mcf->password.len == 0) {
+            if (mcf->redis.password.len == 0) {
                 goto invalid;
             }
 
@@ -909,7 +909,7 @@ ngx_http_cdp_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 goto invalid;
             }
 
-            mcf->timeout = ms;
+            mcf->redis.timeout = ms;
             continue;
         }
 
@@ -1366,7 +1366,7 @@ ngx_http_cdp_init_process(ngx_cycle_t *cycle)
     }
 
     mcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_cdp_module);
-    if (mcf == NULL || mcf->addr == NULL) {
+    if (mcf == NULL || mcf->redis.addr == NULL) {
         return NGX_OK;
     }
 

@@ -32,13 +32,19 @@
 #define NGX_CDP_SECURE_OFF         2
 
 
+/* cdp_redis: what the transport (ngx_cdp_redis.c) needs, its own type */
 typedef struct {
     ngx_addr_t                *addr;        /* resolved at config time */
     ngx_str_t                  addr_text;
     ngx_uint_t                 db;
     ngx_str_t                  password;
-    ngx_str_t                  prefix;
     ngx_msec_t                 timeout;
+} ngx_cdp_redis_conf_t;
+
+
+typedef struct {
+    ngx_cdp_redis_conf_t       redis;
+    ngx_str_t                  prefix;      /* of every key */
 
     ngx_str_t                  secret_file;
     ngx_str_t                  ident_file;  /* cdp_identity_secret_file */
