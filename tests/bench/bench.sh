@@ -69,6 +69,8 @@ WARMUP=2
 COOKIES_LUA=$TOP/tests/bench/cookies.lua
 . "$TOP/tests/bench/cpu.sh"
 . "$TOP/tests/bench/wrk.sh"
+BENCH_NAME=bench
+. "$TOP/tests/bench/lib.sh"
 PREFIX=bench
 API_KEY=bench-write-key
 API_BATCH=${API_BATCH:-100}
@@ -76,13 +78,7 @@ API_CONNECTIONS=${API_CONNECTIONS:-8}
 API_LUA=$TOP/tests/bench/api.lua
 CEILING=${CEILING:-off}
 
-die() { printf 'bench: %s\n' "$*" >&2; exit 2; }
-
-for t in wrk redis-server redis-cli curl openssl; do
-    command -v "$t" >/dev/null 2>&1 || die "$t not found (make deps)"
-done
-[ -x "$NGINX_BIN" ] || die "no nginx at $NGINX_BIN"
-[ -f "$MODULE" ] || die "the module is not built: $MODULE (make build)"
+check_tools deps
 [ -f "$COOKIES_LUA" ] || die "no wrk script at $COOKIES_LUA"
 case $SECONDS_PER_RUN$ROUNDS$CONNS$POOL in
     *[!0-9]*) die "BENCH_SECONDS, ROUNDS, CONNECTIONS and COOKIE_POOL must be integers" ;;
@@ -95,53 +91,19 @@ redis_pid=
 nginx_pid=
 
 stream_added() {
-    redis-cli -p "$REDIS_PORT" XINFO STREAM "$PREFIX:events" 2>/dev/null \
-        | awk 'prev == "entries-added" { print; found = 1; exit }
-               { prev = $0 }
-               END { if (!found) print 0 }'
-}
-
-alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
-
-wait_gone() {
-    local i=0
-    while alive "$1" && [ "$i" -lt "$2" ]; do sleep 0.1; i=$((i + 1)); done
-    ! alive "$1"
+    redis-cli -p "$REDIS_PORT" XINFO STREAM "$PREFIX:events" 2>/dev/null | entries_added
 }
 
 cleanup() {
     trap '' INT TERM
-    if alive "$nginx_pid"; then
-        kill -QUIT "$nginx_pid" 2>/dev/null
-        wait_gone "$nginx_pid" 100 || kill -KILL "$nginx_pid" 2>/dev/null
-        wait "$nginx_pid" 2>/dev/null
-    fi
-    if alive "$redis_pid"; then
-        redis-cli -p "$REDIS_PORT" SHUTDOWN NOSAVE >/dev/null 2>&1 \
-            || kill -TERM "$redis_pid" 2>/dev/null
-        wait_gone "$redis_pid" 100 || kill -KILL "$redis_pid" 2>/dev/null
-        wait "$redis_pid" 2>/dev/null
-    fi
-    if [ -n "${KEEP_BENCH_DIR:-}" ]; then
-        echo "bench files kept in $TMP"
-    else
-        rm -rf "$TMP"
-    fi
+    stop_nginx "$nginx_pid"
+    stop_redis "$redis_pid" -p "${REDIS_PORT:-}"
+    remove_tmp
 }
-trap cleanup EXIT
-trap 'echo; echo "bench: interrupted"; exit 130' INT TERM
+set_traps
 
 # two free loopback ports, chosen by the kernel
-read -r REDIS_PORT HTTP_PORT < <(/usr/bin/python3 - <<'EOF'
-import socket
-socks = []
-for _ in range(2):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(*(s.getsockname()[1] for s in socks))
-EOF
-)
+read -r REDIS_PORT HTTP_PORT < <(free_ports 2)
 [ -n "${HTTP_PORT:-}" ] || die "could not find free ports"
 
 # nginx reaches Redis over its unix socket, as make run does: on one
@@ -161,45 +123,15 @@ fi
 
 # --- Redis -----------------------------------------------------------------
 
-setsid redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$TMP" \
-    --unixsocket "$TMP/redis.sock" --unixsocketperm 700 \
-    --save '' --appendonly no --daemonize no \
-    --logfile "$TMP/redis.log" </dev/null &
+redis_launch "$TMP" --bind 127.0.0.1 --port "$REDIS_PORT" --appendonly no
 redis_pid=$!
-i=0
-until redis-cli -p "$REDIS_PORT" PING 2>/dev/null | grep -q PONG; do
-    alive "$redis_pid" && [ "$i" -lt 100 ] || { cat "$TMP/redis.log" >&2; die "Redis did not start"; }
-    sleep 0.1; i=$((i + 1))
-done
+redis_ready "$redis_pid" 100 -p "$REDIS_PORT" \
+    || { cat "$TMP/redis.log" >&2; die "Redis did not start"; }
 
 # --- nginx -----------------------------------------------------------------
 
 (umask 077 && openssl rand -hex 32 > "$TMP/secret")
-mkdir -p "$TMP/logs" "$TMP/temp"
-user_line=
-[ "$(id -u)" = 0 ] && user_line="user root;"
-
-cat > "$TMP/nginx.conf" <<EOF
-load_module $MODULE;
-$user_line
-daemon off;
-master_process on;
-worker_processes 1;
-pid $TMP/logs/nginx.pid;
-error_log $TMP/logs/error.log warn;
-
-events {
-    worker_connections 4096;
-}
-
-http {
-    access_log off;
-    client_body_temp_path $TMP/temp/client_body;
-    proxy_temp_path       $TMP/temp/proxy;
-    fastcgi_temp_path     $TMP/temp/fastcgi;
-    uwsgi_temp_path       $TMP/temp/uwsgi;
-    scgi_temp_path        $TMP/temp/scgi;
-
+nginx_conf "$TMP" "$MODULE" "
     cdp_redis         $BENCH_REDIS prefix=$PREFIX;
     cdp_secret_file   $TMP/secret;
     cdp_stream_maxlen $STREAM_MAXLEN;
@@ -236,24 +168,10 @@ http {
         location = /nginx_status {
             stub_status;
         }
-    }
-}
-EOF
+    }"
 
-NGX_ARGS=(-p "$TMP/" -c "$TMP/nginx.conf" -e "$TMP/logs/error.log")
-out=$("$NGINX_BIN" "${NGX_ARGS[@]}" -t -q 2>&1) \
-    || { printf '%s\n' "$out" >&2; die "nginx rejects the bench configuration"; }
-
-setsid "$NGINX_BIN" "${NGX_ARGS[@]}" </dev/null &
-nginx_pid=$!
 BASE=http://127.0.0.1:$HTTP_PORT
-i=0
-until curl -s -o /dev/null "$BASE/status" 2>/dev/null; do
-    alive "$nginx_pid" && [ "$i" -lt 100 ] || { cat "$TMP/logs/error.log" >&2; die "nginx did not start"; }
-    sleep 0.1; i=$((i + 1))
-done
-worker_pid=$(pgrep -P "$nginx_pid" | head -1)
-[ -n "$worker_pid" ] || die "no nginx worker process"
+nginx_start "$TMP" "$BASE/status" nginx_pid worker_pid
 
 # sanity: both answer a GIF and a cookie
 for u in /p.gif /ug.gif; do
@@ -266,16 +184,9 @@ sanity_hits=1
 
 # nginx's total request count (stub_status "requests"); reading it is itself
 # a request, counted in the figure it returns
-ngx_requests() {
-    curl -s "$BASE/nginx_status" | awk 'NR == 3 { print $3 }'
-}
+ngx_requests() { stub_requests "$BASE"; }
 
 status() { curl -s "$BASE/status"; }
-counter() {
-    # sum of every sample of metric $1 in status text $2
-    printf '%s\n' "$2" | awk -v m="$1" '
-        $1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%d\n", s }'
-}
 
 # --- the cookie pools: returning visitors ------------------------------------
 
@@ -476,17 +387,8 @@ api_expected=$(( (api_answered - api_bad) * API_BATCH ))
 api_eps=$(awk -v r="$api_rps" -v b="$API_BATCH" 'BEGIN { printf "%.0f", r * b }')
 api_us_event=$(awk -v u="$api_usec" -v e="$api_added" 'BEGIN { if (e > 0) printf "%.2f", u / e; else print "n/a" }')
 
-# med KIND_SCENARIO ARRAY: the median of ARRAY (RPS, P99, ...) over the
-# rounds
-med() {
-    local -n a=$2
-    local r v=()
-    for r in $(seq 1 "$ROUNDS"); do v+=("${a[${1}_$r]}"); done
-    median "${v[@]}"
-}
-ratio() {
-    awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }'
-}
+# med KIND_SCENARIO ARRAY (lib.sh): the median of ARRAY (RPS, P99, ...)
+# over the rounds
 rps_pixel_new=$(med pixel_new RPS) p99_pixel_new=$(med pixel_new P99)
 rps_ug_new=$(med ug_new RPS)       p99_ug_new=$(med ug_new P99)
 rps_pixel_ret=$(med pixel_ret RPS) p99_pixel_ret=$(med pixel_ret P99)

@@ -79,14 +79,10 @@ PREFIX=capture
 COOKIES_LUA=$TOP/tests/bench/cookies.lua
 . "$TOP/tests/bench/cpu.sh"
 . "$TOP/tests/bench/wrk.sh"
+BENCH_NAME=bench-capture
+. "$TOP/tests/bench/lib.sh"
 
-die() { printf 'bench-capture: %s\n' "$*" >&2; exit 2; }
-
-for t in wrk redis-server redis-cli curl openssl; do
-    command -v "$t" >/dev/null 2>&1 || die "$t not found (make deps-test)"
-done
-[ -x "$NGINX_BIN" ] || die "no nginx at $NGINX_BIN"
-[ -f "$MODULE" ] || die "the module is not built: $MODULE (make build)"
+check_tools deps-test
 [ -f "$COOKIES_LUA" ] || die "no wrk script at $COOKIES_LUA"
 case $SECONDS_PER_RUN$ROUNDS$CONNS$POOL$PAGE_BYTES in
     *[!0-9]*) die "BENCH_SECONDS, ROUNDS, CONNECTIONS, COOKIE_POOL and PAGE_BYTES must be integers" ;;
@@ -99,72 +95,31 @@ case $BOT_UA in *\"*|*\\*) die "BOT_UA may not hold a quote or a backslash" ;; e
 TMP=$(mktemp -d /tmp/ngx_cdp_capture.XXXXXX) || die "mktemp failed"
 redis_pid= cdp_pid= app_pid=
 
-alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
-
-wait_gone() {
-    local i=0
-    while alive "$1" && [ "$i" -lt "$2" ]; do sleep 0.1; i=$((i + 1)); done
-    ! alive "$1"
-}
-
 cleanup() {
     trap '' INT TERM
-    local p
-    for p in "$cdp_pid" "$app_pid"; do
-        if alive "$p"; then
-            kill -QUIT "$p" 2>/dev/null
-            wait_gone "$p" 100 || kill -KILL "$p" 2>/dev/null
-            wait "$p" 2>/dev/null
-        fi
-    done
-    if alive "$redis_pid"; then
-        redis-cli -s "$TMP/redis.sock" SHUTDOWN NOSAVE >/dev/null 2>&1 \
-            || kill -TERM "$redis_pid" 2>/dev/null
-        wait_gone "$redis_pid" 100 || kill -KILL "$redis_pid" 2>/dev/null
-        wait "$redis_pid" 2>/dev/null
-    fi
-    if [ -n "${KEEP_BENCH_DIR:-}" ]; then
-        echo "bench files kept in $TMP"
-    else
-        rm -rf "$TMP"
-    fi
+    stop_nginx "$cdp_pid"
+    stop_nginx "$app_pid"
+    stop_redis "$redis_pid" -s "$TMP/redis.sock"
+    remove_tmp
 }
-trap cleanup EXIT
-trap 'echo; echo "bench-capture: interrupted"; exit 130' INT TERM
+set_traps
 
 # two free loopback ports, chosen by the kernel
-read -r PORT APP_PORT < <(/usr/bin/python3 - <<'EOF'
-import socket
-socks = []
-for _ in range(2):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(*(s.getsockname()[1] for s in socks))
-EOF
-)
+read -r PORT APP_PORT < <(free_ports 2)
 [ -n "${APP_PORT:-}" ] || die "could not find free ports"
 BASE=http://127.0.0.1:$PORT
 
 # --- Redis -------------------------------------------------------------------
 
 rcli() { redis-cli -s "$TMP/redis.sock" "$@"; }
-setsid redis-server --port 0 --dir "$TMP" \
-    --unixsocket "$TMP/redis.sock" --unixsocketperm 700 \
-    --save '' --appendonly no --daemonize no \
-    --logfile "$TMP/redis.log" </dev/null &
+redis_launch "$TMP" --port 0 --appendonly no
 redis_pid=$!
-i=0
-until rcli PING 2>/dev/null | grep -q PONG; do
-    alive "$redis_pid" && [ "$i" -lt 100 ] || { cat "$TMP/redis.log" >&2; die "Redis did not start"; }
-    sleep 0.1; i=$((i + 1))
-done
+redis_ready "$redis_pid" 100 -s "$TMP/redis.sock" \
+    || { cat "$TMP/redis.log" >&2; die "Redis did not start"; }
 
 # --- the app and nginx ---------------------------------------------------------
 
 (umask 077 && openssl rand -hex 32 > "$TMP/secret")
-user_line=
-[ "$(id -u)" = 0 ] && user_line="user root;"
 
 # the page: PAGE_BYTES of HTML (no quote, $, backslash or brace in it)
 PAGE=$(awk -v n="$PAGE_BYTES" 'BEGIN {
@@ -176,32 +131,8 @@ PAGE=$(awk -v n="$PAGE_BYTES" 'BEGIN {
     s = substr(s, 1, n - length(tail))
     printf "%s%s", s, tail }')
 
-# common LINES: what both nginx.conf have
-common() {
-    cat <<EOF
-$user_line
-daemon off;
-master_process on;
-worker_processes 1;
-pid $TMP/$1/logs/nginx.pid;
-error_log $TMP/$1/logs/error.log warn;
-
-events {
-    worker_connections 4096;
-}
-EOF
-}
-
-mkdir -p "$TMP/app/logs" "$TMP/app/temp" "$TMP/cdp/logs" "$TMP/cdp/temp"
-{ common app; cat <<EOF
-http {
-    access_log off;
-    client_body_temp_path $TMP/app/temp/client_body;
-    proxy_temp_path       $TMP/app/temp/proxy;
-    fastcgi_temp_path     $TMP/app/temp/fastcgi;
-    uwsgi_temp_path       $TMP/app/temp/uwsgi;
-    scgi_temp_path        $TMP/app/temp/scgi;
-    keepalive_requests    1000000;
+# the app: a plain nginx, every GET answered with the page
+nginx_conf "$TMP/app" "" "    keepalive_requests    1000000;
 
     server {
         listen 127.0.0.1:$APP_PORT;
@@ -214,20 +145,9 @@ http {
         location = /nginx_status {
             stub_status;
         }
-    }
-}
-EOF
-} > "$TMP/app/nginx.conf"
+    }"
 
-{ echo "load_module $MODULE;"; common cdp; cat <<EOF
-http {
-    access_log off;
-    client_body_temp_path $TMP/cdp/temp/client_body;
-    proxy_temp_path       $TMP/cdp/temp/proxy;
-    fastcgi_temp_path     $TMP/cdp/temp/fastcgi;
-    uwsgi_temp_path       $TMP/cdp/temp/uwsgi;
-    scgi_temp_path        $TMP/cdp/temp/scgi;
-
+nginx_conf "$TMP/cdp" "$MODULE" "
     cdp_redis         unix:$TMP/redis.sock prefix=$PREFIX;
     cdp_secret_file   $TMP/secret;
     cdp_stream_maxlen $STREAM_MAXLEN;
@@ -253,7 +173,7 @@ http {
         listen 127.0.0.1:$PORT;
 
         proxy_http_version 1.1;
-        proxy_set_header Connection "";
+        proxy_set_header Connection \"\";
 
         # the app's pages, each one a page view
         location /capture/ {
@@ -286,50 +206,16 @@ http {
         location = /nginx_status {
             stub_status;
         }
-    }
-}
-EOF
-} > "$TMP/cdp/nginx.conf"
+    }"
 
-# start NAME PORT: nginx NAME; its master's pid in MASTER, its worker's in
-# WORKER
-start() {
-    local args=(-p "$TMP/$1/" -c "$TMP/$1/nginx.conf" -e "$TMP/$1/logs/error.log") out i=0
-    out=$("$NGINX_BIN" "${args[@]}" -t -q 2>&1) \
-        || { printf '%s\n' "$out" >&2; die "nginx rejects the configuration of \"$1\""; }
-    setsid "$NGINX_BIN" "${args[@]}" </dev/null &
-    MASTER=$!
-    until curl -s -o /dev/null "http://127.0.0.1:$2/nginx_status" 2>/dev/null; do
-        alive "$MASTER" && [ "$i" -lt 100 ] \
-            || { cat "$TMP/$1/logs/error.log" >&2; die "nginx \"$1\" did not start"; }
-        sleep 0.1; i=$((i + 1))
-    done
-    WORKER=$(pgrep -P "$MASTER" | head -1)
-    [ -n "$WORKER" ] || die "no worker process of nginx \"$1\""
-}
-start app "$APP_PORT"
-app_pid=$MASTER app_worker=$WORKER
-start cdp "$PORT"
-cdp_pid=$MASTER worker_pid=$WORKER
+nginx_start "$TMP/app" "http://127.0.0.1:$APP_PORT/nginx_status" app_pid app_worker app
+nginx_start "$TMP/cdp" "$BASE/nginx_status" cdp_pid worker_pid cdp
 
 status() { curl -s "$BASE/status"; }
 # nginx's total request count (stub_status "requests"); reading it is itself
 # a request, counted in the figure it returns
-ngx_requests() { curl -s "$BASE/nginx_status" | awk 'NR == 3 { print $3 }'; }
-counter() {
-    # sum of every sample of metric $1 in status text $2
-    printf '%s\n' "$2" | awk -v m="$1" '
-        $1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%d\n", s }'
-}
-stream_added() {
-    rcli XINFO STREAM "$PREFIX:events" 2>/dev/null \
-        | awk 'prev == "entries-added" { print; found = 1; exit }
-               { prev = $0 }
-               END { if (!found) print 0 }'
-}
-ratio() {
-    awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }'
-}
+ngx_requests() { stub_requests "$BASE"; }
+stream_added() { rcli XINFO STREAM "$PREFIX:events" 2>/dev/null | entries_added; }
 minus() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a") print "n/a"; else printf "%+.1f", a - b }'; }
 C_BOT='cdp_filtered_total{reason="bot"}'
 C_CAPTURED=cdp_captured_total
@@ -544,13 +430,7 @@ done
 
 # --- summary -----------------------------------------------------------------------
 
-# med NAME ARRAY: the median of ARRAY over the rounds
-med() {
-    local -n m=$2
-    local r v=()
-    for r in $(seq 1 "$ROUNDS"); do v+=("${m[${1}_$r]}"); done
-    median "${v[@]}"
-}
+# med NAME ARRAY (lib.sh): the median of ARRAY over the rounds
 # rmed A B ARRAY: the median over the rounds of ARRAY[A_r] / ARRAY[B_r]
 # (each round's pair ran one after the other: the machine's drift between
 # rounds cancels out)

@@ -61,7 +61,6 @@ stop() {
 }
 
 cleanup() {
-    if [ -n "${1:-}" ]; then curl -s "$BASE/status" | grep -E "dropped|stored_total|accepted|filtered|queue_events" | grep -v " 0$" | sed "s/^/   [$1 $2] /"; cp "$TMP/run/error.log" /tmp/cmp/err_$1_$2.log; fi
     stop
     for w in "$TMP"/wt-*; do
         [ -d "$w" ] && git -C "$TOP" worktree remove --force "$w" 2>/dev/null
@@ -214,7 +213,6 @@ run() {     # run REV ROUND
     done
     pn=$(cat "$TMP/run/pn") un=$(cat "$TMP/run/un")
     pr=$(cat "$TMP/run/pr") ur=$(cat "$TMP/run/ur")
-    if [ -n "${1:-}" ]; then curl -s "$BASE/status" | grep -E "dropped|stored_total|accepted|filtered|queue_events" | grep -v " 0$" | sed "s/^/   [$1 $2] /"; cp "$TMP/run/error.log" /tmp/cmp/err_$1_$2.log; fi
     stop
     [ "$n" = "$PIXELS" ] || STORED_OK=no
 

@@ -90,14 +90,10 @@ PIXEL_PATH=${PIXEL_PATH:-"/p.gif?url=https%3A%2F%2Fshop.example%2Fpricing"}
 QUEUE_SIZE=${QUEUE_SIZE:-}
 . "$TOP/tests/bench/cpu.sh"
 . "$TOP/tests/bench/wrk.sh"
+BENCH_NAME=bench-dest
+. "$TOP/tests/bench/lib.sh"
 
-die() { printf 'bench-dest: %s\n' "$*" >&2; exit 2; }
-
-for t in wrk redis-server redis-cli curl openssl; do
-    command -v "$t" >/dev/null 2>&1 || die "$t not found (make deps-test)"
-done
-[ -x "$NGINX_BIN" ] || die "no nginx at $NGINX_BIN"
-[ -f "$MODULE" ] || die "the module is not built: $MODULE (make build)"
+check_tools deps-test
 case $SECONDS_PER_RUN$ROUNDS$CONNS$STREAM_MAXLEN$DRAIN_LIMIT$QUEUE_SIZE in
     *[!0-9]*) die "BENCH_SECONDS, ROUNDS, CONNECTIONS, STREAM_MAXLEN, DRAIN_LIMIT and QUEUE_SIZE must be integers" ;;
 esac
@@ -112,51 +108,17 @@ TMP=$(mktemp -d /tmp/ngx_cdp_dest.XXXXXX) || die "mktemp failed"
 redis_pid=
 declare -A PORT MASTER WORKER PFX
 
-alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
-
-wait_gone() {
-    local i=0
-    while alive "$1" && [ "$i" -lt "$2" ]; do sleep 0.1; i=$((i + 1)); done
-    ! alive "$1"
-}
-
 cleanup() {
     trap '' INT TERM
-    local x p
-    for x in none two sink; do
-        p=${MASTER[$x]:-}
-        if alive "$p"; then
-            kill -QUIT "$p" 2>/dev/null
-            wait_gone "$p" 100 || kill -KILL "$p" 2>/dev/null
-            wait "$p" 2>/dev/null
-        fi
-    done
-    if alive "$redis_pid"; then
-        redis-cli -s "$TMP/redis.sock" SHUTDOWN NOSAVE >/dev/null 2>&1 \
-            || kill -TERM "$redis_pid" 2>/dev/null
-        wait_gone "$redis_pid" 100 || kill -KILL "$redis_pid" 2>/dev/null
-        wait "$redis_pid" 2>/dev/null
-    fi
-    if [ -n "${KEEP_BENCH_DIR:-}" ]; then
-        echo "bench files kept in $TMP"
-    else
-        rm -rf "$TMP"
-    fi
+    local x
+    for x in none two sink; do stop_nginx "${MASTER[$x]:-}"; done
+    stop_redis "$redis_pid" -s "$TMP/redis.sock"
+    remove_tmp
 }
-trap cleanup EXIT
-trap 'echo; echo "bench-dest: interrupted"; exit 130' INT TERM
+set_traps
 
 # three free loopback ports, chosen by the kernel
-read -r PORT[none] PORT[two] PORT[sink] < <(/usr/bin/python3 - <<'EOF'
-import socket
-socks = []
-for _ in range(3):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(*(s.getsockname()[1] for s in socks))
-EOF
-)
+read -r PORT[none] PORT[two] PORT[sink] < <(free_ports 3)
 [ -n "${PORT[sink]:-}" ] || die "could not find free ports"
 PFX[none]=dest0
 PFX[two]=dest2
@@ -165,48 +127,19 @@ PFX[two]=dest2
 
 rcli() { redis-cli -s "$TMP/redis.sock" "$@"; }
 
-setsid redis-server --port 0 --dir "$TMP" \
-    --unixsocket "$TMP/redis.sock" --unixsocketperm 700 \
-    --save '' --appendonly no --daemonize no \
-    --logfile "$TMP/redis.log" </dev/null &
+redis_launch "$TMP" --port 0 --appendonly no
 redis_pid=$!
-i=0
-until rcli PING 2>/dev/null | grep -q PONG; do
-    alive "$redis_pid" && [ "$i" -lt 100 ] || { cat "$TMP/redis.log" >&2; die "Redis did not start"; }
-    sleep 0.1; i=$((i + 1))
-done
+redis_ready "$redis_pid" 100 -s "$TMP/redis.sock" \
+    || { cat "$TMP/redis.log" >&2; die "Redis did not start"; }
 
 # --- nginx -----------------------------------------------------------------
 
 (umask 077 && openssl rand -hex 32 > "$TMP/secret")
-user_line=
-[ "$(id -u)" = 0 ] && user_line="user root;"
 
-# conf NAME LOAD_MODULE HTTP_LINES SERVER_LINES: nginx.conf of instance NAME
-# (its own prefix directory $TMP/NAME)
+# conf NAME MODULE HTTP_LINES SERVER_LINES: nginx.conf of instance NAME
+# (its own prefix directory $TMP/NAME; MODULE empty: without the module)
 conf() {
-    mkdir -p "$TMP/$1/logs" "$TMP/$1/temp"
-    cat > "$TMP/$1/nginx.conf" <<EOF
-$2
-$user_line
-daemon off;
-master_process on;
-worker_processes 1;
-pid $TMP/$1/logs/nginx.pid;
-error_log $TMP/$1/logs/error.log warn;
-
-events {
-    worker_connections 4096;
-}
-
-http {
-    access_log off;
-    client_body_temp_path $TMP/$1/temp/client_body;
-    proxy_temp_path       $TMP/$1/temp/proxy;
-    fastcgi_temp_path     $TMP/$1/temp/fastcgi;
-    uwsgi_temp_path       $TMP/$1/temp/uwsgi;
-    scgi_temp_path        $TMP/$1/temp/scgi;
-$3
+    nginx_conf "$TMP/$1" "$2" "$3
     server {
         listen 127.0.0.1:${PORT[$1]};
 $4
@@ -215,14 +148,12 @@ $4
         location = /nginx_status {
             stub_status;
         }
-    }
-}
-EOF
+    }"
 }
 
 # the cdp nginx: DESTINATIONS are its cdp_destination lines (none or two)
 cdp_conf() {
-    conf "$1" "load_module $MODULE;" "
+    conf "$1" "$MODULE" "
     cdp_redis         unix:$TMP/redis.sock prefix=${PFX[$1]};
     cdp_secret_file   $TMP/secret;
     cdp_stream_maxlen $STREAM_MAXLEN;
@@ -269,18 +200,8 @@ conf sink "" "
 
 # start NAME: the nginx of instance NAME, MASTER[NAME] and WORKER[NAME]
 start() {
-    local args=(-p "$TMP/$1/" -c "$TMP/$1/nginx.conf" -e "$TMP/$1/logs/error.log") out i=0
-    out=$("$NGINX_BIN" "${args[@]}" -t -q 2>&1) \
-        || { printf '%s\n' "$out" >&2; die "nginx rejects the configuration of \"$1\""; }
-    setsid "$NGINX_BIN" "${args[@]}" </dev/null &
-    MASTER[$1]=$!
-    until curl -s -o /dev/null "http://127.0.0.1:${PORT[$1]}/nginx_status" 2>/dev/null; do
-        alive "${MASTER[$1]}" && [ "$i" -lt 100 ] \
-            || { cat "$TMP/$1/logs/error.log" >&2; die "nginx \"$1\" did not start"; }
-        sleep 0.1; i=$((i + 1))
-    done
-    WORKER[$1]=$(pgrep -P "${MASTER[$1]}" | head -1)
-    [ -n "${WORKER[$1]}" ] || die "no worker process of nginx \"$1\""
+    nginx_start "$TMP/$1" "http://127.0.0.1:${PORT[$1]}/nginx_status" \
+        "MASTER[$1]" "WORKER[$1]" "$1"
 }
 start sink
 start none
@@ -290,28 +211,16 @@ base() { printf 'http://127.0.0.1:%s' "${PORT[$1]}"; }
 status() { curl -s "$(base "$1")/status"; }
 # nginx's total request count (stub_status "requests"); reading it is itself
 # a request, counted in the figure it returns
-ngx_requests() { curl -s "$(base "$1")/nginx_status" | awk 'NR == 3 { print $3 }'; }
-counter() {
-    # sum of every sample of metric $1 in status text $2
-    printf '%s\n' "$2" | awk -v m="$1" '
-        $1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%d\n", s }'
-}
+ngx_requests() { stub_requests "$(base "$1")"; }
 dcounter() { counter "cdp_destination_$1{destination=\"$2\"}" "$3"; }
-stream_added() {
-    rcli XINFO STREAM "$1:events" 2>/dev/null \
-        | awk 'prev == "entries-added" { print; found = 1; exit }
-               { prev = $0 }
-               END { if (!found) print 0 }'
-}
+stream_added() { rcli XINFO STREAM "$1:events" 2>/dev/null | entries_added; }
 xlen() { rcli XLEN "$1"; }
-now() { date +%s.%N; }
 # steal_ticks: "STEAL TOTAL" of every CPU so far (steal: time the
 # hypervisor ran something else while this machine wanted the CPU)
 steal_ticks() {
     awk '$1 == "cpu" { t = 0; for (i = 2; i <= NF; i++) t += $i;
                        print $9 + 0, t; exit }' /proc/stat
 }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 
 # sanity: the sink answers a POST with a body, twice on one connection
 head -c 200000 /dev/zero | tr '\0' x > "$TMP/body"
@@ -345,10 +254,6 @@ done
 
 # --- runs ---------------------------------------------------------------------
 
-
-ratio() {
-    awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }'
-}
 per_s() {
     awk -v n="$1" -v s="$2" 'BEGIN { if (s > 0) printf "%.0f", n / s; else print "n/a" }'
 }
@@ -401,8 +306,8 @@ bad_total=0
 # run NAME ROUND SECONDS: one wrk run on the pixel of NAME, then its drain
 run() {
     local x=$1 k=$1_$2 b a w0 w1 w2 r0 r1 r2 s0 s1 s2 i0 i1 it0 it1 sl0 sl1 slt0 slt1 t0 t1 \
-          st0 st1 st2 e0 e1 e2 sk0 sk1 n req rps p99 bad err secs wpid \
-          samples=0 q qmax=0
+          st0 st1 st2 e0 e1 e2 sk0 sk1 n req rps p99 bad err secs \
+          samples qmax
     st0=$(status "$x") e0=$(stream_added "${PFX[$x]}")
     [ "$x" = two ] && sk0=$(ngx_requests sink)
     b=$(ngx_requests "$x")
@@ -410,18 +315,9 @@ run() {
     read -r sl0 slt0 < <(steal_ticks)
     w0=$(ticks "${WORKER[$x]}") r0=$(ticks "$redis_pid") s0=$(ticks "${WORKER[sink]}")
     t0=$(now)
-    wrk -t1 -c"$CONNS" -d"$3"s --latency -H "User-Agent: $BENCH_UA" \
-        "$(base "$x")$PIXEL_PATH" \
-        > "$TMP/$k.txt" 2>&1 &
-    wpid=$!
-    # the worker's queue for Redis (cdp_queue_events) once a second: how
-    # far Redis is behind the hits (each reading is a request, counted)
-    while sleep 1 && alive "$wpid"; do
-        q=$(counter cdp_queue_events "$(status "$x")")
-        samples=$((samples + 1))
-        [ "$q" -gt "$qmax" ] && qmax=$q
-    done
-    wait "$wpid" || { cat "$TMP/$k.txt" >&2; die "wrk failed on $x"; }
+    # the worker's queue for Redis once a second (each reading a request)
+    wrk_queue "$x" "$(base "$x")" "$3" "$TMP/$k.txt"
+    samples=$SAMPLES qmax=$QMAX
     read -r i1 it1 < <(idle_ticks)
     read -r sl1 slt1 < <(steal_ticks)
     IDLE[$k]=$(pct "$((i1 - i0))" "$((it1 - it0))")
@@ -497,13 +393,7 @@ done
 
 # --- the report ----------------------------------------------------------------
 
-# med NAME ARRAY: the median of ARRAY over the rounds of NAME
-med() {
-    local -n arr=$2
-    local r v=()
-    for r in $(seq 1 "$ROUNDS"); do v+=("${arr[${1}_$r]}"); done
-    median "${v[@]}"
-}
+# med NAME ARRAY (lib.sh): the median of ARRAY over the rounds of NAME
 medr() {    # medr ARRAY: the median of ARRAY, keyed by round
     local -n arr=$1
     local r v=()

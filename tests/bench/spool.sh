@@ -95,14 +95,10 @@ PIXEL_PATH=${PIXEL_PATH:-"/p.gif?url=https%3A%2F%2Fshop.example%2Fpricing"}
 WARMUP=2
 . "$TOP/tests/bench/cpu.sh"
 . "$TOP/tests/bench/wrk.sh"
+BENCH_NAME=bench-spool
+. "$TOP/tests/bench/lib.sh"
 
-die() { printf 'bench-spool: %s\n' "$*" >&2; exit 2; }
-
-for t in wrk redis-server redis-cli curl openssl; do
-    command -v "$t" >/dev/null 2>&1 || die "$t not found (make deps-test)"
-done
-[ -x "$NGINX_BIN" ] || die "no nginx at $NGINX_BIN"
-[ -f "$MODULE" ] || die "the module is not built: $MODULE (make build)"
+check_tools deps-test
 case $SECONDS_PER_RUN$ROUNDS$CONNS$OVER_QUEUE$DRAIN_LIMIT$STREAM_MAXLEN in
     *[!0-9]*) die "BENCH_SECONDS, ROUNDS, CONNECTIONS, OVER_QUEUE, DRAIN_LIMIT and STREAM_MAXLEN must be integers" ;;
 esac
@@ -119,54 +115,19 @@ declare -A RPID
 NGINXES="plain spool over"
 [ "$CRASH" = on ] && NGINXES="$NGINXES crash"
 
-alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
-
-wait_gone() {
-    local i=0
-    while alive "$1" && [ "$i" -lt "$2" ]; do sleep 0.1; i=$((i + 1)); done
-    ! alive "$1"
-}
-
 cleanup() {
     trap '' INT TERM
-    local x p
-    for x in $NGINXES; do
-        p=${MASTER[$x]:-}
-        if alive "$p"; then
-            kill -QUIT "$p" 2>/dev/null
-            wait_gone "$p" 100 || kill -KILL "$p" 2>/dev/null
-            wait "$p" 2>/dev/null
-        fi
-    done
+    local x
+    for x in $NGINXES; do stop_nginx "${MASTER[$x]:-}"; done
     for x in fast over crash; do
-        p=${RPID[$x]:-}
-        if alive "$p"; then
-            redis-cli -s "$TMP/redis-$x/redis.sock" SHUTDOWN NOSAVE >/dev/null 2>&1 \
-                || kill -TERM "$p" 2>/dev/null
-            wait_gone "$p" 100 || kill -KILL "$p" 2>/dev/null
-            wait "$p" 2>/dev/null
-        fi
+        stop_redis "${RPID[$x]:-}" -s "$TMP/redis-$x/redis.sock"
     done
-    if [ -n "${KEEP_BENCH_DIR:-}" ]; then
-        echo "bench files kept in $TMP"
-    else
-        rm -rf "$TMP"
-    fi
+    remove_tmp
 }
-trap cleanup EXIT
-trap 'echo; echo "bench-spool: interrupted"; exit 130' INT TERM
+set_traps
 
 # four free loopback ports, chosen by the kernel
-read -r PORT[plain] PORT[spool] PORT[over] PORT[crash] < <(/usr/bin/python3 - <<'EOF'
-import socket
-socks = []
-for _ in range(4):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(*(s.getsockname()[1] for s in socks))
-EOF
-)
+read -r PORT[plain] PORT[spool] PORT[over] PORT[crash] < <(free_ports 4)
 [ -n "${PORT[crash]:-}" ] || die "could not find free ports"
 PFX[plain]=spool0 PFX[spool]=spool1 PFX[over]=spool2 PFX[crash]=spool3
 RED[plain]=fast RED[spool]=fast RED[over]=over RED[crash]=crash
@@ -178,26 +139,17 @@ rcli() { local r=$1; shift; redis-cli -s "$TMP/redis-$r/redis.sock" "$@"; }
 # start_redis NAME [nowait]: the redis-server NAME in $TMP/redis-NAME
 # (again on the same AOF after a kill); waits for its PONG unless nowait
 start_redis() {
-    local persist=(--appendonly no) i=0
+    local persist=(--appendonly no)
     [ "$1" = fast ] || persist=(--appendonly yes --appendfsync "$OVER_FSYNC")
     mkdir -p "$TMP/redis-$1"
-    setsid redis-server --port 0 --dir "$TMP/redis-$1" \
-        --unixsocket "$TMP/redis-$1/redis.sock" --unixsocketperm 700 \
-        --save '' "${persist[@]}" --daemonize no \
-        --logfile "$TMP/redis-$1/redis.log" </dev/null &
+    redis_launch "$TMP/redis-$1" --port 0 "${persist[@]}"
     RPID[$1]=$!
     [ "${2:-}" = nowait ] || wait_redis "$1" 100 || {
         cat "$TMP/redis-$1/redis.log" >&2; die "Redis \"$1\" did not start"; }
 }
 
 # wait_redis NAME TENTHS: until Redis NAME answers PONG (not LOADING)
-wait_redis() {
-    local i=0
-    until rcli "$1" PING 2>/dev/null | grep -q PONG; do
-        alive "${RPID[$1]}" && [ "$i" -lt "$2" ] || return 1
-        sleep 0.1; i=$((i + 1))
-    done
-}
+wait_redis() { redis_ready "${RPID[$1]}" "$2" -s "$TMP/redis-$1/redis.sock"; }
 
 start_redis fast
 start_redis over
@@ -206,34 +158,11 @@ start_redis over
 # --- nginx -----------------------------------------------------------------
 
 (umask 077 && openssl rand -hex 32 > "$TMP/secret")
-user_line=
-[ "$(id -u)" = 0 ] && user_line="user root;"
 
 # conf NAME HTTP_LINES: nginx.conf of instance NAME (its own prefix
 # directory $TMP/NAME); all alike but for HTTP_LINES
 conf() {
-    mkdir -p "$TMP/$1/logs" "$TMP/$1/temp"
-    cat > "$TMP/$1/nginx.conf" <<EOF
-load_module $MODULE;
-$user_line
-daemon off;
-master_process on;
-worker_processes 1;
-pid $TMP/$1/logs/nginx.pid;
-error_log $TMP/$1/logs/error.log warn;
-
-events {
-    worker_connections 4096;
-}
-
-http {
-    access_log off;
-    client_body_temp_path $TMP/$1/temp/client_body;
-    proxy_temp_path       $TMP/$1/temp/proxy;
-    fastcgi_temp_path     $TMP/$1/temp/fastcgi;
-    uwsgi_temp_path       $TMP/$1/temp/uwsgi;
-    scgi_temp_path        $TMP/$1/temp/scgi;
-
+    nginx_conf "$TMP/$1" "$MODULE" "
     cdp_redis         unix:$TMP/redis-${RED[$1]}/redis.sock prefix=${PFX[$1]};
     cdp_secret_file   $TMP/secret;
     cdp_stream_maxlen $STREAM_MAXLEN;
@@ -255,9 +184,7 @@ $2
         location = /nginx_status {
             stub_status;
         }
-    }
-}
-EOF
+    }"
 }
 
 # the spool directory of each instance that has one (nginx creates it)
@@ -280,18 +207,8 @@ conf over "    cdp_queue_size $OVER_QUEUE;
 
 # start NAME: the nginx of instance NAME, MASTER[NAME] and WORKER[NAME]
 start() {
-    local args=(-p "$TMP/$1/" -c "$TMP/$1/nginx.conf" -e "$TMP/$1/logs/error.log") out i=0
-    out=$("$NGINX_BIN" "${args[@]}" -t -q 2>&1) \
-        || { printf '%s\n' "$out" >&2; die "nginx rejects the configuration of \"$1\""; }
-    setsid "$NGINX_BIN" "${args[@]}" </dev/null &
-    MASTER[$1]=$!
-    until curl -s -o /dev/null "http://127.0.0.1:${PORT[$1]}/nginx_status" 2>/dev/null; do
-        alive "${MASTER[$1]}" && [ "$i" -lt 100 ] \
-            || { cat "$TMP/$1/logs/error.log" >&2; die "nginx \"$1\" did not start"; }
-        sleep 0.1; i=$((i + 1))
-    done
-    WORKER[$1]=$(pgrep -P "${MASTER[$1]}" | head -1)
-    [ -n "${WORKER[$1]}" ] || die "no worker process of nginx \"$1\""
+    nginx_start "$TMP/$1" "http://127.0.0.1:${PORT[$1]}/nginx_status" \
+        "MASTER[$1]" "WORKER[$1]" "$1"
 }
 for x in $NGINXES; do start "$x"; done
 
@@ -299,26 +216,11 @@ base() { printf 'http://127.0.0.1:%s' "${PORT[$1]}"; }
 status() { curl -s "$(base "$1")/status"; }
 # nginx's total request count (stub_status "requests"); reading it is itself
 # a request, counted in the figure it returns
-ngx_requests() { curl -s "$(base "$1")/nginx_status" | awk 'NR == 3 { print $3 }'; }
-counter() {
-    # sum of every sample of metric $1 in status text $2
-    printf '%s\n' "$2" | awk -v m="$1" '
-        $1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%d\n", s }'
-}
+ngx_requests() { stub_requests "$(base "$1")"; }
 C_SPOOLED='cdp_spool_events_total{op="spooled"}'
 C_REPLAYED='cdp_spool_events_total{op="replayed"}'
-stream_added() {
-    rcli "${RED[$1]}" XINFO STREAM "${PFX[$1]}:events" 2>/dev/null \
-        | awk 'prev == "entries-added" { print; found = 1; exit }
-               { prev = $0 }
-               END { if (!found) print 0 }'
-}
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+stream_added() { rcli "${RED[$1]}" XINFO STREAM "${PFX[$1]}:events" 2>/dev/null | entries_added; }
 later() { awk -v a="$1" -v b="$2" -v l="$3" 'BEGIN { print (b - a > l) ? 1 : 0 }'; }
-ratio() {
-    awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }'
-}
 per_s() {
     awk -v n="$1" -v s="$2" 'BEGIN { if (s + 0 > 0) printf "%.0f", n / s; else print "n/a" }'
 }
@@ -384,24 +286,15 @@ bad_total=0
 # its settling; the hits answered against the events stored
 run() {
     local x=$1 k=$1_$2 b a w0 w1 r0 r1 i0 it0 i1 it1 st0 st1 e0 e1 n \
-          req rps p99 bad err wpid q qmax=0 samples=0 qf lbl="round $2"
+          req rps p99 bad err qmax samples qf lbl="round $2"
     [ "$2" = 0 ] && lbl=warm-up
     st0=$(status "$x") e0=$(stream_added "$x")
     b=$(ngx_requests "$x")
     read -r i0 it0 < <(idle_ticks)
     w0=$(ticks "${WORKER[$x]}") r0=$(ticks "${RPID[fast]}")
-    wrk -t1 -c"$CONNS" -d"$3"s --latency -H "User-Agent: $BENCH_UA" \
-        "$(base "$x")$PIXEL_PATH" \
-        > "$TMP/$k.txt" 2>&1 &
-    wpid=$!
-    # the worker's queue for Redis once a second: how far Redis lags
-    # (each reading is a request, counted)
-    while sleep 1 && alive "$wpid"; do
-        q=$(counter cdp_queue_events "$(status "$x")")
-        samples=$((samples + 1))
-        [ "$q" -gt "$qmax" ] && qmax=$q
-    done
-    wait "$wpid" || { cat "$TMP/$k.txt" >&2; die "wrk failed on $x"; }
+    # the worker's queue for Redis once a second (each reading a request)
+    wrk_queue "$x" "$(base "$x")" "$3" "$TMP/$k.txt"
+    samples=$SAMPLES qmax=$QMAX
     read -r i1 it1 < <(idle_ticks)
     sleep 0.2    # let the worker finish the last requests wrk left behind
     a=$(ngx_requests "$x")
@@ -645,12 +538,7 @@ fi
 
 # --- the report ----------------------------------------------------------------
 
-med() {    # med NAME ARRAY: the median of ARRAY over the rounds of NAME
-    local -n arr=$2
-    local r v=()
-    for r in $(seq 1 "$ROUNDS"); do v+=("${arr[${1}_$r]}"); done
-    median "${v[@]}"
-}
+# med NAME ARRAY (lib.sh): the median of ARRAY over the rounds of NAME
 row() { printf '%-34s %12s %12s %12s\n' "$@"; }
 kv() { printf '%-58s %14s%s\n' "$1" "$2" "${3:-}"; }
 

@@ -1,0 +1,259 @@
+# What bench.sh, dest.sh, spool.sh and capture.sh share: their private
+# redis-server and nginx, started, waited for and stopped, and readings of
+# them (sourced, not run; after cpu.sh and wrk.sh). A script sets, before it
+# sources this: BENCH_NAME (its name in messages: bench, bench-dest, ...),
+# and, before it calls these, NGINX_BIN, MODULE and TMP (its temp dir) and
+# its own cleanup function.
+#
+#   die MESSAGE           "BENCH_NAME: MESSAGE" on stderr, exit 2
+#   check_tools TARGET    wrk, redis-server, redis-cli, curl, openssl (else
+#                         "make TARGET"), NGINX_BIN and the built MODULE
+#   set_traps             cleanup on exit; on INT or TERM "interrupted", 130
+#   free_ports N          N free loopback ports, on one line
+#   alive PID             whether PID (may be empty) is running
+#   wait_gone PID TENTHS  until PID is gone, TENTHS tenths of a second at most
+#   stop_nginx PID        nginx's master: QUIT, KILL after 10 s, reaped
+#   stop_redis PID CLI_ARG...  SHUTDOWN NOSAVE (redis-cli CLI_ARG...), TERM
+#                         if it does not answer, KILL after 10 s, reaped
+#   remove_tmp            TMP removed (kept and named with KEEP_BENCH_DIR)
+#   redis_launch DIR [ARG...]  redis-server on DIR/redis.sock, in the background
+#   redis_ready PID TENTHS CLI_ARG...  until it answers PING with PONG
+#   nginx_conf DIR MODULE HTTP_LINES  DIR/nginx.conf: the skeleton of every
+#                         bench nginx (1 worker, its files in DIR), HTTP_LINES
+#                         in its http block
+#   nginx_start DIR URL MASTER WORKER [NAME]  nginx of DIR/nginx.conf, until
+#                         URL answers; its pids into the variables MASTER, WORKER
+#   wrk_queue NAME BASE SECONDS OUT  wrk on BASE's pixel, the worker's
+#                         queue read once a second: SAMPLES, QMAX
+#   stub_requests BASE    nginx's request count, from BASE/nginx_status
+#   counter METRIC TEXT   the sum of METRIC's samples in a /status TEXT
+#   entries_added         entries-added of the XINFO STREAM reply on stdin
+#   ratio A B             A / B, 3 decimals (n/a when B is 0)
+#   med NAME ARRAY        the median of ARRAY[NAME_1] .. ARRAY[NAME_ROUNDS]
+#   now                   the time, in seconds with nanoseconds
+#   elapsed T0 T1         T1 - T0, in seconds, 1 decimal
+
+die() { printf '%s: %s\n' "$BENCH_NAME" "$*" >&2; exit 2; }
+
+# check_tools TARGET: the tools of every bench (missing: "make TARGET"
+# installs them), the nginx binary and the module
+check_tools() {
+    local t
+    for t in wrk redis-server redis-cli curl openssl; do
+        command -v "$t" >/dev/null 2>&1 || die "$t not found (make $1)"
+    done
+    [ -x "$NGINX_BIN" ] || die "no nginx at $NGINX_BIN"
+    [ -f "$MODULE" ] || die "the module is not built: $MODULE (make build)"
+}
+
+# set_traps: the script's cleanup when it exits, however it exits; INT and
+# TERM end it with 130
+set_traps() {
+    trap cleanup EXIT
+    trap 'echo; echo "$BENCH_NAME: interrupted"; exit 130' INT TERM
+}
+
+# free_ports N: N free loopback ports, chosen by the kernel
+free_ports() {
+    /usr/bin/python3 - "$1" <<'EOF'
+import socket
+import sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(*(s.getsockname()[1] for s in socks))
+EOF
+}
+
+alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
+
+wait_gone() {
+    local i=0
+    while alive "$1" && [ "$i" -lt "$2" ]; do sleep 0.1; i=$((i + 1)); done
+    ! alive "$1"
+}
+
+# --- cleanup -------------------------------------------------------------------
+
+# stop_nginx PID: the nginx whose master is PID (nothing when it is empty or
+# gone)
+stop_nginx() {
+    if alive "$1"; then
+        kill -QUIT "$1" 2>/dev/null
+        wait_gone "$1" 100 || kill -KILL "$1" 2>/dev/null
+        wait "$1" 2>/dev/null
+    fi
+}
+
+# stop_redis PID CLI_ARG...: the redis-server PID, which redis-cli CLI_ARG...
+# reaches (-p PORT, -s SOCKET)
+stop_redis() {
+    local p=$1
+    shift
+    if alive "$p"; then
+        redis-cli "$@" SHUTDOWN NOSAVE >/dev/null 2>&1 \
+            || kill -TERM "$p" 2>/dev/null
+        wait_gone "$p" 100 || kill -KILL "$p" 2>/dev/null
+        wait "$p" 2>/dev/null
+    fi
+}
+
+remove_tmp() {
+    if [ -n "${KEEP_BENCH_DIR:-}" ]; then
+        echo "bench files kept in $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+}
+
+# --- Redis ---------------------------------------------------------------------
+
+# redis_launch DIR [ARG...]: a redis-server in its own session, in the
+# background (its pid in $!), on the unix socket DIR/redis.sock (mode 700),
+# its files and its log (redis.log) in DIR, no RDB snapshot; ARG: more of
+# its options (--port, --appendonly, ...)
+redis_launch() {
+    local dir=$1
+    shift
+    setsid redis-server --dir "$dir" \
+        --unixsocket "$dir/redis.sock" --unixsocketperm 700 \
+        --save '' --daemonize no \
+        --logfile "$dir/redis.log" "$@" </dev/null &
+}
+
+# redis_ready PID TENTHS CLI_ARG...: waits until the redis-server PID answers
+# redis-cli CLI_ARG... PING with PONG (not LOADING); 1 when it exited or
+# did not within TENTHS tenths of a second
+redis_ready() {
+    local p=$1 n=$2 i=0
+    shift 2
+    until redis-cli "$@" PING 2>/dev/null | grep -q PONG; do
+        alive "$p" && [ "$i" -lt "$n" ] || return 1
+        sleep 0.1; i=$((i + 1))
+    done
+}
+
+# --- nginx ---------------------------------------------------------------------
+
+# nginx_conf DIR MODULE HTTP_LINES: DIR/nginx.conf (DIR: the instance's
+# prefix directory, its pid, error.log and temp files in it), 1 worker, in
+# the foreground; MODULE: the module to load, or empty (a plain nginx);
+# HTTP_LINES: its http block after the temp paths (its servers ...)
+nginx_conf() {
+    local user_line=
+    [ "$(id -u)" = 0 ] && user_line="user root;"
+    mkdir -p "$1/logs" "$1/temp"
+    {
+        [ -n "$2" ] && echo "load_module $2;"
+        cat <<EOF
+$user_line
+daemon off;
+master_process on;
+worker_processes 1;
+pid $1/logs/nginx.pid;
+error_log $1/logs/error.log warn;
+
+events {
+    worker_connections 4096;
+}
+
+http {
+    access_log off;
+    client_body_temp_path $1/temp/client_body;
+    proxy_temp_path       $1/temp/proxy;
+    fastcgi_temp_path     $1/temp/fastcgi;
+    uwsgi_temp_path       $1/temp/uwsgi;
+    scgi_temp_path        $1/temp/scgi;
+$3
+}
+EOF
+    } > "$1/nginx.conf"
+}
+
+# nginx_start DIR URL MASTER WORKER [NAME]: the nginx of DIR/nginx.conf
+# (prefix DIR/), once `nginx -t` accepts it; waits (10 s at most) until URL
+# answers. MASTER, WORKER: the variables (or array elements: "PID[two]")
+# that get the pids of its master (as soon as it runs, for cleanup) and of
+# its worker. Dies when it cannot, naming the instance NAME (without NAME:
+# the bench's only nginx)
+nginx_start() {
+    local args=(-p "$1/" -c "$1/nginx.conf" -e "$1/logs/error.log") out i=0 m w
+    out=$("$NGINX_BIN" "${args[@]}" -t -q 2>&1) || {
+        printf '%s\n' "$out" >&2
+        [ -n "${5:-}" ] && die "nginx rejects the configuration of \"$5\""
+        die "nginx rejects the bench configuration"; }
+    setsid "$NGINX_BIN" "${args[@]}" </dev/null &
+    m=$!
+    printf -v "$3" '%s' "$m"
+    until curl -s -o /dev/null "$2" 2>/dev/null; do
+        alive "$m" && [ "$i" -lt 100 ] \
+            || { cat "$1/logs/error.log" >&2; die "nginx${5:+ \"$5\"} did not start"; }
+        sleep 0.1; i=$((i + 1))
+    done
+    w=$(pgrep -P "$m" | head -1)
+    printf -v "$4" '%s' "$w"
+    if [ -z "$w" ]; then
+        [ -n "${5:-}" ] && die "no worker process of nginx \"$5\""
+        die "no nginx worker process"
+    fi
+}
+
+# wrk_queue NAME BASE SECONDS OUT: wrk on BASE$PIXEL_PATH (nginx NAME's
+# pixel, BENCH_UA, CONNS connections) for SECONDS, its output in OUT; dies
+# when it fails. Meanwhile the worker's queue for Redis (cdp_queue_events
+# of BASE/status) once a second: how far Redis is behind the hits. SAMPLES:
+# how many readings (each one a request, counted by nginx), QMAX: the
+# largest
+wrk_queue() {
+    local wpid q
+    SAMPLES=0 QMAX=0
+    wrk -t1 -c"$CONNS" -d"$3"s --latency -H "User-Agent: $BENCH_UA" \
+        "$2$PIXEL_PATH" \
+        > "$4" 2>&1 &
+    wpid=$!
+    while sleep 1 && alive "$wpid"; do
+        q=$(counter cdp_queue_events "$(curl -s "$2/status")")
+        SAMPLES=$((SAMPLES + 1))
+        [ "$q" -gt "$QMAX" ] && QMAX=$q
+    done
+    wait "$wpid" || { cat "$4" >&2; die "wrk failed on $1"; }
+}
+
+# --- readings ------------------------------------------------------------------
+
+# stub_requests BASE: nginx's total request count (stub_status "requests"
+# of BASE/nginx_status); reading it is itself a request, counted in the
+# figure it returns
+stub_requests() { curl -s "$1/nginx_status" | awk 'NR == 3 { print $3 }'; }
+
+counter() {
+    # sum of every sample of metric $1 in status text $2
+    printf '%s\n' "$2" | awk -v m="$1" '
+        $1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%d\n", s }'
+}
+
+# entries_added: of the XINFO STREAM reply on stdin; 0 without one (no
+# stream yet)
+entries_added() {
+    awk 'prev == "entries-added" { print; found = 1; exit }
+         { prev = $0 }
+         END { if (!found) print 0 }'
+}
+
+ratio() {
+    awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }'
+}
+
+# med NAME ARRAY: the median of ARRAY (RPS, P99, ...) over the rounds of
+# NAME, keyed NAME_ROUND
+med() {
+    local -n arr=$2
+    local r v=()
+    for r in $(seq 1 "$ROUNDS"); do v+=("${arr[${1}_$r]}"); done
+    median "${v[@]}"
+}
+
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
