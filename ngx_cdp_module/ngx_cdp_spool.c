@@ -902,18 +902,3 @@ ngx_cdp_spool_close(ngx_cdp_spool_t *sp, ngx_cdp_spool_file_t *f,
     }
 }
 
-
-off_t
-ngx_cdp_spool_pending(void)
-{
-    ngx_cdp_spool_t  *sp;
-
-    sp = ngx_cdp_spool;
-    if (sp == NULL) {
-        return 0;
-    }
-
-    return (sp->own.fd != NGX_INVALID_FILE ? sp->own.size - sp->own.acked : 0)
-           + (sp->adopted.fd != NGX_INVALID_FILE
-              ? sp->adopted.size - sp->adopted.acked : 0);
-}

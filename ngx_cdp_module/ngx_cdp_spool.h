@@ -76,8 +76,5 @@ void ngx_cdp_spool_rewind(void);
 /* looks for files to adopt and keeps the gauges (every second) */
 void ngx_cdp_spool_scan(void);
 
-/* bytes not replayed yet, in the worker's own and adopted files */
-off_t ngx_cdp_spool_pending(void);
-
 
 #endif /* _NGX_CDP_SPOOL_H_INCLUDED_ */
