@@ -108,3 +108,18 @@ while [ $i -lt 50 ]; do
     i=$((i + 1))
 done
 seed fuzz_agent long "Mozilla/5.0 $pad Googlebot/2.1 GoogleImageProxy"
+
+# fuzz_redirect: a cluster node's redirections (Redis 7.0 writes them
+# so), then keys for the slots; the first four bytes also pick a shard
+# count and a shard for ngx_cdp_shard_tag()
+seed fuzz_redirect moved 'MOVED 3999 127.0.0.1:6381'
+seed fuzz_redirect ask 'ASK 16383 10.0.0.7:65535'
+seed fuzz_redirect ipv6 'MOVED 12182 ::1:6380'
+seed fuzz_redirect host 'MOVED 0 redis-0.redis.default.svc.cluster.local:6379'
+seed fuzz_redirect unknown 'ASK 5 ?:6379'
+seed fuzz_redirect empty 'MOVED 5 :6379'
+seed fuzz_redirect bad 'MOVED 16384 h:0 '
+seed fuzz_redirect asking 'ASKING 1 h:1'
+seed fuzz_redirect tag '{user1000}.following'
+seed fuzz_redirect tags 'foo{{bar}}zap{}{x}'
+seed fuzz_redirect binary '\0000\0377{\0001\0002}\0177'
