@@ -534,7 +534,7 @@ static ngx_int_t
 ngx_cdp_admin_start(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx)
 {
     int                        argc;
-    u_char                    *p;
+    u_char                    *p, *pfx;
     ngx_int_t                  rc;
     ngx_str_t                 *id;
     ngx_uint_t                 i;
@@ -685,8 +685,19 @@ ngx_cdp_admin_start(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx)
     argvlen[argc++] = ngx_strlen(actx->op->function);
     argv[argc] = "0";
     argvlen[argc++] = 1;
-    argv[argc] = (const char *) mcf->prefix.data;
-    argvlen[argc++] = mcf->prefix.len;
+
+    /* "<prefix>|<shards>": the library names every shard's keys */
+
+    pfx = ngx_pnalloc(r->pool, mcf->prefix.len + 1 + NGX_INT_T_LEN);
+    if (pfx == NULL) {
+        ngx_free(acall);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    argv[argc] = (const char *) pfx;
+    argvlen[argc++] = ngx_sprintf(pfx, "%V|%ui", &mcf->prefix,
+                                  mcf->redis.shards)
+                      - pfx;
 
     tp = ngx_timeofday();
     now_len = ngx_sprintf(now, "%uL", (uint64_t) tp->sec * 1000 + tp->msec)

@@ -493,7 +493,7 @@ ngx_cdp_audience_tick(ngx_event_t *ev)
         return;
     }
 
-    ngx_cdp_ingest_argv1(&argv1, &stream);
+    ngx_cdp_ingest_argv1(&argv1, &stream, 0);
 
     argv[0] = "FCALL";
     lens[0] = 5;
@@ -571,7 +571,7 @@ ngx_cdp_audience_backfill(ngx_event_t *ev)
         return;
     }
 
-    ngx_cdp_ingest_argv1(&argv1, &stream);
+    ngx_cdp_ingest_argv1(&argv1, &stream, 0);
 
     argv[0] = "FCALL";
     lens[0] = 5;

@@ -3,9 +3,15 @@
  * ngx_cdp: ingest, the batches of events a worker sends to the store
  * (ngx_cdp_ingest.h).
  *
- * A batch's way: the current batch (keys and args, RESP bulk strings)
- * becomes an ngx_cdp_batch_t when flushed, with the next sequence number
- * of the worker.  Then one of:
+ * Shards (ngx_cdp_shard.h): every event's key carries the hash tag of its
+ * shard ("profile:{<tag>}:<aid>", the browser's; "agg:{<tag>}:<day>" and
+ * "consent_log:{<tag>}" of a shard taken in turn).  On Redis Cluster a
+ * batch holds the events of one shard, so that its FCALL stays in one
+ * slot; a standalone Redis takes every shard's events in one batch.
+ *
+ * A batch's way: the current batch of its shard (keys and args, RESP bulk
+ * strings) becomes an ngx_cdp_batch_t when flushed, with the next
+ * sequence number of the worker.  Then one of:
  *
  *   sent      one FCALL cdp_ingest written to the connection; the batch
  *             stays in memory, in the FIFO of batches in flight, until
@@ -30,6 +36,7 @@
 #include "ngx_cdp_dest.h"
 #include "ngx_cdp_redis.h"
 #include "ngx_cdp_resp.h"
+#include "ngx_cdp_shard.h"
 #include "ngx_cdp_wire.h"
 #include "ngx_cdp_spool.h"
 #include "ngx_cdp_ingest.h"
@@ -39,6 +46,7 @@
 #define NGX_CDP_PUMP_INTERVAL     1000
 #define NGX_CDP_RETRY_DELAY       1000
 #define NGX_CDP_REPLAY_INFLIGHT   2
+#define NGX_CDP_WAIT_TIMEOUT      "100"     /* ms, three digits */
 
 /* bytes a worker may hold for Redis, whatever cdp_queue_size says */
 #define NGX_CDP_MAX_BUFFERED      (64 * 1024 * 1024)
@@ -47,9 +55,20 @@
 
 typedef struct ngx_cdp_batch_s  ngx_cdp_batch_t;
 
+
+/* the API's waiters of one flush: woken when all its batches are done */
+typedef struct {
+    ngx_cdp_ingest_waiter_t   *waiters;
+    ngx_uint_t                 pending;     /* batches not done */
+    ngx_int_t                  rc;
+} ngx_cdp_ingest_group_t;
+
+
 struct ngx_cdp_batch_s {
-    ngx_cdp_batch_t           *next;
-    ngx_cdp_ingest_waiter_t   *waiters;     /* the API's: never retried */
+    ngx_cdp_batch_t           *next;        /* the retry list */
+    ngx_queue_t                queue;       /* in flight */
+    ngx_cdp_ingest_group_t    *group;       /* the API's: never retried */
+    ngx_uint_t                 slot;
     uint64_t                   seq;
     ngx_uint_t                 nevents;
     size_t                     keys_len;
@@ -60,30 +79,45 @@ struct ngx_cdp_batch_s {
 
 
 
+/* the current batch of a shard (of every shard on a standalone Redis) */
+typedef struct {
+    ngx_cdp_resp_buf_t         keys;        /* KEYS */
+    ngx_cdp_resp_buf_t         args;        /* ARGV */
+    ngx_uint_t                 batch;       /* events */
+    ngx_uint_t                 shard;       /* of its first event */
+} ngx_cdp_ingest_cur_t;
+
+
 typedef struct {
     ngx_http_cdp_main_conf_t  *mcf;
     ngx_log_t                 *log;
 
     ngx_cdp_ingest_conf_t      conf;        /* this worker's batches */
 
-    ngx_cdp_resp_buf_t         keys;        /* current batch: KEYS */
-    ngx_cdp_resp_buf_t         args;        /* current batch: ARGV */
-    ngx_uint_t                 batch;       /* events in the batch */
-    ngx_cdp_ingest_waiter_t   *waiters;     /* of the current batch */
+    ngx_uint_t                 shards;
+    ngx_str_t                 *tags;        /* a shard's "{<i>.<k>}" */
+    ngx_uint_t                *slots;       /* a shard's slot */
+    ngx_str_t                 *streams;     /* a shard's event stream */
+    ngx_uint_t                 turn;        /* the shard of the next agg */
+
+    ngx_cdp_ingest_cur_t      *cur;         /* a shard's, or one */
+    ngx_uint_t                 ncur;
+    ngx_uint_t                 batch;       /* events in the current ones */
+    ngx_cdp_ingest_waiter_t   *waiters;     /* of the current batches */
     ngx_uint_t                 hold;        /* no flush while filling */
     uint64_t                   seq;         /* the next batch's */
 
     ngx_uint_t                 queued;      /* events not acknowledged */
     ngx_uint_t                 inflight;    /* events sent, no reply yet */
 
-    ngx_cdp_batch_t           *sent;        /* in flight, oldest first */
-    ngx_cdp_batch_t          **sent_last;
+    ngx_queue_t                sent;        /* in flight */
     ngx_cdp_batch_t           *retry;       /* to send again */
     ngx_cdp_batch_t          **retry_last;
 
     ngx_uint_t                 replaying;   /* spool frames in flight */
     ngx_uint_t                 replay_stale;  /* replies to disregard */
     ngx_msec_t                 not_before;  /* Redis refused for now */
+    ngx_uint_t                 warned_cluster;
 
     ngx_event_t                flush_ev;
     ngx_event_t                pump_ev;
@@ -92,6 +126,12 @@ typedef struct {
 
 static void ngx_cdp_ingest_ready(void);
 static void ngx_cdp_ingest_flush(ngx_cdp_ingest_t *ig);
+static void ngx_cdp_ingest_flush_one(ngx_cdp_ingest_t *ig,
+    ngx_cdp_ingest_cur_t *cur, ngx_cdp_ingest_group_t *group);
+static void ngx_cdp_ingest_reset(ngx_cdp_ingest_cur_t *cur);
+static void ngx_cdp_ingest_group_done(ngx_cdp_ingest_group_t *group,
+    ngx_int_t rc);
+static ngx_int_t ngx_cdp_ingest_tag(u_char *keys, size_t len, ngx_str_t *tag);
 static void ngx_cdp_ingest_pump(ngx_cdp_ingest_t *ig);
 static ngx_int_t ngx_cdp_ingest_send(ngx_cdp_ingest_t *ig,
     ngx_cdp_batch_t *b);
@@ -100,6 +140,9 @@ static ngx_int_t ngx_cdp_ingest_fcall(ngx_cdp_ingest_conf_t *conf,
     size_t args_len, ngx_cdp_redis_reply_pt handler, void *data);
 static void ngx_cdp_ingest_batch_done(redisReply *reply, void *data);
 static void ngx_cdp_ingest_replay_done(redisReply *reply, void *data);
+static ngx_int_t ngx_cdp_ingest_replicate(ngx_cdp_ingest_t *ig,
+    ngx_cdp_batch_t *b);
+static void ngx_cdp_ingest_wait_done(redisReply *reply, void *data);
 static ngx_int_t ngx_cdp_ingest_counts(ngx_cdp_ingest_t *ig,
     redisReply *reply, ngx_uint_t n);
 static ngx_uint_t ngx_cdp_ingest_retryable(ngx_cdp_ingest_t *ig,
@@ -132,6 +175,7 @@ ngx_int_t
 ngx_cdp_ingest_init_process(ngx_cycle_t *cycle, ngx_http_cdp_main_conf_t *mcf)
 {
     u_char               *p;
+    ngx_uint_t            i;
     ngx_time_t           *tp;
     ngx_cdp_ingest_t     *ig;
     ngx_cdp_wire_conf_t   wc;
@@ -143,8 +187,51 @@ ngx_cdp_ingest_init_process(ngx_cycle_t *cycle, ngx_http_cdp_main_conf_t *mcf)
 
     ig->mcf = mcf;
     ig->log = cycle->log;
-    ig->sent_last = &ig->sent;
+    ngx_queue_init(&ig->sent);
     ig->retry_last = &ig->retry;
+
+    /* the shards' tags and slots; a current batch per shard on a cluster */
+
+    ig->shards = mcf->redis.shards;
+    ig->tags = ngx_pcalloc(cycle->pool, ig->shards * sizeof(ngx_str_t));
+    ig->slots = ngx_pcalloc(cycle->pool, ig->shards * sizeof(ngx_uint_t));
+    ig->streams = ngx_pcalloc(cycle->pool, ig->shards * sizeof(ngx_str_t));
+    if (ig->tags == NULL || ig->slots == NULL || ig->streams == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < ig->shards; i++) {
+        p = ngx_pnalloc(cycle->pool, NGX_CDP_SHARD_TAG_LEN + 2);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ig->tags[i].data = p;
+        *p++ = '{';
+        p += ngx_cdp_shard_tag(i, ig->shards, p);
+        *p++ = '}';
+        ig->tags[i].len = p - ig->tags[i].data;
+
+        ig->slots[i] = ngx_cdp_key_slot(ig->tags[i].data, ig->tags[i].len);
+
+        ig->streams[i].data = ngx_pnalloc(cycle->pool, mcf->prefix.len
+                                          + sizeof(":events:") - 1
+                                          + ig->tags[i].len);
+        if (ig->streams[i].data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ig->streams[i].len = ngx_sprintf(ig->streams[i].data, "%V:events:%V",
+                                         &mcf->prefix, &ig->tags[i])
+                             - ig->streams[i].data;
+    }
+
+    ig->ncur = mcf->redis.seeds ? ig->shards : 1;
+    ig->cur = ngx_pcalloc(cycle->pool,
+                          ig->ncur * sizeof(ngx_cdp_ingest_cur_t));
+    if (ig->cur == NULL) {
+        return NGX_ERROR;
+    }
 
     /*
      * the worker's id, in its batch ids: unique across hosts, processes
@@ -205,6 +292,7 @@ ngx_cdp_ingest_init_process(ngx_cycle_t *cycle, ngx_http_cdp_main_conf_t *mcf)
     wc.timeline_max = mcf->timeline_max;
     wc.dedup = mcf->dedup_window;
     wc.agg_retention = mcf->agg_retention;
+    wc.shards = mcf->redis.shards;
 
     p = ngx_cdp_wire_argv1(ig->conf.argv1.data, &wc);
 
@@ -254,7 +342,8 @@ void
 ngx_cdp_ingest_exit_process(ngx_cycle_t *cycle)
 {
     ngx_uint_t         i, lost;
-    ngx_cdp_batch_t   *b, *next, *lists[2];
+    ngx_queue_t       *q;
+    ngx_cdp_batch_t   *b, *next, *lists[2], **last;
     ngx_cdp_ingest_t  *ig;
 
     ig = ngx_cdp_ingest;
@@ -265,9 +354,21 @@ ngx_cdp_ingest_exit_process(ngx_cycle_t *cycle)
     ig->hold = 0;
     ngx_cdp_ingest_flush(ig);
 
-    lists[0] = ig->sent;
+    /* in flight, oldest first, then those to retry */
+
+    lists[0] = NULL;
+    last = &lists[0];
+
+    while (!ngx_queue_empty(&ig->sent)) {
+        q = ngx_queue_head(&ig->sent);
+        ngx_queue_remove(q);
+        b = ngx_queue_data(q, ngx_cdp_batch_t, queue);
+        b->next = NULL;
+        *last = b;
+        last = &b->next;
+    }
+
     lists[1] = ig->retry;
-    ig->sent = NULL;
     ig->retry = NULL;
 
     lost = 0;
@@ -276,7 +377,7 @@ ngx_cdp_ingest_exit_process(ngx_cycle_t *cycle)
         for (b = lists[i]; b; b = next) {
             next = b->next;
 
-            if (b->waiters == NULL && ig->mcf->spool) {
+            if (b->group == NULL && ig->mcf->spool) {
                 (void) ngx_cdp_spool_write(b->seq, b->nevents, b->data,
                                            b->keys_len,
                                            b->data + b->keys_len,
@@ -307,8 +408,10 @@ ngx_cdp_ingest_exit_process(ngx_cycle_t *cycle)
 
     ngx_cdp_redis_exit_process(cycle);
 
-    ngx_cdp_resp_free(&ig->keys);
-    ngx_cdp_resp_free(&ig->args);
+    for (i = 0; i < ig->ncur; i++) {
+        ngx_cdp_resp_free(&ig->cur[i].keys);
+        ngx_cdp_resp_free(&ig->cur[i].args);
+    }
 
     ngx_cdp_ingest = NULL;
 }
@@ -318,27 +421,81 @@ ngx_int_t
 ngx_cdp_ingest_enqueue(ngx_str_t *key, ngx_uint_t kind, ngx_str_t *attrs,
     ngx_str_t *payload, ngx_str_t *route)
 {
-    size_t             klen;
-    u_char            *p;
-    ngx_time_t        *tp;
-    ngx_cdp_ingest_t  *ig;
-    u_char             ts[NGX_INT64_LEN];
+    size_t                 klen, head;
+    u_char                *p, *colon;
+    ngx_str_t             *tag;
+    ngx_uint_t             shard;
+    ngx_time_t            *tp;
+    ngx_cdp_ingest_t      *ig;
+    ngx_cdp_ingest_cur_t  *cur;
+    u_char                 ts[NGX_INT64_LEN];
 
     ig = ngx_cdp_ingest;
 
-    if (ig == NULL || (ig->mcf->spool == NULL && ngx_cdp_redis_is_down()))
+    if (ig == NULL) {
+        ngx_cdp_count(NGX_CDP_C_DROP_REDIS_DOWN, 1);
+        return NGX_DECLINED;
+    }
+
+    if (ig->ncur > 1
+        && (kind == NGX_CDP_EVENT_IDENTIFY || kind == NGX_CDP_EVENT_API))
+    {
+        /*
+         * identity spans shards: not on Redis Cluster yet (a signed
+         * pixel's identity, a mail proxy's open; cdp_identify and cdp_api
+         * are refused by nginx -t)
+         */
+
+        ngx_cdp_count(NGX_CDP_C_DROP_CLUSTER, 1);
+
+        if (!ig->warned_cluster) {
+            ngx_log_error(NGX_LOG_WARN, ig->log, 0,
+                          "cdp: an identity event is dropped: identity is "
+                          "not supported on Redis Cluster yet "
+                          "(cdp_events_dropped_total{reason=\"not_on_cluster\"})");
+            ig->warned_cluster = 1;
+        }
+
+        return NGX_DECLINED;
+    }
+
+    /*
+     * the shard: a browser's ("profile:<aid>" becomes
+     * "profile:{<tag>}:<aid>"), else the next in turn ("agg:<day>"
+     * becomes "agg:{<tag>}:<day>", "consent_log" "consent_log:{<tag>}")
+     */
+
+    colon = ngx_strlchr(key->data, key->data + key->len, ':');
+    head = colon ? (size_t) (colon - key->data) : key->len;
+
+    if (head == sizeof("profile") - 1
+        && ngx_strncmp(key->data, "profile", head) == 0)
+    {
+        shard = ngx_cdp_shard_of(key->data + head + 1, key->len - head - 1,
+                                 ig->shards);
+
+    } else {
+        shard = ig->turn++ % ig->shards;
+    }
+
+    tag = &ig->tags[shard];
+
+    if (ig->mcf->spool == NULL
+        && ngx_cdp_redis_is_down_slot(ig->slots[shard]))
     {
         ngx_cdp_count(NGX_CDP_C_DROP_REDIS_DOWN, 1);
         return NGX_DECLINED;
     }
 
-    klen = ig->mcf->prefix.len + 1 + key->len;
+    cur = &ig->cur[ig->ncur > 1 ? shard : 0];
+
+    klen = ig->mcf->prefix.len + 1 + key->len + 1 + tag->len;
 
     if (ig->mcf->spool == NULL
         && (ig->queued >= ig->mcf->queue_size
             || ngx_cdp_redis_unsent()
-               + (size_t) (ig->keys.last - ig->keys.pos)
-               + (size_t) (ig->args.last - ig->args.pos)
+               + (size_t) (cur->keys.last - cur->keys.pos)
+               + (size_t) (cur->args.last - cur->args.pos)
                + payload->len > NGX_CDP_MAX_BUFFERED))
     {
         ngx_cdp_count(NGX_CDP_C_DROP_QUEUE_FULL, 1);
@@ -348,8 +505,8 @@ ngx_cdp_ingest_enqueue(ngx_str_t *key, ngx_uint_t kind, ngx_str_t *attrs,
     tp = ngx_timeofday();
     p = ngx_sprintf(ts, "%uL", (uint64_t) tp->sec * 1000 + tp->msec);
 
-    if (ngx_cdp_resp_reserve(&ig->keys, ngx_cdp_resp_bulk_size(klen)) != 0
-        || ngx_cdp_resp_reserve(&ig->args,
+    if (ngx_cdp_resp_reserve(&cur->keys, ngx_cdp_resp_bulk_size(klen)) != 0
+        || ngx_cdp_resp_reserve(&cur->args,
                                 ngx_cdp_resp_bulk_size(p - ts)
                                 + ngx_cdp_resp_bulk_size(sizeof("track:new"))
                                 + ngx_cdp_resp_bulk_size(attrs->len)
@@ -361,27 +518,39 @@ ngx_cdp_ingest_enqueue(ngx_str_t *key, ngx_uint_t kind, ngx_str_t *attrs,
         return NGX_DECLINED;
     }
 
-    ig->keys.last = ngx_sprintf(ig->keys.last, "$%uz\r\n%V:%V\r\n",
-                                klen, &ig->mcf->prefix, key);
+    if (colon) {
+        cur->keys.last = ngx_sprintf(cur->keys.last,
+                                     "$%uz\r\n%V:%*s:%V%*s\r\n", klen,
+                                     &ig->mcf->prefix, head, key->data, tag,
+                                     key->len - head, colon);
 
-    ig->args.last = ngx_cdp_resp_bulk(ig->args.last, ts, p - ts);
-    ig->args.last = ngx_cdp_resp_bulk(ig->args.last,
-                                      ngx_cdp_event_kinds[kind].data,
-                                      ngx_cdp_event_kinds[kind].len);
-    ig->args.last = ngx_cdp_resp_bulk(ig->args.last, attrs->data,
-                                      attrs->len);
-    ig->args.last = ngx_cdp_resp_bulk(ig->args.last, payload->data,
-                                      payload->len);
+    } else {
+        cur->keys.last = ngx_sprintf(cur->keys.last, "$%uz\r\n%V:%V:%V\r\n",
+                                     klen, &ig->mcf->prefix, key, tag);
+    }
+
+    cur->args.last = ngx_cdp_resp_bulk(cur->args.last, ts, p - ts);
+    cur->args.last = ngx_cdp_resp_bulk(cur->args.last,
+                                       ngx_cdp_event_kinds[kind].data,
+                                       ngx_cdp_event_kinds[kind].len);
+    cur->args.last = ngx_cdp_resp_bulk(cur->args.last, attrs->data,
+                                       attrs->len);
+    cur->args.last = ngx_cdp_resp_bulk(cur->args.last, payload->data,
+                                       payload->len);
 
     if (ig->conf.nargs == 5) {
         if (route) {
-            ig->args.last = ngx_cdp_resp_bulk(ig->args.last, route->data,
-                                              route->len);
+            cur->args.last = ngx_cdp_resp_bulk(cur->args.last, route->data,
+                                               route->len);
 
         } else {
-            ig->args.last = ngx_cdp_resp_bulk(ig->args.last,
-                                              (u_char *) "", 0);
+            cur->args.last = ngx_cdp_resp_bulk(cur->args.last,
+                                               (u_char *) "", 0);
         }
+    }
+
+    if (cur->batch++ == 0) {
+        cur->shard = shard;
     }
 
     ig->batch++;
@@ -393,8 +562,13 @@ ngx_cdp_ingest_enqueue(ngx_str_t *key, ngx_uint_t kind, ngx_str_t *attrs,
         return NGX_OK;
     }
 
-    if (ig->batch >= ig->mcf->batch_size) {
-        ngx_cdp_ingest_flush(ig);
+    if (cur->batch >= ig->mcf->batch_size) {
+        ig->batch -= cur->batch;
+        ngx_cdp_ingest_flush_one(ig, cur, NULL);
+
+        if (ig->batch == 0 && ig->flush_ev.timer_set) {
+            ngx_del_timer(&ig->flush_ev);
+        }
 
     } else if (!ig->flush_ev.timer_set) {
         ngx_add_timer(&ig->flush_ev, NGX_CDP_FLUSH_DELAY);
@@ -404,11 +578,63 @@ ngx_cdp_ingest_enqueue(ngx_str_t *key, ngx_uint_t kind, ngx_str_t *attrs,
 }
 
 
+/* cdp_ingest's ARGV[1]; the event stream of a shard, for other calls */
+
 void
-ngx_cdp_ingest_argv1(ngx_str_t *argv1, ngx_str_t *stream)
+ngx_cdp_ingest_argv1(ngx_str_t *argv1, ngx_str_t *stream, ngx_uint_t shard)
 {
-    *argv1 = ngx_cdp_ingest->conf.argv1;
-    *stream = ngx_cdp_ingest->conf.stream;
+    ngx_cdp_ingest_t  *ig = ngx_cdp_ingest;
+
+    *argv1 = ig->conf.argv1;
+    *stream = ig->streams[shard % ig->shards];
+}
+
+
+ngx_uint_t
+ngx_cdp_ingest_shards(void)
+{
+    return ngx_cdp_ingest ? ngx_cdp_ingest->shards : 1;
+}
+
+
+/*
+ * A key of the sharded layout (store/README.md): "<prefix>:<kind>:{<tag>}"
+ * of shard, or with an id "<prefix>:<kind>:{<tag>}:<id>" of the id's shard
+ * (a profile id's, an identifier hash's).
+ */
+
+ngx_int_t
+ngx_cdp_ingest_key(ngx_pool_t *pool, ngx_http_cdp_main_conf_t *mcf,
+    const char *kind, u_char *id, size_t len, ngx_uint_t shard,
+    ngx_str_t *key)
+{
+    size_t   klen;
+    u_char  *p;
+
+    if (id) {
+        shard = ngx_cdp_shard_of(id, len, mcf->redis.shards);
+    }
+
+    klen = mcf->prefix.len + 1 + ngx_strlen(kind) + 2
+           + NGX_CDP_SHARD_TAG_LEN + 2 + (id ? 1 + len : 0);
+
+    key->data = ngx_pnalloc(pool, klen);
+    if (key->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_sprintf(key->data, "%V:%s:{", &mcf->prefix, kind);
+    p += ngx_cdp_shard_tag(shard % mcf->redis.shards, mcf->redis.shards, p);
+    *p++ = '}';
+
+    if (id) {
+        *p++ = ':';
+        p = ngx_cpymem(p, id, len);
+    }
+
+    key->len = p - key->data;
+
+    return NGX_OK;
 }
 
 
@@ -422,15 +648,12 @@ ngx_cdp_ingest_reserve(ngx_uint_t n, size_t size)
     if (ig == NULL || !ngx_cdp_redis_is_ready()
         || ngx_current_msec < ig->not_before
         || ig->queued + n > ig->mcf->queue_size
-        || ngx_cdp_redis_unsent()
-           + (size_t) (ig->keys.last - ig->keys.pos)
-           + (size_t) (ig->args.last - ig->args.pos)
-           + size > NGX_CDP_MAX_BUFFERED)
+        || ngx_cdp_redis_unsent() + size > NGX_CDP_MAX_BUFFERED)
     {
         return NGX_DECLINED;
     }
 
-    /* the API's events are a batch of their own: never spooled */
+    /* the API's events are batches of their own: never spooled */
 
     if (ig->batch) {
         ngx_cdp_ingest_flush(ig);
@@ -455,10 +678,10 @@ ngx_cdp_ingest_release(void)
 
 
 /*
- * w waits for the batch that holds the events just enqueued: its handler
- * is called once, with NGX_OK when Redis acknowledged the batch, with
- * NGX_ERROR when it failed or the connection was lost.  The batch is
- * flushed at once.  w stays the caller's until then; its data may be set
+ * w waits for the batches that hold the events just enqueued (one per
+ * shard on a cluster): its handler is called once, with NGX_OK when Redis
+ * acknowledged them all, with NGX_ERROR when one failed or its connection
+ * was lost.  The batches are flushed at once.  w stays the caller's until then; its data may be set
  * to NULL meanwhile (the request went away) and is not looked at here.
  */
 
@@ -527,14 +750,13 @@ ngx_cdp_ingest_pump_handler(ngx_event_t *ev)
 }
 
 
-/* the current batch becomes a batch of its own, sent, spooled or kept */
+/* the current batches become batches of their own, sent, spooled or kept */
 
 static void
 ngx_cdp_ingest_flush(ngx_cdp_ingest_t *ig)
 {
-    size_t            keys, args;
-    ngx_uint_t        ready;
-    ngx_cdp_batch_t  *b;
+    ngx_uint_t               i;
+    ngx_cdp_ingest_group_t  *group;
 
     if (ig->batch == 0 || ig->hold) {
         return;
@@ -544,28 +766,85 @@ ngx_cdp_ingest_flush(ngx_cdp_ingest_t *ig)
         ngx_del_timer(&ig->flush_ev);
     }
 
-    keys = ig->keys.last - ig->keys.pos;
-    args = ig->args.last - ig->args.pos;
+    group = NULL;
+
+    if (ig->waiters) {
+        group = ngx_alloc(sizeof(ngx_cdp_ingest_group_t), ig->log);
+        if (group == NULL) {
+            for (i = 0; i < ig->ncur; i++) {
+                ngx_cdp_count(NGX_CDP_C_DROP_QUEUE_FULL, ig->cur[i].batch);
+                ngx_cdp_ingest_dequeued(ig, ig->cur[i].batch);
+                ngx_cdp_ingest_reset(&ig->cur[i]);
+            }
+
+            ngx_cdp_ingest_wake(ig->waiters, NGX_ERROR);
+            ig->waiters = NULL;
+            ig->batch = 0;
+            return;
+        }
+
+        /* one for this loop: no batch's end frees it before the last */
+
+        group->waiters = ig->waiters;
+        group->pending = 1;
+        group->rc = NGX_OK;
+
+        ig->waiters = NULL;
+    }
+
+    for (i = 0; i < ig->ncur; i++) {
+        if (ig->cur[i].batch) {
+            ngx_cdp_ingest_flush_one(ig, &ig->cur[i], group);
+        }
+    }
+
+    ig->batch = 0;
+
+    if (group) {
+        ngx_cdp_ingest_group_done(group, NGX_OK);
+    }
+}
+
+
+static void
+ngx_cdp_ingest_flush_one(ngx_cdp_ingest_t *ig, ngx_cdp_ingest_cur_t *cur,
+    ngx_cdp_ingest_group_t *group)
+{
+    size_t            keys, args;
+    ngx_uint_t        ready, slot;
+    ngx_cdp_batch_t  *b;
+
+    keys = cur->keys.last - cur->keys.pos;
+    args = cur->args.last - cur->args.pos;
+    slot = ig->slots[cur->shard];
 
     b = ngx_alloc(sizeof(ngx_cdp_batch_t) + keys + args, ig->log);
     if (b == NULL) {
-        ngx_cdp_count(NGX_CDP_C_DROP_QUEUE_FULL, ig->batch);
-        ngx_cdp_ingest_dequeued(ig, ig->batch);
-        ngx_cdp_ingest_wake(ig->waiters, NGX_ERROR);
+        ngx_cdp_count(NGX_CDP_C_DROP_QUEUE_FULL, cur->batch);
+        ngx_cdp_ingest_dequeued(ig, cur->batch);
+
+        if (group) {
+            group->rc = NGX_ERROR;
+        }
+
         goto reset;
     }
 
     b->next = NULL;
-    b->waiters = ig->waiters;
+    b->group = group;
+    b->slot = slot;
     b->seq = ig->seq++;
-    b->nevents = ig->batch;
+    b->nevents = cur->batch;
     b->keys_len = keys;
     b->args_len = args;
+    b->tried = 0;
 
-    ngx_memcpy(b->data, ig->keys.pos, keys);
-    ngx_memcpy(b->data + keys, ig->args.pos, args);
+    ngx_memcpy(b->data, cur->keys.pos, keys);
+    ngx_memcpy(b->data + keys, cur->args.pos, args);
 
-    if (b->waiters) {
+    if (group) {
+        group->pending++;
+
         /* ngx_cdp_ingest_reserve() saw Redis ready */
         if (ngx_cdp_ingest_send(ig, b) != NGX_OK) {
             ngx_cdp_ingest_done(ig, b, NGX_ERROR);
@@ -574,12 +853,13 @@ ngx_cdp_ingest_flush(ngx_cdp_ingest_t *ig)
         goto reset;
     }
 
-    ready = ngx_cdp_redis_is_ready() && ngx_current_msec >= ig->not_before;
+    ready = ngx_cdp_redis_is_ready_slot(slot)
+            && ngx_current_msec >= ig->not_before;
 
     if (ready
         && (ig->mcf->spool == NULL
             || (ig->inflight + b->nevents <= ig->mcf->queue_size
-                && ngx_cdp_redis_unsent() < NGX_CDP_MAX_BUFFERED))
+                && ngx_cdp_redis_unsent_slot(slot) < NGX_CDP_MAX_BUFFERED))
         && ngx_cdp_ingest_send(ig, b) == NGX_OK)
     {
         goto reset;
@@ -591,7 +871,7 @@ ngx_cdp_ingest_flush(ngx_cdp_ingest_t *ig)
      */
 
     if (ig->mcf->spool
-        && (ready || ngx_cdp_redis_is_down()
+        && (ready || ngx_cdp_redis_is_down_slot(slot)
             || ngx_current_msec < ig->not_before
             || ig->queued > ig->mcf->queue_size))
     {
@@ -606,12 +886,18 @@ ngx_cdp_ingest_flush(ngx_cdp_ingest_t *ig)
 
 reset:
 
-    ig->keys.pos = ig->keys.start;
-    ig->keys.last = ig->keys.start;
-    ig->args.pos = ig->args.start;
-    ig->args.last = ig->args.start;
-    ig->batch = 0;
-    ig->waiters = NULL;
+    ngx_cdp_ingest_reset(cur);
+}
+
+
+static void
+ngx_cdp_ingest_reset(ngx_cdp_ingest_cur_t *cur)
+{
+    cur->keys.pos = cur->keys.start;
+    cur->keys.last = cur->keys.start;
+    cur->args.pos = cur->args.start;
+    cur->args.last = cur->args.start;
+    cur->batch = 0;
 }
 
 
@@ -623,31 +909,34 @@ reset:
 static void
 ngx_cdp_ingest_pump(ngx_cdp_ingest_t *ig)
 {
+    ngx_int_t               rc;
     ngx_uint_t              sent;
-    ngx_cdp_batch_t        *b;
+    ngx_cdp_batch_t        *b, *list;
     ngx_cdp_spool_batch_t   sb;
 
-    if (!ngx_cdp_redis_is_ready() || ngx_current_msec < ig->not_before
-        || ngx_exiting)
-    {
+    if (ngx_current_msec < ig->not_before || ngx_exiting) {
         return;
     }
 
     sent = 0;
 
-    while (ig->retry && ig->inflight < ig->mcf->queue_size) {
-        b = ig->retry;
-        ig->retry = b->next;
+    /* those whose master is ready; the others wait, in order */
 
-        if (ig->retry == NULL) {
-            ig->retry_last = &ig->retry;
-        }
+    list = ig->retry;
+    ig->retry = NULL;
+    ig->retry_last = &ig->retry;
 
+    while (list) {
+        b = list;
+        list = b->next;
         b->next = NULL;
 
-        if (ngx_cdp_ingest_send(ig, b) != NGX_OK) {
+        if (ig->inflight >= ig->mcf->queue_size
+            || !ngx_cdp_redis_is_ready_slot(b->slot)
+            || ngx_cdp_ingest_send(ig, b) != NGX_OK)
+        {
             ngx_cdp_ingest_keep(ig, b);
-            return;
+            continue;
         }
 
         ngx_cdp_count(NGX_CDP_C_RESENT, b->nevents);
@@ -666,12 +955,24 @@ ngx_cdp_ingest_pump(ngx_cdp_ingest_t *ig)
             break;
         }
 
-        if (ngx_cdp_ingest_fcall(sb.conf, sb.seq, sb.nevents, sb.keys.data,
-                                 sb.keys.len, sb.args.data, sb.args.len,
-                                 ngx_cdp_ingest_replay_done,
-                                 (void *) (uintptr_t) sb.nevents)
-            != NGX_OK)
-        {
+        rc = ngx_cdp_ingest_fcall(sb.conf, sb.seq, sb.nevents, sb.keys.data,
+                                  sb.keys.len, sb.args.data, sb.args.len,
+                                  ngx_cdp_ingest_replay_done,
+                                  (void *) (uintptr_t) sb.nevents);
+
+        if (rc == NGX_ABORT) {
+            /* written before the keys had shards: store/README, Upgrading */
+            ngx_log_error(NGX_LOG_ERR, ig->log, 0,
+                          "cdp: a spooled batch of %ui events has keys "
+                          "without a shard (written by an older ngx_cdp): "
+                          "dropped", sb.nevents);
+            ngx_cdp_count(NGX_CDP_C_DROP_REDIS_ERROR, sb.nevents);
+            ngx_cdp_spool_acked();
+            continue;
+        }
+
+        if (rc != NGX_OK) {
+            /* its master is not ready, or out of memory */
             ngx_cdp_spool_rewind();
             break;
         }
@@ -700,8 +1001,7 @@ ngx_cdp_ingest_send(ngx_cdp_ingest_t *ig, ngx_cdp_batch_t *b)
         return NGX_ERROR;
     }
 
-    *ig->sent_last = b;
-    ig->sent_last = &b->next;
+    ngx_queue_insert_tail(&ig->sent, &b->queue);
 
     b->tried = 1;
 
@@ -716,8 +1016,48 @@ ngx_cdp_ingest_send(ngx_cdp_ingest_t *ig, ngx_cdp_batch_t *b)
 
 
 /*
+ * The hash tag of a batch's keys, from its first key (RESP bulk strings:
+ * "$<len>\r\n<prefix>:<kind>:{<tag>}...\r\n"), with its braces.
+ */
+
+static ngx_int_t
+ngx_cdp_ingest_tag(u_char *keys, size_t len, ngx_str_t *tag)
+{
+    u_char  *p, *last, *open, *close;
+
+    last = keys + len;
+
+    p = ngx_strlchr(keys, last, '\n');
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    last = ngx_strlchr(p, last, '\r');
+    if (last == NULL) {
+        return NGX_ERROR;
+    }
+
+    open = ngx_strlchr(p, last, '{');
+    close = open ? ngx_strlchr(open, last, '}') : NULL;
+
+    if (close == NULL || close == open + 1) {
+        return NGX_ERROR;
+    }
+
+    tag->data = open;
+    tag->len = close + 1 - open;
+
+    return NGX_OK;
+}
+
+
+/*
  * FCALL cdp_ingest numkeys stream once key... argv1 bit (args)...: the
- * batch id is the bit "seq mod 2^20" of the key "<once><seq / 2^20>"
+ * stream "<prefix>:events:{<tag>}" and the once key
+ * "<prefix>:once:{<tag>}:<writer>:<seq / 2^20>" of the batch's shard (the
+ * tag of its first key), the batch id the bit "seq mod 2^20".  Sent to
+ * the master of the shard's slot: NGX_DECLINED when it is not ready,
+ * NGX_ABORT when the keys have no shard (a spool of an older version).
  */
 
 static ngx_int_t
@@ -725,8 +1065,33 @@ ngx_cdp_ingest_fcall(ngx_cdp_ingest_conf_t *conf, uint64_t seq, ngx_uint_t n,
     u_char *keys, size_t keys_len, u_char *args, size_t args_len,
     ngx_cdp_redis_reply_pt handler, void *data)
 {
-    size_t   len, blen;
-    u_char  *p, num[NGX_INT64_LEN], block[NGX_INT64_LEN];
+    size_t      len, blen, plen;
+    u_char     *p, num[NGX_INT64_LEN], block[NGX_INT64_LEN];
+    ngx_str_t   tag;
+    ngx_uint_t  slot;
+
+    if (ngx_cdp_ingest_tag(keys, keys_len, &tag) != NGX_OK) {
+        return NGX_ABORT;
+    }
+
+    /* "<prefix>:once:" of conf->once, "<prefix>:once:<writer>:" */
+
+    if (conf->stream.len < sizeof(":events") - 1) {
+        return NGX_ABORT;
+    }
+
+    plen = conf->stream.len - (sizeof(":events") - 1)
+           + sizeof(":once:") - 1;
+
+    if (conf->once.len < plen) {
+        return NGX_ABORT;
+    }
+
+    slot = ngx_cdp_key_slot(tag.data, tag.len);
+
+    if (!ngx_cdp_redis_is_ready_slot(slot)) {
+        return NGX_DECLINED;
+    }
 
     blen = ngx_sprintf(block, "%uL", seq >> NGX_CDP_WIRE_ONCE_SHIFT) - block;
 
@@ -734,16 +1099,16 @@ ngx_cdp_ingest_fcall(ngx_cdp_ingest_conf_t *conf, uint64_t seq, ngx_uint_t n,
           + ngx_cdp_resp_bulk_size(sizeof("FCALL") - 1)
           + ngx_cdp_resp_bulk_size(sizeof("cdp_ingest") - 1)
           + ngx_cdp_resp_bulk_size(NGX_INT64_LEN)
-          + ngx_cdp_resp_bulk_size(conf->stream.len)
-          + ngx_cdp_resp_bulk_size(conf->once.len + blen)
+          + ngx_cdp_resp_bulk_size(conf->stream.len + 1 + tag.len)
+          + ngx_cdp_resp_bulk_size(conf->once.len + tag.len + 1 + blen)
           + keys_len
           + ngx_cdp_resp_bulk_size(conf->argv1.len)
           + ngx_cdp_resp_bulk_size(NGX_INT64_LEN)
           + args_len;
 
-    p = ngx_cdp_redis_buffer(len);
+    p = ngx_cdp_redis_buffer_slot(slot, len);
     if (p == NULL) {
-        return NGX_ERROR;
+        return NGX_DECLINED;
     }
 
     p = ngx_cdp_resp_array(p, 3 + (2 + n) + (2 + conf->nargs * n));
@@ -751,9 +1116,13 @@ ngx_cdp_ingest_fcall(ngx_cdp_ingest_conf_t *conf, uint64_t seq, ngx_uint_t n,
     p = ngx_cdp_resp_bulk(p, (u_char *) "cdp_ingest",
                           sizeof("cdp_ingest") - 1);
     p = ngx_cdp_resp_bulk(p, num, ngx_sprintf(num, "%ui", 2 + n) - num);
-    p = ngx_cdp_resp_bulk(p, conf->stream.data, conf->stream.len);
-    p = ngx_sprintf(p, "$%uz\r\n%V%*s\r\n", conf->once.len + blen,
-                    &conf->once, blen, block);
+    p = ngx_sprintf(p, "$%uz\r\n%V:%V\r\n", conf->stream.len + 1 + tag.len,
+                    &conf->stream, &tag);
+    p = ngx_sprintf(p, "$%uz\r\n%*s%V:%*s%*s\r\n",
+                    conf->once.len + tag.len + 1 + blen,
+                    plen, conf->once.data, &tag,
+                    conf->once.len - plen, conf->once.data + plen,
+                    blen, block);
     p = ngx_cpymem(p, keys, keys_len);
     p = ngx_cdp_resp_bulk(p, conf->argv1.data, conf->argv1.len);
     p = ngx_cdp_resp_bulk(p, num,
@@ -772,19 +1141,16 @@ ngx_cdp_ingest_batch_done(redisReply *reply, void *data)
     ngx_cdp_batch_t   *b = data;
     ngx_cdp_ingest_t  *ig = ngx_cdp_ingest;
 
-    /* replies come in order: b is the oldest batch in flight */
+    /* replies come in order per master, not across them */
 
-    ig->sent = b->next;
-    if (ig->sent == NULL) {
-        ig->sent_last = &ig->sent;
-    }
+    ngx_queue_remove(&b->queue);
 
     b->next = NULL;
     ig->inflight -= b->nevents;
 
     if (reply == NULL) {
         /* the connection is lost: the batch may or may not be stored */
-        if (b->waiters) {
+        if (b->group) {
             ngx_cdp_count(NGX_CDP_C_DROP_UNCONFIRMED, b->nevents);
             ngx_cdp_ingest_done(ig, b, NGX_ERROR);
 
@@ -796,9 +1162,16 @@ ngx_cdp_ingest_batch_done(redisReply *reply, void *data)
     }
 
     if (ngx_cdp_ingest_counts(ig, reply, b->nevents) != NGX_ERROR) {
-        ngx_cdp_ingest_done(ig, b, NGX_OK);
 
-    } else if (ngx_cdp_ingest_retryable(ig, reply) && b->waiters == NULL) {
+        if (ngx_cdp_ingest_replicate(ig, b) == NGX_OK) {
+            /* kept (and spooled at exit) until a replica has it */
+            ngx_queue_insert_tail(&ig->sent, &b->queue);
+
+        } else {
+            ngx_cdp_ingest_done(ig, b, NGX_OK);
+        }
+
+    } else if (ngx_cdp_ingest_retryable(ig, reply) && b->group == NULL) {
         ngx_cdp_ingest_keep(ig, b);
 
     } else {
@@ -807,6 +1180,78 @@ ngx_cdp_ingest_batch_done(redisReply *reply, void *data)
     }
 
     ngx_cdp_ingest_pump(ig);
+}
+
+
+/*
+ * A master with replicas: the batch it applied is done once a replica has
+ * it too (WAIT 1, on the connection that wrote it), so that a failover to
+ * a replica that never saw it does not lose it: until then the batch is
+ * kept, and sent again (to the new master) if the connection is lost;
+ * the store applies it once.  A replica that does not answer within
+ * NGX_CDP_WAIT_TIMEOUT: the batch is done (counted as unreplicated), the
+ * API's batches fail (503, the client retries).
+ */
+
+static ngx_int_t
+ngx_cdp_ingest_replicate(ngx_cdp_ingest_t *ig, ngx_cdp_batch_t *b)
+{
+    u_char  *p;
+
+    static u_char  wait[] = "*3\r\n$4\r\nWAIT\r\n$1\r\n1\r\n$3\r\n"
+                            NGX_CDP_WAIT_TIMEOUT "\r\n";
+
+    if (ngx_cdp_redis_replicas_slot(b->slot) == 0
+        || !ngx_cdp_redis_is_ready_slot(b->slot))
+    {
+        return NGX_DECLINED;
+    }
+
+    p = ngx_cdp_redis_buffer_slot(b->slot, sizeof(wait) - 1);
+    if (p == NULL) {
+        return NGX_DECLINED;
+    }
+
+    p = ngx_cpymem(p, wait, sizeof(wait) - 1);
+
+    if (ngx_cdp_redis_queue(p, ngx_cdp_ingest_wait_done, b) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    ngx_cdp_redis_send();
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_cdp_ingest_wait_done(redisReply *reply, void *data)
+{
+    ngx_cdp_batch_t   *b = data;
+    ngx_cdp_ingest_t  *ig = ngx_cdp_ingest;
+
+    ngx_queue_remove(&b->queue);
+
+    if (reply == NULL) {
+        /* applied, perhaps not replicated: again, to whoever has the slot */
+        if (b->group) {
+            ngx_cdp_count(NGX_CDP_C_DROP_UNCONFIRMED, b->nevents);
+            ngx_cdp_ingest_done(ig, b, NGX_ERROR);
+
+        } else {
+            ngx_cdp_ingest_keep(ig, b);
+        }
+
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_INTEGER && reply->integer >= 1) {
+        ngx_cdp_ingest_done(ig, b, NGX_OK);
+        return;
+    }
+
+    ngx_cdp_count(NGX_CDP_C_UNREPLICATED, 1);
+    ngx_cdp_ingest_done(ig, b, b->group ? NGX_ERROR : NGX_OK);
 }
 
 
@@ -961,8 +1406,28 @@ static void
 ngx_cdp_ingest_done(ngx_cdp_ingest_t *ig, ngx_cdp_batch_t *b, ngx_int_t rc)
 {
     ngx_cdp_ingest_dequeued(ig, b->nevents);
-    ngx_cdp_ingest_wake(b->waiters, rc);
+
+    if (b->group) {
+        ngx_cdp_ingest_group_done(b->group, rc);
+    }
+
     ngx_free(b);
+}
+
+
+/* one batch of a group is done: the last wakes its waiters */
+
+static void
+ngx_cdp_ingest_group_done(ngx_cdp_ingest_group_t *group, ngx_int_t rc)
+{
+    if (rc != NGX_OK) {
+        group->rc = rc;
+    }
+
+    if (--group->pending == 0) {
+        ngx_cdp_ingest_wake(group->waiters, group->rc);
+        ngx_free(group);
+    }
 }
 
 

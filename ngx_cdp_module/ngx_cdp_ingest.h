@@ -72,8 +72,17 @@ ngx_int_t ngx_cdp_ingest_reserve(ngx_uint_t n, size_t size);
 void ngx_cdp_ingest_release(void);
 void ngx_cdp_ingest_wait(ngx_cdp_ingest_waiter_t *w);
 
-/* cdp_ingest's ARGV[1] and stream, for the store's other calls */
-void ngx_cdp_ingest_argv1(ngx_str_t *argv1, ngx_str_t *stream);
+/* cdp_ingest's ARGV[1] and a shard's event stream, for the store's
+ * other calls; the shards */
+void ngx_cdp_ingest_argv1(ngx_str_t *argv1, ngx_str_t *stream,
+    ngx_uint_t shard);
+ngx_uint_t ngx_cdp_ingest_shards(void);
+
+/* "<prefix>:<kind>:{<tag>}" of shard, or "...:<id>" of id's shard (id not
+ * NULL); allocated from pool */
+ngx_int_t ngx_cdp_ingest_key(ngx_pool_t *pool, ngx_http_cdp_main_conf_t *mcf,
+    const char *kind, u_char *id, size_t len, ngx_uint_t shard,
+    ngx_str_t *key);
 
 
 #endif /* _NGX_CDP_INGEST_H_INCLUDED_ */

@@ -19,6 +19,7 @@
 #include "ngx_cdp_suppress.h"
 #include "ngx_cdp_profile.h"
 #include "ngx_cdp_redis.h"
+#include "ngx_cdp_ingest.h"
 
 
 #define NGX_CDP_PROFILE_NONE      0
@@ -46,10 +47,10 @@ static void ngx_cdp_profile_resume(ngx_http_request_t *r);
 ngx_int_t
 ngx_cdp_profile_handler(ngx_http_request_t *r)
 {
-    size_t                     len;
-    u_char                    *key;
-    const char                *argv[4];
-    size_t                     lens[4];
+    u_char                    *shards, num[NGX_INT_T_LEN];
+    ngx_str_t                  key;
+    const char                *argv[5];
+    size_t                     lens[5];
     ngx_pool_cleanup_t        *cln;
     ngx_http_cdp_ctx_t        *ctx;
     ngx_cdp_profile_wait_t    *w;
@@ -93,18 +94,19 @@ ngx_cdp_profile_handler(ngx_http_request_t *r)
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_cdp_module);
 
-    len = mcf->prefix.len + sizeof(":profile:") - 1 + NGX_CDP_ID_HEX_LEN;
-    key = ngx_pnalloc(r->pool, len);
     w = ngx_calloc(sizeof(ngx_cdp_profile_wait_t), r->connection->log);
     cln = ngx_pool_cleanup_add(r->pool, 0);
 
-    if (key == NULL || w == NULL || cln == NULL) {
+    if (w == NULL || cln == NULL
+        || ngx_cdp_ingest_key(r->pool, mcf, "profile", ctx->aid,
+                              NGX_CDP_ID_HEX_LEN, 0, &key)
+           != NGX_OK)
+    {
         ngx_free(w);
         return NGX_DECLINED;
     }
 
-    ngx_sprintf(key, "%V:profile:%*s", &mcf->prefix,
-                (size_t) NGX_CDP_ID_HEX_LEN, ctx->aid);
+    shards = ngx_sprintf(num, "%ui", mcf->redis.shards);
 
     argv[0] = "FCALL_RO";
     lens[0] = 8;
@@ -112,8 +114,10 @@ ngx_cdp_profile_handler(ngx_http_request_t *r)
     lens[1] = sizeof("cdp_profile_view") - 1;
     argv[2] = "1";
     lens[2] = 1;
-    argv[3] = (const char *) key;
-    lens[3] = len;
+    argv[3] = (const char *) key.data;
+    lens[3] = key.len;
+    argv[4] = (const char *) num;
+    lens[4] = shards - num;
 
     w->call.handler = ngx_cdp_profile_done;
     w->call.data = w;
@@ -121,7 +125,7 @@ ngx_cdp_profile_handler(ngx_http_request_t *r)
     w->cln = cln;
     w->calling = 1;
 
-    if (ngx_cdp_redis_call(&w->call, 4, argv, lens) != NGX_OK) {
+    if (ngx_cdp_redis_call(&w->call, 5, argv, lens) != NGX_OK) {
         /* Redis is away: the request goes on without */
         ngx_free(w);
         return NGX_DECLINED;

@@ -22,6 +22,7 @@
 #include "ngx_cdp_cookie.h"
 #include "ngx_cdp_suppress.h"
 #include "ngx_cdp_redis.h"
+#include "ngx_cdp_ingest.h"
 
 #include "ngx_cdp_ident.h"
 
@@ -364,14 +365,14 @@ ngx_cdp_suppress_init_process(ngx_cycle_t *cycle,
         return NGX_OK;
     }
 
-    ngx_cdp_suppress_key.len = mcf->prefix.len + sizeof(":suppressed") - 1;
-    ngx_cdp_suppress_key.data = ngx_pnalloc(cycle->pool,
-                                            ngx_cdp_suppress_key.len);
-    if (ngx_cdp_suppress_key.data == NULL) {
+    /* every shard has a copy of the set: shard 0's */
+
+    if (ngx_cdp_ingest_key(cycle->pool, mcf, "suppressed", NULL, 0, 0,
+                           &ngx_cdp_suppress_key)
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
-
-    ngx_sprintf(ngx_cdp_suppress_key.data, "%V:suppressed", &mcf->prefix);
 
     ngx_cdp_suppress_ev.handler = ngx_cdp_suppress_sync;
     ngx_cdp_suppress_ev.log = cycle->log;

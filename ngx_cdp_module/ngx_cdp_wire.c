@@ -30,8 +30,10 @@ ngx_cdp_wire_argv1(u_char *p, const ngx_cdp_wire_conf_t *conf)
     *p++ = ' ';
     p = ngx_cdp_wire_uint(p, conf->dedup);
     *p++ = ' ';
+    p = ngx_cdp_wire_uint(p, conf->agg_retention);
+    *p++ = ' ';
 
-    return ngx_cdp_wire_uint(p, conf->agg_retention);
+    return ngx_cdp_wire_uint(p, conf->shards);
 }
 
 
@@ -40,7 +42,7 @@ ngx_cdp_wire_argv1_parse(const u_char *p, size_t len,
     ngx_cdp_wire_conf_t *conf)
 {
     size_t          i;
-    uint64_t       *v[7];
+    uint64_t       *v[8];
     const u_char   *end, *bar;
 
     end = p + len;
@@ -57,6 +59,7 @@ ngx_cdp_wire_argv1_parse(const u_char *p, size_t len,
     v[4] = &conf->timeline_max;
     v[5] = &conf->dedup;
     v[6] = &conf->agg_retention;
+    v[7] = &conf->shards;
 
     p = ngx_cdp_wire_number(p, end, v[0]);
     if (p == NULL) {
@@ -71,10 +74,18 @@ ngx_cdp_wire_argv1_parse(const u_char *p, size_t len,
         conf->timeline_max = NGX_CDP_WIRE_TIMELINE_MAX;
         conf->dedup = NGX_CDP_WIRE_DEDUP;
         conf->agg_retention = NGX_CDP_WIRE_AGG_RETENTION;
+        conf->shards = NGX_CDP_WIRE_SHARDS;
         return 0;
     }
 
-    for (i = 1; i < 7; i++) {
+    conf->shards = NGX_CDP_WIRE_SHARDS;
+
+    for (i = 1; i < 8; i++) {
+        if (i == 7 && p == end) {
+            /* seven numbers: the default shards */
+            break;
+        }
+
         if (p == end || *p != ' ') {
             return -1;
         }

@@ -10,9 +10,10 @@
  * the checked-in copy differs).  Each is a decimal integer.
  *
  * ARGV[1] of cdp_ingest: "maxlen limit_user_id limit_email limit_phone
- * timeline_max dedup_seconds aggregate_retention" (then, with
- * destinations, facts or segments, "|..."), seven numbers separated by
- * one space; a lone number is the maxlen with the defaults for the rest.
+ * timeline_max dedup_seconds aggregate_retention shards" (then, with
+ * destinations, facts or segments, "|..."), eight numbers separated by
+ * one space; a lone number is the maxlen with the defaults for the rest,
+ * and seven are read with the default shards.
  *
  * An api message's attrs: a head of fixed width, read at fixed offsets,
  * then TAB-separated fields:
@@ -48,6 +49,7 @@
 #define NGX_CDP_WIRE_TIMELINE_MAX       10000
 #define NGX_CDP_WIRE_DEDUP              86400
 #define NGX_CDP_WIRE_AGG_RETENTION      64800000    /* 25 months of 30 days */
+#define NGX_CDP_WIRE_SHARDS             16          /* NGX_CDP_SHARDS_DEFAULT */
 
 /* batch ids: a bitmap key per 2^ONCE_SHIFT batches, kept a week */
 #define NGX_CDP_WIRE_ONCE_SHIFT         20
@@ -62,8 +64,8 @@
 #define NGX_CDP_WIRE_API_HEAD                                                 \
     (NGX_CDP_WIRE_API_MID_LEN + NGX_CDP_WIRE_API_UIDH_LEN + 1)
 
-/* ARGV[1]'s seven numbers written out: at most this */
-#define NGX_CDP_WIRE_ARGV1_MAX          (7 * 21)
+/* ARGV[1]'s eight numbers written out: at most this */
+#define NGX_CDP_WIRE_ARGV1_MAX          (8 * 21)
 
 
 typedef struct {
@@ -74,6 +76,7 @@ typedef struct {
     uint64_t       timeline_max;
     uint64_t       dedup;
     uint64_t       agg_retention;
+    uint64_t       shards;
 } ngx_cdp_wire_conf_t;
 
 

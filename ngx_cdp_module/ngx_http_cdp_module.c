@@ -23,6 +23,7 @@
 #include "ngx_cdp_ingest.h"
 #include "ngx_cdp_spool.h"
 #include "ngx_cdp_capture.h"
+#include "ngx_cdp_shard.h"
 
 
 static ngx_int_t ngx_http_cdp_add_variables(ngx_conf_t *cf);
@@ -34,6 +35,10 @@ static char *ngx_http_cdp_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static char *ngx_http_cdp_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_cdp_redis_cluster(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_cdp_redis_params(ngx_conf_t *cf, ngx_command_t *cmd,
+    ngx_http_cdp_main_conf_t *mcf, ngx_uint_t first);
 static char *ngx_http_cdp_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_cdp_cookie(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -76,6 +81,13 @@ static ngx_command_t  ngx_http_cdp_commands[] = {
     { ngx_string("cdp_redis"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_cdp_redis,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("cdp_redis_cluster"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_cdp_redis_cluster,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -505,6 +517,7 @@ ngx_http_cdp_create_main_conf(ngx_conf_t *cf)
      * set by ngx_pcalloc():
      *
      *     mcf->redis.addr = NULL;
+     *     mcf->redis.seeds = NULL;
      *     mcf->redis.password = { 0, NULL };
      *     mcf->prefix = { 0, NULL };
      *     mcf->secret_file = { 0, NULL };
@@ -514,6 +527,7 @@ ngx_http_cdp_create_main_conf(ngx_conf_t *cf)
 
     mcf->redis.db = NGX_CONF_UNSET_UINT;
     mcf->redis.timeout = NGX_CONF_UNSET_MSEC;
+    mcf->redis.shards = NGX_CONF_UNSET_UINT;
     mcf->stream_maxlen = NGX_CONF_UNSET_UINT;
     mcf->batch_size = NGX_CONF_UNSET_UINT;
     mcf->queue_size = NGX_CONF_UNSET_UINT;
@@ -536,6 +550,7 @@ ngx_http_cdp_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_uint_value(mcf->redis.db, 0);
     ngx_conf_init_msec_value(mcf->redis.timeout, 2000);
+    ngx_conf_init_uint_value(mcf->redis.shards, NGX_CDP_SHARDS_DEFAULT);
     ngx_conf_init_uint_value(mcf->stream_maxlen, NGX_CDP_WIRE_MAXLEN);
     ngx_conf_init_uint_value(mcf->batch_size, 256);
     ngx_conf_init_uint_value(mcf->queue_size, 10000);
@@ -599,6 +614,19 @@ ngx_http_cdp_init_main_conf(ngx_conf_t *cf, void *conf)
                            "cdp_batch_size %ui is larger than "
                            "cdp_queue_size %ui",
                            mcf->batch_size, mcf->queue_size);
+        return NGX_CONF_ERROR;
+    }
+
+    if (mcf->redis.seeds
+        && (mcf->destinations || mcf->segments || mcf->facts))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "%s needs cdp_redis: with cdp_redis_cluster, "
+                           "destinations, segments and profile facts are "
+                           "not supported yet",
+                           mcf->destinations ? "cdp_destination"
+                           : mcf->segments ? "cdp_segment"
+                           : "cdp_profile_event");
         return NGX_CONF_ERROR;
     }
 
@@ -720,7 +748,7 @@ bad_version:
  * is all read (so that they may stand in any order, in included files):
  * the secret for anything that sets a cookie or signs, write keys for the
  * API, tokens for the admin API; and a warning when events would go
- * nowhere (no cdp_redis).
+ * nowhere (neither cdp_redis nor cdp_redis_cluster).
  */
 
 static ngx_int_t
@@ -762,10 +790,29 @@ ngx_http_cdp_needs(ngx_conf_t *cf, ngx_http_cdp_loc_conf_t *conf,
         return NGX_ERROR;
     }
 
-    if (mcf->redis.addr == NULL && !mcf->warned_no_redis) {
+    /*
+     * identity, the server API and the admin operations touch keys of
+     * several shards in one call: a single Redis only, until they have
+     * their cross-slot protocol (store/README.md, "Shards")
+     */
+
+    if (mcf->redis.seeds
+        && (conf->identify || conf->api || conf->admin))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "%s needs cdp_redis: with cdp_redis_cluster, "
+                           "identity, the server API and the admin API "
+                           "are not supported yet",
+                           conf->identify ? "cdp_identify"
+                           : conf->api ? "cdp_api" : "cdp_admin");
+        return NGX_ERROR;
+    }
+
+    if (!ngx_cdp_redis_configured(&mcf->redis) && !mcf->warned_no_redis) {
         ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
-                           "%s without cdp_redis in the http block: its "
-                           "events are counted and dropped", what);
+                           "%s without cdp_redis or cdp_redis_cluster in "
+                           "the http block: its events are counted and "
+                           "dropped", what);
         mcf->warned_no_redis = 1;
     }
 
@@ -809,19 +856,22 @@ ngx_http_cdp_consent_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/* cdp_redis address [parameters]: one Redis server */
+
 static char *
 ngx_http_cdp_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_cdp_main_conf_t *mcf = conf;
 
-    ngx_int_t    n;
-    ngx_str_t   *value, s;
-    ngx_url_t    u;
-    ngx_uint_t   i;
-    ngx_msec_t   ms;
+    ngx_str_t  *value;
+    ngx_url_t   u;
 
     if (mcf->redis.addr) {
         return "is duplicate";
+    }
+
+    if (mcf->redis.seeds) {
+        return "cannot be used with cdp_redis_cluster";
     }
 
     value = cf->args->elts;
@@ -858,9 +908,137 @@ ngx_http_cdp_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     mcf->redis.addr = &u.addrs[0];
     mcf->redis.addr_text = u.url;
 
-    for (i = 2; i < cf->args->nelts; i++) {
+    return ngx_http_cdp_redis_params(cf, cmd, mcf, 2);
+}
+
+
+/*
+ * cdp_redis_cluster host:port... [parameters]: the nodes the cluster's
+ * map is asked from, resolved now (the workers never resolve a name:
+ * the nodes of the map come as addresses); every address a name
+ * resolves to is a seed.
+ */
+
+static char *
+ngx_http_cdp_redis_cluster(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_cdp_main_conf_t *mcf = conf;
+
+    ngx_str_t   *value;
+    ngx_url_t    u;
+    ngx_uint_t   i, j;
+    ngx_addr_t  *a;
+
+    if (mcf->redis.seeds) {
+        return "is duplicate";
+    }
+
+    if (mcf->redis.addr) {
+        return "cannot be used with cdp_redis";
+    }
+
+    mcf->redis.seeds = ngx_array_create(cf->pool, 4, sizeof(ngx_addr_t));
+    if (mcf->redis.seeds == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    value = cf->args->elts;
+
+    /* the seeds, up to the first name=value parameter */
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strlchr(value[i].data, value[i].data + value[i].len, '=')) {
+            break;
+        }
+
+        ngx_memzero(&u, sizeof(ngx_url_t));
+
+        u.url = value[i];
+        u.no_resolve = 0;
+
+        if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
+            if (u.err) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "%s in cdp_redis_cluster seed \"%V\"",
+                                   u.err, &u.url);
+            }
+
+            return NGX_CONF_ERROR;
+        }
+
+        if (u.family == AF_UNIX) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "cdp_redis_cluster seed \"%V\" is a unix "
+                               "socket: cluster nodes are reached at the "
+                               "host:port they announce, give one",
+                               &u.url);
+            return NGX_CONF_ERROR;
+        }
+
+        if (u.naddrs == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "cdp_redis_cluster seed \"%V\" resolves to "
+                               "nothing", &u.url);
+            return NGX_CONF_ERROR;
+        }
+
+        if (u.no_port) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "cdp_redis_cluster seed \"%V\" has no port",
+                               &u.url);
+            return NGX_CONF_ERROR;
+        }
+
+        for (j = 0; j < u.naddrs; j++) {
+            a = ngx_array_push(mcf->redis.seeds);
+            if (a == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            *a = u.addrs[j];
+        }
+    }
+
+    if (mcf->redis.seeds->nelts == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "cdp_redis_cluster needs at least one "
+                           "host:port seed before its parameters");
+        return NGX_CONF_ERROR;
+    }
+
+    return ngx_http_cdp_redis_params(cf, cmd, mcf, i);
+}
+
+
+/*
+ * The name=value parameters of cdp_redis and cdp_redis_cluster, from
+ * the argument "first" on.
+ */
+
+static char *
+ngx_http_cdp_redis_params(ngx_conf_t *cf, ngx_command_t *cmd,
+    ngx_http_cdp_main_conf_t *mcf, ngx_uint_t first)
+{
+    ngx_int_t    n;
+    ngx_str_t   *value, s;
+    ngx_uint_t   i, cluster;
+    ngx_msec_t   ms;
+
+    value = cf->args->elts;
+    cluster = (mcf->redis.seeds != NULL);
+
+    for (i = first; i < cf->args->nelts; i++) {
 
         if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
+            if (cluster) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "cdp_redis_cluster takes no \"%V\": "
+                                   "Redis Cluster has only database 0",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
             n = ngx_atoi(value[i].data + 3, value[i].len - 3);
             if (n == NGX_ERROR || n > 15) {
                 goto invalid;
@@ -895,6 +1073,19 @@ ngx_http_cdp_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 {
                     goto invalid;
                 }
+
+                if (mcf->prefix.data[n] == '{'
+                    || mcf->prefix.data[n] == '}')
+                {
+                    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                       "invalid %V parameter \"%V\": a "
+                                       "prefix may not contain \"{\" or "
+                                       "\"}\", they would change the hash "
+                                       "tags of the keys (their Redis "
+                                       "Cluster slots)",
+                                       &cmd->name, &value[i]);
+                    return NGX_CONF_ERROR;
+                }
             }
 
             continue;
@@ -913,8 +1104,24 @@ ngx_http_cdp_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if (ngx_strncmp(value[i].data, "shards=", 7) == 0) {
+            n = ngx_atoi(value[i].data + 7, value[i].len - 7);
+            if (n == NGX_ERROR || n < 1 || n > NGX_CDP_SHARDS_MAX) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid %V parameter \"%V\": shards "
+                                   "is a number from 1 to %d",
+                                   &cmd->name, &value[i],
+                                   NGX_CDP_SHARDS_MAX);
+                return NGX_CONF_ERROR;
+            }
+
+            mcf->redis.shards = (ngx_uint_t) n;
+            continue;
+        }
+
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "unknown cdp_redis parameter \"%V\"", &value[i]);
+                           "unknown %V parameter \"%V\"",
+                           &cmd->name, &value[i]);
         return NGX_CONF_ERROR;
     }
 
@@ -923,7 +1130,7 @@ ngx_http_cdp_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 invalid:
 
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid cdp_redis parameter \"%V\"", &value[i]);
+                       "invalid %V parameter \"%V\"", &cmd->name, &value[i]);
 
     return NGX_CONF_ERROR;
 }
@@ -1366,7 +1573,7 @@ ngx_http_cdp_init_process(ngx_cycle_t *cycle)
     }
 
     mcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_cdp_module);
-    if (mcf == NULL || mcf->redis.addr == NULL) {
+    if (mcf == NULL || !ngx_cdp_redis_configured(&mcf->redis)) {
         return NGX_OK;
     }
 

@@ -32,14 +32,23 @@
 #define NGX_CDP_SECURE_OFF         2
 
 
-/* cdp_redis: what the transport (ngx_cdp_redis.c) needs, its own type */
+/*
+ * cdp_redis or cdp_redis_cluster: what the transport (ngx_cdp_redis.c)
+ * needs, its own type.  One of addr (a single Redis) and seeds (the
+ * nodes a cluster is discovered from) is set when Redis is configured.
+ */
 typedef struct {
     ngx_addr_t                *addr;        /* resolved at config time */
     ngx_str_t                  addr_text;
+    ngx_array_t               *seeds;       /* ngx_addr_t, resolved too */
     ngx_uint_t                 db;
     ngx_str_t                  password;
     ngx_msec_t                 timeout;
+    ngx_uint_t                 shards;      /* of the key layout */
 } ngx_cdp_redis_conf_t;
+
+#define ngx_cdp_redis_configured(rcf)                                         \
+    ((rcf)->addr != NULL || (rcf)->seeds != NULL)
 
 
 typedef struct {

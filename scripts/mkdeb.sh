@@ -134,7 +134,7 @@ install -m 644 "$TOP/store/cdp.lua" "$TOP/store/admin.lua" \
     "$root/usr/share/ngx-cdp/store/"
 install -m 755 "$TOP/store/load.sh" "$root/usr/share/ngx-cdp/store/"
 
-tools="cdp-sign-url cdp-id-hash"
+tools="cdp-sign-url cdp-id-hash cdp-key"
 [ -f "$TOP/scripts/cdp-admin" ] && tools="$tools cdp-admin"
 for t in $tools; do
     install -m 755 "$TOP/scripts/$t" "$root/usr/bin/$t"

@@ -10,6 +10,27 @@
 -- known once their links are followed), with numkeys 0.  Redis Cluster
 -- would refuse these undeclared keys.
 --
+-- Keys are sharded as store/cdp.lua shards them (store/README.md,
+-- "Shards"): ARGV[1] is "<prefix>" (16 shards) or "<prefix>|<N>" (N 1 to
+-- 1024; nginx always sends this form).  A profile id's shard is
+-- CRC16(id) % N, shard i's hash tag "{<i>.<k>}" (shard_tag below):
+--   <prefix>:profile:{<tag(x)>}:<x>        also ids:, timeline:,
+--                                          timeline_old: (x a pid or aid)
+--   <prefix>:idx:{<tag(h)>}:<type>:<h>
+--   <prefix>:events:{<tag_i>}              one stream a shard: profile x's
+--                                          timeline, timeline_old and
+--                                          first_event are ids of
+--                                          events:{<tag(x)>}
+--   <prefix>:merges:{<tag_i>}              a shard each (the survivor's)
+--   <prefix>:consent_log:{<tag_i>}         a shard each (nginx's turn)
+--   <prefix>:suppressed:{<tag_i>}          a copy a shard, all equal:
+--                                          written to all, read in shard 0
+-- and, not sharded: <prefix>:audit, :destinations, :out:<NAME>,
+-- :dead:<NAME>, :sent:{<pid>}, :segment:<NAME>, :segments:due and the
+-- legacy :browser:<aid>.  A merge leaves the absorbed profile's events
+-- in its shard (its link keeps timeline and first_event): a person's
+-- events are those of all their nodes, each read in its own shard.
+--
 -- Identifiers are "type:value" strings, hashed by nginx before the call:
 --   user_id:<h>  email:<h>  phone:<h>   h = 64 lowercase hex (HMAC-SHA256)
 --   anonymous_id:<aid>                  aid = 32 lowercase hex (raw)
@@ -32,6 +53,9 @@ local MAX_AUDIT = 1000      -- cdp_audit's entries
 local CHUNK = 1000          -- ids per XDEL/DEL, entries per XRANGE
 
 local HASHED = {user_id = true, email = true, phone = true}
+
+local WIRE_SHARDS = 16      -- the shards of a bare "<prefix>"
+local MAX_SHARDS = 1024
 
 -- ---------------------------------------------------------------------
 -- small helpers
@@ -147,6 +171,108 @@ local function sorted_keys(set)
 end
 
 -- ---------------------------------------------------------------------
+-- shards (the helpers of store/cdp.lua, copied: two libraries share no
+-- code)
+--
+-- A profile id's shard is the CRC16 (XMODEM, Redis Cluster's) of the id
+-- modulo the shards; shard i's hash tag is "{<i>.<k>}", k the smallest
+-- that puts the tag's slot in the i-th part of the 16384 slots.
+
+local NSH = WIRE_SHARDS     -- the shards of this call's store (use_prefix)
+local CRC = nil             -- the CRC16 table, made at first use
+local TAGS = {}             -- [shards][shard] -> "{<i>.<k>}"
+local TAG_OF = {}           -- [id] -> tag, for this call's NSH
+
+local function crc16(s)
+    if not CRC then
+        CRC = {}
+        for i = 0, 255 do
+            local c = bit.lshift(i, 8)
+            for _ = 1, 8 do
+                if bit.band(c, 0x8000) ~= 0 then
+                    c = bit.bxor(bit.lshift(c, 1), 0x1021)
+                else
+                    c = bit.lshift(c, 1)
+                end
+                c = bit.band(c, 0xffff)
+            end
+            CRC[i] = c
+        end
+    end
+    local c = 0
+    for i = 1, #s do
+        c = bit.bxor(bit.band(bit.lshift(c, 8), 0xffff),
+                     CRC[bit.bxor(bit.rshift(c, 8), string.byte(s, i))])
+    end
+    return c
+end
+
+local function shard_tag(i)
+    local t = TAGS[NSH]
+    if not t then
+        t = {}
+        TAGS[NSH] = t
+    end
+    if not t[i] then
+        local lo = math.floor(i * 16384 / NSH)
+        local hi = math.floor((i + 1) * 16384 / NSH)
+        local k = 0
+        while true do
+            local slot = crc16(i .. '.' .. k) % 16384
+            if slot >= lo and slot < hi then
+                break
+            end
+            k = k + 1
+        end
+        t[i] = '{' .. i .. '.' .. k .. '}'
+    end
+    return t[i]
+end
+
+-- the hash tag of the shard of a profile id (or of an identifier's h)
+local function tag(id)
+    local t = TAG_OF[id]
+    if not t then
+        t = shard_tag(crc16(id) % NSH)
+        TAG_OF[id] = t
+    end
+    return t
+end
+
+-- <prefix>:<kind>:{<tag>}:<x>: profile, ids, timeline, timeline_old
+local function kkey(prefix, kind, x)
+    return prefix .. ':' .. kind .. ':' .. tag(x) .. ':' .. x
+end
+
+local function pkey(prefix, x)
+    return kkey(prefix, 'profile', x)
+end
+
+-- <prefix>:idx:{<tag of h>}:<type>:<h>
+local function xkey(prefix, t, h)
+    return prefix .. ':idx:' .. tag(h) .. ':' .. t .. ':' .. h
+end
+
+-- the event stream of x's shard: where x's timeline ids are
+local function skey(prefix, x)
+    return prefix .. ':events:' .. tag(x)
+end
+
+-- <prefix>:<kind>:{<tag_i>} of every shard i, shard 0 first
+local function shard_keys(prefix, kind)
+    local t = {}
+    for i = 0, NSH - 1 do
+        t[i + 1] = prefix .. ':' .. kind .. ':' .. shard_tag(i)
+    end
+    return t
+end
+
+-- the copy of the suppression set that is read: shard 0's
+local function sup_key(prefix)
+    return prefix .. ':suppressed:' .. shard_tag(0)
+end
+
+-- ---------------------------------------------------------------------
 -- arguments
 
 --
@@ -188,6 +314,35 @@ local function check_prefix(p)
 end
 
 --
+-- ARGV[1]: "<prefix>" (WIRE_SHARDS shards) or "<prefix>|<N>" (the last
+-- "|" followed by digits; N 1 to MAX_SHARDS).  Sets the shards of this
+-- call (before any key is named) and returns the prefix, or nil.
+--
+local PREFIX_ERR = 'bad prefix (1 to 128 bytes, no spaces, then '
+                   .. 'optionally |<shards>, 1 to ' .. MAX_SHARDS .. ')'
+
+local function use_prefix(arg)
+    if type(arg) ~= 'string' then
+        return nil
+    end
+    local p, n = arg:match('^(.*)|([0-9]+)$')
+    if p then
+        n = #n <= 4 and tonumber(n)
+        if not n or n < 1 or n > MAX_SHARDS then
+            return nil
+        end
+    else
+        p, n = arg, WIRE_SHARDS
+    end
+    if not check_prefix(p) then
+        return nil
+    end
+    NSH = n
+    TAG_OF = {}
+    return p
+end
+
+--
 -- Identifiers args[first..]: a list of {t, v} (duplicates dropped) or nil,
 -- message.
 --
@@ -224,8 +379,9 @@ local function parse_request(keys, args, allow)
     if #args < 5 then
         return nil, 'want ARGV prefix, receipt, role, now_ms, identifier...'
     end
-    if not check_prefix(args[1]) then
-        return nil, 'bad prefix (1 to 128 bytes, no spaces)'
+    local prefix = use_prefix(args[1])
+    if not prefix then
+        return nil, PREFIX_ERR
     end
     if #args[2] > 128 or not args[2]:find('^[%w_.:%-]+$') then
         return nil, 'bad receipt (1 to 128 of A-Z a-z 0-9 _ . : -)'
@@ -240,7 +396,7 @@ local function parse_request(keys, args, allow)
     if not ids then
         return nil, err
     end
-    return {prefix = args[1], receipt = args[2], role = args[3],
+    return {prefix = prefix, receipt = args[2], role = args[3],
             now = args[4], ids = ids}
 end
 
@@ -286,7 +442,7 @@ local function walk(fn, prefix, x)
     local chain = {}
     local hops = 0
     while true do
-        local key = prefix .. ':profile:' .. x
+        local key = pkey(prefix, x)
         local m = redis.call('HGET', key, 'merged_into')
         if not m then
             if redis.call('EXISTS', key) == 1 then
@@ -314,7 +470,7 @@ end
 local function resolve(fn, prefix, id)
     local t, v = id[1], id[2]
     if HASHED[t] then
-        local idx = prefix .. ':idx:' .. t .. ':' .. v
+        local idx = xkey(prefix, t, v)
         local pid = redis.call('GET', idx)
         if not pid then
             return nil, {}, nil
@@ -333,7 +489,8 @@ end
 -- Everything that names one person, from their live pid: the profile's
 -- hash and identifiers, and the sets of
 --   nodes   every x whose profile:/ids:/timeline: keys are theirs: the pid,
---           former pids (profile_id members), aids, links passed
+--           former pids (profile_id members), aids, links passed (each
+--           in x's shard, its timeline ids in x's shard's stream)
 --   aids    their anonymous ids
 --   hashed  "type:h" of their user_id/email/phone
 --   values  every bare value merges entries may hold (pids, aids, h)
@@ -341,9 +498,9 @@ end
 local function gather(prefix, pid)
     local p = {pid = pid, nodes = {}, aids = {}, hashed = {}, values = {},
                members = {}}
-    p.fields = redis.call('HGETALL', prefix .. ':profile:' .. pid)
+    p.fields = redis.call('HGETALL', pkey(prefix, pid))
 
-    local members = redis.call('SMEMBERS', prefix .. ':ids:' .. pid)
+    local members = redis.call('SMEMBERS', kkey(prefix, 'ids', pid))
     local mset = {}
     for _, m in ipairs(members) do
         mset[m] = true
@@ -425,49 +582,74 @@ local function people_of(fn, prefix, ids)
 end
 
 --
--- The stream ids of a person's events: every timeline of their nodes and
--- what their timelines dropped past the cap (timeline_old), deduplicated,
--- malformed ids dropped; oldest first when ordered (erasure needs no
--- order: sorting 10,000 ids would double its time).
+-- Sorts a list of {stream key, id} by id, oldest first (the same id in
+-- two shards' streams: by stream key).  Sorted on padded keys in Lua's own
+-- string order: a Lua comparison function would be called some 130,000
+-- times for 10,000 ids.
+--
+local function sort_by_id(list)
+    local sk, back = {}, {}
+    for i, e in ipairs(list) do
+        sk[i] = id_sort_key(e[2]) .. ' ' .. e[1]
+        back[sk[i]] = e
+    end
+    table.sort(sk)
+    for i, key in ipairs(sk) do
+        list[i] = back[key]
+    end
+    return list
+end
+
+--
+-- The events of a person: every timeline of their nodes, what their
+-- timelines dropped past the cap (timeline_old) and their first_event,
+-- each node's ids in its own shard's stream (a merge leaves the absorbed
+-- profile's events where they are), deduplicated, malformed ids dropped.
+-- Returns {by = {[stream key] = {id...}}, n = the ids, list = {{stream
+-- key, id}...} oldest first when ordered (erasure needs no order: sorting
+-- 10,000 ids would double its time)}.
 --
 local function timeline_ids(prefix, p, ordered)
-    local seen, out = {}, {}
+    local ev = {by = {}, n = 0}
+    local seen = {}
     for x in pairs(p.nodes) do
-        local ids = redis.call('LRANGE', prefix .. ':timeline:' .. x, 0, -1)
+        local sk = skey(prefix, x)
+        local ids = redis.call('LRANGE', kkey(prefix, 'timeline', x), 0, -1)
         for _, id in ipairs(redis.call('LRANGE',
-                                       prefix .. ':timeline_old:' .. x,
+                                       kkey(prefix, 'timeline_old', x),
                                        0, -1))
         do
             ids[#ids + 1] = id
         end
-        -- a profile's oldest event is its field first_event, not in the list
-        local first = redis.call('HGET', prefix .. ':profile:' .. x,
-                                 'first_event')
+        -- a profile's oldest event is its field first_event, not in the
+        -- list (a link keeps the first_event of the profile it was)
+        local first = redis.call('HGET', pkey(prefix, x), 'first_event')
         if first then
             ids[#ids + 1] = first
         end
+        local s, out = seen[sk], ev.by[sk]
+        if not s then
+            s, out = {}, {}
+            seen[sk], ev.by[sk] = s, out
+        end
         for _, id in ipairs(ids) do
-            if not seen[id] and is_stream_id(id) then
-                seen[id] = true
+            if not s[id] and is_stream_id(id) then
+                s[id] = true
                 out[#out + 1] = id
+                ev.n = ev.n + 1
             end
         end
     end
-    if not ordered then
-        return out
+    if ordered then
+        local list = {}
+        for sk, ids in pairs(ev.by) do
+            for _, id in ipairs(ids) do
+                list[#list + 1] = {sk, id}
+            end
+        end
+        ev.list = sort_by_id(list)
     end
-    -- sorted on padded keys in Lua's own string order: a Lua comparison
-    -- function would be called some 130,000 times for 10,000 ids
-    local sk, back = {}, {}
-    for i, id in ipairs(out) do
-        sk[i] = id_sort_key(id)
-        back[sk[i]] = id
-    end
-    table.sort(sk)
-    for i, key in ipairs(sk) do
-        out[i] = back[key]
-    end
-    return out
+    return ev
 end
 
 --
@@ -489,9 +671,36 @@ local function scan_stream(key, fn)
 end
 
 --
--- The merges entries whose from, to or id is a value of one of the
--- people, in stream order: {id = entry id, fields = its fields, who = the
--- set of the indexes of the people it names}.
+-- Calls fn(key, id, fields) for every entry of every shard's stream of
+-- kind (merges, consent_log), then returns what fn returned that is not
+-- nil, oldest first across the shards (by id, then stream key, as
+-- sort_by_id).
+--
+local function scan_shards(prefix, kind, fn)
+    local found, order = {}, {}
+    for _, key in ipairs(shard_keys(prefix, kind)) do
+        scan_stream(key, function(id, f)
+            local hit = fn(key, id, f)
+            if hit then
+                local sk = id_sort_key(id) .. ' ' .. key
+                order[#order + 1] = sk
+                found[sk] = hit
+            end
+        end)
+    end
+    table.sort(order)
+    local out = {}
+    for j, sk in ipairs(order) do
+        out[j] = found[sk]
+    end
+    return out
+end
+
+--
+-- The merges entries (every shard's) whose from, to or id is a value of
+-- one of the people, oldest first: {key = its stream, id = entry id,
+-- fields = its fields, who = the set of the indexes of the people it
+-- names}.
 --
 local function find_merges(prefix, people)
     local owner = {}
@@ -501,8 +710,7 @@ local function find_merges(prefix, people)
             owner[v][i] = true
         end
     end
-    local found = {}
-    scan_stream(prefix .. ':merges', function(id, f)
+    return scan_shards(prefix, 'merges', function(key, id, f)
         local who
         for j = 1, #f, 2 do
             local name = f[j]
@@ -515,15 +723,15 @@ local function find_merges(prefix, people)
             end
         end
         if who then
-            found[#found + 1] = {id = id, fields = f, who = who}
+            return {key = key, id = id, fields = f, who = who}
         end
     end)
-    return found
 end
 
 --
--- The consent_log entries whose entry holds the aidh of one of the
--- people's aids (its "aid" member).
+-- The consent_log entries (every shard's) whose entry holds the aidh of
+-- one of the people's aids (its "aid" member), oldest first, as
+-- find_merges's.
 --
 local function find_consents(prefix, people)
     local hashes = {}
@@ -532,11 +740,10 @@ local function find_consents(prefix, people)
             hashes[#hashes + 1] = {aidh(aid), i}
         end
     end
-    local found = {}
     if #hashes == 0 then
-        return found
+        return {}
     end
-    scan_stream(prefix .. ':consent_log', function(id, f)
+    return scan_shards(prefix, 'consent_log', function(key, id, f)
         local entry = field(f, 'entry') or ''
         local who
         for _, h in ipairs(hashes) do
@@ -546,10 +753,9 @@ local function find_consents(prefix, people)
             end
         end
         if who then
-            found[#found + 1] = {id = id, entry = entry, who = who}
+            return {key = key, id = id, entry = entry, who = who}
         end
     end)
-    return found
 end
 
 -- XDEL of a list of ids in chunks; returns the number deleted
@@ -562,6 +768,30 @@ local function xdel_all(key, ids)
     return n
 end
 
+-- XDEL of the ids of each stream of by ({[key] = {id...}}); the number
+-- deleted
+local function xdel_by(by)
+    local n = 0
+    for key, ids in pairs(by) do
+        n = n + xdel_all(key, ids)
+    end
+    return n
+end
+
+-- the entries found ({key = .., id = ..}...) by stream key
+local function group_by_key(found)
+    local by = {}
+    for _, e in ipairs(found) do
+        local ids = by[e.key]
+        if not ids then
+            ids = {}
+            by[e.key] = ids
+        end
+        ids[#ids + 1] = e.id
+    end
+    return by
+end
+
 local function del_all(keys)
     for i = 1, #keys, CHUNK do
         redis.call('DEL', unpack(keys, i, math.min(i + CHUNK - 1, #keys)))
@@ -570,23 +800,26 @@ end
 
 --
 -- Destinations (<prefix>:destinations lists them): the people's entries
--- leave every out-stream and dead-letter stream, pending or not (the ids
--- of their events, which the out-streams share, and, in streams short
--- enough to scan, any entry naming one of their profiles: a replayed dead
--- letter got a new id), and each destination that was sent something
--- about one of them (<prefix>:sent:{<pid>}) is queued one deletion notice
--- per person, naming only what it was sent.  Read first (plan), written
--- after (apply).
+-- leave every out-stream and dead-letter stream, pending or not, and each
+-- destination that was sent something about one of them
+-- (<prefix>:sent:{<pid>}) is queued one deletion notice per person,
+-- naming only what it was sent.  Read first (plan), written after
+-- (apply).
+--
+-- An out-stream entry takes the id of its event when it can, but the
+-- shards' streams each have their ids: the same id may be another
+-- person's event in another shard.  So an entry is theirs when its "p"
+-- (the profile it was counted on) is one of their nodes, or, naming no
+-- profile, when it holds the very event stored under that id in one of
+-- their streams (a dead letter: under its field "id").  Looked up by the
+-- ids of their events, and, in streams short enough to scan, by scanning
+-- (a replayed dead letter got a new id).
 --
 local SCAN_MAX = 100000
 
-local function dest_plan(prefix, people, event_ids)
+local function dest_plan(prefix, people, ev)
     local plan = {names = redis.call('HKEYS', prefix .. ':destinations'),
-                  sent = {}, keys = {}}
-    local idset = {}
-    for _, id in ipairs(event_ids) do
-        idset[id] = true
-    end
+                  sent = {}, keys = {}, out = {}}
     local nodes = {}
     for i, p in ipairs(people) do
         local per = {}
@@ -604,30 +837,68 @@ local function dest_plan(prefix, people, event_ids)
         end
         plan.sent[i] = per
     end
-    plan.out = {}
+    if #plan.names == 0 then
+        return plan
+    end
+
+    -- the streams each event id of theirs is in
+    local where, ids = {}, {}
+    for sk, list in pairs(ev.by) do
+        for _, id in ipairs(list) do
+            local w = where[id]
+            if not w then
+                w = {}
+                where[id] = w
+                ids[#ids + 1] = id
+            end
+            w[#w + 1] = sk
+        end
+    end
+
+    local function theirs(f, eid)
+        local pid = field(f, 'p')
+        if pid and pid ~= '' then
+            return nodes[pid] == true
+        end
+        local w, e = where[eid], field(f, 'event')
+        if not w or not e then
+            return false
+        end
+        for _, sk in ipairs(w) do
+            local x = redis.call('XRANGE', sk, eid, eid)[1]
+            if x and field(x[2], 'event') == e then
+                return true
+            end
+        end
+        return false
+    end
+
     for _, name in ipairs(plan.names) do
-        local ids, seen = {}, {}
+        local found, keys = {}, {}
         for _, key in ipairs({prefix .. ':out:' .. name,
                               prefix .. ':dead:' .. name}) do
-            local list = {}
-            if redis.call('TYPE', key).ok == 'stream' then
-                for _, id in ipairs(event_ids) do
+            local list, seen = {}, {}
+            local function take(id, f)
+                if not seen[id] and theirs(f, field(f, 'id') or id) then
+                    seen[id] = true
                     list[#list + 1] = id
                 end
+            end
+            if redis.call('TYPE', key).ok == 'stream' then
+                for _, id in ipairs(ids) do
+                    local e = redis.call('XRANGE', key, id, id)[1]
+                    if e then
+                        take(id, e[2])
+                    end
+                end
                 if redis.call('XLEN', key) <= SCAN_MAX then
-                    scan_stream(key, function(id, f)
-                        local pid = field(f, 'p')
-                        if (pid and nodes[pid]) or idset[field(f, 'id')
-                                                         or ''] then
-                            list[#list + 1] = id
-                        end
-                    end)
+                    scan_stream(key, take)
                 end
             end
-            ids[key] = list
-            seen[#seen + 1] = key
+            found[key] = list
+            keys[#keys + 1] = key
         end
-        plan.out[name] = {keys = seen, ids = ids}
+        plan.out[name] = {keys = keys, ids = found}
     end
     return plan
 end
@@ -679,11 +950,22 @@ local function audit(prefix, req, op, profiles, identifiers, events, took)
                'at', req.now, 'took_us', int(took))
 end
 
+-- {key, type} of every shard's key of kind
+local function shard_types(t, prefix, kind, want)
+    for _, key in ipairs(shard_keys(prefix, kind)) do
+        t[#t + 1] = {key, want}
+    end
+    return t
+end
+
+-- the streams the writing functions read or write: every shard's events,
+-- merges and consent_log, and the audit
 local function stream_types(prefix, extra)
-    local t = {{prefix .. ':events', 'stream'},
-               {prefix .. ':merges', 'stream'},
-               {prefix .. ':consent_log', 'stream'},
-               {prefix .. ':audit', 'stream'}}
+    local t = {}
+    shard_types(t, prefix, 'events', 'stream')
+    shard_types(t, prefix, 'merges', 'stream')
+    shard_types(t, prefix, 'consent_log', 'stream')
+    t[#t + 1] = {prefix .. ':audit', 'stream'}
     for _, kt in ipairs(extra or {}) do
         t[#t + 1] = kt
     end
@@ -703,17 +985,21 @@ local function cdp_admin_version(keys, args)
 end
 
 -- the head of cdp_resolve and cdp_profile: no keys, nargs ARGV, the
--- prefix and one identifier (ARGV[2]); {t, v}, or nil and what is wrong
--- (nil for a bad count or prefix)
+-- prefix and one identifier (ARGV[2]); {t, v} and the prefix, or nil and
+-- what is wrong (nil for a bad count or prefix)
 local function prefix_and_id(keys, args, nargs)
-    if #keys ~= 0 or #args ~= nargs or not check_prefix(args[1]) then
+    if #keys ~= 0 or #args ~= nargs then
+        return nil
+    end
+    local prefix = use_prefix(args[1])
+    if not prefix then
         return nil
     end
     local t, v = parse_id(args[2], 1, ALL_TYPES)
     if not t then
         return nil, v
     end
-    return {t, v}
+    return {t, v}, prefix
 end
 
 --
@@ -726,11 +1012,11 @@ end
 --
 local function cdp_resolve(keys, args)
     local fn = 'cdp_resolve'
-    local id, err = prefix_and_id(keys, args, 2)
+    local id, prefix = prefix_and_id(keys, args, 2)
     if not id then
-        return fail(fn, err or 'want 0 keys, ARGV prefix, identifier')
+        return fail(fn, prefix or 'want 0 keys, ARGV prefix, identifier')
     end
-    local live = resolve(fn, args[1], id)
+    local live = resolve(fn, prefix, id)
     return live
 end
 
@@ -743,6 +1029,67 @@ local function parse_recent(s)
     return recent
 end
 
+--
+-- The newest (at most recent) events of a person still in their streams,
+-- newest first: each node's timeline is newest first, its first_event
+-- older still (timeline_old, older than the timeline, is not read); the
+-- nodes' newest are merged by id.  A list of JSON {"id":..,"event":..}.
+--
+local function recent_events(prefix, p, recent)
+    local found = {}
+    if recent == 0 then
+        return found
+    end
+    local seen = {}
+    for x in pairs(p.nodes) do
+        local sk = skey(prefix, x)
+        local tl = kkey(prefix, 'timeline', x)
+        local s = seen[sk]
+        if not s then
+            s = {}
+            seen[sk] = s
+        end
+        local got, at = 0, 0
+        local function take(id)
+            if not s[id] and is_stream_id(id) then
+                s[id] = true
+                local e = redis.call('XRANGE', sk, id, id)[1]
+                if e then
+                    found[#found + 1] = {sk, id, field(e[2], 'event')}
+                    got = got + 1
+                end
+            end
+        end
+        while got < recent do
+            local ids = redis.call('LRANGE', tl, at, at + CHUNK - 1)
+            for _, id in ipairs(ids) do
+                take(id)
+                if got == recent then
+                    break
+                end
+            end
+            if #ids < CHUNK then
+                -- the oldest event is the field first_event
+                local first = redis.call('HGET', pkey(prefix, x),
+                                         'first_event')
+                if first and got < recent then
+                    take(first)
+                end
+                break
+            end
+            at = at + CHUNK
+        end
+    end
+    sort_by_id(found)
+    local events = {}
+    for i = #found, math.max(1, #found - recent + 1), -1 do
+        local e = found[i]
+        events[#events + 1] = '{"id":' .. jstr(e[2]) .. ',"event":'
+            .. jraw(e[3]) .. '}'
+    end
+    return events
+end
+
 -- the JSON of cdp_profile for {t, v} (without its braces), its numbers
 -- of recent events and identifiers; nil for an unknown identifier
 local function profile_doc(fn, prefix, id, recent)
@@ -751,40 +1098,7 @@ local function profile_doc(fn, prefix, id, recent)
         return nil, 0, 0
     end
     local p = gather(prefix, live)
-
-    local events = {}
-    local tl = prefix .. ':timeline:' .. live
-    local stream = prefix .. ':events'
-    local at = 0
-    while #events < recent do
-        local ids = redis.call('LRANGE', tl, at, at + CHUNK - 1)
-        for _, id in ipairs(ids) do
-            if is_stream_id(id) then
-                local e = redis.call('XRANGE', stream, id, id)[1]
-                if e then
-                    events[#events + 1] = '{"id":' .. jstr(id) .. ',"event":'
-                        .. jraw(field(e[2], 'event')) .. '}'
-                    if #events == recent then
-                        break
-                    end
-                end
-            end
-        end
-        if #ids < CHUNK then
-            -- the oldest event is the field first_event
-            local first = redis.call('HGET', prefix .. ':profile:' .. live,
-                                     'first_event')
-            if first and #events < recent and is_stream_id(first) then
-                local e = redis.call('XRANGE', stream, first, first)[1]
-                if e then
-                    events[#events + 1] = '{"id":' .. jstr(first)
-                        .. ',"event":' .. jraw(field(e[2], 'event')) .. '}'
-                end
-            end
-            break
-        end
-        at = at + CHUNK
-    end
+    local events = recent_events(prefix, p, recent)
 
     local idents = {}
     for _, m in ipairs(p.members) do
@@ -801,21 +1115,23 @@ end
 --   ARGV[1] prefix   ARGV[2] identifier   ARGV[3] recent (0..1000)
 --   reply: {"profile_id":..,"fields":{..},"identifiers":[..],
 --           "recent_events":[{"id":..,"event":{..}}..]} (newest first,
---           timeline ids no longer in the stream skipped), or nil when the
---           identifier is unknown
+--           of the timelines of all the person's nodes, each in its
+--           shard's stream; ids no longer in the stream skipped), or nil
+--           when the identifier is unknown
 --   errors: "ERR cdp_profile: ..." as cdp_resolve, or a bad recent
 --
 local function cdp_profile(keys, args)
     local fn = 'cdp_profile'
-    local id, err = prefix_and_id(keys, args, 3)
+    local id, prefix = prefix_and_id(keys, args, 3)
     if not id then
-        return fail(fn, err or 'want 0 keys, ARGV prefix, identifier, recent')
+        return fail(fn, prefix or 'want 0 keys, ARGV prefix, identifier, '
+                            .. 'recent')
     end
     local recent, rerr = parse_recent(args[3])
     if not recent then
         return fail(fn, rerr)
     end
-    local doc = profile_doc(fn, args[1], id, recent)
+    local doc = profile_doc(fn, prefix, id, recent)
     return doc and '{' .. doc .. '}'
 end
 
@@ -865,14 +1181,16 @@ end
 --   ARGV[5..] identifiers (1 to 100)
 --   Every profile the identifiers reach is erased: its profile, ids and
 --   timeline keys and those of its former pids, anonymous ids and the
---   links passed; the idx keys of its identifiers; its events in
---   <prefix>:events (the timeline's ids); the <prefix>:merges entries whose
---   from, to or id is one of its pids, aids or hashes; the
---   <prefix>:consent_log entries holding aidh of one of its aids; the
---   legacy <prefix>:browser:<aid> records.  Then every user_id/email/phone
---   identifier and anonymous_id:<aidh> of each aid (of the profiles and
---   of the identifiers asked for, known or not) goes to
---   <prefix>:suppressed, and one entry to <prefix>:audit (op erase).
+--   links passed (each in its shard); the idx keys of its identifiers; its
+--   events (each node's timeline ids, in the node's shard's
+--   <prefix>:events:{<tag>}); the entries of every shard's
+--   <prefix>:merges:{<tag>} whose from, to or id is one of its pids, aids
+--   or hashes; those of every shard's <prefix>:consent_log:{<tag>} holding
+--   aidh of one of its aids; the legacy <prefix>:browser:<aid> records.
+--   Then every user_id/email/phone identifier and anonymous_id:<aidh> of
+--   each aid (of the profiles and of the identifiers asked for, known or
+--   not) goes to every shard's copy of <prefix>:suppressed:{<tag>}, and
+--   one entry to <prefix>:audit (op erase).
 --   Destinations: see dest_plan() above.
 --   reply: JSON {"receipt":..,"profiles":N,"identifiers":N,"events":N,
 --          "merges":N,"consent_log":N,"suppressed":N,
@@ -889,8 +1207,8 @@ local function cdp_erase(keys, args)
         return fail(fn, err)
     end
     local prefix = req.prefix
-    local ok, terr = check_types(fn, stream_types(prefix,
-        {{prefix .. ':suppressed', 'set'}}))
+    local ok, terr = check_types(fn, shard_types(stream_types(prefix),
+                                                 prefix, 'suppressed', 'set'))
     if not ok then
         return fail(fn, terr)
     end
@@ -899,24 +1217,37 @@ local function cdp_erase(keys, args)
 
     local people, orphans = people_of(fn, prefix, req.ids)
 
-    local event_ids, dels, suppress = {}, {}, {}
+    local ev, dels, suppress = {by = {}, n = 0}, {}, {}
     local identifiers = 0
     local function node_keys(x)
-        dels[#dels + 1] = prefix .. ':profile:' .. x
-        dels[#dels + 1] = prefix .. ':ids:' .. x
-        dels[#dels + 1] = prefix .. ':timeline:' .. x
-        dels[#dels + 1] = prefix .. ':timeline_old:' .. x
+        dels[#dels + 1] = pkey(prefix, x)
+        dels[#dels + 1] = kkey(prefix, 'ids', x)
+        dels[#dels + 1] = kkey(prefix, 'timeline', x)
+        dels[#dels + 1] = kkey(prefix, 'timeline_old', x)
         if is_aid(x) then
             dels[#dels + 1] = prefix .. ':browser:' .. x
+        end
+    end
+
+    -- the events of each, by stream
+    local function add_events(p)
+        for sk, ids in pairs(timeline_ids(prefix, p, false).by) do
+            local to = ev.by[sk]
+            if not to then
+                to = {}
+                ev.by[sk] = to
+            end
+            for _, id in ipairs(ids) do
+                to[#to + 1] = id
+            end
+            ev.n = ev.n + #ids
         end
     end
 
     local done = {}
     for _, p in ipairs(people) do
         identifiers = identifiers + #p.members
-        for _, id in ipairs(timeline_ids(prefix, p, false)) do
-            event_ids[#event_ids + 1] = id
-        end
+        add_events(p)
         for x in pairs(p.nodes) do
             if not done[x] then
                 done[x] = true
@@ -925,16 +1256,14 @@ local function cdp_erase(keys, args)
         end
         for m in pairs(p.hashed) do
             local t, h = m:match('^([a-z_]+):(.*)$')
-            dels[#dels + 1] = prefix .. ':idx:' .. t .. ':' .. h
+            dels[#dels + 1] = xkey(prefix, t, h)
             suppress[m] = true
         end
         for aid in pairs(p.aids) do
             suppress['anonymous_id:' .. aidh(aid)] = true
         end
     end
-    for _, id in ipairs(timeline_ids(prefix, orphans, false)) do
-        event_ids[#event_ids + 1] = id
-    end
+    add_events(orphans)
     for x in pairs(orphans.nodes) do
         if not done[x] then
             done[x] = true
@@ -966,15 +1295,11 @@ local function cdp_erase(keys, args)
     end
     local merge_ids, consent_ids = {}, {}
     if #named > 0 then
-        for _, m in ipairs(find_merges(prefix, named)) do
-            merge_ids[#merge_ids + 1] = m.id
-        end
-        for _, c in ipairs(find_consents(prefix, named)) do
-            consent_ids[#consent_ids + 1] = c.id
-        end
+        merge_ids = group_by_key(find_merges(prefix, named))
+        consent_ids = group_by_key(find_consents(prefix, named))
     end
 
-    local plan = dest_plan(prefix, people, event_ids)
+    local plan = dest_plan(prefix, people, ev)
 
     -- then write
 
@@ -991,15 +1316,19 @@ local function cdp_erase(keys, args)
     end
 
     local removed, notices = dest_apply(prefix, req, people, plan)
-    local events = xdel_all(prefix .. ':events', event_ids)
-    local merges = xdel_all(prefix .. ':merges', merge_ids)
-    local consents = xdel_all(prefix .. ':consent_log', consent_ids)
+    local events = xdel_by(ev.by)
+    local merges = xdel_by(merge_ids)
+    local consents = xdel_by(consent_ids)
     del_all(dels)
 
+    -- every shard's copy of the suppression set (cdp_ingest reads its
+    -- shard's)
     local sup = sorted_keys(suppress)
-    for i = 1, #sup, CHUNK do
-        redis.call('SADD', prefix .. ':suppressed',
-                   unpack(sup, i, math.min(i + CHUNK - 1, #sup)))
+    for _, key in ipairs(shard_keys(prefix, 'suppressed')) do
+        for i = 1, #sup, CHUNK do
+            redis.call('SADD', key,
+                       unpack(sup, i, math.min(i + CHUNK - 1, #sup)))
+        end
     end
 
     local took = now_us() - t0
@@ -1033,8 +1362,10 @@ end
 --          "identifiers":[..],"events":[{"id":..,"event":{..}}..],
 --          "merges":[{..fields..}..],"consent_log":[{"id":..,
 --          "entry":{..}}..]}..]}: one per profile reached (none for
---          unknown identifiers); events are those of the timeline still in
---          the stream, oldest first
+--          unknown identifiers); events are those of the timelines of
+--          all the person's nodes (each in its shard's stream) still in
+--          their stream, oldest first (by id); merges and consent_log
+--          entries of every shard, oldest first
 --   errors: "ERR cdp_export: ..." as cdp_erase; nothing is written then
 --
 local function cdp_export(keys, args)
@@ -1053,13 +1384,13 @@ local function cdp_export(keys, args)
     local people = people_of(fn, prefix, req.ids)
     local merges = find_merges(prefix, people)
     local consents = find_consents(prefix, people)
-    local stream = prefix .. ':events'
 
     local out, n_ids, n_events = {}, 0, 0
     for i, p in ipairs(people) do
         local events = {}
-        for _, id in ipairs(timeline_ids(prefix, p, true)) do
-            local e = redis.call('XRANGE', stream, id, id)[1]
+        for _, se in ipairs(timeline_ids(prefix, p, true).list) do
+            local id = se[2]
+            local e = redis.call('XRANGE', se[1], id, id)[1]
             if e then
                 events[#events + 1] = '{"id":' .. jstr(id) .. ',"event":'
                     .. jraw(field(e[2], 'event')) .. '}'
@@ -1103,8 +1434,9 @@ end
 --   ARGV[1] prefix   ARGV[2] receipt id   ARGV[3] role   ARGV[4] now_ms
 --   ARGV[5..] identifiers (1 to 100): user_id/email/phone hashed,
 --             anonymous_id raw (hashed here with aidh)
---   reply: JSON {"receipt":..,"removed":N}; audited (op unsuppress,
---          identifiers = N)
+--   Removed from every shard's copy of <prefix>:suppressed:{<tag>}.
+--   reply: JSON {"receipt":..,"removed":N} (N: those that were in a
+--          copy); audited (op unsuppress, identifiers = N)
 --   errors: "ERR cdp_unsuppress: ..." on bad arguments (profile_id is not
 --           suppressible) or a key of the wrong type; nothing is written
 --
@@ -1116,8 +1448,9 @@ local function cdp_unsuppress(keys, args)
         return fail(fn, err)
     end
     local prefix = req.prefix
-    local ok, terr = check_types(fn, {{prefix .. ':suppressed', 'set'},
-                                      {prefix .. ':audit', 'stream'}})
+    local copies = shard_keys(prefix, 'suppressed')
+    local ok, terr = check_types(fn, shard_types(
+        {{prefix .. ':audit', 'stream'}}, prefix, 'suppressed', 'set'))
     if not ok then
         return fail(fn, terr)
     end
@@ -1125,8 +1458,23 @@ local function cdp_unsuppress(keys, args)
     for _, id in ipairs(req.ids) do
         members[#members + 1] = audit_form(id[1], id[2])
     end
-    local removed = redis.call('SREM', prefix .. ':suppressed',
-                               unpack(members))
+    -- removed: the members that were in any copy (all equal, normally)
+    local was = {}
+    for _, key in ipairs(copies) do
+        for j, hit in ipairs(redis.call('SMISMEMBER', key,
+                                        unpack(members))) do
+            if hit == 1 then
+                was[j] = true
+            end
+        end
+    end
+    local removed = 0
+    for _ in pairs(was) do
+        removed = removed + 1
+    end
+    for _, key in ipairs(copies) do
+        redis.call('SREM', key, unpack(members))
+    end
     audit(prefix, req, 'unsuppress', 0, removed, 0, now_us() - t0)
     return '{"receipt":' .. jstr(req.receipt) .. ',"removed":'
         .. int(removed) .. '}'
@@ -1138,11 +1486,13 @@ end
 --   ARGV[1] prefix   ARGV[2..] identifiers (1 to 100): user_id/email/phone
 --             hashed, anonymous_id raw (hashed here with aidh)
 --   reply: an array of 1 (suppressed) or 0, one per identifier, in order
+--          (in shard 0's copy <prefix>:suppressed:{<tag_0>})
 --   errors: "ERR cdp_suppressed: ..." on bad arguments
 --
 local function cdp_suppressed(keys, args)
     local fn = 'cdp_suppressed'
-    if #keys ~= 0 or #args < 2 or not check_prefix(args[1]) then
+    local prefix = #keys == 0 and #args >= 2 and use_prefix(args[1])
+    if not prefix then
         return fail(fn, 'want 0 keys, ARGV prefix, identifier...')
     end
     if #args - 1 > MAX_IDS then
@@ -1156,8 +1506,7 @@ local function cdp_suppressed(keys, args)
         end
         members[#members + 1] = audit_form(t, v)
     end
-    return redis.call('SMISMEMBER', args[1] .. ':suppressed',
-                      unpack(members))
+    return redis.call('SMISMEMBER', sup_key(prefix), unpack(members))
 end
 
 --
@@ -1172,7 +1521,8 @@ end
 --
 local function cdp_audit(keys, args)
     local fn = 'cdp_audit'
-    if #keys ~= 0 or #args ~= 3 or not check_prefix(args[1]) then
+    local prefix = #keys == 0 and #args == 3 and use_prefix(args[1])
+    if not prefix then
         return fail(fn, 'want 0 keys, ARGV prefix, since_ms, count')
     end
     if #args[2] > 16 or not args[2]:find('^[0-9]+$') then
@@ -1182,7 +1532,7 @@ local function cdp_audit(keys, args)
     if not count or count < 1 or count > MAX_AUDIT then
         return fail(fn, 'bad count (want 1 to ' .. MAX_AUDIT .. ')')
     end
-    local key = args[1] .. ':audit'
+    local key = prefix .. ':audit'
     local ok, terr = check_types(fn, {{key, 'stream'}})
     if not ok then
         return fail(fn, terr)
@@ -1228,12 +1578,12 @@ end
 local function cdp_replay(keys, args)
     local fn = 'cdp_replay'
     local t0 = now_us()
-    if #keys ~= 0 or #args ~= 5 or not check_prefix(args[1])
-            or not args[5]:find('^[%w_%-]+$') then
+    local prefix = #keys == 0 and #args == 5 and use_prefix(args[1])
+    if not prefix or not args[5]:find('^[%w_%-]+$') then
         return fail(fn, 'want 0 keys, ARGV prefix, receipt, role, now_ms, '
                     .. 'destination')
     end
-    local prefix, name = args[1], args[5]
+    local name = args[5]
     local dead, out = prefix .. ':dead:' .. name, prefix .. ':out:' .. name
     local ok, terr = check_types(fn, {{dead, 'stream'}, {out, 'stream'},
                                       {prefix .. ':audit', 'stream'}})
@@ -1276,15 +1626,17 @@ local function audit_segment(prefix, receipt, role, now, op, name, n, t0)
                'at', now, 'took_us', int(now_us() - t0))
 end
 
+-- the prefix, or nil and the error
 local function segment_args(fn, keys, args, min)
-    if #keys ~= 0 or #args < min or not check_prefix(args[1])
+    local prefix = #keys == 0 and #args >= min and use_prefix(args[1])
+    if not prefix
             or #args[2] > 128 or not args[2]:find('^[%w_.:%-]+$')
             or #args[3] > 64 or not args[3]:find('^[%w_.%-]+$')
             or not args[4]:find('^[0-9]+$') then
         return nil, fail(fn, 'want 0 keys, ARGV prefix, receipt, role, '
                          .. 'now_ms, ...')
     end
-    return true
+    return prefix
 end
 
 --
@@ -1298,8 +1650,8 @@ end
 local function cdp_segments(keys, args)
     local fn = 'cdp_segments'
     local t0 = now_us()
-    local ok, err = segment_args(fn, keys, args, 4)
-    if not ok then
+    local prefix, err = segment_args(fn, keys, args, 4)
+    if not prefix then
         return err
     end
     local out, total = {}, 0
@@ -1307,12 +1659,12 @@ local function cdp_segments(keys, args)
         if not args[i]:find('^[%w_%-]+$') then
             return fail(fn, 'bad segment name at ' .. i)
         end
-        local n = redis.call('SCARD', args[1] .. ':segment:' .. args[i])
+        local n = redis.call('SCARD', prefix .. ':segment:' .. args[i])
         total = total + n
         out[#out + 1] = '{"name":' .. jstr(args[i]) .. ',"rule":'
             .. jstr(args[i + 1]) .. ',"members":' .. int(n) .. '}'
     end
-    audit_segment(args[1], args[2], args[3], args[4], 'segments', '*', 0,
+    audit_segment(prefix, args[2], args[3], args[4], 'segments', '*', 0,
                   t0)
     return jarr(out)
 end
@@ -1341,11 +1693,11 @@ end
 local function cdp_segment_members(keys, args)
     local fn = 'cdp_segment_members'
     local t0 = now_us()
-    local ok, err = segment_args(fn, keys, args, 8)
-    if not ok then
+    local prefix, err = segment_args(fn, keys, args, 8)
+    if not prefix then
         return err
     end
-    local prefix, name, cursor = args[1], args[5], args[6]
+    local name, cursor = args[5], args[6]
     local count = tonumber(args[7])
     local format = args[8]
     if not name:find('^[%w_%-]+$') or not cursor:find('^[0-9]+$')
@@ -1365,7 +1717,7 @@ local function cdp_segment_members(keys, args)
     for _, pid in ipairs(page[2]) do
         local vals = {}
         if #fields > 0 then
-            vals = redis.call('HMGET', prefix .. ':profile:' .. pid,
+            vals = redis.call('HMGET', pkey(prefix, pid),
                               unpack(fields))
         end
         rows[#rows + 1] = {pid, vals}

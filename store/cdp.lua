@@ -4,10 +4,15 @@
 -- module on connect when missing or older (revision @REV@), or by hand
 -- with store/load.sh. Key layout and rules: store/README.md.
 --
--- Identity spans keys that nginx cannot name in advance (the profile an
--- e-mail address belongs to, the profiles a merge absorbs): the functions
--- derive them from the prefix of KEYS[1], so this library needs a
--- standalone Redis (not Redis Cluster).
+-- Keys are sharded (store/README.md, "Shards"): every key about a profile
+-- carries the hash tag of the profile's shard, and each shard has its own
+-- event stream, so that the events of the browsers of one shard are one
+-- FCALL in one Redis Cluster slot.  Identity spans keys that nginx cannot
+-- name in advance (the profile an e-mail address belongs to, the profiles
+-- a merge absorbs), in other shards: the functions derive them from the
+-- prefix of KEYS[1] and the number of shards, which is right on a
+-- standalone Redis; on Redis Cluster, the events of browsers that are
+-- not identified stay in their shard's slot.
 --
 
 local REV = '@REV@'
@@ -21,6 +26,7 @@ local WIRE_LIMIT_PHONE = 5
 local WIRE_TIMELINE_MAX = 10000
 local WIRE_DEDUP = 86400
 local WIRE_AGG_RETENTION = 64800000
+local WIRE_SHARDS = 16
 local WIRE_ONCE_SHIFT = 20
 local WIRE_ONCE_BITS = 1048576
 local WIRE_ONCE_SECONDS = 604800
@@ -57,6 +63,7 @@ local MAXLEN
 local LIMIT = {}        -- per identifier type
 local TL_MAX, TL_SLACK
 local DEDUP             -- seconds a messageId is remembered
+local SUPKEY            -- the shard's copy of the suppression set
 local SUPPRESSED        -- the suppression set is not empty
 local DEST              -- the destinations of this call, or nil
 local FACTS             -- the per-event facts kept, or nil
@@ -71,8 +78,107 @@ local stats
 local call
 
 
+--
+-- Shards.  A profile id's shard is the CRC16 (XMODEM, Redis Cluster's) of
+-- the id modulo the shards; shard i's hash tag is "{<i>.<k>}", k the
+-- smallest that puts the tag's slot in the i-th part of the 16384 slots
+-- (ngx_cdp_module/ngx_cdp_shard.h says why; nginx computes the same).
+--
+local NSH = WIRE_SHARDS     -- the shards of this call's store
+local OWN                   -- the hash tag of KEYS[1]'s shard, "{...}"
+local CRC = nil             -- the CRC16 table, made at first use
+local TAGS = {}             -- [shards][shard] -> "{<i>.<k>}"
+local TAG_OF = {}           -- [shards .. ' ' .. id] -> tag, for this call
+
+local function crc16(s)
+    if not CRC then
+        CRC = {}
+        for i = 0, 255 do
+            local c = bit.lshift(i, 8)
+            for _ = 1, 8 do
+                if bit.band(c, 0x8000) ~= 0 then
+                    c = bit.bxor(bit.lshift(c, 1), 0x1021)
+                else
+                    c = bit.lshift(c, 1)
+                end
+                c = bit.band(c, 0xffff)
+            end
+            CRC[i] = c
+        end
+    end
+    local c = 0
+    for i = 1, #s do
+        c = bit.bxor(bit.band(bit.lshift(c, 8), 0xffff),
+                     CRC[bit.bxor(bit.rshift(c, 8), string.byte(s, i))])
+    end
+    return c
+end
+
+local function shard_tag(i)
+    local t = TAGS[NSH]
+    if not t then
+        t = {}
+        TAGS[NSH] = t
+    end
+    if not t[i] then
+        local lo = math.floor(i * 16384 / NSH)
+        local hi = math.floor((i + 1) * 16384 / NSH)
+        local k = 0
+        while true do
+            local slot = crc16(i .. '.' .. k) % 16384
+            if slot >= lo and slot < hi then
+                break
+            end
+            k = k + 1
+        end
+        t[i] = '{' .. i .. '.' .. k .. '}'
+    end
+    return t[i]
+end
+
+-- the hash tag of the shard of a profile id (or of an identifier's h)
+local function tag(id)
+    local t = TAG_OF[id]
+    if not t then
+        t = shard_tag(crc16(id) % NSH)
+        TAG_OF[id] = t
+    end
+    return t
+end
+
+-- <prefix>:<kind>:{<tag>}:<id>, the key of kind for a profile id
+local function kkey(kind, id)
+    return P .. kind .. ':' .. tag(id) .. ':' .. id
+end
+
 local function pkey(pid)
-    return P .. 'profile:' .. pid
+    return kkey('profile', pid)
+end
+
+-- the event stream of a profile's shard
+local function skey(pid)
+    return P .. 'events:' .. tag(pid)
+end
+
+-- the profile id of a profile key (what follows "}:")
+local function pid_of(pk)
+    local at = string.find(pk, '}:', #P + 9, true)
+    return at and string.sub(pk, at + 2) or ''
+end
+
+-- the hash tag of a key "<prefix>:<kind>:{<tag>}...", with its braces
+local function key_tag(key)
+    local a = string.find(key, '{', #P + 1, true)
+    local b = a and string.find(key, '}', a + 1, true)
+    if not b then
+        return OWN
+    end
+    return string.sub(key, a, b)
+end
+
+-- a key of kind of the same profile as the profile key pk
+local function sibling(kind, pk)
+    return P .. kind .. string.sub(pk, #P + 8)
 end
 
 local function aidh(aid)
@@ -193,14 +299,14 @@ local function archive(pid, ids)
         return
     end
 
-    local ak = P .. 'timeline_old:' .. pid
+    local ak = kkey('timeline_old', pid)
     local old = {}
     for k = #ids, 1, -1 do
         old[#old + 1] = ids[k]
     end
     push_chunks('RPUSH', ak, old, 1, #old)
 
-    local first = redis.call('XRANGE', STREAM, '-', '+', 'COUNT', 1)[1]
+    local first = redis.call('XRANGE', skey(pid), '-', '+', 'COUNT', 1)[1]
     if first then
         local head = redis.call('LRANGE', ak, 0, 999)
         local n = 0
@@ -214,11 +320,41 @@ local function archive(pid, ids)
 end
 
 
+-- The event being stored (cdp_ingest): its JSON and its stream id.  It is
+-- appended to KEYS[1], the stream of the browser's shard; when it is
+-- counted on a profile of another shard (the browser is linked to a
+-- person), place() moves it to that profile's stream, so that a
+-- profile's timeline holds ids of its own shard's stream only.
+local EV_JSON, EV_ID
+local TRIM = {}         -- the other streams this call appended to
+
+local function place(pid, id)
+    if id == nil or id ~= EV_ID or pid == '' or tag(pid) == OWN then
+        return id
+    end
+    local sk = skey(pid)
+    call('XDEL', STREAM, id)
+    EV_ID = call('XADD', sk, '*', 'event', EV_JSON)
+    TRIM[sk] = true
+    return EV_ID
+end
+
+
+-- the streams this call appended to, trimmed once at its end
+local function trim_streams()
+    for sk in pairs(TRIM) do
+        redis.call('XTRIM', sk, 'MAXLEN', '~', MAXLEN)
+    end
+    TRIM = {}
+end
+
+
 -- appends a stream entry id to the profile's timeline, trimmed lazily
-local function timeline_push(pid, id)
-    local tk = P .. 'timeline:' .. pid
+-- (pk: the profile's key when the caller has it)
+local function timeline_push(pid, id, pk)
+    local tk = pk and sibling('timeline', pk) or kkey('timeline', pid)
     if call('LPUSH', tk, id) > TL_MAX + TL_SLACK then
-        archive(pid, call('LRANGE', tk, TL_MAX, -1))
+        archive(pid or pid_of(pk), call('LRANGE', tk, TL_MAX, -1))
         call('LTRIM', tk, 0, TL_MAX - 1)
     end
 end
@@ -245,8 +381,13 @@ local function resolve(x)
 end
 
 
+-- <prefix>:idx:{<tag of h>}:<type>:<h>
+local function xkey(t, h)
+    return P .. 'idx:' .. tag(h) .. ':' .. t .. ':' .. h
+end
+
 local function idx_owner(t, h)
-    local pid = redis.call('GET', P .. 'idx:' .. t .. ':' .. h)
+    local pid = redis.call('GET', xkey(t, h))
     if pid then
         return resolve(pid)
     end
@@ -255,7 +396,7 @@ end
 
 
 local function merges_log(from, to, reason, t, id, ts)
-    redis.call('XADD', P .. 'merges', 'MAXLEN', '~', MAXLEN, '*',
+    redis.call('XADD', P .. 'merges:' .. tag(to), 'MAXLEN', '~', MAXLEN, '*',
                'from', from, 'to', to, 'reason', reason, 'type', t,
                'id', id, 'at', ts)
 end
@@ -275,7 +416,7 @@ local function ids_by_type(pid)
     if pid == nil then
         return out
     end
-    for _, m in ipairs(redis.call('SMEMBERS', P .. 'ids:' .. pid)) do
+    for _, m in ipairs(redis.call('SMEMBERS', kkey('ids', pid))) do
         local t = string.match(m, '^([a-z_]+):')
         if out[t] then
             out[t][m] = true
@@ -318,51 +459,12 @@ local function hash_table(flat)
 end
 
 
-local function timeline_merge(s, l, extra)
-    local sk, lk = P .. 'timeline:' .. s, P .. 'timeline:' .. l
-    local b = redis.call('LRANGE', lk, 0, -1)
-
-    if extra then
-        -- the first_event that is no longer first: older than b's
-        -- entries when it was l's, anywhere when it was s's
-        b[#b + 1] = extra
-        table.sort(b, id_newer)
-    end
-
-    if #b == 0 then
-        return
-    end
-
-    local a = redis.call('LRANGE', sk, 0, -1)
-
-    -- the newest TL_MAX stay, the others go to s's archive
-    local out, dropped, i, j = {}, {}, 1, 1
-
-    while i <= #a or j <= #b do
-        local id
-        if j > #b or (i <= #a and id_newer(a[i], b[j])) then
-            id = a[i]
-            i = i + 1
-        else
-            id = b[j]
-            j = j + 1
-        end
-        if #out < TL_MAX then
-            out[#out + 1] = id
-        else
-            dropped[#dropped + 1] = id
-        end
-    end
-
-    redis.call('DEL', sk, lk)
-    push_chunks('RPUSH', sk, out, 1, #out)
-    archive(s, dropped)
-end
-
-
 --
--- Merges profile l into profile s: l's identifiers, counters, traits,
--- attribution and timeline go to s; profile:<l> becomes a link to s.
+-- Merges profile l into profile s: l's identifiers, counters, traits and
+-- attribution go to s; profile:<l> becomes a link to s.  l's events stay
+-- where they are, in its shard's stream, on its timeline and its
+-- first_event (kept on the link): the person's events are those of the
+-- profiles its ids set names (docs: "What a merge does").
 --
 local function merge(s, l, reason, t, id, ts)
     if s == l then
@@ -450,31 +552,19 @@ local function merge(s, l, reason, t, id, ts)
         end
     end
 
-    -- the oldest event of both stays first_event, the other joins the list
-    local extra = nil
-    if L.first_event then
-        if not S.first_event or id_newer(S.first_event, L.first_event) then
-            set[#set + 1] = 'first_event'
-            set[#set + 1] = L.first_event
-            extra = S.first_event
-        else
-            extra = L.first_event
-        end
-    end
-
     redis.call('HSET', sk, unpack(set))
 
     -- identifiers: the index and the links now point at s
 
-    local sids = P .. 'ids:' .. s
-    local members = redis.call('SMEMBERS', P .. 'ids:' .. l)
+    local sids = kkey('ids', s)
+    local members = redis.call('SMEMBERS', kkey('ids', l))
 
     for _, m in ipairs(members) do
         local mt, mv = string.match(m, '^([a-z_]+):(.*)$')
         if mt == 'anonymous_id' or mt == 'profile_id' then
             redis.call('HSET', pkey(mv), 'merged_into', s, 'at', ts)
         elseif mt then
-            redis.call('SET', P .. 'idx:' .. mt .. ':' .. mv, s)
+            redis.call('SET', xkey(mt, mv), s)
         end
     end
 
@@ -486,10 +576,13 @@ local function merge(s, l, reason, t, id, ts)
         redis.call('SADD', sids, 'anonymous_id:' .. l)
     end
 
-    timeline_merge(s, l, extra)
-
-    redis.call('DEL', lk, P .. 'ids:' .. l)
-    redis.call('HSET', lk, 'merged_into', s, 'at', ts)
+    redis.call('DEL', lk, kkey('ids', l))
+    if L.first_event then
+        redis.call('HSET', lk, 'merged_into', s, 'at', ts,
+                   'first_event', L.first_event)
+    else
+        redis.call('HSET', lk, 'merged_into', s, 'at', ts)
+    end
 
     -- l leaves every segment it was in; s is evaluated again (whole)
     for name in string.gmatch(L.segments or '', '[^,]+') do
@@ -564,7 +657,7 @@ local function suppressed(aid, ids)
         return false
     end
 
-    for _, hit in ipairs(redis.call('SMISMEMBER', P .. 'suppressed',
+    for _, hit in ipairs(redis.call('SMISMEMBER', SUPKEY,
                                     unpack(probe)))
     do
         if hit == 1 then
@@ -608,13 +701,13 @@ local function identify_core(aid, ts, uid, uidh, eh, ph, traits)
             local target = idx_owner('user_id', uidh)
             if target == nil then
                 target = new_profile(ts)
-                redis.call('SET', P .. 'idx:user_id:' .. uidh, target)
-                redis.call('SADD', P .. 'ids:' .. target, 'user_id:' .. uidh)
+                redis.call('SET', xkey('user_id', uidh), target)
+                redis.call('SADD', kkey('ids', target), 'user_id:' .. uidh)
                 redis.call('HSET', pkey(target), 'user_id', uid)
             end
 
-            redis.call('SREM', P .. 'ids:' .. cur, 'anonymous_id:' .. aid)
-            redis.call('SADD', P .. 'ids:' .. target, 'anonymous_id:' .. aid)
+            redis.call('SREM', kkey('ids', cur), 'anonymous_id:' .. aid)
+            redis.call('SADD', kkey('ids', target), 'anonymous_id:' .. aid)
             redis.call('HSET', pkey(aid), 'merged_into', target, 'at', ts)
             merges_log(cur, target, 'shared_device', 'anonymous_id', aid, ts)
             stats.switches = stats.switches + 1
@@ -685,7 +778,7 @@ local function identify_core(aid, ts, uid, uidh, eh, ph, traits)
               ids[1] and ids[1][2] or aid, ts)
     elseif cur == nil then
         redis.call('HSET', pkey(aid), 'merged_into', s, 'at', ts)
-        redis.call('SADD', P .. 'ids:' .. s, 'anonymous_id:' .. aid)
+        redis.call('SADD', kkey('ids', s), 'anonymous_id:' .. aid)
     elseif cur ~= s then
         if mergeable(s, cur) then
             merge(s, cur, 'identify', ids[1][1], ids[1][2], ts)
@@ -700,11 +793,11 @@ local function identify_core(aid, ts, uid, uidh, eh, ph, traits)
     for _, id in ipairs(ids) do
         local m = id[1] .. ':' .. id[2]
         if not have[id[1]][m] then
-            if redis.call('EXISTS', P .. 'idx:' .. id[1] .. ':' .. id[2]) == 0
+            if redis.call('EXISTS', xkey(id[1], id[2])) == 0
                and count(have[id[1]]) < LIMIT[id[1]]
             then
-                redis.call('SET', P .. 'idx:' .. id[1] .. ':' .. id[2], s)
-                redis.call('SADD', P .. 'ids:' .. s, m)
+                redis.call('SET', xkey(id[1], id[2]), s)
+                redis.call('SADD', kkey('ids', s), m)
                 have[id[1]][m] = true
                 if id[1] == 'user_id' then
                     redis.call('HSET', pkey(s), 'user_id', uid)
@@ -777,7 +870,7 @@ local function alias(ts, uid, uidh, prev_uidh, prev_aid)
         if from == nil then
             -- never seen: the id now leads to the user
             redis.call('HSET', pkey(prev_aid), 'merged_into', s, 'at', ts)
-            redis.call('SADD', P .. 'ids:' .. s, 'anonymous_id:' .. prev_aid)
+            redis.call('SADD', kkey('ids', s), 'anonymous_id:' .. prev_aid)
             return s
         end
     end
@@ -812,7 +905,7 @@ local function count_event(aid, pk, ts, kind, a, id, first)
     local page = (kind == 'page' or kind == 'page:new')
     local fresh = FRESH[kind]
 
-    aid = aid or string.sub(pk, #P + #'profile:' + 1)
+    aid = aid or pid_of(pk)
     local pid = aid
 
     if first or call('HINCRBY', pk, 'events', '1') == 1 then
@@ -828,7 +921,7 @@ local function count_event(aid, pk, ts, kind, a, id, first)
             pk = pkey(pid)
             call('HINCRBY', pk, 'events', '1')
 
-        elseif SUPPRESSED and call('SISMEMBER', P .. 'suppressed',
+        elseif SUPPRESSED and call('SISMEMBER', SUPKEY,
                           'anonymous_id:' .. aidh(aid)) == 1
         then
             -- erased: the person is not recreated
@@ -868,7 +961,7 @@ local function count_event(aid, pk, ts, kind, a, id, first)
     end
 
     if id then
-        timeline_push(pid, id)
+        timeline_push(pid, place(pid, id))
     end
 
     return pid
@@ -893,7 +986,7 @@ local function api_count(pid, ts, kind, id)
         redis.call('HINCRBY', pk, 'page_views', '1')
     end
     redis.call('HSET', pk, 'last_seen', ts)
-    timeline_push(pid, id)
+    timeline_push(pid, place(pid, id))
     return pid
 end
 
@@ -918,7 +1011,7 @@ local function api(aid, ts, t, h, id)
             pid = alias(ts, uid, uidh, prev_uidh, prev_aid)
         end
         if pid then
-            timeline_push(pid, id)
+            timeline_push(pid, place(pid, id))
         end
         return pid
     end
@@ -928,7 +1021,7 @@ local function api(aid, ts, t, h, id)
     local kind = (t == 'page' or t == 'screen') and 'page' or 'track'
 
     if uidh ~= '' then
-        local pid = redis.call('GET', P .. 'idx:user_id:' .. uidh)
+        local pid = redis.call('GET', xkey('user_id', uidh))
         local linked = false
 
         if pid and aid ~= '' then
@@ -991,9 +1084,11 @@ end
 -- 2 DEDUP seconds.  Four calls a batch instead of one a message.
 --
 local function dedup_scan(keys, args, n, S)
-    local seen, mids, at = {}, {}, {}
+    local seen, shards = {}, {}
     local batch = {}
 
+    -- the sets are the shard's of the message's profile key: a message
+    -- sent again (same anonymousId or none) meets its first copy there
     for i = 1, n do
         local a = 2 + S * (i - 1)
         if args[a + 1] == 'api' and string.byte(args[a + 2], 1) ~= 45 then
@@ -1002,33 +1097,39 @@ local function dedup_scan(keys, args, n, S)
                 seen[i] = true
             else
                 batch[mid] = true
-                mids[#mids + 1] = mid
-                at[#mids] = i
+                local t = key_tag(keys[1 + i])
+                local g = shards[t]
+                if not g then
+                    g = {mids = {}, at = {}}
+                    shards[t] = g
+                end
+                g.mids[#g.mids + 1] = mid
+                g.at[#g.mids] = i
             end
         end
-    end
-
-    if #mids == 0 then
-        return seen
     end
 
     local period = math.floor(tonumber(args[2]) / 1000 / DEDUP)
-    local cur = P .. 'msgids:' .. period
-    local prev = P .. 'msgids:' .. (period - 1)
 
-    for j = 1, #mids, 1000 do
-        local k = math.min(j + 999, #mids)
-        local h1 = redis.call('SMISMEMBER', cur, unpack(mids, j, k))
-        local h2 = redis.call('SMISMEMBER', prev, unpack(mids, j, k))
-        for x = 1, k - j + 1 do
-            if h1[x] == 1 or h2[x] == 1 then
-                seen[at[j + x - 1]] = true
+    for t, g in pairs(shards) do
+        local mids, at = g.mids, g.at
+        local cur = P .. 'msgids:' .. t .. ':' .. period
+        local prev = P .. 'msgids:' .. t .. ':' .. (period - 1)
+
+        for j = 1, #mids, 1000 do
+            local k = math.min(j + 999, #mids)
+            local h1 = redis.call('SMISMEMBER', cur, unpack(mids, j, k))
+            local h2 = redis.call('SMISMEMBER', prev, unpack(mids, j, k))
+            for x = 1, k - j + 1 do
+                if h1[x] == 1 or h2[x] == 1 then
+                    seen[at[j + x - 1]] = true
+                end
             end
+            redis.call('SADD', cur, unpack(mids, j, k))
         end
-        redis.call('SADD', cur, unpack(mids, j, k))
-    end
 
-    redis.call('EXPIRE', cur, 2 * DEDUP)
+        redis.call('EXPIRE', cur, 2 * DEDUP)
+    end
 
     return seen
 end
@@ -1504,7 +1605,11 @@ local function segment_event(pid, F, name, what)
         .. pid .. '-' .. NOW .. '-' .. stats.segment_events .. '"'
         .. who .. ',"timestamp":"' .. NOW_ISO .. '","receivedAt":"'
         .. NOW_ISO .. '","context":{"library":{"name":"ngx_cdp"}}}'
-    local id = call('XADD', STREAM, '*', 'event', json)
+    local sk = skey(pid)
+    local id = call('XADD', sk, '*', 'event', json)
+    if sk ~= STREAM then
+        TRIM[sk] = true
+    end
     timeline_push(pid, id)
     stats.segment_events = stats.segment_events + 1
 
@@ -1658,9 +1763,9 @@ local function setup(stream, argv1)
     end
     local S = bar and 5 or 4
 
-    local maxlen, lu, le, lp, tl, dd, ar =
+    local maxlen, lu, le, lp, tl, dd, ar, ns =
         string.match(head,
-                     '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) ?(%d*)$')
+                     '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) ?(%d*) ?(%d*)$')
     if not maxlen then
         maxlen, lu, le, lp, tl, dd = string.match(head, '^(%d+)$'),
             WIRE_LIMIT_USER_ID, WIRE_LIMIT_EMAIL, WIRE_LIMIT_PHONE,
@@ -1672,9 +1777,24 @@ local function setup(stream, argv1)
     if not ar or ar == '' then
         ar = AGG_RETENTION
     end
+    ns = tonumber(ns) or WIRE_SHARDS
+    if ns < 1 or ns > 1024 then
+        return nil
+    end
+
+    -- "<prefix>:events:{<tag>}"
+    local pre, own = string.match(stream, '^(.*:)events:({[^{}]+})$')
+    if not pre then
+        return nil
+    end
 
     STREAM = stream
-    P = string.sub(STREAM, 1, -7)       -- "<prefix>:" of "<prefix>:events"
+    P = pre
+    OWN = own
+    NSH = ns
+    TAG_OF = {}
+    TRIM = {[stream] = true}
+    EV_JSON, EV_ID = nil, nil
     MAXLEN = maxlen
     LIMIT = {user_id = tonumber(lu), email = tonumber(le),
              phone = tonumber(lp)}
@@ -1685,7 +1805,8 @@ local function setup(stream, argv1)
              refused = 0, malformed = 0, duplicates = 0,
              segment_events = 0}
     -- erasure is rare: no lookups while nobody is suppressed
-    SUPPRESSED = redis.call('EXISTS', P .. 'suppressed') == 1
+    SUPKEY = P .. 'suppressed:' .. OWN
+    SUPPRESSED = redis.call('EXISTS', SUPKEY) == 1
     DEST = nil
     if spec ~= '' then
         DEST = dest_parse(P, spec)
@@ -1705,6 +1826,24 @@ local function setup(stream, argv1)
     call = redis.call
 
     return S, ar
+end
+
+
+--
+-- What follows an event counted on profile pid ("": on none): its fact,
+-- its destinations (route), the segments it may change.
+--
+local function after(pid, ts, nfact, route, id, event)
+    if nfact then
+        fact(pid, ts, nfact, event)
+    end
+    if route ~= '' then
+        forward(route, pid, id, event)
+    end
+    if SEGS and pid ~= '' then
+        segments_update(pid, MERGED[pid] ~= nil,
+                        nfact and FACTS[nfact] and FACTS[nfact].name)
+    end
 end
 
 
@@ -1749,7 +1888,8 @@ local function cdp_ingest(keys, args)
     local n = #keys - 1
     local S, ar = setup(keys[1], args[1])
     if not S then
-        return redis.error_reply('ERR cdp_ingest: a malformed ARGV[1]')
+        return redis.error_reply('ERR cdp_ingest: a malformed ARGV[1], or '
+                                 .. 'KEYS[1] is not <prefix>:events:{<tag>}')
     end
     if n >= 1 and #args == 2 + S * (n - 1) then
         -- a batch id: KEYS[2] the bitmap of its writer's batches, ARGV[2]
@@ -1773,7 +1913,6 @@ local function cdp_ingest(keys, args)
     end
 
     local cache, aggs = {}, {}
-    local plen = #P + #'profile:'
     local seen = dedup_scan(keys, args, n, S)
     local stored = 0
     call = redis.call
@@ -1784,6 +1923,15 @@ local function cdp_ingest(keys, args)
         local kind = args[a + 1]
         local key = keys[1 + i]
         local pv = FRESH[kind]
+
+        -- the event's shard: its key's (a standalone Redis takes the
+        -- events of every shard in one call; a cluster node, of one)
+        local kt = key_tag(key)
+        if kt ~= OWN then
+            OWN = kt
+            STREAM = P .. 'events:' .. kt
+            TRIM[STREAM] = true
+        end
         -- the extra argument: "route;fact" (either part may be empty)
         local route, nfact = '', nil
         if S == 5 then
@@ -1814,15 +1962,8 @@ local function cdp_ingest(keys, args)
                 set_touch(key, ts, at.touch, true)
             end
             stored = stored + 1
-            if nfact then
-                fact(string.sub(key, plen + 1), ts, nfact, args[a + 3])
-            end
-            if route ~= '' then
-                forward(route, string.sub(key, plen + 1), id, args[a + 3])
-            end
-            if SEGS then
-                segments_update(string.sub(key, plen + 1), false,
-                                nfact and FACTS[nfact] and FACTS[nfact].name)
+            if nfact or route ~= '' or SEGS then
+                after(pid_of(key), ts, nfact, route, id, args[a + 3])
             end
 
         elseif kind == 'page' or kind == 'track' then
@@ -1840,36 +1981,19 @@ local function cdp_ingest(keys, args)
                 if at.touch then
                     set_touch(key, ts, at.touch, false)
                 end
-                timeline_push(string.sub(key, plen + 1), id)
+                timeline_push(nil, id, key)
                 stored = stored + 1
-                if nfact then
-                    fact(string.sub(key, plen + 1), ts, nfact, args[a + 3])
-                end
-                if route ~= '' then
-                    forward(route, string.sub(key, plen + 1), id,
-                            args[a + 3])
-                end
-                if SEGS then
-                    segments_update(string.sub(key, plen + 1), false,
-                                    nfact and FACTS[nfact]
-                                    and FACTS[nfact].name)
+                if nfact or route ~= '' or SEGS then
+                    after(pid_of(key), ts, nfact, route, id, args[a + 3])
                 end
 
             else
+                EV_JSON, EV_ID = args[a + 3], id
                 local pid = count_event(nil, key, ts, kind, at, id, true)
+                id = EV_ID
                 if pid then
                     stored = stored + 1
-                    if nfact then
-                        fact(pid, ts, nfact, args[a + 3])
-                    end
-                    if route ~= '' then
-                        forward(route, pid, id, args[a + 3])
-                    end
-                    if SEGS then
-                        segments_update(pid, MERGED[pid] ~= nil,
-                                        nfact and FACTS[nfact]
-                                        and FACTS[nfact].name)
-                    end
+                    after(pid, ts, nfact, route, id, args[a + 3])
                 else
                     -- erased: the event goes too
                     call('XDEL', STREAM, id)
@@ -1897,14 +2021,16 @@ local function cdp_ingest(keys, args)
             local pid, id, event
 
             if kind == 'identify' then
-                local aid = string.sub(key, plen + 1)
+                local aid = pid_of(key)
                 local f = {string.match(args[a + 3], IDENTIFY_FIELDS)}
 
                 if f[6] then
                     event = f[6]
                     id = redis.call('XADD', STREAM, '*', 'event', f[6])
+                    EV_JSON, EV_ID = event, id
                     pid = identify_core(aid, ts, f[1], f[2], f[3], f[4], f[5])
                     if pid then
+                        id = place(pid, id)
                         timeline_push(pid, id)
                     end
                 else
@@ -1923,31 +2049,23 @@ local function cdp_ingest(keys, args)
                 else
                     event = args[a + 3]
                     id = redis.call('XADD', STREAM, '*', 'event', args[a + 3])
-                    pid = api(string.sub(key, plen + 1), ts, t, args[a + 2],
-                              id)
+                    EV_JSON, EV_ID = event, id
+                    pid = api(pid_of(key), ts, t, args[a + 2], id)
+                    id = EV_ID
                 end
 
             else
                 event = args[a + 3]
                 id = call('XADD', STREAM, '*', 'event', args[a + 3])
-                -- the key is the browser's record: no aid to cut out of it
+                EV_JSON, EV_ID = event, id
                 pid = count_event(nil, key, ts, kind,
                                   attr_pairs(cache, args[a + 2]), id)
+                id = EV_ID
             end
 
             if pid then
                 stats.stored = stats.stored + 1
-                if nfact then
-                    fact(pid, ts, nfact, event)
-                end
-                if route ~= '' then
-                    forward(route, pid, id, event)
-                end
-                if SEGS and pid ~= '' then
-                    segments_update(pid, MERGED[pid] ~= nil,
-                                    nfact and FACTS[nfact]
-                                    and FACTS[nfact].name)
-                end
+                after(pid, ts, nfact, route, id, event)
             elseif id then
                 -- erased or malformed: the event goes too
                 redis.call('XDEL', STREAM, id)
@@ -1960,7 +2078,7 @@ local function cdp_ingest(keys, args)
 
     -- once per batch rather than per XADD: fewer arguments per event, and
     -- the stream overshoots MAXLEN by one batch at most
-    redis.call('XTRIM', STREAM, 'MAXLEN', '~', MAXLEN)
+    trim_streams()
 
     local reply = {stats.stored + stored, stats.suppressed, stats.merges,
                    stats.switches, stats.refused, stats.malformed,
@@ -2110,7 +2228,7 @@ local function cdp_segments_tick(keys, args)
         segments_update(pid, true, nil)
     end
 
-    redis.call('XTRIM', STREAM, 'MAXLEN', '~', MAXLEN)
+    trim_streams()
 
     return {#due, redis.call('ZCOUNT', keys[2], '-inf', NOW),
             stats.segment_events}
@@ -2150,13 +2268,12 @@ local function cdp_segments_backfill(keys, args)
 
     local page = redis.call('SCAN', v[2], 'MATCH', P .. 'profile:*',
                             'COUNT', tonumber(args[2]) or 1000)
-    local plen = #P + #'profile:'
     local scanned = tonumber(v[3])
 
     for _, key in ipairs(page[2]) do
         -- links (merged profiles) hold no membership
         if redis.call('HEXISTS', key, 'merged_into') == 0 then
-            segments_update(string.sub(key, plen + 1), true, nil)
+            segments_update(pid_of(key), true, nil)
             scanned = scanned + 1
         end
     end
@@ -2164,7 +2281,7 @@ local function cdp_segments_backfill(keys, args)
     local done = (page[1] == '0') and 1 or 0
     redis.call('HSET', state, 'cursor', page[1], 'scanned', scanned,
                'done', done)
-    redis.call('XTRIM', STREAM, 'MAXLEN', '~', MAXLEN)
+    trim_streams()
 
     return {done, scanned, stats.segment_events}
 end
@@ -2173,23 +2290,28 @@ end
 --
 -- cdp_profile_view: what a request of a cdp_profile location learns of
 -- its browser's profile (read-only).
---   KEYS[1]  <prefix>:profile:<anonymous id>
+--   KEYS[1]  <prefix>:profile:{<tag>}:<anonymous id>
+--   ARGV[1]  the shards (default 16): the keys of the profiles it links to
 --   reply: {profile id, its segments ("a,b" or "")}, or nil when the
 --          browser has no profile
 --
 local function cdp_profile_view(keys, args)
-    local key = keys[1]
-    local pre = string.match(key, '^(.*:profile:)')
-    if not pre then
-        return redis.error_reply('ERR cdp_profile_view: want a profile key')
+    local pre, pid = string.match(keys[1] or '',
+                                  '^(.*:)profile:{[^{}]+}:(.*)$')
+    local ns = tonumber(args[1] or WIRE_SHARDS)
+    if not pre or not ns or ns < 1 or ns > 1024 then
+        return redis.error_reply('ERR cdp_profile_view: want a profile key '
+                                 .. 'and the shards')
     end
-    local pid = string.sub(key, #pre + 1)
+    P, NSH, TAG_OF = pre, ns, {}
 
+    local key = keys[1]
     for _ = 1, MAX_HOPS do
-        local v = redis.call('HMGET', pre .. pid, 'merged_into', 'segments',
+        local v = redis.call('HMGET', key, 'merged_into', 'segments',
                              'events')
         if v[1] then
             pid = v[1]
+            key = pkey(pid)
         elseif v[3] then
             return {pid, v[2] or ''}
         else

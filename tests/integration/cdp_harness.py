@@ -5,6 +5,7 @@ directory.  No mocks.
 
 Environment overrides: CDP_MODULE (path of ngx_http_cdp_module.so),
 NGINX_BIN (default /usr/sbin/nginx), REDIS_SERVER (default redis-server),
+REDIS_CLI (default redis-cli: builds and reshards the test Redis Clusters),
 CDP_KEEP_TMP=1 (keep the temporary directory for a post-mortem),
 NGINX_WRAPPER (a command line nginx is started under, such as
 "valgrind --log-file=/tmp/vg.%p.log": the workers are forked, so they run
@@ -26,6 +27,8 @@ import threading
 import time
 
 import redis
+
+import cdp_shard
 
 
 MAIN = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
@@ -366,6 +369,508 @@ class RedisServer:
 
 
 # --------------------------------------------------------------------------
+# Redis Cluster: several redis-server processes on loopback, made into a
+# cluster by `redis-cli --cluster create` (the tests of cdp_redis_cluster)
+
+REDIS_CLI = os.environ.get('REDIS_CLI', 'redis-cli')
+CLUSTER_SLOTS = 16384
+
+
+def parse_cluster_nodes(text):
+    """CLUSTER NODES -> [{'id', 'port', 'flags' (set), 'master_id' (None
+    for a master), 'epoch', 'link', 'ranges' ((first, last), ...),
+    'migrating' {slot: node id}, 'importing' {slot: node id}}]."""
+    out = []
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) < 8:
+            continue
+        addr = f[1].split('@', 1)[0]
+        port = addr.rpartition(':')[2]
+        ranges, migrating, importing = [], {}, {}
+        for s in f[8:]:
+            if s.startswith('['):
+                m = re.match(r'^\[(\d+)-([<>])-([0-9a-f]+)\]$', s)
+                if m:
+                    (migrating if m.group(2) == '>' else importing)[
+                        int(m.group(1))] = m.group(3)
+                continue
+            a, _, b = s.partition('-')
+            ranges.append((int(a), int(b or a)))
+        out.append({'id': f[0], 'port': int(port) if port.isdigit() else 0,
+                    'flags': set(f[2].split(',')),
+                    'master_id': None if f[3] == '-' else f[3],
+                    'epoch': int(f[6]), 'link': f[7],
+                    'ranges': tuple(sorted(ranges)),
+                    'migrating': migrating, 'importing': importing})
+    return out
+
+
+def count_slots(ranges):
+    return sum(b - a + 1 for a, b in ranges)
+
+
+def in_ranges(slot, ranges):
+    return any(a <= slot <= b for a, b in ranges)
+
+
+class RedisClusterNode(RedisServer):
+    """One redis-server of a RedisCluster: a RedisServer with the cluster
+    options.  Its nodes.conf is in its dir, so start() after kill() brings
+    it back into the cluster with the same node id.  The cluster bus gets
+    a port of its own (cluster-port, Redis 7): port + 10000 would often be
+    above 65535 for the ports the kernel hands out."""
+
+    def __init__(self, base_dir, node_timeout, password=None,
+                 appendonly=False, extra_args=()):
+        self.bus_port = free_port()
+        a = ['--cluster-enabled', 'yes',
+             '--cluster-config-file', 'nodes.conf',
+             '--cluster-node-timeout', str(node_timeout),
+             '--cluster-port', str(self.bus_port),
+             # a replica's first sync now, not after the default 5 s of
+             # waiting for more replicas (diskless sync)
+             '--repl-diskless-sync-delay', '0']
+        if password:
+            a += ['--masterauth', password]
+        super().__init__(base_dir, password=password, appendonly=appendonly,
+                         extra_args=a + list(extra_args))
+        self.node_id = None
+
+    @property
+    def process(self):
+        return self.proc
+
+    @property
+    def addr(self):
+        return '127.0.0.1:%d' % self.port
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, n=1500):
+        try:
+            with open(self.logfile, 'rb') as f:
+                return f.read().decode('utf-8', 'replace')[-n:]
+        except OSError:
+            return ''
+
+    def __repr__(self):
+        return '<RedisClusterNode %d %s %s>' % (
+            self.port, (self.node_id or '?')[:8],
+            'alive' if self.alive() else 'down')
+
+
+class RedisCluster:
+    """A Redis Cluster of masters * (1 + replicas) redis-server processes on
+    loopback ports, each in a directory of its own under base_dir.
+
+        c = RedisCluster(base_dir, masters=3, replicas=1).start()
+        c.client().set('k', 'v'); c.master_of_slot(c.slot('k'))
+        c.kill(port); c.wait_failover(port); c.restart(port)
+        c.reshard(100, a, b); c.migrate_slot(slot, a, b)
+        c.stop()
+
+    Every method that changes the cluster returns once it is settled again
+    (wait_ok): every live node says cluster_state:ok with all 16384 slots
+    served, all live nodes agree on the slot map, no slot is open
+    (migrating/importing), no live node is flagged failing, no slot belongs
+    to a dead node, and every replica has master_link_status:up."""
+
+    def __init__(self, base_dir, masters=3, replicas=0, password=None,
+                 appendonly=False, node_timeout=1500, extra_args=()):
+        self.dir = tempfile.mkdtemp(prefix='rcluster-', dir=base_dir)
+        self.n_masters, self.n_replicas = masters, replicas
+        self.password = password
+        self.node_timeout = node_timeout
+        self.nodes = [RedisClusterNode(self.dir, node_timeout,
+                                       password=password,
+                                       appendonly=appendonly,
+                                       extra_args=extra_args)
+                      for _ in range(masters * (1 + replicas))]
+        # seconds taken: 'start' (processes), 'create' (redis-cli), 'settle'
+        # (until wait_ok), then 'failover', 'restart', 'reshard', 'migrate'
+        # of the last such call
+        self.timings = {}
+        self._lost = {}         # port of a killed master -> its slot ranges
+        self._bg = []           # background redis-cli processes
+        self._conns = {}        # port -> redis.Redis for polling
+        self._n_log = 0
+
+    @property
+    def ports(self):
+        return [n.port for n in self.nodes]
+
+    def node(self, port):
+        for n in self.nodes:
+            if n.port == port:
+                return n
+        raise KeyError('no node on port %r' % (port,))
+
+    def live_nodes(self):
+        return [n for n in self.nodes if n.alive()]
+
+    # -- process -----------------------------------------------------------
+
+    def start(self, timeout=30.0):
+        t0 = time.monotonic()
+        try:
+            for n in self.nodes:
+                n.start()
+                n.node_id = self._cmd(n.port, 'CLUSTER', 'MYID')
+            t1 = time.monotonic()
+            self.timings['start'] = t1 - t0
+            out = self._cli(['--cluster', 'create']
+                            + [n.addr for n in self.nodes]
+                            + ['--cluster-replicas', str(self.n_replicas),
+                               '--cluster-yes'], timeout)
+            t2 = time.monotonic()
+            self.timings['create'] = t2 - t1
+            self.wait_ok(timeout, what='after --cluster create:\n' + out)
+            self.timings['settle'] = time.monotonic() - t2
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self):
+        for p in self._bg:
+            if p.poll() is None:
+                p.kill()
+                p.wait(5)
+        for c in self._conns.values():
+            c.close()
+        self._conns.clear()
+        for n in self.nodes:
+            n.stop()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def kill(self, port):
+        """SIGKILL one node, as a crash.  The slots it served (when a
+        master) are remembered for wait_failover()."""
+        n = self.node(port)
+        me = self._myself(port)
+        if me and 'master' in me['flags']:
+            self._lost[port] = me['ranges']
+        self._drop_conn(port)
+        n.kill()
+
+    def restart(self, port, timeout=20.0):
+        """Starts a killed node again: same port, dir, nodes.conf, so it
+        rejoins (a master that was failed over comes back as a replica of
+        its successor).  Returns once the cluster is settled."""
+        t0 = time.monotonic()
+        self._drop_conn(port)
+        self.node(port).start()
+        self.wait_ok(timeout, what='after restarting %d' % port)
+        self.timings['restart'] = time.monotonic() - t0
+        return self.node(port)
+
+    def wait_failover(self, dead_port, timeout=15.0):
+        """Waits until the slots of the killed master dead_port are served
+        by live masters and the live nodes are settled (wait_ok).  Returns
+        the ports that now serve them."""
+        t0 = time.monotonic()
+        assert not self.node(dead_port).alive(), '%d is not dead' % dead_port
+        lost = self._lost.get(dead_port, ())
+        self.wait_ok(timeout, what='failover of %d (slots %s)' % (
+            dead_port, list(lost)))
+        self.timings['failover'] = time.monotonic() - t0
+        heirs = set()
+        for a, b in lost:
+            heirs.add(self.master_of_slot(a))
+            heirs.add(self.master_of_slot(b))
+        return sorted(heirs)
+
+    # -- clients -----------------------------------------------------------
+
+    def client(self, **kw):
+        """A cluster client (follows MOVED/ASK), seeded with the first live
+        node."""
+        import redis.cluster
+        args = dict(host='127.0.0.1', port=self.live_nodes()[0].port,
+                    decode_responses=True, password=self.password,
+                    socket_timeout=5, socket_connect_timeout=2)
+        args.update(kw)
+        return redis.cluster.RedisCluster(**args)
+
+    def node_client(self, port, **kw):
+        """A plain client of one node (gets MOVED for others' slots)."""
+        args = dict(host='127.0.0.1', port=port, decode_responses=True,
+                    password=self.password, socket_timeout=5,
+                    socket_connect_timeout=2)
+        args.update(kw)
+        return redis.Redis(**args)
+
+    def _conn(self, port):
+        c = self._conns.get(port)
+        if c is None:
+            c = self._conns[port] = self.node_client(port, socket_timeout=2)
+        return c
+
+    def _drop_conn(self, port):
+        c = self._conns.pop(port, None)
+        if c is not None:
+            c.close()
+
+    def _cmd(self, port, *args):
+        """A command to one node; raises redis errors."""
+        return self._conn(port).execute_command(*args)
+
+    def _try(self, port, *args):
+        """A command to one node; None when it does not answer."""
+        try:
+            return self._cmd(port, *args)
+        except redis.RedisError:
+            self._drop_conn(port)
+            return None
+
+    def _cli(self, args, timeout):
+        """redis-cli with the cluster's password; its output, or
+        RuntimeError with the output and the nodes' log tails."""
+        cmd = [REDIS_CLI]
+        if self.password:
+            cmd += ['-a', self.password, '--no-auth-warning']
+        p = subprocess.run(cmd + args, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=timeout)
+        out = p.stdout.decode('utf-8', 'replace')
+        if p.returncode != 0 or '[ERR]' in out:
+            raise RuntimeError('%s failed (exit %d):\n%s\n%s' % (
+                ' '.join(cmd[:1] + args), p.returncode, out[-3000:],
+                self.logs()))
+        return out
+
+    def logs(self, n=800):
+        """The tails of the nodes' logs, for failure messages."""
+        return '\n'.join('--- %r %s\n%s' % (x, x.logfile, x.log_tail(n))
+                         for x in self.nodes)
+
+    # -- state -------------------------------------------------------------
+
+    def view(self, port):
+        """CLUSTER NODES of one node, parsed (parse_cluster_nodes); None
+        when it does not answer."""
+        text = self._try(port, 'CLUSTER', 'NODES')
+        return parse_cluster_nodes(text) if text is not None else None
+
+    def _myself(self, port):
+        for e in self.view(port) or ():
+            if 'myself' in e['flags']:
+                return e
+        return None
+
+    def info(self, port):
+        """CLUSTER INFO of one node as a dict of strings (None: no
+        answer)."""
+        text = self._try(port, 'CLUSTER', 'INFO')
+        if text is None:
+            return None
+        return dict(l.split(':', 1) for l in text.splitlines() if ':' in l)
+
+    def _roles(self):
+        """[(port, myself entry)] of the live nodes that answer."""
+        out = []
+        for n in self.live_nodes():
+            me = self._myself(n.port)
+            if me is not None:
+                out.append((n.port, me))
+        return out
+
+    def masters(self):
+        """Ports of the live nodes that are masters now (as they say)."""
+        return [p for p, me in self._roles() if 'master' in me['flags']]
+
+    def replicas(self, of=None):
+        """Ports of the live replicas (of the master on port `of`)."""
+        mid = self.node(of).node_id if of is not None else None
+        return [p for p, me in self._roles() if 'slave' in me['flags']
+                and (mid is None or me['master_id'] == mid)]
+
+    def slot_counts(self):
+        """{port: number of slots} of the live masters."""
+        return {p: count_slots(me['ranges']) for p, me in self._roles()
+                if 'master' in me['flags']}
+
+    def master_of_slot(self, slot):
+        """Port of the live master serving slot (when two claim it, the
+        one with the higher config epoch, as the cluster decides); None if
+        no live master has it."""
+        claims = [(me['epoch'], p) for p, me in self._roles()
+                  if 'master' in me['flags'] and in_ranges(slot, me['ranges'])]
+        return max(claims)[1] if claims else None
+
+    def slot(self, key):
+        """CLUSTER KEYSLOT key, asked of a live node."""
+        for n in self.live_nodes():
+            v = self._try(n.port, 'CLUSTER', 'KEYSLOT', key)
+            if v is not None:
+                return int(v)
+        raise RuntimeError('no live node answers CLUSTER KEYSLOT')
+
+    def seeds_text(self):
+        """'127.0.0.1:P1 127.0.0.1:P2 ...': the masters' addresses, for
+        cdp_redis_cluster."""
+        return ' '.join('127.0.0.1:%d' % p for p in self.masters())
+
+    def problems(self):
+        """What keeps the cluster from being settled (wait_ok); [] when
+        it is."""
+        live = self.live_nodes()
+        if not live:
+            return ['no live node']
+        live_ids = {n.node_id for n in live}
+        dead_ids = {n.node_id for n in self.nodes if not n.alive()}
+        probs, maps = [], {}
+        for n in live:
+            info, view = self.info(n.port), self.view(n.port)
+            if info is None or view is None:
+                probs.append('%d does not answer' % n.port)
+                continue
+            if info.get('cluster_state') != 'ok':
+                probs.append('%d: cluster_state:%s' % (
+                    n.port, info.get('cluster_state')))
+            for k in ('cluster_slots_assigned', 'cluster_slots_ok'):
+                if info.get(k) != str(CLUSTER_SLOTS):
+                    probs.append('%d: %s:%s' % (n.port, k, info.get(k)))
+            seen = {e['id'] for e in view}
+            if live_ids - seen:
+                probs.append('%d does not know %d live nodes' % (
+                    n.port, len(live_ids - seen)))
+            for e in view:
+                bad = e['flags'] & {'fail', 'fail?', 'handshake', 'noaddr'}
+                if e['id'] in live_ids and bad:
+                    probs.append('%d sees %d as %s' % (
+                        n.port, e['port'], ','.join(sorted(bad))))
+                if e['id'] in dead_ids and e['ranges']:
+                    probs.append('%d: slots of the dead %d not failed over'
+                                 % (n.port, e['port']))
+                if e['migrating'] or e['importing']:
+                    probs.append('%d: open slots on %d: %s %s' % (
+                        n.port, e['port'], e['migrating'], e['importing']))
+                if 'myself' in e['flags'] and 'slave' in e['flags']:
+                    r = self._try(n.port, 'INFO', 'replication')
+                    link = (r or {}).get('master_link_status')
+                    if link != 'up':
+                        probs.append('replica %d: master_link_status:%s'
+                                     % (n.port, link))
+            maps[n.port] = tuple(sorted((e['id'], e['ranges'])
+                                        for e in view if e['ranges']))
+        if len(set(maps.values())) > 1:
+            probs.append('the nodes do not agree on the slot map')
+        return probs
+
+    def wait_ok(self, timeout=15.0, what=''):
+        """Waits (bounded) until problems() is empty; AssertionError with
+        the problems and the logs' tails otherwise."""
+        last = [None]
+
+        def ok():
+            last[0] = self.problems()
+            return not last[0]
+        if not wait_until(ok, timeout, 0.05):
+            raise AssertionError(
+                'Redis Cluster not settled within %.0f s%s: %s\n%s' % (
+                    timeout, ' (%s)' % what if what else '',
+                    '; '.join(last[0][:12]), self.logs()))
+
+    # -- moving slots ------------------------------------------------------
+
+    def _reshard_args(self, n_slots, from_port, to_port, pipeline):
+        return ['--cluster', 'reshard', '127.0.0.1:%d' % from_port,
+                '--cluster-from', self.node(from_port).node_id,
+                '--cluster-to', self.node(to_port).node_id,
+                '--cluster-slots', str(n_slots),
+                '--cluster-pipeline', str(pipeline), '--cluster-yes']
+
+    def reshard(self, n_slots, from_port, to_port, timeout=60.0,
+                pipeline=10):
+        """redis-cli --cluster reshard of n_slots from one master to
+        another, then wait_ok.  Returns redis-cli's output."""
+        t0 = time.monotonic()
+        out = self._cli(self._reshard_args(n_slots, from_port, to_port,
+                                           pipeline), timeout)
+        self.wait_ok(timeout, what='after reshard:\n' + out[-1500:])
+        self.timings['reshard'] = time.monotonic() - t0
+        return out
+
+    def reshard_background(self, n_slots, from_port, to_port, pipeline=10):
+        """The same reshard, started and not waited for (resharding under
+        load): the Popen, with .log_path (redis-cli's output).  Finish
+        with wait_reshard(p)."""
+        self._n_log += 1
+        path = os.path.join(self.dir, 'reshard-%d.log' % self._n_log)
+        cmd = [REDIS_CLI]
+        if self.password:
+            cmd += ['-a', self.password, '--no-auth-warning']
+        with open(path, 'wb') as log:
+            p = subprocess.Popen(
+                cmd + self._reshard_args(n_slots, from_port, to_port,
+                                         pipeline),
+                stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT)
+        p.log_path = path
+        self._bg.append(p)
+        return p
+
+    def wait_reshard(self, p, timeout=60.0):
+        """Waits for a reshard_background() to end well, then wait_ok.
+        Returns redis-cli's output."""
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
+        with open(p.log_path, 'rb') as f:
+            out = f.read().decode('utf-8', 'replace')
+        if p.returncode != 0 or '[ERR]' in out:
+            raise RuntimeError('background reshard failed (exit %s):\n%s\n%s'
+                               % (p.returncode, out[-3000:], self.logs()))
+        self.wait_ok(timeout, what='after reshard:\n' + out[-1500:])
+        return out
+
+    def migrate_slot(self, slot, from_port, to_port, batch=100,
+                     timeout=15.0):
+        """Moves one slot by hand, as the Redis Cluster specification
+        describes: SETSLOT IMPORTING on the target, MIGRATING on the
+        source, MIGRATE of its keys batch by batch (GETKEYSINSLOT), then
+        SETSLOT NODE on the target, the source and the other masters; then
+        wait_ok.  Returns the number of keys moved."""
+        t0 = time.monotonic()
+        src, dst = self.node(from_port), self.node(to_port)
+        others = [p for p in self.masters() if p not in (from_port, to_port)]
+        self._cmd(to_port, 'CLUSTER', 'SETSLOT', slot, 'IMPORTING',
+                  src.node_id)
+        self._cmd(from_port, 'CLUSTER', 'SETSLOT', slot, 'MIGRATING',
+                  dst.node_id)
+        raw = self.node_client(from_port, decode_responses=False)
+        moved = 0
+        try:
+            while True:
+                keys = raw.execute_command('CLUSTER', 'GETKEYSINSLOT', slot,
+                                           batch)
+                if not keys:
+                    break
+                args = ['MIGRATE', '127.0.0.1', to_port, '', 0, 5000]
+                if self.password:
+                    args += ['AUTH', self.password]
+                raw.execute_command(*(args + ['KEYS'] + list(keys)))
+                moved += len(keys)
+        finally:
+            raw.close()
+        for p in [to_port, from_port] + others:
+            self._cmd(p, 'CLUSTER', 'SETSLOT', slot, 'NODE', dst.node_id)
+        self.wait_ok(timeout, what='after migrating slot %d' % slot)
+        self.timings['migrate'] = time.monotonic() - t0
+        return moved
+
+
+# --------------------------------------------------------------------------
 # nginx
 
 CONF_TEMPLATE = """\
@@ -467,9 +972,19 @@ class Nginx:
         # process that started it)
         self.daemon = daemon
         self.db = 0
+        # the store's shards (cdp_redis ... shards=N)
+        m = re.search(r'\bshards=(\d+)', (redis_line or '') + ' '
+                      + redis_params)
+        self.shards = int(m.group(1)) if m else cdp_shard.SHARDS_DEFAULT
         self.keys = list(keys) if keys else [new_key()]
         self.secret_path = os.path.join(self.dir, 'cdp.secret')
         self.write_secret(self.keys)
+        if redis_line is None and isinstance(redis, RedisCluster):
+            # a Redis Cluster: its masters as seeds, its password
+            redis_line = 'cdp_redis_cluster %s prefix=%s%s%s;' % (
+                redis.seeds_text(), self.prefix,
+                ' password=' + redis.password if redis.password else '',
+                ' ' + redis_params if redis_params else '')
         if redis_line is None:
             redis_line = ('cdp_redis 127.0.0.1:%d prefix=%s%s;'
                           % (redis.port, self.prefix,
@@ -758,42 +1273,73 @@ class Nginx:
     # -- Redis side --------------------------------------------------------
 
     def rc(self):
+        if isinstance(self.redis, RedisCluster):
+            return self.redis.client()      # a cluster has db 0 only
         return self.redis.client(self.db)
 
+    # the sharded key layout (store/README.md, "Shards")
+
+    def tag(self, shard):
+        return '{%s}' % cdp_shard.shard_tag(shard, self.shards)
+
+    def tag_of(self, id_):
+        return self.tag(cdp_shard.shard_of(id_, self.shards))
+
+    def skey(self, kind, id_):
+        """<prefix>:<kind>:{<tag>}:<id> of the id's shard (profile, ids,
+        timeline, timeline_old), or for idx, kind 'idx:<type>' and id h."""
+        if kind.startswith('idx:'):
+            return '%s:idx:%s:%s:%s' % (self.prefix, self.tag_of(id_),
+                                        kind[4:], id_)
+        return '%s:%s:%s:%s' % (self.prefix, kind, self.tag_of(id_), id_)
+
+    def shard_keys(self, kind, rest=None):
+        """<prefix>:<kind>:{<tag>}[:<rest>] of every shard."""
+        return ['%s:%s:%s%s' % (self.prefix, kind, self.tag(i),
+                                ':' + rest if rest else '')
+                for i in range(self.shards)]
+
     @property
-    def stream(self):
-        return self.prefix + ':events'
+    def streams(self):
+        return self.shard_keys('events')
+
+    def stream_of(self, pid):
+        """The event stream of the profile's shard."""
+        return '%s:events:%s' % (self.prefix, self.tag_of(pid))
 
     def xlen(self):
         c = self.rc()
         try:
-            return c.xlen(self.stream)
+            return sum(c.xlen(k) for k in self.streams)
         except redis.RedisError:
             return -1
         finally:
             c.close()
 
-    def events(self):
-        """Parsed events of the stream, oldest first."""
+    def entries(self):
+        """(stream, id, fields) of every shard's stream, oldest first (by
+        id: events of one millisecond in two shards have no order)."""
         c = self.rc()
         try:
-            entries = c.xrange(self.stream, '-', '+')
+            out = []
+            for k in self.streams:
+                out += [(k, i, f) for i, f in c.xrange(k, '-', '+')]
         finally:
             c.close()
-        return [json.loads(fields['event']) for _id, fields in entries]
+        out.sort(key=lambda e: tuple(int(x) for x in e[1].split('-')))
+        return out
+
+    def events(self):
+        """Parsed events of the streams, oldest first."""
+        return [json.loads(f['event']) for _k, _i, f in self.entries()]
 
     def raw_events(self):
-        c = self.rc()
-        try:
-            return [fields['event'] for _id, fields in
-                    c.xrange(self.stream, '-', '+')]
-        finally:
-            c.close()
+        return [f['event'] for _k, _i, f in self.entries()]
 
     def browser(self, aid):
         c = self.rc()
         try:
-            return c.hgetall('%s:profile:%s' % (self.prefix, aid))
+            return c.hgetall(self.skey('profile', aid))
         finally:
             c.close()
 
@@ -974,8 +1520,22 @@ def pixel_sig(secret_line, uid='', email='', exp=None):
 # The identity graph in Redis (store/README.md), for the identity, API and
 # admin tests
 
+SHARDED = ('profile', 'ids', 'timeline', 'timeline_old')
+
 def key(ngx, *parts):
+    """A store key: those of a profile id or an identifier carry its
+    shard's tag (store/README.md, "Shards")."""
+    if len(parts) == 2 and parts[0] in SHARDED:
+        return ngx.skey(parts[0], parts[1])
+    if len(parts) == 3 and parts[0] == 'idx':
+        return ngx.skey('idx:' + parts[1], parts[2])
     return ':'.join((ngx.prefix,) + parts)
+
+def parse_key(ngx, k):
+    """(kind, rest) of a sharded key "<prefix>:<kind>:{<tag>}:<rest>", or
+    None."""
+    m = re.match(re.escape(ngx.prefix) + r':([a-z_]+):\{[^{}]*\}:(.*)$', k)
+    return (m.group(1), m.group(2)) if m else None
 
 def idx(ngx, type_, value):
     c = ngx.rc()
@@ -1014,11 +1574,137 @@ def members(ngx, pid):
         c.close()
 
 def merges(ngx):
+    """The merge log of every shard, oldest first."""
     c = ngx.rc()
     try:
-        return [f for _id, f in c.xrange(key(ngx, 'merges'), '-', '+')]
+        out = []
+        for k in ngx.shard_keys('merges'):
+            out += c.xrange(k, '-', '+')
     finally:
         c.close()
+    out.sort(key=lambda e: tuple(int(x) for x in e[0].split('-')))
+    return [f for _id, f in out]
+
+def stream_id(i):
+    """A stream id as a tuple that compares like the id."""
+    return tuple(int(x) for x in i.split('-'))
+
+def shard_entries(ngx, kind):
+    """(stream, id, fields) of every shard's <prefix>:<kind>:{<tag>}
+    stream (events, merges, consent_log), oldest first: by id, then (the
+    same id in two shards) by stream key, as store/admin.lua orders
+    them."""
+    c = ngx.rc()
+    try:
+        out = []
+        for k in ngx.shard_keys(kind):
+            out += [(k, i, f) for i, f in c.xrange(k, '-', '+')]
+    finally:
+        c.close()
+    out.sort(key=lambda e: (stream_id(e[1]), e[0]))
+    return out
+
+def consent_log(ngx):
+    """[(raw entry, parsed)] of the consent log of every shard, oldest
+    first."""
+    return [(f['entry'], json.loads(f['entry']))
+            for _k, _i, f in shard_entries(ngx, 'consent_log')]
+
+def consent_log_len(ngx):
+    c = ngx.rc()
+    try:
+        return sum(c.xlen(k) for k in ngx.shard_keys('consent_log'))
+    finally:
+        c.close()
+
+def agg_keys(ngx, days):
+    """Every shard's aggregate hash of each day (YYYY-MM-DD)."""
+    return [k for d in sorted(days) for k in ngx.shard_keys('agg', d)]
+
+def agg(ngx, days):
+    """{field: int}: the aggregate hashes of the days (YYYY-MM-DD), summed
+    over the shards."""
+    out = {}
+    c = ngx.rc()
+    try:
+        for k in agg_keys(ngx, days):
+            for f, v in c.hgetall(k).items():
+                out[f] = out.get(f, 0) + int(v)
+    finally:
+        c.close()
+    return out
+
+def profile_events(ngx, pid):
+    """[(stream, id)] of one profile's own events: its first_event, its
+    timeline and timeline_old, all ids of its shard's stream."""
+    c = ngx.rc()
+    try:
+        ids = c.lrange(key(ngx, 'timeline', pid), 0, -1)
+        ids += c.lrange(key(ngx, 'timeline_old', pid), 0, -1)
+        fe = c.hget(key(ngx, 'profile', pid), 'first_event')
+    finally:
+        c.close()
+    k = ngx.stream_of(pid)
+    return [(k, i) for i in ids + ([fe] if fe else [])]
+
+def person_events(ngx, pid):
+    """{(stream, id): event} of a person: its own events and those of
+    every profile its ids set names (anonymous_id:, profile_id:), which a
+    merge leaves in their shards; each must be in its stream."""
+    c = ngx.rc()
+    try:
+        ps = [pid] + [m.split(':', 1)[1]
+                      for m in c.smembers(key(ngx, 'ids', pid))
+                      if m.split(':', 1)[0] in ('anonymous_id', 'profile_id')]
+        out = {}
+        for p in ps:
+            for k, i in profile_events(ngx, p):
+                got = c.xrange(k, i, i)
+                assert got, ('not in its shard\'s stream', p, k, i)
+                out[(k, i)] = json.loads(got[0][1]['event'])
+        return out
+    finally:
+        c.close()
+
+def check_events(ngx):
+    """Every event of the streams is on exactly one profile (its
+    first_event, timeline or timeline_old), in that profile's shard's
+    stream, and reachable from the live profile it leads to: that profile
+    itself, or one its ids set names (a merge leaves the absorbed
+    profile's events where they are).  Returns {live pid: {(stream, id)}}
+    of the events of every profile that has any."""
+    entries = {(k, i) for k, i, _f in ngx.entries()}
+    c = ngx.rc()
+    try:
+        pids = [pk[1] for pk in map(lambda k: parse_key(ngx, k),
+                                    c.scan_iter(match=ngx.prefix
+                                                + ':profile:*', count=1000))
+                if pk and pk[0] == 'profile']
+        names = {}
+        for k in c.scan_iter(match=ngx.prefix + ':ids:*', count=1000):
+            pk = parse_key(ngx, k)
+            if pk and pk[0] == 'ids':
+                names[pk[1]] = {m.split(':', 1)[1] for m in c.smembers(k)
+                                if m.split(':', 1)[0] in ('anonymous_id',
+                                                          'profile_id')}
+    finally:
+        c.close()
+    owner, out = {}, {}
+    for pid in pids:
+        own = profile_events(ngx, pid)
+        if not own:
+            continue
+        live = resolve(ngx, pid)
+        assert live == pid or pid in names.get(live, ()), (
+            'events of a profile its person does not name', pid, live)
+        for e in own:
+            assert e in entries, ('not in its shard\'s stream', pid, e)
+            assert e not in owner, ('on two profiles', e, owner[e], pid)
+            owner[e] = pid
+            out.setdefault(live, set()).add(e)
+    assert set(owner) == entries, ('events on no profile',
+                                   sorted(entries - set(owner))[:10])
+    return out
 
 def check_graph(ngx):
     """The identity graph is consistent: every identifier maps to exactly
@@ -1029,9 +1715,9 @@ def check_graph(ngx):
         keys = list(c.scan_iter(match=ngx.prefix + ':*', count=1000))
         known = {}
         for k in keys:
-            if k.startswith(key(ngx, 'ids', '')):
-                pid = k[len(key(ngx, 'ids', '')):]
-                known[pid] = c.smembers(k)
+            pk = parse_key(ngx, k)
+            if pk and pk[0] == 'ids':
+                known[pk[1]] = c.smembers(k)
         owner = {}
         for pid, ms in known.items():
             p = c.hgetall(key(ngx, 'profile', pid))
@@ -1049,14 +1735,18 @@ def check_graph(ngx):
                 elif t in ('anonymous_id', 'profile_id'):
                     assert resolve(ngx, v) == pid, (m, pid)
         for k in keys:
-            if k.startswith(key(ngx, 'idx', '')):
-                t, v = k[len(key(ngx, 'idx', '')):].split(':', 1)
+            pk = parse_key(ngx, k)
+            if pk and pk[0] == 'idx':
+                t, v = pk[1].split(':', 1)
+                assert k == key(ngx, 'idx', t, v), ('idx in the wrong '
+                                                    'shard', k)
                 pid = c.get(k)
                 assert pid in known and '%s:%s' % (t, v) in known[pid], (
                     'idx without its profile', k, pid)
-            elif k.startswith(key(ngx, 'profile', '')):
-                x = k[len(key(ngx, 'profile', '')):]
-                assert resolve(ngx, x) is not None, ('dangling link', k)
+            elif pk and pk[0] == 'profile':
+                assert k == key(ngx, 'profile', pk[1]), ('profile in the '
+                                                         'wrong shard', k)
+                assert resolve(ngx, pk[1]) is not None, ('dangling link', k)
         return known
     finally:
         c.close()

@@ -3,6 +3,10 @@ Fixtures of the integration tests (see cdp_harness.py for the machinery).
 
   redis_server    a fresh redis-server on a free port (function scope)
   redis_factory   make more of them: redis_factory(password=..., unixsocket=True)
+  redis_cluster   a Redis Cluster of 3 masters (cdp_harness.RedisCluster),
+                  module scope: a test that moves slots or kills a node
+                  leaves the cluster settled but changed for the next ones
+  redis_cluster_replicas   the same with a replica per master (6 nodes)
   nginx_factory   nginx_factory(redis, start=True, **conf parts) -> Nginx
   cdp             the default stack: nginx (2 workers, module) + Redis
   sink            a recording HTTP server (a destination), stopped after
@@ -62,6 +66,28 @@ def redis_factory(workdir):
 @pytest.fixture
 def redis_server(redis_factory):
     return redis_factory()
+
+
+def _cluster(workdir, **kw):
+    try:
+        return h.RedisCluster(workdir, **kw).start()
+    except (RuntimeError, AssertionError) as e:
+        pytest.fail('Redis Cluster did not start: %s' % e, pytrace=False)
+
+
+@pytest.fixture(scope='module')
+def redis_cluster(workdir):
+    c = _cluster(workdir, masters=3, replicas=0)
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope='module')
+def redis_cluster_replicas(workdir):
+    # node timeout 1 s: a failover within about 2 s
+    c = _cluster(workdir, masters=3, replicas=1, node_timeout=1000)
+    yield c
+    c.stop()
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ What erasure must leave: nothing that names the person in any key name or
 any value of any key, stream entries included (raw user id, raw e-mail
 address and phone number, the browsers' anonymous ids, their keyed hashes
 h, the aidh SHA1 names, the profile ids), except the hashes in
-<prefix>:suppressed and the hashed identifiers in <prefix>:audit; and
+<prefix>:suppressed:{<tag>} (every shard's copy) and the hashed
+identifiers in <prefix>:audit; and
 after it, nothing of theirs is stored again (pixel, identify, API) until
 the suppression is lifted.
 """
@@ -214,8 +215,15 @@ def rget(ngx, fn, *a):
         c.close()
 
 
+SHARDED_STREAMS = ('events', 'merges', 'consent_log')
+
+
 def stream(ngx, name):
-    """[(id, fields)] of <prefix>:<name>, oldest first."""
+    """[(id, fields)] of <prefix>:<name>, oldest first; of events, merges
+    and consent_log, every shard's stream (by id, then stream key, the
+    order of store/admin.lua's answers)."""
+    if name in SHARDED_STREAMS:
+        return [(i, f) for _k, i, f in h.shard_entries(ngx, name)]
     c = ngx.rc()
     try:
         return c.xrange(key(ngx, name), '-', '+')
@@ -225,6 +233,27 @@ def stream(ngx, name):
 
 def events(ngx):
     return [(i, json.loads(f['event'])) for i, f in stream(ngx, 'events')]
+
+
+def events_at(ngx):
+    """[((stream, id), event)]: the same id may be in two shards."""
+    return [((k, i), json.loads(f['event']))
+            for k, i, f in h.shard_entries(ngx, 'events')]
+
+
+def suppressed(ngx):
+    """The suppression set: every shard's copy, all equal."""
+    c = ngx.rc()
+    try:
+        copies = [c.smembers(k) for k in ngx.shard_keys('suppressed')]
+    finally:
+        c.close()
+    assert all(s == copies[0] for s in copies), [len(s) for s in copies]
+    return copies[0]
+
+
+def suppressed_exists(ngx):
+    return rget(ngx, 'exists', *ngx.shard_keys('suppressed'))
 
 
 def settle(ngx):
@@ -406,7 +435,9 @@ def person_snapshot(ngx, p):
             'links': {a: resolve(ngx, a) for a in p.aids},
             'idx': {t: c.get(key(ngx, 'idx', t, hsh(ngx, t, v)))
                     for t, v in (('user_id', p.uid), ('email', p.email))},
-            'events': [(i, e) for i, e in events(ngx) if p.owns(e)],
+            'events': [(i, e) for i, e in events_at(ngx) if p.owns(e)],
+            # the events the person's profiles name, in their shards
+            'person_events': sorted(h.person_events(ngx, pid)),
             'merges': [(i, f) for i, f in stream(ngx, 'merges')
                        if {f.get('from'), f.get('to'), f.get('id')}
                        & (set(p.aids) | {pid} | {
@@ -431,18 +462,19 @@ def pid_re(pid):
 
 def assert_no_trace(ngx, p, with_phone=True):
     """No key and no value anywhere names the person, but for their hashes
-    in <prefix>:suppressed and the hashed identifiers (field ids) of
-    <prefix>:audit entries."""
+    in <prefix>:suppressed:{<tag>} (every copy) and the hashed identifiers
+    (field ids) of <prefix>:audit entries."""
     raw, hashed, pids = p.needles(with_phone)
     pid_res = [pid_re(x) for x in pids]
-    sup_key, audit_key = key(ngx, 'suppressed'), key(ngx, 'audit')
+    sup_keys = set(ngx.shard_keys('suppressed'))
+    audit_key = key(ngx, 'audit')
     found = []
     for k, items in dump(ngx).items():
         for where, text in items:
             low = text.lower()
             hits = [v for v in raw if v.lower() in low]
             hits += [x.pattern for x in pid_res if x.search(text)]
-            allowed = ((k == sup_key and where == 'member')
+            allowed = ((k in sup_keys and where == 'member')
                        or (k == audit_key and where.endswith(' ids')))
             if not allowed:
                 hits += [v for v in hashed if v in low]
@@ -469,7 +501,7 @@ def assert_gone(ngx, p):
 
 
 def assert_suppressed(ngx, p, with_phone=True):
-    sup = rget(ngx, 'smembers', key(ngx, 'suppressed'))
+    sup = suppressed(ngx)
     want = {'user_id:' + hsh(ngx, 'user_id', p.uid),
             'email:' + hsh(ngx, 'email', p.email)}
     if with_phone:
@@ -839,7 +871,7 @@ def test_roles_and_tokens(ngx):
               {'email': alice.email}), 403)
     err(admin(ngx, 'GET', 'audit?since=0', 'marketer'), 403)
     assert idx(ngx, 'email', alice.email), 'a refused erase erased'
-    assert not rget(ngx, 'exists', key(ngx, 'suppressed'))
+    assert not suppressed_exists(ngx)
     # the read is audited, with its receipt; no 403 and no 401 is
     assert [(f['op'], f['role'], f['receipt'])
             for _, f in stream(ngx, 'audit')] == [
@@ -918,7 +950,7 @@ def test_errors(ngx):
     # none of these erased or suppressed anything; the four reads of
     # nobody (404) were audited, the refused requests were not
     assert idx(ngx, 'email', alice.email)
-    assert not rget(ngx, 'exists', key(ngx, 'suppressed'))
+    assert not suppressed_exists(ngx)
     assert [(f['op'], f['profiles']) for _, f in stream(ngx, 'audit')] \
         == [('read', '0')] * 4
     # an identifier given in another form finds the same profile
@@ -972,6 +1004,12 @@ def test_export_holds_events_merges_and_consent(ngx):
                     in {aidh(a) for a in alice.aids}]
     assert len(want_events) >= 15 and len(want_merges) == 5 \
         and len(want_consent) == 2, (want_events, want_merges, want_consent)
+    want_at = {i for i, e in events_at(ngx) if alice.owns(e)}
+    n_all = ngx.xlen()
+    assert len(want_at) == len(want_events)
+    # the export's events are those the person's profiles name, wherever
+    # the merges left them
+    assert want_at == set(h.person_events(ngx, pid))
 
     for q in ('email=' + alice.email, 'user_id=' + alice.uid,
               'anonymous_id=' + alice.aids[3],
@@ -1020,8 +1058,9 @@ def test_export_holds_events_merges_and_consent(ngx):
     assert rec['events'] == len(want_events), rec
     assert rec['merges'] == len(want_merges), rec
     assert rec['consent_log'] == len(want_consent), rec
-    left = {i for i, _f in stream(ngx, 'events')}
-    assert not left & {i for i, _e in want_events}
+    left = {i for i, _e in events_at(ngx)}
+    assert not left & want_at, sorted(left & want_at)[:5]
+    assert len(left) == n_all - len(want_at)
     assert ok_json(admin(ngx, 'GET', 'export?user_id=' + alice.uid)) \
         ['profiles'] == []
 
@@ -1041,7 +1080,7 @@ def test_unsuppress_lets_them_come_back(ngx):
         'email': alice.email, 'user_id': alice.uid,
         'anonymous_id': b.aid}))
     assert rec['removed'] == 3, rec
-    assert not (rget(ngx, 'smembers', key(ngx, 'suppressed'))
+    assert not (suppressed(ngx)
                 & ({'anonymous_id:' + aidh(b.aid)} | alice.hashes()))
 
     # the pixel keeps the cookie again and stores the hit
@@ -1216,16 +1255,17 @@ def test_erase_10000_events_under_a_second(ngx):
 
 def test_erase_and_export_past_the_timeline_cap(nginx_factory, redis_server,
                                                 workdir):
-    """With cdp_timeline_max 20, a person with about 190 events: the
-    timelines keep 20 ids (at most 36 before a trim), the merges and trims
-    drop the rest into timeline_old, and export and erasure still reach
-    every event the stream holds."""
+    """With cdp_timeline_max 20, a person with about 200 events: the
+    timelines keep 20 ids (at most 36 before a trim), the trims drop the
+    rest into timeline_old, the person's and its browsers' (40 views each:
+    a merge leaves them on the links, each in its shard), and export and
+    erasure still reach every event the streams hold."""
     ngx = start(nginx_factory, redis_server, workdir,
                 http_extra='cdp_timeline_max 20;\n    ')
     alice, bob = Person(ngx, 'alice'), Person(ngx, 'bob')
     build_simple_person(ngx, bob, consent=False)
     b1, b2 = alice.browser(), alice.browser()
-    for i in range(30):
+    for i in range(40):
         assert b1.view('url=https://shop.example/b1-%d' % i).status == 200
         assert b2.view('url=https://shop.example/b2-%d' % i).status == 200
     settle(ngx)
@@ -1240,14 +1280,24 @@ def test_erase_and_export_past_the_timeline_cap(nginx_factory, redis_server,
             for j in range(30)]})
     settle(ngx)
 
-    mine = [i for i, e in events(ngx) if alice.owns(e)]
-    assert len(mine) == 60 + 2 + 120, len(mine)
+    # (ids of two shards' streams may be equal: an event is its id and
+    # its JSON)
+    mine = [(i, json.dumps(e, sort_keys=True)) for i, e in events(ngx)
+            if alice.owns(e)]
+    assert len(mine) == 80 + 2 + 120, len(mine)
+    assert len(set(mine)) == len(mine)
     pid = idx(ngx, 'user_id', alice.uid)
     assert rget(ngx, 'llen', key(ngx, 'timeline', pid)) <= 20 + 16
     assert rget(ngx, 'exists', key(ngx, 'timeline_old', pid))
+    # the browsers' 40 views each stayed on their links, trimmed too
+    for a in alice.aids:
+        assert rget(ngx, 'llen', key(ngx, 'timeline', a)) <= 20 + 16
+        assert rget(ngx, 'exists', key(ngx, 'timeline_old', a))
+        assert rget(ngx, 'hget', key(ngx, 'profile', a), 'first_event')
 
     ex = ok_json(admin(ngx, 'GET', 'export?user_id=' + alice.uid))
-    got = [e['id'] for p in ex['profiles'] for e in p['events']]
+    got = [(e['id'], json.dumps(e['event'], sort_keys=True))
+           for p in ex['profiles'] for e in p['events']]
     assert sorted(got) == sorted(mine) and len(set(got)) == len(got), (
         len(got), len(mine))
 
@@ -1303,7 +1353,7 @@ def test_erase_body_of_many_identifiers(ngx):
     # the 99 unknown user ids, Alice's user id, e-mail address, browser
     assert rec['profiles'] == 1 and rec['suppressed'] == 99 + 3, rec
     assert_gone(ngx, alice)
-    sup = rget(ngx, 'smembers', key(ngx, 'suppressed'))
+    sup = suppressed(ngx)
     assert 'user_id:' + hsh(ngx, 'user_id', others[5]) in sup
     err(admin(ngx, 'POST', 'erase', 'privacy',
               json.dumps({'user_id': others, 'pad': 'x' * 70000})), 413)
@@ -1408,10 +1458,15 @@ def test_trace_scan_finds_what_is_planted(ngx):
         ('hset', key(ngx, 'x5'), {'user': alice.uid}),
         ('sadd', key(ngx, 'x6'), aid),
         ('rpush', key(ngx, 'x7'), 'a-' + hsh(ngx, 'email', alice.email)),
-        ('xadd', key(ngx, 'events'), {'event': '{"anonymousId":"%s"}' % aid}),
+        ('xadd', ngx.stream_of(aid),
+         {'event': '{"anonymousId":"%s"}' % aid}),
+        ('xadd', ngx.shard_keys('merges')[5], {'from': pid, 'to': 'p999'}),
+        ('xadd', ngx.shard_keys('consent_log')[7],
+         {'entry': '{"aid":"%s"}' % aidh(aid)}),
         ('xadd', key(ngx, 'audit'), {'ids': 'x', 'receipt': aidh(aid)}),
         ('xadd', key(ngx, 'audit'), {'ids': 'user_id:' + alice.uid}),
-        ('sadd', key(ngx, 'suppressed'), 'raw:' + alice.email),
+        ('sadd', ngx.shard_keys('suppressed')[3], 'raw:' + alice.email),
+        ('set', key(ngx, 'profile', 'x' + aid), '1'),
     ]
     for cmd, k, v in plants:
         c = ngx.rc()

@@ -165,8 +165,9 @@ def dedup_key(ngx, message_id):
 def check_dedup_ttl(ngx, message_id, window):
     """Where the store remembers a messageId (the md5 hex of it) and for
     how long: either a key <prefix>:msg:<md5> expiring after the window,
-    or a set <prefix>:msgids:<period> (one per window-long period, the
-    current and the previous one looked at) expiring after two windows."""
+    or a set <prefix>:msgids:{<tag>}:<period> (one per shard and
+    window-long period, the current and the previous one looked at)
+    expiring after two windows."""
     md5 = hashlib.md5(message_id.encode()).hexdigest()
     c = ngx.rc()
     try:
@@ -178,6 +179,8 @@ def check_dedup_ttl(ngx, message_id, window):
                 if c.sismember(k, md5)]
         assert len(sets) == 1, ('messageId %s (md5 %s) remembered nowhere'
                                 % (message_id, md5), all_keys(ngx))
+        kind, period = h.parse_key(ngx, sets[0])
+        assert kind == 'msgids' and period.isdigit(), sets[0]
         ttl = c.ttl(sets[0])
         assert 2 * window - 100 < ttl <= 2 * window, (sets[0], ttl)
         # the raw messageId is not a member
@@ -1104,6 +1107,6 @@ def test_source_name_and_address_like_anonymous_id(api):
     assert 'jane.doe' not in raw and 'example.com' not in raw, raw
     c = api.rc()
     try:
-        assert c.exists('%s:profile:%s' % (api.prefix, mapped))
+        assert c.exists(key(api, 'profile', mapped))
     finally:
         c.close()

@@ -195,6 +195,15 @@ def sam(ngx):
 # --------------------------------------------------------------------------
 # read
 
+
+def suppressed(ngx):
+    """Every shard's copy of the suppression set."""
+    c = ngx.rc()
+    try:
+        return [c.smembers(k) for k in ngx.shard_keys('suppressed')]
+    finally:
+        c.close()
+
 def test_read_readable(ngx, adm, sam):
     r = adm('read', '--email', sam.email)
     lines = r.out.splitlines()
@@ -324,6 +333,10 @@ def test_export_erase_unsuppress_audit(ngx, adm, sam, tmp_path):
     assert rec['profiles'] == 0 and RECEIPT_RE.match(rec['receipt']), rec
     assert rec['suppressed'] == 2, rec
 
+    # the suppression set: a copy per shard, all equal
+    assert len({frozenset(s) for s in suppressed(ngx)}) == 1
+    assert len(suppressed(ngx)[0]) == 4, suppressed(ngx)[0]
+
     # unsuppress
     rec = adm('unsuppress', '--email', sam.email, '--user-id', sam.uid,
               '--json').json()
@@ -333,12 +346,8 @@ def test_export_erase_unsuppress_audit(ngx, adm, sam, tmp_path):
                      re.M), r
     r = adm('unsuppress', '--email', sam.email)
     assert re.search(r'^removed +0 entries', r.out, re.M), r
-    c = ngx.rc()
-    try:
-        left = c.smembers(h.key(ngx, 'suppressed'))
-    finally:
-        c.close()
-    assert left == set(), left
+    left = suppressed(ngx)
+    assert left == [set()] * ngx.shards, left
 
     # the audit trail: every one of them, hashed
     entries = adm('audit', '--since', str(t0), '--json').json()

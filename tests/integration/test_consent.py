@@ -96,16 +96,9 @@ class Day:
 
 
 def agg(ngx, day):
-    """{field: int} of today's aggregate hash(es), summed over the days."""
-    out = {}
-    c = ngx.rc()
-    try:
-        for d in sorted(day.close().days):
-            for k, v in c.hgetall('%s:agg:%s' % (ngx.prefix, d)).items():
-                out[k] = out.get(k, 0) + int(v)
-    finally:
-        c.close()
-    return out
+    """{field: int} of today's aggregate hash(es), summed over the days
+    and the shards."""
+    return h.agg(ngx, day.close().days)
 
 
 def wait_agg(ngx, day, want, timeout=10.0):
@@ -122,7 +115,7 @@ def wait_agg(ngx, day, want, timeout=10.0):
 
 def keys(ngx, pattern='*'):
     """The keys under the prefix but the batch ids the store remembers
-    (<prefix>:once:<worker>:<n>, bitmaps of nobody's data)."""
+    (<prefix>:once:{<tag>}:<worker>:<n>, bitmaps of nobody's data)."""
     c = ngx.rc()
     try:
         return sorted(k for k in c.scan_iter(match='%s:%s' % (ngx.prefix,
@@ -210,17 +203,16 @@ def test_nothing_configured_fails_closed(redis_server, nginx_factory):
     assert browser_keys(ngx) == [], browser_keys(ngx)
     # nothing else under the prefix than the day's aggregate hash
     ks = keys(ngx)
-    assert ks and set(ks) <= {'%s:agg:%s' % (ngx.prefix, dd)
-                              for dd in day.days}, ks
+    assert ks and set(ks) <= set(h.agg_keys(ngx, day.days)), ks
 
 
 
 def agg_ttls(ngx, day):
+    """The TTLs of the aggregate hashes (every shard's) that exist."""
     c = ngx.rc()
     try:
-        return [c.ttl('%s:agg:%s' % (ngx.prefix, d))
-                for d in sorted(day.close().days)
-                if c.exists('%s:agg:%s' % (ngx.prefix, d))]
+        return [c.ttl(k) for k in h.agg_keys(ngx, day.close().days)
+                if c.exists(k)]
     finally:
         c.close()
 
@@ -240,6 +232,24 @@ def test_aggregate_hash_expires(redis_server, nginx_factory, retention,
 
     ttls = agg_ttls(ngx, day)
     assert ttls and all(seconds - 60 < t <= seconds for t in ttls), ttls
+
+
+def test_aggregate_spread_over_the_shards(redis_server, nginx_factory):
+    """The counts belong to nobody: each worker sends its hits to the
+    shards' hashes in turn (store/README.md, "Shards"), so 20 hits from two
+    workers fill at least 10 shards' hashes, and the sum is every hit."""
+    ngx = start(nginx_factory, redis_server, '')
+    day = Day()
+    for i in range(20):
+        assert_untracked(ngx.hit('title=spread%d' % i))
+    assert wait_agg(ngx, day, {'page|--': 20}) == {'page|--': 20}
+    c = ngx.rc()
+    try:
+        used = [k for k in h.agg_keys(ngx, day.close().days) if c.exists(k)]
+    finally:
+        c.close()
+    assert len(used) >= 10, used
+    assert set(keys(ngx, 'agg:*')) == set(used)
 
 
 # --------------------------------------------------------------------------
@@ -493,9 +503,10 @@ def test_opt_in_region(redis_server, nginx_factory, geo_dbs):
 
     # the only per-person keys are the US browser's (its profile and
     # timeline); the DE hits left counts
-    assert browser_keys(ngx) == ['%s:profile:%s' % (ngx.prefix, aid)]
+    assert browser_keys(ngx) == [h.key(ngx, 'profile', aid)]
     assert agg(ngx, day) == {'page|DE': 1, 'signup|DE': 1}, agg(ngx, day)
-    others = [k for k in keys(ngx) if k != ngx.stream and ':agg:' not in k
+    others = [k for k in keys(ngx) if k != ngx.stream_of(aid)
+              and k not in h.agg_keys(ngx, day.days)
               and not k.endswith(':' + aid)]
     assert others == [], others
     raw = '\n'.join(ngx.raw_events())
@@ -658,7 +669,7 @@ def test_existing_aid_cookie_not_used_without_consent(redis_server,
 
     assert b.xlen() == 1, b.raw_events()            # a's event only
     assert b.browser(aid) == rec, (b.browser(aid), rec)
-    assert browser_keys(b) == ['%s:profile:%s' % (b.prefix, aid)]
+    assert browser_keys(b) == [h.key(b, 'profile', aid)]
 
     logged = h.wait_until(lambda: access_aids(b, 'title=nocons'), 3)
     assert logged in (['-'], ['']), \

@@ -12,7 +12,6 @@ in the day's aggregate.
 Packages (scripts/deps.sh test): chromium, chromium-driver,
 python3-selenium."""
 
-import json
 import os
 import shutil
 import time
@@ -59,19 +58,15 @@ def agg_total(ngx):
     try:
         days = {time.strftime('%Y-%m-%d', time.gmtime(time.time() + d))
                 for d in (-1, 0)}
-        return sum(int(v) for d in days
-                   for v in c.hgetall('%s:agg:%s' % (ngx.prefix, d)).values())
+        return sum(int(v) for k in h.agg_keys(ngx, days)
+                   for v in c.hgetall(k).values())
     finally:
         c.close()
 
 
 def consent_log(ngx):
-    c = ngx.rc()
-    try:
-        rows = c.xrange(ngx.prefix + ':consent_log', '-', '+')
-    finally:
-        c.close()
-    return [json.loads(f['entry']) for _id, f in rows]
+    """The consent log of every shard, oldest first."""
+    return [e for _raw, e in h.consent_log(ngx)]
 
 
 def make_driver(profile):

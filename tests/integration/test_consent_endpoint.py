@@ -4,8 +4,9 @@ with the request's consent state as JSON and takes a plain HTML form POST
 sets the signed consent cookie, clears the anonymous cookie when analytics
 is not granted, answers 303 to a same-site path (or JSON when asked for
 JSON), refuses cross-site POSTs (Sec-Fetch-Site, Origin) and appends each
-change to `<prefix>:consent_log` (field `entry`, a JSON object with a keyed
-hash of the anonymous id, never the id).
+change to the consent log, `<prefix>:consent_log:{<tag>}` of a shard
+(field `entry`, a JSON object with a keyed hash of the anonymous id, never
+the id).
 
 The consent cookie is checked here independently of the module, as in
 test_consent.py:
@@ -185,27 +186,20 @@ def assert_location(r, want):
     assert loc == want, 'Location %r, want %r' % (loc, want)
 
 
-def log_key(ngx):
-    return ngx.prefix + ':consent_log'
+def log_keys(ngx):
+    """The consent log's streams, one a shard."""
+    return ngx.shard_keys('consent_log')
 
 
 def log_len(ngx):
-    c = ngx.rc()
-    try:
-        return c.xlen(log_key(ngx))
-    finally:
-        c.close()
+    return h.consent_log_len(ngx)
 
 
 def log_entries(ngx):
-    """[(raw entry text, parsed), ...] of the consent log, oldest first."""
-    c = ngx.rc()
-    try:
-        rows = c.xrange(log_key(ngx), '-', '+')
-    finally:
-        c.close()
+    """[(raw entry text, parsed), ...] of the consent log of every shard,
+    oldest first."""
     out = []
-    for _id, fields in rows:
+    for _k, _id, fields in h.shard_entries(ngx, 'consent_log'):
         assert set(fields) == {'entry'}, fields
         out.append((fields['entry'], json.loads(fields['entry'])))
     return out
@@ -261,15 +255,8 @@ def utc_day():
 
 
 def agg(ngx, days):
-    out = {}
-    c = ngx.rc()
-    try:
-        for d in sorted(days | {utc_day()}):
-            for k, v in c.hgetall('%s:agg:%s' % (ngx.prefix, d)).items():
-                out[k] = out.get(k, 0) + int(v)
-    finally:
-        c.close()
-    return out
+    """The days' aggregate hashes, summed over the shards."""
+    return h.agg(ngx, days | {utc_day()})
 
 
 # --------------------------------------------------------------------------
@@ -829,6 +816,19 @@ def test_consent_log_aid_hash_per_id(redis_server, nginx_factory):
         assert hex_id not in raw and other not in raw, raw
 
 
+def test_consent_log_spread_over_the_shards(redis_server, nginx_factory):
+    """The log belongs to nobody: each worker sends its entries to the
+    shards in turn (store/README.md, "Shards"), so 20 entries from two
+    workers fill at least 10 shards' logs, and every one is kept."""
+    ngx = start(nginx_factory, redis_server, NONE)
+    for i in range(20):
+        assert post(ngx, 'grant=analytics').status == 303
+    entries = wait_log(ngx, 20)
+    assert all(e['granted'] == ['analytics'] for _r, e in entries), entries
+    used = {k for k, _i, _f in h.shard_entries(ngx, 'consent_log')}
+    assert used <= set(log_keys(ngx)) and len(used) >= 10, used
+
+
 def test_consent_log_stores_nothing_per_person(redis_server, nginx_factory):
     ngx = start(nginx_factory, redis_server, NONE)
     _, value = aid_cookie(ngx.keys[0])
@@ -841,7 +841,7 @@ def test_consent_log_stores_nothing_per_person(redis_server, nginx_factory):
                     if not k.startswith(ngx.prefix + ':once:'))
     finally:
         c.close()
-    assert ks == [log_key(ngx)], ks
+    assert len(ks) == 1 and ks[0] in log_keys(ngx), ks
 
 
 # --------------------------------------------------------------------------

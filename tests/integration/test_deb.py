@@ -189,6 +189,7 @@ def test_deb_control_and_contents(deb):
             (STORE + '/load.sh', '-rwxr-xr-x'),
             ('/usr/bin/cdp-sign-url', '-rwxr-xr-x'),
             ('/usr/bin/cdp-id-hash', '-rwxr-xr-x'),
+            ('/usr/bin/cdp-key', '-rwxr-xr-x'),
             (DOC + '/README.md.gz', '-rw-r--r--'),
             (DOC + '/store/README.md.gz', '-rw-r--r--'),
             (DOC + '/store/ADMIN.md.gz', '-rw-r--r--'),
@@ -257,7 +258,7 @@ def test_deb_install_pixel_remove(deb, machine_lock, redis_server,
         for p in (STORE + '/cdp.lua', STORE + '/admin.lua'):
             assert os.path.isfile(p), p
         for p in (STORE + '/load.sh', '/usr/bin/cdp-sign-url',
-                  '/usr/bin/cdp-id-hash'):
+                  '/usr/bin/cdp-id-hash', '/usr/bin/cdp-key'):
             assert os.access(p, os.X_OK), p
         if os.path.exists(os.path.join(h.MAIN, 'scripts', 'cdp-admin')):
             assert os.access('/usr/bin/cdp-admin', os.X_OK)

@@ -292,10 +292,52 @@ def test_out_stream_without_uri_is_read_with_a_consumer_group(
     eid, fields = entries[0]
     assert json.loads(fields['event'])['anonymousId'] == b.aid
     assert fields['p'] == b.aid
-    # the entry keeps the event's id in <prefix>:events
-    assert rc.xrange('%s:events' % ngx.prefix, eid, eid)
+    # the entry keeps the event's id in the stream of the profile's shard
+    (sid, ev), = rc.xrange(ngx.stream_of(b.aid), eid, eid)
+    assert ev == {'event': fields['event']}, (ev, fields)
     assert rc.xack(key, 'mine', eid) == 1
     assert sink.requests == []
+
+
+def test_out_entry_of_a_person_keeps_the_id_in_the_persons_stream(
+        nginx_factory, redis_server, workdir, sink):
+    """A browser linked to a person of another shard: its hit is stored
+    in the person's shard's stream (store/README.md, "Shards"), and the
+    out-stream entry keeps that event's id, not the id it had on its way
+    (KEYS[1] is the browser's shard's stream)."""
+    ngx = start(nginx_factory, redis_server, workdir, sink,
+                ['wh purpose=analytics'])
+    b1 = h.Browser(ngx)
+    b1.login(uid='u-shard-1')
+    ngx.wait_settled()
+    pid = h.idx(ngx, 'user_id', 'u-shard-1')
+    assert pid
+    # a second browser of the person, in another shard than the person's
+    for _ in range(100):
+        b2 = h.Browser(ngx)
+        b2.view('title=probe')
+        if ngx.stream_of(b2.aid) != ngx.stream_of(pid):
+            break
+    assert ngx.stream_of(b2.aid) != ngx.stream_of(pid)
+    b2.login(uid='u-shard-1')
+    ngx.wait_settled()
+    assert h.resolve(ngx, b2.aid) == pid
+    b2.view('title=after-login')
+    ngx.wait_settled()
+    rc = ngx.rc()
+    key = '%s:out:wh' % ngx.prefix
+    mine = [(i, f) for i, f in rc.xrange(key)
+            if json.loads(f['event']).get('properties', {}).get('title')
+            == 'after-login']
+    assert len(mine) == 1, rc.xrange(key)
+    eid, fields = mine[0]
+    assert fields['p'] == pid, fields
+    (sid, ev), = rc.xrange(ngx.stream_of(pid), eid, eid)
+    assert ev == {'event': fields['event']}, (ev, fields)
+    assert eid in rc.lrange(h.key(ngx, 'timeline', pid), 0, -1)
+    # not left behind in the browser's shard's stream
+    assert not [e for _i, e in rc.xrange(ngx.stream_of(b2.aid))
+                if e['event'] == fields['event']]
 
 
 # --------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""What reaches Redis: the Segment-spec event JSON in <prefix>:events and
-the per-browser record (docs/api.md: The event; store/cdp.lua)."""
+"""What reaches Redis: the Segment-spec event JSON in the shards' streams
+<prefix>:events:{<tag>} and the per-browser record (docs/api.md: The
+event; store/cdp.lua)."""
 
 import datetime
 import socket
@@ -194,19 +195,38 @@ def test_wrong_password_stores_nothing_and_survives(redis_factory,
 
 
 def test_stream_maxlen(redis_server, nginx_factory):
+    """cdp_stream_maxlen caps each shard's stream: two browsers of two
+    shards, 500 hits each, interleaved (a batch carries both shards)."""
     ngx = nginx_factory(redis_server, http_extra='cdp_stream_maxlen 100;')
     c = ngx.client()
     try:
-        for i in range(1000):
-            assert ngx.hit('title=m%d' % i, client=c).status == 200
+        cookies = {}
+        while len(cookies) < 2:
+            r = ngx.hit('title=mint', client=c)
+            v, _ = h.cookie_of(r)
+            aid = h.aid_of(r)
+            assert v and aid, r.set_cookies()
+            cookies.setdefault(ngx.stream_of(aid), v)
+        for i in range(500):
+            for v in cookies.values():
+                assert ngx.hit('title=m%d' % i, cookie='cdp_aid=' + v,
+                               client=c).status == 200
     finally:
         c.close()
-    st = h.wait_until(lambda: (lambda s: s.stored >= 1000 and s)(
+    st = h.wait_until(lambda: (lambda s: s.stored >= 1002 and s)(
         ngx.status()), 15)
     assert st, 'stored %r' % ngx.status()
-    n = ngx.xlen()
-    # MAXLEN ~ trims whole stream nodes (100 entries by default)
-    assert 100 <= n <= 300, 'XLEN %d with cdp_stream_maxlen 100' % n
+    rc = ngx.rc()
+    try:
+        for k in cookies:
+            n = rc.xlen(k)
+            added = rc.xinfo_stream(k)['entries-added']
+            assert added >= 500, (k, added)
+            # MAXLEN ~ trims whole stream nodes (100 entries by default)
+            assert 100 <= n <= 300, 'XLEN %s %d with cdp_stream_maxlen 100' \
+                % (k, n)
+    finally:
+        rc.close()
 
 
 def _has_ipv6():

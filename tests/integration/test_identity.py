@@ -4,6 +4,7 @@ URLs name them in e-mail campaigns, and store/cdp.lua joins the anonymous
 history to one profile per person, atomically."""
 
 import concurrent.futures
+import json
 import time
 import urllib.parse
 
@@ -90,16 +91,29 @@ def test_login_joins_the_anonymous_history(ngx):
         'email:' + h.ident_hash(ngx.keys[0], 'email', 'jane@example.com'),
         'anonymous_id:' + aid}
 
-    # the anonymous profile is now a link; its timeline moved over
-    assert set(profile(ngx, aid)) == {'merged_into', 'at'}
+    # the anonymous profile is now a link that keeps its events: the 3
+    # page views, the oldest on the link, the others in its timeline
+    # (newest first), all in the stream of the browser's shard
+    link = profile(ngx, aid)
+    assert set(link) == {'merged_into', 'at', 'first_event'}, link
     c = ngx.rc()
-    tl = c.lrange(key(ngx, 'timeline', pid), 0, -1)
-    assert not c.exists(key(ngx, 'timeline', aid))
-    stream = [i for i, _ in c.xrange(ngx.stream, '-', '+')]
+    tl = c.lrange(key(ngx, 'timeline', aid), 0, -1)
+    views = [i for i, f in c.xrange(ngx.stream_of(aid), '-', '+')
+             if json.loads(f['event'])['type'] == 'page']
+    # the identify is counted on the person, in the person's shard
+    ptl = c.lrange(key(ngx, 'timeline', pid), 0, -1)
+    idents = [i for i, f in c.xrange(ngx.stream_of(pid), '-', '+')
+              if json.loads(f['event'])['type'] == 'identify']
     c.close()
-    # 3 page views and the identify: the oldest on the profile, the others
-    # in the list, newest first
-    assert [p['first_event']] + tl[::-1] == stream, (p, tl, stream)
+    assert len(views) == 3 and [link['first_event']] + tl[::-1] == views, (
+        link, tl, views)
+    assert 'first_event' not in p, p
+    assert len(idents) == 1 and ptl == idents, (ptl, idents)
+    assert ngx.xlen() == 4
+    # the person's events: its own and those of the profiles it names
+    assert sorted(h.person_events(ngx, pid)) == sorted(
+        [(ngx.stream_of(aid), i) for i in views]
+        + [(ngx.stream_of(pid), i) for i in idents])
 
     m = merges(ngx)
     assert len(m) == 1 and m[0]['from'] == aid and m[0]['to'] == pid, m
@@ -113,16 +127,28 @@ def test_login_joins_the_anonymous_history(ngx):
     assert 'jane' not in ' '.join(ngx.raw_events()).lower().replace(
         '"name":"jane"', '')
 
-    # later hits of the browser count on the person
+    # later hits of the browser count on the person: in its shard's
+    # stream, on its timeline; the link's timeline stays as it was
     b.view()
     settle(ngx)
     p = profile(ngx, pid)
     assert p['events'] == '4' and p['page_views'] == '4', p
     assert 'events' not in profile(ngx, aid)
+    c = ngx.rc()
+    try:
+        ptl2 = c.lrange(key(ngx, 'timeline', pid), 0, -1)
+        assert len(ptl2) == 2 and ptl2[1:] == ptl, (ptl2, ptl)
+        (e,), = [c.xrange(ngx.stream_of(pid), ptl2[0], ptl2[0])]
+        assert json.loads(e[1]['event'])['type'] == 'page', e
+        assert c.lrange(key(ngx, 'timeline', aid), 0, -1) == tl
+    finally:
+        c.close()
+    assert len(h.person_events(ngx, pid)) == 5 == ngx.xlen()
     st = ngx.status()
     assert st.c('cdp_identify_total{result="accepted"}') == 1
     assert st.c('cdp_merges_total') == 1
     check_graph(ngx)
+    assert h.check_events(ngx) == {pid: set(h.person_events(ngx, pid))}
 
 
 def test_a_new_browser_gets_its_cookie_in_the_login_response(ngx):
@@ -160,6 +186,11 @@ def test_the_same_user_on_a_second_browser_is_one_profile(ngx):
     assert p['page_views'] == '3', p
     assert len(merges(ngx)) == 2
     check_graph(ngx)
+    # both browsers' views (left in their shards) and both identifies
+    ev = h.person_events(ngx, pid)
+    assert sorted(e['type'] for e in ev.values()) == [
+        'identify', 'identify', 'page', 'page', 'page'], ev
+    assert h.check_events(ngx) == {pid: set(ev)}
 
 
 def test_two_users_on_one_browser_stay_two_profiles(ngx):
@@ -443,6 +474,14 @@ def test_concurrent_identifies_leave_a_consistent_graph(ngx):
     assert st.c('cdp_shared_device_switches_total') > 0
     assert len(merges(ngx)) == (st.c('cdp_merges_total')
                                 + st.c('cdp_shared_device_switches_total'))
+
+    # every event (the 100 views, the identifies) is on one profile and
+    # reachable from its person, wherever the merges left it
+    ev = h.check_events(ngx)
+    assert sum(len(s) for s in ev.values()) == ngx.xlen() >= 300
+    for pid in known:
+        if pid in ev:
+            assert set(h.person_events(ngx, pid)) == ev[pid], pid
 
     # no raw e-mail address or phone number in any key name
     c = ngx.rc()

@@ -208,12 +208,17 @@ def idx_by(ngx, line, type_, value):
 
 
 def idx_keys(ngx):
-    """{'<type>:<hash>'} of every idx key of the prefix."""
+    """{'<type>:<hash>'} of every idx key of the prefix (each in the
+    shard of its hash)."""
     c = ngx.rc()
     try:
-        pre = key(ngx, 'idx', '')
-        return {k[len(pre):] for k in c.scan_iter(match=pre + '*',
-                                                  count=1000)}
+        out = set()
+        for k in c.scan_iter(match=ngx.prefix + ':idx:*', count=1000):
+            kind, rest = h.parse_key(ngx, k)
+            t, v = rest.split(':', 1)
+            assert kind == 'idx' and k == key(ngx, 'idx', t, v), k
+            out.add(rest)
+        return out
     finally:
         c.close()
 

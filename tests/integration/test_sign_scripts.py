@@ -12,6 +12,7 @@ import urllib.parse
 import pytest
 
 import cdp_harness as h
+import cdp_shard
 
 
 SIGN_URL = os.path.join(h.MAIN, 'scripts', 'cdp-sign-url')
@@ -170,12 +171,12 @@ def test_short_or_missing_keys_are_refused(tmp_path):
 # -- against nginx and Redis ------------------------------------------------
 
 def idx_key(ngx, type_, h_):
-    return '%s:idx:%s:%s' % (ngx.prefix, type_, h_)
+    return ngx.skey('idx:' + type_, h_)
 
 
 def resolve(c, ngx, x):
     for _ in range(64):
-        p = c.hgetall('%s:profile:%s' % (ngx.prefix, x))
+        p = c.hgetall(ngx.skey('profile', x))
         if 'merged_into' not in p:
             return x if p else None
         x = p['merged_into']
@@ -211,22 +212,21 @@ def test_a_signed_url_identifies_at_the_printed_hash(cdp, tmp_path):
         assert pid and pid.startswith('p'), pid
         assert c.get(idx_key(cdp, 'user_id', uh)) == pid
         assert resolve(c, cdp, aid) == pid
-        assert c.smembers('%s:ids:%s' % (cdp.prefix, pid)) == {
+        assert c.smembers(cdp.skey('ids', pid)) == {
             'email:' + eh, 'user_id:' + uh, 'anonymous_id:' + aid}
-        p = c.hgetall('%s:profile:%s' % (cdp.prefix, pid))
+        p = c.hgetall(cdp.skey('profile', pid))
         assert p['user_id'] == 'u 1001/\u00fc', p
         assert p['trait.email'] == 'j\u00f6rg.doe@example.com', p
         assert p['events'] == '1', p
-        # the open and the identify are the person's events (a profile's
-        # oldest event may be kept in its field first_event rather than in
-        # the timeline list)
-        tl = c.lrange('%s:timeline:%s' % (cdp.prefix, pid), 0, -1)
-        if p.get('first_event'):
-            tl.append(p['first_event'])
-        stream = c.xrange(cdp.stream, '-', '+')
     finally:
         c.close()
-    assert sorted(tl) == sorted(i for i, _ in stream), (tl, stream)
+    # the open and the identify are the person's events (a profile's
+    # oldest event may be kept in its field first_event rather than in
+    # the timeline list; the browser's own, on its link, in its shard)
+    mine = h.person_events(cdp, pid)
+    stream = [(k, i) for k, i, _f in cdp.entries()]
+    assert sorted(mine) == sorted(stream), (mine, stream)
+    assert len(stream) == 2, stream
     ev = cdp.events()
     assert [e['type'] for e in ev] == ['track', 'identify'], ev
     assert ev[0]['event'] == 'open' and ev[0]['properties'] == {'c': 'spring'}
@@ -274,3 +274,56 @@ def test_rotation_ttl_and_tampering(nginx_factory, redis_server, tmp_path):
                 ngx.secret_path, 'user_id', uid))) is None, uid
     finally:
         c.close()
+
+
+# --------------------------------------------------------------------------
+# cdp-key: the names of the sharded layout
+
+CDP_KEY = os.path.join(h.MAIN, 'scripts', 'cdp-key')
+
+
+def cdp_key(*args):
+    p = subprocess.run([CDP_KEY] + list(args), capture_output=True,
+                       text=True, timeout=30)
+    return p.returncode, p.stdout.split('\n')[:-1], p.stderr
+
+
+def test_cdp_key_names_the_keys_nginx_writes(nginx_factory, redis_server):
+    """With shards=4 and the instance's prefix, cdp-key names the profile
+    and the stream a pixel hit was written to, every shard's stream, and
+    the shard of an id as the unit tests' tables say."""
+    ngx = nginx_factory(redis_server, redis_params='shards=4')
+    r = ngx.hit('title=k')
+    aid = h.aid_of(r)
+    assert aid and ngx.wait_xlen(1) >= 1
+    rc, out, err = cdp_key('--prefix', ngx.prefix, '--shards', '4',
+                           'profile', aid)
+    assert rc == 0 and len(out) == 1, (rc, out, err)
+    c = ngx.rc()
+    try:
+        assert c.hget(out[0], 'events') == '1', out
+        rc, streams, err = cdp_key('--prefix', ngx.prefix, '--shards', '4',
+                                   'events')
+        assert rc == 0 and len(streams) == 4, (streams, err)
+        assert [k for k in streams if c.xlen(k)] == [ngx.stream_of(aid)]
+    finally:
+        c.close()
+    # ngx_cdp_shard.c's tags for 16 shards (tests/unit/test_shard.c)
+    rc, out, err = cdp_key('shard', 'p1')
+    assert rc == 0 and out == ['11 {11.43} %d' % cdp_shard.key_slot(
+        '{11.43}')], (out, err)
+    rc, out, err = cdp_key('idx', 'email', 'ab' * 32)
+    assert out == ['cdp:idx:%s:email:%s' % (
+        '{%s}' % cdp_shard.shard_tag(cdp_shard.shard_of('ab' * 32), 16),
+        'ab' * 32)], out
+
+
+@pytest.mark.parametrize('args, message', [
+    (['profile'], 'takes 1 argument'),
+    (['nope', 'x'], 'unknown kind'),
+    (['--shards', '0', 'events'], '--shards: 1 to 1024'),
+    (['--prefix', 'a{b', 'events'], 'without braces'),
+])
+def test_cdp_key_refuses_bad_arguments(args, message):
+    rc, out, err = cdp_key(*args)
+    assert rc == 2 and message in err and not out, (rc, out, err)

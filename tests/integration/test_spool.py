@@ -15,8 +15,9 @@ acknowledged survives its kill -9), real signals.  A load of "browsers"
 (threads, each with its own keep-alive connection and cookie jar) sends
 pixel hits, each with a unique marker (p.m, which lands in the stored
 event's properties.m), and records which got the GIF.  Then, with bounded
-polling: every answered marker is in <prefix>:events exactly once, and each
-browser's profile counts exactly its stored events.
+polling: every answered marker is in the shards' streams
+(<prefix>:events:{<tag>}) exactly once, and each browser's profile counts
+exactly its stored events.
 """
 
 import collections
@@ -291,33 +292,34 @@ Stored = collections.namedtuple('Stored', 'marks aids ids')
 
 
 def stored(ngx, tag):
-    """What the stream holds of this load's markers: marks (Counter of
-    marker -> times), aids (Counter of anonymousId -> events), ids
-    (anonymousId -> stream entry ids); None while Redis cannot be read."""
-    c = ngx.rc()
+    """What the shards' streams hold of this load's markers: marks
+    (Counter of marker -> times), aids (Counter of anonymousId -> events),
+    ids (anonymousId -> (stream, entry id)); None while Redis cannot be
+    read."""
     try:
-        entries = c.xrange(ngx.stream, '-', '+')
+        entries = ngx.entries()
     except redis.RedisError:
         return None
-    finally:
-        c.close()
     got = Stored(collections.Counter(), collections.Counter(),
                  collections.defaultdict(list))
-    for sid, fields in entries:
+    for k, sid, fields in entries:
         e = json.loads(fields['event'])
         m = (e.get('properties') or {}).get('m')
         if isinstance(m, str) and m.startswith(tag + '.'):
             aid = e.get('anonymousId')
             got.marks[m] += 1
             got.aids[aid] += 1
-            got.ids[aid].append(sid)
+            got.ids[aid].append((k, sid))
     return got
 
 
 def timeline(ngx, aid):
+    """(stream, id) of the browser's timeline: ids of its shard's
+    stream."""
     c = ngx.rc()
     try:
-        return c.lrange('%s:timeline:%s' % (ngx.prefix, aid), 0, -1)
+        k = ngx.stream_of(aid)
+        return [(k, i) for i in c.lrange(h.key(ngx, 'timeline', aid), 0, -1)]
     finally:
         c.close()
 
@@ -383,8 +385,10 @@ def assert_exactly_once(ngx, load, got, allow_missing=0):
             'the stream (%d answered, %d unanswered)' % (
                 b.idx, b.aid, ev, mine, ans, len(b.unknown)))
         # the first event's id is the profile's first_event, the others
-        # are on its timeline (README: the path of one hit)
-        tl = timeline(ngx, b.aid) + ([p['first_event']]
+        # are on its timeline (README: the path of one hit), all in the
+        # stream of the browser's shard
+        tl = timeline(ngx, b.aid) + ([(ngx.stream_of(b.aid),
+                                       p['first_event'])]
                                      if p.get('first_event') else [])
         assert len(tl) == len(set(tl)) and set(tl) == set(got.ids[b.aid]), (
             'browser %d (%s): first_event and timeline hold %d ids (%d '

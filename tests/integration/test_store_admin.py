@@ -1,9 +1,12 @@
 """store/admin.lua (library cdp_admin_v1) called directly in a real Redis:
 resolution, profile, erasure, export, suppression and audit, on profiles
-built by hand in the layout of spec/identity.md."""
+built by hand in the layout of spec/identity.md, sharded (store/README.md,
+"Shards"): the prefix is "t", the shards the default 16 unless a test says
+"t|<N>"."""
 
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import re
@@ -14,10 +17,13 @@ import pytest
 import redis
 
 import cdp_harness as h
+from cdp_shard import SHARDS_DEFAULT, shard_of, shard_tag
 
 
 LUA = os.path.join(h.MAIN, 'store', 'admin.lua')
+STORE_LUA = os.path.join(h.MAIN, 'store', 'cdp.lua')
 P = 't'                         # the key prefix of these tests
+N = SHARDS_DEFAULT              # its shards
 KEY = secrets.token_bytes(32)   # the identity key (HMAC) of these tests
 T0 = 1700000000000              # ms
 
@@ -32,6 +38,15 @@ def admin(redis_server):
     c.close()
 
 
+@pytest.fixture
+def both(admin):
+    """admin.lua and the store's own library cdp_v1 (store/cdp.lua)."""
+    with open(STORE_LUA) as f:
+        assert admin.function_load(f.read().replace('@REV@', 'test'),
+                                   replace=True) == 'cdp_v1'
+    return admin
+
+
 def hid(t, v):
     return hmac.new(KEY, ('%s:%s' % (t, v)).encode(), 'sha256').hexdigest()
 
@@ -40,12 +55,62 @@ def aidh(aid):
     return hashlib.sha1(('anonymous_id:' + aid).encode()).hexdigest()
 
 
-def new_aid():
-    return secrets.token_hex(16)
+def new_aid(avoid=()):
+    """A random anonymous id, in none of the shards of the ids avoid."""
+    shards = {shard_of(x) for x in avoid}
+    while True:
+        aid = secrets.token_hex(16)
+        if shard_of(aid) not in shards:
+            return aid
 
 
 def k(*parts):
+    """A key that is not sharded: audit, seq:profile, browser:<aid>..."""
     return ':'.join((P,) + parts)
+
+
+def tag(x, n=N):
+    """The hash tag of the shard of a profile id (or h), with braces."""
+    return '{%s}' % shard_tag(shard_of(x, n), n)
+
+
+def kk(kind, x, n=N, prefix=P):
+    """<prefix>:<kind>:{<tag(x)>}:<x>: profile, ids, timeline,
+    timeline_old."""
+    return '%s:%s:%s:%s' % (prefix, kind, tag(x, n), x)
+
+
+def xk(t, hv, n=N):
+    """<prefix>:idx:{<tag(h)>}:<type>:<h>."""
+    return '%s:idx:%s:%s:%s' % (P, tag(hv, n), t, hv)
+
+
+def sk(x, n=N):
+    """The event stream of x's shard: where x's timeline ids are."""
+    return '%s:events:%s' % (P, tag(x, n))
+
+
+def shard_key(kind, i, n=N, prefix=P):
+    """<prefix>:<kind>:{<tag_i>}: events, merges, consent_log,
+    suppressed."""
+    return '%s:%s:{%s}' % (prefix, kind, shard_tag(i, n))
+
+
+def shard_keys(kind, n=N, prefix=P):
+    return [shard_key(kind, i, n, prefix) for i in range(n)]
+
+
+SUPS = shard_keys('suppressed')     # the copies of the suppression set
+EXEMPT = SUPS + [k('audit')]        # where hashed identifiers may stay
+
+
+def by_time(entries):
+    """(stream key, id) pairs oldest first, as the library orders them
+    (by id, then by stream key for the same id in two shards)."""
+    def key(e):
+        ms, seq = e[1].split('-')
+        return int(ms), int(seq), e[0]
+    return sorted(entries, key=key)
 
 
 # --------------------------------------------------------------------------
@@ -61,9 +126,13 @@ class Person:
         self.hashed = {}            # type -> h
         self.raw = []               # raw values (user_id, email, phone)
         self.keys = set()
-        self.event_ids = []         # oldest first
-        self.merge_ids = []
-        self.consent_ids = []
+        self.events = []            # (stream key, id), oldest first
+        self.merge_ids = []         # (merges key, id)
+        self.consent_ids = []       # (consent_log key, id)
+
+    @property
+    def event_ids(self):
+        return [i for _, i in self.events]
 
     def tokens(self):
         """Every value that must be gone after erasure, with aidh values
@@ -77,9 +146,11 @@ class Person:
         return out
 
 
-def add_events(c, person, n, aids, user_id=None, every=None):
-    """n events of the person appended to the event stream (and their
-    timeline, newest first)."""
+def add_events(c, person, n, aids, user_id=None, node=None):
+    """n events of the person appended to the event stream of the shard of
+    node (their pid by default), and node's timeline (newest first)."""
+    node = node or person.pid
+    stream = sk(node)
     pipe = c.pipeline(transaction=False)
     for i in range(n):
         ev = {'type': 'track', 'event': 'Viewed %d' % i,
@@ -89,28 +160,35 @@ def add_events(c, person, n, aids, user_id=None, every=None):
                                                   'empty': []}}
         if user_id:
             ev['userId'] = user_id
-        pipe.xadd(k('events'), {'event': json.dumps(ev)})
+        pipe.xadd(stream, {'event': json.dumps(ev)})
     ids = pipe.execute()
-    person.event_ids += ids
-    tl = k('timeline', person.pid)
+    person.events += [(stream, i) for i in ids]
+    tl = kk('timeline', node)
     for i in range(0, len(ids), 1000):
         c.lpush(tl, *ids[i:i + 1000])
     person.keys.add(tl)
     return ids
 
 
+# nginx writes each consent choice to a shard's log in turn
+_consent_turn = itertools.count()
+
+
 def consent(c, person, aid, at):
     entry = {'aid': aidh(aid), 'granted': ['analytics'],
              'denied': ['marketing'], 'source': 'form', 'version': '1',
              'timestamp': at}
+    key = shard_key('consent_log', next(_consent_turn) % N)
     person.consent_ids.append(
-        c.xadd(k('consent_log'), {'entry': json.dumps(entry)}))
+        (key, c.xadd(key, {'entry': json.dumps(entry)})))
 
 
 def merge(c, person, frm, to, reason, typ, ident, at):
-    person.merge_ids.append(c.xadd(k('merges'), {
+    """A merge-log entry, in the survivor's shard."""
+    key = '%s:merges:%s' % (P, tag(to))
+    person.merge_ids.append((key, c.xadd(key, {
         'from': frm, 'to': to, 'reason': reason, 'type': typ, 'id': ident,
-        'at': str(at)}))
+        'at': str(at)})))
 
 
 def make_known(c, pid, name, n_events=5, n_aids=2, former=(), chain=False):
@@ -129,48 +207,48 @@ def make_known(c, pid, name, n_events=5, n_aids=2, former=(), chain=False):
 
     ids = []
     for t, hv in p.hashed.items():
-        c.set(k('idx', t, hv), pid)
-        p.keys.add(k('idx', t, hv))
+        c.set(xk(t, hv), pid)
+        p.keys.add(xk(t, hv))
         ids.append('%s:%s' % (t, hv))
     for a in p.aids:
-        c.hset(k('profile', a), mapping={'merged_into': pid, 'at': ts})
-        p.keys.add(k('profile', a))
+        c.hset(kk('profile', a), mapping={'merged_into': pid, 'at': ts})
+        p.keys.add(kk('profile', a))
         ids.append('anonymous_id:' + a)
         merge(c, p, a, pid, 'identify', 'user_id', p.hashed['user_id'], ts)
         consent(c, p, a, ts)
     prev = pid
     for f in former:
         target = prev if chain else pid
-        c.hset(k('profile', f), mapping={'merged_into': target, 'at': ts})
-        p.keys.add(k('profile', f))
+        c.hset(kk('profile', f), mapping={'merged_into': target, 'at': ts})
+        p.keys.add(kk('profile', f))
         ids.append('profile_id:' + f)
         merge(c, p, f, target, 'identify', 'email', p.hashed['email'], ts)
         p.pids.append(f)
         prev = f
-    c.sadd(k('ids', pid), *ids)
-    p.keys.add(k('ids', pid))
+    c.sadd(kk('ids', pid), *ids)
+    p.keys.add(kk('ids', pid))
 
     if n_events:
         add_events(c, p, n_events, p.aids or [new_aid()], user_id)
-    c.hset(k('profile', pid), mapping={
+    c.hset(kk('profile', pid), mapping={
         'events': n_events, 'page_views': 0, 'first_seen': T0,
         'last_seen': T0 + n_events, 'user_id': user_id,
         'trait.email': email, 'trait.phone': phone,
         'trait.name': name.title(), 'consent': 'analytics',
         'country': 'DE', 'traits_at': ts})
-    p.keys.add(k('profile', pid))
+    p.keys.add(kk('profile', pid))
     return p
 
 
-def make_anonymous(c, n_events=3):
-    aid = new_aid()
+def make_anonymous(c, n_events=3, avoid=()):
+    aid = new_aid(avoid)
     p = Person(aid)
     p.aids = [aid]
     add_events(c, p, n_events, [aid])
-    c.hset(k('profile', aid), mapping={
+    c.hset(kk('profile', aid), mapping={
         'events': n_events, 'page_views': n_events, 'first_seen': T0,
         'last_seen': T0 + n_events, 'consent': 'analytics'})
-    p.keys.add(k('profile', aid))
+    p.keys.add(kk('profile', aid))
     consent(c, p, aid, T0)
     return p
 
@@ -212,7 +290,7 @@ def traces(snap, person):
     found = []
     for key, content in snap.items():
         text = json.dumps(content)
-        if key in (k('suppressed'), k('audit')):
+        if key in EXEMPT:
             rx = anywhere
             # a hash h in the suppression set/audit is expected, by design
             # (and the pids asked for, internal ids that name nobody once
@@ -233,22 +311,19 @@ def expected_after(before, *people):
     """The snapshot once the people are erased: their keys and stream
     entries gone, everything else unchanged (suppressed/audit apart)."""
     gone = set()
-    ev, mg, cs = set(), set(), set()
+    drops = {}          # stream key -> the entry ids that go
     for p in people:
         gone |= p.keys
-        ev |= set(p.event_ids)
-        mg |= set(p.merge_ids)
-        cs |= set(p.consent_ids)
+        for key, i in p.events + p.merge_ids + p.consent_ids:
+            drops.setdefault(key, set()).add(i)
     out = {}
     for key, content in before.items():
-        if key in gone or key in (k('suppressed'), k('audit')):
+        if key in gone or key in EXEMPT:
             continue
-        drop = {k('events'): ev, k('merges'): mg,
-                k('consent_log'): cs}.get(key)
+        drop = drops.get(key)
         if drop is not None:
+            # (a stream XDEL empties stays, empty)
             content = {i: f for i, f in content.items() if i not in drop}
-            if not content:
-                continue
         out[key] = content
     return out
 
@@ -271,14 +346,20 @@ def audit_entries(c):
     return [f for _, f in c.xrange(k('audit'))]
 
 
+def suppressed_copies(c, n=N, prefix=P):
+    """The copies of the suppression set, which must all be equal."""
+    copies = [c.smembers(key) for key in shard_keys('suppressed', n, prefix)]
+    assert all(s == copies[0] for s in copies), copies
+    return copies[0]
+
+
 def check_erased(c, before, person, *others):
     after = snapshot(c)
     assert traces(after, person) == []
-    assert without(after, k('suppressed'), k('audit')) == \
-        expected_after(before, person)
+    assert without(after, *EXEMPT) == expected_after(before, person)
     for o in others:
         assert traces(after, o) != [] or not o.keys
-    sup = c.smembers(k('suppressed'))
+    sup = suppressed_copies(c)
     for t, hv in person.hashed.items():
         assert '%s:%s' % (t, hv) in sup
     for a in person.aids:
@@ -289,13 +370,15 @@ def check_erased(c, before, person, *others):
 @pytest.fixture
 def world(admin):
     """Two known people (alice with 7 events, 2 browsers, bob untouched
-    by every test) and an anonymous browser, their streams interleaved."""
+    by every test) and an anonymous browser, their events interleaved:
+    alice (p101) and bob (p201) share shard 7's stream, the anonymous
+    browser is in another shard."""
     alice = make_known(admin, 'p101', 'alice', n_events=7)
     bob = make_known(admin, 'p201', 'bob', n_events=4, n_aids=1)
-    anon = make_anonymous(admin)
+    anon = make_anonymous(admin, avoid=['p101'])    # another shard
     add_events(admin, alice, 2, alice.aids, 'user-alice')
     admin.set(k('seq', 'profile'), '201')
-    admin.hset(k('agg', '2023-11-14'), 'page|DE', 3)
+    admin.hset(shard_key('agg', 3) + ':2023-11-14', 'page|DE', 3)
     return admin, alice, bob, anon
 
 
@@ -334,25 +417,25 @@ def test_resolve_follows_a_chain_of_links(admin):
         assert admin.fcall_ro('cdp_resolve', 0, P, 'profile_id:' + pid) == \
             'p1'
     # the idx names a former pid (not yet re-pointed): followed too
-    admin.set(k('idx', 'email', 'e' * 64), 'p4')
+    admin.set(xk('email', 'e' * 64), 'p4')
     assert admin.fcall_ro('cdp_resolve', 0, P, 'email:' + 'e' * 64) == 'p1'
 
 
 def test_resolve_detects_a_cycle(admin):
-    admin.hset(k('profile', 'p7'), mapping={'merged_into': 'p8', 'at': 1})
-    admin.hset(k('profile', 'p8'), mapping={'merged_into': 'p7', 'at': 1})
-    admin.set(k('idx', 'email', 'a' * 64), 'p7')
+    admin.hset(kk('profile', 'p7'), mapping={'merged_into': 'p8', 'at': 1})
+    admin.hset(kk('profile', 'p8'), mapping={'merged_into': 'p7', 'at': 1})
+    admin.set(xk('email', 'a' * 64), 'p7')
     for ident in ('profile_id:p7', 'email:' + 'a' * 64):
         with pytest.raises(redis.ResponseError,
                            match=r'^cdp_resolve: more than 64 links'):
             admin.fcall_ro('cdp_resolve', 0, P, ident)
     # 64 hops is fine, 65 is not
     for i in range(1, 65):
-        admin.hset(k('profile', 'p%d' % (1000 + i)),
+        admin.hset(kk('profile', 'p%d' % (1000 + i)),
                    mapping={'merged_into': 'p%d' % (1000 + i + 1)})
-    admin.hset(k('profile', 'p1065'), 'events', 1)
+    admin.hset(kk('profile', 'p1065'), 'events', 1)
     assert admin.fcall_ro('cdp_resolve', 0, P, 'profile_id:p1001') == 'p1065'
-    admin.hset(k('profile', 'p1000'), mapping={'merged_into': 'p1001'})
+    admin.hset(kk('profile', 'p1000'), mapping={'merged_into': 'p1001'})
     with pytest.raises(redis.ResponseError, match='more than 64 links'):
         admin.fcall_ro('cdp_resolve', 0, P, 'profile_id:p1000')
 
@@ -362,11 +445,11 @@ def test_profile(world):
     doc = json.loads(c.fcall_ro('cdp_profile', 0, P,
                                 'anonymous_id:' + alice.aids[1], '5'))
     assert doc['profile_id'] == 'p101'
-    assert doc['fields'] == c.hgetall(k('profile', 'p101'))
+    assert doc['fields'] == c.hgetall(kk('profile', 'p101'))
     assert doc['identifiers'] == sorted(alice.identifiers())
     newest = list(reversed(alice.event_ids))
     assert [e['id'] for e in doc['recent_events']] == newest[:5]
-    first = json.loads(c.xrange(k('events'), newest[0], newest[0])[0][1]
+    first = json.loads(c.xrange(sk('p101'), newest[0], newest[0])[0][1]
                        ['event'])
     assert doc['recent_events'][0]['event'] == first
     # stored JSON kept as it is: big integers and empty arrays
@@ -374,7 +457,7 @@ def test_profile(world):
     assert first['properties']['empty'] == []
 
     # events no longer in the stream are skipped
-    c.xdel(k('events'), newest[1], newest[3])
+    c.xdel(sk('p101'), newest[1], newest[3])
     doc = json.loads(c.fcall_ro('cdp_profile', 0, P, 'profile_id:p101', '3'))
     assert [e['id'] for e in doc['recent_events']] == \
         [newest[0], newest[2], newest[4]]
@@ -392,6 +475,36 @@ def test_profile(world):
     assert c.fcall_ro('cdp_profile', 0, P, 'profile_id:p999', '3') is None
     with pytest.raises(redis.ResponseError, match='cdp_profile: bad recent'):
         c.fcall_ro('cdp_profile', 0, P, 'profile_id:p101', '1001')
+
+
+def test_profile_recent_events_of_every_node(world):
+    """A merge leaves the absorbed profile's events in its shard: the
+    recent events are the newest of all the person's nodes, merged."""
+    c, alice, bob, anon = world
+    # a browser linked to alice, in another shard
+    link = new_aid(avoid=['p101', anon.pid])     # an empty stream
+    c.hset(kk('profile', link), mapping={'merged_into': 'p101', 'at': 1})
+    c.sadd(kk('ids', 'p101'), 'anonymous_id:' + link)
+    # the link's first_event (older than anything) and timeline, in its
+    # own shard's stream
+    first = c.xadd(sk(link), {'event': json.dumps({'n': 'first'})},
+                   id='1-1')
+    alice.events.insert(0, (sk(link), first))
+    c.hset(kk('profile', link), 'first_event', first)
+    newer = add_events(c, alice, 2, [link], node=link)
+    newest = list(reversed(alice.event_ids))
+    assert newest[:2] == list(reversed(newer))
+
+    doc = json.loads(c.fcall_ro('cdp_profile', 0, P, 'profile_id:p101', '5'))
+    assert [e['id'] for e in doc['recent_events']] == newest[:5]
+    doc = json.loads(c.fcall_ro('cdp_profile', 0, P,
+                                'anonymous_id:' + link, '1000'))
+    assert [e['id'] for e in doc['recent_events']] == newest
+    assert doc['recent_events'][-1]['event'] == {'n': 'first'}
+    # an id of the link's shard is not looked up in the live profile's
+    c.xdel(sk(link), newer[1])
+    doc = json.loads(c.fcall_ro('cdp_profile', 0, P, 'profile_id:p101', '2'))
+    assert [e['id'] for e in doc['recent_events']] == [newer[0], newest[2]]
 
 
 def test_read_is_cdp_profile_audited(world):
@@ -474,26 +587,34 @@ def test_erase_person_who_absorbed_merges(admin):
     # p1 <- p2 <- p3 <- p4 (a chain of links) plus p5 -> p1 directly
     carol = make_known(admin, 'p1', 'carol', n_events=6,
                        former=['p2', 'p3', 'p4'], chain=True)
-    admin.hset(k('profile', 'p5'), mapping={'merged_into': 'p1', 'at': 1})
-    admin.sadd(k('ids', 'p1'), 'profile_id:p5')
-    carol.keys.add(k('profile', 'p5'))
+    admin.hset(kk('profile', 'p5'), mapping={'merged_into': 'p1', 'at': 1})
+    admin.sadd(kk('ids', 'p1'), 'profile_id:p5')
+    carol.keys.add(kk('profile', 'p5'))
     carol.pids.append('p5')
     merge(admin, carol, 'p5', 'p1', 'alias', 'user_id',
           carol.hashed['user_id'], 1)
-    # leftovers of former pids the merges should have deleted
-    admin.sadd(k('ids', 'p3'), 'email:' + carol.hashed['email'])
-    admin.rpush(k('timeline', 'p3'), carol.event_ids[0])
-    carol.keys |= {k('ids', 'p3'), k('timeline', 'p3')}
+    # a merge leaves the absorbed profile's events in its shard: p3 kept
+    # its timeline (events:{<tag(p3)>}), p2 its first_event on its link
+    add_events(admin, carol, 2, carol.aids, node='p3')
+    admin.rpush(kk('timeline', 'p3'), carol.event_ids[0])   # not in p3's
+    p2_first = add_events(admin, carol, 1, carol.aids, node='p2')[0]
+    admin.delete(kk('timeline', 'p2'))
+    admin.hset(kk('profile', 'p2'), 'first_event', p2_first)
+    carol.keys.discard(kk('timeline', 'p2'))
+    assert len({sk(x) for x in ('p1', 'p2', 'p3')}) == 3
+    # a leftover a merge should have deleted
+    admin.sadd(kk('ids', 'p3'), 'email:' + carol.hashed['email'])
+    carol.keys |= {kk('ids', 'p3'), kk('timeline', 'p3')}
     dave = make_known(admin, 'p9', 'dave', former=['p8'])
     before = snapshot(admin)
 
     r = erase(admin, 'profile_id:p4')
-    assert r['profiles'] == 1 and r['events'] == 6
+    assert r['profiles'] == 1 and r['events'] == 6 + 2 + 1
     assert r['identifiers'] == 9       # 3 hashed, 2 aids, 4 former pids
     check_erased(admin, before, carol, dave)
     for pid in ('p1', 'p2', 'p3', 'p4', 'p5'):
-        assert admin.exists(k('profile', pid), k('ids', pid),
-                            k('timeline', pid)) == 0
+        assert admin.exists(kk('profile', pid), kk('ids', pid),
+                            kk('timeline', pid)) == 0
     assert admin.fcall_ro('cdp_resolve', 0, P, 'profile_id:p8') == 'p9'
 
 
@@ -506,8 +627,7 @@ def test_erase_several_people_at_once(world):
     assert r['profiles'] == 2 and r['events'] == 12
     after = snapshot(c)
     assert traces(after, alice) == [] and traces(after, anon) == []
-    assert without(after, k('suppressed'), k('audit')) == \
-        expected_after(before, alice, anon)
+    assert without(after, *EXEMPT) == expected_after(before, alice, anon)
 
 
 def test_erase_unknown_people_still_suppresses(world):
@@ -524,20 +644,19 @@ def test_erase_unknown_people_still_suppresses(world):
               'profile_id:p555')
     assert (r['profiles'], r['identifiers'], r['events'],
             r['consent_log'], r['suppressed']) == (0, 0, 0, 1, 3)
-    assert c.smembers(k('suppressed')) == {
+    assert suppressed_copies(c) == {
         'email:' + he, 'phone:' + hp, 'anonymous_id:' + aidh(aid)}
-    assert without(snapshot(c), k('suppressed'), k('audit')) == \
-        expected_after(before, stranger)
+    assert without(snapshot(c), *EXEMPT) == expected_after(before, stranger)
 
 
 def test_erase_removes_dangling_idx_and_links(admin):
     # an idx naming a profile that is gone, a link to nowhere
-    admin.set(k('idx', 'email', 'b' * 64), 'p42')
+    admin.set(xk('email', 'b' * 64), 'p42')
     aid = new_aid()
-    admin.hset(k('profile', aid), mapping={'merged_into': 'p43', 'at': 1})
+    admin.hset(kk('profile', aid), mapping={'merged_into': 'p43', 'at': 1})
     r = erase(admin, 'email:' + 'b' * 64, 'anonymous_id:' + aid)
     assert r['profiles'] == 0 and r['suppressed'] == 2
-    assert sorted(admin.keys('*')) == [k('audit'), k('suppressed')]
+    assert sorted(admin.keys('*')) == sorted(EXEMPT)
 
 
 def test_erase_removes_legacy_browser_records(world):
@@ -608,17 +727,23 @@ def test_export(world):
     assert doc['receipt'] == 'x-9'
     (p,) = doc['profiles']
     assert p['profile_id'] == 'p101'
-    assert p['fields'] == c.hgetall(k('profile', 'p101'))
+    assert p['fields'] == c.hgetall(kk('profile', 'p101'))
     assert p['identifiers'] == sorted(alice.identifiers())
     # every event, oldest first, as stored
     assert [e['id'] for e in p['events']] == alice.event_ids
-    stream = dict(c.xrange(k('events')))
+    stream = dict(c.xrange(sk('p101')))
     for e in p['events']:
         assert e['event'] == json.loads(stream[e['id']]['event'])
-    merges = dict(c.xrange(k('merges')))
-    assert p['merges'] == [merges[i] for i in alice.merge_ids]
-    assert [e['id'] for e in p['consent_log']] == alice.consent_ids
-    assert p['consent_log'][0]['entry']['aid'] == aidh(alice.aids[0])
+    # the merges (of the survivor's shard) and the consent choices (of
+    # every shard), oldest first
+    merges = {(key, i): f for key in shard_keys('merges')
+              for i, f in c.xrange(key)}
+    assert p['merges'] == [merges[e] for e in by_time(alice.merge_ids)]
+    assert [e['id'] for e in p['consent_log']] == \
+        [i for _, i in by_time(alice.consent_ids)]
+    assert len({key for key, _ in alice.consent_ids}) == 2
+    assert {e['entry']['aid'] for e in p['consent_log']} == \
+        {aidh(a) for a in alice.aids}
 
     # it wrote its audit entry and nothing else
     assert without(snapshot(c), k('audit')) == before
@@ -629,7 +754,7 @@ def test_export(world):
     assert alice.aids[0] not in json.dumps(entry)
 
     # events trimmed from the stream are left out; unknown: no profile
-    c.xdel(k('events'), alice.event_ids[0])
+    c.xdel(sk('p101'), alice.event_ids[0])
     doc = export(c, 'profile_id:p101', 'anonymous_id:' + anon.pid)
     assert [len(p['events']) for p in doc['profiles']] == [8, 3]
     assert doc['profiles'][1]['merges'] == []
@@ -665,6 +790,70 @@ def test_suppressed_and_unsuppress(world):
         c.fcall('cdp_unsuppress', 0, P, 'u', 'privacy', '1', 'profile_id:p1')
 
 
+def test_suppression_copies_of_4_shards(admin):
+    """"t|4": a store of 4 shards, each with its copy of the suppression
+    set; cdp_suppressed reads shard 0's, erase and unsuppress write all."""
+    n, pfx = 4, P + '|4'
+    hv, aid = hid('email', 'four@example.com'), new_aid()
+    # a person of the 4-shard layout: p1 with an email, a browser linked
+    e1 = admin.xadd('%s:events:%s' % (P, tag('p1', n)), {'event': '{}'})
+    e2 = admin.xadd('%s:events:%s' % (P, tag(aid, n)), {'event': '{}'})
+    admin.hset(kk('profile', 'p1', n), mapping={'events': 2,
+                                                'first_event': e1})
+    admin.sadd(kk('ids', 'p1', n), 'email:' + hv, 'anonymous_id:' + aid)
+    admin.set(xk('email', hv, n), 'p1')
+    admin.hset(kk('profile', aid, n), mapping={'merged_into': 'p1', 'at': 1,
+                                               'first_event': e2})
+    assert admin.fcall_ro('cdp_resolve', 0, pfx, 'email:' + hv) == 'p1'
+    assert admin.fcall_ro('cdp_resolve', 0, P, 'email:' + hv) is None
+
+    r = json.loads(admin.fcall('cdp_erase', 0, pfx, 'r-4', 'privacy', '1',
+                               'email:' + hv))
+    assert (r['profiles'], r['identifiers'], r['events'],
+            r['suppressed']) == (1, 2, 2, 2)
+    want = {'email:' + hv, 'anonymous_id:' + aidh(aid)}
+    assert suppressed_copies(admin, n) == want
+    copies = shard_keys('suppressed', n)
+    assert set(admin.keys('*')) == set(
+        copies + [k('audit')] + ['%s:events:%s' % (P, tag(x, n))
+                                 for x in ('p1', aid)])
+    q = ['email:' + hv, 'anonymous_id:' + aid, 'phone:' + 'c' * 64]
+    assert admin.fcall_ro('cdp_suppressed', 0, pfx, *q) == [1, 1, 0]
+    # 16 shards: other keys, nothing suppressed there
+    assert admin.fcall_ro('cdp_suppressed', 0, P, *q) == [0, 0, 0]
+
+    # reads are shard 0's copy
+    admin.srem(copies[0], 'email:' + hv)
+    assert admin.fcall_ro('cdp_suppressed', 0, pfx, *q) == [0, 1, 0]
+    # unsuppress: from every copy, counting those that were in any
+    r = json.loads(admin.fcall('cdp_unsuppress', 0, pfx, 'u-4', 'privacy',
+                               '2', *q))
+    assert r == {'receipt': 'u-4', 'removed': 2}
+    assert suppressed_copies(admin, n) == set()
+    assert admin.fcall_ro('cdp_suppressed', 0, pfx, *q) == [0, 0, 0]
+    assert [e['op'] for e in audit_entries(admin)] == ['erase', 'unsuppress']
+
+
+def test_prefix_with_shards(world):
+    c, alice, bob, anon = world
+    ident = 'email:' + alice.hashed['email']
+    # "t" is "t|16"
+    assert c.fcall_ro('cdp_resolve', 0, P + '|16', ident) == 'p101'
+    assert c.fcall_ro('cdp_profile', 0, P + '|16', ident, '3') == \
+        c.fcall_ro('cdp_profile', 0, P, ident, '3')
+    # the last "|" followed by digits ends the prefix
+    assert c.fcall_ro('cdp_resolve', 0, P + '|8', ident) is None
+    for fn, args in (('cdp_resolve', [ident]),
+                     ('cdp_profile', [ident, '3']),
+                     ('cdp_suppressed', [ident]),
+                     ('cdp_audit', ['0', '10'])):
+        for bad in (P + '|0', P + '|1025', P + '|00000', '|4', 'a b|4'):
+            with pytest.raises(redis.ResponseError, match='^' + fn + ': '):
+                c.fcall_ro(fn, 0, bad, *args)
+    assert json.loads(c.fcall_ro('cdp_audit', 0, P + '|1024', '0', '10')) \
+        == []
+
+
 # --------------------------------------------------------------------------
 # bad calls write nothing
 
@@ -693,6 +882,10 @@ BAD = [
     ([P, 'r', 'privacy', '1', 'profile_id:p1:x'], 'profile_id value is not'),
     ([P, 'r', 'privacy', '1'] + ['email:%064x' % i for i in range(101)],
      'at most 100 identifiers'),
+    ([P + '|0', 'r', 'privacy', '1', 'email:' + H], 'bad prefix'),
+    ([P + '|1025', 'r', 'privacy', '1', 'email:' + H], 'bad prefix'),
+    (['|16', 'r', 'privacy', '1', 'email:' + H], 'bad prefix'),
+    (['t x|16', 'r', 'privacy', '1', 'email:' + H], 'bad prefix'),
 ]
 
 
@@ -715,14 +908,14 @@ def test_bad_arguments_write_nothing(world, fn, args, msg):
 def test_keys_are_refused(world):
     c = world[0]
     with pytest.raises(redis.ResponseError, match='cdp_erase: want 0 keys'):
-        c.fcall('cdp_erase', 1, k('events'), P, 'r', 'privacy', '1',
+        c.fcall('cdp_erase', 1, sk('p101'), P, 'r', 'privacy', '1',
                 'profile_id:p101')
 
 
 def test_cycle_and_wrong_types_write_nothing(world):
     c, alice, bob, anon = world
-    c.hset(k('profile', 'p7'), mapping={'merged_into': 'p8', 'at': 1})
-    c.hset(k('profile', 'p8'), mapping={'merged_into': 'p7', 'at': 1})
+    c.hset(kk('profile', 'p7'), mapping={'merged_into': 'p8', 'at': 1})
+    c.hset(kk('profile', 'p8'), mapping={'merged_into': 'p7', 'at': 1})
     before = snapshot(c)
     with pytest.raises(redis.ResponseError,
                        match='^cdp_erase: more than 64 links'):
@@ -730,21 +923,38 @@ def test_cycle_and_wrong_types_write_nothing(world):
     with pytest.raises(redis.ResponseError,
                        match='^cdp_export: more than 64 links'):
         export(c, 'profile_id:p7')
-    c.hset(k('profile', 'p6'), mapping={'merged_into': 'x:y', 'at': 1})
+    c.hset(kk('profile', 'p6'), mapping={'merged_into': 'x:y', 'at': 1})
     with pytest.raises(redis.ResponseError, match='malformed merged_into'):
         erase(c, 'email:' + alice.hashed['email'], 'profile_id:p6')
-    c.delete(k('profile', 'p6'))
+    c.delete(kk('profile', 'p6'))
     assert snapshot(c) == before
 
-    c.set(k('suppressed'), 'oops')
+    # any shard's copy of the suppression set
+    c.set(SUPS[5], 'oops')
     before = snapshot(c)
     with pytest.raises(redis.ResponseError,
-                       match='t:suppressed is a string, not a set'):
+                       match=re.escape(SUPS[5] + ' is a string, not a set')):
         erase(c, 'email:' + alice.hashed['email'])
+    with pytest.raises(redis.ResponseError,
+                       match=re.escape(SUPS[5] + ' is a string, not a set')):
+        c.fcall('cdp_unsuppress', 0, P, 'u', 'privacy', '1',
+                'email:' + alice.hashed['email'])
+    assert snapshot(c) == before
+    c.delete(SUPS[5])
+    # any shard's merge log, consent log or event stream
+    for key in (shard_key('merges', 9), shard_key('consent_log', 15),
+                shard_key('events', 0)):
+        c.set(key, 'oops')
+        before = snapshot(c)
+        for fn in (erase, export):
+            with pytest.raises(redis.ResponseError,
+                               match=re.escape(key + ' is a string')):
+                fn(c, 'profile_id:p201')
+        assert snapshot(c) == before
+        c.delete(key)
     # a person whose ids set is of the wrong type: refused while reading
-    c.delete(k('suppressed'))
-    c.delete(k('ids', 'p201'))
-    c.set(k('ids', 'p201'), 'oops')
+    c.delete(kk('ids', 'p201'))
+    c.set(kk('ids', 'p201'), 'oops')
     before = snapshot(c)
     with pytest.raises(redis.ResponseError):
         erase(c, 'email:' + alice.hashed['email'],
@@ -754,7 +964,7 @@ def test_cycle_and_wrong_types_write_nothing(world):
 
 def test_malformed_timeline_ids_are_skipped(world):
     c, alice, bob, anon = world
-    c.rpush(k('timeline', 'p101'), 'junk', '99999999999999999999-0', '')
+    c.rpush(kk('timeline', 'p101'), 'junk', '99999999999999999999-0', '')
     r = erase(c, 'profile_id:p101')
     assert r['events'] == 9
     assert traces(snapshot(c), alice) == []
@@ -764,10 +974,14 @@ def test_malformed_timeline_ids_are_skipped(world):
 # performance
 
 def test_erase_10000_events_among_110000(admin):
-    """A person with 10,000 events spread over a stream of 110,000."""
-    big = make_known(admin, 'p1', 'heavy', n_events=0)
-    others = [make_known(admin, 'p%d' % (100 + i), 'other%d' % i,
-                         n_events=0) for i in range(10)]
+    """A person with 10,000 events spread over a stream of 110,000 (the
+    stream of their shard, shared with ten other people)."""
+    pids = [p for p in ('p%d' % i for i in range(1, 1000))
+            if shard_of(p) == shard_of('p1')][:11]
+    big = make_known(admin, pids[0], 'heavy', n_events=0)
+    others = [make_known(admin, pid, 'other%d' % i, n_events=0)
+              for i, pid in enumerate(pids[1:])]
+    stream = sk(big.pid)
     pipe = admin.pipeline(transaction=False)
     n_big, n_other = 10000, 100000
     for i in range(n_big + n_other):
@@ -776,19 +990,20 @@ def test_erase_10000_events_among_110000(admin):
         else:
             who = others[i % 10]
             aid = who.aids[i % 2]
-        pipe.xadd(k('events'), {'event': json.dumps({
+        pipe.xadd(stream, {'event': json.dumps({
             'type': 'track', 'event': 'Clicked', 'anonymousId': aid,
             'messageId': 'm-%d' % i, 'properties': {'i': i}})})
         if len(pipe) == 5000:
             for rid, w in zip(pipe.execute(), range(i - 4999, i + 1)):
-                (big if w % 11 == 5 else others[w % 10]).event_ids.append(rid)
+                (big if w % 11 == 5 else others[w % 10]).events.append(
+                    (stream, rid))
     assert len(pipe) == 0
     assert len(big.event_ids) == n_big
-    assert admin.xlen(k('events')) == n_big + n_other
+    assert admin.xlen(stream) == n_big + n_other
     for p in [big] + others:
         for j in range(0, len(p.event_ids), 1000):
-            admin.lpush(k('timeline', p.pid), *p.event_ids[j:j + 1000])
-        p.keys.add(k('timeline', p.pid))
+            admin.lpush(kk('timeline', p.pid), *p.event_ids[j:j + 1000])
+        p.keys.add(kk('timeline', p.pid))
 
     t = time.monotonic()
     doc = export(admin, 'email:' + big.hashed['email'])
@@ -804,8 +1019,166 @@ def test_erase_10000_events_among_110000(admin):
     print('erase of 10,000 events among 110,000: %.1f ms (FCALL round trip),'
           ' took_us %d' % (took * 1000, r['took_us']))
     assert r['events'] == n_big
-    assert admin.xlen(k('events')) == n_other
+    assert admin.xlen(stream) == n_other
     assert took < 1.0
-    left = {f['event'] for _, f in admin.xrange(k('events'))}
+    left = {f['event'] for _, f in admin.xrange(stream)}
     assert not any(big.aids[0] in e or big.aids[1] in e for e in left)
-    assert admin.llen(k('timeline', 'p100')) == n_other // 10
+    assert admin.llen(kk('timeline', others[0].pid)) == n_other // 10
+
+
+# --------------------------------------------------------------------------
+# a person across shards, built by the store itself (store/cdp.lua)
+
+def ingest(c, aid, kind, payload, ts):
+    """One event through cdp_ingest: KEYS[1] the stream of the browser's
+    shard, KEYS[2] its profile key; 16 shards (ARGV[1] has no count)."""
+    time.sleep(0.003)       # each call's stream ids a later millisecond
+    return c.fcall('cdp_ingest', 2, sk(aid), kk('profile', aid),
+                   '1000000', str(ts), kind, '', payload)
+
+
+def event(aid, n, typ='track', user_id=None):
+    ev = {'type': typ, 'event': 'Step %d' % n, 'anonymousId': aid, 'n': n}
+    if user_id:
+        ev['userId'] = user_id
+    return json.dumps(ev)
+
+
+def identify(uid, uidh, eh, ev):
+    return '\t'.join([uid, uidh, eh, '', '{"plan":"pro"}', ev])
+
+
+def test_person_across_shards_export_and_erase(both):
+    """Browsers A, B, C and profiles pY (C's email), pX (A's user id) in
+    five shards; B's login with both merges pY and B into pX.  A merge
+    leaves the absorbed profile's events in its shard: the export still
+    has every event of the person, in time order, and the erasure leaves
+    no key of theirs in any shard and all 16 suppression copies hold
+    their identifiers."""
+    c = both
+    a = new_aid()
+    b = new_aid(avoid=[a])
+    cc = new_aid(avoid=[a, b])
+    # the next two profiles, pY then pX, in two more shards
+    seq = next(i for i in range(1000)
+               if len({shard_of(x) for x in (a, b, cc, 'p%d' % (i + 1),
+                                             'p%d' % (i + 2))}) == 5)
+    c.set(k('seq', 'profile'), seq)
+    py, px = 'p%d' % (seq + 1), 'p%d' % (seq + 2)
+    # a bystander in pX's shard
+    d = next(x for x in iter(new_aid, None) if shard_of(x) == shard_of(px))
+
+    uid, email = 'user-zoe', 'zoe@example.com'
+    uh, eh = hid('user_id', uid), hid('email', email)
+    ts = iter(range(T0, T0 + 1000))
+    steps = [
+        (a, 'page:new', event(a, 0, 'page')),
+        (a, 'track', event(a, 1)),
+        (b, 'page:new', event(b, 2, 'page')),
+        (d, 'page:new', event(d, -1, 'page')),
+        (b, 'page', event(b, 3, 'page')),
+        (cc, 'page:new', event(cc, 4, 'page')),
+        (cc, 'identify', identify('', '', eh, event(cc, 5, 'identify'))),
+        (a, 'identify', identify(uid, uh, '',
+                                 event(a, 6, 'identify', uid))),
+        (a, 'track', event(a, 7, 'track', uid)),
+        (d, 'track', event(d, -2)),
+        (b, 'identify', identify(uid, uh, eh,
+                                 event(b, 8, 'identify', uid))),
+        (b, 'page', event(b, 9, 'page')),
+        (cc, 'track', event(cc, 10)),
+    ]
+    for aid, kind, payload in steps:
+        assert ingest(c, aid, kind, payload, next(ts))[0] == 1
+    # nginx's consent log: a shard each in turn
+    zoe = Person(px)
+    zoe.pids = [px, py]
+    zoe.aids = [a, b, cc]
+    zoe.hashed = {'user_id': uh, 'email': eh}
+    zoe.raw = [uid, email]
+    for aid in (a, b, cc, d):
+        consent(c, zoe if aid != d else Person(d), aid, T0)
+
+    assert c.fcall_ro('cdp_resolve', 0, P, 'anonymous_id:' + cc) == px
+    assert c.hget(kk('profile', py), 'merged_into') == px
+    # the absorbed profiles kept their timelines in their shards
+    assert c.exists(kk('timeline', py), kk('timeline', a)) == 2
+    where = {}
+    for key in shard_keys('events'):
+        for i, f in c.xrange(key):
+            ev = json.loads(f['event'])
+            if ev.get('n', -1) >= 0:
+                where[ev['n']] = (key, i)
+    assert sorted(where) == list(range(11))
+    assert len({key for key, _ in where.values()}) >= 4
+
+    doc = export(c, 'email:' + eh)
+    (p,) = doc['profiles']
+    assert p['profile_id'] == px
+    assert [e['event']['n'] for e in p['events']] == list(range(11))
+    assert [e['id'] for e in p['events']] == [where[n][1] for n in range(11)]
+    assert sorted(p['identifiers']) == sorted(
+        ['user_id:' + uh, 'email:' + eh, 'profile_id:' + py]
+        + ['anonymous_id:' + x for x in (a, b, cc)])
+    assert len(p['merges']) == 4 and len(p['consent_log']) == 3
+    assert [(m['from'], m['to']) for m in p['merges']] == \
+        [(cc, py), (a, px), (py, px), (b, px)]
+
+    r = erase(c, 'anonymous_id:' + cc)
+    assert (r['profiles'], r['events'], r['merges'], r['consent_log']) == \
+        (1, 11, 4, 3)
+    after = snapshot(c)
+    assert traces(after, zoe) == []
+    # nothing of theirs in any shard: the bystander's keys and events,
+    # the stream keys, the sequence and the audit are what is left
+    streams = set(shard_keys('events') + shard_keys('merges')
+                  + shard_keys('consent_log'))
+    assert {key for key in after if key not in EXEMPT + list(streams)} == \
+        {kk('profile', d), kk('timeline', d), k('seq', 'profile')}
+    assert [json.loads(f['event'])['n'] for key in shard_keys('events')
+            for _, f in c.xrange(key)] == [-1, -2]
+    assert sum(c.xlen(key) for key in shard_keys('merges')) == 0
+    assert sum(c.xlen(key) for key in shard_keys('consent_log')) == 1
+    want = {'user_id:' + uh, 'email:' + eh} | \
+        {'anonymous_id:' + aidh(x) for x in (a, b, cc)}
+    assert suppressed_copies(c) == want
+    assert c.fcall_ro('cdp_suppressed', 0, P, 'anonymous_id:' + a,
+                      'email:' + eh, 'anonymous_id:' + d) == [1, 1, 0]
+    # the store drops their browsers' events, each in its own shard
+    for x in (a, b, cc):
+        assert ingest(c, x, 'track', event(x, 99), next(ts))[:2] == [0, 1]
+    assert c.exists(*[kk('profile', x) for x in (a, b, cc)]) == 0
+
+
+# --------------------------------------------------------------------------
+# destinations: an out-stream entry id is an event id of one shard only
+
+def test_erase_leaves_another_shards_entry_with_the_same_id(world):
+    """The same stream id in two shards' streams: the out-stream entry
+    that took it is the other person's, and stays."""
+    c, alice, bob, anon = world
+    assert sk(anon.pid) != sk('p101')
+    name = 'crm'
+    c.hset(k('destinations'), name, '1')
+    out, dead = k('out', name), k('dead', name)
+    time.sleep(0.002)
+    shared = add_events(c, alice, 1, alice.aids)[0]    # after anon's
+    anon_ev = json.dumps({'type': 'track', 'anonymousId': anon.pid})
+    c.xadd(sk(anon.pid), {'event': anon_ev}, id=shared)
+    alice_ev = c.xrange(sk('p101'), shared, shared)[0][1]['event']
+    # anon's event was forwarded first and got the id; alice's a new one
+    c.xadd(out, {'event': anon_ev, 'p': anon.pid}, id=shared)
+    mine = c.xadd(out, {'event': alice_ev, 'p': 'p101'})
+    # dead letters: naming no profile, alice's event (hers) and anon's
+    # under the same id (not hers); naming p101 (hers)
+    c.xadd(dead, {'id': shared, 'status': '500', 'event': alice_ev})
+    d2 = c.xadd(dead, {'id': shared, 'status': '500', 'event': anon_ev})
+    c.xadd(dead, {'id': alice.event_ids[0], 'status': '500',
+                  'event': anon_ev, 'p': 'p101'})
+
+    r = erase(c, 'profile_id:p101')
+    assert r['destination_entries'] == 3
+    assert [i for i, _ in c.xrange(out)] == [shared]
+    assert c.xrange(out)[0][1]['p'] == anon.pid
+    assert [i for i, _ in c.xrange(dead)] == [d2]
+    assert mine not in [i for i, _ in c.xrange(out)]

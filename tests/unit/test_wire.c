@@ -22,7 +22,7 @@ static const struct {
     W(MAXLEN), W(LIMIT_USER_ID), W(LIMIT_EMAIL), W(LIMIT_PHONE),
     W(TIMELINE_MAX), W(DEDUP), W(AGG_RETENTION), W(ONCE_SHIFT),
     W(ONCE_BITS), W(ONCE_SECONDS), W(API_MID_LEN), W(API_UIDH_LEN),
-    W(API_TYPE_AT), W(API_REST_AT)
+    W(API_TYPE_AT), W(API_REST_AT), W(SHARDS)
 };
 
 
@@ -34,10 +34,10 @@ test_argv1(void)
     ngx_cdp_wire_conf_t  c, back;
 
     static const ngx_cdp_wire_conf_t  cases[] = {
-        { 1000000, 1, 5, 5, 10000, 86400, 64800000 },
-        { 0, 0, 0, 0, 0, 0, 0 },
-        { 9999999999999999999ULL, 1, 2, 3, 4, 5, 6 },
-        { 7, 100, 100, 100, 1, 1, 1 }
+        { 1000000, 1, 5, 5, 10000, 86400, 64800000, 16 },
+        { 0, 0, 0, 0, 0, 0, 0, 0 },
+        { 9999999999999999999ULL, 1, 2, 3, 4, 5, 6, 7 },
+        { 7, 100, 100, 100, 1, 1, 1, 1024 }
     };
 
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -49,9 +49,15 @@ test_argv1(void)
 
     c = cases[0];
     end = ngx_cdp_wire_argv1(buf, &c);
-    CHECK((size_t) (end - buf) == sizeof("1000000 1 5 5 10000 86400 64800000")
-                                  - 1);
-    CHECK(memcmp(buf, "1000000 1 5 5 10000 86400 64800000", end - buf) == 0);
+    CHECK((size_t) (end - buf)
+          == sizeof("1000000 1 5 5 10000 86400 64800000 16") - 1);
+    CHECK(memcmp(buf, "1000000 1 5 5 10000 86400 64800000 16", end - buf)
+          == 0);
+
+    /* seven numbers: the default shards */
+    CHECK(ngx_cdp_wire_argv1_parse((u_char *) "1 2 3 4 5 6 7", 13, &back)
+          == 0);
+    CHECK(back.agg_retention == 7 && back.shards == NGX_CDP_WIRE_SHARDS);
 
     /* the part from '|' on is the destinations' and the facts' */
     CHECK(ngx_cdp_wire_argv1_parse((u_char *) "1 2 3 4 5 6 7|a b", 17, &back)
@@ -66,7 +72,8 @@ test_argv1(void)
           && back.limit_phone == NGX_CDP_WIRE_LIMIT_PHONE
           && back.timeline_max == NGX_CDP_WIRE_TIMELINE_MAX
           && back.dedup == NGX_CDP_WIRE_DEDUP
-          && back.agg_retention == NGX_CDP_WIRE_AGG_RETENTION);
+          && back.agg_retention == NGX_CDP_WIRE_AGG_RETENTION
+          && back.shards == NGX_CDP_WIRE_SHARDS);
 
     CHECK(ngx_cdp_wire_argv1_parse((u_char *) "", 0, &back) == -1);
     CHECK(ngx_cdp_wire_argv1_parse((u_char *) "1 2", 3, &back) == -1);
@@ -75,6 +82,11 @@ test_argv1(void)
     CHECK(ngx_cdp_wire_argv1_parse((u_char *) "1  2 3 4 5 6 7", 14, &back)
           == -1);
     CHECK(ngx_cdp_wire_argv1_parse((u_char *) "1 2 3 4 5 6 7 8", 15, &back)
+          == 0 && back.shards == 8);
+    CHECK(ngx_cdp_wire_argv1_parse((u_char *) "1 2 3 4 5 6 7 8 9", 17,
+                                   &back)
+          == -1);
+    CHECK(ngx_cdp_wire_argv1_parse((u_char *) "1 2 3 4 5 6 7 ", 14, &back)
           == -1);
     CHECK(ngx_cdp_wire_argv1_parse((u_char *) "-1", 2, &back) == -1);
 }
