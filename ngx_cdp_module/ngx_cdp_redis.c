@@ -51,6 +51,7 @@
 
 #define NGX_CDP_REDIS_REDIRECTS   5     /* per command, then its error */
 #define NGX_CDP_REDIS_REFRESH     1000  /* the map again, while degraded */
+#define NGX_CDP_REDIS_REFRESH_IDLE  5000  /* and while all is well */
 #define NGX_CDP_REDIS_SOON        10    /* the map again, after a MOVED */
 #define NGX_CDP_REDIS_NODES       1024  /* nodes a worker ever knows */
 #define NGX_CDP_REDIS_NLIBS       2
@@ -168,6 +169,7 @@ typedef struct {
     ngx_msec_t                 backoff;     /* of the discovery */
 
     unsigned                   cluster:1;
+    unsigned                   degraded:1;  /* the map is read every second */
     unsigned                   mapped:1;    /* a map was read */
     unsigned                   seeds_failed:1;
     unsigned                   refresh_reported:1;
@@ -1418,7 +1420,7 @@ ngx_cdp_redis_ready(ngx_cdp_redis_node_t *n)
     }
 
     if (rd->cluster && rd->refreshing == NULL
-        && (!rd->mapped || rd->refresh_ev.timer_set))
+        && (!rd->mapped || (rd->refresh_ev.timer_set && rd->degraded)))
     {
         /* the first map, or one that is wanted: from this node now */
         ngx_cdp_redis_refresh(rd);
@@ -2199,10 +2201,9 @@ static void
 ngx_cdp_redis_refresh_arm(ngx_cdp_redis_t *rd)
 {
     ngx_uint_t  i, whole;
+    ngx_msec_t  after;
 
-    if (!rd->cluster || ngx_exiting || ngx_terminate || ngx_quit
-        || rd->refresh_ev.timer_set)
-    {
+    if (!rd->cluster || ngx_exiting || ngx_terminate || ngx_quit) {
         return;
     }
 
@@ -2214,12 +2215,29 @@ ngx_cdp_redis_refresh_arm(ngx_cdp_redis_t *rd)
         }
     }
 
-    if (whole) {
-        return;
+    /*
+     * a whole map is read again now and then all the same: replicas are
+     * listed once they have data (Redis 7 leaves out a replica at offset
+     * 0), and batches wait for a replica only where the map lists one
+     */
+
+    rd->degraded = !whole;
+
+    after = whole ? NGX_CDP_REDIS_REFRESH_IDLE
+            : rd->mapped ? NGX_CDP_REDIS_REFRESH : rd->backoff;
+
+    if (rd->refresh_ev.timer_set) {
+        if ((ngx_msec_int_t) (rd->refresh_ev.timer.key - ngx_current_msec)
+            <= (ngx_msec_int_t) after)
+        {
+            return;
+        }
+
+        /* degraded while waiting for the idle read: sooner */
+        ngx_del_timer(&rd->refresh_ev);
     }
 
-    ngx_add_timer(&rd->refresh_ev,
-                  rd->mapped ? NGX_CDP_REDIS_REFRESH : rd->backoff);
+    ngx_add_timer(&rd->refresh_ev, after);
 }
 
 

@@ -128,6 +128,70 @@ def test_shards_spread_evenly_over_three_masters(redis_cluster,
         min(counts.values()) >= 0.75 * 200, counts
 
 
+def wait_calls(cl):
+    """WAIT commands the masters ran."""
+    n = 0
+    for p in cl.masters():
+        c = cl.node_client(p)
+        try:
+            n += c.info('commandstats').get('cmdstat_wait', {}).get(
+                'calls', 0)
+        finally:
+            c.close()
+    return n
+
+
+def test_batches_wait_for_a_replica(redis_cluster_replicas, nginx_factory):
+    """On masters with replicas (the map lists them), each batch is done
+    once WAIT 1 says a replica has it: with the replicas answering, none is
+    unreplicated;
+    with one replica stopped (SIGSTOP), the batches of its master are done
+    after WAIT's 100 ms, counted as unreplicated, and stored."""
+    cl = redis_cluster_replicas
+    ngx = nginx_factory(cl)
+    c = ngx.client()
+    try:
+        for i in range(30):
+            assert h.is_gif(ngx.hit('title=w%d' % i, client=c, cookie=''))
+        assert ngx.wait_xlen(30) >= 30
+        # Redis lists a replica in CLUSTER SLOTS once it has data: the
+        # workers see it at their next reading of the map (every 5 s), and
+        # from then on each batch is followed by a WAIT
+        n = [30]
+
+        def waits():
+            for i in range(5):
+                n[0] += 1
+                assert h.is_gif(ngx.hit('title=v%d' % n[0], client=c,
+                                        cookie=''))
+            return wait_calls(cl) >= 10
+        assert h.wait_until(waits, 15, 0.2), (wait_calls(cl),
+                                              nonzero(ngx.status()))
+        assert ngx.wait_xlen(n[0]) >= n[0]
+        st = h.wait_until(lambda: (lambda s: s.queue == 0 and s)(
+            ngx.status()), 10)
+        assert st and st.c('cdp_redis_unreplicated_batches_total') == 0, \
+            nonzero(ngx.status())
+        m = next(p for p in cl.masters() if cl.replicas(of=p))
+        replica = cl.node(cl.replicas(of=m)[0])
+        replica.pause()
+        try:
+            for i in range(30):
+                assert h.is_gif(ngx.hit('title=x%d' % i, client=c,
+                                        cookie=''))
+            got = h.wait_until(lambda: ngx.status().c(
+                'cdp_redis_unreplicated_batches_total') > 0, 5)
+        finally:
+            replica.resume()
+        assert got, nonzero(ngx.status())
+    finally:
+        c.close()
+    assert ngx.wait_xlen(n[0] + 30) >= n[0] + 30, ngx.xlen()
+    st = h.wait_until(lambda: (lambda s: s.queue == 0 and s)(ngx.status()),
+                      10)
+    assert st and st.dropped('redis_error') == 0, nonzero(ngx.status())
+
+
 def test_master_failover_under_load_every_hit_once(redis_cluster_replicas,
                                                    nginx_factory):
     """12 browsers send hits; the master of one of their shards is killed
