@@ -2,8 +2,9 @@
 /*
  * ngx_cdp: HTTP delivery of the destinations' out-streams.
  *
- * Every worker delivers every destination that has uri=: it reads its
- * out-stream <prefix>:out:<NAME> through the consumer group "cdp" (as
+ * Every worker delivers every destination that has uri=: a deliverer per
+ * shard reads the shard's out-stream <prefix>:out:{<tag>}:<NAME> through
+ * the consumer group "cdp" (as
  * consumer "<hostname>:<worker number>", the same name after a reload or
  * a restart, so that a new worker takes over its predecessor's pending
  * entries at once), renders a batch in the destination's format and
@@ -20,16 +21,18 @@
  *
  * At least once: entries are acknowledged (XACK, then XDEL) only after a
  * 2xx, in the same call that moves refused ones (a 4xx but 408 and 429)
- * to the dead-letter stream <prefix>:dead:<NAME>.  No answer, a 5xx, 408
+ * to the shard's dead-letter stream <prefix>:dead:{<tag>}:<NAME>.  No
+ * answer, a 5xx, 408
  * or 429 leaves the batch pending: it is fetched again from Redis
  * (XCLAIM, which skips what an erasure deleted meanwhile) after a backoff
  * that doubles from 500 ms to 30 s, with jitter.  Entries pending for
  * another consumer for 5 minutes (a host gone, fewer workers) are taken
- * over (XAUTOCLAIM).  One batch a destination a worker is in hand at a
- * time, its bodies (one Segment batch, a GA4 request a client, a json
- * POST an event) up to 8 in flight at once: a slow or dead destination
- * holds 8 requests and one batch, and never a client's request, which
- * shares nothing with it.
+ * over (XAUTOCLAIM).  One batch a destination and shard a worker is in
+ * hand at a time, its bodies (one Segment batch, a GA4 request a client,
+ * a json POST an event) up to 8 in flight at once over the shards (at
+ * least one a shard): a slow or dead destination holds those requests and
+ * a batch a shard, and never a client's request, which shares nothing
+ * with it.
  */
 
 
@@ -37,6 +40,7 @@
 #include "ngx_cdp_http.h"
 #include "ngx_cdp_format.h"
 #include "ngx_cdp_redis.h"
+#include "ngx_cdp_ingest.h"
 #include "ngx_cdp_stamp.h"
 
 
@@ -53,7 +57,8 @@
 /* one argument of a command being built into argv[] and lens[] */
 #define ngx_cdp_arg(s, l)  argv[n] = (const char *) (s); lens[n++] = (l)
 
-/* requests of one destination in flight at once, a worker */
+/* requests of one destination in flight at once, a worker (over its
+ * shards; at least one a shard) */
 #define NGX_CDP_DELIVER_PARALLEL      8
 
 /* where a worker is with its destination's stream */
@@ -124,6 +129,11 @@ struct ngx_cdp_deliver_s {
     ngx_log_t                 *log;
     ngx_str_t                  consumer;
     ngx_str_t                  prefix;      /* "<prefix>:" */
+    ngx_str_t                  out_key;     /* <prefix>:out:{<tag>}:<name> */
+    ngx_str_t                  dead_key;    /* <prefix>:dead:{<tag>}:<name> */
+    ngx_uint_t                 parallel;    /* requests at once */
+    ngx_uint_t                 length;      /* the shard's, for the sums */
+    ngx_uint_t                 pending;
 
     ngx_event_t                timer;
     ngx_cdp_redis_call_t       call;
@@ -150,6 +160,8 @@ struct ngx_cdp_deliver_s {
 };
 
 
+static ngx_int_t ngx_cdp_deliver_make(ngx_cycle_t *cycle,
+    ngx_http_cdp_main_conf_t *mcf, ngx_cdp_dest_t *dest, ngx_uint_t shard);
 static void ngx_cdp_deliver_timer(ngx_event_t *ev);
 static void ngx_cdp_deliver_next(ngx_event_t *ev);
 static void ngx_cdp_deliver_schedule(ngx_cdp_deliver_t *d, ngx_msec_t t);
@@ -179,6 +191,7 @@ static void ngx_cdp_deliver_after(ngx_cdp_deliver_t *d);
 static void ngx_cdp_deliver_stats(ngx_cdp_deliver_t *d);
 static void ngx_cdp_deliver_stats_done(ngx_cdp_redis_call_t *call,
     void *reply);
+static void ngx_cdp_deliver_sums(ngx_cdp_deliver_t *d);
 static void ngx_cdp_deliver_ignore(ngx_cdp_redis_call_t *call, void *reply);
 static ngx_chain_t *ngx_cdp_deliver_send_chain(ngx_connection_t *c,
     ngx_chain_t *in, off_t limit);
@@ -195,10 +208,8 @@ ngx_int_t
 ngx_cdp_deliver_init_process(ngx_cycle_t *cycle,
     ngx_http_cdp_main_conf_t *mcf)
 {
-    u_char              *p;
-    ngx_uint_t           i, k;
-    ngx_cdp_dest_t      *dest;
-    ngx_cdp_deliver_t   *d, **dp;
+    ngx_uint_t       i, shard;
+    ngx_cdp_dest_t  *dest;
 
     if (mcf->destinations == NULL) {
         return NGX_OK;
@@ -212,69 +223,121 @@ ngx_cdp_deliver_init_process(ngx_cycle_t *cycle,
 
     dest = mcf->destinations->elts;
 
+    /* a deliverer per destination and shard: each reads its shard's stream */
+
     for (i = 0; i < mcf->destinations->nelts; i++) {
         if (dest[i].uri.len == 0) {
             continue;
         }
 
-        d = ngx_pcalloc(cycle->pool, sizeof(ngx_cdp_deliver_t));
-        dp = ngx_array_push(ngx_cdp_deliverers);
-        if (d == NULL || dp == NULL) {
-            return NGX_ERROR;
+        for (shard = 0; shard < mcf->redis.shards; shard++) {
+            if (ngx_cdp_deliver_make(cycle, mcf, &dest[i], shard) != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
         }
-
-        *dp = d;
-
-        d->dest = &dest[i];
-        d->mcf = mcf;
-        d->log = cycle->log;
-        d->backoff = NGX_CDP_DELIVER_BACKOFF_MIN;
-
-        /* "<hostname>:<worker>": stable across reloads and restarts */
-
-        p = ngx_pnalloc(cycle->pool, cycle->hostname.len + 1 + NGX_INT_T_LEN);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        d->consumer.data = p;
-        d->consumer.len = ngx_sprintf(p, "%V:%ui", &cycle->hostname,
-                                      (ngx_uint_t) ngx_worker)
-                          - p;
-
-        d->prefix.len = mcf->prefix.len + 1;
-        d->prefix.data = ngx_pnalloc(cycle->pool, d->prefix.len);
-        if (d->prefix.data == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_sprintf(d->prefix.data, "%V:", &mcf->prefix);
-
-        d->call.data = d;
-        d->reg.data = d;
-        d->reg.handler = ngx_cdp_deliver_ignore;
-        d->groups.data = d;
-        d->groups.handler = ngx_cdp_deliver_stats_done;
-        d->xlen.data = d;
-        d->xlen.handler = ngx_cdp_deliver_stats_done;
-
-        d->timer.handler = ngx_cdp_deliver_timer;
-        d->timer.data = d;
-        d->timer.log = cycle->log;
-        d->timer.cancelable = 1;
-
-        for (k = 0; k < NGX_CDP_DELIVER_PARALLEL; k++) {
-            d->req[k].d = d;
-            d->req[k].next.handler = ngx_cdp_deliver_next;
-            d->req[k].next.data = &d->req[k];
-            d->req[k].next.log = cycle->log;
-            d->req[k].sin.sin_family = AF_INET;
-            d->req[k].sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        }
-
-        /* the first poll waits for the Redis connection a little */
-        ngx_cdp_deliver_schedule(d, 100 + ngx_random() % 100);
     }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_cdp_deliver_make(ngx_cycle_t *cycle, ngx_http_cdp_main_conf_t *mcf,
+    ngx_cdp_dest_t *dest, ngx_uint_t shard)
+{
+    u_char              *p;
+    ngx_str_t            base;
+    ngx_uint_t           k;
+    ngx_cdp_deliver_t   *d, **dp;
+
+    d = ngx_pcalloc(cycle->pool, sizeof(ngx_cdp_deliver_t));
+    dp = ngx_array_push(ngx_cdp_deliverers);
+    if (d == NULL || dp == NULL) {
+        return NGX_ERROR;
+    }
+
+    *dp = d;
+
+    d->dest = dest;
+    d->mcf = mcf;
+    d->log = cycle->log;
+    d->backoff = NGX_CDP_DELIVER_BACKOFF_MIN;
+
+    /*
+     * a destination's requests at once, a worker: NGX_CDP_DELIVER_PARALLEL
+     * shared by its shards' deliverers, at least one each
+     */
+
+    d->parallel = ngx_max(1, NGX_CDP_DELIVER_PARALLEL / mcf->redis.shards);
+
+    /* "<prefix>:out:{<tag>}:<name>" and "<prefix>:dead:{<tag>}:<name>" */
+
+    if (ngx_cdp_ingest_key(cycle->pool, mcf, "out", NULL, 0, shard, &base)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    p = ngx_pnalloc(cycle->pool, 2 * (base.len + 2 + dest->name.len));
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    d->out_key.data = p;
+    p = ngx_sprintf(p, "%V:%V", &base, &dest->name);
+    d->out_key.len = p - d->out_key.data;
+
+    d->dead_key.data = p;
+    p = ngx_sprintf(p, "%V:dead%*s", &mcf->prefix,
+                    d->out_key.len - mcf->prefix.len - 4,
+                    d->out_key.data + mcf->prefix.len + 4);
+    d->dead_key.len = p - d->dead_key.data;
+
+    /* "<hostname>:<worker>": stable across reloads and restarts */
+
+    p = ngx_pnalloc(cycle->pool, cycle->hostname.len + 1 + NGX_INT_T_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    d->consumer.data = p;
+    d->consumer.len = ngx_sprintf(p, "%V:%ui", &cycle->hostname,
+                                  (ngx_uint_t) ngx_worker)
+                      - p;
+
+    d->prefix.len = mcf->prefix.len + 1;
+    d->prefix.data = ngx_pnalloc(cycle->pool, d->prefix.len);
+    if (d->prefix.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(d->prefix.data, "%V:", &mcf->prefix);
+
+    d->call.data = d;
+    d->reg.data = d;
+    d->reg.handler = ngx_cdp_deliver_ignore;
+    d->groups.data = d;
+    d->groups.handler = ngx_cdp_deliver_stats_done;
+    d->xlen.data = d;
+    d->xlen.handler = ngx_cdp_deliver_stats_done;
+
+    d->timer.handler = ngx_cdp_deliver_timer;
+    d->timer.data = d;
+    d->timer.log = cycle->log;
+    d->timer.cancelable = 1;
+
+    for (k = 0; k < NGX_CDP_DELIVER_PARALLEL; k++) {
+        d->req[k].d = d;
+        d->req[k].next.handler = ngx_cdp_deliver_next;
+        d->req[k].next.data = &d->req[k];
+        d->req[k].next.log = cycle->log;
+        d->req[k].sin.sin_family = AF_INET;
+        d->req[k].sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    }
+
+    /* the first poll waits for the Redis connection a little */
+    ngx_cdp_deliver_schedule(d, 100 + ngx_random() % 100);
 
     return NGX_OK;
 }
@@ -382,7 +445,7 @@ ngx_cdp_deliver_poll(ngx_cdp_deliver_t *d)
         /* from the stream's start: entries queued before any delivery */
         ngx_cdp_arg("XGROUP", 6);
         ngx_cdp_arg("CREATE", 6);
-        ngx_cdp_arg(dest->out_key.data, dest->out_key.len);
+        ngx_cdp_arg(d->out_key.data, d->out_key.len);
         ngx_cdp_arg(NGX_CDP_DELIVER_GROUP, sizeof(NGX_CDP_DELIVER_GROUP) - 1);
         ngx_cdp_arg("0", 1);
         ngx_cdp_arg("MKSTREAM", 8);
@@ -399,7 +462,7 @@ ngx_cdp_deliver_poll(ngx_cdp_deliver_t *d)
         /* the same entries again, less those an erasure took */
 
         ngx_cdp_arg("XCLAIM", 6);
-        ngx_cdp_arg(dest->out_key.data, dest->out_key.len);
+        ngx_cdp_arg(d->out_key.data, d->out_key.len);
         ngx_cdp_arg(NGX_CDP_DELIVER_GROUP, sizeof(NGX_CDP_DELIVER_GROUP) - 1);
         ngx_cdp_arg(d->consumer.data, d->consumer.len);
         ngx_cdp_arg("0", 1);
@@ -418,7 +481,7 @@ ngx_cdp_deliver_poll(ngx_cdp_deliver_t *d)
         d->claimed = ngx_time();
 
         ngx_cdp_arg("XAUTOCLAIM", 10);
-        ngx_cdp_arg(dest->out_key.data, dest->out_key.len);
+        ngx_cdp_arg(d->out_key.data, d->out_key.len);
         ngx_cdp_arg(NGX_CDP_DELIVER_GROUP, sizeof(NGX_CDP_DELIVER_GROUP) - 1);
         ngx_cdp_arg(d->consumer.data, d->consumer.len);
         ngx_cdp_arg(NGX_CDP_DELIVER_CLAIM_IDLE,
@@ -437,7 +500,7 @@ ngx_cdp_deliver_poll(ngx_cdp_deliver_t *d)
         ngx_cdp_arg("COUNT", 5);
         ngx_cdp_arg(count, count_len);
         ngx_cdp_arg("STREAMS", 7);
-        ngx_cdp_arg(dest->out_key.data, dest->out_key.len);
+        ngx_cdp_arg(d->out_key.data, d->out_key.len);
 
         if (d->stage == NGX_CDP_DELIVER_OWN) {
             /* what this consumer had read and not acknowledged */
@@ -524,7 +587,7 @@ ngx_cdp_deliver_read_done(ngx_cdp_redis_call_t *call, void *data)
         } else if (reply) {
             ngx_log_error(NGX_LOG_ERR, d->log, 0,
                           "cdp: destination \"%V\": reading %V failed: %s",
-                          &d->dest->name, &d->dest->out_key, reply->str);
+                          &d->dest->name, &d->out_key, reply->str);
         } else {
             /* a lost connection: what was read is pending, read again */
             d->stage = NGX_CDP_DELIVER_NEW;
@@ -953,8 +1016,8 @@ ngx_cdp_deliver_add_body(ngx_cdp_deliver_t *d, char *body, size_t len,
 
 
 /*
- * The next bodies of the batch, up to NGX_CDP_DELIVER_PARALLEL at once;
- * the batch's end once none is in flight.
+ * The next bodies of the batch, up to d->parallel at once; the batch's
+ * end once none is in flight.
  */
 
 static void
@@ -963,7 +1026,7 @@ ngx_cdp_deliver_send(ngx_cdp_deliver_t *d)
     ngx_uint_t              k;
     ngx_cdp_deliver_req_t  *q;
 
-    while (d->body < d->nbodies && d->inflight < NGX_CDP_DELIVER_PARALLEL
+    while (d->body < d->nbodies && d->inflight < d->parallel
            && !d->failed && !ngx_exiting && !ngx_terminate)
     {
         /* (at exit, a new worker delivers the rest: it is still pending) */
@@ -1361,7 +1424,7 @@ ngx_cdp_deliver_result(ngx_cdp_deliver_req_t *q)
         ngx_log_error(NGX_LOG_ERR, d->log, 0,
                       "cdp: destination \"%V\" refused %ui events with %i: "
                       "moved to %V", &d->dest->name, b->n, status,
-                      &d->dest->dead_key);
+                      &d->dead_key);
     }
 
     for (i = 0; i < b->n; i++) {
@@ -1445,8 +1508,8 @@ ngx_cdp_deliver_finish(ngx_cdp_deliver_t *d)
     ngx_cdp_arg("FCALL", 5);
     ngx_cdp_arg("cdp_dest_done", sizeof("cdp_dest_done") - 1);
     ngx_cdp_arg("2", 1);
-    ngx_cdp_arg(d->dest->out_key.data, d->dest->out_key.len);
-    ngx_cdp_arg(d->dest->dead_key.data, d->dest->dead_key.len);
+    ngx_cdp_arg(d->out_key.data, d->out_key.len);
+    ngx_cdp_arg(d->dead_key.data, d->dead_key.len);
     ngx_cdp_arg(NGX_CDP_DELIVER_GROUP, sizeof(NGX_CDP_DELIVER_GROUP) - 1);
     ngx_cdp_arg(d->prefix.data, d->prefix.len);
     ngx_cdp_arg(d->dest->name.data, d->dest->name.len);
@@ -1600,15 +1663,15 @@ ngx_cdp_deliver_stats(ngx_cdp_deliver_t *d)
     lens[0] = 5;
     argv[1] = "GROUPS";
     lens[1] = 6;
-    argv[2] = (const char *) d->dest->out_key.data;
-    lens[2] = d->dest->out_key.len;
+    argv[2] = (const char *) d->out_key.data;
+    lens[2] = d->out_key.len;
 
     (void) ngx_cdp_redis_call(&d->groups, 3, argv, lens);
 
     argv[0] = "XLEN";
     lens[0] = 4;
-    argv[1] = (const char *) d->dest->out_key.data;
-    lens[1] = d->dest->out_key.len;
+    argv[1] = (const char *) d->out_key.data;
+    lens[1] = d->out_key.len;
 
     (void) ngx_cdp_redis_call(&d->xlen, 2, argv, lens);
 }
@@ -1632,7 +1695,8 @@ ngx_cdp_deliver_stats_done(ngx_cdp_redis_call_t *call, void *data)
 
     if (call == &d->xlen) {
         if (reply->type == REDIS_REPLY_INTEGER) {
-            counters[NGX_CDP_DC_LENGTH] = reply->integer;
+            d->length = reply->integer;
+            ngx_cdp_deliver_sums(d);
         }
 
         return;
@@ -1659,10 +1723,35 @@ ngx_cdp_deliver_stats_done(ngx_cdp_redis_call_t *call, void *data)
                 && ngx_strcmp(g->element[k]->str, "pending") == 0
                 && g->element[k + 1]->type == REDIS_REPLY_INTEGER)
             {
-                counters[NGX_CDP_DC_PENDING] = g->element[k + 1]->integer;
+                d->pending = g->element[k + 1]->integer;
+                ngx_cdp_deliver_sums(d);
             }
         }
     }
+}
+
+
+/* the gauges of a destination: the sums over its shards' streams */
+
+static void
+ngx_cdp_deliver_sums(ngx_cdp_deliver_t *d)
+{
+    ngx_uint_t           i, length, pending;
+    ngx_cdp_deliver_t  **dp;
+
+    length = 0;
+    pending = 0;
+    dp = ngx_cdp_deliverers->elts;
+
+    for (i = 0; i < ngx_cdp_deliverers->nelts; i++) {
+        if (dp[i]->dest == d->dest) {
+            length += dp[i]->length;
+            pending += dp[i]->pending;
+        }
+    }
+
+    d->dest->counters[NGX_CDP_DC_LENGTH] = length;
+    d->dest->counters[NGX_CDP_DC_PENDING] = pending;
 }
 
 

@@ -583,22 +583,6 @@ ngx_cdp_dest_init_main_conf(ngx_conf_t *cf, ngx_http_cdp_main_conf_t *mcf)
     len = 1;
 
     for (i = 0; i < mcf->destinations->nelts; i++) {
-        d[i].out_key.len = mcf->prefix.len + sizeof(":out:") - 1
-                           + d[i].name.len;
-        d[i].out_key.data = ngx_pnalloc(cf->pool, d[i].out_key.len);
-        d[i].dead_key.len = mcf->prefix.len + sizeof(":dead:") - 1
-                            + d[i].name.len;
-        d[i].dead_key.data = ngx_pnalloc(cf->pool, d[i].dead_key.len);
-
-        if (d[i].out_key.data == NULL || d[i].dead_key.data == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        ngx_sprintf(d[i].out_key.data, "%V:out:%V", &mcf->prefix,
-                    &d[i].name);
-        ngx_sprintf(d[i].dead_key.data, "%V:dead:%V", &mcf->prefix,
-                    &d[i].name);
-
         len += d[i].name.len + 4 + 2 * NGX_INT_T_LEN + 2;
     }
 

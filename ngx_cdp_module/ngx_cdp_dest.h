@@ -85,9 +85,6 @@ typedef struct {
 
     ngx_http_conf_ctx_t       *ctx;         /* the server of uri= */
 
-    ngx_str_t                  out_key;     /* <prefix>:out:<name> */
-    ngx_str_t                  dead_key;    /* <prefix>:dead:<name> */
-
     ngx_atomic_t              *counters;    /* NGX_CDP_DC_N, shared */
 } ngx_cdp_dest_t;
 

@@ -25,8 +25,9 @@
 --   <prefix>:consent_log:{<tag_i>}         a shard each (nginx's turn)
 --   <prefix>:suppressed:{<tag_i>}          a copy a shard, all equal:
 --                                          written to all, read in shard 0
--- and, not sharded: <prefix>:audit, :destinations, :out:<NAME>,
--- :dead:<NAME>, :sent:{<pid>}, :segment:<NAME>, :segments:due and the
+-- per shard too: :out:{<tag>}:<NAME>, :dead:{<tag>}:<NAME>,
+-- :sent:{<tag>}:<pid>; and, not sharded: <prefix>:audit, :destinations,
+-- :segment:<NAME>, :segments:due and the
 -- legacy :browser:<aid>.  A merge leaves the absorbed profile's events
 -- in its shard (its link keeps timeline and first_event): a person's
 -- events are those of all their nodes, each read in its own shard.
@@ -802,7 +803,8 @@ end
 -- Destinations (<prefix>:destinations lists them): the people's entries
 -- leave every out-stream and dead-letter stream, pending or not, and each
 -- destination that was sent something about one of them
--- (<prefix>:sent:{<pid>}) is queued one deletion notice per person,
+-- (<prefix>:sent:{<tag>}:<pid>) is queued one deletion notice per person
+-- (in the out-stream of the person's shard),
 -- naming only what it was sent.  Read first (plan), written after
 -- (apply).
 --
@@ -825,7 +827,7 @@ local function dest_plan(prefix, people, ev)
         local per = {}
         for x in pairs(p.nodes) do
             nodes[x] = true
-            local k = prefix .. ':sent:{' .. x .. '}'
+            local k = kkey(prefix, 'sent', x)
             for _, m in ipairs(redis.call('SMEMBERS', k)) do
                 local name, t, v = m:match('^([^\t]+)\t([au]):(.+)$')
                 if name then
@@ -875,8 +877,14 @@ local function dest_plan(prefix, people, ev)
 
     for _, name in ipairs(plan.names) do
         local found, keys = {}, {}
-        for _, key in ipairs({prefix .. ':out:' .. name,
-                              prefix .. ':dead:' .. name}) do
+        local streams = {}
+        for _, key in ipairs(shard_keys(prefix, 'out')) do
+            streams[#streams + 1] = key .. ':' .. name
+        end
+        for _, key in ipairs(shard_keys(prefix, 'dead')) do
+            streams[#streams + 1] = key .. ':' .. name
+        end
+        for _, key in ipairs(streams) do
             local list, seen = {}, {}
             local function take(id, f)
                 if not seen[id] and theirs(f, field(f, 'id') or id) then
@@ -933,8 +941,8 @@ local function dest_apply(prefix, req, people, plan)
                 .. ',"userIds":[' .. table.concat(uj, ',')
                 .. '],"anonymousIds":[' .. table.concat(aj, ',')
                 .. '],"requestedAt":' .. req.now .. '}'
-            redis.call('XADD', prefix .. ':out:' .. name, '*',
-                       'delete', notice, 'p', '')
+            redis.call('XADD', prefix .. ':out:' .. tag(people[i].pid)
+                       .. ':' .. name, '*', 'delete', notice, 'p', '')
             notices = notices + 1
         end
     end
@@ -1584,28 +1592,41 @@ local function cdp_replay(keys, args)
                     .. 'destination')
     end
     local name = args[5]
-    local dead, out = prefix .. ':dead:' .. name, prefix .. ':out:' .. name
-    local ok, terr = check_types(fn, {{dead, 'stream'}, {out, 'stream'},
-                                      {prefix .. ':audit', 'stream'}})
+    -- each shard's dead letters back to its own out-stream
+    local pairs_, want = {}, {{prefix .. ':audit', 'stream'}}
+    local outs, deads = shard_keys(prefix, 'out'), shard_keys(prefix, 'dead')
+    for i = 1, #outs do
+        local out, dead = outs[i] .. ':' .. name, deads[i] .. ':' .. name
+        pairs_[i] = {dead, out}
+        want[#want + 1] = {dead, 'stream'}
+        want[#want + 1] = {out, 'stream'}
+    end
+    local ok, terr = check_types(fn, want)
     if not ok then
         return fail(fn, terr)
     end
-    local moved = 0
-    for _, e in ipairs(redis.call('XRANGE', dead, '-', '+', 'COUNT', 10000))
-    do
-        local f = {}
-        for _, k in ipairs({'event', 'delete', 'p'}) do
-            local v = field(e[2], k)
-            if v then
-                f[#f + 1] = k
-                f[#f + 1] = v
+    local moved, left = 0, 10000
+    for _, pr in ipairs(pairs_) do
+        local dead, out = pr[1], pr[2]
+        local list = left > 0
+                     and redis.call('XRANGE', dead, '-', '+', 'COUNT', left)
+                     or {}
+        left = left - #list
+        for _, e in ipairs(list) do
+            local f = {}
+            for _, k in ipairs({'event', 'delete', 'p'}) do
+                local v = field(e[2], k)
+                if v then
+                    f[#f + 1] = k
+                    f[#f + 1] = v
+                end
             end
+            if #f > 0 then
+                redis.call('XADD', out, '*', unpack(f))
+                moved = moved + 1
+            end
+            redis.call('XDEL', dead, e[1])
         end
-        if #f > 0 then
-            redis.call('XADD', out, '*', unpack(f))
-            moved = moved + 1
-        end
-        redis.call('XDEL', dead, e[1])
     end
     local req = {receipt = args[2], role = args[3], now = args[4], ids = {}}
     redis.call('XADD', prefix .. ':audit', '*', 'receipt', req.receipt,

@@ -1159,8 +1159,8 @@ local function dest_parse(prefix, spec)
     do
         -- takes: 1 "Segment Entered", 2 "Segment Exited" (types, events)
         takes = tonumber(takes) or 0
-        local d = {key = prefix .. 'out:' .. name, maxlen = maxlen,
-                   ok = {}, touched = false,
+        local d = {name = name, maxlen = maxlen,
+                   ok = {}, touched = {},
                    entered = takes % 2 == 1,
                    exited = math.floor(takes / 2) % 2 == 1}
         bit = tonumber(bit)
@@ -1208,15 +1208,19 @@ local function forward(route, pid, id, event)
         if string.byte(route, 2 + j) == 49 then
             local d = DEST[j]
             if d.ok[c + 1] then
-                -- an id at or below the stream's last (the event stream
-                -- was recreated) is refused: the entry gets a new one
-                if type(redis.pcall('XADD', d.key, id, 'event', event,
+                -- the out-stream of the shard of the event's stream (the
+                -- profile's, else the batch event's); an id at or below
+                -- the stream's last (the event stream was recreated) is
+                -- refused: the entry gets a new one
+                local ok = P .. 'out:' .. (pid ~= '' and tag(pid) or OWN)
+                           .. ':' .. d.name
+                if type(redis.pcall('XADD', ok, id, 'event', event,
                                     'p', pid)) == 'table'
                 then
-                    call('XADD', d.key, '*', 'event', event, 'p', pid)
+                    call('XADD', ok, '*', 'event', event, 'p', pid)
                 end
                 d.queued = d.queued + 1
-                d.touched = true
+                d.touched[ok] = true
             else
                 d.consent = d.consent + 1
             end
@@ -1811,7 +1815,7 @@ local function setup(stream, argv1)
     if spec ~= '' then
         DEST = dest_parse(P, spec)
         for _, d in ipairs(DEST) do
-            d.queued, d.consent, d.erased, d.touched = 0, 0, 0, false
+            d.queued, d.consent, d.erased, d.touched = 0, 0, 0, {}
         end
     end
     FACTS = (fspec ~= '') and facts_parse(fspec) or nil
@@ -1833,7 +1837,11 @@ end
 -- What follows an event counted on profile pid ("": on none): its fact,
 -- its destinations (route), the segments it may change.
 --
-local function after(pid, ts, nfact, route, id, event)
+local function after(pid, ts, nfact, route, id, event, key)
+    -- the profile of the event's own key: its tag is known (no CRC16)
+    if key and TAG_OF[pid] == nil and pid == pid_of(key) then
+        TAG_OF[pid] = OWN
+    end
     if nfact then
         fact(pid, ts, nfact, event)
     end
@@ -1963,7 +1971,7 @@ local function cdp_ingest(keys, args)
             end
             stored = stored + 1
             if nfact or route ~= '' or SEGS then
-                after(pid_of(key), ts, nfact, route, id, args[a + 3])
+                after(pid_of(key), ts, nfact, route, id, args[a + 3], key)
             end
 
         elseif kind == 'page' or kind == 'track' then
@@ -1984,7 +1992,8 @@ local function cdp_ingest(keys, args)
                 timeline_push(nil, id, key)
                 stored = stored + 1
                 if nfact or route ~= '' or SEGS then
-                    after(pid_of(key), ts, nfact, route, id, args[a + 3])
+                    after(pid_of(key), ts, nfact, route, id, args[a + 3],
+                          key)
                 end
 
             else
@@ -1993,7 +2002,7 @@ local function cdp_ingest(keys, args)
                 id = EV_ID
                 if pid then
                     stored = stored + 1
-                    after(pid, ts, nfact, route, id, args[a + 3])
+                    after(pid, ts, nfact, route, id, args[a + 3], key)
                 else
                     -- erased: the event goes too
                     call('XDEL', STREAM, id)
@@ -2065,7 +2074,7 @@ local function cdp_ingest(keys, args)
 
             if pid then
                 stats.stored = stats.stored + 1
-                after(pid, ts, nfact, route, id, event)
+                after(pid, ts, nfact, route, id, event, key)
             elseif id then
                 -- erased or malformed: the event goes too
                 redis.call('XDEL', STREAM, id)
@@ -2086,8 +2095,8 @@ local function cdp_ingest(keys, args)
 
     if DEST then
         for _, d in ipairs(DEST) do
-            if d.touched then
-                redis.call('XTRIM', d.key, 'MAXLEN', '~', d.maxlen)
+            for ok in pairs(d.touched) do
+                redis.call('XTRIM', ok, 'MAXLEN', '~', d.maxlen)
             end
             reply[#reply + 1] = d.queued
             reply[#reply + 1] = d.consent
@@ -2122,6 +2131,8 @@ end
 local function cdp_dest_done(keys, args)
     local out, dead = keys[1], keys[2]
     local group, prefix, name = args[1], args[2], args[3]
+    -- the shard of the out-stream: its entries' profiles are there
+    local t = string.match(out, '({[^{}]+}):[^:]*$') or ''
     local now, deadmax = args[4], args[5]
     local n = tonumber(args[6])
     if not n or #args < 6 + 3 * n or (#args - 6 - 3 * n) % 3 ~= 0 then
@@ -2151,7 +2162,8 @@ local function cdp_dest_done(keys, args)
         for m in pairs(sent[pid]) do
             members[#members + 1] = m
         end
-        redis.call('SADD', prefix .. 'sent:{' .. pid .. '}', unpack(members))
+        redis.call('SADD', prefix .. 'sent:' .. t .. ':' .. pid,
+                   unpack(members))
     end
 
     local m = 0

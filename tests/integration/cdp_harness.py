@@ -1299,6 +1299,58 @@ class Nginx:
                                 ':' + rest if rest else '')
                 for i in range(self.shards)]
 
+    # a destination's streams, one a shard: an entry is in the shard of
+    # the profile it is counted on (that of its event's stream)
+
+    def out_keys(self, name):
+        """<prefix>:out:{<tag>}:<name> of every shard."""
+        return self.shard_keys('out', name)
+
+    def out_key(self, name, pid):
+        """The out-stream of destination name in the shard of pid."""
+        return '%s:out:%s:%s' % (self.prefix, self.tag_of(pid), name)
+
+    def dead_keys(self, name):
+        """<prefix>:dead:{<tag>}:<name> of every shard."""
+        return self.shard_keys('dead', name)
+
+    def dead_key(self, name, pid):
+        return '%s:dead:%s:%s' % (self.prefix, self.tag_of(pid), name)
+
+    def sent_key(self, pid):
+        """<prefix>:sent:{<tag>}:<pid>: what destinations were sent about
+        the profile, in its shard."""
+        return self.skey('sent', pid)
+
+    def stream_entries(self, keys):
+        """(key, id, fields) of the streams keys, stream by stream."""
+        c = self.rc()
+        try:
+            return [(k, i, f) for k in keys for i, f in c.xrange(k)]
+        finally:
+            c.close()
+
+    def out_entries(self, name):
+        """(key, id, fields) of every shard's out-stream of name."""
+        return self.stream_entries(self.out_keys(name))
+
+    def dead_entries(self, name):
+        return self.stream_entries(self.dead_keys(name))
+
+    def streams_len(self, keys):
+        """The sum of the XLENs of the streams keys (0 for a missing one)."""
+        c = self.rc()
+        try:
+            return sum(c.xlen(k) for k in keys)
+        finally:
+            c.close()
+
+    def out_len(self, name):
+        return self.streams_len(self.out_keys(name))
+
+    def dead_len(self, name):
+        return self.streams_len(self.dead_keys(name))
+
     @property
     def streams(self):
         return self.shard_keys('events')

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import secrets
+import threading
 import time
 
 import pytest
@@ -38,6 +39,19 @@ location = /p.gif   { cdp_pixel; }
         location /v1/       { cdp_api; cdp_write_key @WRITE_KEY@; }"""
 
 ISO_RE = re.compile(r'^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$')
+
+
+@pytest.fixture
+def sink():
+    """conftest's sink, but listening with a backlog that takes what every
+    deliverer may send at once: a worker delivers each shard's out-stream
+    on its own, up to 8 requests each (16 shards, 2 workers: 256), beyond
+    socketserver's 5 (the kernel would drop the connections over it, and
+    nginx time out on them)."""
+    s = h.Sink().start()
+    s.server.socket.listen(1024)
+    yield s
+    s.stop()
 
 
 def start(nginx_factory, redis, workdir, sink, dests, http_extra='', **kw):
@@ -164,11 +178,10 @@ def test_each_format_gets_the_documented_body(nginx_factory, redis_server,
                 assert body['user_properties'] == {'plan': {'value': 'pro'}}
     assert sorted(names) == ['login', 'order_completed', 'page_view']
 
-    # every delivered entry left the out-streams
-    rc = ngx.rc()
+    # every delivered entry left the out-streams (of every shard)
     for name in ('seg', 'js', 'ga'):
-        assert h.wait_until(lambda: rc.xlen('%s:out:%s' % (ngx.prefix, name))
-                            == 0, 10)
+        assert h.wait_until(lambda: ngx.out_len(name) == 0, 10), \
+            ngx.out_entries(name)
         st = dest_status(ngx, name)
         assert st['queued_total'] == 3, st
         assert st['delivered_total'] == 3, st
@@ -200,8 +213,8 @@ def test_gpc_visitor_reaches_analytics_not_marketing(nginx_factory,
     st = dest_status(ngx, 'mkt')
     assert st['filtered_total_consent'] == 1, st
     assert st['queued_total'] == 1, st
-    # never queued: the marketing out-stream never held the GPC visitor
-    assert ngx.rc().xlen('%s:out:mkt' % ngx.prefix) == 0
+    # never queued: the marketing out-streams never held the GPC visitor
+    assert ngx.out_len('mkt') == 0, ngx.out_entries('mkt')
     assert gpc.aid not in json.dumps(sink.events('/mkt'))
 
 
@@ -277,25 +290,45 @@ def test_types_and_event_names(nginx_factory, redis_server, workdir, sink):
 
 def test_out_stream_without_uri_is_read_with_a_consumer_group(
         nginx_factory, redis_server, workdir, sink):
-    """No uri=: the out-stream is for the operator's own consumers."""
+    """No uri=: the out-streams (one a shard) are for the operator's own
+    consumers, a consumer group on each; each browser's entry is in the
+    out-stream of its shard, under its event's id."""
     ngx = start(nginx_factory, redis_server, workdir, sink,
                 ['wh purpose=analytics'])
-    b = h.Browser(ngx)
-    b.view()
+    # browsers of at least two shards
+    browsers = []
+    while len({ngx.tag_of(b.aid) for b in browsers}) < 2:
+        b = h.Browser(ngx)
+        assert b.view().status == 200
+        browsers.append(b)
     ngx.wait_settled()
     rc = ngx.rc()
-    key = '%s:out:wh' % ngx.prefix
-    rc.xgroup_create(key, 'mine', id='0')
-    got = rc.xreadgroup('mine', 'me', {key: '>'}, count=10)
-    (name, entries), = got
-    assert len(entries) == 1
-    eid, fields = entries[0]
-    assert json.loads(fields['event'])['anonymousId'] == b.aid
-    assert fields['p'] == b.aid
-    # the entry keeps the event's id in the stream of the profile's shard
-    (sid, ev), = rc.xrange(ngx.stream_of(b.aid), eid, eid)
-    assert ev == {'event': fields['event']}, (ev, fields)
-    assert rc.xack(key, 'mine', eid) == 1
+    keys = ngx.out_keys('wh')
+    assert len(keys) == ngx.shards
+    for key in keys:
+        rc.xgroup_create(key, 'mine', id='0', mkstream=True)
+    got = rc.xreadgroup('mine', 'me', {key: '>' for key in keys},
+                        count=10)
+    entries = [(key, eid, f) for key, es in got for eid, f in es]
+    assert len(entries) == len(browsers), entries
+    by_aid = {}
+    for key, eid, fields in entries:
+        aid = json.loads(fields['event'])['anonymousId']
+        assert fields['p'] == aid
+        # in the out-stream of the browser's shard
+        assert key == ngx.out_key('wh', aid), (key, aid, ngx.tag_of(aid))
+        # the entry keeps the event's id in the stream of the profile's
+        # shard
+        (sid, ev), = rc.xrange(ngx.stream_of(aid), eid, eid)
+        assert ev == {'event': fields['event']}, (ev, fields)
+        by_aid[aid] = (key, eid)
+    assert sorted(by_aid) == sorted(b.aid for b in browsers)
+    for key, eid in by_aid.values():
+        assert rc.xack(key, 'mine', eid) == 1
+    # nothing else to read, nothing pending
+    assert not [es for _k, es in rc.xreadgroup(
+        'mine', 'me', {key: '>' for key in keys}, count=10) if es]
+    assert sum(rc.xpending(key, 'mine')['pending'] for key in keys) == 0
     assert sink.requests == []
 
 
@@ -303,8 +336,9 @@ def test_out_entry_of_a_person_keeps_the_id_in_the_persons_stream(
         nginx_factory, redis_server, workdir, sink):
     """A browser linked to a person of another shard: its hit is stored
     in the person's shard's stream (store/README.md, "Shards"), and the
-    out-stream entry keeps that event's id, not the id it had on its way
-    (KEYS[1] is the browser's shard's stream)."""
+    out-stream entry is in the person's shard's out-stream and keeps that
+    event's id, not the id it had on its way (KEYS[1] is the browser's
+    shard's stream)."""
     ngx = start(nginx_factory, redis_server, workdir, sink,
                 ['wh purpose=analytics'])
     b1 = h.Browser(ngx)
@@ -325,19 +359,27 @@ def test_out_entry_of_a_person_keeps_the_id_in_the_persons_stream(
     b2.view('title=after-login')
     ngx.wait_settled()
     rc = ngx.rc()
-    key = '%s:out:wh' % ngx.prefix
-    mine = [(i, f) for i, f in rc.xrange(key)
+    mine = [(k, i, f) for k, i, f in ngx.out_entries('wh')
             if json.loads(f['event']).get('properties', {}).get('title')
             == 'after-login']
-    assert len(mine) == 1, rc.xrange(key)
-    eid, fields = mine[0]
+    assert len(mine) == 1, ngx.out_entries('wh')
+    key, eid, fields = mine[0]
     assert fields['p'] == pid, fields
+    # the person's shard's out-stream, not the browser's
+    assert key == ngx.out_key('wh', pid), (key, ngx.tag_of(pid))
+    assert key != ngx.out_key('wh', b2.aid)
     (sid, ev), = rc.xrange(ngx.stream_of(pid), eid, eid)
     assert ev == {'event': fields['event']}, (ev, fields)
     assert eid in rc.lrange(h.key(ngx, 'timeline', pid), 0, -1)
     # not left behind in the browser's shard's stream
     assert not [e for _i, e in rc.xrange(ngx.stream_of(b2.aid))
                 if e['event'] == fields['event']]
+    # every entry is in the out-stream of the shard of its profile, which
+    # holds its event under the same id
+    for k, i, f in ngx.out_entries('wh'):
+        assert k == ngx.out_key('wh', f['p']), (k, f)
+        assert [e['event'] for _i, e in rc.xrange(ngx.stream_of(f['p']),
+                                                  i, i)] == [f['event']]
 
 
 # --------------------------------------------------------------------------
@@ -379,17 +421,26 @@ def test_parallel_json_posts_deliver_each_event_once(nginx_factory,
                                                      redis_server, workdir,
                                                      sink):
     """format=json: one POST an event, several in flight, answered out of
-    order: each event arrives once and is acknowledged once."""
+    order: each event arrives once and is acknowledged once.  One shard
+    (shards=1): its deliverer has the destination's 8 requests at once."""
     import random
 
+    peak = [0, 0]
+    lock = threading.Lock()
+
     def jitter(req):
+        with lock:
+            peak[0] += 1
+            peak[1] = max(peak[1], peak[0])
         time.sleep(random.random() * 0.02)
+        with lock:
+            peak[0] -= 1
         return 200, b'{}'
 
     sink.respond = jitter
     ngx = start(nginx_factory, redis_server, workdir, sink,
                 ['js purpose=analytics uri=/_dest/js format=json batch=50 '
-                 'flush=20ms'])
+                 'flush=20ms'], redis_params='shards=1')
     for i in range(150):
         assert ngx.hit('e=J%d' % i).status == 200
     ngx.wait_settled()
@@ -400,8 +451,10 @@ def test_parallel_json_posts_deliver_each_event_once(nginx_factory,
     assert sorted(got) == sorted(sent), len(got)
     assert h.wait_until(lambda: dest_status(ngx, 'js')['delivered_total']
                         == 150, 10), dest_status(ngx, 'js')
-    assert ngx.rc().xlen('%s:out:js' % ngx.prefix) == 0
+    assert ngx.out_len('js') == 0, ngx.out_entries('js')
     assert dest_status(ngx, 'js')['retried_total'] == 0
+    # several at once, never more than 8 a worker
+    assert 2 <= peak[1] <= 8 * ngx.workers, peak
 
 
 def test_a_400_is_dead_lettered_and_can_be_replayed(nginx_factory,
@@ -410,16 +463,26 @@ def test_a_400_is_dead_lettered_and_can_be_replayed(nginx_factory,
     sink.respond = lambda req: (400, b'{"error":"invalid writeKey"}')
     ngx = start(nginx_factory, redis_server, workdir, sink,
                 ['seg purpose=analytics uri=/_dest/seg flush=50ms'])
-    assert ngx.hit('e=Refused').status == 200
+    r = ngx.hit('e=Refused')
+    assert r.status == 200
+    aid = h.aid_of(r)
+    assert aid
     rc = ngx.rc()
-    dead = '%s:dead:seg' % ngx.prefix
-    assert h.wait_until(lambda: rc.xlen(dead) == 1, 20)
-    (_, f), = rc.xrange(dead)
+    assert h.wait_until(lambda: ngx.dead_len('seg') == 1, 20)
+    # in the dead letters of the browser's shard, as its out entry was
+    (key, _, f), = ngx.dead_entries('seg')
+    assert key == ngx.dead_key('seg', aid), (key, ngx.tag_of(aid))
     assert f['status'] == '400'
     assert 'invalid writeKey' in f['response']
     assert json.loads(f['event'])['event'] == 'Refused'
-    assert h.wait_until(lambda: rc.xlen('%s:out:seg' % ngx.prefix) == 0, 10)
+    assert f['p'] == aid
+    # under "id", the out entry's: the event's id in the browser's stream
+    (_, ev), = rc.xrange(ngx.stream_of(aid), f['id'], f['id'])
+    assert ev['event'] == f['event']
+    assert h.wait_until(lambda: ngx.out_len('seg') == 0, 10), \
+        ngx.out_entries('seg')
     assert dest_status(ngx, 'seg')['dead_lettered_total'] == 1
+    assert not rc.exists(ngx.sent_key(aid))      # refused: not sent
 
     # the destination fixed: the admin replays its dead letters
     sink.respond = lambda req: (200, b'{}')
@@ -428,7 +491,13 @@ def test_a_400_is_dead_lettered_and_can_be_replayed(nginx_factory,
     assert json.loads(r.body)['replayed'] == 1
     got = wait_events(sink, '/seg', 1)
     assert got[0]['event'] == 'Refused'
-    assert rc.xlen(dead) == 0
+    assert ngx.dead_len('seg') == 0, ngx.dead_entries('seg')
+    assert h.wait_until(lambda: ngx.out_len('seg') == 0, 10), \
+        ngx.out_entries('seg')
+    # delivered from the out-stream of its shard: what it sent about the
+    # browser is recorded in that shard
+    assert h.wait_until(lambda: rc.smembers(ngx.sent_key(aid)), 10)
+    assert rc.smembers(ngx.sent_key(aid)) == {'seg\ta:' + aid}
 
     r = admin(ngx, 'POST', 'replay', {'destination': 'nope'})
     assert r.status == 404 and json.loads(r.body)['field'] == 'destination'
@@ -493,8 +562,8 @@ def test_a_redis_restart_loses_nothing(nginx_factory, redis_factory,
     sink.respond = lambda req: (200, b'{}')
     assert h.wait_until(lambda: set(mids(sink.events('/seg'))) == sent, 60), \
         sink.events('/seg')
-    assert h.wait_until(lambda: ngx.rc().xlen('%s:out:seg' % ngx.prefix)
-                        == 0, 10)
+    assert h.wait_until(lambda: ngx.out_len('seg') == 0, 10), \
+        ngx.out_entries('seg')
     ngx.expected_log_re = re.compile(r'answered 503|redis .* unavailable'
                                      r'|reading .* failed|cdp_dest_done')
 
@@ -520,7 +589,20 @@ def test_erasure_reaches_every_destination(nginx_factory, redis_server,
     b.view('e=Later')
     ngx.wait_settled()
     rc = ngx.rc()
-    assert rc.xlen('%s:out:seg' % ngx.prefix) == 1
+    pid = h.resolve(ngx, b.aid)
+    assert pid
+    for name in ('seg', 'js'):
+        assert h.wait_until(lambda: ngx.out_len(name) == 1, 10), \
+            ngx.out_entries(name)
+        # waiting in the out-stream of the person's shard
+        (key, _i, f), = ngx.out_entries(name)
+        assert key == ngx.out_key(name, pid) and f['p'] == pid, (key, f)
+    # what they were sent is recorded in the shard of each profile
+    sent = rc.keys('%s:sent:*' % ngx.prefix)
+    assert sent
+    for k in sent:
+        x = h.parse_key(ngx, k)[1]
+        assert k == ngx.sent_key(x), (k, ngx.tag_of(x))
 
     r = admin(ngx, 'POST', 'erase', {'user_id': 'u-erase-1'},
               token=PRIVACY_TOKEN)
@@ -530,10 +612,14 @@ def test_erasure_reaches_every_destination(nginx_factory, redis_server,
     assert receipt['deletion_notices'] == 2, receipt
     assert receipt['destination_entries'] >= 2, receipt
     for name in ('seg', 'js'):
-        for e in rc.xrange('%s:out:%s' % (ngx.prefix, name)):
-            assert 'event' not in e[1], e
-            notice = json.loads(e[1]['delete'])
+        left = ngx.out_entries(name)
+        for key, _i, f in left:
+            assert 'event' not in f, (key, f)
+            notice = json.loads(f['delete'])
             assert notice['receipt'] == receipt['receipt']
+        # one notice, in the out-stream of the person's shard
+        assert [key for key, _i, _f in left] == [ngx.out_key(name, pid)], \
+            left
 
     sink.respond = lambda req: (200, b'{}')
     assert h.wait_until(lambda: len(sink.notices('/seg')) == 1
@@ -580,8 +666,11 @@ def test_a_dead_destination_does_not_slow_the_pixel(nginx_factory,
     pixel_p99(dead, 50)
     p_base = min(pixel_p99(base), pixel_p99(base))
     p_dead = min(pixel_p99(dead), pixel_p99(dead))
+    # stuck: each worker's deliverer of each shard (every shard has
+    # entries) holds its one request (batch=1), unanswered
     assert h.wait_until(lambda: dest_status(dead, 'a').get('in_flight')
-                        == 2, 10), dest_status(dead, 'a')
+                        == dead.workers * dead.shards, 10), \
+        dest_status(dead, 'a')
     assert p_dead < 2 * p_base + 0.005, (p_base, p_dead)
     dead.expected_log_re = re.compile(r'upstream timed out|did not answer')
 

@@ -1151,34 +1151,143 @@ def test_person_across_shards_export_and_erase(both):
 
 
 # --------------------------------------------------------------------------
-# destinations: an out-stream entry id is an event id of one shard only
+# destinations: one out-stream and one dead-letter stream a shard
+# (<prefix>:out:{<tag>}:<name>, <prefix>:dead:{<tag>}:<name>), an entry in
+# the shard of the profile it is counted on; what each was sent about a
+# profile in <prefix>:sent:{<tag>}:<pid>, of the profile's shard; an
+# out-stream entry id is an event id of one shard only
+
+def ok(name, x):
+    """The out-stream of destination name in the shard of x."""
+    return '%s:out:%s:%s' % (P, tag(x), name)
+
+
+def dk(name, x):
+    """The dead-letter stream of destination name in the shard of x."""
+    return '%s:dead:%s:%s' % (P, tag(x), name)
+
 
 def test_erase_leaves_another_shards_entry_with_the_same_id(world):
-    """The same stream id in two shards' streams: the out-stream entry
-    that took it is the other person's, and stays."""
+    """The same stream id in two shards' streams, and so in two shards'
+    out-streams: the entry in the other shard is the other person's, and
+    stays; in the person's shard, only what is theirs goes."""
     c, alice, bob, anon = world
     assert sk(anon.pid) != sk('p101')
     name = 'crm'
     c.hset(k('destinations'), name, '1')
-    out, dead = k('out', name), k('dead', name)
+    out, dead = ok(name, 'p101'), dk(name, 'p101')
+    out_n, dead_n = ok(name, anon.pid), dk(name, anon.pid)
+    assert out != out_n
     time.sleep(0.002)
     shared = add_events(c, alice, 1, alice.aids)[0]    # after anon's
     anon_ev = json.dumps({'type': 'track', 'anonymousId': anon.pid})
     c.xadd(sk(anon.pid), {'event': anon_ev}, id=shared)
     alice_ev = c.xrange(sk('p101'), shared, shared)[0][1]['event']
-    # anon's event was forwarded first and got the id; alice's a new one
-    c.xadd(out, {'event': anon_ev, 'p': anon.pid}, id=shared)
+    # each event forwarded to its shard's out-stream under its own id:
+    # the same id in both
+    c.xadd(out_n, {'event': anon_ev, 'p': anon.pid}, id=shared)
+    c.xadd(out, {'event': alice_ev, 'p': 'p101'}, id=shared)
+    # alice's, under a new id (a replayed dead letter), and bob's (his
+    # events are in alice's shard too)
     mine = c.xadd(out, {'event': alice_ev, 'p': 'p101'})
+    bob_ev = c.xrange(sk('p201'), bob.event_ids[0],
+                      bob.event_ids[0])[0][1]['event']
+    bobs = c.xadd(out, {'event': bob_ev, 'p': 'p201'})
     # dead letters: naming no profile, alice's event (hers) and anon's
-    # under the same id (not hers); naming p101 (hers)
+    # under the same id (not hers) in her shard, and anon's in its own;
+    # naming p101 (hers)
     c.xadd(dead, {'id': shared, 'status': '500', 'event': alice_ev})
     d2 = c.xadd(dead, {'id': shared, 'status': '500', 'event': anon_ev})
+    d3 = c.xadd(dead_n, {'id': shared, 'status': '500', 'event': anon_ev,
+                         'p': anon.pid})
     c.xadd(dead, {'id': alice.event_ids[0], 'status': '500',
                   'event': anon_ev, 'p': 'p101'})
 
     r = erase(c, 'profile_id:p101')
-    assert r['destination_entries'] == 3
-    assert [i for i, _ in c.xrange(out)] == [shared]
-    assert c.xrange(out)[0][1]['p'] == anon.pid
-    assert [i for i, _ in c.xrange(dead)] == [d2]
+    assert r['destination_entries'] == 4
+    assert r['deletion_notices'] == 0       # nothing was sent about her
+    assert [i for i, _ in c.xrange(out_n)] == [shared]
+    assert c.xrange(out_n)[0][1]['p'] == anon.pid
+    assert [i for i, _ in c.xrange(out)] == [bobs]
     assert mine not in [i for i, _ in c.xrange(out)]
+    assert [i for i, _ in c.xrange(dead)] == [d2]
+    assert [i for i, _ in c.xrange(dead_n)] == [d3]
+    # no other shard's stream was made
+    assert sorted(c.keys('%s:out:*' % P)) == sorted({out, out_n})
+    assert sorted(c.keys('%s:dead:*' % P)) == sorted({dead, dead_n})
+
+
+def test_erase_reads_sent_in_each_nodes_shard_and_notifies_in_the_persons(
+        world):
+    """What a destination was sent is recorded in the shard of the profile
+    it was counted on (a browser's profile before its merge, in another
+    shard than the person's): the erasure reads every node's, queues one
+    notice a destination in the out-stream of the person's shard, naming
+    what each was sent, deletes those sets and leaves the others'."""
+    c, alice, bob, anon = world
+    for name in ('crm', 'mail'):
+        c.hset(k('destinations'), name, '1')
+    a0 = alice.aids[0]
+    # alice's browser a0 was sent before its merge into p101, in a0's shard
+    sent_a0 = '%s:sent:%s:%s' % (P, tag(a0), a0)
+    sent_p = '%s:sent:%s:p101' % (P, tag('p101'))
+    sent_anon = '%s:sent:%s:%s' % (P, tag(anon.pid), anon.pid)
+    sent_bob = '%s:sent:%s:p201' % (P, tag('p201'))
+    c.sadd(sent_a0, 'crm\ta:' + a0)
+    c.sadd(sent_p, 'crm\tu:user-alice', 'crm\ta:' + alice.aids[1],
+           'mail\tu:user-alice')
+    c.sadd(sent_anon, 'crm\ta:' + anon.pid)
+    c.sadd(sent_bob, 'crm\tu:user-bob')
+    # a stream of the person's shard that was there, and one another
+    # shard's that must stay as it is
+    c.xadd(ok('crm', anon.pid), {'event': '{}', 'p': anon.pid})
+
+    r = erase(c, 'user_id:' + alice.hashed['user_id'], receipt='r-sent')
+    assert r['deletion_notices'] == 2, r
+    assert not c.exists(sent_a0, sent_p)
+    assert c.exists(sent_anon, sent_bob) == 2
+    notices = {}
+    for key in c.keys('%s:out:*' % P):
+        for _i, f in c.xrange(key):
+            if 'delete' in f:
+                assert key == ok(key.rsplit(':', 1)[1], 'p101'), key
+                assert f['p'] == ''
+                notices[key.rsplit(':', 1)[1]] = json.loads(f['delete'])
+    assert set(notices) == {'crm', 'mail'}
+    assert notices['crm']['receipt'] == 'r-sent'
+    assert notices['crm']['userIds'] == ['user-alice']
+    assert sorted(notices['crm']['anonymousIds']) == sorted(alice.aids)
+    assert notices['mail']['userIds'] == ['user-alice']
+    assert notices['mail']['anonymousIds'] == []
+    assert len(c.xrange(ok('crm', anon.pid))) == 1
+
+
+def test_replay_moves_each_shards_dead_letters_to_its_out_stream(admin):
+    """cdp_replay: every shard's dead letters back into the out-stream of
+    the same shard (their profiles are there), oldest first, audited."""
+    c = admin
+    name = 'crm'
+    c.hset(k('destinations'), name, '1')
+    x, y = 'p101', new_aid(avoid=['p101'])
+    assert tag(x) != tag(y)
+    for i, who in enumerate((x, y, x)):
+        c.xadd(dk(name, who), {'id': '1-%d' % i, 'status': '400',
+                               'response': 'no', 'at': str(T0),
+                               'event': '{"n":%d}' % i, 'p': who})
+    # another destination's dead letters stay
+    other = c.xadd(dk('mail', y), {'id': '1-9', 'status': '400',
+                                   'event': '{}', 'p': y})
+    r = json.loads(c.fcall('cdp_replay', 0, P, 'r-rp', 'admin', str(T0),
+                           name))
+    assert r == {'receipt': 'r-rp', 'destination': name, 'replayed': 3}
+    assert [f for _i, f in c.xrange(ok(name, x))] == [
+        {'event': '{"n":0}', 'p': x}, {'event': '{"n":2}', 'p': x}]
+    assert [f for _i, f in c.xrange(ok(name, y))] == [
+        {'event': '{"n":1}', 'p': y}]
+    assert c.xlen(dk(name, x)) == 0 and c.xlen(dk(name, y)) == 0
+    assert [i for i, _f in c.xrange(dk('mail', y))] == [other]
+    assert sorted(c.keys('%s:out:*' % P)) == sorted({ok(name, x),
+                                                     ok(name, y)})
+    (a,) = audit_entries(c)
+    assert a['op'] == 'replay' and a['events'] == '3'
+    assert a['ids'] == 'destination:' + name
