@@ -6,7 +6,8 @@
 #   make test       unit tests, then integration tests (real nginx, Redis)
 #   make memcheck   the integration tests with nginx under valgrind
 #   make bench      the pixel against nginx's own userid + empty_gif, then
-#                   make bench-spool's runs, then make bench-capture's
+#                   make bench-spool's runs, make bench-capture's, then
+#                   make bench-cluster's
 #   make bench-redis  Redis instructions per pixel event (callgrind)
 #   make bench-dest   the pixel with two destinations vs none, and their
 #                   delivery against ingest
@@ -16,6 +17,10 @@
 #   make bench-capture  a proxied HTML page with cdp_capture on vs the same
 #                   proxy without, new and returning visitors; the pixel's
 #                   bot check vs cdp_bot off, and a bot's hit (about 2 min)
+#   make bench-cluster  the pixel on a Redis Cluster of 3 masters vs one
+#                   redis-server (shards=48): req/s, CPU per hit and per
+#                   event, events per batch, the events spread over the
+#                   masters (about 1.5 min)
 #   make fuzz       libFuzzer targets of the pure parsers (clang-14)
 #   make deb        the Debian package libnginx-mod-http-cdp in dist/
 #                   (scripts/mkdeb.sh)
@@ -32,8 +37,8 @@ SRCS := $(wildcard ngx_cdp_module/*.c ngx_cdp_module/*.h) config \
         store/cdp.lua store/admin.lua store/embed.sh store/wire.sh
 
 .PHONY: all build deps deps-test run test unit integration memcheck bench \
-        bench-compare bench-redis bench-dest bench-spool bench-capture fuzz \
-        deb clean
+        bench-compare bench-redis bench-dest bench-spool bench-capture \
+        bench-cluster fuzz deb clean
 
 all: build
 
@@ -113,15 +118,18 @@ memcheck: deps-test build
 	    head -40 $$bad; exit 1; fi; \
 	echo "memcheck: $$n nginx processes, no error"
 
-# bench.sh, then spool.sh (bench-spool's), then capture.sh
-# (bench-capture's), each also when one before it found a failure (exit 1),
-# not when it could not run or was interrupted; fails when any did
+# bench.sh, then spool.sh (bench-spool's), capture.sh (bench-capture's),
+# then cluster.sh (bench-cluster's), each also when one before it found a
+# failure (exit 1), not when it could not run or was interrupted; fails
+# when any did
 bench: deps-test build
 	@rc=0; bash tests/bench/bench.sh || rc=$$?; \
 	[ "$$rc" -lt 2 ] || exit $$rc; echo; \
 	bash tests/bench/spool.sh || rc=$$?; \
 	[ "$$rc" -lt 2 ] || exit $$rc; echo; \
-	bash tests/bench/capture.sh || rc=$$?; exit $$rc
+	bash tests/bench/capture.sh || rc=$$?; \
+	[ "$$rc" -lt 2 ] || exit $$rc; echo; \
+	bash tests/bench/cluster.sh || rc=$$?; exit $$rc
 
 # the pixel of several revisions in one run: make bench-compare REVS="a b"
 # ("tree": the working tree, uncommitted changes included)
@@ -157,6 +165,15 @@ bench-spool: deps-test build
 # make bench-capture [ROUNDS=3 BENCH_SECONDS=4 PAGE_BYTES=2048]
 bench-capture: deps-test build
 	@bash tests/bench/capture.sh
+
+# Redis Cluster: the pixel (new visitors) on 3 masters (no replicas,
+# redis-cli --cluster create) with cdp_redis_cluster vs one redis-server
+# with cdp_redis, both shards=48, alternated: req/s, the worker's CPU per
+# hit, Redis's CPU per event (the masters' summed), events per batch, and
+# the events per master (spread within 10%), every hit stored once:
+# make bench-cluster [ROUNDS=3 BENCH_SECONDS=10 SHARDS=48 SPREAD_LIMIT=10]
+bench-cluster: deps-test build
+	@bash tests/bench/cluster.sh
 
 fuzz:
 	$(MAKE) -C tests/fuzz

@@ -8,8 +8,9 @@
 #                  visitors, then for returning ones (default 3)
 #   CONNECTIONS    wrk connections (default 50)
 #   STREAM_MAXLEN  cdp_stream_maxlen of the bench (default 1000000, the
-#                  module's default); stored events are counted with
-#                  XINFO STREAM entries-added, which trimming keeps
+#                  module's default, per shard's stream); stored events
+#                  are counted with XINFO STREAM entries-added, which
+#                  trimming keeps, summed over the SHARDS streams
 #   GEOIP          on (default): cdp_geoip_db with the test database; off
 #   REDIS_VIA      how nginx reaches Redis: unix (default) or tcp
 #   COOKIE_POOL    cookies minted per location for returning visitors
@@ -47,6 +48,14 @@
 # replies in flight when it stops, up to one per connection), when any
 # event was dropped, when wrk counted more answered hits than Redis stored,
 # or when the returning pixel runs kept no cookie (the pool was not valid).
+#
+# The store has SHARDS (16, the module's default) event streams,
+# bench:events:{<tag>} (store/README.md, "Shards"): every count of the
+# stream is summed over them. An API message with a userId is appended to
+# the stream of shard 0 (it has no anonymousId), then moved to its user's
+# profile's shard when that is another: entries-added counts it in both,
+# so the API's stored events are the entries added less the XDELs of the
+# moves (INFO commandstats).
 
 set -u
 
@@ -72,6 +81,7 @@ COOKIES_LUA=$TOP/tests/bench/cookies.lua
 BENCH_NAME=bench
 . "$TOP/tests/bench/lib.sh"
 PREFIX=bench
+SHARDS=16
 API_KEY=bench-write-key
 API_BATCH=${API_BATCH:-100}
 API_CONNECTIONS=${API_CONNECTIONS:-8}
@@ -90,9 +100,8 @@ TMP=$(mktemp -d /tmp/ngx_cdp_bench.XXXXXX) || die "mktemp failed"
 redis_pid=
 nginx_pid=
 
-stream_added() {
-    redis-cli -p "$REDIS_PORT" XINFO STREAM "$PREFIX:events" 2>/dev/null | entries_added
-}
+# the events ever appended to the shards' streams
+stream_added() { streams_added "$PREFIX" "$SHARDS" -p "$REDIS_PORT"; }
 
 cleanup() {
     trap '' INT TERM
@@ -132,7 +141,7 @@ redis_ready "$redis_pid" 100 -p "$REDIS_PORT" \
 
 (umask 077 && openssl rand -hex 32 > "$TMP/secret")
 nginx_conf "$TMP" "$MODULE" "
-    cdp_redis         $BENCH_REDIS prefix=$PREFIX;
+    cdp_redis         $BENCH_REDIS prefix=$PREFIX shards=$SHARDS;
     cdp_secret_file   $TMP/secret;
     cdp_stream_maxlen $STREAM_MAXLEN;
     cdp_consent_default all;
@@ -336,7 +345,7 @@ settle
 
 st=$(status)
 stored=$(stream_added)
-retained=$(redis-cli -p "$REDIS_PORT" XLEN "$PREFIX:events")
+retained=$(streams_len "$PREFIX" "$SHARDS" -p "$REDIS_PORT")
 browsers=$(redis-cli -p "$REDIS_PORT" --scan --pattern "$PREFIX:profile:*" | wc -l)
 c_accepted=$(counter cdp_events_accepted_total "$st")
 c_stored=$(counter cdp_events_stored_total "$st")
@@ -366,9 +375,16 @@ fcall_usec() {
     redis-cli -p "$REDIS_PORT" INFO commandstats | tr -d '\r' \
         | sed -n 's/^cmdstat_fcall:.*[:,]usec=\([0-9]*\).*/\1/p'
 }
+# XDEL calls (the store's, inside FCALL): an event moved to the stream of
+# another shard is deleted from the first (0 before any)
+xdel_calls() {
+    redis-cli -p "$REDIS_PORT" INFO commandstats | tr -d '\r' \
+        | awk -F'[:,=]' '$1 == "cmdstat_xdel" { n = $3 } END { printf "%d\n", n }'
+}
 echo "API ingest: POST /v1/batch, $API_BATCH messages a request," \
      "wrk -t1 -c$API_CONNECTIONS -d${SECONDS_PER_RUN}s..."
 api_added0=$(stream_added)
+api_xdel0=$(xdel_calls)
 api_usec0=$(fcall_usec)
 api_dup0=$(counter cdp_api_duplicates_total "$(status)")
 before=$(ngx_requests)
@@ -380,7 +396,9 @@ after=$(ngx_requests)
 api_answered=$((after - before - 1))
 read -r api_req api_rps api_p99 api_bad api_err < <(wrk_parse "$TMP/api.txt")
 settle
-api_added=$(( $(stream_added) - api_added0 ))
+# appended less moved: each move is an XDEL
+api_moved=$(( $(xdel_calls) - api_xdel0 ))
+api_added=$(( $(stream_added) - api_added0 - api_moved ))
 api_usec=$(( $(fcall_usec) - api_usec0 ))
 api_dup=$(( $(counter cdp_api_duplicates_total "$(status)") - api_dup0 ))
 api_expected=$(( (api_answered - api_bad) * API_BATCH ))
@@ -424,8 +442,8 @@ kv "pixel hits answered, wrk count (+warm-up, minting)" "$answered_all"
 kv "pixel hits answered, nginx count" "$answered_nginx"
 kv "  of which minting the cookie pool" "$mint_answered"
 kv "  of which returning runs" "$ret_answered"
-kv "events appended to $PREFIX:events (XINFO entries-added)" "$stored"
-kv "events retained (XLEN, MAXLEN ~$STREAM_MAXLEN)" "$retained"
+kv "events appended to $PREFIX:events:{*} (entries-added)" "$stored" "  ($SHARDS shards' streams)"
+kv "events retained (XLEN, MAXLEN ~$STREAM_MAXLEN a shard)" "$retained"
 kv "profile records ($PREFIX:profile:*)" "$browsers"
 kv "/status accepted" "$c_accepted"
 kv "/status stored" "$c_stored"
@@ -449,7 +467,8 @@ kv "API: events/s acknowledged" "$api_eps" "  (bar of the API issue: 50000)"
 kv "API: p99 latency (ms)" "$api_p99"
 kv "API: requests answered (nginx count), non-2xx" "$api_answered" ", $api_bad"
 kv "API: events sent in 2xx requests" "$api_expected"
-kv "API: events appended to $PREFIX:events" "$api_added"
+kv "API: events stored in $PREFIX:events:{*}" "$api_added" \
+    "  (entries-added less $api_moved moved to their user's shard)"
 kv "API: duplicates (cdp_api_duplicates_total)" "$api_dup"
 kv "API: Redis usec per event (FCALL usec / events)" "$api_us_event"
 [ "$bad_total" -gt 0 ] && echo "note: $bad_total non-2xx responses in the wrk runs"

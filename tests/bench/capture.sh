@@ -25,7 +25,7 @@
 # Every request but bot UA's carries the same browser User-Agent
 # (BENCH_UA, wrk.sh): without one the module takes the visitor for a bot.
 # After each run, before the next starts, Redis works off what it left (the
-# stream stops growing, the worker's queue is empty).
+# streams stop growing, the worker's queue is empty).
 #
 #   ROUNDS         rounds, each 7 runs (default 3)
 #   BENCH_SECONDS  seconds per wrk run (default 4)
@@ -52,9 +52,11 @@
 #
 # Requests answered are nginx's count (stub_status, read around each run:
 # it sees the replies wrk leaves in flight when it stops), stored the
-# stream's entries-added, as deltas over the run. Exits 1 when a run of
-# capture, bot check or cdp_bot off (or the minting of the pool) stored a
-# number of events other than the requests answered, or the capture counter
+# streams' entries-added (summed over the SHARDS event streams,
+# capture:events:{<tag>}, 16 as by default: store/README.md, "Shards"), as
+# deltas over the run. Exits 1 when a run of capture, bot check or cdp_bot
+# off (or the minting of the pool) stored a number of events other than
+# the requests answered, or the capture counter
 # (cdp_captured_total) says so; when plain or bot UA stored any event, or
 # bot UA's hits were not all counted as filtered bots; when the returning
 # capture runs kept no cookie; when an event was dropped; 2 when the bench
@@ -76,6 +78,7 @@ PIXEL_PATH=${PIXEL_PATH:-"/p.gif?url=https%3A%2F%2Fshop.example%2Fpricing"}
 STREAM_MAXLEN=1000000
 WARMUP=2
 PREFIX=capture
+SHARDS=16
 COOKIES_LUA=$TOP/tests/bench/cookies.lua
 . "$TOP/tests/bench/cpu.sh"
 . "$TOP/tests/bench/wrk.sh"
@@ -148,7 +151,7 @@ nginx_conf "$TMP/app" "" "    keepalive_requests    1000000;
     }"
 
 nginx_conf "$TMP/cdp" "$MODULE" "
-    cdp_redis         unix:$TMP/redis.sock prefix=$PREFIX;
+    cdp_redis         unix:$TMP/redis.sock prefix=$PREFIX shards=$SHARDS;
     cdp_secret_file   $TMP/secret;
     cdp_stream_maxlen $STREAM_MAXLEN;
     cdp_consent_default all;
@@ -215,14 +218,14 @@ status() { curl -s "$BASE/status"; }
 # nginx's total request count (stub_status "requests"); reading it is itself
 # a request, counted in the figure it returns
 ngx_requests() { stub_requests "$BASE"; }
-stream_added() { rcli XINFO STREAM "$PREFIX:events" 2>/dev/null | entries_added; }
+stream_added() { streams_added "$PREFIX" "$SHARDS" -s "$TMP/redis.sock"; }
 minus() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a") print "n/a"; else printf "%+.1f", a - b }'; }
 C_BOT='cdp_filtered_total{reason="bot"}'
 C_CAPTURED=cdp_captured_total
 C_NEW='cdp_cookies_total{result="new"}'
 C_KEPT='cdp_cookies_total{result="kept"}'
 
-# settle: until the stream stops growing and the worker's queue is empty
+# settle: until the streams stop growing and the worker's queue is empty
 # (at most 60 s)
 settle() {
     local last=-1 same=0 i=0 n q
@@ -523,7 +526,7 @@ kv "/status accepted, stored" "$(counter cdp_events_accepted_total "$st")" \
     ", $(counter cdp_events_stored_total "$st")"
 kv "/status captured, filtered as bots" "$(counter "$C_CAPTURED" "$st")" ", $(counter "$C_BOT" "$st")"
 kv "/status dropped" "$c_dropped" "$drops"
-kv "events appended to $PREFIX:events (entries-added)" "$(stream_added)"
+kv "events appended to $PREFIX:events:{*} (entries-added)" "$(stream_added)"
 [ "$c_dropped" = 0 ] || fail "$c_dropped events dropped:$drops"
 [ "$bad_total" -gt 0 ] && echo "note: $bad_total non-2xx responses or socket errors in the wrk runs"
 

@@ -16,12 +16,16 @@
 #
 # Per revision and round: new visitors (no cookie), then returning ones (a
 # pool of 2,000 cookies minted by that revision, sent by cookies.lua), each
-# for the pixel and for userid + empty_gif; the stream's length is checked
-# against the pixel hits nginx answered.  Before the next run starts Redis
-# works off what a pixel run left it (the stream stops growing), so one
-# run's Redis work never slows the next.  Each run's CPU time per request
-# of nginx's worker and of redis-server (from /proc, user + system) shows
-# where a difference between revisions comes from.  Prints each run, then
+# for the pixel and for userid + empty_gif; the events stored are checked
+# against the pixel hits nginx answered: the XLEN of the stream bench:events
+# of a revision from before the store's shards, plus those of the SHARDS
+# streams bench:events:{<tag>} of a revision with them (16, the module's
+# default: store/README.md, "Shards"), summed, so that any revision is
+# counted alike.  Before the next run starts Redis works off what a pixel
+# run left it (the streams stop growing), so one run's Redis work never
+# slows the next.  Each run's CPU time per request of nginx's worker and
+# of redis-server (from /proc, user + system) shows where a difference
+# between revisions comes from.  Prints each run, then
 # medians.  Every request to the pixel and to userid + empty_gif carries the
 # same browser User-Agent (BENCH_UA of wrk.sh): revisions that filter bots
 # store no hit without one; older ones ignore it.
@@ -34,15 +38,18 @@ REVS=${REVS:-HEAD}
 ROUNDS=${ROUNDS:-3}
 SECONDS_PER_RUN=${BENCH_SECONDS:-8}
 CONNS=${CONNECTIONS:-50}
+SHARDS=16
 COOKIES_LUA=$TOP/tests/bench/cookies.lua
 . "$TOP/tests/bench/cpu.sh"
 . "$TOP/tests/bench/wrk.sh"
-
-die() { printf 'bench-compare: %s\n' "$*" >&2; exit 2; }
+BENCH_NAME=bench-compare
+# die, and the streams counted (cdp_keys, sum_xlen)
+. "$TOP/tests/bench/lib.sh"
 
 for t in wrk redis-server redis-cli curl openssl git; do
     command -v "$t" >/dev/null 2>&1 || die "$t not found (make deps-test)"
 done
+[ -f "$TOP/scripts/cdp-key" ] || die "no $TOP/scripts/cdp-key"
 case $SECONDS_PER_RUN$ROUNDS$CONNS in
     *[!0-9]*) die "BENCH_SECONDS, ROUNDS and CONNECTIONS must be integers" ;;
 esac
@@ -157,12 +164,19 @@ mint() {    # mint URL COOKIE_NAME FILE
     [ "$(sort -u "$3" | wc -l)" = 2000 ] || die "minting $1: not 2000 cookies"
 }
 
-# the stream's length once it stops growing
+# stored: the events in the streams, an old revision's bench:events and a
+# sharded one's bench:events:{<tag>}, summed
+stored() {
+    { echo bench:events; cdp_keys bench "$SHARDS" events; } \
+        | sum_xlen -s "$TMP/run/redis.sock"
+}
+
+# the events stored once the streams stop growing
 settle() {
     local n=-1 m i
     for i in $(seq 100); do
         sleep 0.3
-        m=$(redis-cli -s "$TMP/run/redis.sock" XLEN bench:events)
+        m=$(stored)
         [ "$n" = "$m" ] && break
         n=$m
     done

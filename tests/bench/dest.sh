@@ -24,16 +24,21 @@
 # a browser User-Agent, BENCH_UA of wrk.sh: without one a hit is a bot's,
 # answered but not stored)
 # against "none" and against "two", in alternate order. After each run,
-# before the next starts, what it left is worked off (the events stream
-# stops growing, the worker's queue is empty and, for "two", both
-# out-streams are empty), so that a run's backlog never slows the next.
+# before the next starts, what it left is worked off (the event streams
+# stop growing, the worker's queue is empty and, for "two", both
+# destinations' out-streams are empty), so that a run's backlog never slows
+# the next. The store has SHARDS (16, the module's default) of each
+# stream, PREFIX:events:{<tag>}, PREFIX:out:{<tag>}:NAME, ...
+# (store/README.md, "Shards"): each figure of a stream below is summed over
+# the shards.
 #
 #   ROUNDS         rounds, each one run per cdp nginx (default 3)
 #   BENCH_SECONDS  seconds per wrk run (default 10)
 #   CONNECTIONS    wrk connections (default 50)
 #   DEST_B_FORMAT  format= of destination b: json (default) or segment
 #   DRAIN_LIMIT    seconds a run's backlog may take to drain (default 120)
-#   STREAM_MAXLEN  cdp_stream_maxlen (default 1000000, the module's)
+#   STREAM_MAXLEN  cdp_stream_maxlen (default 1000000, the module's, a
+#                  shard's stream)
 #   QUEUE_SIZE     cdp_queue_size of both cdp nginx (default: the module's,
 #                  10000; events beyond it are dropped while Redis lags)
 #   PIXEL_PATH     the pixel request (default: a page view without
@@ -57,22 +62,22 @@
 # status). "two" polls its empty out-streams every 100 ms during "none"'s
 # runs too (a few Redis calls a second).
 # Delivery, for each run of "two": events stored (XINFO STREAM
-# dest2:events entries-added) and delivered per destination
+# dest2:events:{<tag>} entries-added) and delivered per destination
 # (cdp_destination_delivered_total of its /status), per second of the run
 # and as delivered/stored (1.000 keeps up; the rest is the backlog when
-# wrk stops); the backlog (XLEN dest2:out:NAME) 0.2 s after wrk's end, the
-# seconds it took from then to drain to 0 and its rate then; the POSTs
-# (cdp_destination_requests_total, and the sink's own count).
+# wrk stops); the backlog (XLEN dest2:out:{<tag>}:NAME) 0.2 s after wrk's
+# end, the seconds it took from then to drain to 0 and its rate then; the
+# POSTs (cdp_destination_requests_total, and the sink's own count).
 #
 # Exits 1 when, at the end, an event "two" stored was not delivered to
 # both destinations (cdp_destination_delivered_total of a and of b !=
 # events stored), an event was dropped (cdp_events_dropped_total, either
 # nginx) or dead-lettered (cdp_destination_dead_lettered_total, or entries
-# in dest2:dead:NAME), a backlog did not drain within DRAIN_LIMIT, or Redis
-# did not store every pixel hit nginx answered; 2 when the bench could not
-# run. The three error logs are shown at the end when they hold anything of
-# level warn or above, and a worker that exited is named (neither changes
-# the exit status).
+# in dest2:dead:{<tag>}:NAME), a backlog did not drain within DRAIN_LIMIT,
+# or Redis did not store every pixel hit nginx answered; 2 when the bench
+# could not run. The three error logs are shown at the end when they hold
+# anything of level warn or above, and a worker that exited is named
+# (neither changes the exit status).
 
 set -u
 
@@ -86,6 +91,7 @@ STREAM_MAXLEN=${STREAM_MAXLEN:-1000000}
 DRAIN_LIMIT=${DRAIN_LIMIT:-120}
 B_FORMAT=${DEST_B_FORMAT:-json}
 WARMUP=2
+SHARDS=16
 PIXEL_PATH=${PIXEL_PATH:-"/p.gif?url=https%3A%2F%2Fshop.example%2Fpricing"}
 QUEUE_SIZE=${QUEUE_SIZE:-}
 . "$TOP/tests/bench/cpu.sh"
@@ -154,7 +160,7 @@ $4
 # the cdp nginx: DESTINATIONS are its cdp_destination lines (none or two)
 cdp_conf() {
     conf "$1" "$MODULE" "
-    cdp_redis         unix:$TMP/redis.sock prefix=${PFX[$1]};
+    cdp_redis         unix:$TMP/redis.sock prefix=${PFX[$1]} shards=$SHARDS;
     cdp_secret_file   $TMP/secret;
     cdp_stream_maxlen $STREAM_MAXLEN;
     cdp_consent_default all;
@@ -213,8 +219,11 @@ status() { curl -s "$(base "$1")/status"; }
 # a request, counted in the figure it returns
 ngx_requests() { stub_requests "$(base "$1")"; }
 dcounter() { counter "cdp_destination_$1{destination=\"$2\"}" "$3"; }
-stream_added() { rcli XINFO STREAM "$1:events" 2>/dev/null | entries_added; }
-xlen() { rcli XLEN "$1"; }
+# stream_added PREFIX: the events ever appended to its shards' streams
+stream_added() { streams_added "$1" "$SHARDS" -s "$TMP/redis.sock"; }
+# xlen KIND NAME: the entries of destination NAME's out-streams (KIND out)
+# or dead-letter streams (dead) of "two", all shards'
+xlen() { cdp_keys "${PFX[two]}" "$SHARDS" "$1" "$2" | sum_xlen -s "$TMP/redis.sock"; }
 # steal_ticks: "STEAL TOTAL" of every CPU so far (steal: time the
 # hypervisor ran something else while this machine wanted the CPU)
 steal_ticks() {
@@ -259,7 +268,7 @@ per_s() {
 }
 
 # drain NAME T_START: waits (at most DRAIN_LIMIT s) until what the last run
-# of NAME left is worked off: its events stream stops growing, the worker's
+# of NAME left is worked off: its event streams stop growing, the worker's
 # queue is empty and, for "two", both out-streams are empty; sets DRAIN_A
 # and DRAIN_B (seconds from T_START until out:a, out:b were empty, for
 # good), DRAINED (yes/no)
@@ -273,7 +282,7 @@ drain() {
         q=$(counter cdp_queue_events "$st")
         la=0 lb=0
         if [ "$1" = two ]; then
-            la=$(xlen "${PFX[two]}:out:a") lb=$(xlen "${PFX[two]}:out:b")
+            la=$(xlen out a) lb=$(xlen out b)
             [ "$la" = 0 ] && [ -z "$DRAIN_A" ] && DRAIN_A=$(elapsed "$2" "$t")
             [ "$lb" = 0 ] && [ -z "$DRAIN_B" ] && DRAIN_B=$(elapsed "$2" "$t")
             # an out-stream that empties again after growing
@@ -328,7 +337,7 @@ run() {
     st1=$(status "$x") e1=$(stream_added "${PFX[$x]}")
     t1=$(now)
     if [ "$x" = two ]; then
-        BACKLOG_A[$2]=$(xlen "${PFX[two]}:out:a") BACKLOG_B[$2]=$(xlen "${PFX[two]}:out:b")
+        BACKLOG_A[$2]=$(xlen out a) BACKLOG_B[$2]=$(xlen out b)
     fi
     drain "$x" "$t1"
     [ "$DRAINED" = yes ] || DRAIN_FAILED=1
@@ -454,7 +463,7 @@ for r in $(seq 1 "$ROUNDS"); do
         "${REQ_A[$r]}" "${REQ_B[$r]}" "${SINK_REQ[$r]}"
 done
 echo "(stored and delivered from wrk's start to 0.2 s after its end; a/stored, b/stored: 1.000 keeps up;"
-echo " backlog: XLEN ${PFX[two]}:out:NAME then; drain: seconds from then until it was 0, and the rate;"
+echo " backlog: XLEN ${PFX[two]}:out:{*}:NAME then; drain: seconds from then until it was 0, and the rate;"
 echo " POSTs: cdp_destination_requests_total and the sink's requests, wrk's start to the drain's end)"
 
 # --- correctness ---------------------------------------------------------------
@@ -480,16 +489,16 @@ drop_two=$(counter cdp_events_dropped_total "$st")
 drop_none=$(counter cdp_events_dropped_total "$st0")
 drops=$( { printf '%s\n' "$st" | sed 's/^/two: /'; printf '%s\n' "$st0" | sed 's/^/none: /'; } \
          | awk '$2 ~ /^cdp_events_dropped_total/ && $3 > 0 { printf " %s %s=%s", $1, $2, $3 }')
-xa=$(xlen "${PFX[two]}:out:a") xb=$(xlen "${PFX[two]}:out:b")
-xda=$(xlen "${PFX[two]}:dead:a") xdb=$(xlen "${PFX[two]}:dead:b")
+xa=$(xlen out a) xb=$(xlen out b)
+xda=$(xlen dead a) xdb=$(xlen dead b)
 fcall=$(rcli INFO commandstats | tr -d '\r' | grep '^cmdstat_fcall:')
 failed_calls=$(printf '%s' "$fcall" | sed -n 's/.*failed_calls=\([0-9]*\).*/\1/p')
 
 echo
 kv "pixel hits answered by \"none\" (nginx count, + warm-up)" "${ANSWERED[none]}"
-kv "events appended to ${PFX[none]}:events (entries-added)" "$stored_none"
+kv "events appended to ${PFX[none]}:events:{*} (entries-added)" "$stored_none"
 kv "pixel hits answered by \"two\" (nginx count, + warm-up)" "${ANSWERED[two]}"
-kv "events appended to ${PFX[two]}:events (entries-added)" "$stored_two"
+kv "events appended to ${PFX[two]}:events:{*} (entries-added)" "$stored_two"
 kv "\"two\" queued_total a | b" "$q_a | $q_b"
 kv "\"two\" delivered_total a | b" "$del_a | $del_b"
 kv "\"two\" requests_total a | b" "$reqs_a | $reqs_b" \

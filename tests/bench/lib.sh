@@ -1,13 +1,15 @@
 # What bench.sh, dest.sh, spool.sh and capture.sh share: their private
-# redis-server and nginx, started, waited for and stopped, and readings of
-# them (sourced, not run; after cpu.sh and wrk.sh). A script sets, before it
-# sources this: BENCH_NAME (its name in messages: bench, bench-dest, ...),
-# and, before it calls these, NGINX_BIN, MODULE and TMP (its temp dir) and
-# its own cleanup function.
+# redis-server and nginx, started, waited for and stopped, readings of
+# them, and the store's sharded streams counted (compare.sh sources it for
+# those and die). Sourced, not run; after cpu.sh and wrk.sh. A script
+# sets, before it sources this: BENCH_NAME (its name in messages: bench,
+# bench-dest, ...), and, before it calls these, TOP (the checkout),
+# NGINX_BIN, MODULE and TMP (its temp dir) and its own cleanup function.
 #
 #   die MESSAGE           "BENCH_NAME: MESSAGE" on stderr, exit 2
 #   check_tools TARGET    wrk, redis-server, redis-cli, curl, openssl (else
-#                         "make TARGET"), NGINX_BIN and the built MODULE
+#                         "make TARGET"), scripts/cdp-key, NGINX_BIN and the
+#                         built MODULE
 #   set_traps             cleanup on exit; on INT or TERM "interrupted", 130
 #   free_ports N          N free loopback ports, on one line
 #   alive PID             whether PID (may be empty) is running
@@ -27,21 +29,35 @@
 #                         queue read once a second: SAMPLES, QMAX
 #   stub_requests BASE    nginx's request count, from BASE/nginx_status
 #   counter METRIC TEXT   the sum of METRIC's samples in a /status TEXT
-#   entries_added         entries-added of the XINFO STREAM reply on stdin
+#   entries_added         entries-added of the XINFO STREAM replies on
+#                         stdin, summed
 #   ratio A B             A / B, 3 decimals (n/a when B is 0)
 #   med NAME ARRAY        the median of ARRAY[NAME_1] .. ARRAY[NAME_ROUNDS]
 #   now                   the time, in seconds with nanoseconds
 #   elapsed T0 T1         T1 - T0, in seconds, 1 decimal
+#   cdp_keys PREFIX SHARDS KIND [ARG]  the key names of scripts/cdp-key
+#                         --prefix PREFIX --shards SHARDS KIND [ARG], one a
+#                         line (events, out NAME: every shard's); asked
+#                         once, then kept in TMP
+#   sum_xlen CLI_ARG...   the XLEN of the streams named on stdin, summed
+#                         (one redis-cli CLI_ARG... for all: -p PORT, -s SOCKET)
+#   sum_added CLI_ARG...  their entries-added (XINFO STREAM), summed
+#   streams_len PREFIX SHARDS CLI_ARG...  sum_xlen of every shard's event
+#                         stream, <PREFIX>:events:{<tag>}
+#   streams_added PREFIX SHARDS CLI_ARG...  sum_added of them (an event
+#                         moved to a profile of another shard, an identified
+#                         browser's, counts in both)
 
 die() { printf '%s: %s\n' "$BENCH_NAME" "$*" >&2; exit 2; }
 
 # check_tools TARGET: the tools of every bench (missing: "make TARGET"
-# installs them), the nginx binary and the module
+# installs them), scripts/cdp-key, the nginx binary and the module
 check_tools() {
     local t
     for t in wrk redis-server redis-cli curl openssl; do
         command -v "$t" >/dev/null 2>&1 || die "$t not found (make $1)"
     done
+    [ -f "$TOP/scripts/cdp-key" ] || die "no $TOP/scripts/cdp-key"
     [ -x "$NGINX_BIN" ] || die "no nginx at $NGINX_BIN"
     [ -f "$MODULE" ] || die "the module is not built: $MODULE (make build)"
 }
@@ -234,12 +250,12 @@ counter() {
         $1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%d\n", s }'
 }
 
-# entries_added: of the XINFO STREAM reply on stdin; 0 without one (no
-# stream yet)
+# entries_added: of the XINFO STREAM replies on stdin (each a field name,
+# then its value, a line each), summed; 0 without one (no stream yet)
 entries_added() {
-    awk 'prev == "entries-added" { print; found = 1; exit }
+    awk 'prev == "entries-added" { s += $0 }
          { prev = $0 }
-         END { if (!found) print 0 }'
+         END { printf "%d\n", s }'
 }
 
 ratio() {
@@ -257,3 +273,48 @@ med() {
 
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+
+# --- the store's keys ----------------------------------------------------------
+
+# cdp_keys PREFIX SHARDS KIND [ARG]: the names scripts/cdp-key prints (the
+# store's sharded layout: store/README.md, "Shards"), one a line; the first
+# call asks it, the others read its answer from TMP
+cdp_keys() {
+    local f="$TMP/keys.$1.$2.$3${4:+.$4}"
+    local t="$f.$BASHPID"
+    if [ ! -s "$f" ]; then
+        /usr/bin/python3 "$TOP/scripts/cdp-key" --prefix "$1" --shards "$2" \
+            "$3" ${4:+"$4"} > "$t" && mv "$t" "$f" \
+            || die "scripts/cdp-key --prefix $1 --shards $2 $3 ${4:-} failed"
+    fi
+    cat "$f"
+}
+
+# sum_xlen CLI_ARG...: the XLEN of each stream named on stdin (0 when it
+# does not exist), summed
+sum_xlen() {
+    sed 's/^/XLEN /' | redis-cli "$@" 2>/dev/null \
+        | awk '/^[0-9]+$/ { s += $1 } END { printf "%d\n", s }'
+}
+
+# sum_added CLI_ARG...: the entries-added of each stream named on stdin
+# (what was ever appended to it, trimmed or deleted since or not; 0 when
+# it does not exist), summed
+sum_added() {
+    sed 's/^/XINFO STREAM /' | redis-cli "$@" 2>/dev/null | entries_added
+}
+
+# streams_len PREFIX SHARDS CLI_ARG...: the events the shards' streams hold
+streams_len() {
+    local p=$1 n=$2
+    shift 2
+    cdp_keys "$p" "$n" events | sum_xlen "$@"
+}
+
+# streams_added PREFIX SHARDS CLI_ARG...: the events ever appended to the
+# shards' streams
+streams_added() {
+    local p=$1 n=$2
+    shift 2
+    cdp_keys "$p" "$n" events | sum_added "$@"
+}

@@ -52,6 +52,11 @@ segment event per due profile.  A mismatch is printed, not fatal.
 Counts are exact for one capture; two captures differ by the batch sizes
 nginx happened to make (a few hundred instructions an event).
 
+The store's keys are sharded (store/README.md, "Shards"; SHARDS of them,
+16 as by default): a capture waits on every shard's event stream, and the
+profiles and timelines made and checked here are named with the hash tag
+of their shard (tests/integration/cdp_shard.py computes the tags).
+
 Environment: SECONDS_PER_PHASE (wrk seconds, default 1), REPLAY_FCALLS
 (FCALLs counted a phase, default 150), STORE_REVS, MIX (mixed or pages),
 TICK_PROFILES (default 100000; 0 skips the clock), TICK_CALLGRIND (1, the
@@ -73,6 +78,9 @@ import time
 import redis
 
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
+sys.path.insert(0, os.path.join(TOP, 'tests', 'integration'))
+import cdp_shard  # noqa: E402  (the shards' hash tags)
+
 MODULE = os.path.join(TOP, 'build', 'objs', 'ngx_http_cdp_module.so')
 SECONDS = int(os.environ.get('SECONDS_PER_PHASE', '1'))
 REPLAY = int(os.environ.get('REPLAY_FCALLS', '150'))
@@ -81,6 +89,13 @@ TICK_PROFILES = int(os.environ.get('TICK_PROFILES') or '100000')
 TICK_CALLGRIND = os.environ.get('TICK_CALLGRIND', '1') != '0'
 TICK_LIMIT = 1000
 POOL = 2000
+PREFIX = 'cost'
+SHARDS = 16                   # cdp_redis shards=, the module's default
+# the shards' tags, without braces, in order ("0.13 1.10 ..."): for the
+# Lua scripts below (their keys)
+TAGS = ' '.join(cdp_shard.shard_tag(i, SHARDS) for i in range(SHARDS))
+# every shard's event stream
+STREAMS = ['%s:events:{%s}' % (PREFIX, t) for t in TAGS.split()]
 PHASES = ('mint', 'new', 'returning')
 MARK = 'cdp-cost:'
 TARGET = 1.20                 # the issue: at most +20% with 10 segments
@@ -232,17 +247,51 @@ local function clock()
 end
 """
 
+# sharded(P, TAGS): a function (kind, pid) -> the key of a profile id's
+# kind (profile, timeline) in the store's sharded layout,
+# <P><kind>:{<tag>}:<pid>, the tag that of the shard CRC16(pid) mod N
+# (Redis Cluster's CRC16), TAGS the N shards' tags (TAGS above), as
+# store/cdp.lua names them
+SHARD_LUA = r"""
+local CRC = {}
+for i = 0, 255 do
+  local c = bit.lshift(i, 8)
+  for _ = 1, 8 do
+    if bit.band(c, 0x8000) ~= 0 then c = bit.bxor(bit.lshift(c, 1), 0x1021)
+    else c = bit.lshift(c, 1) end
+    c = bit.band(c, 0xffff)
+  end
+  CRC[i] = c
+end
+local function crc16(s)
+  local c = 0
+  for i = 1, #s do
+    c = bit.bxor(bit.band(bit.lshift(c, 8), 0xffff),
+                 CRC[bit.bxor(bit.rshift(c, 8), string.byte(s, i))])
+  end
+  return c
+end
+local function sharded(P, tags)
+  local t = {}
+  for x in string.gmatch(tags, '%S+') do t[#t + 1] = '{' .. x .. '}' end
+  return function(kind, pid)
+    return P .. kind .. ':' .. t[crc16(pid) % #t + 1] .. ':' .. pid
+  end
+end
+"""
+
 # The profiles (ARGV[2] = "scan": every <prefix>:profile:*, else the
-# members of the set ARGV[2]) against the reference: {checked, "segments"
-# field wrong, set membership unlike the field, examples, per segment
-# "NAME SCARD expected"}.
-CHECK_LUA = RULES_LUA + r"""
+# members of the set ARGV[2]; ARGV[3]: the shards' tags) against the
+# reference: {checked, "segments" field wrong, set membership unlike the
+# field, examples, per segment "NAME SCARD expected"}.
+CHECK_LUA = RULES_LUA + SHARD_LUA + r"""
 local P, from = ARGV[1], ARGV[2]
+local key = sharded(P, ARGV[3])
 local now = clock()
 local checked, bad_field, bad_set, examples, expect = 0, 0, 0, {}, {}
 for _, r in ipairs(RULES) do expect[r[1]] = 0 end
 local function check(pid)
-  local F = hash_table(redis.call('HGETALL', P .. 'profile:' .. pid))
+  local F = hash_table(redis.call('HGETALL', key('profile', pid)))
   if not F.events or F.merged_into then return end
   checked = checked + 1
   local list = evaluate(F, now)
@@ -271,7 +320,11 @@ if from == 'scan' then
     local r = redis.call('SCAN', cursor, 'MATCH', P .. 'profile:*',
                          'COUNT', 1000)
     cursor = r[1]
-    for _, k in ipairs(r[2]) do check(string.sub(k, plen + 1)) end
+    for _, k in ipairs(r[2]) do
+      -- <P>profile:{<tag>}:<pid>: the pid's key again, so a key in the
+      -- wrong shard is not found
+      check(string.match(string.sub(k, plen + 1), '^{[^{}]*}:(.*)$') or k)
+    end
   until cursor == '0'
 else
   for _, pid in ipairs(redis.call('SMEMBERS', from)) do check(pid) end
@@ -288,7 +341,7 @@ return {checked, bad_field, bad_set, examples, counts}
 def store_check(c, prefix, what):
     """Prints what CHECK_LUA finds; returns True when all agree."""
     checked, bad_field, bad_set, examples, counts = c.eval(
-        CHECK_LUA, 0, prefix, what)
+        CHECK_LUA, 0, prefix, what, TAGS)
     ok = bad_field == 0 and bad_set == 0
     counts = [x.decode().split(' ') for x in counts]
     scan = what == 'scan'
@@ -317,7 +370,7 @@ error_log {tmp}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
-    cdp_redis 127.0.0.1:{rport} prefix=cost;
+    cdp_redis 127.0.0.1:{rport} prefix={prefix} shards={shards};
     cdp_secret_file {tmp}/secret;
     cdp_stream_maxlen 100000000;
     cdp_consent_default all;
@@ -407,11 +460,19 @@ def queued(hport):
     return status_counter(hport, 'cdp_queue_events')
 
 
+def stored(c):
+    """The events in the shards' streams."""
+    p = c.pipeline(transaction=False)
+    for k in STREAMS:
+        p.xlen(k)
+    return sum(p.execute())
+
+
 def settle(c, hport):
-    """Until the worker's queue is empty and the stream stops growing."""
+    """Until the worker's queue is empty and the streams stop growing."""
     last, same = -1, 0
     for _ in range(600):
-        n = c.xlen('cost:events')
+        n = stored(c)
         if n == last and queued(hport) == 0:
             same += 1
             if same >= 3:
@@ -440,6 +501,7 @@ def capture(procs, top, key, segments):
     with open(conf, 'w') as f:
         f.write(NGINX_CONF.format(
             module=MODULE, tmp=tmp, rport=rport, hport=hport,
+            prefix=PREFIX, shards=SHARDS,
             user='user root;' if os.getuid() == 0 else '',
             segments=''.join("    cdp_segment %s '%s';\n" % s
                              for s in segments)))
@@ -497,7 +559,7 @@ def capture(procs, top, key, segments):
     if segments:
         print('  store check of the capture (%s), every profile against '
               'the rules:' % key)
-        ok = store_check(c, 'cost:', 'scan')
+        ok = store_check(c, PREFIX + ':', 'scan')
     errors = [l for l in open(os.path.join(tmp, 'error.log'))
               if '[error]' in l or '[crit]' in l or '[alert]' in l]
     if errors:
@@ -586,7 +648,7 @@ def events(fcall):
     when the batch carries a batch id, KEYS[2], its writer's bitmap
     (<prefix>:once:...)."""
     n = int(fcall[2]) - 1
-    if n >= 1 and fcall[4].startswith(b'cost:once:'):
+    if n >= 1 and fcall[4].startswith(PREFIX.encode() + b':once:'):
         n -= 1
     return n
 
@@ -828,7 +890,8 @@ def breakdown(procs, tmp, caught, results):
 
 # --- 4. the segments' clock ------------------------------------------------------
 
-# ARGV: prefix, first index, count, T (ms, now), 1 in how many is due.
+# ARGV: prefix, first index, count, T (ms, now), 1 in how many is due, the
+# shards' tags.
 # Profiles in the shape cdp_ingest writes them (pixel hits, some with a
 # campaign touch, facts of the events the rules name), their "segments"
 # field and sets as the rules give them at T, their due time as the store
@@ -838,9 +901,10 @@ def breakdown(procs, tmp, caught, results):
 # seen 7 days ago), leaves new_today (first seen a day ago), enters lapsed
 # (last seen 30 days ago) or enters abandoned (a checkout 2 days ago, no
 # order since); it has a timeline, and is in the set cdp-bench:due.
-GEN_LUA = RULES_LUA + r"""
+GEN_LUA = RULES_LUA + SHARD_LUA + r"""
 local P, i0, cnt, T, every = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]),
                              tonumber(ARGV[4]), tonumber(ARGV[5])
+local key = sharded(P, ARGV[6])
 local H, MIN = 3600000, 60000
 local MARGIN = 2 * H
 local due_n, odd = 0, 0
@@ -934,7 +998,7 @@ for i = i0, i0 + cnt - 1 do
   if #list > 0 then
     flat[#flat + 1] = 'segments'; flat[#flat + 1] = table.concat(list, ',')
   end
-  redis.call('HSET', P .. 'profile:' .. pid, unpack(flat))
+  redis.call('HSET', key('profile', pid), unpack(flat))
   for _, name in ipairs(list) do
     redis.call('SADD', P .. 'segment:' .. name, pid)
   end
@@ -944,7 +1008,7 @@ for i = i0, i0 + cnt - 1 do
     redis.call('SADD', 'cdp-bench:due', pid)
     local ids = {}
     for k = math.min(events, 50), 1, -1 do ids[#ids + 1] = (fs + k) .. '-0' end
-    redis.call('RPUSH', P .. 'timeline:' .. pid, unpack(ids))
+    redis.call('RPUSH', key('timeline', pid), unpack(ids))
   end
 end
 return {cnt, due_n, odd}
@@ -952,8 +1016,9 @@ return {cnt, due_n, odd}
 
 
 def tick_call(c, argv1):
-    return c.execute_command('FCALL', 'cdp_segments_tick', 2, 'cost:events',
-                             'cost:segments:due', argv1, TICK_LIMIT)
+    """As nginx calls it: on shard 0's stream."""
+    return c.execute_command('FCALL', 'cdp_segments_tick', 2, STREAMS[0],
+                             PREFIX + ':segments:due', argv1, TICK_LIMIT)
 
 
 def clock(procs, tmp, argv1, nprof):
@@ -969,14 +1034,15 @@ def clock(procs, tmp, argv1, nprof):
     made = due = odd = 0
     step = 20000
     for i in range(0, nprof, step):
-        r = c.eval(GEN_LUA, 0, 'cost:', i, min(step, nprof - i), T, 100)
+        r = c.eval(GEN_LUA, 0, PREFIX + ':', i, min(step, nprof - i), T, 100,
+                   TAGS)
         made, due, odd = made + r[0], due + r[1], odd + r[2]
     mem = c.info('memory')
     print('  made in %.1fs: %d profiles, %d due (ZCOUNT past: %d, future: %d)'
           ', used_memory %s, %d keys' % (
               time.time() - t0, made, due,
-              c.zcount('cost:segments:due', '-inf', T),
-              c.zcount('cost:segments:due', '(%d' % T, '+inf'),
+              c.zcount(PREFIX + ':segments:due', '-inf', T),
+              c.zcount(PREFIX + ':segments:due', '(%d' % T, '+inf'),
               mem['used_memory_human'], c.dbsize()))
     if odd:
         print('  (%d due profiles with another flip near theirs)' % odd)
@@ -1029,7 +1095,7 @@ def clock(procs, tmp, argv1, nprof):
     print('    an idle tick (nothing due, every second): %.2f ms wall, reply '
           '%s' % (1000 * idle_wall, idle))
     print('  store check of the due profiles after the drain:')
-    store_check(c, 'cost:', 'cdp-bench:due')
+    store_check(c, PREFIX + ':', 'cdp-bench:due')
     c.close()
     procs.stop(rp)
     if not TICK_CALLGRIND:

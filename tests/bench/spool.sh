@@ -54,11 +54,16 @@
 #                     everysec (then Redis may keep up: nothing spooled)
 #   CRASH             on (default) or off: part 3
 #   DRAIN_LIMIT       seconds a drain may take (default 120)
-#   STREAM_MAXLEN     cdp_stream_maxlen (default 1000000, the module's);
-#                     entries-added counts what trimming removed too
+#   STREAM_MAXLEN     cdp_stream_maxlen (default 1000000, the module's, a
+#                     shard's stream); entries-added counts what trimming
+#                     removed too
 #   PIXEL_PATH        the pixel request (default: a page view,
 #                     /p.gif?url=https%3A%2F%2Fshop.example%2Fpricing)
 #   KEEP_BENCH_DIR    set: keep the temp dir (configs, logs, spools, AOFs)
+#
+# Each nginx's store has SHARDS (16, the module's default) event streams,
+# PREFIX:events:{<tag>} (store/README.md, "Shards"): "the stream" below is
+# all of them, its entries-added and XLEN summed over the shards.
 #
 # About 2 minutes with the defaults (part 1: 6 runs of 10 s and 2 warm-ups
 # of 2 s, each followed by Redis settling; parts 2 and 3: 10 s each plus
@@ -93,6 +98,7 @@ DRAIN_LIMIT=${DRAIN_LIMIT:-120}
 STREAM_MAXLEN=${STREAM_MAXLEN:-1000000}
 PIXEL_PATH=${PIXEL_PATH:-"/p.gif?url=https%3A%2F%2Fshop.example%2Fpricing"}
 WARMUP=2
+SHARDS=16
 . "$TOP/tests/bench/cpu.sh"
 . "$TOP/tests/bench/wrk.sh"
 BENCH_NAME=bench-spool
@@ -163,7 +169,7 @@ start_redis over
 # directory $TMP/NAME); all alike but for HTTP_LINES
 conf() {
     nginx_conf "$TMP/$1" "$MODULE" "
-    cdp_redis         unix:$TMP/redis-${RED[$1]}/redis.sock prefix=${PFX[$1]};
+    cdp_redis         unix:$TMP/redis-${RED[$1]}/redis.sock prefix=${PFX[$1]} shards=$SHARDS;
     cdp_secret_file   $TMP/secret;
     cdp_stream_maxlen $STREAM_MAXLEN;
     cdp_consent_default all;
@@ -219,7 +225,10 @@ status() { curl -s "$(base "$1")/status"; }
 ngx_requests() { stub_requests "$(base "$1")"; }
 C_SPOOLED='cdp_spool_events_total{op="spooled"}'
 C_REPLAYED='cdp_spool_events_total{op="replayed"}'
-stream_added() { rcli "${RED[$1]}" XINFO STREAM "${PFX[$1]}:events" 2>/dev/null | entries_added; }
+# stream_added NAME, stream_len NAME: the events ever appended to the
+# shards' streams of nginx NAME, the events they hold
+stream_added() { streams_added "${PFX[$1]}" "$SHARDS" -s "$TMP/redis-${RED[$1]}/redis.sock"; }
+stream_len() { streams_len "${PFX[$1]}" "$SHARDS" -s "$TMP/redis-${RED[$1]}/redis.sock"; }
 later() { awk -v a="$1" -v b="$2" -v l="$3" 'BEGIN { print (b - a > l) ? 1 : 0 }'; }
 per_s() {
     awk -v n="$1" -v s="$2" 'BEGIN { if (s + 0 > 0) printf "%.0f", n / s; else print "n/a" }'
@@ -618,7 +627,7 @@ report_overload() {
         "$(per_s "$replay_after" "${O_DRAIN_S[$x]}")" "  ($replay_after replayed after wrk)"
     kv "replay rate: all replayed / drain s (events/s)" "$(per_s "$replayed" "${O_DRAIN_S[$x]}")"
     kv "after the drain: events in the stream (entries-added)" "$e" \
-        "  (XLEN $(rcli "${RED[$x]}" XLEN "${PFX[$x]}:events"))"
+        "  (XLEN $(stream_len "$x"))"
     kv "after the drain: stored (counter)" "$stored"
     kv "after the drain: spooled, replayed" "$spooled" ", $replayed"
     kv "after the drain: resent, already_applied" "$resent" ", $applied"
