@@ -12,7 +12,9 @@
 #   /usr/share/nginx/modules-available/mod-http-cdp.conf   load_module line
 #   /etc/nginx/modules-enabled/50-mod-http-cdp.conf        symlink to it, made
 #                                     by postinst, set aside by prerm on remove
-#   /usr/share/ngx-cdp/store/         cdp.lua, admin.lua, load.sh
+#   /usr/share/ngx-cdp/store/         cdp.lua, admin.lua, load.sh, and
+#                                     migrate.lua, migrate.sh (the
+#                                     unsharded layout's migration)
 #   /usr/bin/                         cdp-sign-url, cdp-id-hash, and cdp-admin
 #                                     when scripts/cdp-admin exists
 #   /usr/share/doc/libnginx-mod-http-cdp/
@@ -131,8 +133,9 @@ install -m 644 "$DEBDIR/mod-http-cdp.conf" \
     "$root/usr/share/nginx/modules-available/"
 
 install -m 644 "$TOP/store/cdp.lua" "$TOP/store/admin.lua" \
+    "$TOP/store/migrate.lua" "$root/usr/share/ngx-cdp/store/"
+install -m 755 "$TOP/store/load.sh" "$TOP/store/migrate.sh" \
     "$root/usr/share/ngx-cdp/store/"
-install -m 755 "$TOP/store/load.sh" "$root/usr/share/ngx-cdp/store/"
 
 tools="cdp-sign-url cdp-id-hash cdp-key"
 [ -f "$TOP/scripts/cdp-admin" ] && tools="$tools cdp-admin"

@@ -187,6 +187,8 @@ def test_deb_control_and_contents(deb):
             (STORE + '/cdp.lua', '-rw-r--r--'),
             (STORE + '/admin.lua', '-rw-r--r--'),
             (STORE + '/load.sh', '-rwxr-xr-x'),
+            (STORE + '/migrate.lua', '-rw-r--r--'),
+            (STORE + '/migrate.sh', '-rwxr-xr-x'),
             ('/usr/bin/cdp-sign-url', '-rwxr-xr-x'),
             ('/usr/bin/cdp-id-hash', '-rwxr-xr-x'),
             ('/usr/bin/cdp-key', '-rwxr-xr-x'),
@@ -255,9 +257,11 @@ def test_deb_install_pixel_remove(deb, machine_lock, redis_server,
             assert f.read().strip() == LOAD_LINE
         with open(SO, 'rb') as f:
             assert f.read(4) == b'\x7fELF'
-        for p in (STORE + '/cdp.lua', STORE + '/admin.lua'):
+        for p in (STORE + '/cdp.lua', STORE + '/admin.lua',
+                  STORE + '/migrate.lua'):
             assert os.path.isfile(p), p
-        for p in (STORE + '/load.sh', '/usr/bin/cdp-sign-url',
+        for p in (STORE + '/load.sh', STORE + '/migrate.sh',
+                  '/usr/bin/cdp-sign-url',
                   '/usr/bin/cdp-id-hash', '/usr/bin/cdp-key'):
             assert os.access(p, os.X_OK), p
         if os.path.exists(os.path.join(h.MAIN, 'scripts', 'cdp-admin')):
