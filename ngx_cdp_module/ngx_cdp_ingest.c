@@ -47,6 +47,7 @@
 #define NGX_CDP_RETRY_DELAY       1000
 #define NGX_CDP_REPLAY_INFLIGHT   2
 #define NGX_CDP_WAIT_TIMEOUT      "100"     /* ms, three digits */
+#define NGX_CDP_NOWAIT_TIME       1000      /* no WAIT after one timed out */
 
 /* bytes a worker may hold for Redis, whatever cdp_queue_size says */
 #define NGX_CDP_MAX_BUFFERED      (64 * 1024 * 1024)
@@ -69,6 +70,7 @@ struct ngx_cdp_batch_s {
     ngx_queue_t                queue;       /* in flight */
     ngx_cdp_ingest_group_t    *group;       /* the API's: never retried */
     ngx_uint_t                 slot;
+    ngx_uint_t                 shard;
     uint64_t                   seq;
     ngx_uint_t                 nevents;
     size_t                     keys_len;
@@ -98,6 +100,7 @@ typedef struct {
     ngx_str_t                 *tags;        /* a shard's "{<i>.<k>}" */
     ngx_uint_t                *slots;       /* a shard's slot */
     ngx_str_t                 *streams;     /* a shard's event stream */
+    ngx_msec_t                *nowait;      /* no WAIT before, a shard */
     ngx_uint_t                 turn;        /* the shard of the next agg */
 
     ngx_cdp_ingest_cur_t      *cur;         /* a shard's, or one */
@@ -196,7 +199,10 @@ ngx_cdp_ingest_init_process(ngx_cycle_t *cycle, ngx_http_cdp_main_conf_t *mcf)
     ig->tags = ngx_pcalloc(cycle->pool, ig->shards * sizeof(ngx_str_t));
     ig->slots = ngx_pcalloc(cycle->pool, ig->shards * sizeof(ngx_uint_t));
     ig->streams = ngx_pcalloc(cycle->pool, ig->shards * sizeof(ngx_str_t));
-    if (ig->tags == NULL || ig->slots == NULL || ig->streams == NULL) {
+    ig->nowait = ngx_pcalloc(cycle->pool, ig->shards * sizeof(ngx_msec_t));
+    if (ig->tags == NULL || ig->slots == NULL || ig->streams == NULL
+        || ig->nowait == NULL)
+    {
         return NGX_ERROR;
     }
 
@@ -833,6 +839,7 @@ ngx_cdp_ingest_flush_one(ngx_cdp_ingest_t *ig, ngx_cdp_ingest_cur_t *cur,
     b->next = NULL;
     b->group = group;
     b->slot = slot;
+    b->shard = cur->shard;
     b->seq = ig->seq++;
     b->nevents = cur->batch;
     b->keys_len = keys;
@@ -1190,7 +1197,9 @@ ngx_cdp_ingest_batch_done(redisReply *reply, void *data)
  * kept, and sent again (to the new master) if the connection is lost;
  * the store applies it once.  A replica that does not answer within
  * NGX_CDP_WAIT_TIMEOUT: the batch is done (counted as unreplicated), the
- * API's batches fail (503, the client retries).
+ * API's batches fail (503, the client retries), and the shard's batches
+ * do not wait for NGX_CDP_NOWAIT_TIME (a WAIT holds every later reply of
+ * the connection).  Batches replayed from the spool do not wait.
  */
 
 static ngx_int_t
@@ -1204,6 +1213,17 @@ ngx_cdp_ingest_replicate(ngx_cdp_ingest_t *ig, ngx_cdp_batch_t *b)
     if (ngx_cdp_redis_replicas_slot(b->slot) == 0
         || !ngx_cdp_redis_is_ready_slot(b->slot))
     {
+        return NGX_DECLINED;
+    }
+
+    /*
+     * a WAIT holds the connection's later replies: after one that timed
+     * out (a replica stopped or lagging), the shard's batches do not wait
+     * for a while (counted as unreplicated); the API's always do
+     */
+
+    if (b->group == NULL && ngx_current_msec < ig->nowait[b->shard]) {
+        ngx_cdp_count(NGX_CDP_C_UNREPLICATED, 1);
         return NGX_DECLINED;
     }
 
@@ -1251,6 +1271,7 @@ ngx_cdp_ingest_wait_done(redisReply *reply, void *data)
     }
 
     ngx_cdp_count(NGX_CDP_C_UNREPLICATED, 1);
+    ig->nowait[b->shard] = ngx_current_msec + NGX_CDP_NOWAIT_TIME;
     ngx_cdp_ingest_done(ig, b, b->group ? NGX_ERROR : NGX_OK);
 }
 

@@ -171,10 +171,10 @@ def test_batches_wait_for_a_replica(redis_cluster_replicas, nginx_factory):
         assert h.wait_until(waits, 15, 0.2), (wait_calls(cl),
                                               nonzero(ngx.status()))
         assert ngx.wait_xlen(n[0]) >= n[0]
-        st = h.wait_until(lambda: (lambda s: s.queue == 0 and s)(
-            ngx.status()), 10)
-        assert st and st.c('cdp_redis_unreplicated_batches_total') == 0, \
+        assert h.wait_until(lambda: ngx.status().queue == 0, 10), \
             nonzero(ngx.status())
+        # (replicas answer within WAIT's 100 ms on an idle machine; under
+        # load some may not: no count of unreplicated is asserted here)
         m = next(p for p in cl.masters() if cl.replicas(of=p))
         replica = cl.node(cl.replicas(of=m)[0])
         replica.pause()
@@ -187,6 +187,17 @@ def test_batches_wait_for_a_replica(redis_cluster_replicas, nginx_factory):
         finally:
             replica.resume()
         assert got, nonzero(ngx.status())
+        # the replica back: batches wait for it again (after the second
+        # without WAIT that a timed-out WAIT starts)
+        w0 = wait_calls(cl)
+
+        def waits_again():
+            for i in range(5):
+                n[0] += 1
+                assert h.is_gif(ngx.hit('title=y%d' % n[0], client=c,
+                                        cookie=''))
+            return wait_calls(cl) > w0 + 5
+        assert h.wait_until(waits_again, 15, 0.2), (wait_calls(cl), w0)
     finally:
         c.close()
     assert ngx.wait_xlen(n[0] + 30) >= n[0] + 30, ngx.xlen()
