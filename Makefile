@@ -34,7 +34,8 @@ NGINX_BIN  ?= /usr/sbin/nginx
 PYTHON     := /usr/bin/python3
 
 SRCS := $(wildcard ngx_cdp_module/*.c ngx_cdp_module/*.h) config \
-        store/cdp.lua store/admin.lua store/embed.sh store/wire.sh
+        store/cdp.lua store/admin.lua store/shard.lua store/embed.sh \
+        store/wire.sh
 
 .PHONY: all build deps deps-test run test unit integration memcheck bench \
         bench-compare bench-redis bench-dest bench-spool bench-capture \

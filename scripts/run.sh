@@ -271,13 +271,14 @@ ngx_cdp demo is running (nginx pid $nginx_pid, Redis pid $redis_pid)
   demo site   $url/
   status      $url/cdp/status   (curl -s $url/cdp/status)
 
-The stored events, with redis-cli (Redis on 127.0.0.1:$REDIS_PORT):
+The stored events, with redis-cli (Redis on 127.0.0.1:$REDIS_PORT); the
+keys carry their shard's tag, scripts/cdp-key names them:
 
-  how many events       $rc XLEN cdp:events
-  the 5 newest          $rc XREVRANGE cdp:events + - COUNT 5
-  the newest, as JSON   $rc --raw XREVRANGE cdp:events + - COUNT 1 | sed -n 3p | jq .
+  the event streams     scripts/cdp-key events
+  how many events       for s in \$(scripts/cdp-key events); do $rc XLEN "\$s"; done
+  a shard's 5 newest    $rc XREVRANGE 'cdp:events:{0.13}' + - COUNT 5
   the browsers seen     $rc --scan --pattern 'cdp:profile:*'
-  one browser           $rc HGETALL cdp:profile:<id>
+  one browser           $rc HGETALL "\$(scripts/cdp-key profile <id>)"
                         (events, page_views, first_seen, last_seen in ms)
 
   <id> is the part of the browser's cdp_aid cookie before the '.'; the

@@ -13,15 +13,12 @@ name=${3:-store}
 NAME=$(printf '%s' "$name" | tr 'a-z' 'A-Z')
 orig=$(basename "$src")
 tmp=$out.tmp.$$
-# a library with a wire block gets it generated afresh from
-# ngx_cdp_module/ngx_cdp_wire.h (store/wire.sh): the module and its
-# library agree on the wire format by construction
+# the library's generated blocks are made afresh (store/wire.sh): the
+# wire block from ngx_cdp_module/ngx_cdp_wire.h, so that the module and
+# its library agree on the wire format by construction, and the shard
+# block from store/shard.lua
 lib=$out.lua.$$
-if grep -q '^-- wire:begin' "$src"; then
-    sh "$(dirname "$0")/wire.sh" --lua "$src" > "$lib"
-else
-    cp "$src" "$lib"
-fi
+sh "$(dirname "$0")/wire.sh" --lua "$src" > "$lib" || { rm -f "$lib"; exit 1; }
 src=$lib
 rev=$(cksum < "$src" | cut -d' ' -f1)
 {

@@ -12,9 +12,16 @@
 #   store/load.sh -h redis.internal -a secret
 #
 # @REV@ is replaced with the same revision embed.sh compiles into the module
-# (the cksum of cdp.lua), so the module sees this library as current.
+# (the cksum of cdp.lua, its blocks generated), so the module sees this
+# library as current.
+# In the source tree, the libraries' generated blocks (the wire constants,
+# the shard helpers) are made afresh with store/wire.sh, as embed.sh makes
+# them; an installed copy (no wire.sh beside it) loads the files as they
+# are, whose blocks the tests keep current.
 set -e
 dir=$(cd "$(dirname "$0")" && pwd)
+tmp=$(mktemp "${TMPDIR:-/tmp}/cdp-load.XXXXXX")
+trap 'rm -f "$tmp"' EXIT
 command -v redis-cli >/dev/null 2>&1 || {
     echo "load.sh: redis-cli not found (apt-get install redis-tools)" >&2
     exit 1
@@ -24,8 +31,13 @@ for lib in cdp:cdp_v1 admin:cdp_admin_v1; do
     src=$dir/${lib%%:*}.lua
     name=${lib#*:}
     [ -r "$src" ] || { echo "load.sh: cannot read $src" >&2; exit 1; }
-    rev=$(cksum < "$src" | cut -d' ' -f1)
-    out=$(sed -e "s/@REV@/$rev/" "$src" | redis-cli "$@" -x FUNCTION LOAD REPLACE) \
+    if [ -r "$dir/wire.sh" ]; then
+        sh "$dir/wire.sh" --lua "$src" > "$tmp"
+    else
+        cp "$src" "$tmp"
+    fi
+    rev=$(cksum < "$tmp" | cut -d' ' -f1)
+    out=$(sed -e "s/@REV@/$rev/" "$tmp" | redis-cli "$@" -x FUNCTION LOAD REPLACE) \
         || { echo "load.sh: redis-cli failed${out:+: $out}" >&2; exit 1; }
     case $out in
         "$name") echo "loaded library $name revision $rev" ;;

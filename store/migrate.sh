@@ -64,13 +64,24 @@ command -v redis-cli >/dev/null 2>&1 \
 
 src=$dir/migrate.lua
 [ -r "$src" ] || die "cannot read $src"
-rev=$(cksum < "$src" | cut -d' ' -f1)
-out=$(sed -e "s/@REV@/$rev/" "$src" | redis-cli "$@" -x FUNCTION LOAD REPLACE) \
+# its shard helpers made afresh from store/shard.lua in the source tree
+# (store/wire.sh, as store/load.sh does); an installed copy has no wire.sh
+# and loads the file as it is, whose block the tests keep current
+lib=$(mktemp "${TMPDIR:-/tmp}/cdp-migrate.XXXXXX")
+trap 'rm -f "$lib"' EXIT
+if [ -r "$dir/wire.sh" ]; then
+    sh "$dir/wire.sh" --lua "$src" > "$lib" || die "store/wire.sh failed"
+else
+    cp "$src" "$lib"
+fi
+rev=$(cksum < "$lib" | cut -d' ' -f1)
+out=$(sed -e "s/@REV@/$rev/" "$lib" | redis-cli "$@" -x FUNCTION LOAD REPLACE) \
     || die "redis-cli failed${out:+: $out}"
 case $out in
     cdp_migrate_v1) echo "loaded library cdp_migrate_v1 revision $rev" ;;
     *) die "FUNCTION LOAD of cdp_migrate_v1 failed: $out" ;;
 esac
+rm -f "$lib"
 
 # one call: sets fin, phase and counts, or exits
 call() {

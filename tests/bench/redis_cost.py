@@ -250,32 +250,28 @@ end
 # sharded(P, TAGS): a function (kind, pid) -> the key of a profile id's
 # kind (profile, timeline) in the store's sharded layout,
 # <P><kind>:{<tag>}:<pid>, the tag that of the shard CRC16(pid) mod N
-# (Redis Cluster's CRC16), TAGS the N shards' tags (TAGS above), as
-# store/cdp.lua names them
-SHARD_LUA = r"""
-local CRC = {}
-for i = 0, 255 do
-  local c = bit.lshift(i, 8)
-  for _ = 1, 8 do
-    if bit.band(c, 0x8000) ~= 0 then c = bit.bxor(bit.lshift(c, 1), 0x1021)
-    else c = bit.lshift(c, 1) end
-    c = bit.band(c, 0xffff)
-  end
-  CRC[i] = c
-end
-local function crc16(s)
-  local c = 0
-  for i = 1, #s do
-    c = bit.bxor(bit.band(bit.lshift(c, 8), 0xffff),
-                 CRC[bit.bxor(bit.rshift(c, 8), string.byte(s, i))])
-  end
-  return c
-end
+# (Redis Cluster's CRC16), N the number of TAGS (TAGS above: the shards'
+# tags, which it checks), as store/cdp.lua names them: with the store's
+# own shard helpers, the block store/wire.sh --shard makes of
+# store/shard.lua (NSH, TAG_OF, tag())
+def _shard_block():
+    return subprocess.run(
+        ['sh', os.path.join(TOP, 'store', 'wire.sh'), '--shard'],
+        check=True, stdout=subprocess.PIPE, universal_newlines=True).stdout
+
+
+SHARD_LUA = 'local WIRE_SHARDS = %d\n' % SHARDS + _shard_block() + r"""
 local function sharded(P, tags)
-  local t = {}
-  for x in string.gmatch(tags, '%S+') do t[#t + 1] = '{' .. x .. '}' end
+  local want = {}
+  for x in string.gmatch(tags, '%S+') do want[#want + 1] = '{' .. x .. '}' end
+  NSH, TAG_OF = #want, {}
+  for i = 0, NSH - 1 do
+    if shard_tag(i) ~= want[i + 1] then
+      error('shard ' .. i .. ': ' .. shard_tag(i) .. ', not ' .. want[i + 1])
+    end
+  end
   return function(kind, pid)
-    return P .. kind .. ':' .. t[crc16(pid) % #t + 1] .. ':' .. pid
+    return P .. kind .. ':' .. tag(pid) .. ':' .. pid
   end
 end
 """

@@ -290,6 +290,10 @@ def test_moved_followed_then_the_map_is_read_again(redis_cluster,
     s = slot_of(ngx, aid)
     src = c.master_of_slot(s)
     dst = [p for p in c.masters() if p != src][0]
+    # the map is read every 5 s: the slot moves just after a reading, so
+    # that the worker's map still says src at the next view
+    r0 = ngx.status().c(REFRESHES)
+    assert h.wait_until(lambda: ngx.status().c(REFRESHES) > r0, 8.0, 0.01)
     assert c.migrate_slot(s, src, dst) >= 1
     assert c.master_of_slot(s) == dst
 
@@ -339,6 +343,10 @@ def test_ask_followed_while_a_slot_migrates(redis_cluster, nginx_factory):
                                                                       dst)):
             nsrc.hgetall(ngx.skey('profile', aid))
 
+        # just after a reading of the map (every 5 s): none in the views
+        r0 = ngx.status().c(REFRESHES)
+        assert h.wait_until(lambda: ngx.status().c(REFRESHES) > r0, 8.0,
+                            0.01)
         before = ngx.status()
         assert view(ngx, aid) == ('asked', aid)
         assert view(ngx, aid) == ('asked', aid)

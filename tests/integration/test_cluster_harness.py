@@ -203,12 +203,14 @@ def test_failover_then_restart_rejoins_as_replica(redis_cluster_replicas):
     m = c.master_of_slot(s)
     [r] = c.replicas(of=m)
     n_slots = c.slot_counts()[m]
-    cl = c.client()
+    # written on the master's own connection, so that WAIT (which counts
+    # the replicas that have this connection's writes) covers it
+    nm = c.node_client(m)
     try:
-        cl.set(key, 'before')
+        nm.set(key, 'before')
+        assert nm.wait(1, 2000) == 1, 'the replica did not ack'
     finally:
-        cl.close()
-    assert c.node_client(m).wait(1, 2000) == 1, 'the replica did not ack'
+        nm.close()
 
     c.kill(m)
     assert not c.node(m).alive()

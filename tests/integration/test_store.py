@@ -5,6 +5,7 @@ the shards the default 16."""
 
 import json
 import os
+import subprocess
 
 import pytest
 import redis
@@ -429,3 +430,64 @@ def test_timeline_archive_keeps_what_the_stream_has(store):
     ms = lambda i: tuple(int(x) for x in i.split('-'))  # noqa: E731
     assert old and ms(old[0]) >= ms(first), (old[:3], first)
     assert old == sorted(old, key=ms)
+
+
+# the shard helpers' Lua, its N, then its calls: NSH and TAG_OF set for
+# each N as a library sets them for each call; per N the tags of the shards
+# asked for, and shard_of and tag of every id (ARGV[2...], binary-safe)
+SHARD_CHECK_LUA = r"""
+local r = {}
+for _, q in ipairs(cjson.decode(ARGV[1])) do
+    NSH, TAG_OF = q[1], {}
+    local tags, ofs, ids = {}, {}, {}
+    for j, i in ipairs(q[2]) do
+        tags[j] = shard_tag(i)
+    end
+    for j = 2, #ARGV do
+        ofs[j - 1] = shard_of(ARGV[j])
+        ids[j - 1] = tag(ARGV[j])
+    end
+    r[#r + 1] = {tags, ofs, ids}
+end
+return r
+"""
+
+
+def test_the_shard_blocks_are_store_shard_lua(redis_server):
+    """The shard helpers are one text, store/shard.lua, that store/wire.sh
+    generates into a block of each library: every block checked in is the
+    one store/wire.sh makes afresh ("run store/wire.sh --update" when this
+    fails), the same in the three libraries, and its Lua, run in Redis,
+    gives the tags and shards cdp_shard.py gives (nginx's, the C ones)."""
+    wire = os.path.join(h.MAIN, 'store', 'wire.sh')
+
+    def run(*args):
+        return subprocess.run(['sh', wire] + list(args), check=True,
+                              stdout=subprocess.PIPE).stdout.decode()
+
+    block = run('--shard')
+    assert block.startswith('-- shard:begin') and block.endswith(
+        '\n-- shard:end\n')
+    for name in ('cdp.lua', 'admin.lua', 'migrate.lua'):
+        path = os.path.join(h.MAIN, 'store', name)
+        with open(path) as f:
+            text = f.read()
+        assert run('--lua', path) == text, \
+            'store/%s is not current: run store/wire.sh --update' % name
+        assert text.count('\n-- shard:begin') == 1 and block in text, name
+
+    ids = ['', 'a' * 32, '0123456789abcdef0123456789abcdef', 'Jöhn',
+           'jane@example.com', '{0.13}', 'x' * 300,
+           '9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08',
+           b'\xff\x00\x80 bytes']
+    queries = [[1, [0]], [16, list(range(16))], [48, list(range(48))],
+               [1024, [0, 1, 2, 511, 512, 1000, 1023]], [16, [0, 15]]]
+    c = redis_server.client()
+    got = c.eval('local WIRE_SHARDS = 16\n' + block + SHARD_CHECK_LUA, 0,
+                 json.dumps(queries), *ids)
+    c.close()
+    assert len(got) == len(queries)
+    for (n, shards), (tags, ofs, id_tags) in zip(queries, got):
+        assert tags == ['{%s}' % cdp_shard.shard_tag(i, n) for i in shards], n
+        assert ofs == [cdp_shard.shard_of(x, n) for x in ids], n
+        assert id_tags == [tag(x, n) for x in ids], n
