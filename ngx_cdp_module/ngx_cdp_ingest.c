@@ -596,13 +596,6 @@ ngx_cdp_ingest_argv1(ngx_str_t *argv1, ngx_str_t *stream, ngx_uint_t shard)
 }
 
 
-ngx_uint_t
-ngx_cdp_ingest_shards(void)
-{
-    return ngx_cdp_ingest ? ngx_cdp_ingest->shards : 1;
-}
-
-
 /*
  * A key of the sharded layout (store/README.md): "<prefix>:<kind>:{<tag>}"
  * of shard, or with an id "<prefix>:<kind>:{<tag>}:<id>" of the id's shard

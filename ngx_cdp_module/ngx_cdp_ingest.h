@@ -73,10 +73,9 @@ void ngx_cdp_ingest_release(void);
 void ngx_cdp_ingest_wait(ngx_cdp_ingest_waiter_t *w);
 
 /* cdp_ingest's ARGV[1] and a shard's event stream, for the store's
- * other calls; the shards */
+ * other calls */
 void ngx_cdp_ingest_argv1(ngx_str_t *argv1, ngx_str_t *stream,
     ngx_uint_t shard);
-ngx_uint_t ngx_cdp_ingest_shards(void);
 
 /* "<prefix>:<kind>:{<tag>}" of shard, or "...:<id>" of id's shard (id not
  * NULL); allocated from pool */

@@ -482,32 +482,6 @@ ngx_cdp_redis_is_ready(void)
 }
 
 
-ngx_uint_t
-ngx_cdp_redis_is_down(void)
-{
-    ngx_uint_t        i;
-    ngx_cdp_redis_t  *rd;
-
-    rd = ngx_cdp_redis;
-
-    if (rd == NULL) {
-        return 1;
-    }
-
-    if (rd->nmasters == 0) {
-        return rd->mapped || rd->seeds_failed;
-    }
-
-    for (i = 0; i < rd->nmasters; i++) {
-        if (rd->masters[i]->state == NGX_CDP_REDIS_DOWN) {
-            return 1;
-        }
-    }
-
-    return 0;
-}
-
-
 size_t
 ngx_cdp_redis_unsent(void)
 {
@@ -545,13 +519,6 @@ ngx_cdp_redis_buffer_slot(ngx_uint_t slot, size_t len)
     ngx_cdp_redis->last_start = n->out.last - n->out.start;
 
     return n->out.last;
-}
-
-
-u_char *
-ngx_cdp_redis_buffer(size_t len)
-{
-    return ngx_cdp_redis_buffer_slot(0, len);
 }
 
 
@@ -762,34 +729,6 @@ ngx_cdp_redis_call_slot(ngx_cdp_redis_call_t *call, ngx_uint_t slot,
 
     return ngx_cdp_redis_send_to(n, call, argc, argv, argvlen,
                                  ngx_cdp_redis->cluster);
-}
-
-
-ngx_uint_t
-ngx_cdp_redis_masters(void)
-{
-    return ngx_cdp_redis ? ngx_cdp_redis->nmasters : 0;
-}
-
-
-ngx_int_t
-ngx_cdp_redis_call_master(ngx_cdp_redis_call_t *call, ngx_uint_t i,
-    int argc, const char **argv, const size_t *argvlen)
-{
-    ngx_cdp_redis_node_t  *n;
-
-    if (ngx_cdp_redis == NULL || i >= ngx_cdp_redis->nmasters) {
-        return NGX_DECLINED;
-    }
-
-    n = ngx_cdp_redis->masters[i];
-
-    if (!ngx_cdp_redis_usable(n)) {
-        return NGX_DECLINED;
-    }
-
-    /* for that node: never redirected */
-    return ngx_cdp_redis_send_to(n, call, argc, argv, argvlen, 0);
 }
 
 

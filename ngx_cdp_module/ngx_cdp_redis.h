@@ -58,11 +58,9 @@ ngx_uint_t ngx_cdp_redis_replicas_slot(ngx_uint_t slot);
 
 /*
  * The whole store: every master of the map is ready (a single Redis: its
- * node); some master is down (or, before the first map, no seed
- * answered); the bytes not yet written to any node.
+ * node); the bytes not yet written to any node.
  */
 ngx_uint_t ngx_cdp_redis_is_ready(void);
-ngx_uint_t ngx_cdp_redis_is_down(void);
 size_t ngx_cdp_redis_unsent(void);
 
 /*
@@ -72,10 +70,9 @@ size_t ngx_cdp_redis_unsent(void);
  * the end to ngx_cdp_redis_queue() with the callback of its reply (queued
  * on the node of the last buffer call; on a cluster the bytes between are
  * kept until the reply, to follow a redirection), then calls
- * ngx_cdp_redis_send().  ngx_cdp_redis_buffer(): the node of slot 0.
+ * ngx_cdp_redis_send().
  */
 u_char *ngx_cdp_redis_buffer_slot(ngx_uint_t slot, size_t len);
-u_char *ngx_cdp_redis_buffer(size_t len);
 ngx_int_t ngx_cdp_redis_queue(u_char *last, ngx_cdp_redis_reply_pt handler,
     void *data);
 void ngx_cdp_redis_send(void);
@@ -114,17 +111,6 @@ ngx_int_t ngx_cdp_redis_call(ngx_cdp_redis_call_t *call, int argc,
 /* the same, sent to the node of an explicit slot */
 ngx_int_t ngx_cdp_redis_call_slot(ngx_cdp_redis_call_t *call,
     ngx_uint_t slot, int argc, const char **argv, const size_t *argvlen);
-
-/*
- * Work that visits every master (a SCAN): their number, and a command
- * sent to master i (0 <= i < ngx_cdp_redis_masters(), in the order of
- * their first slot; the numbering changes when the map does), never
- * redirected.  NGX_DECLINED: i is out of range or that master is not
- * ready.
- */
-ngx_uint_t ngx_cdp_redis_masters(void);
-ngx_int_t ngx_cdp_redis_call_master(ngx_cdp_redis_call_t *call,
-    ngx_uint_t i, int argc, const char **argv, const size_t *argvlen);
 
 
 #endif /* _NGX_CDP_REDIS_H_INCLUDED_ */

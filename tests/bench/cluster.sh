@@ -607,26 +607,8 @@ fi
 
 echo
 for x in $SETUPS; do
-    log=$TMP/ngx-$x/logs/error.log
-    nerr=$(grep -cE '\[(emerg|alert|crit|error)\]|exited on signal' "$log")
-    nwarn=$(grep -c '\[warn\]' "$log")
-    w=$(pgrep -P "${MASTER[$x]}" | head -1)
-    if [ "$nerr" = 0 ] && [ "$nwarn" = 0 ] && [ "$w" = "${WORKER[$x]}" ]; then
-        echo "error.log of \"$x\": clean"
-        continue
-    fi
-    echo "error.log of \"$x\": $nerr emerg/alert/crit/error lines, $nwarn warnings" \
-         "(first 6 and last 4):"
-    grep -E '\[(emerg|alert|crit|error|warn)\]|exited on signal' "$log" \
-        | awk '{ l[NR] = $0 } END { for (i = 1; i <= NR; i++)
-                   if (i <= 6 || i > NR - 4) print l[i];
-                   else if (i == 7) printf "... (%d more)\n", NR - 10 }' \
-        | cut -c1-300 | sed 's/^/    /'
-    if grep -q 'exited on signal' "$log"; then
-        fail "the worker of \"$x\" exited on a signal"
-    elif [ "$w" != "${WORKER[$x]}" ]; then
-        echo "WARNING: the worker of \"$x\" is ${w:-gone}, not ${WORKER[$x]}"
-    fi
+    error_log_report "$x" "$TMP/ngx-$x/logs/error.log" "${MASTER[$x]}" "${WORKER[$x]}" \
+        || fail "the worker of \"$x\" exited on a signal"
 done
 st=$(status cluster)
 echo "cluster: redirects moved $(counter 'cdp_redis_redirects_total{kind="moved"}' "$st")," \

@@ -35,6 +35,8 @@
 #   med NAME ARRAY        the median of ARRAY[NAME_1] .. ARRAY[NAME_ROUNDS]
 #   now                   the time, in seconds with nanoseconds
 #   elapsed T0 T1         T1 - T0, in seconds, 1 decimal
+#   error_log_report NAME LOG MASTER WORKER  an nginx's error.log summed up
+#                         (1: a worker exited on a signal)
 #   cdp_keys PREFIX SHARDS KIND [ARG]  the key names of scripts/cdp-key
 #                         --prefix PREFIX --shards SHARDS KIND [ARG], one a
 #                         line (events, out NAME: every shard's); asked
@@ -317,4 +319,29 @@ streams_added() {
     local p=$1 n=$2
     shift 2
     cdp_keys "$p" "$n" events | sum_added "$@"
+}
+
+# error_log_report NAME LOG MASTER WORKER: "error.log of NAME: clean", or
+# its count of errors and warnings with the first 6 and last 4 such lines,
+# and a warning when MASTER's worker is no longer WORKER; returns 1 when a
+# worker exited on a signal (the caller fails)
+error_log_report() {
+    local name=$1 log=$2 nerr nwarn w
+    nerr=$(grep -cE '\[(emerg|alert|crit|error)\]|exited on signal' "$log")
+    nwarn=$(grep -c '\[warn\]' "$log")
+    w=$(pgrep -P "$3" | head -1)
+    if [ "$nerr" = 0 ] && [ "$nwarn" = 0 ] && [ "$w" = "$4" ]; then
+        echo "error.log of \"$name\": clean"
+        return 0
+    fi
+    echo "error.log of \"$name\": $nerr emerg/alert/crit/error lines," \
+         "$nwarn warnings (first 6 and last 4):"
+    grep -E '\[(emerg|alert|crit|error|warn)\]|exited on signal' "$log" \
+        | awk '{ l[NR] = $0 } END { for (i = 1; i <= NR; i++)
+                   if (i <= 6 || i > NR - 4) print l[i];
+                   else if (i == 7) printf "... (%d more)\n", NR - 10 }' \
+        | cut -c1-300 | sed 's/^/    /'
+    grep -q 'exited on signal' "$log" && return 1
+    [ "$w" != "$4" ] && echo "WARNING: the worker of \"$name\" is ${w:-gone}, not $4"
+    return 0
 }
