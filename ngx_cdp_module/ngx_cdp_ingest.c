@@ -39,6 +39,7 @@
 #include "ngx_cdp_shard.h"
 #include "ngx_cdp_wire.h"
 #include "ngx_cdp_spool.h"
+#include "ngx_cdp_xid.h"
 #include "ngx_cdp_ingest.h"
 
 
@@ -121,6 +122,7 @@ typedef struct {
     ngx_uint_t                 replay_stale;  /* replies to disregard */
     ngx_msec_t                 not_before;  /* Redis refused for now */
     ngx_uint_t                 warned_cluster;
+    ngx_uint_t                 warned_follow;
 
     ngx_event_t                flush_ev;
     ngx_event_t                pump_ev;
@@ -128,6 +130,10 @@ typedef struct {
 
 
 static void ngx_cdp_ingest_ready(void);
+static ngx_int_t ngx_cdp_ingest_append(ngx_cdp_ingest_t *ig, ngx_str_t *key,
+    ngx_uint_t kind, ngx_str_t *attrs, ngx_str_t *payload, ngx_str_t *route,
+    ngx_uint_t counter);
+static void ngx_cdp_ingest_follow(ngx_cdp_ingest_t *ig, redisReply *reply);
 static void ngx_cdp_ingest_flush(ngx_cdp_ingest_t *ig);
 static void ngx_cdp_ingest_flush_one(ngx_cdp_ingest_t *ig,
     ngx_cdp_ingest_cur_t *cur, ngx_cdp_ingest_group_t *group);
@@ -276,9 +282,10 @@ ngx_cdp_ingest_init_process(ngx_cycle_t *cycle, ngx_http_cdp_main_conf_t *mcf)
 
     /*
      * ARGV[1]: "maxlen limit_user_id limit_email limit_phone timeline_max
-     * dedup aggregate_retention", then with destinations, facts or
-     * segments "|<destinations>|<len>:<facts><len>:<segments>" and an
-     * extra argument an event (its route and its fact)
+     * dedup aggregate_retention shards cluster" (ngx_cdp_wire.h), then
+     * with destinations, facts or segments
+     * "|<destinations>|<len>:<facts><len>:<segments>" and an extra
+     * argument an event (its route and its fact)
      */
 
     ig->conf.argv1.data = ngx_pnalloc(cycle->pool,
@@ -299,6 +306,7 @@ ngx_cdp_ingest_init_process(ngx_cycle_t *cycle, ngx_http_cdp_main_conf_t *mcf)
     wc.dedup = mcf->dedup_window;
     wc.agg_retention = mcf->agg_retention;
     wc.shards = mcf->redis.shards;
+    wc.cluster = mcf->redis.seeds ? 1 : 0;
 
     p = ngx_cdp_wire_argv1(ig->conf.argv1.data, &wc);
 
@@ -323,6 +331,14 @@ ngx_cdp_ingest_init_process(ngx_cycle_t *cycle, ngx_http_cdp_main_conf_t *mcf)
     ig->pump_ev.cancelable = 1;
 
     ngx_cdp_ingest = ig;
+
+    /* identity on a cluster: the sagas the replies hand back */
+
+    if (ngx_cdp_xid_init_process(cycle, mcf, &ig->conf.argv1, ig->streams)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
     if (mcf->spool) {
         if (ngx_cdp_spool_init_process(cycle, mcf, &ig->conf) != NGX_OK) {
@@ -414,6 +430,9 @@ ngx_cdp_ingest_exit_process(ngx_cycle_t *cycle)
 
     ngx_cdp_redis_exit_process(cycle);
 
+    /* after the transport: no reply of a saga comes any more */
+    ngx_cdp_xid_exit_process(cycle);
+
     for (i = 0; i < ig->ncur; i++) {
         ngx_cdp_resp_free(&ig->cur[i].keys);
         ngx_cdp_resp_free(&ig->cur[i].args);
@@ -427,14 +446,7 @@ ngx_int_t
 ngx_cdp_ingest_enqueue(ngx_str_t *key, ngx_uint_t kind, ngx_str_t *attrs,
     ngx_str_t *payload, ngx_str_t *route)
 {
-    size_t                 klen, head;
-    u_char                *p, *colon;
-    ngx_str_t             *tag;
-    ngx_uint_t             shard;
-    ngx_time_t            *tp;
-    ngx_cdp_ingest_t      *ig;
-    ngx_cdp_ingest_cur_t  *cur;
-    u_char                 ts[NGX_INT64_LEN];
+    ngx_cdp_ingest_t  *ig;
 
     ig = ngx_cdp_ingest;
 
@@ -443,27 +455,51 @@ ngx_cdp_ingest_enqueue(ngx_str_t *key, ngx_uint_t kind, ngx_str_t *attrs,
         return NGX_DECLINED;
     }
 
-    if (ig->ncur > 1
-        && (kind == NGX_CDP_EVENT_IDENTIFY || kind == NGX_CDP_EVENT_API))
-    {
+    if (ig->ncur > 1 && kind == NGX_CDP_EVENT_API) {
         /*
-         * identity spans shards: not on Redis Cluster yet (a signed
-         * pixel's identity, a mail proxy's open; cdp_identify and cdp_api
-         * are refused by nginx -t)
+         * a server API message finds its person by identifiers in other
+         * shards: not on Redis Cluster yet (a mail proxy's open of a
+         * signed pixel; cdp_api is refused by nginx -t).  An identify
+         * goes in the batches: on a cluster the store hands it back as a
+         * saga (ngx_cdp_xid.h).
          */
 
         ngx_cdp_count(NGX_CDP_C_DROP_CLUSTER, 1);
 
         if (!ig->warned_cluster) {
             ngx_log_error(NGX_LOG_WARN, ig->log, 0,
-                          "cdp: an identity event is dropped: identity is "
-                          "not supported on Redis Cluster yet "
+                          "cdp: a server API event (a mail proxy's open) "
+                          "is dropped: it is not supported on Redis "
+                          "Cluster yet "
                           "(cdp_events_dropped_total{reason=\"not_on_cluster\"})");
             ig->warned_cluster = 1;
         }
 
         return NGX_DECLINED;
     }
+
+    return ngx_cdp_ingest_append(ig, key, kind, attrs, payload, route,
+                                 NGX_CDP_C_ACCEPTED);
+}
+
+
+/*
+ * An event into the current batch of its shard; counter: accepted, or
+ * forwarded for an event the store handed back (accepted once already).
+ */
+
+static ngx_int_t
+ngx_cdp_ingest_append(ngx_cdp_ingest_t *ig, ngx_str_t *key, ngx_uint_t kind,
+    ngx_str_t *attrs, ngx_str_t *payload, ngx_str_t *route,
+    ngx_uint_t counter)
+{
+    size_t                 klen, head;
+    u_char                *p, *colon;
+    ngx_str_t             *tag;
+    ngx_uint_t             shard;
+    ngx_time_t            *tp;
+    ngx_cdp_ingest_cur_t  *cur;
+    u_char                 ts[NGX_INT64_LEN];
 
     /*
      * the shard: a browser's ("profile:<aid>" becomes
@@ -561,7 +597,7 @@ ngx_cdp_ingest_enqueue(ngx_str_t *key, ngx_uint_t kind, ngx_str_t *attrs,
 
     ig->batch++;
     ig->queued++;
-    ngx_cdp_count(NGX_CDP_C_ACCEPTED, 1);
+    ngx_cdp_count(counter, 1);
     ngx_cdp_count(NGX_CDP_C_QUEUE_EVENTS, 1);
 
     if (ig->hold) {
@@ -1141,6 +1177,8 @@ ngx_cdp_ingest_batch_done(redisReply *reply, void *data)
     ngx_cdp_batch_t   *b = data;
     ngx_cdp_ingest_t  *ig = ngx_cdp_ingest;
 
+    ngx_int_t          rc;
+
     /* replies come in order per master, not across them */
 
     ngx_queue_remove(&b->queue);
@@ -1161,7 +1199,9 @@ ngx_cdp_ingest_batch_done(redisReply *reply, void *data)
         return;
     }
 
-    if (ngx_cdp_ingest_counts(ig, reply, b->nevents) != NGX_ERROR) {
+    rc = ngx_cdp_ingest_counts(ig, reply, b->nevents);
+
+    if (rc != NGX_ERROR) {
 
         if (ngx_cdp_ingest_replicate(ig, b) == NGX_OK) {
             /* kept (and spooled at exit) until a replica has it */
@@ -1169,6 +1209,15 @@ ngx_cdp_ingest_batch_done(redisReply *reply, void *data)
 
         } else {
             ngx_cdp_ingest_done(ig, b, NGX_OK);
+        }
+
+        /*
+         * the batch is settled (b is not looked at again): what the
+         * store handed back may be queued, flushed and sent now
+         */
+
+        if (rc == NGX_OK) {
+            ngx_cdp_ingest_follow(ig, reply);
         }
 
     } else if (ngx_cdp_ingest_retryable(ig, reply) && b->group == NULL) {
@@ -1287,20 +1336,29 @@ ngx_cdp_ingest_replay_done(redisReply *reply, void *data)
     }
 
     if (ig->replay_stale) {
-        /* sent before a rewind: sent again, and skipped if stored */
+        /*
+         * sent before a rewind: sent again, and skipped if stored, as
+         * it is when this reply counts it ("APPLIED" then, without
+         * follow-ups): what it hands back is taken from this one
+         */
         ig->replay_stale--;
-        (void) ngx_cdp_ingest_counts(ig, reply, n);
+
+        if (ngx_cdp_ingest_counts(ig, reply, n) == NGX_OK) {
+            ngx_cdp_ingest_follow(ig, reply);
+        }
+
         return;
     }
 
     rc = ngx_cdp_ingest_counts(ig, reply, n);
 
     if (rc != NGX_ERROR) {
+        ngx_cdp_spool_acked();
+
         if (rc == NGX_OK) {
             ngx_cdp_count(NGX_CDP_C_REPLAYED, n);
+            ngx_cdp_ingest_follow(ig, reply);
         }
-
-        ngx_cdp_spool_acked();
 
     } else if (ngx_cdp_ingest_retryable(ig, reply)) {
         ig->replay_stale = ig->replaying;
@@ -1317,9 +1375,10 @@ ngx_cdp_ingest_replay_done(redisReply *reply, void *data)
 
 /*
  * The reply of a cdp_ingest: {stored, erased, merges, switches, refused,
- * malformed, duplicates, <destinations>...} added to the counters, or
- * "APPLIED" (NGX_DECLINED: the batch of n events was stored before,
- * its reply was lost).  NGX_ERROR: an error reply.
+ * malformed, duplicates, <destinations>... [, follow-ups]} added to the
+ * counters (the follow-ups are ngx_cdp_ingest_follow()'s), or "APPLIED"
+ * (NGX_DECLINED: the batch of n events was stored before, its reply was
+ * lost).  NGX_ERROR: an error reply.
  */
 
 static ngx_int_t
@@ -1369,6 +1428,111 @@ ngx_cdp_ingest_counts(ngx_cdp_ingest_t *ig, redisReply *reply, ngx_uint_t n)
     }
 
     return NGX_ERROR;
+}
+
+
+/*
+ * What a cdp_ingest on Redis Cluster hands back (store/cdp.lua, FOLLOW):
+ * its reply's last element, after the counts, an array of groups of bulk
+ * strings:
+ *
+ *   "f" key kind attrs payload extra   an event of a person in another
+ *                                      shard: queued again with the key
+ *                                      of that person's profile
+ *                                      ("profile:<pid>"), kind "page" or
+ *                                      "track", extra its route;fact
+ *   "x" key state                      an identify: a saga whose first
+ *                                      step is cdp_xid on key (whole,
+ *                                      prefix and all) with state
+ *
+ * Taken from a reply that was counted only (never "APPLIED"): the store
+ * hands each back once.  Called once the batch is settled: a forwarded
+ * event may flush a batch, whose sending may fail a connection and call
+ * the handlers of the batches in flight.
+ */
+
+static void
+ngx_cdp_ingest_follow(ngx_cdp_ingest_t *ig, redisReply *reply)
+{
+    size_t       i, k, n;
+    ngx_str_t    v[6];
+    ngx_uint_t   kind;
+    redisReply  *f, *e;
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 8) {
+        return;
+    }
+
+    f = reply->element[reply->elements - 1];
+
+    if (f->type != REDIS_REPLY_ARRAY) {
+        return;
+    }
+
+    for (i = 0; i < f->elements; i += n) {
+        e = f->element[i];
+        n = 0;
+
+        if (e->type == REDIS_REPLY_STRING && e->len == 1) {
+            n = (e->str[0] == 'f') ? 6 : (e->str[0] == 'x') ? 3 : 0;
+        }
+
+        if (n == 0 || i + n > f->elements) {
+            goto malformed;
+        }
+
+        for (k = 0; k < n; k++) {
+            e = f->element[i + k];
+
+            if (e->type != REDIS_REPLY_STRING) {
+                goto malformed;
+            }
+
+            v[k].data = (u_char *) e->str;
+            v[k].len = e->len;
+        }
+
+        if (v[1].len == 0) {
+            goto malformed;
+        }
+
+        if (n == 3) {
+            (void) ngx_cdp_xid_start(&v[1], &v[2]);
+            continue;
+        }
+
+        if (v[2].len == sizeof("page") - 1
+            && ngx_strncmp(v[2].data, "page", v[2].len) == 0)
+        {
+            kind = NGX_CDP_EVENT_PAGE;
+
+        } else if (v[2].len == sizeof("track") - 1
+                   && ngx_strncmp(v[2].data, "track", v[2].len) == 0)
+        {
+            kind = NGX_CDP_EVENT_TRACK;
+
+        } else {
+            ngx_cdp_count(NGX_CDP_C_DROP_MALFORMED, 1);
+            continue;
+        }
+
+        /* an empty route is written as such with nargs 5 (enqueue) */
+
+        (void) ngx_cdp_ingest_append(ig, &v[1], kind, &v[3], &v[4],
+                                     v[5].len ? &v[5] : NULL,
+                                     NGX_CDP_C_FORWARDED);
+    }
+
+    return;
+
+malformed:
+
+    if (!ig->warned_follow) {
+        ngx_log_error(NGX_LOG_ERR, ig->log, 0,
+                      "cdp: cdp_ingest's follow-ups are malformed at "
+                      "element %uz: the rest of them is ignored", i);
+        ig->warned_follow = 1;
+    }
 }
 
 

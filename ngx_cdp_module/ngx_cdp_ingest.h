@@ -15,6 +15,11 @@
  * batches that cannot go to Redis (down, stalled, over the queue's
  * high-water mark) are written to a local spool file
  * (ngx_cdp_spool.h) and replayed from it later, exactly once.
+ *
+ * On Redis Cluster a reply may hand back what its slot could not do: an
+ * event of a person in another shard, queued again for that shard
+ * (counted as forwarded, not accepted twice), and identifies, run as
+ * sagas of single-slot calls (ngx_cdp_xid.h).
  */
 
 

@@ -14,8 +14,8 @@
  *
  * What goes through it: the ingest batches (ngx_cdp_ingest.c), which
  * write their FCALL straight into a node's output, and single commands
- * of the admin API, delivery, segments and profiles (ngx_cdp_redis_call(),
- * routed by the command's first key).
+ * of the admin API, delivery, segments, profiles and identity sagas
+ * (ngx_cdp_redis_call(), routed by the command's first key).
  */
 
 

@@ -23,6 +23,7 @@ typedef enum {
     NGX_CDP_M_AGGREGATED,
     NGX_CDP_M_RESENT,
     NGX_CDP_M_ALREADY_APPLIED,
+    NGX_CDP_M_FORWARDED,
     NGX_CDP_M_QUEUE,
     NGX_CDP_M_COOKIES,
     NGX_CDP_M_REDIS_CONNECTS,
@@ -37,6 +38,8 @@ typedef enum {
     NGX_CDP_M_MERGES,
     NGX_CDP_M_SHARED_DEVICE,
     NGX_CDP_M_IDENT_REFUSED,
+    NGX_CDP_M_SAGAS,
+    NGX_CDP_M_SAGAS_RUNNING,
     NGX_CDP_M_API_DUPLICATES,
     NGX_CDP_M_API_REJECTED,
     NGX_CDP_M_API_UNAVAILABLE,
@@ -96,6 +99,10 @@ static ngx_cdp_metric_t  ngx_cdp_metrics[] = {
     ngx_cdp_counter("cdp_events_already_applied_total",
                     "Events of batches the store had applied before (a lost"
                     " reply): skipped."),
+    ngx_cdp_counter("cdp_events_forwarded_total",
+                    "Events the store handed back to be queued again for"
+                    " the shard of the person they belong to (Redis"
+                    " Cluster)."),
     ngx_cdp_gauge("cdp_queue_events",
                   "Events waiting in the workers' queues."),
     ngx_cdp_counter("cdp_cookies_total",
@@ -128,6 +135,11 @@ static ngx_cdp_metric_t  ngx_cdp_metrics[] = {
                     "Browsers moved to another user."),
     ngx_cdp_counter("cdp_identifiers_refused_total",
                     "Identifiers and merges refused by cdp_identity_limits."),
+    ngx_cdp_counter("cdp_identity_sagas_total",
+                    "Identities resolved on Redis Cluster by a chain of"
+                    " single-slot calls, by result."),
+    ngx_cdp_gauge("cdp_identity_sagas_running",
+                  "Identity sagas running in the workers."),
     ngx_cdp_counter("cdp_api_duplicates_total",
                     "API messages dropped by the store: messageId seen."),
     ngx_cdp_counter("cdp_api_requests_rejected_total",
@@ -239,7 +251,12 @@ static ngx_cdp_sample_t  ngx_cdp_samples[] = {
     ngx_cdp_sample(CAPTURED, ""),
     ngx_cdp_sample(REDIRECTS, "{result=\"redirected\"}"),
     ngx_cdp_sample(REDIRECTS, "{result=\"refused\"}"),
-    ngx_cdp_sample(EMAIL_OPENED, "")
+    ngx_cdp_sample(EMAIL_OPENED, ""),
+    ngx_cdp_sample(FORWARDED, ""),
+    ngx_cdp_sample(SAGAS, "{result=\"done\"}"),
+    ngx_cdp_sample(SAGAS, "{result=\"swept\"}"),
+    ngx_cdp_sample(SAGAS, "{result=\"abandoned\"}"),
+    ngx_cdp_sample(SAGAS_RUNNING, "")
 };
 
 

@@ -32,8 +32,10 @@ ngx_cdp_wire_argv1(u_char *p, const ngx_cdp_wire_conf_t *conf)
     *p++ = ' ';
     p = ngx_cdp_wire_uint(p, conf->agg_retention);
     *p++ = ' ';
+    p = ngx_cdp_wire_uint(p, conf->shards);
+    *p++ = ' ';
 
-    return ngx_cdp_wire_uint(p, conf->shards);
+    return ngx_cdp_wire_uint(p, conf->cluster);
 }
 
 
@@ -42,7 +44,7 @@ ngx_cdp_wire_argv1_parse(const u_char *p, size_t len,
     ngx_cdp_wire_conf_t *conf)
 {
     size_t          i;
-    uint64_t       *v[8];
+    uint64_t       *v[9];
     const u_char   *end, *bar;
 
     end = p + len;
@@ -60,6 +62,7 @@ ngx_cdp_wire_argv1_parse(const u_char *p, size_t len,
     v[5] = &conf->dedup;
     v[6] = &conf->agg_retention;
     v[7] = &conf->shards;
+    v[8] = &conf->cluster;
 
     p = ngx_cdp_wire_number(p, end, v[0]);
     if (p == NULL) {
@@ -75,14 +78,16 @@ ngx_cdp_wire_argv1_parse(const u_char *p, size_t len,
         conf->dedup = NGX_CDP_WIRE_DEDUP;
         conf->agg_retention = NGX_CDP_WIRE_AGG_RETENTION;
         conf->shards = NGX_CDP_WIRE_SHARDS;
+        conf->cluster = 0;
         return 0;
     }
 
     conf->shards = NGX_CDP_WIRE_SHARDS;
+    conf->cluster = 0;
 
-    for (i = 1; i < 8; i++) {
-        if (i == 7 && p == end) {
-            /* seven numbers: the default shards */
+    for (i = 1; i < 9; i++) {
+        if (i >= 7 && p == end) {
+            /* seven numbers: the default shards; eight: not a cluster */
             break;
         }
 

@@ -10,10 +10,12 @@
  * the checked-in copy differs).  Each is a decimal integer.
  *
  * ARGV[1] of cdp_ingest: "maxlen limit_user_id limit_email limit_phone
- * timeline_max dedup_seconds aggregate_retention shards" (then, with
- * destinations, facts or segments, "|..."), eight numbers separated by
- * one space; a lone number is the maxlen with the defaults for the rest,
- * and seven are read with the default shards.
+ * timeline_max dedup_seconds aggregate_retention shards cluster" (then,
+ * with destinations, facts or segments, "|..."), nine numbers separated
+ * by one space; cluster is 1 when the store is a Redis Cluster (identity
+ * then goes by chains of single-slot calls, cdp_xid), else 0.  A lone
+ * number is the maxlen with the defaults for the rest, seven are read
+ * with the default shards and cluster 0, eight with cluster 0.
  *
  * An api message's attrs: a head of fixed width, read at fixed offsets,
  * then TAB-separated fields:
@@ -64,8 +66,8 @@
 #define NGX_CDP_WIRE_API_HEAD                                                 \
     (NGX_CDP_WIRE_API_MID_LEN + NGX_CDP_WIRE_API_UIDH_LEN + 1)
 
-/* ARGV[1]'s eight numbers written out: at most this */
-#define NGX_CDP_WIRE_ARGV1_MAX          (8 * 21)
+/* ARGV[1]'s nine numbers written out: at most this */
+#define NGX_CDP_WIRE_ARGV1_MAX          (9 * 21)
 
 
 typedef struct {
@@ -77,6 +79,7 @@ typedef struct {
     uint64_t       dedup;
     uint64_t       agg_retention;
     uint64_t       shards;
+    uint64_t       cluster;     /* 1: Redis Cluster */
 } ngx_cdp_wire_conf_t;
 
 

@@ -788,20 +788,18 @@ ngx_http_cdp_needs(ngx_conf_t *cf, ngx_http_cdp_loc_conf_t *conf,
     }
 
     /*
-     * identity, the server API and the admin operations touch keys of
-     * several shards in one call: a single Redis only, until they have
-     * their cross-slot protocol (store/README.md, "Shards")
+     * the server API and the admin operations touch keys of several
+     * shards in one call: a single Redis only, until they have their
+     * cross-slot protocol (store/README.md, "Shards"); identity has its
+     * own, a chain of single-slot calls (ngx_cdp_xid.h)
      */
 
-    if (mcf->redis.seeds
-        && (conf->identify || conf->api || conf->admin))
-    {
+    if (mcf->redis.seeds && (conf->api || conf->admin)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "%s needs cdp_redis: with cdp_redis_cluster, "
-                           "identity, the server API and the admin API "
-                           "are not supported yet",
-                           conf->identify ? "cdp_identify"
-                           : conf->api ? "cdp_api" : "cdp_admin");
+                           "the server API and the admin API are not "
+                           "supported yet",
+                           conf->api ? "cdp_api" : "cdp_admin");
         return NGX_ERROR;
     }
 

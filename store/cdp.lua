@@ -11,8 +11,9 @@
 -- name in advance (the profile an e-mail address belongs to, the profiles
 -- a merge absorbs), in other shards: the functions derive them from the
 -- prefix of KEYS[1] and the number of shards, which is right on a
--- standalone Redis; on Redis Cluster, the events of browsers that are
--- not identified stay in their shard's slot.
+-- standalone Redis.  On Redis Cluster every call stays in its slot: an
+-- identify becomes a saga of one-slot calls (cdp_xid), and the events of
+-- a browser linked to a person of another shard are forwarded there.
 --
 
 local REV = '@REV@'
@@ -339,6 +340,16 @@ end
 local EV_JSON, EV_ID
 local TRIM = {}         -- the other streams this call appended to
 
+-- Redis Cluster (ARGV[1]'s ninth number): a call stays in its slot.  What
+-- it cannot do there is handed back to nginx (FOLLOW, the reply's last
+-- element): an event whose browser is linked to a person of another shard
+-- is forwarded there ("f"), an identify becomes a saga of one-slot calls
+-- ("x", cdp_xid below).  FWD_TO: the profile a count_event could not
+-- reach.
+local ONE_SLOT = false
+local FOLLOW = {}
+local FWD_TO = nil
+
 local function place(pid, id)
     if id == nil or id ~= EV_ID or pid == '' or tag(pid) == OWN then
         return id
@@ -377,6 +388,28 @@ end
 --
 local function resolve(x)
     for _ = 1, MAX_HOPS do
+        local v = redis.call('HMGET', pkey(x), 'merged_into', 'events')
+        if v[1] then
+            x = v[1]
+        elseif v[2] then
+            return x
+        else
+            return nil
+        end
+    end
+
+    error('ERR cdp: a profile link chain longer than ' .. MAX_HOPS
+          .. ' from ' .. x)
+end
+
+
+-- On Redis Cluster: x's live profile while its links stay in this call's
+-- shard; else nil and the first profile id of another shard.
+local function resolve_here(x)
+    for _ = 1, MAX_HOPS do
+        if tag(x) ~= OWN then
+            return nil, x
+        end
         local v = redis.call('HMGET', pkey(x), 'merged_into', 'events')
         if v[1] then
             x = v[1]
@@ -470,21 +503,10 @@ local function hash_table(flat)
 end
 
 
---
--- Merges profile l into profile s: l's identifiers, counters, traits and
--- attribution go to s; profile:<l> becomes a link to s.  l's events stay
--- where they are, in its shard's stream, on its timeline and its
--- first_event (kept on the link): the person's events are those of the
--- profiles its ids set names (docs: "What a merge does").
---
-local function merge(s, l, reason, t, id, ts)
-    if s == l then
-        return
-    end
-
-    local sk, lk = pkey(s), pkey(l)
-    local S = hash_table(redis.call('HGETALL', sk))
-    local L = hash_table(redis.call('HGETALL', lk))
+-- the fields of profile S (its key sk) once L's are merged in (S, L: the
+-- hashes as tables): counters, traits, attribution (docs: "What a merge
+-- does")
+local function merge_fields(sk, S, L)
     local set = {}
 
     local sf, lf = tonumber(S.first_seen) or 0, tonumber(L.first_seen) or 0
@@ -564,6 +586,25 @@ local function merge(s, l, reason, t, id, ts)
     end
 
     redis.call('HSET', sk, unpack(set))
+end
+
+
+--
+-- Merges profile l into profile s: l's identifiers, counters, traits and
+-- attribution go to s; profile:<l> becomes a link to s.  l's events stay
+-- where they are, in its shard's stream, on its timeline and its
+-- first_event (kept on the link): the person's events are those of the
+-- profiles its ids set names (docs: "What a merge does").
+--
+local function merge(s, l, reason, t, id, ts)
+    if s == l then
+        return
+    end
+
+    local sk, lk = pkey(s), pkey(l)
+    local L = hash_table(redis.call('HGETALL', lk))
+
+    merge_fields(sk, hash_table(redis.call('HGETALL', sk)), L)
 
     -- identifiers: the index and the links now point at s
 
@@ -925,7 +966,18 @@ local function count_event(aid, pk, ts, kind, a, id, first)
 
         if link then
             call('HDEL', pk, 'events')
-            pid = resolve(link)
+            if ONE_SLOT then
+                local away
+                pid, away = resolve_here(link)
+                if away then
+                    -- the person is in another shard: nginx sends the
+                    -- event there (the caller records it)
+                    FWD_TO = away
+                    return nil
+                end
+            else
+                pid = resolve(link)
+            end
             if pid == nil then
                 return nil
             end
@@ -1752,7 +1804,8 @@ end
 -- "<numbers>|<destinations>|<len>:<facts><len>:<segments>" (see
 -- dest_parse, facts_parse, segments_parse).  Returns the number of
 -- arguments an event has (4, or 5 with any of those) and the aggregates'
--- retention, or nil for a malformed ARGV[1].
+-- retention, or nil for a malformed ARGV[1] (nil, "moving": the slot is
+-- moving, see below).
 --
 local function setup(stream, argv1)
     local head, spec, fspec, sspec = argv1 or '', '', '', ''
@@ -1778,9 +1831,9 @@ local function setup(stream, argv1)
     end
     local S = bar and 5 or 4
 
-    local maxlen, lu, le, lp, tl, dd, ar, ns =
-        string.match(head,
-                     '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) ?(%d*) ?(%d*)$')
+    local maxlen, lu, le, lp, tl, dd, ar, ns, cl =
+        string.match(head, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) ?(%d*) ?'
+                           .. '(%d*) ?(%d*)$')
     if not maxlen then
         maxlen, lu, le, lp, tl, dd = string.match(head, '^(%d+)$'),
             WIRE_LIMIT_USER_ID, WIRE_LIMIT_EMAIL, WIRE_LIMIT_PHONE,
@@ -1796,6 +1849,9 @@ local function setup(stream, argv1)
     if ns < 1 or ns > 1024 then
         return nil
     end
+    ONE_SLOT = (cl == '1')
+    FWD_TO = nil
+    FOLLOW = {}
 
     -- "<prefix>:events:{<tag>}"
     local pre, own = string.match(stream, '^(.*:)events:({[^{}]+})$')
@@ -1821,7 +1877,15 @@ local function setup(stream, argv1)
              segment_events = 0}
     -- erasure is rare: no lookups while nobody is suppressed
     SUPKEY = P .. 'suppressed:' .. OWN
-    SUPPRESSED = redis.call('EXISTS', SUPKEY) == 1
+    -- the first key a call reads that it did not declare: while Redis
+    -- Cluster moves the shard's slot, it may be on the slot's new node
+    -- already, and the call is refused before it wrote anything
+    -- (TRYAGAIN: nginx sends it again)
+    local ex = redis.pcall('EXISTS', SUPKEY)
+    if type(ex) ~= 'number' then
+        return nil, 'moving'
+    end
+    SUPPRESSED = ex == 1
     DEST = nil
     if spec ~= '' then
         DEST = dest_parse(P, spec)
@@ -1866,6 +1930,817 @@ local function after(pid, ts, nfact, route, id, event, key)
 end
 
 
+-- an event forwarded to the shard of the person its browser is linked to
+-- (Redis Cluster): the event i of the batch, whose arguments start at a,
+-- sent again by nginx with the key of FWD_TO's profile
+local function forward_event(a, kind, args, S)
+    FOLLOW[#FOLLOW + 1] = 'f'
+    FOLLOW[#FOLLOW + 1] = 'profile:' .. FWD_TO
+    FOLLOW[#FOLLOW + 1] = (string.sub(kind, 1, 5) == 'track') and 'track'
+                          or 'page'
+    FOLLOW[#FOLLOW + 1] = args[a + 2]
+    FOLLOW[#FOLLOW + 1] = args[a + 3]
+    FOLLOW[#FOLLOW + 1] = (S == 5) and args[a + 4] or ''
+    FWD_TO = nil
+end
+
+
+--
+-- Identity on Redis Cluster: the identify saga (store/README.md,
+-- "Identity on Redis Cluster").  An identify's keys are in many slots
+-- (the identifiers' idx: entries, the browser's profile, the profiles a
+-- merge absorbs), so on a cluster it is a chain of calls of cdp_xid, each
+-- in one slot, that nginx drives: each call does what its slot holds and
+-- names the next call's key and state.  The state is a JSON object (X):
+--
+--   id      the saga's id ("<tag>.<n>", unique)
+--   st      the next step
+--   a, ts, u, ids, tr, ev, x
+--           the identify: browser, time, user id, identifiers by
+--           priority {{type, h}...}, traits, event JSON, route;fact
+--   i, at, own, cur, inf, hops
+--           the look-ups: the item read, the profile followed, each
+--           identifier's owner, the browser's profile, what is known of
+--           each owner {n = counts by type, u = user_id, live = 0/1}
+--   S, L, Lc, k, xf, ap, r
+--           the survivor, the profiles it absorbs and why, the one at
+--           hand, its transfer record, the profile applied to, the
+--           member re-pointed
+--   sw, att, j
+--           a shared device's former person, the identifiers to
+--           attach, the one at hand
+--   fin, jd, tries, busy
+--           the identify's own writes are done, the journal is written,
+--           restarts, waits for a busy profile
+--
+-- The invariants (store/README.md):
+--   1. A profile with journal entries (<prefix>:xj:<S>, it is absorbing
+--      others) is never absorbed: freezing it waits.  So every link
+--      points at a profile that was live when it was made, and links
+--      never form a cycle.
+--   2. A profile is frozen (made a link, its fields and identifiers saved
+--      in its transfer record <prefix>:xfer:<L>) in one call, and its
+--      counters are added to the survivor in one call that also adds its
+--      member (anonymous_id:L or profile_id:L) to ids:<S>: the member
+--      says it was applied, so it is applied once, wherever S's chain
+--      leads.
+--   3. The transfer record stays until it was applied; the journal entry
+--      until its profile was applied or given up.  A sweeper (nginx's
+--      worker 0, cdp_xid "sweep" on every shard) finishes entries and
+--      records older than a few seconds: a crash at any step converges.
+--
+
+local XS = {}           -- the saga's steps
+local X                 -- its state
+local XOUT              -- {merges, switches, refused, erased}
+local HERE              -- the hash tag of this call's slot
+
+local XJ_STALE = 10000      -- ms: a journal entry the sweeper finishes
+local XF_STALE = 30000      -- ms: a transfer record the sweeper applies
+local XF_KEEP = 604800      -- s: a transfer record kept at most
+local X_TRIES = 8           -- restarts of a saga
+local X_WAITS = 100         -- waits (20 ms) for a busy profile
+
+-- the hash tag of a key, or nil (a key without one)
+local function xtag(key)
+    local a = string.find(key, '{', #P + 1, true)
+    local b = a and string.find(key, '}', a + 1, true)
+    return b and string.sub(key, a, b) or nil
+end
+
+local function xj(pid)
+    return kkey('xj', pid)
+end
+
+local function xnow()
+    local t = redis.call('TIME')
+    return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function zero_counts()
+    return {user_id = 0, email = 0, phone = 0}
+end
+
+-- the identify handed to its saga (from cdp_ingest, on a cluster)
+function XS.begin(aid, ts, f, extra)
+    local ids = id_list(f[2], f[3], f[4])
+    if suppressed(aid, ids) then
+        return
+    end
+    local n = redis.call('INCR', P .. 'xid:' .. OWN)
+    X = {id = OWN .. n, a = aid, ts = ts, u = f[1], ids = ids, tr = f[5],
+         ev = f[6], x = extra, fin = 0, tries = 0}
+    XS.reset_look()
+    X.st = 'look'
+    local first = (#ids > 0) and xkey(ids[1][1], ids[1][2]) or pkey(aid)
+    FOLLOW[#FOLLOW + 1] = 'x'
+    FOLLOW[#FOLLOW + 1] = first
+    FOLLOW[#FOLLOW + 1] = cjson.encode(X)
+    stats.stored = stats.stored + 1
+end
+
+function XS.reset_look()
+    X.i, X.at, X.own, X.cur, X.inf, X.hops = 1, '', {}, '', {}, 0
+    X.S, X.L, X.Lc, X.k, X.att, X.j, X.sw = '', {}, {}, 1, {}, 1, ''
+    X.jd, X.busy, X.xf, X.ap, X.r = 0, 0, nil, nil, nil
+end
+
+-- a restart: the owners changed under the saga (bounded)
+function XS.restart()
+    if X.jd == 1 then
+        return pkey(X.S), 'unjournal'
+    end
+    X.tries = X.tries + 1
+    if X.tries > X_TRIES then
+        XOUT[3] = XOUT[3] + 1
+        return ''
+    end
+    XS.reset_look()
+    return XS.look_key(), 'look', 5 * X.tries
+end
+
+-- the key of the look-up at hand
+function XS.look_key()
+    local n = #X.ids
+    if X.at ~= '' then
+        return pkey(X.at)
+    elseif X.i <= n then
+        return xkey(X.ids[X.i][1], X.ids[X.i][2])
+    end
+    return pkey(X.a)
+end
+
+-- look: the owners of the identifiers, and the browser's profile,
+-- following links, as far as this slot holds them
+function XS.look()
+    local n = #X.ids
+    while true do
+        if X.i > n + 1 or (X.i == n + 1 and X.a == '') then
+            return XS.plan()
+        end
+        local key = XS.look_key()
+        if xtag(key) ~= HERE then
+            return key, 'look'
+        end
+        if X.at == '' and X.i <= n then
+            local v = redis.call('GET', key)
+            if v then
+                X.at = v
+            else
+                X.own[X.i] = ''
+                X.i = X.i + 1
+            end
+        else
+            if X.at == '' then
+                X.at = X.a
+            end
+            local v = redis.call('HMGET', key, 'merged_into', 'events',
+                                 'user_id')
+            if v[1] then
+                X.hops = X.hops + 1
+                if X.hops > MAX_HOPS then
+                    error('ERR cdp: a profile link chain longer than '
+                          .. MAX_HOPS)
+                end
+                X.at = v[1]
+            else
+                local root = X.at
+                if not X.inf[root] then
+                    local c = zero_counts()
+                    if v[2] then
+                        for _, m in ipairs(redis.call('SMEMBERS',
+                                                      kkey('ids', root)))
+                        do
+                            local t = string.match(m, '^([a-z_]+):')
+                            if c[t] then
+                                c[t] = c[t] + 1
+                            end
+                        end
+                    end
+                    X.inf[root] = {n = c, u = v[3] or '',
+                                   live = v[2] and 1 or 0}
+                end
+                if X.i <= n then
+                    X.own[X.i] = root
+                elseif v[2] or root ~= X.a then
+                    X.cur = root
+                end
+                X.at = ''
+                X.i = X.i + 1
+            end
+        end
+    end
+end
+
+-- the counts of a profile's identifiers by type fit the limits with o's?
+local function fits(c, o)
+    for _, t in ipairs(TYPES) do
+        if c[t] + o[t] > LIMIT[t] then
+            return false
+        end
+    end
+    return true
+end
+
+-- plan: the survivor, what it absorbs, what it attaches
+-- (identify_core's rules, from what the look-ups found)
+function XS.plan()
+    local ids, own, cur = X.ids, X.own, X.cur
+    local known = cur ~= '' and cur ~= X.a
+    local S = ''
+
+    for i = 1, #ids do
+        if own[i] ~= '' then
+            S = own[i]
+            break
+        end
+    end
+
+    -- a shared device: another user on a browser that is someone's
+    X.sw = ''
+    if known and X.u ~= '' and X.inf[cur].u ~= '' and X.inf[cur].u ~= X.u
+    then
+        X.sw = cur
+    end
+
+    if S == '' and known and X.sw == '' then
+        S = cur
+    end
+    if S == '' and #ids > 0 then
+        -- a new person: a new profile id, then its strongest identifier
+        -- claimed before anything else, so that concurrent first
+        -- identifies of one person converge on one profile
+        return P .. 'seq:profile', 'newpid'
+    end
+    if S == '' then
+        if X.a == '' then
+            return ''
+        end
+        S = X.a                 -- traits alone: the browser's profile
+    end
+    X.S = S
+    return XS.lists()
+end
+
+function XS.lists()
+    local ids, own, inf, S = X.ids, X.own, X.inf, X.S
+    local si = inf[S] or {n = zero_counts(), live = 0}
+    local c = {user_id = si.n.user_id, email = si.n.email,
+               phone = si.n.phone}
+    local seen = {[S] = true}
+    X.L, X.Lc, X.att = {}, {}, {}
+
+    for i, id in ipairs(ids) do
+        local o = own[i]
+        if o ~= '' and not seen[o] and inf[o].live == 1 then
+            seen[o] = true
+            if fits(c, inf[o].n) then
+                for _, t in ipairs(TYPES) do
+                    c[t] = c[t] + inf[o].n[t]
+                end
+                X.L[#X.L + 1] = o
+                X.Lc[#X.Lc + 1] = {id[1], id[2]}
+            else
+                XOUT[3] = XOUT[3] + 1
+            end
+        end
+    end
+
+    -- the browser's own profile joins the person (not a shared device's)
+    local cur = X.cur
+    if X.a ~= '' and X.sw == '' and not seen[cur ~= '' and cur or X.a] then
+        local b = (cur ~= '') and cur or X.a
+        local ok = (b == X.a) or fits(c, inf[b].n)
+        if ok then
+            if b ~= X.a then
+                for _, t in ipairs(TYPES) do
+                    c[t] = c[t] + inf[b].n[t]
+                end
+            end
+            X.L[#X.L + 1] = b
+            X.Lc[#X.Lc + 1] = ids[1] and {ids[1][1], ids[1][2]}
+                              or {'anonymous_id', X.a}
+        else
+            XOUT[3] = XOUT[3] + 1
+        end
+    end
+
+    -- identifiers nobody (live) holds, within the limits
+    for i, id in ipairs(ids) do
+        local o = own[i]
+        if o == '' or inf[o].live == 0 then
+            if c[id[1]] < LIMIT[id[1]] then
+                c[id[1]] = c[id[1]] + 1
+                X.att[#X.att + 1] = i
+            else
+                XOUT[3] = XOUT[3] + 1
+            end
+        end
+    end
+
+    return pkey(S), 'journal'
+end
+
+-- newpid (the slot of <prefix>:seq:profile)
+function XS.newpid()
+    X.S = 'p' .. redis.call('INCR', P .. 'seq:profile')
+    X.own[1] = X.S
+    X.inf[X.S] = {n = zero_counts(), u = '', live = 0}
+    return xkey(X.ids[1][1], X.ids[1][2]), 'claim0'
+end
+
+-- claim0 (the strongest identifier's slot): it names the new profile
+function XS.claim0()
+    local k = xkey(X.ids[1][1], X.ids[1][2])
+    local v = redis.call('GET', k)
+    if v == false then
+        redis.call('SET', k, X.S)
+    elseif v ~= X.S then
+        return XS.restart()         -- somebody was first: theirs
+    end
+    return XS.lists()
+end
+
+-- the identify's own writes, once: traits, last_seen, the event on the
+-- survivor's timeline and its destinations
+local function xid_finish(S)
+    if redis.call('SET', kkey('xdone', S) .. ':' .. X.id, '1', 'NX',
+                  'EX', 86400) == false
+    then
+        return
+    end
+    local set = traits_pairs(X.tr, X.ts)
+    set[#set + 1] = 'last_seen'
+    set[#set + 1] = X.ts
+    redis.call('HSET', pkey(S), unpack(set))
+
+    local route, nfact = X.x, nil
+    local semi = string.find(route, ';', 1, true)
+    if semi then
+        nfact = tonumber(string.sub(route, semi + 1))
+        route = string.sub(route, 1, semi - 1)
+    end
+    if not DEST then
+        route = ''
+    end
+    local id = redis.call('XADD', skey(S), '*', 'event', X.ev)
+    TRIM[skey(S)] = true
+    timeline_push(S, id)
+    after(S, X.ts, nfact, route, id, X.ev)
+end
+
+-- journal (the survivor's slot): the survivor made live (a new person's)
+-- and pinned by an entry per profile it will absorb
+function XS.journal()
+    local S = X.S
+    local sk = pkey(S)
+    local v = redis.call('HMGET', sk, 'merged_into', 'events')
+    if v[1] then
+        return XS.restart()         -- absorbed meanwhile
+    end
+    if not v[2] then
+        redis.call('HSET', sk, 'events', '0', 'page_views', '0',
+                   'first_seen', X.ts, 'last_seen', X.ts)
+    end
+
+    local entries, now = {}, xnow()
+    for k, l in ipairs(X.L) do
+        entries[#entries + 1] = l .. '|' .. X.id
+        entries[#entries + 1] = cjson.encode({ts = X.ts, at = now,
+                                              t = X.Lc[k][1],
+                                              h = X.Lc[k][2],
+                                              b = (l == X.a) and 1 or 0})
+    end
+    if X.sw ~= '' then
+        entries[#entries + 1] = 'sw:' .. X.a .. '|' .. X.id
+        entries[#entries + 1] = cjson.encode({ts = X.ts, at = now,
+                                              sw = X.sw})
+    end
+    for _, i in ipairs(X.att) do
+        local id = X.ids[i]
+        entries[#entries + 1] = 'at:' .. id[1] .. ':' .. id[2] .. '|' .. X.id
+        entries[#entries + 1] = cjson.encode({ts = X.ts, at = now,
+                                              u = X.u, o = X.own[i]})
+    end
+    if #entries > 0 then
+        redis.call('HSET', xj(S), unpack(entries))
+        redis.call('ZADD', P .. 'xjs:' .. tag(S), 'NX', now, S)
+        X.jd = 1
+    end
+
+    if X.fin == 0 and X.ev ~= '' then
+        xid_finish(S)
+    end
+    X.fin = 1
+    return XS.continue()
+end
+
+-- the next step once a part is done
+function XS.continue()
+    if X.k <= #X.L then
+        return pkey(X.L[X.k]), 'freeze'
+    end
+    if X.sw ~= '' then
+        return pkey(X.a), 'relink'
+    end
+    if X.j <= #X.att then
+        local id = X.ids[X.att[X.j]]
+        return xkey(id[1], id[2]), 'claim'
+    end
+    return ''
+end
+
+-- the journal entries of the survivor's profile l: done (all sagas'), or
+-- this saga's given up (mine)
+local function unjournal(S, l, mine)
+    local jk = xj(S)
+    local f = redis.call('HKEYS', jk)
+    for _, e in ipairs(f) do
+        local el, sid = string.match(e, '^(.*)|([^|]*)$')
+        if (l == nil or el == l) and (not mine or sid == X.id) then
+            redis.call('HDEL', jk, e)
+        end
+    end
+    if redis.call('EXISTS', jk) == 0 then
+        redis.call('ZREM', P .. 'xjs:' .. tag(S), S)
+    end
+end
+
+-- unjournal (the survivor's slot): this saga's entries given up, then
+-- the look-ups again
+function XS.unjournal()
+    unjournal(X.S, nil, true)
+    X.jd = 0
+    return XS.restart()
+end
+
+-- freeze (the slot of the profile to absorb)
+function XS.freeze()
+    local l, S = X.L[X.k], X.S
+    local lk = pkey(l)
+    local v = redis.call('HMGET', lk, 'merged_into', 'events', 'first_event')
+
+    if v[1] == S then
+        local raw = redis.call('GET', kkey('xfer', l))
+        if raw then
+            X.xf = cjson.decode(raw)
+            return pkey(S), 'apply'
+        end
+        return pkey(S), 'applied'       -- applied before
+    end
+    if v[1] then
+        return pkey(S), 'unjournal'     -- somebody else's now
+    end
+    if redis.call('EXISTS', xj(l)) == 1 then
+        -- l absorbs others right now: wait for it, or give way (the
+        -- smaller profile id waits: no two sagas wait for each other)
+        X.busy = X.busy + 1
+        if S < l and X.busy <= X_WAITS then
+            return lk, 'freeze', 20
+        end
+        return pkey(S), 'unjournal'
+    end
+
+    local h, m = {}, {}
+    if v[2] then
+        h = redis.call('HGETALL', lk)
+        m = redis.call('SMEMBERS', kkey('ids', l))
+    elseif l ~= X.a then
+        return pkey(S), 'applied'       -- not there: nothing to absorb
+    end
+
+    X.xf = {to = S, l = l, at = X.ts, h = h, m = m, t = X.Lc[X.k][1],
+            c = X.Lc[X.k][2]}
+    redis.call('SET', kkey('xfer', l), cjson.encode(X.xf), 'EX', XF_KEEP)
+    redis.call('ZADD', P .. 'xfers:' .. tag(l), xnow(), l)
+    redis.call('DEL', lk, kkey('ids', l))
+    if v[3] then
+        redis.call('HSET', lk, 'merged_into', S, 'at', X.ts,
+                   'first_event', v[3])
+    else
+        redis.call('HSET', lk, 'merged_into', S, 'at', X.ts)
+    end
+    return pkey(S), 'apply'
+end
+
+-- apply (the survivor's slot, or where its links lead): the transfer
+-- record added once
+function XS.apply()
+    local xf = X.xf
+    local s = X.ap or xf.to
+    local sk = pkey(s)
+    local v = redis.call('HMGET', sk, 'merged_into', 'events')
+
+    if v[1] then
+        -- absorbed since (a transfer record the sweeper found): onwards
+        X.hops = X.hops + 1
+        if X.hops > MAX_HOPS then
+            error('ERR cdp: a profile link chain longer than ' .. MAX_HOPS)
+        end
+        X.ap = v[1]
+        return pkey(v[1]), 'apply'
+    end
+
+    local sids = kkey('ids', s)
+    local marker = ((#xf.m > 0) and 'profile_id:' or 'anonymous_id:')
+                   .. xf.l
+    if redis.call('SISMEMBER', sids, marker) == 0 then
+        if not v[2] then
+            redis.call('HSET', sk, 'events', '0', 'page_views', '0')
+        end
+        if #xf.h > 0 then
+            merge_fields(sk, hash_table(redis.call('HGETALL', sk)),
+                         hash_table(xf.h))
+        end
+        if #xf.m > 0 then
+            push_chunks('SADD', sids, xf.m, 1, #xf.m)
+        end
+        redis.call('SADD', sids, marker)
+        merges_log(xf.l, s, 'identify', xf.t or 'anonymous_id',
+                   xf.c or xf.l, xf.at)
+        XOUT[1] = XOUT[1] + 1
+    end
+    if s == X.S then
+        unjournal(s, xf.l, false)
+    end
+    X.r = 1
+    return XS.repoint()
+end
+
+-- applied (the survivor's slot): the entries of a profile absorbed
+-- before, or not there, are done
+function XS.applied()
+    unjournal(X.S, X.L[X.k], false)
+    X.k = X.k + 1
+    return XS.continue()
+end
+
+-- repoint (each member's slot): the identifiers and links of the
+-- absorbed profile point at the survivor, not through it
+function XS.repoint()
+    local xf = X.xf
+    local to = X.ap or xf.to
+    while X.r <= #xf.m do
+        local t, v = string.match(xf.m[X.r], '^([a-z_]+):(.*)$')
+        local key
+        if t == 'anonymous_id' or t == 'profile_id' then
+            key = pkey(v)
+        elseif t then
+            key = xkey(t, v)
+        end
+        if key and xtag(key) ~= HERE then
+            return key, 'repoint'
+        end
+        if key and key == pkey(v) then
+            if redis.call('HGET', key, 'merged_into') == xf.l then
+                redis.call('HSET', key, 'merged_into', to)
+            end
+        elseif key then
+            if redis.call('GET', key) == xf.l then
+                redis.call('SET', key, to)
+            end
+        end
+        X.r = X.r + 1
+    end
+    return pkey(xf.l), 'forget'
+end
+
+-- forget (the absorbed profile's slot): its transfer record is applied
+function XS.forget()
+    local l = X.xf.l
+    redis.call('DEL', kkey('xfer', l))
+    redis.call('ZREM', P .. 'xfers:' .. tag(l), l)
+    X.xf, X.ap, X.r = nil, nil, nil
+    X.k = X.k + 1
+    return XS.continue()
+end
+
+-- a shared device: the browser's link moves (relink, the browser's slot),
+-- it leaves the former person's identifiers (unmember), it joins the
+-- survivor's (member_sw, which ends the journal entry)
+function XS.relink()
+    local k = pkey(X.a)
+    if redis.call('HGET', k, 'merged_into') ~= X.S then
+        redis.call('HSET', k, 'merged_into', X.S, 'at', X.ts)
+    end
+    return pkey(X.sw), 'unmember'
+end
+
+function XS.unmember()
+    redis.call('SREM', kkey('ids', X.sw), 'anonymous_id:' .. X.a)
+    return pkey(X.S), 'member_sw'
+end
+
+function XS.member_sw()
+    local sids = kkey('ids', X.S)
+    if redis.call('SADD', sids, 'anonymous_id:' .. X.a) == 1 then
+        merges_log(X.sw, X.S, 'shared_device', 'anonymous_id', X.a, X.ts)
+        XOUT[2] = XOUT[2] + 1
+    end
+    unjournal(X.S, 'sw:' .. X.a, false)
+    X.sw = ''
+    return XS.continue()
+end
+
+-- claim (an identifier's slot): it names the survivor, unless somebody
+-- else took it meanwhile (then the look-ups again, to merge theirs)
+function XS.claim()
+    local i = X.att[X.j]
+    local id = X.ids[i]
+    local k = xkey(id[1], id[2])
+    local v = redis.call('GET', k)
+    if v and v ~= X.S and v ~= X.own[i] then
+        return XS.restart()
+    end
+    if v ~= X.S then
+        redis.call('SET', k, X.S)
+    end
+    return pkey(X.S), 'member'
+end
+
+-- member (the survivor's slot): the identifier joins its ids
+function XS.member()
+    local id = X.ids[X.att[X.j]]
+    redis.call('SADD', kkey('ids', X.S), id[1] .. ':' .. id[2])
+    if id[1] == 'user_id' and X.u ~= '' then
+        redis.call('HSETNX', pkey(X.S), 'user_id', X.u)
+    end
+    unjournal(X.S, 'at:' .. id[1] .. ':' .. id[2], false)
+    X.j = X.j + 1
+    return XS.continue()
+end
+
+-- sweep (a shard's slot): a journal entry or transfer record left by a
+-- saga that did not finish (nginx stopped, a node failed): its saga
+-- resumed under a new id
+function XS.sweep(age)
+    local now = xnow()
+    local jstale = math.min(age or XJ_STALE, XJ_STALE)
+    local fstale = math.min(age or XF_STALE, XF_STALE)
+    local js = P .. 'xjs:' .. HERE
+    for _ = 1, 100 do
+        local S = redis.call('ZRANGEBYSCORE', js, '-inf', now - jstale,
+                             'LIMIT', 0, 1)[1]
+        if not S then
+            break
+        end
+        local jk = xj(S)
+        local e = redis.call('HGETALL', jk)
+        local pick
+        for i = 1, #e, 2 do
+            local ok, info = pcall(cjson.decode, e[i + 1])
+            if ok and type(info) == 'table'
+               and now - (tonumber(info.at) or 0) >= jstale
+            then
+                pick = i
+                break
+            end
+        end
+        if not pick then
+            if #e == 0 then
+                redis.call('ZREM', js, S)
+            else
+                redis.call('ZADD', js, now, S)
+            end
+        else
+            local l = string.match(e[pick], '^(.*)|[^|]*$')
+            local info = cjson.decode(e[pick + 1])
+            local n = redis.call('INCR', P .. 'xid:' .. HERE)
+            X = {id = HERE .. 'sweep' .. n, a = '', ts = info.ts, u = '',
+                 ids = {}, tr = '', ev = '', x = '', fin = 1, tries = 0}
+            XS.reset_look()
+            X.S, X.jd = S, 1
+            info.at = now
+            redis.call('HDEL', jk, e[pick])
+            redis.call('HSET', jk, l .. '|' .. X.id, cjson.encode(info))
+            redis.call('ZADD', js, now, S)
+            if string.sub(l, 1, 3) == 'sw:' then
+                X.a, X.sw = string.sub(l, 4), info.sw
+                return pkey(X.a), 'relink'
+            end
+            local at, ah = string.match(l, '^at:([a-z_]+):(.*)$')
+            if at then
+                X.ids, X.own, X.att, X.u = {{at, ah}}, {info.o or ''}, {1},
+                                           info.u or ''
+                return xkey(at, ah), 'claim'
+            end
+            X.L, X.Lc = {l}, {{info.t or 'anonymous_id', info.h or l}}
+            if info.b == 1 then
+                X.a = l             -- the browser: its link, if not there
+            end
+            return pkey(l), 'freeze'
+        end
+    end
+
+    local xs = P .. 'xfers:' .. HERE
+    for _ = 1, 100 do
+        local l = redis.call('ZRANGEBYSCORE', xs, '-inf', now - fstale,
+                             'LIMIT', 0, 1)[1]
+        if not l then
+            break
+        end
+        local raw = redis.call('GET', kkey('xfer', l))
+        if not raw then
+            redis.call('ZREM', xs, l)
+        else
+            redis.call('ZADD', xs, now, l)
+            local n = redis.call('INCR', P .. 'xid:' .. HERE)
+            X = {id = HERE .. 'sweep' .. n, a = '', ts = '0', u = '',
+                 ids = {}, tr = '', ev = '', x = '', fin = 1, tries = 0}
+            XS.reset_look()
+            X.xf = cjson.decode(raw)
+            X.S, X.L, X.Lc = X.xf.to, {l}, {{X.xf.t, X.xf.c}}
+            X.ts = X.xf.at
+            return pkey(X.xf.to), 'apply'
+        end
+    end
+    return ''
+end
+
+
+--
+-- cdp_xid: one step of an identify saga on Redis Cluster (above), or a
+-- shard's sweep.
+--   KEYS[1]  a key of the step's slot: the one the previous step named,
+--            or for "sweep" the shard's event stream
+--   ARGV[1]  cdp_ingest's ARGV[1]   ARGV[2] "<prefix>:"
+--   ARGV[3]  the saga's state (JSON), or "sweep" (what is older than a
+--            few seconds; "sweep:<ms>": older than that, if less)
+--   reply: {next key ("": done), next state, ms to wait before it,
+--          merges, shared-device switches, identifiers refused, dropped
+--          as erased}
+--   The steps of the slot at hand run in this call; a step sent again
+--   (its reply was lost) does nothing twice.
+--
+local function cdp_xid(keys, args)
+    local key, argv1, prefix, state = keys[1], args[1], args[2], args[3]
+    if not key or not state or not prefix
+       or string.sub(key, 1, #prefix) ~= prefix
+    then
+        return redis.error_reply('ERR cdp_xid: want a key, ARGV[1], the '
+                                 .. 'prefix and the state')
+    end
+    P = prefix
+    HERE = xtag(key)
+    if HERE then
+        local ok, why = setup(P .. 'events:' .. HERE, argv1)
+        if why == 'moving' then
+            return redis.error_reply('TRYAGAIN cdp_xid: the slot is moving')
+        end
+        if not ok then
+            return redis.error_reply('ERR cdp_xid: a malformed ARGV[1]')
+        end
+        TRIM = {}
+    else
+        -- <prefix>:seq:profile: a new profile id, nothing else
+        NSH = tonumber(string.match(argv1 or '',
+                                    '^%d+ %d+ %d+ %d+ %d+ %d+ %d+ (%d+)'))
+              or WIRE_SHARDS
+        TAG_OF, call = {}, redis.call
+    end
+    XOUT = {0, 0, 0, 0}
+
+    local st, delay
+    local age = string.match(state, '^sweep:?(%d*)$')
+    if age then
+        if not HERE then
+            return redis.error_reply('ERR cdp_xid: sweep wants a shard key')
+        end
+        key, st, delay = XS.sweep(tonumber(age))
+    else
+        local ok, s = pcall(cjson.decode, state)
+        if not ok or type(s) ~= 'table' or type(s.st) ~= 'string'
+           or not XS[s.st] or s.st == 'begin' or s.st == 'sweep'
+        then
+            return redis.error_reply('ERR cdp_xid: a malformed state')
+        end
+        X = s
+        key, st, delay = XS[X.st]()
+    end
+
+    -- the next steps of this slot, here
+    for _ = 1, 200 do
+        if key == '' or (delay or 0) > 0 or not HERE
+           or xtag(key) ~= HERE
+        then
+            break
+        end
+        X.st = st
+        key, st, delay = XS[st]()
+    end
+
+    if HERE then
+        trim_streams()
+    end
+    local out = ''
+    if key ~= '' then
+        X.st = st
+        out = cjson.encode(X)
+    end
+    return {key, out, delay or 0, XOUT[1], XOUT[2], XOUT[3], XOUT[4]}
+end
+
+
 --
 -- cdp_ingest: store a batch of events from one nginx worker.
 --   KEYS[1]      the event stream, <prefix>:events
@@ -1873,10 +2748,11 @@ end
 --                browser's events, or for "agg" the day's aggregate hash
 --                <prefix>:agg:<YYYY-MM-DD>, or for "log" a log stream
 --   ARGV[1]      "maxlen limit_user_id limit_email limit_phone
---                timeline_max dedup_seconds [aggregate_retention]": the
---                approximate MAXLEN of the streams, the identifier limits
---                per profile, the timeline cap, the messageId window and
---                the seconds an aggregate hash is kept after its last hit;
+--                timeline_max dedup_seconds [aggregate_retention [shards
+--                [cluster]]]": the approximate MAXLEN of the streams, the
+--                identifier limits per profile, the timeline cap, the
+--                messageId window, the seconds an aggregate hash is kept
+--                after its last hit, the shards, 1 on Redis Cluster;
 --                then, with destinations, facts or segments,
 --                "|<destinations>|<len>:<facts><len>:<segments>" (see
 --                setup above), and every event has a fifth argument
@@ -1900,12 +2776,18 @@ end
 --          switches, identifiers refused by a limit, malformed identifies,
 --          duplicates (api messages whose messageId was seen)}, then for
 --          each destination {queued, filtered for consent, filtered as
---          erased}
+--          erased}, then on a cluster (ARGV[1]'s ninth number), when
+--          there are any, what nginx is to do next: a flat array of
+--          "f", key, kind, attrs, payload, route (an event forwarded to
+--          its person's shard) and "x", key, state (an identify's saga)
 --   errors: "ERR cdp_ingest: ..." on a malformed call; nothing is written
 --
 local function cdp_ingest(keys, args)
     local n = #keys - 1
     local S, ar = setup(keys[1], args[1])
+    if ar == 'moving' then
+        return redis.error_reply('TRYAGAIN cdp_ingest: the slot is moving')
+    end
     if not S then
         return redis.error_reply('ERR cdp_ingest: a malformed ARGV[1], or '
                                  .. 'KEYS[1] is not <prefix>:events:{<tag>}')
@@ -2014,6 +2896,9 @@ local function cdp_ingest(keys, args)
                 if pid then
                     stored = stored + 1
                     after(pid, ts, nfact, route, id, args[a + 3], key)
+                elseif FWD_TO then
+                    call('XDEL', STREAM, id)
+                    forward_event(a, kind, args, S)
                 else
                     -- erased: the event goes too
                     call('XDEL', STREAM, id)
@@ -2044,7 +2929,9 @@ local function cdp_ingest(keys, args)
                 local aid = pid_of(key)
                 local f = {string.match(args[a + 3], IDENTIFY_FIELDS)}
 
-                if f[6] then
+                if f[6] and ONE_SLOT then
+                    XS.begin(aid, ts, f, S == 5 and args[a + 4] or '')
+                elseif f[6] then
                     event = f[6]
                     id = redis.call('XADD', STREAM, '*', 'event', f[6])
                     EV_JSON, EV_ID = event, id
@@ -2081,6 +2968,11 @@ local function cdp_ingest(keys, args)
                 pid = count_event(nil, key, ts, kind,
                                   attr_pairs(cache, args[a + 2]), id)
                 id = EV_ID
+                if FWD_TO then
+                    call('XDEL', STREAM, id)
+                    forward_event(a, kind, args, S)
+                    id = nil
+                end
             end
 
             if pid then
@@ -2113,6 +3005,10 @@ local function cdp_ingest(keys, args)
             reply[#reply + 1] = d.consent
             reply[#reply + 1] = d.erased
         end
+    end
+
+    if #FOLLOW > 0 then
+        reply[#reply + 1] = FOLLOW
     end
 
     return reply
@@ -2358,3 +3254,4 @@ redis.register_function{function_name = 'cdp_version',
                         callback = cdp_version, flags = {'no-writes'}}
 redis.register_function{function_name = 'cdp_ingest',
                         callback = cdp_ingest}
+redis.register_function{function_name = 'cdp_xid', callback = cdp_xid}

@@ -271,8 +271,6 @@ def test_resharding_under_load_loses_nothing(redis_cluster, nginx_factory):
 
 CLUSTER = 'cdp_redis_cluster 127.0.0.1:7000;'
 NOT_YET = [
-    ({'locations': 'location /i { cdp_identify on; }'},
-     'cdp_identify needs cdp_redis'),
     ({'locations': 'location /v1 { cdp_api; cdp_write_key 0123456789ab; }'},
      'cdp_api needs cdp_redis'),
     ({'locations': 'location /admin { cdp_admin; }',
@@ -286,8 +284,8 @@ NOT_YET = [
 
 
 @pytest.mark.parametrize('parts,message', NOT_YET)
-def test_identity_and_audiences_refused_on_a_cluster(nginx_factory, parts,
-                                                     message):
+def test_cross_slot_features_refused_on_a_cluster(nginx_factory, parts,
+                                                   message):
     """nginx -t refuses what would cross slots, naming the directive, and
     accepts the same with cdp_redis."""
     ngx = nginx_factory(None, start=False)
@@ -302,24 +300,30 @@ def test_identity_and_audiences_refused_on_a_cluster(nginx_factory, parts,
     assert rc == 0, out
 
 
-def test_signed_pixel_identity_dropped_and_counted(redis_cluster,
-                                                   nginx_factory):
-    """A signed pixel URL's identity (uid=) is an identify: on a cluster
-    it is dropped and counted as not_on_cluster, logged once; the page
-    view of the same hit is stored."""
+# what Gmail's image proxy sends (test_capture.py's UA_GMAIL)
+UA_MAIL_PROXY = ('Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 '
+                 '(via ggpht.com GoogleImageProxy)')
+
+
+def test_mail_proxy_open_dropped_and_counted(redis_cluster, nginx_factory):
+    """A mail proxy's fetch of a signed pixel is "Email Opened", a server
+    API event (no browser: the person is found by identifiers in other
+    shards): on a cluster it is dropped and counted as not_on_cluster,
+    logged once (the proxy's fetch is counted as filtered, as anywhere)."""
     ngx = nginx_factory(redis_cluster)
     st0 = ngx.status()
     exp, sig = h.pixel_sig(ngx.keys[0], uid='u-1')
     for i in range(2):
-        r = ngx.hit('title=signed%d&uid=u-1&exp=%d&sig=%s' % (i, exp, sig),
-                    cookie='')
+        r = ngx.hit('e=email_open&p.n=%d&uid=u-1&exp=%d&sig=%s'
+                    % (i, exp, sig), cookie='',
+                    headers={'User-Agent': UA_MAIL_PROXY})
         assert h.is_gif(r), r.status
+        assert r.set_cookies() == [], r.set_cookies()
     d = h.wait_until(lambda: (lambda d: d.dropped('not_on_cluster') >= 2
                               and d)(ngx.status().delta(st0)), 10)
     assert d, nonzero(ngx.status().delta(st0))
-    assert ngx.wait_xlen(2) >= 2
-    assert [e['type'] for e in ngx.events()] == ['page', 'page'], \
-        ngx.events()
+    assert d.c('cdp_email_opened_total') == 0, nonzero(d)
+    assert d.c('cdp_filtered_total{reason="mail_proxy"}') == 2, nonzero(d)
     # logged once by each worker that dropped one
     lines = [l for l in open(ngx.error_log) if 'not supported on Redis '
              'Cluster' in l]

@@ -34,10 +34,15 @@ test_argv1(void)
     ngx_cdp_wire_conf_t  c, back;
 
     static const ngx_cdp_wire_conf_t  cases[] = {
-        { 1000000, 1, 5, 5, 10000, 86400, 64800000, 16 },
-        { 0, 0, 0, 0, 0, 0, 0, 0 },
-        { 9999999999999999999ULL, 1, 2, 3, 4, 5, 6, 7 },
-        { 7, 100, 100, 100, 1, 1, 1, 1024 }
+        { 1000000, 1, 5, 5, 10000, 86400, 64800000, 16, 0 },
+        { 0, 0, 0, 0, 0, 0, 0, 0, 0 },
+        { 9999999999999999999ULL, 1, 2, 3, 4, 5, 6, 7, 1 },
+        { 7, 100, 100, 100, 1, 1, 1, 1024, 1 },
+        { 9999999999999999999ULL, 9999999999999999999ULL,
+          9999999999999999999ULL, 9999999999999999999ULL,
+          9999999999999999999ULL, 9999999999999999999ULL,
+          9999999999999999999ULL, 9999999999999999999ULL,
+          9999999999999999999ULL }
     };
 
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -50,14 +55,29 @@ test_argv1(void)
     c = cases[0];
     end = ngx_cdp_wire_argv1(buf, &c);
     CHECK((size_t) (end - buf)
-          == sizeof("1000000 1 5 5 10000 86400 64800000 16") - 1);
-    CHECK(memcmp(buf, "1000000 1 5 5 10000 86400 64800000 16", end - buf)
+          == sizeof("1000000 1 5 5 10000 86400 64800000 16 0") - 1);
+    CHECK(memcmp(buf, "1000000 1 5 5 10000 86400 64800000 16 0", end - buf)
           == 0);
 
-    /* seven numbers: the default shards */
+    c.cluster = 1;
+    end = ngx_cdp_wire_argv1(buf, &c);
+    CHECK((size_t) (end - buf)
+          == sizeof("1000000 1 5 5 10000 86400 64800000 16 1") - 1);
+    CHECK(memcmp(buf, "1000000 1 5 5 10000 86400 64800000 16 1", end - buf)
+          == 0);
+
+    /* seven numbers: the default shards, not a cluster */
+    back.cluster = 7;
     CHECK(ngx_cdp_wire_argv1_parse((u_char *) "1 2 3 4 5 6 7", 13, &back)
           == 0);
-    CHECK(back.agg_retention == 7 && back.shards == NGX_CDP_WIRE_SHARDS);
+    CHECK(back.agg_retention == 7 && back.shards == NGX_CDP_WIRE_SHARDS
+          && back.cluster == 0);
+
+    /* eight: not a cluster */
+    back.cluster = 7;
+    CHECK(ngx_cdp_wire_argv1_parse((u_char *) "1 2 3 4 5 6 7 8", 15, &back)
+          == 0);
+    CHECK(back.shards == 8 && back.cluster == 0);
 
     /* the part from '|' on is the destinations' and the facts' */
     CHECK(ngx_cdp_wire_argv1_parse((u_char *) "1 2 3 4 5 6 7|a b", 17, &back)
@@ -73,7 +93,8 @@ test_argv1(void)
           && back.timeline_max == NGX_CDP_WIRE_TIMELINE_MAX
           && back.dedup == NGX_CDP_WIRE_DEDUP
           && back.agg_retention == NGX_CDP_WIRE_AGG_RETENTION
-          && back.shards == NGX_CDP_WIRE_SHARDS);
+          && back.shards == NGX_CDP_WIRE_SHARDS
+          && back.cluster == 0);
 
     CHECK(ngx_cdp_wire_argv1_parse((u_char *) "", 0, &back) == -1);
     CHECK(ngx_cdp_wire_argv1_parse((u_char *) "1 2", 3, &back) == -1);
@@ -83,8 +104,16 @@ test_argv1(void)
           == -1);
     CHECK(ngx_cdp_wire_argv1_parse((u_char *) "1 2 3 4 5 6 7 8", 15, &back)
           == 0 && back.shards == 8);
-    CHECK(ngx_cdp_wire_argv1_parse((u_char *) "1 2 3 4 5 6 7 8 9", 17,
+    CHECK(ngx_cdp_wire_argv1_parse((u_char *) "1 2 3 4 5 6 7 8 1", 17,
                                    &back)
+          == 0 && back.shards == 8 && back.cluster == 1);
+    CHECK(ngx_cdp_wire_argv1_parse((u_char *) "1 2 3 4 5 6 7 8 1|a b", 21,
+                                   &back)
+          == 0 && back.cluster == 1);
+    CHECK(ngx_cdp_wire_argv1_parse((u_char *) "1 2 3 4 5 6 7 8 9 10", 20,
+                                   &back)
+          == -1);
+    CHECK(ngx_cdp_wire_argv1_parse((u_char *) "1 2 3 4 5 6 7 8 ", 16, &back)
           == -1);
     CHECK(ngx_cdp_wire_argv1_parse((u_char *) "1 2 3 4 5 6 7 ", 14, &back)
           == -1);
