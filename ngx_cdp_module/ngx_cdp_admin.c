@@ -16,6 +16,15 @@
  * (ngx_cdp_identify_check()); Redis sees the same names as in its keys.
  * The work is done by the library cdp_admin_v1 (store/admin.lua), one
  * call per request, without blocking the worker.
+ *
+ * On Redis Cluster a call stays in one slot: erase, export and profiles
+ * are each a saga of cdp_admin_x calls (ngx_cdp_xid.h) that ends with
+ * the JSON the standalone function answers (the same answers here); the
+ * audit (and the segments' list: no cdp_segment on a cluster) is one
+ * call sent to the node of the audit's slot, the only keys it touches;
+ * unsuppress and replay write every shard in one call: 501 there.  An
+ * erasure whose request gave up (timeout, client gone) goes on; one
+ * whose worker stopped is finished by worker 0's sweep.
  */
 
 
@@ -28,6 +37,8 @@
 #include "ngx_cdp_redis.h"
 #include "ngx_cdp_dest.h"
 #include "ngx_cdp_audience.h"
+#include "ngx_cdp_shard.h"
+#include "ngx_cdp_xid.h"
 
 #include <jansson.h>
 #include <openssl/crypto.h>
@@ -62,6 +73,12 @@ typedef struct {
 #define NGX_CDP_ADMIN_SEGMENTS    7
 #define NGX_CDP_ADMIN_SEGMENT     8
 
+/* how an operation runs on Redis Cluster */
+#define NGX_CDP_ADMIN_C_LOCAL     0         /* no call */
+#define NGX_CDP_ADMIN_C_SAGA      1         /* cdp_admin_x, a saga */
+#define NGX_CDP_ADMIN_C_AUDIT     2         /* in the audit's slot */
+#define NGX_CDP_ADMIN_C_NO        3         /* every shard: 501 */
+
 /* identifier types, as ngx_cdp_admin_types[] names them */
 #define NGX_CDP_ID_USER_ID        0
 #define NGX_CDP_ID_EMAIL          1
@@ -77,6 +94,8 @@ typedef struct {
     ngx_uint_t                 roles;
     const char                *function;    /* of cdp_admin_v1 */
     ngx_uint_t                 write;       /* FCALL, not FCALL_RO */
+    ngx_uint_t                 cluster;     /* NGX_CDP_ADMIN_C_* */
+    const char                *saga;        /* cdp_admin_x's op */
 } ngx_cdp_admin_op_t;
 
 
@@ -85,6 +104,13 @@ typedef struct {
     ngx_cdp_redis_call_t       call;
     ngx_uint_t                 erase;
 } ngx_cdp_admin_call_t;
+
+
+/* so does a saga (Redis Cluster) */
+typedef struct {
+    void                      *actx;        /* NULL: the request gave up */
+    ngx_uint_t                 erase;
+} ngx_cdp_admin_saga_t;
 
 
 typedef struct {
@@ -101,30 +127,38 @@ static ngx_cdp_admin_op_t  ngx_cdp_admin_ops[] = {
     /* a read is audited: cdp_read writes the audit entry */
     { NGX_CDP_ADMIN_PROFILES, "profiles", NGX_HTTP_GET|NGX_HTTP_POST,
       NGX_CDP_ROLE_MARKETER|NGX_CDP_ROLE_PRIVACY|NGX_CDP_ROLE_ADMIN,
-      "cdp_read", 1 },
+      "cdp_read", 1, NGX_CDP_ADMIN_C_SAGA, "read" },
     { NGX_CDP_ADMIN_ERASE, "erase", NGX_HTTP_POST,
       NGX_CDP_ROLE_PRIVACY|NGX_CDP_ROLE_ADMIN,
-      "cdp_erase", 1 },
+      "cdp_erase", 1, NGX_CDP_ADMIN_C_SAGA, "erase" },
     { NGX_CDP_ADMIN_EXPORT, "export", NGX_HTTP_GET|NGX_HTTP_POST,
       NGX_CDP_ROLE_PRIVACY|NGX_CDP_ROLE_ADMIN,
-      "cdp_export", 1 },
+      "cdp_export", 1, NGX_CDP_ADMIN_C_SAGA, "export" },
+    /* every shard's copy of the suppression set in one call */
     { NGX_CDP_ADMIN_UNSUPPRESS, "unsuppress", NGX_HTTP_POST,
       NGX_CDP_ROLE_PRIVACY|NGX_CDP_ROLE_ADMIN,
-      "cdp_unsuppress", 1 },
+      "cdp_unsuppress", 1, NGX_CDP_ADMIN_C_NO, NULL },
+    /* <prefix>:audit only */
     { NGX_CDP_ADMIN_AUDIT, "audit", NGX_HTTP_GET,
       NGX_CDP_ROLE_PRIVACY|NGX_CDP_ROLE_ADMIN,
-      "cdp_audit", 0 },
+      "cdp_audit", 0, NGX_CDP_ADMIN_C_AUDIT, NULL },
     /* from this nginx's counters: no call */
     { NGX_CDP_ADMIN_DESTINATIONS, "destinations", NGX_HTTP_GET,
-      NGX_CDP_ROLE_ADMIN, NULL, 0 },
+      NGX_CDP_ROLE_ADMIN, NULL, 0, NGX_CDP_ADMIN_C_LOCAL, NULL },
+    /* every shard's dead letters in one call */
     { NGX_CDP_ADMIN_REPLAY, "replay", NGX_HTTP_POST,
-      NGX_CDP_ROLE_ADMIN, "cdp_replay", 1 },
-    /* audited: written with FCALL */
+      NGX_CDP_ROLE_ADMIN, "cdp_replay", 1, NGX_CDP_ADMIN_C_NO, NULL },
+    /*
+     * audited: written with FCALL; on a cluster (no cdp_segment there) an
+     * empty list and its audit entry, and no segment of any name
+     */
     { NGX_CDP_ADMIN_SEGMENTS, "segments", NGX_HTTP_GET,
-      NGX_CDP_ROLE_MARKETER|NGX_CDP_ROLE_ADMIN, "cdp_segments", 1 },
+      NGX_CDP_ROLE_MARKETER|NGX_CDP_ROLE_ADMIN, "cdp_segments", 1,
+      NGX_CDP_ADMIN_C_AUDIT, NULL },
     { NGX_CDP_ADMIN_SEGMENT, "segment", NGX_HTTP_GET,
-      NGX_CDP_ROLE_MARKETER|NGX_CDP_ROLE_ADMIN, "cdp_segment_members", 1 },
-    { 0, NULL, 0, 0, NULL, 0 }
+      NGX_CDP_ROLE_MARKETER|NGX_CDP_ROLE_ADMIN, "cdp_segment_members", 1,
+      NGX_CDP_ADMIN_C_AUDIT, NULL },
+    { 0, NULL, 0, 0, NULL, 0, 0, NULL }
 };
 
 
@@ -144,7 +178,18 @@ static ngx_int_t ngx_cdp_admin_body_ids(ngx_http_request_t *r,
     ngx_cdp_admin_ctx_t *actx, const char **bad);
 static ngx_int_t ngx_cdp_admin_add_id(ngx_http_request_t *r,
     ngx_cdp_admin_ctx_t *actx, ngx_uint_t t, u_char *v, size_t len);
+static ngx_int_t ngx_cdp_admin_saga(ngx_http_request_t *r,
+    ngx_cdp_admin_ctx_t *actx, ngx_http_cdp_main_conf_t *mcf,
+    ngx_http_cdp_loc_conf_t *lcf);
+static ngx_int_t ngx_cdp_admin_receipt(u_char *receipt);
+static const char *ngx_cdp_admin_role(ngx_cdp_admin_ctx_t *actx);
+static size_t ngx_cdp_admin_now(u_char *now);
 static void ngx_cdp_admin_done(ngx_cdp_redis_call_t *call, void *reply);
+static void ngx_cdp_admin_saga_done(void *data, ngx_int_t rc,
+    ngx_str_t *result);
+static void ngx_cdp_admin_swept(void *data, ngx_int_t rc, ngx_str_t *result);
+static void ngx_cdp_admin_answer(ngx_cdp_admin_ctx_t *actx, int type,
+    u_char *str, size_t len);
 static void ngx_cdp_admin_erased(u_char *receipt, size_t len);
 static void ngx_cdp_admin_timeout(ngx_event_t *ev);
 static ngx_int_t ngx_cdp_admin_destinations(ngx_http_request_t *r,
@@ -535,17 +580,16 @@ ngx_cdp_admin_start(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx)
 {
     int                        argc;
     u_char                    *p, *pfx;
+    size_t                     len;
     ngx_int_t                  rc;
     ngx_str_t                 *id;
     ngx_uint_t                 i;
-    ngx_time_t                *tp;
     const char               **argv, *bad;
     size_t                    *argvlen;
     ngx_cdp_redis_call_t      *call;
     ngx_cdp_admin_call_t      *acall;
     ngx_http_cdp_loc_conf_t   *lcf;
     ngx_http_cdp_main_conf_t  *mcf;
-    u_char                     rnd[8];
     u_char                     receipt[2 + 16];
     u_char                     now[NGX_INT64_LEN], since[NGX_INT64_LEN];
     size_t                     now_len, since_len;
@@ -556,6 +600,22 @@ ngx_cdp_admin_start(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx)
 
     bad = NULL;
     since_len = 0;
+
+    if (mcf->redis.seeds && actx->op->cluster == NGX_CDP_ADMIN_C_NO) {
+        /* one call would write every shard: no protocol of its own yet */
+        p = ngx_pnalloc(r->pool, ngx_strlen(actx->op->name)
+                                 + sizeof(" is not supported on Redis "
+                                          "Cluster yet"));
+        if (p == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        *ngx_sprintf(p, "%s is not supported on Redis Cluster yet",
+                     actx->op->name) = '\0';
+
+        return ngx_cdp_admin_error(r, NGX_HTTP_NOT_IMPLEMENTED,
+                                   "not_supported", (const char *) p, NULL);
+    }
 
     if (actx->op->id == NGX_CDP_ADMIN_DESTINATIONS) {
         return ngx_cdp_admin_destinations(r, mcf);
@@ -660,6 +720,10 @@ ngx_cdp_admin_start(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx)
         }
     }
 
+    if (mcf->redis.seeds && actx->op->cluster == NGX_CDP_ADMIN_C_SAGA) {
+        return ngx_cdp_admin_saga(r, actx, mcf, lcf);
+    }
+
     /* FCALL[_RO] function 0 prefix ... */
 
     argv = ngx_palloc(r->pool, (8 + actx->ids->nelts) * sizeof(char *));
@@ -699,24 +763,17 @@ ngx_cdp_admin_start(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx)
                                   mcf->redis.shards)
                       - pfx;
 
-    tp = ngx_timeofday();
-    now_len = ngx_sprintf(now, "%uL", (uint64_t) tp->sec * 1000 + tp->msec)
-              - now;
+    now_len = ngx_cdp_admin_now(now);
 
     if (actx->op->write) {
-        if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+        if (ngx_cdp_admin_receipt(receipt) != NGX_OK) {
             ngx_free(acall);
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        p = ngx_cpymem(receipt, "r-", 2);
-        (void) ngx_cdp_hex(p, rnd, sizeof(rnd));
-
         argv[argc] = (const char *) receipt;
         argvlen[argc++] = sizeof(receipt);
-        argv[argc] = (actx->role & NGX_CDP_ROLE_ADMIN) ? "admin"
-                     : (actx->role & NGX_CDP_ROLE_PRIVACY) ? "privacy"
-                                                           : "marketer";
+        argv[argc] = ngx_cdp_admin_role(actx);
         argvlen[argc] = ngx_strlen(argv[argc]);
         argc++;
         argv[argc] = (const char *) now;
@@ -759,7 +816,27 @@ ngx_cdp_admin_start(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx)
 
     r->main->count++;
 
-    if (ngx_cdp_redis_call(call, argc, argv, argvlen) != NGX_OK) {
+    if (mcf->redis.seeds) {
+        /*
+         * numkeys 0 goes to any master: this one touches the audit only
+         * (Redis lets a function reach undeclared keys its node owns), so
+         * the node of the audit's slot
+         */
+        p = ngx_pnalloc(r->pool, mcf->prefix.len + sizeof(":audit") - 1);
+        if (p == NULL) {
+            rc = NGX_ERROR;
+
+        } else {
+            len = ngx_sprintf(p, "%V:audit", &mcf->prefix) - p;
+            rc = ngx_cdp_redis_call_slot(call, ngx_cdp_key_slot(p, len),
+                                         argc, argv, argvlen);
+        }
+
+    } else {
+        rc = ngx_cdp_redis_call(call, argc, argv, argvlen);
+    }
+
+    if (rc != NGX_OK) {
         ngx_cdp_wait_answered(&actx->wait);
         r->main->count--;
         ngx_free(acall);
@@ -1372,15 +1449,139 @@ ngx_cdp_admin_add_id(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx,
 }
 
 
+/*
+ * Redis Cluster: erase, export and profiles as a saga of cdp_admin_x,
+ * FCALL cdp_admin_x 1 <prefix>:audit <prefix>|<N> begin <op> <receipt>
+ * <role> <now_ms> <recent> <identifier>... (the standalone function's
+ * arguments; profiles: the first identifier, as cdp_read), whose end
+ * answers the request as the standalone function's reply would.
+ */
+
+static ngx_int_t
+ngx_cdp_admin_saga(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx,
+    ngx_http_cdp_main_conf_t *mcf, ngx_http_cdp_loc_conf_t *lcf)
+{
+    u_char                *p;
+    ngx_str_t              key, *args, *id;
+    ngx_uint_t             i, n, nargs;
+    ngx_cdp_admin_saga_t  *w;
+
+    n = (actx->op->id == NGX_CDP_ADMIN_PROFILES) ? 1 : actx->ids->nelts;
+    nargs = 6 + n;
+
+    args = ngx_palloc(r->pool, nargs * sizeof(ngx_str_t));
+    key.data = ngx_pnalloc(r->pool, mcf->prefix.len + sizeof(":audit") - 1);
+    p = ngx_pnalloc(r->pool, 2 + 16 + NGX_INT64_LEN);
+
+    if (args == NULL || key.data == NULL || p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    key.len = ngx_sprintf(key.data, "%V:audit", &mcf->prefix) - key.data;
+
+    ngx_str_set(&args[0], "begin");
+    args[1].data = (u_char *) actx->op->saga;
+    args[1].len = ngx_strlen(actx->op->saga);
+
+    if (ngx_cdp_admin_receipt(p) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    args[2].data = p;
+    args[2].len = 2 + 16;
+    args[3].data = (u_char *) ngx_cdp_admin_role(actx);
+    args[3].len = ngx_strlen((char *) args[3].data);
+    args[4].data = p + 2 + 16;
+    args[4].len = ngx_cdp_admin_now(args[4].data);
+
+    if (actx->op->id == NGX_CDP_ADMIN_PROFILES) {
+        ngx_str_set(&args[5], NGX_CDP_ADMIN_RECENT);
+
+    } else {
+        ngx_str_set(&args[5], "0");
+    }
+
+    id = actx->ids->elts;
+
+    for (i = 0; i < n; i++) {
+        args[6 + i] = id[i];
+    }
+
+    w = ngx_alloc(sizeof(ngx_cdp_admin_saga_t), r->connection->log);
+    if (w == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    w->actx = actx;
+    w->erase = (actx->op->id == NGX_CDP_ADMIN_ERASE);
+
+    if (ngx_cdp_wait_start(r, &actx->wait, &w->actx, lcf->api_timeout,
+                           ngx_cdp_admin_timeout, actx)
+        != NGX_OK)
+    {
+        ngx_free(w);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /*
+     * the answer comes at the saga's end, at once when it cannot start
+     * (ngx_cdp_admin_saga_done() has answered 503 then)
+     */
+
+    r->main->count++;
+
+    (void) ngx_cdp_xid_start(NGX_CDP_XID_ADMIN, &key, args, nargs,
+                             ngx_cdp_admin_saga_done, w);
+
+    return NGX_DONE;
+}
+
+
+/* a receipt id: "r-" and 16 hex digits of randomness */
+
+static ngx_int_t
+ngx_cdp_admin_receipt(u_char *receipt)
+{
+    u_char  rnd[8];
+
+    if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+        return NGX_ERROR;
+    }
+
+    (void) ngx_cdp_hex(ngx_cpymem(receipt, "r-", 2), rnd, sizeof(rnd));
+
+    return NGX_OK;
+}
+
+
+static const char *
+ngx_cdp_admin_role(ngx_cdp_admin_ctx_t *actx)
+{
+    return (actx->role & NGX_CDP_ROLE_ADMIN) ? "admin"
+           : (actx->role & NGX_CDP_ROLE_PRIVACY) ? "privacy"
+                                                 : "marketer";
+}
+
+
+/* the time in ms since the epoch, as digits (NGX_INT64_LEN at most) */
+
+static size_t
+ngx_cdp_admin_now(u_char *now)
+{
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+
+    return ngx_sprintf(now, "%uL", (uint64_t) tp->sec * 1000 + tp->msec)
+           - now;
+}
+
+
 static void
 ngx_cdp_admin_done(ngx_cdp_redis_call_t *call, void *data)
 {
     redisReply  *reply = data;
 
-    u_char                *body;
-    ngx_int_t              rc;
-    ngx_uint_t             i;
-    ngx_str_t             *aidh;
     ngx_http_request_t    *r;
     ngx_cdp_admin_ctx_t   *actx;
     ngx_cdp_admin_call_t  *acall;
@@ -1407,44 +1608,7 @@ ngx_cdp_admin_done(ngx_cdp_redis_call_t *call, void *data)
     ngx_cdp_wait_answered(&actx->wait);
     r = actx->request;
 
-    if (reply && reply->type == REDIS_REPLY_ERROR
-        && ngx_strncmp(reply->str, "ERR cdp_", 8) == 0)
-    {
-        /* the library refused the arguments: the caller's to fix */
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "cdp: admin %s refused: %s", actx->op->function,
-                      reply->str);
-
-        rc = ngx_cdp_admin_error(r, NGX_HTTP_BAD_REQUEST, "invalid_request",
-                                 "the store refused these identifiers",
-                                 NULL);
-        ngx_http_finalize_request(r, rc);
-        return;
-    }
-
-    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
-        if (reply) {
-            /* messages name positions, never values (store/admin.lua) */
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "cdp: admin %s failed: %s", actx->op->function,
-                          reply->str);
-        }
-
-        rc = ngx_cdp_admin_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                 "unavailable",
-                                 "the store failed, retry later", NULL);
-        ngx_http_finalize_request(r, rc);
-        return;
-    }
-
-    if (reply->type == REDIS_REPLY_NIL) {
-        rc = ngx_cdp_admin_error(r, NGX_HTTP_NOT_FOUND, "not_found",
-                                 "no profile for this identifier", NULL);
-        ngx_http_finalize_request(r, rc);
-        return;
-    }
-
-    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
+    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
         && actx->op->id == NGX_CDP_ADMIN_SEGMENT
         && reply->element[0]->type == REDIS_REPLY_STRING
         && reply->element[1]->type == REDIS_REPLY_STRING)
@@ -1454,18 +1618,178 @@ ngx_cdp_admin_done(ngx_cdp_redis_call_t *call, void *data)
         return;
     }
 
-    if (reply->type != REDIS_REPLY_STRING) {
+    if (reply == NULL) {
+        ngx_cdp_admin_answer(actx, 0, NULL, 0);
+        return;
+    }
+
+    ngx_cdp_admin_answer(actx, reply->type, (u_char *) reply->str,
+                         reply->len);
+}
+
+
+/*
+ * A saga has ended (Redis Cluster): its result is the standalone
+ * function's reply, its error the standalone function's error; abandoned,
+ * it is a reply that did not come.
+ */
+
+static void
+ngx_cdp_admin_saga_done(void *data, ngx_int_t rc, ngx_str_t *result)
+{
+    ngx_cdp_admin_saga_t  *w = data;
+
+    ngx_uint_t            erase;
+    ngx_cdp_admin_ctx_t  *actx;
+
+    actx = w->actx;
+    erase = w->erase;
+
+    ngx_free(w);
+
+    /* as above: even when the request is gone, even unreplicated */
+
+    if (erase && rc != NGX_DECLINED && result && result->data) {
+        ngx_cdp_admin_erased(result->data, result->len);
+    }
+
+    if (actx == NULL) {
+        if (rc == NGX_DECLINED) {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "cdp: admin saga failed after its request gave "
+                          "up: %V", result);
+        }
+
+        return;
+    }
+
+    ngx_cdp_wait_answered(&actx->wait);
+
+    if (rc == NGX_OK) {
+        ngx_cdp_admin_answer(actx, result->data ? REDIS_REPLY_STRING
+                                                : REDIS_REPLY_NIL,
+                             result->data, result->len);
+        return;
+    }
+
+    if (rc == NGX_DECLINED && result && result->data) {
+        ngx_cdp_admin_answer(actx, REDIS_REPLY_ERROR, result->data,
+                             result->len);
+        return;
+    }
+
+    ngx_cdp_admin_answer(actx, 0, NULL, 0);
+}
+
+
+/* an erasure that worker 0's sweep finished: the edge, the log */
+
+static void
+ngx_cdp_admin_swept(void *data, ngx_int_t rc, ngx_str_t *result)
+{
+    u_char  *p, *q, *end;
+
+    if (rc == NGX_DECLINED || result == NULL || result->data == NULL) {
+        return;
+    }
+
+    ngx_cdp_admin_erased(result->data, result->len);
+
+    /* the receipt: no personal data */
+
+    p = result->data;
+    end = p + result->len;
+
+    if (result->len > sizeof("{\"receipt\":\"") - 1
+        && ngx_strncmp(p, "{\"receipt\":\"", sizeof("{\"receipt\":\"") - 1)
+           == 0)
+    {
+        p += sizeof("{\"receipt\":\"") - 1;
+        q = ngx_strlchr(p, end, '"');
+
+        if (q) {
+            ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                          "cdp: erasure %*s finished by the sweep "
+                          "(cdp_admin_sagas_total{result=\"swept\"})",
+                          (size_t) (q - p), p);
+        }
+    }
+}
+
+
+void
+ngx_cdp_admin_init_process(ngx_cycle_t *cycle)
+{
+    ngx_cdp_xid_swept_handler(NGX_CDP_XID_ADMIN, ngx_cdp_admin_swept);
+}
+
+
+/*
+ * The answer to the request from the store's reply: type
+ * REDIS_REPLY_STRING, _NIL or _ERROR (str then ends with a '\0'), or 0:
+ * no reply (the connection lost, a saga abandoned).
+ */
+
+static void
+ngx_cdp_admin_answer(ngx_cdp_admin_ctx_t *actx, int type, u_char *str,
+    size_t len)
+{
+    u_char              *body;
+    ngx_int_t            rc;
+    ngx_uint_t           i;
+    ngx_str_t           *aidh;
+    ngx_http_request_t  *r;
+
+    r = actx->request;
+
+    if (type == REDIS_REPLY_ERROR
+        && ngx_strncmp(str, "ERR cdp_", 8) == 0)
+    {
+        /* the library refused the arguments: the caller's to fix */
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "cdp: admin %s refused: %s", actx->op->function, str);
+
+        rc = ngx_cdp_admin_error(r, NGX_HTTP_BAD_REQUEST, "invalid_request",
+                                 "the store refused these identifiers",
+                                 NULL);
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    if (type == 0 || type == REDIS_REPLY_ERROR) {
+        if (type) {
+            /* messages name positions, never values (store/admin.lua) */
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "cdp: admin %s failed: %s", actx->op->function,
+                          str);
+        }
+
+        rc = ngx_cdp_admin_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                 "unavailable",
+                                 "the store failed, retry later", NULL);
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    if (type == REDIS_REPLY_NIL) {
+        rc = ngx_cdp_admin_error(r, NGX_HTTP_NOT_FOUND, "not_found",
+                                 "no profile for this identifier", NULL);
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    if (type != REDIS_REPLY_STRING) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
 
-    body = ngx_pnalloc(r->pool, reply->len);
+    body = ngx_pnalloc(r->pool, len);
     if (body == NULL) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
 
-    ngx_memcpy(body, reply->str, reply->len);
+    ngx_memcpy(body, str, len);
 
     if (actx->op->id == NGX_CDP_ADMIN_UNSUPPRESS) {
         aidh = actx->unsuppress->elts;
@@ -1475,7 +1799,7 @@ ngx_cdp_admin_done(ngx_cdp_redis_call_t *call, void *data)
         }
     }
 
-    rc = ngx_cdp_send(r, NGX_HTTP_OK, "application/json", body, reply->len);
+    rc = ngx_cdp_send(r, NGX_HTTP_OK, "application/json", body, len);
 
     ngx_http_finalize_request(r, rc);
 }

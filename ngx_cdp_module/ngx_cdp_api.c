@@ -10,6 +10,10 @@
  * queue is full or the answer does not come within cdp_api_timeout.  The
  * senders retry on 503; messageIds make retries harmless (the store drops
  * a messageId it saw within cdp_dedup_window, in the same atomic call).
+ * On Redis Cluster a batch per shard, and the messages that need
+ * identity become sagas (ngx_cdp_xid.h): 200 once the batches and their
+ * sagas are done and, on masters with replicas, a replica has their
+ * writes; 503 when one failed.
  *
  * The worker never blocks: the wait is a timer and a callback.
  *

@@ -58,10 +58,14 @@
 typedef struct ngx_cdp_batch_s  ngx_cdp_batch_t;
 
 
-/* the API's waiters of one flush: woken when all its batches are done */
+/*
+ * The API's waiters of one flush: woken when all its batches are done,
+ * and the sagas their replies started (on a cluster)
+ */
 typedef struct {
     ngx_cdp_ingest_waiter_t   *waiters;
-    ngx_uint_t                 pending;     /* batches not done */
+    ngx_uint_t                 pending;     /* batches and sagas not done,
+                                               and holds */
     ngx_int_t                  rc;
 } ngx_cdp_ingest_group_t;
 
@@ -121,7 +125,6 @@ typedef struct {
     ngx_uint_t                 replaying;   /* spool frames in flight */
     ngx_uint_t                 replay_stale;  /* replies to disregard */
     ngx_msec_t                 not_before;  /* Redis refused for now */
-    ngx_uint_t                 warned_cluster;
     ngx_uint_t                 warned_follow;
 
     ngx_event_t                flush_ev;
@@ -133,13 +136,16 @@ static void ngx_cdp_ingest_ready(void);
 static ngx_int_t ngx_cdp_ingest_append(ngx_cdp_ingest_t *ig, ngx_str_t *key,
     ngx_uint_t kind, ngx_str_t *attrs, ngx_str_t *payload, ngx_str_t *route,
     ngx_uint_t counter);
-static void ngx_cdp_ingest_follow(ngx_cdp_ingest_t *ig, redisReply *reply);
+static void ngx_cdp_ingest_follow(ngx_cdp_ingest_t *ig, redisReply *reply,
+    ngx_cdp_ingest_group_t *group);
 static void ngx_cdp_ingest_flush(ngx_cdp_ingest_t *ig);
 static void ngx_cdp_ingest_flush_one(ngx_cdp_ingest_t *ig,
     ngx_cdp_ingest_cur_t *cur, ngx_cdp_ingest_group_t *group);
 static void ngx_cdp_ingest_reset(ngx_cdp_ingest_cur_t *cur);
 static void ngx_cdp_ingest_group_done(ngx_cdp_ingest_group_t *group,
     ngx_int_t rc);
+static void ngx_cdp_ingest_saga_done(void *data, ngx_int_t rc,
+    ngx_str_t *result);
 static ngx_int_t ngx_cdp_ingest_tag(u_char *keys, size_t len, ngx_str_t *tag);
 static void ngx_cdp_ingest_pump(ngx_cdp_ingest_t *ig);
 static ngx_int_t ngx_cdp_ingest_send(ngx_cdp_ingest_t *ig,
@@ -455,29 +461,6 @@ ngx_cdp_ingest_enqueue(ngx_str_t *key, ngx_uint_t kind, ngx_str_t *attrs,
         return NGX_DECLINED;
     }
 
-    if (ig->ncur > 1 && kind == NGX_CDP_EVENT_API) {
-        /*
-         * a server API message finds its person by identifiers in other
-         * shards: not on Redis Cluster yet (a mail proxy's open of a
-         * signed pixel; cdp_api is refused by nginx -t).  An identify
-         * goes in the batches: on a cluster the store hands it back as a
-         * saga (ngx_cdp_xid.h).
-         */
-
-        ngx_cdp_count(NGX_CDP_C_DROP_CLUSTER, 1);
-
-        if (!ig->warned_cluster) {
-            ngx_log_error(NGX_LOG_WARN, ig->log, 0,
-                          "cdp: a server API event (a mail proxy's open) "
-                          "is dropped: it is not supported on Redis "
-                          "Cluster yet "
-                          "(cdp_events_dropped_total{reason=\"not_on_cluster\"})");
-            ig->warned_cluster = 1;
-        }
-
-        return NGX_DECLINED;
-    }
-
     return ngx_cdp_ingest_append(ig, key, kind, attrs, payload, route,
                                  NGX_CDP_C_ACCEPTED);
 }
@@ -714,10 +697,13 @@ ngx_cdp_ingest_release(void)
 
 /*
  * w waits for the batches that hold the events just enqueued (one per
- * shard on a cluster): its handler is called once, with NGX_OK when Redis
- * acknowledged them all, with NGX_ERROR when one failed or its connection
- * was lost.  The batches are flushed at once.  w stays the caller's until then; its data may be set
- * to NULL meanwhile (the request went away) and is not looked at here.
+ * shard on a cluster) and the sagas their replies start (a cluster's
+ * identity): its handler is called once, with NGX_OK when Redis
+ * acknowledged them all (and, on masters with replicas, a replica has
+ * them), with NGX_ERROR when one failed or its connection was lost.  The
+ * batches are flushed at once.  w stays the caller's until then; its
+ * data may be set to NULL meanwhile (the request went away) and is not
+ * looked at here.
  */
 
 void
@@ -881,8 +867,12 @@ ngx_cdp_ingest_flush_one(ngx_cdp_ingest_t *ig, ngx_cdp_ingest_cur_t *cur,
     if (group) {
         group->pending++;
 
-        /* ngx_cdp_ingest_reserve() saw Redis ready */
+        /*
+         * ngx_cdp_ingest_reserve() saw Redis ready (every master, on a
+         * cluster); out of memory, or the map changed meanwhile: dropped
+         */
         if (ngx_cdp_ingest_send(ig, b) != NGX_OK) {
+            ngx_cdp_count(NGX_CDP_C_DROP_REDIS_DOWN, b->nevents);
             ngx_cdp_ingest_done(ig, b, NGX_ERROR);
         }
 
@@ -1174,10 +1164,11 @@ ngx_cdp_ingest_fcall(ngx_cdp_ingest_conf_t *conf, uint64_t seq, ngx_uint_t n,
 static void
 ngx_cdp_ingest_batch_done(redisReply *reply, void *data)
 {
-    ngx_cdp_batch_t   *b = data;
-    ngx_cdp_ingest_t  *ig = ngx_cdp_ingest;
+    ngx_cdp_batch_t         *b = data;
+    ngx_cdp_ingest_t        *ig = ngx_cdp_ingest;
 
-    ngx_int_t          rc;
+    ngx_int_t                rc;
+    ngx_cdp_ingest_group_t  *group;
 
     /* replies come in order per master, not across them */
 
@@ -1203,6 +1194,19 @@ ngx_cdp_ingest_batch_done(redisReply *reply, void *data)
 
     if (rc != NGX_ERROR) {
 
+        /*
+         * the API's group is held until the follow-ups are taken: the
+         * batch's end (now, or when a replica has it) must not wake the
+         * waiters and free the group before the sagas of its messages
+         * are added to it
+         */
+
+        group = b->group;
+
+        if (group) {
+            group->pending++;
+        }
+
         if (ngx_cdp_ingest_replicate(ig, b) == NGX_OK) {
             /* kept (and spooled at exit) until a replica has it */
             ngx_queue_insert_tail(&ig->sent, &b->queue);
@@ -1217,7 +1221,11 @@ ngx_cdp_ingest_batch_done(redisReply *reply, void *data)
          */
 
         if (rc == NGX_OK) {
-            ngx_cdp_ingest_follow(ig, reply);
+            ngx_cdp_ingest_follow(ig, reply, group);
+        }
+
+        if (group) {
+            ngx_cdp_ingest_group_done(group, NGX_OK);
         }
 
     } else if (ngx_cdp_ingest_retryable(ig, reply) && b->group == NULL) {
@@ -1344,7 +1352,7 @@ ngx_cdp_ingest_replay_done(redisReply *reply, void *data)
         ig->replay_stale--;
 
         if (ngx_cdp_ingest_counts(ig, reply, n) == NGX_OK) {
-            ngx_cdp_ingest_follow(ig, reply);
+            ngx_cdp_ingest_follow(ig, reply, NULL);
         }
 
         return;
@@ -1357,7 +1365,7 @@ ngx_cdp_ingest_replay_done(redisReply *reply, void *data)
 
         if (rc == NGX_OK) {
             ngx_cdp_count(NGX_CDP_C_REPLAYED, n);
-            ngx_cdp_ingest_follow(ig, reply);
+            ngx_cdp_ingest_follow(ig, reply, NULL);
         }
 
     } else if (ngx_cdp_ingest_retryable(ig, reply)) {
@@ -1441,18 +1449,26 @@ ngx_cdp_ingest_counts(ngx_cdp_ingest_t *ig, redisReply *reply, ngx_uint_t n)
  *                                      of that person's profile
  *                                      ("profile:<pid>"), kind "page" or
  *                                      "track", extra its route;fact
- *   "x" key state                      an identify: a saga whose first
- *                                      step is cdp_xid on key (whole,
- *                                      prefix and all) with state
+ *   "x" key state                      an identify, or a server API
+ *                                      message that needs identity: a
+ *                                      saga whose first step is cdp_xid
+ *                                      on key (whole, prefix and all)
+ *                                      with state
  *
  * Taken from a reply that was counted only (never "APPLIED"): the store
  * hands each back once.  Called once the batch is settled: a forwarded
  * event may flush a batch, whose sending may fail a connection and call
- * the handlers of the batches in flight.
+ * the handlers of the batches in flight.  group: the API's batch's
+ * (NULL for others, and spool replays: the API's batches are never
+ * spooled), held by the caller; each saga counts in it until it ends,
+ * so that its request is answered once its messages are stored.  (The
+ * store never forwards an API message: an "f" is a pixel's event, sent
+ * on without a waiter.)
  */
 
 static void
-ngx_cdp_ingest_follow(ngx_cdp_ingest_t *ig, redisReply *reply)
+ngx_cdp_ingest_follow(ngx_cdp_ingest_t *ig, redisReply *reply,
+    ngx_cdp_ingest_group_t *group)
 {
     size_t       i, k, n;
     ngx_str_t    v[6];
@@ -1497,7 +1513,16 @@ ngx_cdp_ingest_follow(ngx_cdp_ingest_t *ig, redisReply *reply)
         }
 
         if (n == 3) {
-            (void) ngx_cdp_xid_start(&v[1], &v[2]);
+            if (group == NULL) {
+                (void) ngx_cdp_xid_start(NGX_CDP_XID_IDENTITY, &v[1], &v[2],
+                                         1, NULL, NULL);
+                continue;
+            }
+
+            /* ngx_cdp_ingest_saga_done() is called once, maybe now */
+            group->pending++;
+            (void) ngx_cdp_xid_start(NGX_CDP_XID_IDENTITY, &v[1], &v[2], 1,
+                                     ngx_cdp_ingest_saga_done, group);
             continue;
         }
 
@@ -1593,7 +1618,7 @@ ngx_cdp_ingest_done(ngx_cdp_ingest_t *ig, ngx_cdp_batch_t *b, ngx_int_t rc)
 }
 
 
-/* one batch of a group is done: the last wakes its waiters */
+/* one batch or saga of a group is done: the last wakes its waiters */
 
 static void
 ngx_cdp_ingest_group_done(ngx_cdp_ingest_group_t *group, ngx_int_t rc)
@@ -1606,6 +1631,15 @@ ngx_cdp_ingest_group_done(ngx_cdp_ingest_group_t *group, ngx_int_t rc)
         ngx_cdp_ingest_wake(group->waiters, group->rc);
         ngx_free(group);
     }
+}
+
+
+/* a saga an API batch's reply started has ended (ngx_cdp_xid.h) */
+
+static void
+ngx_cdp_ingest_saga_done(void *data, ngx_int_t rc, ngx_str_t *result)
+{
+    ngx_cdp_ingest_group_done(data, rc);
 }
 
 

@@ -18,8 +18,9 @@
  *
  * On Redis Cluster a reply may hand back what its slot could not do: an
  * event of a person in another shard, queued again for that shard
- * (counted as forwarded, not accepted twice), and identifies, run as
- * sagas of single-slot calls (ngx_cdp_xid.h).
+ * (counted as forwarded, not accepted twice), and identifies and server
+ * API messages that need identity, run as sagas of single-slot calls
+ * (ngx_cdp_xid.h).
  */
 
 
@@ -71,7 +72,8 @@ struct ngx_cdp_ingest_waiter_s {
  * calls ngx_cdp_ingest_wait() (or ngx_cdp_ingest_release() if it gives
  * up).  NGX_DECLINED: Redis is not ready or the queue is full.  Such a
  * batch is never spooled nor resent: its waiters are told NGX_ERROR and
- * the client retries.
+ * the client retries.  On a cluster the waiters wait for the sagas the
+ * batch's replies start too (its messages that need identity).
  */
 ngx_int_t ngx_cdp_ingest_reserve(ngx_uint_t n, size_t size);
 void ngx_cdp_ingest_release(void);

@@ -46,6 +46,8 @@ typedef enum {
     NGX_CDP_M_SUPPRESSED_HITS,
     NGX_CDP_M_ADMIN_REQUESTS,
     NGX_CDP_M_ADMIN_DENIED,
+    NGX_CDP_M_ADMIN_SAGAS,
+    NGX_CDP_M_ADMIN_SAGAS_RUNNING,
     NGX_CDP_M_SEG_EVALUATED,
     NGX_CDP_M_SEG_DUE,
     NGX_CDP_M_SEG_EVENTS,
@@ -152,6 +154,11 @@ static ngx_cdp_metric_t  ngx_cdp_metrics[] = {
                     "Admin API requests."),
     ngx_cdp_counter("cdp_admin_denied_total",
                     "Admin API requests refused with 401 or 403."),
+    ngx_cdp_counter("cdp_admin_sagas_total",
+                    "Erasures, exports and profile reads on Redis Cluster"
+                    " by a chain of single-slot calls, by result."),
+    ngx_cdp_gauge("cdp_admin_sagas_running",
+                  "Admin sagas running in the workers."),
     ngx_cdp_counter("cdp_segment_due_evaluated_total",
                     "Profiles evaluated again as their segment rules"
                     " flipped with time."),
@@ -243,7 +250,6 @@ static ngx_cdp_sample_t  ngx_cdp_samples[] = {
     ngx_cdp_sample(DROPPED, "{reason=\"spool_full\"}"),
     ngx_cdp_sample(DROPPED, "{reason=\"spool_error\"}"),
     ngx_cdp_sample(DROPPED, "{reason=\"unconfirmed\"}"),
-    ngx_cdp_sample(DROPPED, "{reason=\"not_on_cluster\"}"),
     ngx_cdp_sample(REDIS_UNREPLICATED, ""),
     ngx_cdp_sample(FILTERED, "{reason=\"bot\"}"),
     ngx_cdp_sample(FILTERED, "{reason=\"prefetch\"}"),
@@ -256,7 +262,12 @@ static ngx_cdp_sample_t  ngx_cdp_samples[] = {
     ngx_cdp_sample(SAGAS, "{result=\"done\"}"),
     ngx_cdp_sample(SAGAS, "{result=\"swept\"}"),
     ngx_cdp_sample(SAGAS, "{result=\"abandoned\"}"),
-    ngx_cdp_sample(SAGAS_RUNNING, "")
+    ngx_cdp_sample(SAGAS_RUNNING, ""),
+    ngx_cdp_sample(ADMIN_SAGAS, "{result=\"done\"}"),
+    ngx_cdp_sample(ADMIN_SAGAS, "{result=\"swept\"}"),
+    ngx_cdp_sample(ADMIN_SAGAS, "{result=\"error\"}"),
+    ngx_cdp_sample(ADMIN_SAGAS, "{result=\"abandoned\"}"),
+    ngx_cdp_sample(ADMIN_SAGAS_RUNNING, "")
 };
 
 

@@ -787,22 +787,6 @@ ngx_http_cdp_needs(ngx_conf_t *cf, ngx_http_cdp_loc_conf_t *conf,
         return NGX_ERROR;
     }
 
-    /*
-     * the server API and the admin operations touch keys of several
-     * shards in one call: a single Redis only, until they have their
-     * cross-slot protocol (store/README.md, "Shards"); identity has its
-     * own, a chain of single-slot calls (ngx_cdp_xid.h)
-     */
-
-    if (mcf->redis.seeds && (conf->api || conf->admin)) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "%s needs cdp_redis: with cdp_redis_cluster, "
-                           "the server API and the admin API are not "
-                           "supported yet",
-                           conf->api ? "cdp_api" : "cdp_admin");
-        return NGX_ERROR;
-    }
-
     if (!ngx_cdp_redis_configured(&mcf->redis) && !mcf->warned_no_redis) {
         ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
                            "%s without cdp_redis or cdp_redis_cluster in "
@@ -1575,6 +1559,8 @@ ngx_http_cdp_init_process(ngx_cycle_t *cycle)
     if (ngx_cdp_ingest_init_process(cycle, mcf) != NGX_OK) {
         return NGX_ERROR;
     }
+
+    ngx_cdp_admin_init_process(cycle);
 
     if (ngx_cdp_deliver_init_process(cycle, mcf) != NGX_OK) {
         return NGX_ERROR;

@@ -5,10 +5,12 @@
 -- Key layout: store/README.md (the identity contract); this library:
 -- store/ADMIN.md.
 --
--- STANDALONE REDIS ONLY.  Every function here takes the key prefix as
--- ARGV[1] and computes its key names from it (a person's keys are only
--- known once their links are followed), with numkeys 0.  Redis Cluster
--- would refuse these undeclared keys.
+-- Every function here but cdp_admin_x takes the key prefix as ARGV[1]
+-- and computes its key names from it (a person's keys are only known once
+-- their links are followed), with numkeys 0: a standalone Redis only
+-- (Redis Cluster refuses undeclared keys of other slots).  On Redis
+-- Cluster, cdp_admin_x does what cdp_erase, cdp_export and cdp_read do as
+-- a saga of one-slot calls that nginx drives (near the end of this file).
 --
 -- Keys are sharded as store/cdp.lua shards them (store/README.md,
 -- "Shards"): ARGV[1] is "<prefix>" (16 shards) or "<prefix>|<N>" (N 1 to
@@ -58,6 +60,12 @@ local HASHED = {user_id = true, email = true, phone = true}
 local WIRE_SHARDS = 16      -- the shards of a bare "<prefix>"
 local MAX_SHARDS = 1024
 
+-- Redis Cluster (cdp_admin_x below): the one shard a step may touch, or
+-- nil (a standalone function: every shard).  shard_keys() and the loops
+-- over a person's nodes (timeline_ids, recent_found, dest_plan,
+-- dest_apply) honour it.  Reset at every call (guarded).
+local ONLY = nil
+
 -- ---------------------------------------------------------------------
 -- small helpers
 
@@ -73,7 +81,9 @@ end
 
 local function guarded(body)
     return function(keys, args)
+        ONLY = nil
         local ok, res = pcall(body, keys, args)
+        ONLY = nil
         if ok then
             return res
         end
@@ -271,8 +281,31 @@ local function skey(prefix, x)
     return prefix .. ':events:' .. tag(x)
 end
 
--- <prefix>:<kind>:{<tag_i>} of every shard i, shard 0 first
+-- a node (pid, aid) or identifier hash of the shard a step may touch
+local function in_only(x)
+    return ONLY == nil or shard_of(x) == ONLY
+end
+
+-- a set of nodes: those of ONLY's shard
+local function only_nodes(set)
+    if ONLY == nil then
+        return set
+    end
+    local t = {}
+    for x in pairs(set) do
+        if shard_of(x) == ONLY then
+            t[x] = true
+        end
+    end
+    return t
+end
+
+-- <prefix>:<kind>:{<tag_i>} of every shard i, shard 0 first (with ONLY:
+-- that shard's only)
 local function shard_keys(prefix, kind)
+    if ONLY then
+        return {prefix .. ':' .. kind .. ':' .. shard_tag(ONLY)}
+    end
     local t = {}
     for i = 0, NSH - 1 do
         t[i + 1] = prefix .. ':' .. kind .. ':' .. shard_tag(i)
@@ -625,7 +658,7 @@ end
 local function timeline_ids(prefix, p, ordered)
     local ev = {by = {}, n = 0}
     local seen = {}
-    for x in pairs(p.nodes) do
+    for x in pairs(only_nodes(p.nodes)) do
         local sk = skey(prefix, x)
         local ids = redis.call('LRANGE', kkey(prefix, 'timeline', x), 0, -1)
         for _, id in ipairs(redis.call('LRANGE',
@@ -831,23 +864,32 @@ end
 --
 local SCAN_MAX = 100000
 
-local function dest_plan(prefix, people, ev)
-    local plan = {names = redis.call('HKEYS', prefix .. ':destinations'),
+-- what a sent set records, into per ({[name] = {u = set, a = set}})
+local function sent_read(key, per)
+    for _, m in ipairs(redis.call('SMEMBERS', key)) do
+        local name, t, v = m:match('^([^\t]+)\t([au]):(.+)$')
+        if name then
+            per[name] = per[name] or {u = {}, a = {}}
+            per[name][t][v] = true
+        end
+    end
+end
+
+-- names: the destinations (nil: <prefix>:destinations is read)
+local function dest_plan(prefix, people, ev, names)
+    local plan = {names = names or redis.call('HKEYS',
+                                              prefix .. ':destinations'),
                   sent = {}, keys = {}, out = {}}
     local nodes = {}
     for i, p in ipairs(people) do
         local per = {}
         for x in pairs(p.nodes) do
             nodes[x] = true
-            local k = kkey(prefix, 'sent', x)
-            for _, m in ipairs(redis.call('SMEMBERS', k)) do
-                local name, t, v = m:match('^([^\t]+)\t([au]):(.+)$')
-                if name then
-                    per[name] = per[name] or {u = {}, a = {}}
-                    per[name][t][v] = true
-                end
+            if in_only(x) then
+                local k = kkey(prefix, 'sent', x)
+                sent_read(k, per)
+                plan.keys[#plan.keys + 1] = k
             end
-            plan.keys[#plan.keys + 1] = k
         end
         plan.sent[i] = per
     end
@@ -943,7 +985,9 @@ local function dest_apply(prefix, req, people, plan)
         end
     end
     for i in ipairs(people) do
-        for name, got in pairs(plan.sent[i]) do
+        -- (with ONLY: the people of that shard only)
+        local sent = in_only(people[i].pid) and plan.sent[i] or {}
+        for name, got in pairs(sent) do
             local u, a = sorted_keys(got.u), sorted_keys(got.a)
             local uj, aj = {}, {}
             for _, v in ipairs(u) do uj[#uj + 1] = jstr(v) end
@@ -1055,13 +1099,9 @@ end
 -- older still (timeline_old, older than the timeline, is not read); the
 -- nodes' newest are merged by id.  A list of JSON {"id":..,"event":..}.
 --
-local function recent_events(prefix, p, recent)
-    local found = {}
-    if recent == 0 then
-        return found
-    end
+local function recent_found(prefix, p, recent, found)
     local seen = {}
-    for x in pairs(p.nodes) do
+    for x in pairs(only_nodes(p.nodes)) do
         local sk = skey(prefix, x)
         local tl = kkey(prefix, 'timeline', x)
         local s = seen[sk]
@@ -1100,6 +1140,11 @@ local function recent_events(prefix, p, recent)
             at = at + CHUNK
         end
     end
+end
+
+-- the newest recent of found ({{stream key, id, event}...}), newest
+-- first, as JSON
+local function recent_json(found, recent)
     sort_by_id(found)
     local events = {}
     for i = #found, math.max(1, #found - recent + 1), -1 do
@@ -1108,6 +1153,15 @@ local function recent_events(prefix, p, recent)
             .. jraw(e[3]) .. '}'
     end
     return events
+end
+
+local function recent_events(prefix, p, recent)
+    local found = {}
+    if recent == 0 then
+        return found
+    end
+    recent_found(prefix, p, recent, found)
+    return recent_json(found, recent)
 end
 
 -- the JSON of cdp_profile for {t, v} (without its braces), its numbers
@@ -1797,6 +1851,810 @@ local function cdp_segment_members(keys, args)
         .. ',"members":' .. jarr(items) .. '}'
 end
 
+-- ---------------------------------------------------------------------
+-- Redis Cluster: erase, export and read as sagas of one-slot calls
+--
+-- On a cluster an FCALL touches the keys of one slot only, and a person's
+-- keys are in many (store/README.md, "Shards").  So there nginx drives
+-- cdp_admin_x (below): each call does the steps of one slot and names the
+-- next call's key and the saga's state (JSON, the X below), as cdp_xid
+-- does for an identify (store/cdp.lua).  The steps:
+--
+--   resolution  idx (an identifier's slot), walk (each link's slot; the
+--               live profile's fields and ids read in its slot, as
+--               people_of does)
+--   erase       dests (<prefix>:destinations), chk (each shard: the
+--               key types cdp_erase checks, what each destination was
+--               sent about the people's nodes of that shard), jnl (the
+--               audit's slot: the journal; nothing is written before),
+--               sup (each shard: its copy of the suppression set, all
+--               before any deletion), del (each shard: what of the
+--               people is in it), fin (the audit's slot: the audit
+--               entry, and the journal entry ends)
+--   export      col (each shard: events of the people's nodes there,
+--               merges and consent_log entries naming them), fin
+--   read        rcol (each shard holding nodes: the newest events), fin
+--
+-- X: op, p (prefix), n (shards), id (the saga's: receipt.<us>), rq (the
+-- request: receipt, role, now, ids, recent), st (next step), k (its
+-- key), s (a shard, or for read an index of sh), us (time spent in
+-- Redis), i, x, ch, hops, ix (the resolution: identifier, node, links
+-- passed, idx key), P (the people, as gather makes them), O (the
+-- orphans, as people_of), dn (destinations), sent (per person: what
+-- each destination was sent), sup (the suppression entries), nid
+-- (identifiers), c (erase's counts: events, merges, consent_log,
+-- destination entries, deletion notices), E, M, C (export: each
+-- person's events, the merges and consent entries), sh, F (read: the
+-- shards, the events found).
+--
+-- Each step is idempotent: a del step's work and counts are recorded in
+-- its slot (<prefix>:adone:{<tag>}:<id>, a day) and a step sent again
+-- returns the counts recorded; fin writes the audit entry once (the
+-- journal entry it deletes in the same call, or for export and read its
+-- own record).  An erase's journal (<prefix>:erasing:{<prefix>:audit},
+-- id -> the state as the sup steps start; <prefix>:erasing_at:{...} by
+-- time) lets a sweep resume an erasure whose driver stopped.
+--
+
+local AX = {}           -- the steps
+local X                 -- the saga's state
+local AP                -- this call's prefix
+local AT0               -- this call's start (us)
+local ARESULT           -- the saga's reply, once done (false: nil)
+
+local AX_STALE = 10000  -- ms: a journal entry a sweep resumes
+local AX_KEEP = 86400   -- s: an erasure's records of steps done kept
+local AX_KEEP_READ = 3600   -- s: an export's or read's record of its audit
+
+local AX_FN = {erase = 'cdp_erase', export = 'cdp_export', read = 'cdp_read'}
+
+-- the steps a state may name
+local AX_STEPS = {idx = true, walk = true, dests = true, chk = true,
+                  jnl = true, sup = true, del = true, col = true,
+                  rcol = true, fin = true}
+
+-- the slot of a key, as Redis Cluster computes it
+local function key_slot(key)
+    local a = string.find(key, '{', 1, true)
+    if a then
+        local b = string.find(key, '}', a + 1, true)
+        if b and b > a + 1 then
+            key = string.sub(key, a + 1, b - 1)
+        end
+    end
+    return crc16(key) % 16384
+end
+
+local function ax_fn()
+    return AX_FN[X.op]
+end
+
+local function audit_key()
+    return AP .. ':audit'
+end
+
+-- the hash tag of the audit's slot (<prefix>:audit has no braces: its
+-- whole name is hashed)
+local function audit_tag()
+    return '{' .. AP .. ':audit}'
+end
+
+local function journal_key()
+    return AP .. ':erasing:' .. audit_tag()
+end
+
+local function journal_at_key()
+    return AP .. ':erasing_at:' .. audit_tag()
+end
+
+-- the record of this saga's step in the slot of the tag t
+local function done_key(t)
+    return AP .. ':adone:' .. t .. ':' .. X.id
+end
+
+local function sh_key(kind, i)
+    return AP .. ':' .. kind .. ':' .. shard_tag(i)
+end
+
+local function ax_raise(msg)
+    raise(ax_fn(), msg)
+end
+
+local function ax_check(want)
+    local ok, terr = check_types(ax_fn(), want)
+    if not ok then
+        ax_raise(terr)
+    end
+end
+
+-- the three streams of shard i, as the standalone functions check them
+local function shard_streams(i)
+    return {{sh_key('events', i), 'stream'}, {sh_key('merges', i), 'stream'},
+            {sh_key('consent_log', i), 'stream'}}
+end
+
+-- the sorted numbers of a set of numbers
+local function sorted_numbers(set)
+    local t = {}
+    for k in pairs(set) do
+        t[#t + 1] = k
+    end
+    table.sort(t)
+    return t
+end
+
+-- resolution: people_of (and for read profile_doc's resolve and gather),
+-- an identifier at a time
+
+function AX.next_id()
+    X.i = X.i + 1
+    local id = X.rq.ids[X.i]
+    if not id then
+        return AX.resolved()
+    end
+    X.ch, X.hops, X.ix = {}, 0, ''
+    if HASHED[id[1]] then
+        X.x = ''
+        return xkey(AP, id[1], id[2]), 'idx'
+    end
+    X.x = id[2]
+    return pkey(AP, id[2]), 'walk'
+end
+
+-- an identifier's idx key (its slot)
+function AX.idx()
+    local id = X.rq.ids[X.i]
+    local idx = xkey(AP, id[1], id[2])
+    local pid = redis.call('GET', idx)
+    if not pid then
+        return AX.reached(nil)
+    end
+    if not is_pid(pid) then
+        ax_raise('an idx key holds a malformed pid')
+    end
+    X.ix, X.x = idx, pid
+    return pkey(AP, pid), 'walk'
+end
+
+-- a profile or link (its slot): walk()'s loop, a hop a step
+function AX.walk()
+    local x = X.x
+    local key = pkey(AP, x)
+    local m = redis.call('HGET', key, 'merged_into')
+    if not m then
+        if redis.call('EXISTS', key) == 1 then
+            return AX.reached(x)
+        end
+        return AX.reached(nil)
+    end
+    if not is_pid(m) then
+        ax_raise('a link has a malformed merged_into')
+    end
+    X.ch[#X.ch + 1] = x
+    X.hops = X.hops + 1
+    if X.hops > MAX_HOPS then
+        ax_raise('more than ' .. MAX_HOPS .. ' links to follow (a cycle?)')
+    end
+    X.x = m
+    return pkey(AP, m), 'walk'
+end
+
+-- identifier X.i reaches the live pid live (gathered here, in its slot)
+-- or nobody: people_of's loop body
+function AX.reached(live)
+    local id = X.rq.ids[X.i]
+    if live then
+        local p
+        for _, q in ipairs(X.P) do
+            if q.pid == live then
+                p = q
+                break
+            end
+        end
+        if not p then
+            p = gather(AP, live)
+            X.P[#X.P + 1] = p
+        end
+        if X.op ~= 'read' then
+            add_chain(p, X.ch)
+        end
+    elseif X.op ~= 'read' then
+        local o = X.O
+        o.empty = false
+        add_chain(o, X.ch)
+        o.values[id[2]] = true
+        if id[1] == 'anonymous_id' then
+            o.aids[id[2]] = true
+        end
+        if not HASHED[id[1]] then
+            o.nodes[id[2]] = true
+        end
+        if X.ix ~= '' then
+            -- it held a pid when read: a dangling idx key
+            o.keys[#o.keys + 1] = X.ix
+        end
+    end
+    return AX.next_id()
+end
+
+-- every identifier resolved: the op's next phase
+function AX.resolved()
+    X.x, X.ch, X.hops, X.ix = nil, nil, nil, nil
+    X.s = 0
+    if X.op == 'erase' then
+        -- the fields serve segments only (none on a cluster): not carried
+        -- along, nor into the journal
+        for _, p in ipairs(X.P) do
+            p.fields = nil
+        end
+        return AP .. ':destinations', 'dests'
+    end
+    if X.op == 'export' then
+        X.E, X.M, X.C = {}, {}, {}
+        if #X.P == 0 then
+            return audit_key(), 'fin'
+        end
+        for i = 1, #X.P do
+            X.E[i] = {}
+        end
+        return sh_key('events', 0), 'col'
+    end
+    -- read: the shards of the person's nodes
+    local p = X.P[1]
+    if not p or X.rq.recent == 0 then
+        return audit_key(), 'fin'
+    end
+    local set = {}
+    for x in pairs(p.nodes) do
+        set[shard_of(x)] = true
+    end
+    X.sh, X.s, X.F = sorted_numbers(set), 1, {}
+    return sh_key('events', X.sh[1]), 'rcol'
+end
+
+-- the next shard of a pass over every shard, or what follows it
+local function next_shard(kind, st, after)
+    X.s = X.s + 1
+    if X.s < NSH then
+        return sh_key(kind, X.s), st
+    end
+    X.s = 0
+    return after()
+end
+
+-- erase
+
+-- <prefix>:destinations (its slot)
+function AX.dests()
+    X.dn = redis.call('HKEYS', AP .. ':destinations')
+    X.sent = {}
+    for i = 1, #X.P do
+        X.sent[i] = {}
+    end
+    return sh_key('events', 0), 'chk'
+end
+
+-- shard s: the types cdp_erase checks there, and what each destination
+-- was sent about the people's nodes of the shard (for the deletion
+-- notices, queued in the person's shard)
+function AX.chk()
+    local s = X.s
+    ONLY = s
+    local want = shard_streams(s)
+    want[#want + 1] = {sh_key('suppressed', s), 'set'}
+    ax_check(want)
+    for i, p in ipairs(X.P) do
+        for x in pairs(only_nodes(p.nodes)) do
+            sent_read(kkey(AP, 'sent', x), X.sent[i])
+        end
+    end
+    return next_shard('events', 'chk', function()
+        return audit_key(), 'jnl'
+    end)
+end
+
+-- the audit's slot: the suppression entries, and the journal entry
+-- (unless this saga is done already: a step sent again)
+function AX.jnl()
+    ax_check({{audit_key(), 'stream'}, {journal_key(), 'hash'},
+              {journal_at_key(), 'zset'}})
+    local suppress, nid = {}, 0
+    for _, p in ipairs(X.P) do
+        nid = nid + #p.members
+        for m in pairs(p.hashed) do
+            suppress[m] = true
+        end
+        for aid in pairs(p.aids) do
+            suppress['anonymous_id:' .. aidh(aid)] = true
+        end
+    end
+    for aid in pairs(X.O.aids) do
+        suppress['anonymous_id:' .. aidh(aid)] = true
+    end
+    for _, id in ipairs(X.rq.ids) do
+        if HASHED[id[1]] then
+            suppress[id[1] .. ':' .. id[2]] = true
+        elseif id[1] == 'anonymous_id' then
+            suppress['anonymous_id:' .. aidh(id[2])] = true
+        end
+    end
+    X.sup, X.nid = sorted_keys(suppress), nid
+    for _, p in ipairs(X.P) do
+        p.members = nil         -- counted: no longer needed
+    end
+    X.c = {0, 0, 0, 0, 0}
+    X.s, X.st, X.k = 0, 'sup', sh_key('suppressed', 0)
+    if redis.call('EXISTS', done_key(audit_tag())) == 0 then
+        local t = redis.call('TIME')
+        redis.call('HSET', journal_key(), X.id, cjson.encode(X))
+        redis.call('ZADD', journal_at_key(), tonumber(t[1]) * 1000
+                   + math.floor(tonumber(t[2]) / 1000), X.id)
+    end
+    return X.k, 'sup'
+end
+
+-- shard s: its copy of the suppression set, before anything is deleted
+function AX.sup()
+    local key = sh_key('suppressed', X.s)
+    local sup = X.sup
+    for i = 1, #sup, CHUNK do
+        redis.call('SADD', key, unpack(sup, i, math.min(i + CHUNK - 1, #sup)))
+    end
+    return next_shard('suppressed', 'sup', function()
+        return sh_key('events', 0), 'del'
+    end)
+end
+
+-- cdp_erase's writes, those in shard ONLY; its counts
+local function erase_shard()
+    local prefix = AP
+    local people, orphans = X.P, X.O
+    local ev, dels = {by = {}, n = 0}, {}
+
+    local function add_events(p)
+        for sk, ids in pairs(timeline_ids(prefix, p, false).by) do
+            local to = ev.by[sk]
+            if not to then
+                to = {}
+                ev.by[sk] = to
+            end
+            for _, id in ipairs(ids) do
+                to[#to + 1] = id
+            end
+            ev.n = ev.n + #ids
+        end
+    end
+
+    -- (the legacy <prefix>:browser:<aid>, in no shard, is not on a
+    -- cluster)
+    local done = {}
+    local function node_keys(x)
+        if not done[x] then
+            done[x] = true
+            dels[#dels + 1] = pkey(prefix, x)
+            dels[#dels + 1] = kkey(prefix, 'ids', x)
+            dels[#dels + 1] = kkey(prefix, 'timeline', x)
+            dels[#dels + 1] = kkey(prefix, 'timeline_old', x)
+        end
+    end
+
+    for _, p in ipairs(people) do
+        add_events(p)
+        for x in pairs(only_nodes(p.nodes)) do
+            node_keys(x)
+        end
+        for m in pairs(p.hashed) do
+            local t, h = m:match('^([a-z_]+):(.*)$')
+            if in_only(h) then
+                dels[#dels + 1] = xkey(prefix, t, h)
+            end
+        end
+    end
+    add_events(orphans)
+    for x in pairs(only_nodes(orphans.nodes)) do
+        node_keys(x)
+    end
+    for _, k in ipairs(orphans.keys) do
+        if in_only(k:match(':([^:]*)$')) then
+            dels[#dels + 1] = k
+        end
+    end
+
+    local named = {}
+    for _, p in ipairs(people) do
+        named[#named + 1] = p
+    end
+    if not orphans.empty then
+        named[#named + 1] = orphans
+    end
+    local merge_ids, consent_ids = {}, {}
+    if #named > 0 then
+        merge_ids = group_by_key(find_merges(prefix, named))
+        consent_ids = group_by_key(find_consents(prefix, named))
+    end
+
+    local plan = dest_plan(prefix, people, ev, X.dn)
+    -- the notices name what was sent about every node, each read in its
+    -- shard (chk)
+    plan.sent = X.sent
+
+    -- (segments: none on a cluster)
+    local removed, notices = dest_apply(prefix, X.rq, people, plan)
+    local events = xdel_by(ev.by)
+    local merges = xdel_by(merge_ids)
+    local consents = xdel_by(consent_ids)
+    del_all(dels)
+    return {events, merges, consents, removed, notices}
+end
+
+-- shard s: what of the people is in it; once (its record)
+function AX.del()
+    local s = X.s
+    ONLY = s
+    local rk = done_key(shard_tag(s))
+    local rec = redis.call('GET', rk)
+    local c = rec and cjson.decode(rec)
+    if not c then
+        c = erase_shard()
+        redis.call('SET', rk, cjson.encode(c), 'EX', AX_KEEP)
+    end
+    for j = 1, 5 do
+        X.c[j] = X.c[j] + c[j]
+    end
+    return next_shard('events', 'del', function()
+        return audit_key(), 'fin'
+    end)
+end
+
+-- export
+
+-- shard s: the events of the people's nodes there, and the merges and
+-- consent_log entries naming them
+function AX.col()
+    local s = X.s
+    ONLY = s
+    ax_check(shard_streams(s))
+    for i, p in ipairs(X.P) do
+        local E = X.E[i]
+        for sk, ids in pairs(timeline_ids(AP, p, false).by) do
+            for _, id in ipairs(ids) do
+                local e = redis.call('XRANGE', sk, id, id)[1]
+                if e then
+                    E[#E + 1] = {sk, id, '{"id":' .. jstr(id) .. ',"event":'
+                                 .. jraw(field(e[2], 'event')) .. '}'}
+                end
+            end
+        end
+    end
+    local function who(set)
+        return sorted_numbers(set)
+    end
+    for _, m in ipairs(find_merges(AP, X.P)) do
+        X.M[#X.M + 1] = {id_sort_key(m.id) .. ' ' .. m.key,
+                         jobj_flat(m.fields), who(m.who)}
+    end
+    for _, c in ipairs(find_consents(AP, X.P)) do
+        X.C[#X.C + 1] = {id_sort_key(c.id) .. ' ' .. c.key,
+                         '{"id":' .. jstr(c.id) .. ',"entry":'
+                         .. jraw(c.entry) .. '}', who(c.who)}
+    end
+    return next_shard('events', 'col', function()
+        return audit_key(), 'fin'
+    end)
+end
+
+-- read
+
+-- a shard of the person's nodes: their newest events there
+function AX.rcol()
+    local s = X.sh[X.s]
+    ONLY = s
+    ax_check(shard_streams(s))
+    recent_found(AP, X.P[1], X.rq.recent, X.F)
+    X.s = X.s + 1
+    if X.sh[X.s] then
+        return sh_key('events', X.sh[X.s]), 'rcol'
+    end
+    return audit_key(), 'fin'
+end
+
+-- the last step (the audit's slot): the audit entry, once, and the reply
+
+local function by_first(a, b)
+    return a[1] < b[1]
+end
+
+local function fin_erase(took)
+    local rq = X.rq
+    if redis.call('HDEL', journal_key(), X.id) == 1 then
+        audit(AP, rq, 'erase', #X.P, X.nid, X.c[1], took)
+    end
+    redis.call('ZREM', journal_at_key(), X.id)
+    local aids = {}
+    for _, m in ipairs(X.sup) do
+        local h = string.match(m, '^anonymous_id:(%x+)$')
+        if h then
+            aids[#aids + 1] = jstr(h)
+        end
+    end
+    local c = X.c
+    return '{"receipt":' .. jstr(rq.receipt) .. ',"profiles":'
+        .. int(#X.P) .. ',"identifiers":' .. int(X.nid)
+        .. ',"events":' .. int(c[1]) .. ',"merges":' .. int(c[2])
+        .. ',"consent_log":' .. int(c[3]) .. ',"suppressed":'
+        .. int(#X.sup) .. ',"anonymous_ids":[' .. table.concat(aids, ',')
+        .. '],"destination_entries":' .. int(c[4])
+        .. ',"deletion_notices":' .. int(c[5])
+        .. ',"took_us":' .. int(took) .. '}'
+end
+
+local function fin_export(first, took)
+    table.sort(X.M, by_first)
+    table.sort(X.C, by_first)
+    local out, n_ids, n_events = {}, 0, 0
+    for i, p in ipairs(X.P) do
+        local events = {}
+        for _, e in ipairs(sort_by_id(X.E[i])) do
+            events[#events + 1] = e[3]
+        end
+        local function mine(list)
+            local t = {}
+            for _, m in ipairs(list) do
+                for _, j in ipairs(m[3]) do
+                    if j == i then
+                        t[#t + 1] = m[2]
+                        break
+                    end
+                end
+            end
+            return t
+        end
+        local idents = {}
+        for _, m in ipairs(p.members) do
+            idents[#idents + 1] = jstr(m)
+        end
+        n_ids = n_ids + #p.members
+        n_events = n_events + #events
+        out[#out + 1] = '{"profile_id":' .. jstr(p.pid) .. ',"fields":'
+            .. jobj_flat(p.fields) .. ',"identifiers":' .. jarr(idents)
+            .. ',"events":' .. jarr(events) .. ',"merges":'
+            .. jarr(mine(X.M)) .. ',"consent_log":' .. jarr(mine(X.C))
+            .. '}'
+    end
+    if first then
+        audit(AP, X.rq, 'export', #X.P, n_ids, n_events, took)
+    end
+    return '{"receipt":' .. jstr(X.rq.receipt) .. ',"profiles":' .. jarr(out)
+        .. '}'
+end
+
+local function fin_read(first, took)
+    local p = X.P[1]
+    local events = p and recent_json(X.F or {}, X.rq.recent) or {}
+    if first then
+        audit(AP, X.rq, 'read', p and 1 or 0, p and #p.members or 0,
+              #events, took)
+    end
+    if not p then
+        return false
+    end
+    local idents = {}
+    for _, m in ipairs(p.members) do
+        idents[#idents + 1] = jstr(m)
+    end
+    return '{"receipt":' .. jstr(X.rq.receipt) .. ',"profile_id":'
+        .. jstr(p.pid) .. ',"fields":' .. jobj_flat(p.fields)
+        .. ',"identifiers":' .. jarr(idents) .. ',"recent_events":'
+        .. jarr(events) .. '}'
+end
+
+function AX.fin()
+    ax_check({{audit_key(), 'stream'}})
+    local took = X.us + now_us() - AT0
+    local rk = done_key(audit_tag())
+    if X.op == 'erase' then
+        ARESULT = fin_erase(took)
+        redis.call('SET', rk, '1', 'EX', AX_KEEP)
+    else
+        local first = redis.call('SET', rk, '1', 'NX', 'EX', AX_KEEP_READ)
+        local f = X.op == 'export' and fin_export or fin_read
+        ARESULT = f(first ~= false and first ~= nil, took)
+    end
+    return '', nil
+end
+
+-- the first call: the request checked as the standalone function checks
+-- it (the same errors); nil and the error reply, or the first step's key
+local function ax_begin(keys, args)
+    local op = args[3]
+    local fn = AX_FN[op or '']
+    if not fn then
+        return nil, fail('cdp_admin_x', 'unknown op (want erase, export or '
+                         .. 'read)')
+    end
+    if #args < 7 then
+        return nil, fail('cdp_admin_x', 'want ARGV prefix, begin, op, '
+                         .. 'receipt, role, now_ms, recent, identifier...')
+    end
+    local recent = 0
+    if op == 'read' then
+        if #args ~= 8 then
+            return nil, fail(fn, 'want 0 keys, ARGV prefix, receipt, role, '
+                             .. 'now_ms, identifier, recent')
+        end
+        local rerr
+        recent, rerr = parse_recent(args[7])
+        if not recent then
+            return nil, fail(fn, rerr)
+        end
+    end
+    local rargs = {args[1], args[4], args[5], args[6]}
+    for i = 8, #args do
+        rargs[#rargs + 1] = args[i]
+    end
+    local req, err = parse_request({}, rargs, ALL_TYPES)
+    if not req then
+        return nil, fail(fn, err)
+    end
+    AP = req.prefix
+    if keys[1] ~= audit_key() then
+        return nil, fail('cdp_admin_x', 'begin wants the key <prefix>:audit')
+    end
+    local want = {{audit_key(), 'stream'}}
+    if op == 'erase' then
+        want[2] = {journal_key(), 'hash'}
+        want[3] = {journal_at_key(), 'zset'}
+    end
+    local ok, terr = check_types(fn, want)
+    if not ok then
+        return nil, fail(fn, terr)
+    end
+    local t = redis.call('TIME')
+    X = {op = op, p = AP, n = NSH,
+         id = req.receipt .. '.' .. t[1] .. string.format('%06d',
+                                                          tonumber(t[2])),
+         rq = {receipt = req.receipt, role = req.role, now = req.now,
+               ids = req.ids, recent = recent},
+         P = {}, O = {nodes = {}, aids = {}, values = {}, keys = {},
+                      empty = true},
+         i = 0, us = 0}
+    return AX.next_id()
+end
+
+-- a sweep (the audit's slot): an erasure whose journal entry is older
+-- than age ms (at most AX_STALE) resumes from its plan: the entry's time
+-- renewed, suppression and deletion again (each del step's record gives
+-- the counts of a shard done before), then fin
+local function ax_sweep(age)
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    local stale = math.min(age or AX_STALE, AX_STALE)
+    local jk, zk = journal_key(), journal_at_key()
+    for _ = 1, 100 do
+        local id = redis.call('ZRANGEBYSCORE', zk, '-inf', now - stale,
+                              'LIMIT', 0, 1)[1]
+        if not id then
+            break
+        end
+        local plan = redis.call('HGET', jk, id)
+        if not plan then
+            redis.call('ZREM', zk, id)
+        else
+            redis.call('ZADD', zk, now, id)
+            local ok, s = pcall(cjson.decode, plan)
+            if ok and type(s) == 'table' and s.op == 'erase' and s.p == AP
+               and s.n == NSH and s.id == id
+            then
+                X = s
+                X.st, X.s, X.us, X.c = 'sup', 0, 0, {0, 0, 0, 0, 0}
+                X.sw = 1
+                return sh_key('suppressed', 0), 'sup'
+            end
+            -- (a plan of other shards: left to its own sweeper)
+        end
+    end
+    return '', nil
+end
+
+--
+-- cdp_admin_x: cdp_erase, cdp_export and cdp_read on Redis Cluster, a
+-- saga of one-slot calls (above) that nginx drives.
+--   KEYS[1]  the first call and a sweep: <prefix>:audit; then the key
+--            the previous call named
+--   ARGV[1]  prefix ("<prefix>" or "<prefix>|<N>", as the others)
+--   ARGV[2]  "begin", then ARGV[3] op (erase, export or read), ARGV[4]
+--            receipt, ARGV[5] role, ARGV[6] now_ms, ARGV[7] recent (read;
+--            "0" otherwise), ARGV[8..] identifiers (1 to 100; read: 1);
+--            or the state the previous call returned; or "sweep"
+--            ("sweep:<ms>": a journal entry older than that, at most
+--            10000)
+--   reply: {next key, next state, ms to wait before the next call,
+--          result}: next key "" ends the saga and result is the
+--          standalone function's reply (nil: a read of nobody); else
+--          result is nil.  A sweep: the next call of the erasure it
+--          resumes, or "" when none is left.
+--   The steps of the slot at hand run in this call; a step sent again
+--   does nothing twice.
+--   errors: as cdp_erase, cdp_export and cdp_read ("ERR cdp_erase: ..."),
+--           the first call's before anything is written; "ERR
+--           cdp_admin_x: ..." for a malformed call or state; "TRYAGAIN
+--           cdp_admin_x: ..." when the slot is moving (send it again)
+--
+local function cdp_admin_x(keys, args)
+    AT0 = now_us()
+    ARESULT = false
+    if #keys ~= 1 or #args < 2 then
+        return fail('cdp_admin_x', 'want 1 key, ARGV prefix, then begin '
+                    .. '..., a state or sweep')
+    end
+    local key, st
+    if args[2] == 'begin' then
+        key, st = ax_begin(keys, args)
+        if not key then
+            return st
+        end
+    else
+        if #args ~= 2 then
+            return fail('cdp_admin_x', 'want 1 key, ARGV prefix and a state '
+                        .. '(or sweep)')
+        end
+        AP = use_prefix(args[1])
+        if not AP then
+            return fail('cdp_admin_x', PREFIX_ERR)
+        end
+        local age = string.match(args[2], '^sweep:?(%d*)$')
+        if age then
+            if keys[1] ~= audit_key() then
+                return fail('cdp_admin_x', 'sweep wants the key '
+                            .. '<prefix>:audit')
+            end
+            key, st = ax_sweep(tonumber(age))
+        else
+            local ok, s = pcall(cjson.decode, args[2])
+            if not ok or type(s) ~= 'table' or not AX_FN[s.op]
+               or s.p ~= AP or s.n ~= NSH or not AX_STEPS[s.st]
+               or type(s.k) ~= 'string'
+               or key_slot(s.k) ~= key_slot(keys[1])
+            then
+                return fail('cdp_admin_x', 'a malformed state (or not '
+                            .. 'the key it names)')
+            end
+            X = s
+            key, st = AX[X.st]()
+        end
+    end
+
+    -- the next steps of this slot, here
+    local slot = key_slot(keys[1])
+    while key ~= '' and key_slot(key) == slot do
+        ONLY = nil
+        X.st, X.k = st, key
+        key, st = AX[st]()
+    end
+    ONLY = nil
+    if key == '' then
+        return {'', '', 0, ARESULT}
+    end
+    X.st, X.k = st, key
+    X.us = X.us + now_us() - AT0
+    return {key, cjson.encode(X), 0, false}
+end
+
+-- errors of Redis Cluster while a slot moves (a key already on its new
+-- node): the call is sent again
+local function ax_guarded(keys, args)
+    local ok, res = pcall(cdp_admin_x, keys, args)
+    if ok then
+        return res
+    end
+    local msg = type(res) == 'table' and (res.err or res.cdp_error)
+                or tostring(res)
+    if type(msg) == 'string' and msg:find('non local key', 1, true) then
+        return redis.error_reply('TRYAGAIN cdp_admin_x: the slot is moving')
+    end
+    error(res, 0)
+end
+
 local function register(name, fn, flags)
     redis.register_function{function_name = name, callback = guarded(fn),
                             flags = flags}
@@ -1814,3 +2672,4 @@ register('cdp_unsuppress', cdp_unsuppress, {})
 register('cdp_replay', cdp_replay, {})
 register('cdp_segments', cdp_segments, {})
 register('cdp_segment_members', cdp_segment_members, {})
+register('cdp_admin_x', ax_guarded, {})

@@ -64,6 +64,7 @@ local MAXLEN
 local LIMIT = {}        -- per identifier type
 local TL_MAX, TL_SLACK
 local DEDUP             -- seconds a messageId is remembered
+local DEDUP_PERIOD      -- this call's (dedup_scan)
 local SUPKEY            -- the shard's copy of the suppression set
 local SUPPRESSED        -- the suppression set is not empty
 local DEST              -- the destinations of this call, or nil
@@ -984,6 +985,17 @@ local function count_event(aid, pk, ts, kind, a, id, first)
             pk = pkey(pid)
             call('HINCRBY', pk, 'events', '1')
 
+        elseif string.byte(aid, 1) == 112 then
+            -- a known profile ("p<N>"; a browser's id is hex), keyed by an
+            -- event forwarded to it (on a cluster): a person with no event
+            -- yet is counted as any other; one that is not there (erased
+            -- meanwhile) is not made again by an event: dropped
+            if call('HLEN', pk) == 1 then
+                call('DEL', pk)
+                stats.suppressed = stats.suppressed + 1
+                return nil
+            end
+
         elseif SUPPRESSED and call('SISMEMBER', SUPKEY,
                           'anonymous_id:' .. aidh(aid)) == 1
         then
@@ -1173,6 +1185,7 @@ local function dedup_scan(keys, args, n, S)
     end
 
     local period = math.floor(tonumber(args[2]) / 1000 / DEDUP)
+    DEDUP_PERIOD = period
 
     for t, g in pairs(shards) do
         local mids, at = g.mids, g.at
@@ -1972,6 +1985,15 @@ end
 --   fin, jd, tries, busy
 --           the identify's own writes are done, the journal is written,
 --           restarts, waits for a busy profile
+--   mem, ov, Ln, lc, added, bl
+--           per identifier: S has its member, its idx: value as read;
+--           the counts of each profile absorbed, and of all of them; the
+--           members this saga added to S and has not claimed yet; the
+--           browser's own link
+--   kd, na, mid, mk, swept
+--           what the event is (identify, api track or page, alias), an
+--           alias's previousId among ids, an api message's messageId and
+--           dedup set, a saga the sweeper resumed
 --
 -- The invariants (store/README.md):
 --   1. A profile with journal entries (<prefix>:xj:<S>, it is absorbing
@@ -2022,16 +2044,36 @@ local function zero_counts()
 end
 
 -- the identify handed to its saga (from cdp_ingest, on a cluster)
-function XS.begin(aid, ts, f, extra)
-    local ids = id_list(f[2], f[3], f[4])
-    if suppressed(aid, ids) then
+--
+-- o: a (the browser, or for an alias previousId as an anonymous id), ts,
+-- u (the user id), uidh, eh, ph, tr (traits), ev (the event's JSON), x
+-- (its route;fact), kd (what the event is: 'i' an identify, 'c' a track
+-- or 'p' a page counted on the person, 'a' an alias), pu (an alias's
+-- previousId as a user id's h), mid and mk (an api message's messageId
+-- hash and the dedup set it joins once the saga is done)
+--
+function XS.begin(o)
+    local ids = id_list(o.uidh, o.eh, o.ph)
+    local na = 0
+    if (o.pu or '') ~= '' then
+        ids[#ids + 1] = {'user_id', o.pu}
+        na = #ids
+    end
+    if suppressed(o.a, ids) then
         return
     end
     local n = redis.call('INCR', P .. 'xid:' .. OWN)
-    X = {id = OWN .. n, a = aid, ts = ts, u = f[1], ids = ids, tr = f[5],
-         ev = f[6], x = extra, fin = 0, tries = 0}
+    X = {id = OWN .. n, a = o.a, ts = o.ts, u = o.u, ids = ids, tr = o.tr,
+         ev = o.ev, x = o.x, kd = o.kd, na = na, mid = o.mid or '',
+         mk = o.mk or '', fin = 0, tries = 0}
+    if X.mid ~= '' then
+        -- a message sent again before this saga is done is not a
+        -- duplicate yet: a saga that fails leaves the client its retry
+        redis.call('SREM', X.mk, X.mid)
+    end
     XS.reset_look()
     X.st = 'look'
+    local aid = o.a
     local first = (#ids > 0) and xkey(ids[1][1], ids[1][2]) or pkey(aid)
     FOLLOW[#FOLLOW + 1] = 'x'
     FOLLOW[#FOLLOW + 1] = first
@@ -2039,10 +2081,70 @@ function XS.begin(aid, ts, f, extra)
     stats.stored = stats.stored + 1
 end
 
+--
+-- On a cluster: an api message (see api() above) whose person may be in
+-- another shard is handed to a saga (true; also when dropped as erased
+-- or malformed); false: it is stored here, as on a standalone Redis (a
+-- browser of this shard not linked to another, or nobody).
+--
+function XS.api(aid, ts, t, h, payload, extra)
+    local uidh = string.sub(h, 33, 96)
+    if uidh == API_NO_UIDH then
+        uidh = ''
+    end
+    local o = {a = aid, ts = ts, u = '', uidh = uidh, eh = '', ph = '',
+               tr = '', ev = payload, x = extra,
+               kd = (t == 'page' or t == 'screen') and 'p' or 'c'}
+    local uid, eh, ph, prev_uidh, prev_aid, traits =
+        string.match(h, API_REST, API_REST_AT)
+
+    if t == 'identify' or t == 'alias' or uidh ~= '' then
+        if not traits then
+            stats.malformed = stats.malformed + 1
+            return true
+        end
+        o.u = uid
+        if t == 'identify' then
+            o.eh, o.ph, o.tr, o.kd = eh, ph, traits, 'i'
+        elseif t == 'alias' then
+            o.kd, o.pu, o.a = 'a', prev_uidh, prev_aid
+        elseif aid == '' then
+            -- no browser (a mail proxy's open): e-mail and phone name
+            -- the person too
+            o.eh, o.ph = eh, ph
+        end
+
+    elseif aid ~= '' then
+        -- a browser of this shard: here, unless linked to another's person
+        local link = redis.call('HGET', pkey(aid), 'merged_into')
+        if not link then
+            return false
+        end
+        local _, away = resolve_here(link)
+        if not away then
+            return false
+        end
+
+    elseif eh and (eh ~= '' or ph ~= '') then
+        o.eh, o.ph = eh, ph
+    else
+        return false
+    end
+
+    if string.byte(h, 1) ~= 45 then
+        o.mid = string.sub(h, 1, 32)
+        o.mk = P .. 'msgids:' .. OWN .. ':' .. DEDUP_PERIOD
+    end
+    XS.begin(o)
+    return true
+end
+
 function XS.reset_look()
     X.i, X.at, X.own, X.cur, X.inf, X.hops = 1, '', {}, '', {}, 0
+    X.mem, X.ov = {}, {}
     X.S, X.L, X.Lc, X.k, X.att, X.j, X.sw = '', {}, {}, 1, {}, 1, ''
-    X.jd, X.busy, X.xf, X.ap, X.r = 0, 0, nil, nil, nil
+    X.Ln = {}
+    X.jd, X.busy, X.xf, X.ap, X.r, X.bl = 0, 0, nil, nil, nil, nil
 end
 
 -- a restart: the owners changed under the saga (bounded)
@@ -2050,13 +2152,18 @@ function XS.restart()
     if X.jd == 1 then
         return pkey(X.S), 'unjournal'
     end
+    if X.swept == 1 then
+        return ''           -- the sweeper's: what it resumed is moot
+    end
     X.tries = X.tries + 1
     if X.tries > X_TRIES then
         XOUT[3] = XOUT[3] + 1
         return ''
     end
+    local wait = (X.gw == 1 and 60 or 5) * X.tries
+    X.gw = 0
     XS.reset_look()
-    return XS.look_key(), 'look', 5 * X.tries
+    return XS.look_key(), 'look', wait
 end
 
 -- the key of the look-up at hand
@@ -2084,10 +2191,12 @@ function XS.look()
         end
         if X.at == '' and X.i <= n then
             local v = redis.call('GET', key)
+            X.ov[X.i] = v or ''
             if v then
                 X.at = v
             else
                 X.own[X.i] = ''
+                X.mem[X.i] = 0
                 X.i = X.i + 1
             end
         else
@@ -2096,6 +2205,9 @@ function XS.look()
             end
             local v = redis.call('HMGET', key, 'merged_into', 'events',
                                  'user_id')
+            if v[1] and X.i > n and X.at == X.a then
+                X.bl = v[1]         -- the browser's own link
+            end
             if v[1] then
                 X.hops = X.hops + 1
                 if X.hops > MAX_HOPS then
@@ -2122,6 +2234,12 @@ function XS.look()
                 end
                 if X.i <= n then
                     X.own[X.i] = root
+                    -- claimed by a saga that stopped before its member
+                    -- was added (it restarted): the member is still due
+                    local id = X.ids[X.i]
+                    X.mem[X.i] = (v[2] and redis.call('SISMEMBER',
+                                      kkey('ids', root),
+                                      id[1] .. ':' .. id[2]) == 1) and 1 or 0
                 elseif v[2] or root ~= X.a then
                     X.cur = root
                 end
@@ -2148,12 +2266,22 @@ function XS.plan()
     local ids, own, cur = X.ids, X.own, X.cur
     local known = cur ~= '' and cur ~= X.a
     local S = ''
+    local alias = X.kd == 'a'
 
-    for i = 1, #ids do
+    -- an alias: the survivor is the user id's; previousId's profile (a
+    -- user id's, else the anonymous id's) joins it
+    for i = 1, alias and math.min(#ids, 1) or #ids do
         if own[i] ~= '' then
             S = own[i]
             break
         end
+    end
+    if alias then
+        if X.na > 0 and own[X.na] ~= '' then
+            X.a, cur, known = '', '', false
+            X.cur = ''
+        end
+        known = false
     end
 
     -- a shared device: another user on a browser that is someone's
@@ -2184,11 +2312,24 @@ end
 
 function XS.lists()
     local ids, own, inf, S = X.ids, X.own, X.inf, X.S
+
+    -- an identifier claimed for a profile not made yet: another saga's
+    -- new person, a moment away (its journal makes it), or a claim whose
+    -- saga stopped; the look-ups again, a few times, before it is taken
+    for i in ipairs(ids) do
+        local o = own[i]
+        if o ~= '' and o ~= S and inf[o].live == 0 and X.tries < 4 then
+            X.tries = X.tries + 1
+            XS.reset_look()
+            return XS.look_key(), 'look', 10 * X.tries
+        end
+    end
+
     local si = inf[S] or {n = zero_counts(), live = 0}
     local c = {user_id = si.n.user_id, email = si.n.email,
                phone = si.n.phone}
     local seen = {[S] = true}
-    X.L, X.Lc, X.att = {}, {}, {}
+    X.L, X.Lc, X.Ln, X.att = {}, {}, {}, {}
 
     for i, id in ipairs(ids) do
         local o = own[i]
@@ -2199,6 +2340,7 @@ function XS.lists()
                     c[t] = c[t] + inf[o].n[t]
                 end
                 X.L[#X.L + 1] = o
+                X.Ln[#X.L] = inf[o].n
                 X.Lc[#X.Lc + 1] = {id[1], id[2]}
             else
                 XOUT[3] = XOUT[3] + 1
@@ -2218,24 +2360,29 @@ function XS.lists()
                 end
             end
             X.L[#X.L + 1] = b
-            X.Lc[#X.Lc + 1] = ids[1] and {ids[1][1], ids[1][2]}
+            X.Ln[#X.L] = inf[b] and inf[b].n or zero_counts()
+            X.Lc[#X.Lc + 1] = (ids[1] and X.kd ~= 'a')
+                              and {ids[1][1], ids[1][2]}
                               or {'anonymous_id', X.a}
         else
             XOUT[3] = XOUT[3] + 1
         end
     end
 
-    -- identifiers nobody (live) holds, within the limits
-    for i, id in ipairs(ids) do
+    -- identifiers nobody (live) holds, and ours whose member is missing
+    -- (not an alias's previousId): the journal checks the limits, against
+    -- S's identifiers then and those the absorbed profiles bring (X.lc)
+    for i in ipairs(ids) do
         local o = own[i]
-        if o == '' or inf[o].live == 0 then
-            if c[id[1]] < LIMIT[id[1]] then
-                c[id[1]] = c[id[1]] + 1
-                X.att[#X.att + 1] = i
-            else
-                XOUT[3] = XOUT[3] + 1
-            end
+        if i ~= X.na and ((o == S and inf[o].live == 1 and X.mem[i] == 0)
+                          or o == '' or inf[o].live == 0)
+        then
+            X.att[#X.att + 1] = i
         end
+    end
+    X.lc = {}
+    for _, t in ipairs(TYPES) do
+        X.lc[t] = c[t] - si.n[t]
     end
 
     return pkey(S), 'journal'
@@ -2264,15 +2411,26 @@ end
 -- the identify's own writes, once: traits, last_seen, the event on the
 -- survivor's timeline and its destinations
 local function xid_finish(S)
-    if redis.call('SET', kkey('xdone', S) .. ':' .. X.id, '1', 'NX',
+    -- (named by the saga, not the person: an erasure leaves no key that
+    -- names them)
+    if redis.call('SET', P .. 'xdone:' .. tag(S) .. ':' .. X.id, '1', 'NX',
                   'EX', 86400) == false
     then
         return
     end
-    local set = traits_pairs(X.tr, X.ts)
+    local pk = pkey(S)
+    local set = (X.kd == 'i' or X.kd == nil) and traits_pairs(X.tr, X.ts)
+                or {}
     set[#set + 1] = 'last_seen'
     set[#set + 1] = X.ts
-    redis.call('HSET', pkey(S), unpack(set))
+    redis.call('HSET', pk, unpack(set))
+    if X.kd == 'c' or X.kd == 'p' then
+        -- an api event counted on the person (api_count)
+        redis.call('HINCRBY', pk, 'events', '1')
+        if X.kd == 'p' then
+            redis.call('HINCRBY', pk, 'page_views', '1')
+        end
+    end
 
     local route, nfact = X.x, nil
     local semi = string.find(route, ';', 1, true)
@@ -2303,12 +2461,60 @@ function XS.journal()
                    'first_seen', X.ts, 'last_seen', X.ts)
     end
 
+    -- the identifiers to attach, within the limits: S's own members now
+    -- and what the absorbed profiles bring
+    -- S's identifiers now, those the absorptions pending in its journal
+    -- bring (other sagas'), then this saga's absorptions, each within the
+    -- limits, then the identifiers to attach
+    local have = ids_by_type(S)
+    local cnt, keep = {}, {}
+    for _, t in ipairs(TYPES) do
+        cnt[t] = count(have[t])
+    end
+    local pend = redis.call('HGETALL', xj(S))
+    for e = 1, #pend, 2 do
+        local sid = string.match(pend[e], '|([^|]*)$')
+        local ok, info = pcall(cjson.decode, pend[e + 1])
+        if sid ~= X.id and ok and type(info) == 'table'
+           and type(info.n) == 'table'
+        then
+            for _, t in ipairs(TYPES) do
+                cnt[t] = cnt[t] + (tonumber(info.n[t]) or 0)
+            end
+        end
+    end
+    local L, Lc, Ln = {}, {}, {}
+    for k, l in ipairs(X.L) do
+        local n = X.Ln[k] or zero_counts()
+        if fits(cnt, n) then
+            for _, t in ipairs(TYPES) do
+                cnt[t] = cnt[t] + n[t]
+            end
+            L[#L + 1], Lc[#L + 1], Ln[#L + 1] = l, X.Lc[k], n
+        else
+            XOUT[3] = XOUT[3] + 1
+        end
+    end
+    X.L, X.Lc, X.Ln = L, Lc, Ln
+    for _, i in ipairs(X.att) do
+        local id = X.ids[i]
+        if have[id[1]][id[1] .. ':' .. id[2]] then
+            keep[#keep + 1] = i
+        elseif cnt[id[1]] < LIMIT[id[1]] then
+            cnt[id[1]] = cnt[id[1]] + 1
+            keep[#keep + 1] = i
+        else
+            XOUT[3] = XOUT[3] + 1
+        end
+    end
+    X.att = keep
+
     local entries, now = {}, xnow()
     for k, l in ipairs(X.L) do
         entries[#entries + 1] = l .. '|' .. X.id
         entries[#entries + 1] = cjson.encode({ts = X.ts, at = now,
                                               t = X.Lc[k][1],
-                                              h = X.Lc[k][2],
+                                              h = X.Lc[k][2], n = X.Ln[k],
                                               b = (l == X.a) and 1 or 0})
     end
     if X.sw ~= '' then
@@ -2328,6 +2534,22 @@ function XS.journal()
         X.jd = 1
     end
 
+    -- the identifiers to attach are S's members at once (the limits of
+    -- other sagas count them), then claimed in their slots
+    X.added = {}
+    for _, i in ipairs(X.att) do
+        local id = X.ids[i]
+        if redis.call('SADD', kkey('ids', S), id[1] .. ':' .. id[2]) == 1
+           and X.own[i] ~= S
+        then
+            -- (one whose idx: names S already is S's for good)
+            X.added[#X.added + 1] = id[1] .. ':' .. id[2]
+        end
+        if id[1] == 'user_id' and X.u ~= '' then
+            redis.call('HSETNX', sk, 'user_id', X.u)
+        end
+    end
+
     if X.fin == 0 and X.ev ~= '' then
         xid_finish(S)
     end
@@ -2341,13 +2563,52 @@ function XS.continue()
         return pkey(X.L[X.k]), 'freeze'
     end
     if X.sw ~= '' then
-        return pkey(X.a), 'relink'
+        return pkey(X.sw), 'swpin'
     end
     if X.j <= #X.att then
         local id = X.ids[X.att[X.j]]
         return xkey(id[1], id[2]), 'claim'
     end
+    if (X.mid or '') ~= '' then
+        return X.mk, 'mark'
+    end
     return ''
+end
+
+-- mark (the api message's shard): its messageId is a duplicate from now
+function XS.mark()
+    redis.call('SADD', X.mk, X.mid)
+    redis.call('EXPIRE', X.mk, 2 * DEDUP)
+    X.mid = ''
+    return ''
+end
+
+-- the members this saga added to S and did not claim go (and the user
+-- id it set): another profile holds them, or the saga starts again
+local function unadd(S, only)
+    local sids = kkey('ids', S)
+    local keep = {}
+    for _, m in ipairs(X.added or {}) do
+        if only and m ~= only then
+            keep[#keep + 1] = m
+        else
+            redis.call('SREM', sids, m)
+            if string.sub(m, 1, 8) == 'user_id:' then
+                local left = false
+                for _, x in ipairs(redis.call('SMEMBERS', sids)) do
+                    if string.sub(x, 1, 8) == 'user_id:' then
+                        left = true
+                    end
+                end
+                if not left and X.u ~= ''
+                   and redis.call('HGET', pkey(S), 'user_id') == X.u
+                then
+                    redis.call('HDEL', pkey(S), 'user_id')
+                end
+            end
+        end
+    end
+    X.added = keep
 end
 
 -- the journal entries of the survivor's profile l: done (all sagas'), or
@@ -2369,6 +2630,7 @@ end
 -- unjournal (the survivor's slot): this saga's entries given up, then
 -- the look-ups again
 function XS.unjournal()
+    unadd(X.S)
     unjournal(X.S, nil, true)
     X.jd = 0
     return XS.restart()
@@ -2398,6 +2660,9 @@ function XS.freeze()
         if S < l and X.busy <= X_WAITS then
             return lk, 'freeze', 20
         end
+        -- giving way: S's pin goes, and the saga starts again only once
+        -- the other had time to absorb S (it polls every 20 ms)
+        X.gw = 1
         return pkey(S), 'unjournal'
     end
 
@@ -2405,12 +2670,28 @@ function XS.freeze()
     if v[2] then
         h = redis.call('HGETALL', lk)
         m = redis.call('SMEMBERS', kkey('ids', l))
+        -- l got identifiers since the look-ups: the limits are checked
+        -- again
+        local n, was = zero_counts(), X.Ln and X.Ln[X.k]
+        for _, x in ipairs(m) do
+            local t = string.match(x, '^([a-z_]+):')
+            if n[t] then
+                n[t] = n[t] + 1
+            end
+        end
+        if was then
+            for _, t in ipairs(TYPES) do
+                if n[t] > (tonumber(was[t]) or 0) then
+                    return pkey(S), 'unjournal'
+                end
+            end
+        end
     elseif l ~= X.a then
         return pkey(S), 'applied'       -- not there: nothing to absorb
     end
 
     X.xf = {to = S, l = l, at = X.ts, h = h, m = m, t = X.Lc[X.k][1],
-            c = X.Lc[X.k][2]}
+            c = X.Lc[X.k][2], why = (X.kd == 'a') and 'alias' or 'identify'}
     redis.call('SET', kkey('xfer', l), cjson.encode(X.xf), 'EX', XF_KEEP)
     redis.call('ZADD', P .. 'xfers:' .. tag(l), xnow(), l)
     redis.call('DEL', lk, kkey('ids', l))
@@ -2456,9 +2737,12 @@ function XS.apply()
             push_chunks('SADD', sids, xf.m, 1, #xf.m)
         end
         redis.call('SADD', sids, marker)
-        merges_log(xf.l, s, 'identify', xf.t or 'anonymous_id',
-                   xf.c or xf.l, xf.at)
-        XOUT[1] = XOUT[1] + 1
+        if #xf.h > 0 or #xf.m > 0 then
+            -- (a browser without a record is linked: nothing merged)
+            merges_log(xf.l, s, xf.why or 'identify',
+                       xf.t or 'anonymous_id', xf.c or xf.l, xf.at)
+            XOUT[1] = XOUT[1] + 1
+        end
     end
     if s == X.S then
         unjournal(s, xf.l, false)
@@ -2515,19 +2799,61 @@ function XS.forget()
     return XS.continue()
 end
 
--- a shared device: the browser's link moves (relink, the browser's slot),
--- it leaves the former person's identifiers (unmember), it joins the
--- survivor's (member_sw, which ends the journal entry)
+--
+-- A shared device: the former person is pinned too (swpin: an entry
+-- "swout:<aid>" in its journal, so that it is not absorbed with the
+-- browser among its identifiers meanwhile; it waits while the browser is
+-- still on its way to it from another switch), the browser's link moves
+-- if it still leads where the look-ups saw it (relink, the browser's
+-- slot; else the pin goes and the look-ups start again), it leaves the
+-- former person's identifiers and the pin goes (unmember), it joins the
+-- survivor's (member_sw, which ends the journal entry).
+--
+function XS.swpin()
+    local p = X.sw
+    local v = redis.call('HMGET', pkey(p), 'merged_into', 'events')
+    if v[1] or not v[2] then
+        return pkey(X.S), 'unjournal'     -- absorbed meanwhile
+    end
+    local jk = xj(p)
+    local on_way = 'sw:' .. X.a .. '|'
+    for _, e in ipairs(redis.call('HKEYS', jk)) do
+        if string.sub(e, 1, #on_way) == on_way then
+            X.busy = X.busy + 1
+            if X.busy <= X_WAITS then
+                return pkey(p), 'swpin', 20
+            end
+            return pkey(X.S), 'unjournal'
+        end
+    end
+    local now = xnow()
+    redis.call('HSET', jk, 'swout:' .. X.a .. '|' .. X.id,
+               cjson.encode({ts = X.ts, at = now, to = X.S,
+                             bl = X.bl or ''}))
+    redis.call('ZADD', P .. 'xjs:' .. tag(p), 'NX', now, p)
+    return pkey(X.a), 'relink'
+end
+
 function XS.relink()
     local k = pkey(X.a)
-    if redis.call('HGET', k, 'merged_into') ~= X.S then
+    local m = redis.call('HGET', k, 'merged_into')
+    if m ~= X.S then
+        if m ~= X.sw and (m == false or m ~= (X.bl or '')) then
+            return pkey(X.sw), 'swunpin'  -- moved meanwhile
+        end
         redis.call('HSET', k, 'merged_into', X.S, 'at', X.ts)
     end
     return pkey(X.sw), 'unmember'
 end
 
+function XS.swunpin()
+    unjournal(X.sw, 'swout:' .. X.a, true)
+    return pkey(X.S), 'unjournal'
+end
+
 function XS.unmember()
     redis.call('SREM', kkey('ids', X.sw), 'anonymous_id:' .. X.a)
+    unjournal(X.sw, 'swout:' .. X.a, false)
     return pkey(X.S), 'member_sw'
 end
 
@@ -2549,25 +2875,39 @@ function XS.claim()
     local id = X.ids[i]
     local k = xkey(id[1], id[2])
     local v = redis.call('GET', k)
-    if v and v ~= X.S and v ~= X.own[i] then
-        return XS.restart()
+    if v and v ~= X.S and v ~= X.own[i] and v ~= (X.ov and X.ov[i]) then
+        return pkey(X.S), 'unclaim'
     end
     if v ~= X.S then
         redis.call('SET', k, X.S)
     end
-    return pkey(X.S), 'member'
+    return pkey(X.S), 'claimed'
 end
 
--- member (the survivor's slot): the identifier joins its ids
-function XS.member()
+-- claimed (the survivor's slot): the journal entry ends (its member was
+-- added with the journal, so that limits count it from the start)
+function XS.claimed()
     local id = X.ids[X.att[X.j]]
-    redis.call('SADD', kkey('ids', X.S), id[1] .. ':' .. id[2])
-    if id[1] == 'user_id' and X.u ~= '' then
-        redis.call('HSETNX', pkey(X.S), 'user_id', X.u)
+    local m = id[1] .. ':' .. id[2]
+    local keep = {}
+    for _, x in ipairs(X.added or {}) do
+        if x ~= m then
+            keep[#keep + 1] = x
+        end
     end
-    unjournal(X.S, 'at:' .. id[1] .. ':' .. id[2], false)
+    X.added = keep
+    unjournal(X.S, 'at:' .. m, false)
     X.j = X.j + 1
     return XS.continue()
+end
+
+-- unclaim (the survivor's slot): another profile holds the identifier:
+-- its member goes (if this saga added it), then the look-ups again
+function XS.unclaim()
+    local id = X.ids[X.att[X.j]]
+    unadd(X.S, id[1] .. ':' .. id[2])
+    unjournal(X.S, 'at:' .. id[1] .. ':' .. id[2], false)
+    return XS.restart()
 end
 
 -- sweep (a shard's slot): a journal entry or transfer record left by a
@@ -2607,7 +2947,8 @@ function XS.sweep(age)
             local info = cjson.decode(e[pick + 1])
             local n = redis.call('INCR', P .. 'xid:' .. HERE)
             X = {id = HERE .. 'sweep' .. n, a = '', ts = info.ts, u = '',
-                 ids = {}, tr = '', ev = '', x = '', fin = 1, tries = 0}
+                 ids = {}, tr = '', ev = '', x = '', fin = 1, tries = 0,
+                 swept = 1}
             XS.reset_look()
             X.S, X.jd = S, 1
             info.at = now
@@ -2616,6 +2957,11 @@ function XS.sweep(age)
             redis.call('ZADD', js, now, S)
             if string.sub(l, 1, 3) == 'sw:' then
                 X.a, X.sw = string.sub(l, 4), info.sw
+                return pkey(X.sw), 'swpin'
+            end
+            if string.sub(l, 1, 6) == 'swout:' then
+                -- S is the former person: the switch goes on from its pin
+                X.a, X.sw, X.S, X.bl = string.sub(l, 7), S, info.to, info.bl
                 return pkey(X.a), 'relink'
             end
             local at, ah = string.match(l, '^at:([a-z_]+):(.*)$')
@@ -2646,7 +2992,8 @@ function XS.sweep(age)
             redis.call('ZADD', xs, now, l)
             local n = redis.call('INCR', P .. 'xid:' .. HERE)
             X = {id = HERE .. 'sweep' .. n, a = '', ts = '0', u = '',
-                 ids = {}, tr = '', ev = '', x = '', fin = 1, tries = 0}
+                 ids = {}, tr = '', ev = '', x = '', fin = 1, tries = 0,
+                 swept = 1}
             XS.reset_look()
             X.xf = cjson.decode(raw)
             X.S, X.L, X.Lc = X.xf.to, {l}, {{X.xf.t, X.xf.c}}
@@ -2930,7 +3277,9 @@ local function cdp_ingest(keys, args)
                 local f = {string.match(args[a + 3], IDENTIFY_FIELDS)}
 
                 if f[6] and ONE_SLOT then
-                    XS.begin(aid, ts, f, S == 5 and args[a + 4] or '')
+                    XS.begin({a = aid, ts = ts, u = f[1], uidh = f[2],
+                              eh = f[3], ph = f[4], tr = f[5], ev = f[6],
+                              x = S == 5 and args[a + 4] or '', kd = 'i'})
                 elseif f[6] then
                     event = f[6]
                     id = redis.call('XADD', STREAM, '*', 'event', f[6])
@@ -2952,6 +3301,12 @@ local function cdp_ingest(keys, args)
 
                 elseif seen[i] then
                     stats.duplicates = stats.duplicates + 1
+
+                elseif ONE_SLOT
+                       and XS.api(pid_of(key), ts, t, args[a + 2],
+                                  args[a + 3], S == 5 and args[a + 4] or '')
+                then
+                    -- handed to a saga (or dropped: erased, malformed)
 
                 else
                     event = args[a + 3]

@@ -571,6 +571,18 @@ class RedisCluster:
         self.timings['restart'] = time.monotonic() - t0
         return self.node(port)
 
+    def pause(self):
+        """SIGSTOP every live node: a store that does not answer, as
+        RedisServer.pause() (the tests of a single Redis run on a cluster
+        too).  resume() within node_timeout, or the nodes flag each other
+        as failing."""
+        for n in self.live_nodes():
+            n.pause()
+
+    def resume(self):
+        for n in self.live_nodes():
+            n.resume()
+
     def wait_failover(self, dead_port, timeout=15.0):
         """Waits until the slots of the killed master dead_port are served
         by live masters and the live nodes are settled (wait_ok).  Returns
@@ -588,6 +600,11 @@ class RedisCluster:
         return sorted(heirs)
 
     # -- clients -----------------------------------------------------------
+
+    def flush(self):
+        """FLUSHALL on every master (the libraries stay)."""
+        for p in self.masters():
+            self._cmd(p, 'FLUSHALL')
 
     def client(self, **kw):
         """A cluster client (follows MOVED/ASK), seeded with the first live
@@ -1122,8 +1139,12 @@ class Nginx:
         if wait_redis and self.redis is not None:
             # Soft: give the workers a moment to connect (init_process), so
             # that the first hits of a test do not race the connection.
+            # (on a cluster, to every master)
+            n = self.workers * (len(self.redis.masters())
+                                if isinstance(self.redis, RedisCluster)
+                                else 1)
             wait_until(lambda: self.status().c(
-                'cdp_redis_connects_total') >= self.workers, 3.0, 0.02)
+                'cdp_redis_connects_total') >= n, 5.0, 0.02)
         return self
 
     @property
@@ -1406,8 +1427,8 @@ class Nginx:
         return last[0]
 
     def wait_settled(self, timeout=10.0):
-        """Waits until every accepted event is acknowledged or dropped and
-        the queues are empty; returns the last Status."""
+        """Waits until every accepted event is acknowledged or dropped, the
+        queues are empty and no saga runs; returns the last Status."""
         last = [Status()]
 
         def f():
@@ -1415,7 +1436,9 @@ class Nginx:
             last[0] = st
             # every accepted event is stored, dropped after acceptance,
             # or a duplicate the store recognised
+            # and on a cluster, every identify's saga is done
             return (st and st.queue == 0
+                    and st.c('cdp_identity_sagas_running') == 0
                     and st.accepted <= st.stored + st.dropped('redis_down')
                     + st.dropped('redis_error') + st.dropped('queue_full')
                     + st.dropped('erased') + st.dropped('malformed')
@@ -1794,7 +1817,10 @@ def check_graph(ngx):
                                                     'shard', k)
                 pid = c.get(k)
                 assert pid in known and '%s:%s' % (t, v) in known[pid], (
-                    'idx without its profile', k, pid)
+                    'idx without its profile', k, pid,
+                    c.hgetall(key(ngx, 'profile', pid)),
+                    [p for p, ms in known.items()
+                     if '%s:%s' % (t, v) in ms])
             elif pk and pk[0] == 'profile':
                 assert k == key(ngx, 'profile', pk[1]), ('profile in the '
                                                          'wrong shard', k)

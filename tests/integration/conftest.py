@@ -63,8 +63,30 @@ def redis_factory(workdir):
         r.stop()
 
 
+# CDP_TEST_REDIS=cluster: redis_server is a Redis Cluster of 3 masters
+# (one for the session, emptied for each test), so that the tests of
+# pixel, identity, API, consent and erasure run on a cluster too (make
+# test-cluster; make test runs both).  A test that needs a standalone
+# Redis (its own config, a kill, DEBUG, one port) is marked standalone.
+CLUSTER_MODE = os.environ.get('CDP_TEST_REDIS') == 'cluster'
+
+
+@pytest.fixture(scope='session')
+def shared_cluster(workdir):
+    c = _cluster(workdir, masters=3, replicas=0)
+    yield c
+    c.stop()
+
+
 @pytest.fixture
-def redis_server(redis_factory):
+def redis_server(redis_factory, request):
+    if CLUSTER_MODE:
+        if request.node.get_closest_marker('standalone'):
+            pytest.skip('needs a standalone Redis (the standalone run has '
+                        'it)')
+        c = request.getfixturevalue('shared_cluster')
+        c.flush()
+        return c
     return redis_factory()
 
 

@@ -779,6 +779,7 @@ def test_message_id_is_forgotten_after_the_window(nginx_factory,
 # --------------------------------------------------------------------------
 # 4. Redis unavailable
 
+@pytest.mark.standalone        # pauses the one Redis
 def test_paused_redis_gives_503_within_the_timeout(nginx_factory,
                                                    redis_server):
     n = start_api(nginx_factory, redis_server, timeout='1s')
@@ -814,6 +815,7 @@ def test_paused_redis_gives_503_within_the_timeout(nginx_factory,
     assert n.alive()
 
 
+@pytest.mark.standalone        # pauses the one Redis
 def test_client_gone_while_waiting_for_redis(nginx_factory, redis_server):
     """The request waits for Redis (r->main->count, a timer, a waiter);
     the client closing meanwhile must neither crash the worker nor leave

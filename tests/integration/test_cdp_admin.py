@@ -61,6 +61,13 @@ def write_tokens(path):
                                  hashlib.sha256(tok.encode()).hexdigest()))
 
 
+def on_cluster(redis):
+    """CDP_TEST_REDIS=cluster: no cdp_segment there (nginx -t refuses
+    it), and unsuppress and replay, which write every shard in one call,
+    are answered 501."""
+    return isinstance(redis, h.RedisCluster)
+
+
 def start(nginx_factory, redis, workdir, http_extra='', sink=None, **kw):
     bport = h.free_port()
     tokens = os.path.join(workdir, 'tokens-%s' % secrets.token_hex(4))
@@ -70,7 +77,8 @@ def start(nginx_factory, redis, workdir, http_extra='', sink=None, **kw):
         http_extra=(h.IDENTIFY_BACKEND.replace('@BPORT@', str(bport))
                     + 'cdp_phone_country_code 49;\n'
                     + '    cdp_admin_tokens %s;\n' % tokens
-                    + SEGMENTS + http_extra),
+                    + ('' if on_cluster(redis) else SEGMENTS)
+                    + http_extra),
         locations=(LOCATIONS.replace('@BPORT@', str(bport))
                    + (h.DEST_LOCATION.replace('@SINKPORT@', str(sink.port))
                       if sink else '')), **kw)
@@ -218,7 +226,10 @@ def test_read_readable(ngx, adm, sam):
     assert re.search(r'^first seen +\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ$',
                      r.out, re.M), r
     assert re.search(r'^last seen +\d{4}-', r.out, re.M), r
-    assert re.search(r'^segments +viewers$', r.out, re.M), r
+    if on_cluster(ngx.redis):
+        assert re.search(r'^segments +\(none\)$', r.out, re.M), r
+    else:
+        assert re.search(r'^segments +viewers$', r.out, re.M), r
     assert re.search(r'^  plan +pro$', r.out, re.M), r
     n = len(sam.events())
     assert n >= 3, n
@@ -338,22 +349,32 @@ def test_export_erase_unsuppress_audit(ngx, adm, sam, tmp_path):
     assert len(suppressed(ngx)[0]) == 4, suppressed(ngx)[0]
 
     # unsuppress
-    rec = adm('unsuppress', '--email', sam.email, '--user-id', sam.uid,
-              '--json').json()
-    assert rec['removed'] == 2 and RECEIPT_RE.match(rec['receipt']), rec
-    r = adm('unsuppress', '--anonymous-id', sam.aid, '--phone', sam.phone)
-    assert re.search(r'^removed +2 entries from the suppression set$', r.out,
-                     re.M), r
-    r = adm('unsuppress', '--email', sam.email)
-    assert re.search(r'^removed +0 entries', r.out, re.M), r
-    left = suppressed(ngx)
-    assert left == [set()] * ngx.shards, left
+    unsuppressed = ['unsuppress'] * 3
+    if on_cluster(ngx.redis):
+        # one call would write every shard: refused, nothing done
+        r = adm('unsuppress', '--email', sam.email, rc=1)
+        assert r.err.strip() == ('cdp-admin: 501 not_supported: unsuppress '
+                                 'is not supported on Redis Cluster yet'), r
+        assert len(suppressed(ngx)[0]) == 4, suppressed(ngx)[0]
+        unsuppressed = []
+    else:
+        rec = adm('unsuppress', '--email', sam.email, '--user-id', sam.uid,
+                  '--json').json()
+        assert rec['removed'] == 2 and RECEIPT_RE.match(rec['receipt']), rec
+        r = adm('unsuppress', '--anonymous-id', sam.aid, '--phone',
+                sam.phone)
+        assert re.search(r'^removed +2 entries from the suppression set$',
+                         r.out, re.M), r
+        r = adm('unsuppress', '--email', sam.email)
+        assert re.search(r'^removed +0 entries', r.out, re.M), r
+        left = suppressed(ngx)
+        assert left == [set()] * ngx.shards, left
 
     # the audit trail: every one of them, hashed
     entries = adm('audit', '--since', str(t0), '--json').json()
     ops = [e['op'] for e in entries]
     assert ops == ['export', 'export', 'erase', 'read', 'read', 'erase',
-                   'erase', 'unsuppress', 'unsuppress', 'unsuppress'], ops
+                   'erase'] + unsuppressed, ops
     assert receipt in [e['receipt'] for e in entries if e['op'] == 'erase']
     r = adm('audit', '--since', '1h')
     lines = r.out.splitlines()
@@ -372,10 +393,11 @@ def test_export_erase_unsuppress_audit(ngx, adm, sam, tmp_path):
     # the forms of --since
     for since in ('2d', '90m', '2020-01-01', '2020-01-01T00:00:00Z',
                   '2020-01-01T01:00:00+01:00', '0'):
-        assert len(adm('audit', '--since', since, '--json').json()) >= 10
+        assert len(adm('audit', '--since', since, '--json').json()) \
+            >= len(ops)
     r = adm('audit', '--since', 'yesterday', rc=2)
     assert '--since yesterday' in r.err, r
-    assert len(adm('audit', '--all', '--json').json()) >= 10
+    assert len(adm('audit', '--all', '--json').json()) >= len(ops)
 
 
 def test_erase_several_identifiers_and_from_stdin(ngx, adm):
@@ -598,6 +620,8 @@ def test_not_the_admin_location_is_exit_1(ngx, adm, tokfile):
 # --------------------------------------------------------------------------
 # segments (marketer)
 
+# cdp_segment: nginx -t refuses it with cdp_redis_cluster
+@pytest.mark.standalone
 def test_segments_and_members(ngx, adm, sam):
     bob = Person(ngx, 'bob').build(views=1)
     segs = adm('segments', '--json', role='marketer').json()
@@ -668,14 +692,22 @@ def test_destinations_and_replay(nginx_factory, redis_server, workdir, sink,
     lines = r.out.splitlines()
     assert lines[0].split()[:3] == ['name', 'purpose', 'format'], r
     assert lines[1].split()[:3] == ['seg', 'analytics', 'segment'], r
-    rec = run(base + ['replay', 'seg', '--json']).json()
-    assert rec['destination'] == 'seg' and rec['replayed'] == 0, rec
-    r = run(base + ['replay', 'seg'])
-    assert re.search(r'^replayed +0 dead letters of seg', r.out, re.M), r
-    r = run(base + ['replay', 'nope'], rc=1)
-    assert r.err.strip() == ('cdp-admin: 404 unknown_destination '
-                             '(destination): no cdp_destination of this '
-                             'name'), r
+    if on_cluster(redis_server):
+        # every shard's dead letters in one call: refused
+        r = run(base + ['replay', 'seg'], rc=1)
+        assert r.err.strip() == ('cdp-admin: 501 not_supported: replay is '
+                                 'not supported on Redis Cluster yet'), r
+    else:
+        rec = run(base + ['replay', 'seg', '--json']).json()
+        assert rec['destination'] == 'seg' and rec['replayed'] == 0, rec
+        r = run(base + ['replay', 'seg'])
+        assert re.search(r'^replayed +0 dead letters of seg', r.out,
+                         re.M), r
+    if not on_cluster(redis_server):
+        r = run(base + ['replay', 'nope'], rc=1)
+        assert r.err.strip() == ('cdp-admin: 404 unknown_destination '
+                                 '(destination): no cdp_destination of '
+                                 'this name'), r
     r = run(['--url', url_of(ngx), '--token-file', tokfile('privacy'),
              'destinations'], rc=1)
     assert '403 forbidden' in r.err, r

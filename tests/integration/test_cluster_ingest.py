@@ -11,6 +11,7 @@ import json
 import os
 import re
 import time
+import urllib.parse
 
 import pytest
 
@@ -19,6 +20,8 @@ import cdp_shard
 from test_spool import (Load, wait_stored, assert_exactly_once,
                         assert_no_bad_answers, spool_nginx, nonzero,
                         all_dropped, cdp_log_lines)
+from test_capture import (sign_url, UA_GMAIL, UA_YAHOO, timeline_and_first,
+                          anon_profile_keys)
 
 
 def per_master(cluster, ngx):
@@ -271,11 +274,6 @@ def test_resharding_under_load_loses_nothing(redis_cluster, nginx_factory):
 
 CLUSTER = 'cdp_redis_cluster 127.0.0.1:7000;'
 NOT_YET = [
-    ({'locations': 'location /v1 { cdp_api; cdp_write_key 0123456789ab; }'},
-     'cdp_api needs cdp_redis'),
-    ({'locations': 'location /admin { cdp_admin; }',
-      'http_extra': 'cdp_admin_tokens @TOKENS@;'},
-     'cdp_admin needs cdp_redis'),
     ({'http_extra': "cdp_segment fans 'count(\"Liked\") >= 1';"},
      'cdp_segment needs cdp_redis'),
     ({'http_extra': 'cdp_profile_event Liked;'},
@@ -300,34 +298,125 @@ def test_cross_slot_features_refused_on_a_cluster(nginx_factory, parts,
     assert rc == 0, out
 
 
-# what Gmail's image proxy sends (test_capture.py's UA_GMAIL)
-UA_MAIL_PROXY = ('Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 '
-                 '(via ggpht.com GoogleImageProxy)')
+def test_cdp_api_accepted_on_a_cluster(nginx_factory):
+    """The server API has its cross-slot protocol (its messages that need
+    identity are sagas, test_cluster_api.py): nginx -t takes it."""
+    ngx = nginx_factory(None, start=False)
+    rc, out, _ = ngx.test_config(
+        redis=CLUSTER,
+        locations='location /v1 { cdp_api; cdp_write_key 0123456789ab; }')
+    assert rc == 0, out
 
 
-def test_mail_proxy_open_dropped_and_counted(redis_cluster, nginx_factory):
+def test_cdp_admin_accepted_on_a_cluster(nginx_factory):
+    """The admin API has its cross-slot protocol (erase, export and
+    profiles are sagas of cdp_admin_x, test_admin_cluster.py): nginx -t
+    takes it."""
+    ngx = nginx_factory(None, start=False)
+    tokens = os.path.join(ngx.dir, 'tokens')
+    with open(tokens, 'w') as f:
+        f.write('privacy %s\n' % hashlib.sha256(b'tok').hexdigest())
+    rc, out, _ = ngx.test_config(
+        redis=CLUSTER, http_extra='cdp_admin_tokens %s;' % tokens,
+        locations='location /admin { cdp_admin; }')
+    assert rc == 0, out
+    assert 'cdp_admin needs' not in out, out
+
+
+def settle(ngx, timeout=20.0):
+    """Every event stored and every saga done."""
+    def f():
+        st = ngx.wait_settled(timeout)
+        return st if st.c('cdp_identity_sagas_running') == 0 else None
+    return h.wait_until(f, timeout, 0.05)
+
+
+def test_mail_proxy_open_stored_on_the_person(redis_cluster, nginx_factory):
     """A mail proxy's fetch of a signed pixel is "Email Opened", a server
-    API event (no browser: the person is found by identifiers in other
-    shards): on a cluster it is dropped and counted as not_on_cluster,
-    logged once (the proxy's fetch is counted as filtered, as anywhere)."""
+    API event without a browser, whose person is found by identifiers in
+    other shards: on a cluster the store hands it back as a saga, and it
+    is stored on the person's profile, in the person's shard, as on a
+    single Redis (test_capture.py, test_mail_proxy_signed_pixel_is_email_
+    opened): no browser profile, no cookie, the proxy's fetch counted as
+    filtered."""
     ngx = nginx_factory(redis_cluster)
+
+    # the reader's browser was identified before (a signed pixel in a
+    # browser): the person's profile exists
+    r = ngx.hit(urllib.parse.urlsplit(sign_url(
+        ngx.secret_path, '/p.gif?title=landing', uid='u-mail-1')).query,
+        cookie='')
+    browser_aid = h.aid_of(r)
+    assert browser_aid, r.set_cookies()
+    assert settle(ngx)
+    pid = h.idx(ngx, 'user_id', 'u-mail-1')
+    assert pid and h.resolve(ngx, browser_aid) == pid
+    assert h.profile(ngx, pid)['events'] == '1'
     st0 = ngx.status()
-    exp, sig = h.pixel_sig(ngx.keys[0], uid='u-1')
-    for i in range(2):
-        r = ngx.hit('e=email_open&p.n=%d&uid=u-1&exp=%d&sig=%s'
-                    % (i, exp, sig), cookie='',
-                    headers={'User-Agent': UA_MAIL_PROXY})
-        assert h.is_gif(r), r.status
-        assert r.set_cookies() == [], r.set_cookies()
-    d = h.wait_until(lambda: (lambda d: d.dropped('not_on_cluster') >= 2
-                              and d)(ngx.status().delta(st0)), 10)
-    assert d, nonzero(ngx.status().delta(st0))
-    assert d.c('cdp_email_opened_total') == 0, nonzero(d)
-    assert d.c('cdp_filtered_total{reason="mail_proxy"}') == 2, nonzero(d)
-    # logged once by each worker that dropped one
-    lines = [l for l in open(ngx.error_log) if 'not supported on Redis '
-             'Cluster' in l]
-    assert 1 <= len(lines) <= ngx.workers, lines
+    n0 = ngx.xlen()
+
+    # Gmail's proxy fetches the campaign's signed pixel
+    url = sign_url(ngx.secret_path, '/p.gif?e=email_open&p.campaign=spring',
+                   uid='u-mail-1', ttl=3600)
+    r = ngx.hit(urllib.parse.urlsplit(url).query, cookie='',
+                headers={'User-Agent': UA_GMAIL})
+    assert h.is_gif(r), r.status
+    assert r.set_cookies() == [], r.set_cookies()
+    st = settle(ngx)
+    assert st, nonzero(ngx.status())
+    d = st.delta(st0)
+    assert d.c('cdp_email_opened_total') == 1, nonzero(d)
+    assert d.c('cdp_filtered_total{reason="mail_proxy"}') == 1, nonzero(d)
+    assert d.dropped() == 0, nonzero(d)
+    assert d.c('cdp_identity_sagas_total{result="abandoned"}') == 0, \
+        nonzero(d)
+
+    assert ngx.xlen() == n0 + 1, ngx.events()
+    opened = [(k, i, json.loads(f['event'])) for k, i, f in ngx.entries()
+              if json.loads(f['event']).get('event') == 'Email Opened']
+    assert len(opened) == 1, opened
+    k, i, e = opened[0]
+    assert e['type'] == 'track' and e['userId'] == 'u-mail-1', e
+    assert 'anonymousId' not in e, e
+    assert e['properties'] == {'campaign': 'spring'}, e
+    p = h.profile(ngx, pid)
+    assert p['events'] == '2', p
+    assert k == ngx.stream_of(pid), (k, ngx.tag_of(pid))
+    assert (k, i) in timeline_and_first(ngx, pid)
+    # no browser's profile but the reader's own
+    assert anon_profile_keys(ngx) == [h.key(ngx, 'profile', browser_aid)]
+
+    # an address alone names a person the store does not know yet: made;
+    # found again by its address (as the list spells it), Yahoo's proxy
+    for q, ua in (('p.campaign=summer', UA_GMAIL),
+                  ('p.campaign=autumn', UA_YAHOO)):
+        email = ('Second.Reader@Shop.example' if 'summer' in q
+                 else 'second.reader@shop.example')
+        url = sign_url(ngx.secret_path, '/p.gif?' + q, email=email,
+                       ttl=3600)
+        r = ngx.hit(urllib.parse.urlsplit(url).query, cookie='',
+                    headers={'User-Agent': ua})
+        assert h.is_gif(r) and r.set_cookies() == [], r
+        assert settle(ngx), nonzero(ngx.status())
+    pid2 = h.idx(ngx, 'email', 'second.reader@shop.example')
+    assert pid2 and pid2 != pid, pid2
+    p2 = h.profile(ngx, pid2)
+    assert p2['events'] == '2', p2
+    ev = [(k, i, json.loads(f['event'])) for k, i, f in ngx.entries()]
+    ev = [x for x in ev if x[2].get('event') == 'Email Opened'
+          and 'userId' not in x[2]]
+    assert [x[2]['properties'] for x in ev] == [{'campaign': 'summer'},
+                                                 {'campaign': 'autumn'}], ev
+    assert not any('anonymousId' in x[2] for x in ev), ev
+    assert sorted((k, i) for k, i, _e in ev) == timeline_and_first(ngx,
+                                                                   pid2)
+    assert all('second.reader' not in x.lower()
+               for x in ngx.raw_events()), ngx.raw_events()[-2:]
+    d = ngx.status().delta(st0)
+    assert d.c('cdp_email_opened_total') == 3, nonzero(d)
+    assert d.dropped() == 0, nonzero(d)
+    assert anon_profile_keys(ngx) == [h.key(ngx, 'profile', browser_aid)]
+    h.check_graph(ngx)
 
 
 # --------------------------------------------------------------------------

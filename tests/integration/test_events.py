@@ -152,6 +152,7 @@ def test_repeated_field_keeps_first_and_plus_is_space(cdp):
     assert e['context']['page']['title'] == 'first one', e
 
 
+@pytest.mark.standalone        # a database other than 0
 def test_prefix_and_db(redis_server, nginx_factory):
     ngx = nginx_factory(redis_server, prefix='shop', redis_params='db=3')
     ngx.db = 3

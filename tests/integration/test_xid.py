@@ -495,3 +495,71 @@ def test_kill_of_a_master_between_steps(redis_cluster_replicas):
     assert killed == 2
     assert store.picture(aids, ids) == want
     assert store.left() == []
+
+
+def api_attrs(t, mid='', uid='', uidh='', eh='', ph='', pu='', pa='',
+              traits=''):
+    """An api message's attrs (ngx_cdp_wire.h): messageId hash, user id
+    hash, type letter, then the TAB-separated rest."""
+    return ((mid or '-' * 32) + (uidh or '-' * 64) + t[0]
+            + '\t'.join([uid, uidh, eh, ph, pu, pa, traits]))
+
+
+def api(store, aid, t, **kw):
+    """One api message through cdp_ingest; its saga run; the reply."""
+    payload = '{"type":"%s"}' % t
+    key = store.key('profile', aid)
+    rep = store.ingest(None, [('api', api_attrs(t, **kw), payload)], key=key)
+    sagas, fwd = store.follow_ups(rep)
+    assert not fwd
+    for s in sagas:
+        store.run(s)
+    return rep
+
+
+def test_api_messages_with_a_user_id_take_a_saga(store):
+    a, = aids_in_shards(1, 16, start=300)
+    store.hits(a, 2)
+    mid = 'a1' * 16
+    rep = api(store, a, 'track', mid=mid, uid='u-1', uidh=H('1'))
+    assert rep[0] == 1
+    pid = store.root(a)
+    assert pid.startswith('p')
+    p = store.r.hgetall(store.key('profile', pid))
+    assert (p['events'], p['user_id']) == ('3', 'u-1')
+    # the same messageId again: a duplicate once its saga is done
+    rep = api(store, a, 'track', mid=mid, uid='u-1', uidh=H('1'))
+    assert rep[6] == 1 and rep[0] == 0
+    api(store, a, 'page', mid='a2' * 16, uid='u-1', uidh=H('1'))
+    p = store.r.hgetall(store.key('profile', pid))
+    assert (p['events'], p['page_views']) == ('4', '3')
+    # an anonymous message of the linked browser: a saga too (its person
+    # is in another shard), counted on the person
+    if store.tag(pid) != store.tag(a):
+        api(store, a, 'track', mid='a3' * 16)
+        assert store.r.hget(store.key('profile', pid), 'events') == '5'
+    assert store.left() == []
+
+
+def test_api_alias_merges_the_previous_user(store):
+    # two user ids may be one person (cdp_identity_limits user_id=2)
+    store.argv1 = '1000000 2 5 5 10000 86400 64800000 16 1'
+    a, b = aids_in_shards(2, 16, start=400)
+    store.hits(a, 2)
+    store.hits(b, 3)
+    store.run(store.identify(a, 'u-old', H('o')))
+    store.run(store.identify(b, 'u-new', H('n')))
+    po, pn = store.root(a), store.root(b)
+    api(store, '', 'alias', mid='b1' * 16, uid='u-new', uidh=H('n'),
+        pu=H('o'))
+    assert store.root(a) == pn and store.root(po) == pn
+    assert store.r.hget(store.key('profile', pn), 'events') == '5'
+    log = store.r.xrange(PRE + 'merges:' + store.tag(pn))
+    assert [(e[1]['from'], e[1]['reason'], e[1]['type']) for e in log
+            if e[1]['reason'] == 'alias'] == [(po, 'alias', 'user_id')]
+    # an alias of a never seen anonymous id: it now leads to the user
+    c, = aids_in_shards(1, 16, start=500)
+    api(store, '', 'alias', mid='b2' * 16, uid='u-new', uidh=H('n'), pa=c)
+    assert store.root(c) == pn
+    assert 'anonymous_id:' + c in store.r.smembers(store.key('ids', pn))
+    assert store.left() == []

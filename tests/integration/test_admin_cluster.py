@@ -1,0 +1,1034 @@
+"""The privacy library on Redis Cluster: cdp_admin_x (store/admin.lua), the
+erase, export and read of the admin API as sagas of one-slot calls, driven
+here step by step as nginx drives them, against a real Redis Cluster of 3
+masters.  The data is made by the store itself (cdp_ingest and the identify
+saga, test_xid.py's Store), with a person whose browsers, absorbed profile,
+identifiers and events are in different shards, destinations and consent
+entries; then copied key for key (DUMP/RESTORE: the same stream ids) to a
+standalone Redis, where the standalone functions (cdp_erase, cdp_export,
+cdp_read) run on the very same data.  The proof that the saga is the same
+operation: it leaves the same keys, answers the same JSON and writes the
+same audit entry; also when its driver stops after any step and the
+sweeper finishes, or every step is sent twice.
+
+Then through nginx (ngx_cdp_admin.c, ngx_cdp_xid.c): the admin API on a
+cluster erases a person from every shard, answers what it cannot do in
+one slot 501, and an erasure survives a master killed mid-way, and a
+worker killed mid-way (worker 0's sweep finishes it)."""
+
+import hashlib
+import itertools
+import json
+import os
+import re
+import signal
+import threading
+import time
+
+import pytest
+import redis
+
+import cdp_harness as h
+import cdp_shard as cs
+import test_admin as ta
+from test_xid import H, Store, aids_in_shards
+
+PFX = 'cdp'                 # the libraries' prefix (cdp.lua's "cdp:")
+N = 16
+AUDIT = PFX + ':audit'
+NOW = '1700000005000'
+CDP_LUA = os.path.join(h.MAIN, 'store', 'cdp.lua')
+ADMIN_LUA = os.path.join(h.MAIN, 'store', 'admin.lua')
+
+
+def lib(path):
+    with open(path) as f:
+        return f.read().replace('@REV@', 'test')
+
+
+def aidh(aid):
+    return hashlib.sha1(('anonymous_id:' + aid).encode()).hexdigest()
+
+
+def tag(x):
+    return '{%s}' % cs.shard_tag(cs.shard_of(x, N), N)
+
+
+def kk(kind, x):
+    return '%s:%s:%s:%s' % (PFX, kind, tag(x), x)
+
+
+def shard_key(kind, i):
+    return '%s:%s:{%s}' % (PFX, kind, cs.shard_tag(i, N))
+
+
+# --------------------------------------------------------------------------
+# the saga's driver, as nginx (ngx_cdp_admin.c) drives it
+
+class Admin:
+    def __init__(self, r):
+        self.r = r
+        self.calls = 0
+
+    def call(self, key, *args):
+        self.calls += 1
+        return self.r.execute_command('FCALL', 'cdp_admin_x', 1, key, PFX,
+                                      *args)
+
+    def begin(self, op, receipt, ids, recent='0', role='privacy', now=NOW):
+        return self.call(AUDIT, 'begin', op, receipt, role, now, recent,
+                         *ids)
+
+    def run(self, rep, limit=400, twice=False):
+        for _ in range(limit):
+            if not rep[0]:
+                assert rep[1] == '' and rep[2] == 0
+                return rep[3]
+            assert rep[3] is None and rep[2] == 0
+            if twice:
+                self.call(rep[0], rep[1])
+            rep = self.call(rep[0], rep[1])
+        raise AssertionError('a saga of more than %d calls' % limit)
+
+    def do(self, op, receipt, ids, recent='0', twice=False, role='privacy'):
+        return self.run(self.begin(op, receipt, ids, recent, role),
+                        twice=twice)
+
+    def sweep(self):
+        """The sweeper (sweep:0), until nothing is left; the erasures it
+        finished."""
+        n = 0
+        for _ in range(20):
+            rep = self.call(AUDIT, 'sweep:0')
+            if not rep[0]:
+                return n
+            self.run(rep)
+            n += 1
+        raise AssertionError('the sweeper does not end')
+
+
+# --------------------------------------------------------------------------
+# the data: built once on the cluster, then restored for every test
+
+def dump_all(cluster):
+    out = []
+    for p in cluster.masters():
+        c = cluster.node_client(p, decode_responses=False)
+        for key in c.scan_iter(count=1000):
+            out.append((key, max(c.pttl(key), 0), c.dump(key)))
+        c.close()
+    return out
+
+
+def restore(client, saved):
+    for key, ttl, blob in saved:
+        client.restore(key, ttl, blob, replace=True)
+
+
+def event_ids(r, x):
+    """(stream, id, event) of node x's timeline and first_event."""
+    sk = '%s:events:%s' % (PFX, tag(x))
+    ids = r.lrange(kk('timeline', x), 0, -1)
+    first = r.hget(kk('profile', x), 'first_event')
+    if first:
+        ids.append(first)
+    out = []
+    for i in ids:
+        e = r.xrange(sk, i, i)
+        if e:
+            out.append((sk, i, e[0][1]['event']))
+    return out
+
+
+class World:
+    """Zoe: browsers a, b, c; a's login (user id H1) made pA, b's (e-mail
+    H2) pB; c's login with both (and phone H3) merged pB into pA.  Wes: a
+    person of his own (browser w, user id H9, e-mail H8).  Dan: a browser
+    never identified.  A stranger: a browser of which only a consent
+    choice is on record."""
+
+
+# every event its own payload (a messageId), as real events have: the
+# same stream id is often in two shards' streams, and an out-stream entry
+# naming no profile is told apart by its event
+_msg = itertools.count(1)
+
+
+def hits(store, aid, n):
+    rep = store.ingest(aid, [('page', '', json.dumps(
+        {'type': 'page', 'messageId': 'm-%d' % next(_msg)}))
+        for _ in range(n)])
+    sagas, fwd = store.follow_ups(rep)
+    assert not sagas
+    store.forward(fwd)
+
+
+def identify(store, aid, uid='', uidh='', eh='', ph='', traits='{}'):
+    ev = json.dumps({'type': 'identify', 'messageId': 'm-%d' % next(_msg)})
+    rep = store.ingest(aid, [('identify', '', '\t'.join(
+        [uid, uidh, eh, ph, traits, ev]))])
+    sagas, _ = store.follow_ups(rep)
+    assert len(sagas) == 1, rep
+    store.run(sagas[0])
+
+
+def build(store):
+    r = store.r
+    wd = World()
+    a, b, c, d, w, stranger = aids_in_shards(6, N, start=7)
+    hits(store, a, 2)
+    hits(store, b, 3)
+    identify(store, a, 'u-1', H('1'), traits='{"plan":"pro"}')
+    identify(store, b, '', '', H('2'), traits='{"n":1}')
+    pa, pb = store.root(a), store.root(b)
+    hits(store, c, 1)
+    identify(store, c, 'u-1', H('1'), H('2'), H('3'))
+    assert store.root(b) == store.root(c) == pa != pb
+    hits(store, a, 1)
+    hits(store, c, 2)
+    hits(store, d, 2)
+    hits(store, w, 1)
+    identify(store, w, 'u-9', H('9'), H('8'))
+    hits(store, w, 2)
+    pw = store.root(w)
+    assert not store.left()
+
+    zoe_nodes = [pa, pb, a, b, c]
+    # her keys are in many shards: the survivor, the absorbed profile,
+    # each browser, each identifier
+    shards = {cs.shard_of(x, N) for x in zoe_nodes + [H('1'), H('2'),
+                                                     H('3')]}
+    assert len(shards) >= 5, shards
+    zoe_events = [e for x in zoe_nodes for e in event_ids(r, x)]
+    assert len({e[0] for e in zoe_events}) >= 3
+    assert len(zoe_events) >= 10
+    others = [e for x in (pw, w, d) for e in event_ids(r, x)]
+
+    # destinations: their out-streams hold events under their own ids
+    # (with the profile counted on), a dead letter naming no profile, a
+    # replayed entry (a new id), pending entries of nginx's group
+    r.hset(PFX + ':destinations', mapping={'crm': '1', 'mail': '2'})
+    node_of = {}
+    for x in zoe_nodes + [pw, w, d]:
+        for e in event_ids(r, x):
+            node_of[e[1], e[0]] = x
+    per_out = {}
+    for sk, i, ev in sorted(set(zoe_events + others), key=lambda e: (
+            tuple(map(int, e[1].split('-'))))):
+        out = sk.replace(':events:', ':out:') + ':crm'
+        per_out.setdefault(out, []).append((i, ev, node_of[i, sk]))
+    for out, entries in per_out.items():
+        for i, ev, x in entries:
+            r.xadd(out, {'event': ev, 'p': x}, id=i)
+    home = '%s:out:%s:crm' % (PFX, tag(pa))
+    r.xadd(home, {'event': '{"replayed":1}', 'p': pa})
+    r.xgroup_create(home, 'cdp', id='0', mkstream=True)
+    r.xreadgroup('cdp', 'n1:0', {home: '>'}, count=1000)
+    sk, i, ev = next(e for e in zoe_events if e[0].endswith(tag(pa)))
+    r.xadd('%s:dead:%s:crm' % (PFX, tag(pa)),
+           {'id': i, 'status': '500', 'response': 'no', 'event': ev})
+    r.xadd('%s:dead:%s:mail' % (PFX, tag(w)),
+           {'id': '1-1', 'status': '400', 'event': '{}', 'p': w})
+    # what each destination was sent, in each node's shard
+    r.sadd(kk('sent', a), 'crm\ta:' + a)
+    r.sadd(kk('sent', pa), 'crm\tu:u-1', 'mail\tu:u-1', 'crm\ta:' + c)
+    r.sadd(kk('sent', b), 'mail\ta:' + b)
+    r.sadd(kk('sent', pw), 'crm\tu:u-9')
+    # consent choices, a shard each in turn (as nginx writes them)
+    turn = itertools.count(3)
+    for x in (a, b, c, d, w, stranger, a):
+        r.xadd(shard_key('consent_log', next(turn) % N), {
+            'entry': json.dumps({'aid': aidh(x), 'granted': ['analytics'],
+                                 'source': 'form', 'timestamp': 1})})
+
+    wd.a, wd.b, wd.c, wd.d, wd.w, wd.stranger = a, b, c, d, w, stranger
+    wd.pa, wd.pb, wd.pw = pa, pb, pw
+    return wd
+
+
+@pytest.fixture(scope='module')
+def world(redis_cluster):
+    libs = [lib(CDP_LUA), lib(ADMIN_LUA)]
+    for p in redis_cluster.masters():
+        c = redis_cluster.node_client(p)
+        c.flushall()
+        for text in libs:
+            c.execute_command('FUNCTION', 'LOAD', 'REPLACE', text)
+    wd = build(Store(redis_cluster))
+    wd.saved = dump_all(redis_cluster)
+    return wd
+
+
+@pytest.fixture
+def cl(redis_cluster, world):
+    """The cluster with the world restored: (admin driver, cluster)."""
+    redis_cluster.flush()
+    c = redis_cluster.client(decode_responses=False)
+    restore(c, world.saved)
+    c.close()
+    r = redis_cluster.client()
+    yield Admin(r)
+    r.close()
+
+
+@pytest.fixture
+def solo(redis_factory, world):
+    """A standalone Redis with the same data and the privacy library."""
+    s = redis_factory()
+    raw = redis.Redis(host='127.0.0.1', port=s.port)
+    restore(raw, world.saved)
+    raw.close()
+    c = s.client()
+    c.function_load(lib(ADMIN_LUA), replace=True)
+    yield c
+    c.close()
+
+
+# --------------------------------------------------------------------------
+# comparing
+
+def is_saga_key(key):
+    return ':adone:' in key or ':erasing' in key
+
+
+def snapshot(clients):
+    """Every key (but the audit and the saga's own) with its content;
+    streams as (entries, groups with their pending counts)."""
+    out = {}
+    for c in clients:
+        for key in c.scan_iter(count=1000):
+            if key == AUDIT or is_saga_key(key):
+                continue
+            t = c.type(key)
+            if t == 'string':
+                v = c.get(key)
+            elif t == 'hash':
+                v = c.hgetall(key)
+            elif t == 'set':
+                v = sorted(c.smembers(key))
+            elif t == 'list':
+                v = c.lrange(key, 0, -1)
+            elif t == 'zset':
+                v = c.zrange(key, 0, -1, withscores=True)
+            elif t == 'stream':
+                v = (c.xrange(key), sorted(
+                    (g['name'], g['pending'])
+                    for g in c.xinfo_groups(key)))
+            else:
+                v = ('?', t)
+            out[key] = v
+    return out
+
+
+def new_ids(snap, before):
+    """Stream entries added since before (deletion notices: XADD *) named
+    'new', in order, so that two stores' snapshots compare."""
+    out = {}
+    for key, v in snap.items():
+        if isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], list):
+            old = {i for i, _ in before.get(key, ([], []))[0]}
+            v = ([(i if i in old else 'new', f) for i, f in v[0]], v[1])
+        out[key] = v
+    return out
+
+
+def cluster_snapshot(cluster):
+    clients = [cluster.node_client(p) for p in cluster.masters()]
+    try:
+        return snapshot(clients)
+    finally:
+        for c in clients:
+            c.close()
+
+
+def audit_of(clients, receipt):
+    out = []
+    for c in clients:
+        if c.exists(AUDIT):
+            out += [f for _, f in c.xrange(AUDIT) if f['receipt'] == receipt]
+    for f in out:
+        f.pop('took_us')
+    return out
+
+
+def saga_keys(cluster):
+    out = []
+    for p in cluster.masters():
+        c = cluster.node_client(p)
+        out += [k for k in c.keys(PFX + ':*') if is_saga_key(k)]
+        c.close()
+    return out
+
+
+JOURNAL = '%s:erasing:{%s}' % (PFX, AUDIT)
+
+
+def journal(cluster):
+    """The erasures' journal (one node's: the audit's slot)."""
+    port = cluster.master_of_slot(cs.key_slot(JOURNAL))
+    c = cluster.node_client(port)
+    try:
+        return c.hgetall(JOURNAL)
+    finally:
+        c.close()
+
+
+def no_took(doc):
+    d = json.loads(doc)
+    d.pop('took_us', None)
+    return d
+
+
+def ids_of(wd, scenario):
+    return {
+        'zoe': ['anonymous_id:' + wd.c],
+        'zoe_by_email': ['email:' + H('2')],
+        'mixed': ['profile_id:' + wd.pb, 'user_id:' + H('9'),
+                  'anonymous_id:' + wd.stranger, 'email:' + H('7'),
+                  'profile_id:p999', 'phone:' + H('3')],
+        'dan': ['anonymous_id:' + wd.d],
+        'nobody': ['profile_id:p999'],
+    }[scenario]
+
+
+# --------------------------------------------------------------------------
+# erase
+
+def reference_erase(solo, ids, receipt='r-1'):
+    before = snapshot([solo])
+    doc = solo.fcall('cdp_erase', 0, PFX, receipt, 'privacy', NOW, *ids)
+    return before, doc
+
+
+@pytest.mark.parametrize('scenario', ['zoe', 'zoe_by_email', 'mixed', 'dan',
+                                      'nobody'])
+def test_erase_is_cdp_erase(cl, solo, world, redis_cluster, scenario):
+    """The saga leaves the keys cdp_erase leaves on the same data (every
+    key and stream entry, consumer groups' pending counts), answers the
+    same JSON and writes the same audit entry."""
+    ids = ids_of(world, scenario)
+    before, want = reference_erase(solo, ids)
+    assert cluster_snapshot(redis_cluster) == before
+    got = cl.do('erase', 'r-1', ids)
+    assert no_took(got) == no_took(want)
+    assert json.loads(got)['took_us'] >= 0
+    assert new_ids(cluster_snapshot(redis_cluster), before) == \
+        new_ids(snapshot([solo]), before)
+    clients = [redis_cluster.client()]
+    assert audit_of(clients, 'r-1') == audit_of([solo], 'r-1')
+    assert len(audit_of(clients, 'r-1')) == 1
+    assert journal(redis_cluster) == {}
+    # what the saga leaves besides: its records of steps done, for a day
+    for key in saga_keys(redis_cluster):
+        assert ':adone:' in key
+        assert 0 < redis_cluster.client().ttl(key) <= 86400
+    if scenario == 'zoe':
+        w = json.loads(want)
+        assert (w['profiles'], w['identifiers']) == (1, 7)
+        assert w['events'] >= 10 and w['merges'] >= 2
+        assert w['consent_log'] == 4 and w['suppressed'] == 6
+        assert w['destination_entries'] > 5
+        assert w['deletion_notices'] == 2
+
+
+def test_erase_sent_twice_and_again(cl, solo, world, redis_cluster):
+    """Every step sent twice (a lost reply): the same result; the same
+    erasure again: finds nobody, as cdp_erase's second call does."""
+    ids = ids_of(world, 'mixed')
+    before, want = reference_erase(solo, ids)
+    got = cl.do('erase', 'r-1', ids, twice=True)
+    assert no_took(got) == no_took(want)
+    assert new_ids(cluster_snapshot(redis_cluster), before) == \
+        new_ids(snapshot([solo]), before)
+    assert len(audit_of([redis_cluster.client()], 'r-1')) == 1
+    _, want2 = reference_erase(solo, ids, receipt='r-2')
+    got2 = cl.do('erase', 'r-2', ids)
+    assert no_took(got2) == no_took(want2)
+    assert json.loads(got2)['profiles'] == 0
+    assert new_ids(cluster_snapshot(redis_cluster), before) == \
+        new_ids(snapshot([solo]), before)
+
+
+def test_suppression_is_everywhere_before_anything_is_deleted(
+        cl, solo, world, redis_cluster):
+    """After every call: once anything of the person is gone, every
+    shard's copy of the suppression set holds all of them; when the first
+    deletion step is next, every copy does and nothing is deleted yet."""
+    ids = ids_of(world, 'zoe')
+    before, want = reference_erase(solo, ids)
+    members = set(solo.smembers(shard_key('suppressed', 0)))
+    assert len(members) == 6
+    copies = [shard_key('suppressed', i) for i in range(N)]
+    r = redis_cluster.client()
+    rep = cl.begin('erase', 'r-1', ids)
+    seen_del = False
+    while rep[0]:
+        snap = cluster_snapshot(redis_cluster)
+        rest = {k: v for k, v in snap.items() if k not in copies}
+        deleted = rest != before
+        full = all(set(r.smembers(k)) == members for k in copies)
+        assert full or not deleted
+        st = json.loads(rep[1])
+        if st['st'] == 'del' and st['s'] == 0:
+            seen_del = True
+            assert full and not deleted
+            assert journal(redis_cluster)
+        rep = cl.call(rep[0], rep[1])
+    assert seen_del
+    assert no_took(rep[3]) == no_took(want)
+
+
+def test_a_driver_stopped_after_any_step_is_finished_by_the_sweeper(
+        cl, solo, world, redis_cluster):
+    """nginx stops after k calls of an erasure, for every k: the sweeper
+    (sweep:0 on the audit key, run to the end) finishes every erasure
+    whose journal was written, with the same final state and exactly one
+    audit entry for the receipt (its counts the full ones: each shard's
+    step recorded its own); one stopped before its journal wrote nothing,
+    and is made again."""
+    ids = ids_of(world, 'mixed')
+    before, want = reference_erase(solo, ids)
+    final = new_ids(snapshot([solo]), before)
+    want_audit = audit_of([solo], 'r-1')
+    cl.calls = 0
+    cl.do('erase', 'r-1', ids)
+    total = cl.calls
+    assert total > 2 * N + 3
+    r = redis_cluster.client()
+    resumed = 0
+    for k in range(1, total):
+        redis_cluster.flush()
+        c = redis_cluster.client(decode_responses=False)
+        restore(c, world.saved)
+        c.close()
+        rep = cl.begin('erase', 'r-1', ids)
+        for _ in range(k - 1):
+            rep = cl.call(rep[0], rep[1])
+        assert rep[0], 'the saga ended before call %d' % k
+        if journal(redis_cluster):
+            assert cl.sweep() == 1
+            resumed += 1
+        else:
+            # nothing written: the privacy officer's retry
+            assert cluster_snapshot(redis_cluster) == before
+            assert r.exists(AUDIT) == 0
+            assert cl.sweep() == 0
+            cl.do('erase', 'r-1', ids)
+        assert new_ids(cluster_snapshot(redis_cluster), before) == final, \
+            'stopped after call %d of %d' % (k, total)
+        assert audit_of([r], 'r-1') == want_audit, k
+        assert journal(redis_cluster) == {}
+        assert cl.sweep() == 0
+    assert resumed >= 2 * N
+
+
+def test_a_resumed_erasure_meets_its_late_driver(cl, solo, world,
+                                                 redis_cluster):
+    """The sweeper resumes an erasure whose driver is only slow: both
+    finish it, the audit entry is written once."""
+    ids = ids_of(world, 'zoe')
+    before, want = reference_erase(solo, ids)
+    rep = cl.begin('erase', 'r-1', ids)
+    while json.loads(rep[1])['st'] != 'del' or json.loads(rep[1])['s'] < 5:
+        rep = cl.call(rep[0], rep[1])
+    assert cl.sweep() == 1
+    got = cl.run(rep)
+    assert no_took(got) == no_took(want)
+    assert new_ids(cluster_snapshot(redis_cluster), before) == \
+        new_ids(snapshot([solo]), before)
+    assert audit_of([redis_cluster.client()], 'r-1') == audit_of([solo],
+                                                                 'r-1')
+
+
+# --------------------------------------------------------------------------
+# export and read
+
+@pytest.mark.parametrize('scenario', ['zoe', 'zoe_by_email', 'mixed', 'dan',
+                                      'nobody'])
+def test_export_is_cdp_export(cl, solo, world, redis_cluster, scenario):
+    ids = ids_of(world, scenario)
+    if scenario == 'zoe':
+        ids = ids + ['anonymous_id:' + world.w, 'email:' + H('2')]
+    before = cluster_snapshot(redis_cluster)
+    want = solo.fcall('cdp_export', 0, PFX, 'x-1', 'privacy', NOW, *ids)
+    got = cl.do('export', 'x-1', ids)
+    assert got == want
+    # it writes its audit entry, nothing else but its record
+    assert cluster_snapshot(redis_cluster) == before
+    assert audit_of([redis_cluster.client()], 'x-1') == \
+        audit_of([solo], 'x-1')
+    if scenario == 'zoe':
+        doc = json.loads(got)
+        assert [p['profile_id'] for p in doc['profiles']] == [world.pa,
+                                                             world.pw]
+        zoe = doc['profiles'][0]
+        assert len(zoe['events']) >= 10 and len(zoe['merges']) >= 2
+        assert len(zoe['consent_log']) == 4
+    # sent twice: the same, audited once
+    assert cl.do('export', 'x-2', ids, twice=True) == want.replace(
+        '"receipt":"x-1"', '"receipt":"x-2"', 1)
+    assert len(audit_of([redis_cluster.client()], 'x-2')) == 1
+
+
+@pytest.mark.parametrize('ident,recent', [
+    ('anonymous_id:a', '3'), ('email:' + H('2'), '1000'),
+    ('profile_id:pb', '0'), ('profile_id:pb', '2'), ('anonymous_id:d', '5'),
+    ('email:' + H('7'), '5'), ('profile_id:p999', '0')])
+def test_read_is_cdp_read(cl, solo, world, redis_cluster, ident, recent):
+    t, v = ident.split(':')
+    v = {'a': world.a, 'd': world.d, 'pb': world.pb}.get(v, v)
+    ident = t + ':' + v
+    before = cluster_snapshot(redis_cluster)
+    want = solo.fcall('cdp_read', 0, PFX, 'q-1', 'marketer', NOW, ident,
+                      recent)
+    got = cl.do('read', 'q-1', [ident], recent, role='marketer')
+    assert got == want
+    if v in (world.a, world.pb) and recent != '0':
+        assert len(json.loads(got)['recent_events']) == int(recent)
+    assert cluster_snapshot(redis_cluster) == before
+    assert audit_of([redis_cluster.client()], 'q-1') == \
+        audit_of([solo], 'q-1')
+    assert len(audit_of([solo], 'q-1')) == 1
+    assert cl.do('read', 'q-2', [ident], recent, twice=True,
+                 role='marketer') == (
+        want and want.replace('"receipt":"q-1"', '"receipt":"q-2"', 1))
+    assert len(audit_of([redis_cluster.client()], 'q-2')) == 1
+
+
+# --------------------------------------------------------------------------
+# refusals
+
+HX = 'c' * 64
+BAD = [
+    [PFX, 'r', 'privacy', '1'],
+    ['', 'r', 'privacy', '1', 'email:' + HX],
+    [PFX, '', 'privacy', '1', 'email:' + HX],
+    [PFX, 'r x', 'privacy', '1', 'email:' + HX],
+    [PFX, 'r' * 129, 'privacy', '1', 'email:' + HX],
+    [PFX, 'r', '', '1', 'email:' + HX],
+    [PFX, 'r', 'privacy', 'now', 'email:' + HX],
+    [PFX, 'r', 'privacy', '1', 'email:' + HX, 'fax:' + HX],
+    [PFX, 'r', 'privacy', '1', 'alice@example.com'],
+    [PFX, 'r', 'privacy', '1', 'email:' + HX.upper()],
+    [PFX, 'r', 'privacy', '1', 'user_id:alice'],
+    [PFX, 'r', 'privacy', '1', 'anonymous_id:' + 'd' * 33],
+    [PFX, 'r', 'privacy', '1', 'profile_id:q1'],
+    [PFX, 'r', 'privacy', '1'] + ['email:%064x' % i for i in range(101)],
+    [PFX + '|0', 'r', 'privacy', '1', 'email:' + HX],
+    [PFX + '|1025', 'r', 'privacy', '1', 'email:' + HX],
+    ['a b|16', 'r', 'privacy', '1', 'email:' + HX],
+]
+
+BAD_READ = [
+    [PFX, 'r', 'privacy', '1', 'email:' + HX, '1001'],
+    [PFX, 'r', 'privacy', '1', 'email:' + HX, 'x'],
+    [PFX, 'r', 'privacy', '1', 'email:' + HX, 'email:' + HX, '5'],
+    [PFX, 'r', 'privacy', '1', '5'],
+    [PFX, 'r 3', 'privacy', '1', 'email:' + HX, '5'],
+    [PFX, 'r', 'privacy', 'now', 'email:' + HX, '5'],
+    [PFX, 'r', 'privacy', '1', 'email:raw@example.com', '5'],
+]
+
+
+def error_of(f):
+    with pytest.raises(redis.ResponseError) as e:
+        f()
+    return str(e.value)
+
+
+def test_refusals_are_the_standalone_functions(cl, solo, redis_cluster):
+    before = cluster_snapshot(redis_cluster)
+    n = 0
+    for op in ('erase', 'export'):
+        for args in BAD:
+            want = error_of(lambda: solo.fcall('cdp_' + op, 0, *args))
+            assert want.startswith('cdp_' + op + ': ')
+            # the prefix is always ARGV[1]; a bad one names another key
+            key = args[0] + ':audit' if '|' not in args[0] else AUDIT
+            got = error_of(lambda: cl.r.execute_command(
+                'FCALL', 'cdp_admin_x', 1, key or AUDIT, args[0], 'begin',
+                op, *args[1:4], '0', *args[4:]))
+            assert got == want, (op, args)
+            n += 1
+    for args in BAD_READ:
+        want = error_of(lambda: solo.fcall('cdp_read', 0, *args))
+        got = error_of(lambda: cl.r.execute_command(
+            'FCALL', 'cdp_admin_x', 1, AUDIT, args[0], 'begin', 'read',
+            *args[1:4], args[-1], *args[4:-1]))
+        assert got == want, args
+        n += 1
+    assert cluster_snapshot(redis_cluster) == before
+    assert n == 2 * len(BAD) + len(BAD_READ)
+
+    # the saga's own
+    for args, msg in (
+            (['begin', 'wipe', 'r', 'privacy', '1', '0', 'email:' + HX],
+             'unknown op'),
+            (['begin', 'erase', 'r', 'privacy', '1'], 'want ARGV'),
+            (['{"st":"del"}'], 'a malformed state'),
+            (['not json'], 'a malformed state')):
+        assert error_of(lambda: cl.call(AUDIT, *args)).startswith(
+            'cdp_admin_x: ') and msg in error_of(lambda: cl.call(AUDIT,
+                                                                 *args))
+    # a state sent with another slot's key
+    rep = cl.begin('export', 'x', ['profile_id:p999'])
+    other = next(shard_key('events', i) for i in range(N)
+                 if cs.key_slot(shard_key('events', i)) !=
+                 cs.key_slot(rep[0]))
+    assert 'a malformed state' in error_of(lambda: cl.call(other, rep[1]))
+    assert cl.call(AUDIT, 'sweep') == ['', '', 0, None]
+
+
+def test_errors_found_on_the_way_write_nothing(cl, solo, world,
+                                               redis_cluster):
+    """A cycle of links, a shard's merge log of the wrong type: the error
+    cdp_erase gives, from the step that finds it, before anything is
+    written (the journal included)."""
+    r = redis_cluster.client()
+    for c in (r, solo):
+        c.hset(kk('profile', 'p7'), mapping={'merged_into': 'p8'})
+        c.hset(kk('profile', 'p8'), mapping={'merged_into': 'p7'})
+    before = cluster_snapshot(redis_cluster)
+    ids = ['anonymous_id:' + world.c, 'profile_id:p8']
+    for op in ('erase', 'export'):
+        want = error_of(lambda: solo.fcall('cdp_' + op, 0, PFX, 'r', 'p',
+                                           NOW, *ids))
+        assert 'more than 64 links' in want
+        assert error_of(lambda: cl.do(op, 'r', ids)) == want
+    assert error_of(lambda: cl.do('read', 'r', ['profile_id:p7'], '3')) == \
+        error_of(lambda: solo.fcall('cdp_read', 0, PFX, 'r', 'p', NOW,
+                                    'profile_id:p7', '3'))
+    for c in (r, solo):
+        c.delete(kk('profile', 'p7'), kk('profile', 'p8'))
+        c.set(shard_key('merges', 9), 'oops')
+    before = cluster_snapshot(redis_cluster)
+    ids = ['anonymous_id:' + world.c]
+    for op in ('erase', 'export'):
+        want = error_of(lambda: solo.fcall('cdp_' + op, 0, PFX, 'r', 'p',
+                                           NOW, *ids))
+        assert 'is a string, not a stream' in want
+        assert error_of(lambda: cl.do(op, 'r', ids)) == want
+    assert cluster_snapshot(redis_cluster) == before
+    assert r.exists(AUDIT) == 0 and journal(redis_cluster) == {}
+
+
+# --------------------------------------------------------------------------
+# the audit's one call: numkeys 0, sent to the node of the audit's slot
+
+def test_a_numkeys_0_call_reaches_the_keys_its_node_owns(redis_cluster):
+    """cdp_audit declares no key: Redis 7 lets a function touch an
+    undeclared key of a slot its node owns, and refuses one of another
+    node's slot; so nginx sends it to the master of <prefix>:audit's
+    slot."""
+    redis_cluster.flush()
+    for port in redis_cluster.masters():
+        c = redis_cluster.node_client(port)
+        c.function_load(lib(ADMIN_LUA), replace=True)
+        c.close()
+    r = redis_cluster.client()
+    r.xadd(AUDIT, {'receipt': 'r-a', 'op': 'erase', 'role': 'privacy',
+                   'ids': 'email:' + H('1'), 'profiles': '1',
+                   'identifiers': '2', 'events': '3', 'at': '5',
+                   'took_us': '7'})
+    owner = redis_cluster.master_of_slot(cs.key_slot(AUDIT))
+    for port in redis_cluster.masters():
+        c = redis_cluster.node_client(port)
+        try:
+            if port == owner:
+                got = json.loads(c.execute_command('FCALL_RO', 'cdp_audit',
+                                                   0, PFX, '0', '10'))
+                assert [e['receipt'] for e in got] == ['r-a'], got
+            else:
+                with pytest.raises(redis.ResponseError) as e:
+                    c.execute_command('FCALL_RO', 'cdp_audit', 0, PFX, '0',
+                                      '10')
+                assert 'non local key' in str(e.value), e.value
+        finally:
+            c.close()
+
+
+# --------------------------------------------------------------------------
+# through nginx
+
+def nginx_on(cluster, nginx_factory, workdir, **kw):
+    cluster.flush()
+    return ta.start(nginx_factory, cluster, workdir, **kw)
+
+
+def person_keys(cluster, ngx, p):
+    """{master port: the person's keys it holds}: profiles and links with
+    their ids, timelines and sent sets, identifiers' idx entries."""
+    names = set()
+    for x in list(p.pids) + p.aids:
+        for kind in ('profile', 'ids', 'timeline', 'timeline_old'):
+            names.add(h.key(ngx, kind, x))
+        names.add(ngx.sent_key(x))
+    for t, v in (('user_id', p.uid), ('email', p.email), ('phone', p.phone)):
+        names.add(h.key(ngx, 'idx', t, ta.hsh(ngx, t, v)))
+    out = {}
+    for port in cluster.masters():
+        c = cluster.node_client(port)
+        try:
+            out[port] = sorted(k for k in c.scan_iter(
+                match=ngx.prefix + ':*', count=1000) if k in names)
+        finally:
+            c.close()
+    return out
+
+
+def person_events_by_node(cluster, ngx, p):
+    """{master port: the person's events in the shards' streams it owns}."""
+    out = {}
+    for port in cluster.masters():
+        c = cluster.node_client(port)
+        try:
+            n = 0
+            for k in ngx.streams:
+                if cluster.master_of_slot(cs.key_slot(k)) != port:
+                    continue
+                n += sum(1 for _i, f in c.xrange(k)
+                         if p.owns(json.loads(f['event'])))
+            out[port] = n
+        finally:
+            c.close()
+    return out
+
+
+def erase_audit(ngx, p):
+    """The audit's erase entries naming the person's e-mail address."""
+    e = 'email:' + ta.hsh(ngx, 'email', p.email)
+    return [a for a in ta.ok_json(ta.admin(ngx, 'GET', 'audit?since=0'))
+            if a['op'] == 'erase' and e in a['ids']]
+
+
+def admin_sagas(st, result=None):
+    if result is None:
+        return st.c('cdp_admin_sagas_running')
+    return st.c('cdp_admin_sagas_total{result="%s"}' % result)
+
+
+def test_nginx_erases_a_person_from_every_shard(redis_cluster,
+                                               nginx_factory, workdir):
+    """The admin API on a 3-master cluster: profiles, export and erase of
+    a person whose keys are on every master (sagas of cdp_admin_x); after
+    the erasure no master holds a key or an event of theirs, every
+    shard's copy of the suppression set has them, the audit (one call in
+    its slot) has one entry; the browser's later hits are refused at the
+    edge and the store drops what the server API sends of them as
+    erased.  unsuppress and replay, one call over every shard, are 501."""
+    ngx = nginx_on(redis_cluster, nginx_factory, workdir)
+    alice, bob = ta.Person(ngx, 'alice'), ta.Person(ngx, 'bob')
+    pid = ta.build_merged_person(ngx, alice)
+    ta.build_simple_person(ngx, bob)
+    keep = ta.person_snapshot(ngx, bob)
+
+    where = person_keys(redis_cluster, ngx, alice)
+    assert len([p for p, ks in where.items() if ks]) == 3, where
+    evs = person_events_by_node(redis_cluster, ngx, alice)
+    n = sum(evs.values())
+    assert n >= 10 and len([p for p, k in evs.items() if k]) >= 2, evs
+
+    st0 = ngx.status()
+    pr = ta.ok_json(ta.admin(ngx, 'GET', 'profiles?email=' + alice.email,
+                             'marketer'))
+    assert pr['profile_id'] == pid, pr
+    assert ta.err(ta.admin(ngx, 'GET', 'profiles?email=nobody@example.org',
+                           'marketer'), 404, 'not_found')
+    ex = ta.ok_json(ta.admin(ngx, 'GET', 'export?user_id=' + alice.uid))
+    assert len([e for p in ex['profiles'] for e in p['events']]) == n, ex
+    rec = ta.erase(ngx, email=alice.email)
+    assert rec['profiles'] == 1 and rec['events'] == n, rec
+    assert len(rec['anonymous_ids']) == len(alice.aids), rec
+    d = ngx.status().delta(st0)
+    assert admin_sagas(d, 'done') == 4 and admin_sagas(d) == 0, d
+    assert admin_sagas(d, 'abandoned') == admin_sagas(d, 'error') == 0, d
+
+    # from every master: nothing of hers, her suppression in every copy
+    assert person_keys(redis_cluster, ngx, alice) == {
+        p: [] for p in redis_cluster.masters()}
+    assert person_events_by_node(redis_cluster, ngx, alice) == {
+        p: 0 for p in redis_cluster.masters()}
+    ta.assert_gone(ngx, alice)
+    ta.assert_suppressed(ngx, alice)
+    assert [a['receipt'] for a in erase_audit(ngx, alice)] == [
+        rec['receipt']]
+    assert ta.person_snapshot(ngx, bob) == keep
+
+    # her browsers: refused at the edge (the receipt's browsers)
+    ta.settle(ngx)
+    xlen, before = ngx.xlen(), ngx.status()
+    for b in alice.browsers:
+        r = ngx.hit('url=https://shop.example/back', cookie='cdp_aid='
+                    + b.cookie)
+        assert (h.cookie_of(r)[1] or {}).get('max-age') == '0', \
+            r.set_cookies()
+    d = ta.settle(ngx).delta(before)
+    assert d.c('cdp_suppressed_hits_total') == len(alice.browsers), d
+    # what the server API sends of her: dropped by the store, as erased
+    for msg in ({'anonymousId': alice.aids[0], 'event': 'Viewed'},
+                {'userId': alice.uid, 'event': 'Bought'}):
+        before = ngx.status()
+        ta.api_ok(ngx, 'track', dict(msg, messageId=ta.mid()))
+        d = ta.settle(ngx).delta(before)
+        assert d.c('cdp_events_dropped_total{reason="erased"}') == 1, d
+        assert d.stored == 0, d
+    assert ngx.xlen() == xlen
+    ta.assert_gone(ngx, alice)
+
+    # one call over every shard: not on a cluster (yet)
+    j = ta.err(ta.admin(ngx, 'POST', 'unsuppress', 'privacy',
+                        {'email': alice.email}), 501, 'not_supported')
+    assert j['message'] == 'unsuppress is not supported on Redis Cluster ' \
+                           'yet', j
+    j = ta.err(ta.admin(ngx, 'POST', 'replay', 'admin',
+                        {'destination': 'x'}), 501, 'not_supported')
+    assert 'replay' in j['message'], j
+    # no cdp_segment on a cluster: none listed, the listing audited (one
+    # call in the audit's slot)
+    assert ta.ok_json(ta.admin(ngx, 'GET', 'segments', 'marketer')) == []
+    assert [a['op'] for a in ta.ok_json(ta.admin(
+        ngx, 'GET', 'audit?since=0'))][-1] == 'segments'
+    ta.check_graph(ngx)
+
+
+def erasure_under_way(ngx, person, cluster, workers=2):
+    """A person with 2000 events (an erasure that takes a while) and the
+    erasure's request sent in a thread: (thread, answers)."""
+    ta.build_simple_person(ngx, person, consent=False)
+    for i in range(20):
+        ta.api_ok(ngx, 'batch', {'batch': [
+            {'type': 'track', 'userId': person.uid, 'event': 'E%d' % j,
+             'messageId': ta.mid()} for j in range(100)]})
+    ta.settle(ngx)
+    answers = []
+
+    def send():
+        try:
+            answers.append(ta.admin(ngx, 'POST', 'erase', 'privacy',
+                                    {'email': person.email}))
+        except Exception as e:      # a worker killed: no answer
+            answers.append(e)
+
+    t = threading.Thread(target=send)
+    return t, answers
+
+
+def test_erasure_survives_a_master_killed_mid_way(redis_cluster_replicas,
+                                                  nginx_factory, workdir):
+    """kill -9 of the master of the audit's slot (the erasure's journal,
+    first and last call) while the erasure runs: the replica takes over,
+    the saga's steps go on there (or worker 0's sweep resumes it from the
+    journal), and the person ends fully erased from every master with
+    exactly one audit entry."""
+    cluster = redis_cluster_replicas
+    ngx = nginx_on(cluster, nginx_factory, workdir,
+                   http_extra='cdp_api_timeout 30s;\n    ')
+    alice, bob = ta.Person(ngx, 'alice'), ta.Person(ngx, 'bob')
+    ta.build_simple_person(ngx, bob, consent=False)
+    t, answers = erasure_under_way(ngx, alice, cluster)
+    victim = cluster.master_of_slot(cs.key_slot(ngx.prefix + ':audit'))
+    st0 = ngx.status()
+
+    t.start()
+    assert h.wait_until(lambda: admin_sagas(ngx.status()) >= 1, 10, 0.001)
+    cluster.kill(victim)
+    try:
+        cluster.wait_failover(victim)
+        t.join(60)
+        assert not t.is_alive()
+        r = answers[0]
+        # 200 with the receipt, or 503 (a step's WAIT lost with the
+        # master): the erasure completes either way
+        assert r.status in (200, 503), r
+        assert h.wait_until(lambda: admin_sagas(ngx.status()) == 0
+                            and journal_of(cluster, ngx) == {}, 30, 0.1), \
+            (journal_of(cluster, ngx), ngx.status().delta(st0))
+        entries = erase_audit(ngx, alice)
+        assert len(entries) == 1, entries
+        if r.status == 200:
+            assert entries[0]['receipt'] == ta.jbody(r)['receipt']
+        assert entries[0]['profiles'] == 1, entries
+        assert entries[0]['events'] >= 2000, entries
+        assert person_keys(cluster, ngx, alice) == {
+            p: [] for p in cluster.masters()}
+        assert person_events_by_node(cluster, ngx, alice) == {
+            p: 0 for p in cluster.masters()}
+        ta.assert_gone(ngx, alice)
+        ta.assert_suppressed(ngx, alice, with_phone=False)
+        assert ta.idx(ngx, 'user_id', bob.uid)
+        d = ngx.status().delta(st0)
+        assert admin_sagas(d, 'done') + admin_sagas(d, 'swept') == 1, d
+    finally:
+        cluster.restart(victim)
+
+
+def journal_of(cluster, ngx):
+    """The erasures' journal of nginx's prefix (the audit's slot)."""
+    jk = '%s:erasing:{%s:audit}' % (ngx.prefix, ngx.prefix)
+    c = cluster.client()
+    try:
+        return c.hgetall(jk)
+    finally:
+        c.close()
+
+
+def test_a_worker_killed_mid_erasure_is_finished_by_the_sweep(
+        redis_cluster, nginx_factory, workdir):
+    """The worker driving an erasure is killed once its journal is
+    written: the new worker 0 sweeps the audit every second and, the
+    entry 10 s old, finishes the erasure from its plan, once: the person
+    gone from every master, one audit entry, counted as swept, logged
+    with the receipt."""
+    ngx = nginx_on(redis_cluster, nginx_factory, workdir, workers=1)
+    ngx.expected_log_re = re.compile(r'exited on signal 9')
+    alice, bob = ta.Person(ngx, 'alice'), ta.Person(ngx, 'bob')
+    ta.build_simple_person(ngx, bob, consent=False)
+    jk = '%s:erasing:{%s:audit}' % (ngx.prefix, ngx.prefix)
+    jc = redis_cluster.node_client(
+        redis_cluster.master_of_slot(cs.key_slot(jk)))
+    st0 = ngx.status()
+    for attempt in range(5):
+        t, answers = erasure_under_way(ngx, alice, redis_cluster)
+        worker, = ngx.worker_pids()
+        t.start()
+        # the journal written: the worker stopped, then killed (unless
+        # the erasure was done first: another person then)
+        assert h.wait_until(lambda: jc.hlen(jk), 10, 0.0002), 'no journal'
+        os.kill(worker, signal.SIGSTOP)
+        if jc.hlen(jk):
+            os.kill(worker, signal.SIGKILL)
+            break
+        os.kill(worker, signal.SIGCONT)
+        t.join(30)
+        alice = ta.Person(ngx, 'alice%d' % attempt)
+    else:
+        pytest.fail('every erasure ended before its worker was stopped')
+    jc.close()
+    t.join(30)
+    assert not t.is_alive()
+    # no receipt: the request's worker is gone
+    assert getattr(answers[0], 'status', None) != 200, answers
+    assert h.wait_until(lambda: len(ngx.worker_pids()) == 1
+                        and worker not in ngx.worker_pids(), 10)
+    # the entry is resumed once 10 s old: within about 12 s
+    assert h.wait_until(lambda: journal_of(redis_cluster, ngx) == {}, 30,
+                        0.2), journal_of(redis_cluster, ngx)
+    d = ngx.status().delta(st0)
+    assert admin_sagas(d, 'swept') == 1, d
+    entries = erase_audit(ngx, alice)
+    assert len(entries) == 1 and entries[0]['profiles'] == 1, entries
+    assert entries[0]['events'] >= 2000, entries
+    assert person_keys(redis_cluster, ngx, alice) == {
+        p: [] for p in redis_cluster.masters()}
+    assert person_events_by_node(redis_cluster, ngx, alice) == {
+        p: 0 for p in redis_cluster.masters()}
+    ta.assert_gone(ngx, alice)
+    ta.assert_suppressed(ngx, alice, with_phone=False)
+    assert ta.idx(ngx, 'user_id', bob.uid)
+    log = h.Nginx.read(ngx.error_log)
+    assert ('erasure %s finished by the sweep' % entries[0]['receipt']) \
+        in log, log[-2000:]
+    # the edge refuses her browser (the sweep's receipt, or the sync)
+    b = alice.browsers[0]
+    r = ngx.hit('url=https://shop.example/x', cookie='cdp_aid=' + b.cookie)
+    assert (h.cookie_of(r)[1] or {}).get('max-age') == '0', r.set_cookies()
