@@ -698,6 +698,22 @@ local function timeline_ids(prefix, p, ordered)
     return ev
 end
 
+-- adds the events of person p (timeline_ids) to ev ({by = {[stream
+-- key] = {id...}}, n = the ids}), for an erasure
+local function add_timeline_ids(ev, prefix, p)
+    for sk, ids in pairs(timeline_ids(prefix, p, false).by) do
+        local to = ev.by[sk]
+        if not to then
+            to = {}
+            ev.by[sk] = to
+        end
+        for _, id in ipairs(ids) do
+            to[#to + 1] = id
+        end
+        ev.n = ev.n + #ids
+    end
+end
+
 --
 -- Calls fn(id, fields) for every entry of a stream, CHUNK entries per
 -- XRANGE.
@@ -1305,17 +1321,7 @@ local function cdp_erase(keys, args)
 
     -- the events of each, by stream
     local function add_events(p)
-        for sk, ids in pairs(timeline_ids(prefix, p, false).by) do
-            local to = ev.by[sk]
-            if not to then
-                to = {}
-                ev.by[sk] = to
-            end
-            for _, id in ipairs(ids) do
-                to[#to + 1] = id
-            end
-            ev.n = ev.n + #ids
-        end
+        add_timeline_ids(ev, prefix, p)
     end
 
     local done = {}
@@ -2212,17 +2218,7 @@ local function erase_shard()
     local ev, dels = {by = {}, n = 0}, {}
 
     local function add_events(p)
-        for sk, ids in pairs(timeline_ids(prefix, p, false).by) do
-            local to = ev.by[sk]
-            if not to then
-                to = {}
-                ev.by[sk] = to
-            end
-            for _, id in ipairs(ids) do
-                to[#to + 1] = id
-            end
-            ev.n = ev.n + #ids
-        end
+        add_timeline_ids(ev, prefix, p)
     end
 
     -- (the legacy <prefix>:browser:<aid>, in no shard, is not on a

@@ -385,30 +385,13 @@ end
 
 --
 -- The live profile id that x (an anonymous id or a profile id) resolves
--- to, following links; nil when profile:<x> does not exist.
+-- to, following links; nil when profile:<x> does not exist.  here (on
+-- Redis Cluster): only while the links stay in this call's shard; else
+-- nil and the first profile id of another shard.
 --
-local function resolve(x)
+local function resolve(x, here)
     for _ = 1, MAX_HOPS do
-        local v = redis.call('HMGET', pkey(x), 'merged_into', 'events')
-        if v[1] then
-            x = v[1]
-        elseif v[2] then
-            return x
-        else
-            return nil
-        end
-    end
-
-    error('ERR cdp: a profile link chain longer than ' .. MAX_HOPS
-          .. ' from ' .. x)
-end
-
-
--- On Redis Cluster: x's live profile while its links stay in this call's
--- shard; else nil and the first profile id of another shard.
-local function resolve_here(x)
-    for _ = 1, MAX_HOPS do
-        if tag(x) ~= OWN then
+        if here and tag(x) ~= OWN then
             return nil, x
         end
         local v = redis.call('HMGET', pkey(x), 'merged_into', 'events')
@@ -969,7 +952,7 @@ local function count_event(aid, pk, ts, kind, a, id, first)
             call('HDEL', pk, 'events')
             if ONE_SLOT then
                 local away
-                pid, away = resolve_here(link)
+                pid, away = resolve(link, true)
                 if away then
                     -- the person is in another shard: nginx sends the
                     -- event there (the caller records it)
@@ -2120,7 +2103,7 @@ function XS.api(aid, ts, t, h, payload, extra)
         if not link then
             return false
         end
-        local _, away = resolve_here(link)
+        local _, away = resolve(link, true)
         if not away then
             return false
         end

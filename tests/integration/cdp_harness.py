@@ -1140,11 +1140,11 @@ class Nginx:
             # Soft: give the workers a moment to connect (init_process), so
             # that the first hits of a test do not race the connection.
             # (on a cluster, to every master)
-            n = self.workers * (len(self.redis.masters())
-                                if isinstance(self.redis, RedisCluster)
-                                else 1)
+            cluster = isinstance(self.redis, RedisCluster)
+            n = self.workers * (len(self.redis.masters()) if cluster else 1)
             wait_until(lambda: self.status().c(
-                'cdp_redis_connects_total') >= n, 5.0, 0.02)
+                'cdp_redis_connects_total') >= n, 5.0 if cluster else 3.0,
+                0.02)
         return self
 
     @property

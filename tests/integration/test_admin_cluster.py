@@ -810,7 +810,7 @@ def admin_sagas(st, result=None):
 def test_nginx_erases_a_person_from_every_shard(redis_cluster,
                                                nginx_factory, workdir):
     """The admin API on a 3-master cluster: profiles, export and erase of
-    a person whose keys are on every master (sagas of cdp_admin_x); after
+    a person whose keys are on several masters (sagas of cdp_admin_x); after
     the erasure no master holds a key or an event of theirs, every
     shard's copy of the suppression set has them, the audit (one call in
     its slot) has one entry; the browser's later hits are refused at the
@@ -822,8 +822,9 @@ def test_nginx_erases_a_person_from_every_shard(redis_cluster,
     ta.build_simple_person(ngx, bob)
     keep = ta.person_snapshot(ngx, bob)
 
+    # (her browsers' ids are random: her keys are on two masters or three)
     where = person_keys(redis_cluster, ngx, alice)
-    assert len([p for p, ks in where.items() if ks]) == 3, where
+    assert len([p for p, ks in where.items() if ks]) >= 2, where
     evs = person_events_by_node(redis_cluster, ngx, alice)
     n = sum(evs.values())
     assert n >= 10 and len([p for p, k in evs.items() if k]) >= 2, evs
