@@ -26,6 +26,9 @@
 #define NGX_CDP_PROFILE_WAITING   1
 #define NGX_CDP_PROFILE_DONE      2
 
+/* on a cluster: the calls that follow a browser to its person's shard */
+#define NGX_CDP_PROFILE_HOPS      4
+
 
 /* outlives its request when the reply comes after the timeout */
 typedef struct {
@@ -35,9 +38,12 @@ typedef struct {
     ngx_event_t                timer;
     unsigned                   calling:1;   /* in ngx_cdp_redis_call() */
     unsigned                   answered:1;
+    unsigned                   hops:3;
 } ngx_cdp_profile_wait_t;
 
 
+static ngx_int_t ngx_cdp_profile_call(ngx_cdp_profile_wait_t *w,
+    ngx_http_request_t *r, u_char *id, size_t len);
 static void ngx_cdp_profile_done(ngx_cdp_redis_call_t *call, void *reply);
 static void ngx_cdp_profile_timeout(ngx_event_t *ev);
 static void ngx_cdp_profile_cleanup(void *data);
@@ -47,15 +53,10 @@ static void ngx_cdp_profile_resume(ngx_http_request_t *r);
 ngx_int_t
 ngx_cdp_profile_handler(ngx_http_request_t *r)
 {
-    u_char                    *shards, num[NGX_INT_T_LEN];
-    ngx_str_t                  key;
-    const char                *argv[5];
-    size_t                     lens[5];
     ngx_pool_cleanup_t        *cln;
     ngx_http_cdp_ctx_t        *ctx;
     ngx_cdp_profile_wait_t    *w;
     ngx_http_cdp_loc_conf_t   *lcf;
-    ngx_http_cdp_main_conf_t  *mcf;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_cdp_module);
 
@@ -92,32 +93,13 @@ ngx_cdp_profile_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
-    mcf = ngx_http_get_module_main_conf(r, ngx_http_cdp_module);
-
     w = ngx_calloc(sizeof(ngx_cdp_profile_wait_t), r->connection->log);
     cln = ngx_pool_cleanup_add(r->pool, 0);
 
-    if (w == NULL || cln == NULL
-        || ngx_cdp_ingest_key(r->pool, mcf, "profile", ctx->aid,
-                              NGX_CDP_ID_HEX_LEN, 0, &key)
-           != NGX_OK)
-    {
+    if (w == NULL || cln == NULL) {
         ngx_free(w);
         return NGX_DECLINED;
     }
-
-    shards = ngx_sprintf(num, "%ui", mcf->redis.shards);
-
-    argv[0] = "FCALL_RO";
-    lens[0] = 8;
-    argv[1] = "cdp_profile_view";
-    lens[1] = sizeof("cdp_profile_view") - 1;
-    argv[2] = "1";
-    lens[2] = 1;
-    argv[3] = (const char *) key.data;
-    lens[3] = key.len;
-    argv[4] = (const char *) num;
-    lens[4] = shards - num;
 
     w->call.handler = ngx_cdp_profile_done;
     w->call.data = w;
@@ -125,7 +107,7 @@ ngx_cdp_profile_handler(ngx_http_request_t *r)
     w->cln = cln;
     w->calling = 1;
 
-    if (ngx_cdp_redis_call(&w->call, 5, argv, lens) != NGX_OK) {
+    if (ngx_cdp_profile_call(w, r, ctx->aid, NGX_CDP_ID_HEX_LEN) != NGX_OK) {
         /* Redis is away: the request goes on without */
         ngx_free(w);
         return NGX_DECLINED;
@@ -154,7 +136,54 @@ ngx_cdp_profile_handler(ngx_http_request_t *r)
 }
 
 
-/* the reply: {profile id, segments} */
+/*
+ * FCALL_RO cdp_profile_view of profile id's key (the browser's, or on a
+ * cluster the person's in another shard, which the reply named)
+ */
+
+static ngx_int_t
+ngx_cdp_profile_call(ngx_cdp_profile_wait_t *w, ngx_http_request_t *r,
+    u_char *id, size_t len)
+{
+    u_char                    *shards, num[NGX_INT_T_LEN];
+    size_t                     lens[6];
+    ngx_str_t                  key;
+    const char                *argv[6];
+    ngx_http_cdp_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_cdp_module);
+
+    if (ngx_cdp_ingest_key(r->pool, mcf, "profile", id, len, 0, &key)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    shards = ngx_sprintf(num, "%ui", mcf->redis.shards);
+
+    argv[0] = "FCALL_RO";
+    lens[0] = 8;
+    argv[1] = "cdp_profile_view";
+    lens[1] = sizeof("cdp_profile_view") - 1;
+    argv[2] = "1";
+    lens[2] = 1;
+    argv[3] = (const char *) key.data;
+    lens[3] = key.len;
+    argv[4] = (const char *) num;
+    lens[4] = shards - num;
+    argv[5] = "1";                      /* one slot a call */
+    lens[5] = 1;
+
+    return ngx_cdp_redis_call(&w->call, mcf->redis.seeds ? 6 : 5, argv,
+                              lens);
+}
+
+
+/*
+ * The reply: {profile id, segments}; on a cluster {"", "", profile id}
+ * when the browser's person is in another shard: asked there (the timer
+ * goes on)
+ */
 
 static void
 ngx_cdp_profile_done(ngx_cdp_redis_call_t *call, void *data)
@@ -167,6 +196,23 @@ ngx_cdp_profile_done(ngx_cdp_redis_call_t *call, void *data)
 
     w = call->data;
     r = w->request;
+
+    if (r && reply && reply->type == REDIS_REPLY_ARRAY
+        && reply->elements == 3
+        && reply->element[2]->type == REDIS_REPLY_STRING
+        && reply->element[2]->len > 0
+        && w->hops < NGX_CDP_PROFILE_HOPS)
+    {
+        w->hops++;
+
+        if (ngx_cdp_profile_call(w, r, (u_char *) reply->element[2]->str,
+                                 reply->element[2]->len)
+            == NGX_OK)
+        {
+            /* its reply comes here (maybe came already: w may be gone) */
+            return;
+        }
+    }
 
     if (w->timer.timer_set) {
         ngx_del_timer(&w->timer);

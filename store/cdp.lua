@@ -3547,10 +3547,15 @@ end
 --
 -- cdp_profile_view: what a request of a cdp_profile location learns of
 -- its browser's profile (read-only).
---   KEYS[1]  <prefix>:profile:{<tag>}:<anonymous id>
+--   KEYS[1]  <prefix>:profile:{<tag>}:<anonymous id>, or of a profile
+--            id
 --   ARGV[1]  the shards (default 16): the keys of the profiles it links to
+--   ARGV[2]  "1" on Redis Cluster: a link to a profile of another shard
+--            is not followed here
 --   reply: {profile id, its segments ("a,b" or "")}, or nil when the
---          browser has no profile
+--          browser has no profile; on a cluster {"", "", profile id}
+--          when the next profile is in another shard: nginx asks again
+--          with that profile's key
 --
 local function cdp_profile_view(keys, args)
     local pre, pid = string.match(keys[1] or '',
@@ -3563,11 +3568,15 @@ local function cdp_profile_view(keys, args)
     P, NSH, TAG_OF = pre, ns, {}
 
     local key = keys[1]
+    local here = args[2] == '1' and string.match(key, '({[^{}]+})')
     for _ = 1, MAX_HOPS do
         local v = redis.call('HMGET', key, 'merged_into', 'segments',
                              'events')
         if v[1] then
             pid = v[1]
+            if here and tag(pid) ~= here then
+                return {'', '', pid}
+            end
             key = pkey(pid)
         elseif v[3] then
             return {pid, v[2] or ''}

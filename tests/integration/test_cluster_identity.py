@@ -165,3 +165,31 @@ def test_logins_through_a_master_failover(redis_cluster_replicas,
     known = check_graph(ngx)
     assert list(known) == [pid], known
     cl.restart(victim)
+
+
+def test_profile_location_follows_the_browser_to_its_person(redis_cluster,
+                                                            nginx_factory):
+    """cdp_profile on a cluster: a browser linked to a person in another
+    shard; cdp_profile_view stops at the shard's edge and nginx asks the
+    person's shard (a second call): $cdp_profile_id is the person's."""
+    from test_cluster import ECHO, APP, view
+    bport, eport = str(h.free_port()), str(h.free_port())
+    ngx = nginx_factory(
+        redis_cluster,
+        http_extra=(h.IDENTIFY_BACKEND.replace('@BPORT@', bport)
+                    + ECHO.replace('@EPORT@', eport)),
+        locations=(LOCATIONS.replace('@BPORT@', bport) + '\n        '
+                   + APP.replace('@EPORT@', eport).replace(
+                       'location = /status { cdp_status; }', '')))
+    for i in range(20):
+        b = Browser(ngx)
+        b.view()
+        b.login(uid='u-view-%d' % i)
+        settle(ngx)
+        pid = idx(ngx, 'user_id', 'u-view-%d' % i)
+        if ngx.tag_of(pid) != ngx.tag_of(b.aid):
+            break
+    else:
+        pytest.fail('no browser in another shard than its person')
+    assert resolve(ngx, b.aid) == pid
+    assert view(ngx, b.aid)[1] == pid
