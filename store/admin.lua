@@ -854,6 +854,24 @@ local function group_by_key(found)
     return by
 end
 
+-- The merges and consent_log entries of an erasure, by stream key: those
+-- naming the people, and maybe those asked for that we hold no profile of
+-- (orphans: a consent choice without analytics consent)
+local function named_entries(prefix, people, orphans)
+    local named = {}
+    for _, p in ipairs(people) do
+        named[#named + 1] = p
+    end
+    if not orphans.empty then
+        named[#named + 1] = orphans
+    end
+    if #named == 0 then
+        return {}, {}
+    end
+    return group_by_key(find_merges(prefix, named)),
+           group_by_key(find_consents(prefix, named))
+end
+
 local function del_all(keys)
     for i = 1, #keys, CHUNK do
         redis.call('DEL', unpack(keys, i, math.min(i + CHUNK - 1, #keys)))
@@ -1364,20 +1382,7 @@ local function cdp_erase(keys, args)
         end
     end
 
-    -- the streams name the people, and maybe those asked for that we
-    -- hold no profile of (a consent choice without analytics consent)
-    local named = {}
-    for _, p in ipairs(people) do
-        named[#named + 1] = p
-    end
-    if not orphans.empty then
-        named[#named + 1] = orphans
-    end
-    local merge_ids, consent_ids = {}, {}
-    if #named > 0 then
-        merge_ids = group_by_key(find_merges(prefix, named))
-        consent_ids = group_by_key(find_consents(prefix, named))
-    end
+    local merge_ids, consent_ids = named_entries(prefix, people, orphans)
 
     local plan = dest_plan(prefix, people, ev)
 
@@ -2256,18 +2261,7 @@ local function erase_shard()
         end
     end
 
-    local named = {}
-    for _, p in ipairs(people) do
-        named[#named + 1] = p
-    end
-    if not orphans.empty then
-        named[#named + 1] = orphans
-    end
-    local merge_ids, consent_ids = {}, {}
-    if #named > 0 then
-        merge_ids = group_by_key(find_merges(prefix, named))
-        consent_ids = group_by_key(find_consents(prefix, named))
-    end
+    local merge_ids, consent_ids = named_entries(prefix, people, orphans)
 
     local plan = dest_plan(prefix, people, ev, X.dn)
     -- the notices name what was sent about every node, each read in its
