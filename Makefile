@@ -98,12 +98,13 @@ unit:
 integration: build
 	$(PYTHON) -m pytest -q tests/integration
 
-# the tests of pixel, identity, the API, consent, erasure and export once
-# more, on a Redis Cluster of 3 masters (CDP_TEST_REDIS=cluster makes the
-# redis_server fixture one; tests marked standalone are skipped there)
+# the tests of pixel, identity, the API, consent, erasure, export and
+# segments once more, on a Redis Cluster of 3 masters
+# (CDP_TEST_REDIS=cluster makes the redis_server fixture one; tests marked
+# standalone are skipped there)
 CLUSTER_TESTS = test_pixel.py test_events.py test_cookie.py \
     test_identity.py test_api.py test_consent.py test_consent_endpoint.py \
-    test_admin.py test_cdp_admin.py
+    test_admin.py test_cdp_admin.py test_audience.py
 
 integration-cluster: build
 	cd tests/integration && CDP_TEST_REDIS=cluster \

@@ -17,14 +17,15 @@
  * The work is done by the library cdp_admin_v1 (store/admin.lua), one
  * call per request, without blocking the worker.
  *
- * On Redis Cluster a call stays in one slot: erase, export and profiles
- * are each a saga of cdp_admin_x calls (ngx_cdp_xid.h) that ends with
- * the JSON the standalone function answers (the same answers here); the
- * audit (and the segments' list: no cdp_segment on a cluster) is one
- * call sent to the node of the audit's slot, the only keys it touches;
- * unsuppress and replay write every shard in one call: 501 there.  An
- * erasure whose request gave up (timeout, client gone) goes on; one
- * whose worker stopped is finished by worker 0's sweep.
+ * On Redis Cluster a call stays in one slot: erase, export, profiles,
+ * segments and segment are each a saga of cdp_admin_x calls
+ * (ngx_cdp_xid.h) that ends with what the standalone function answers
+ * (the same answers here; a page of members as NDJSON or CSV comes as
+ * its cursor, a newline and the text); the audit is one call sent to the
+ * node of the audit's slot, the only keys it touches; unsuppress and
+ * replay write every shard in one call: 501 there.  An erasure whose
+ * request gave up (timeout, client gone) goes on; one whose worker
+ * stopped is finished by worker 0's sweep.
  */
 
 
@@ -113,10 +114,17 @@ typedef struct {
 } ngx_cdp_admin_saga_t;
 
 
+/* a page of a segment's members */
+#define NGX_CDP_ADMIN_JSON        0
+#define NGX_CDP_ADMIN_NDJSON      1
+#define NGX_CDP_ADMIN_CSV         2
+
+
 typedef struct {
     ngx_http_request_t        *request;
     ngx_cdp_admin_op_t        *op;
     ngx_uint_t                 role;
+    ngx_uint_t                 format;      /* NGX_CDP_ADMIN_JSON... */
     ngx_array_t               *ids;         /* ngx_str_t "type:value" */
     ngx_array_t               *unsuppress;  /* ngx_str_t aidh */
     ngx_cdp_wait_t             wait;        /* for the call's answer */
@@ -149,15 +157,15 @@ static ngx_cdp_admin_op_t  ngx_cdp_admin_ops[] = {
     { NGX_CDP_ADMIN_REPLAY, "replay", NGX_HTTP_POST,
       NGX_CDP_ROLE_ADMIN, "cdp_replay", 1, NGX_CDP_ADMIN_C_NO, NULL },
     /*
-     * audited: written with FCALL; on a cluster (no cdp_segment there) an
-     * empty list and its audit entry, and no segment of any name
+     * audited: written with FCALL; a segment's members are in a set a
+     * shard: on a cluster a call a shard, a saga
      */
     { NGX_CDP_ADMIN_SEGMENTS, "segments", NGX_HTTP_GET,
       NGX_CDP_ROLE_MARKETER|NGX_CDP_ROLE_ADMIN, "cdp_segments", 1,
-      NGX_CDP_ADMIN_C_AUDIT, NULL },
+      NGX_CDP_ADMIN_C_SAGA, "segments" },
     { NGX_CDP_ADMIN_SEGMENT, "segment", NGX_HTTP_GET,
       NGX_CDP_ROLE_MARKETER|NGX_CDP_ROLE_ADMIN, "cdp_segment_members", 1,
-      NGX_CDP_ADMIN_C_AUDIT, NULL },
+      NGX_CDP_ADMIN_C_SAGA, "members" },
     { 0, NULL, 0, 0, NULL, 0, 0, NULL }
 };
 
@@ -200,7 +208,10 @@ static const char *ngx_cdp_admin_segment_args(ngx_http_request_t *r,
     ngx_cdp_admin_ctx_t *actx, ngx_http_cdp_main_conf_t *mcf);
 static ngx_int_t ngx_cdp_admin_push(ngx_cdp_admin_ctx_t *actx,
     u_char *data, size_t len);
-static ngx_int_t ngx_cdp_admin_page(ngx_http_request_t *r, void *reply);
+static ngx_int_t ngx_cdp_admin_cursor(u_char *p, size_t len,
+    ngx_uint_t shards);
+static ngx_int_t ngx_cdp_admin_page(ngx_cdp_admin_ctx_t *actx,
+    u_char *cursor, size_t clen, u_char *text, size_t len);
 static ngx_int_t ngx_cdp_admin_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *code, const char *message,
     const char *field);
@@ -643,9 +654,10 @@ ngx_cdp_admin_start(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx)
             return ngx_cdp_admin_error(r, NGX_HTTP_BAD_REQUEST,
                                        "invalid_field",
                                        "name (a cdp_segment), cursor "
-                                       "(digits), count (1 to 1000), "
-                                       "format (json, ndjson or csv), "
-                                       "fields (a comma list)", bad);
+                                       "(0, or the one a page gave), "
+                                       "count (1 to 1000), format (json, "
+                                       "ndjson or csv), fields (a comma "
+                                       "list)", bad);
         }
 
     } else if (actx->op->id == NGX_CDP_ADMIN_REPLAY) {
@@ -851,36 +863,37 @@ ngx_cdp_admin_start(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx)
 }
 
 
-/* a page of a segment's members as NDJSON or CSV: {cursor, text} */
+/*
+ * A page of a segment's members as NDJSON or CSV, its cursor (for the next
+ * page) in a header, the text as the body; both copied.
+ */
 
 static ngx_int_t
-ngx_cdp_admin_page(ngx_http_request_t *r, void *data)
+ngx_cdp_admin_page(ngx_cdp_admin_ctx_t *actx, u_char *cursor, size_t clen,
+    u_char *text, size_t len)
 {
-    redisReply  *reply = data;
+    u_char              *body, *c;
+    ngx_http_request_t  *r;
 
-    u_char     *body, *cursor;
-    ngx_str_t   arg;
+    r = actx->request;
 
-    body = ngx_pnalloc(r->pool, reply->element[1]->len + 1);
-    cursor = ngx_pnalloc(r->pool, reply->element[0]->len + 1);
-    if (body == NULL || cursor == NULL) {
+    body = ngx_pnalloc(r->pool, len + 1);
+    c = ngx_pnalloc(r->pool, clen + 1);
+    if (body == NULL || c == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_memcpy(body, reply->element[1]->str, reply->element[1]->len);
-    ngx_cpystrn(cursor, (u_char *) reply->element[0]->str,
-                reply->element[0]->len + 1);
+    ngx_memcpy(body, text, len);
+    ngx_cpystrn(c, cursor, clen + 1);
 
-    if (ngx_cdp_add_header(r, "X-CDP-Cursor", (char *) cursor) != NGX_OK) {
+    if (ngx_cdp_add_header(r, "X-CDP-Cursor", (char *) c) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    (void) ngx_http_arg(r, (u_char *) "format", 6, &arg);
 
     return ngx_cdp_send(r, NGX_HTTP_OK,
-                        (arg.len == 3) ? "text/csv; charset=utf-8"
-                                       : "application/x-ndjson",
-                        body, reply->element[1]->len);
+                        (actx->format == NGX_CDP_ADMIN_CSV)
+                        ? "text/csv; charset=utf-8" : "application/x-ndjson",
+                        body, len);
 }
 
 
@@ -1098,8 +1111,8 @@ ngx_cdp_admin_segment_args(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx,
         ngx_str_set(&arg, "0");
     }
 
-    if (arg.len == 0 || arg.len > 20 || ngx_atoof(arg.data, arg.len)
-                                        == NGX_ERROR)
+    if (ngx_cdp_admin_cursor(arg.data, arg.len, mcf->redis.shards)
+        != NGX_OK)
     {
         return "cursor";
     }
@@ -1125,10 +1138,16 @@ ngx_cdp_admin_segment_args(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx,
         ngx_str_set(&arg, "json");
     }
 
-    if (!((arg.len == 4 && ngx_strncmp(arg.data, "json", 4) == 0)
-          || (arg.len == 6 && ngx_strncmp(arg.data, "ndjson", 6) == 0)
-          || (arg.len == 3 && ngx_strncmp(arg.data, "csv", 3) == 0)))
-    {
+    if (arg.len == 4 && ngx_strncmp(arg.data, "json", 4) == 0) {
+        actx->format = NGX_CDP_ADMIN_JSON;
+
+    } else if (arg.len == 6 && ngx_strncmp(arg.data, "ndjson", 6) == 0) {
+        actx->format = NGX_CDP_ADMIN_NDJSON;
+
+    } else if (arg.len == 3 && ngx_strncmp(arg.data, "csv", 3) == 0) {
+        actx->format = NGX_CDP_ADMIN_CSV;
+
+    } else {
         return "format";
     }
 
@@ -1168,6 +1187,56 @@ ngx_cdp_admin_segment_args(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx,
     }
 
     return NULL;
+}
+
+
+/*
+ * A page's cursor as the store makes it (store/admin.lua, parse_cursor):
+ * "0", or "<shard>.<SSCAN cursor>", decimal without leading zeros, the
+ * shard below the shards, the cursor below 2^64.
+ */
+
+static ngx_int_t
+ngx_cdp_admin_cursor(u_char *p, size_t len, ngx_uint_t shards)
+{
+    u_char      *dot, *end;
+    ngx_int_t    shard;
+
+    if (len == 1 && p[0] == '0') {
+        return NGX_OK;
+    }
+
+    end = p + len;
+    dot = ngx_strlchr(p, end, '.');
+
+    if (dot == NULL || dot == p || dot - p > 4 || (p[0] == '0' && dot - p > 1)
+        || end - (dot + 1) == 0 || end - (dot + 1) > 20
+        || (dot[1] == '0' && end - (dot + 1) > 1))
+    {
+        return NGX_ERROR;
+    }
+
+    shard = ngx_atoi(p, dot - p);
+
+    if (shard == NGX_ERROR || (ngx_uint_t) shard >= shards) {
+        return NGX_ERROR;
+    }
+
+    for (p = dot + 1; p < end; p++) {
+        if (*p < '0' || *p > '9') {
+            return NGX_ERROR;
+        }
+    }
+
+    /* 20 digits: at most 2^64 - 1 */
+
+    if (end - (dot + 1) == 20
+        && ngx_strncmp(dot + 1, "18446744073709551615", 20) > 0)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -1450,11 +1519,12 @@ ngx_cdp_admin_add_id(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx,
 
 
 /*
- * Redis Cluster: erase, export and profiles as a saga of cdp_admin_x,
- * FCALL cdp_admin_x 1 <prefix>:audit <prefix>|<N> begin <op> <receipt>
- * <role> <now_ms> <recent> <identifier>... (the standalone function's
- * arguments; profiles: the first identifier, as cdp_read), whose end
- * answers the request as the standalone function's reply would.
+ * Redis Cluster: erase, export, profiles, segments and segment as a saga
+ * of cdp_admin_x, FCALL cdp_admin_x 1 <prefix>:audit <prefix>|<N> begin
+ * <op> <receipt> <role> <now_ms> <recent> <identifier>... (the standalone
+ * function's arguments; profiles: the first identifier, as cdp_read;
+ * segments and segment: the segments' arguments, as their "identifiers"),
+ * whose end answers the request as the standalone function's reply would.
  */
 
 static ngx_int_t
@@ -1614,7 +1684,11 @@ ngx_cdp_admin_done(ngx_cdp_redis_call_t *call, void *data)
         && reply->element[1]->type == REDIS_REPLY_STRING)
     {
         /* ndjson or csv: the next page's cursor in a header */
-        ngx_http_finalize_request(r, ngx_cdp_admin_page(r, reply));
+        ngx_http_finalize_request(r,
+            ngx_cdp_admin_page(actx, (u_char *) reply->element[0]->str,
+                               reply->element[0]->len,
+                               (u_char *) reply->element[1]->str,
+                               reply->element[1]->len));
         return;
     }
 
@@ -1639,6 +1713,7 @@ ngx_cdp_admin_saga_done(void *data, ngx_int_t rc, ngx_str_t *result)
 {
     ngx_cdp_admin_saga_t  *w = data;
 
+    u_char               *p;
     ngx_uint_t            erase;
     ngx_cdp_admin_ctx_t  *actx;
 
@@ -1664,6 +1739,24 @@ ngx_cdp_admin_saga_done(void *data, ngx_int_t rc, ngx_str_t *result)
     }
 
     ngx_cdp_wait_answered(&actx->wait);
+
+    if (rc == NGX_OK && result->data
+        && actx->op->id == NGX_CDP_ADMIN_SEGMENT
+        && actx->format != NGX_CDP_ADMIN_JSON)
+    {
+        /* ndjson or csv: "<cursor>\n<text>" */
+        p = ngx_strlchr(result->data, result->data + result->len, '\n');
+
+        if (p == NULL) {
+            ngx_cdp_admin_answer(actx, 0, NULL, 0);
+            return;
+        }
+
+        ngx_http_finalize_request(actx->request,
+            ngx_cdp_admin_page(actx, result->data, p - result->data, p + 1,
+                               result->data + result->len - (p + 1)));
+        return;
+    }
 
     if (rc == NGX_OK) {
         ngx_cdp_admin_answer(actx, result->data ? REDIS_REPLY_STRING

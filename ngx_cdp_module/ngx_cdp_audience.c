@@ -27,14 +27,25 @@ static void ngx_cdp_audience_backfilled(ngx_cdp_redis_call_t *call,
 #define NGX_CDP_TICK_LIMIT    "200"     /* profiles a tick: ~20 ms */
 
 
+/*
+ * The calls of worker 0 go shard by shard on Redis Cluster (each call
+ * stays in its shard's slot); on a standalone Redis one call, with shard
+ * 0's keys, takes every shard.
+ */
+static ngx_uint_t            ngx_cdp_audience_shards;
+
 /* worker 0's clock of the time-based segments */
 static ngx_event_t           ngx_cdp_tick_ev;
 static ngx_cdp_redis_call_t  ngx_cdp_tick_call;
-static ngx_str_t             ngx_cdp_due_key;
+static ngx_str_t            *ngx_cdp_due_keys;     /* per shard */
+static ngx_uint_t            ngx_cdp_tick_shard;
+static ngx_uint_t            ngx_cdp_tick_due;     /* still due, a round */
 
 /* worker 0's backfill of new or changed segments */
 static ngx_event_t           ngx_cdp_backfill_ev;
 static ngx_cdp_redis_call_t  ngx_cdp_backfill_call;
+static ngx_uint_t            ngx_cdp_backfill_shard;
+static ngx_uint_t            ngx_cdp_backfill_sum; /* shards done */
 
 #define NGX_CDP_BACKFILL_COUNT  "1000"      /* keys a SCAN step */
 #define NGX_CDP_BACKFILL_PAUSE  10          /* ms between steps */
@@ -442,6 +453,8 @@ ngx_cdp_audience_init_process(ngx_cycle_t *cycle,
         return NGX_OK;
     }
 
+    ngx_cdp_audience_shards = mcf->redis.seeds ? mcf->redis.shards : 1;
+
     /* the profiles that exist, once for each version of the segments */
 
     ngx_cdp_backfill_ev.handler = ngx_cdp_audience_backfill;
@@ -462,13 +475,20 @@ ngx_cdp_audience_init_process(ngx_cycle_t *cycle,
         return NGX_OK;
     }
 
-    ngx_cdp_due_key.len = mcf->prefix.len + sizeof(":segments:due") - 1;
-    ngx_cdp_due_key.data = ngx_pnalloc(cycle->pool, ngx_cdp_due_key.len);
-    if (ngx_cdp_due_key.data == NULL) {
+    ngx_cdp_due_keys = ngx_palloc(cycle->pool,
+                                  ngx_cdp_audience_shards * sizeof(ngx_str_t));
+    if (ngx_cdp_due_keys == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_sprintf(ngx_cdp_due_key.data, "%V:segments:due", &mcf->prefix);
+    for (i = 0; i < ngx_cdp_audience_shards; i++) {
+        if (ngx_cdp_ingest_key(cycle->pool, mcf, "segments:due", NULL, 0, i,
+                               &ngx_cdp_due_keys[i])
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
 
     ngx_cdp_tick_ev.handler = ngx_cdp_audience_tick;
     ngx_cdp_tick_ev.log = cycle->log;
@@ -493,7 +513,7 @@ ngx_cdp_audience_tick(ngx_event_t *ev)
         return;
     }
 
-    ngx_cdp_ingest_argv1(&argv1, &stream, 0);
+    ngx_cdp_ingest_argv1(&argv1, &stream, ngx_cdp_tick_shard);
 
     argv[0] = "FCALL";
     lens[0] = 5;
@@ -503,15 +523,17 @@ ngx_cdp_audience_tick(ngx_event_t *ev)
     lens[2] = 1;
     argv[3] = (const char *) stream.data;
     lens[3] = stream.len;
-    argv[4] = (const char *) ngx_cdp_due_key.data;
-    lens[4] = ngx_cdp_due_key.len;
+    argv[4] = (const char *) ngx_cdp_due_keys[ngx_cdp_tick_shard].data;
+    lens[4] = ngx_cdp_due_keys[ngx_cdp_tick_shard].len;
     argv[5] = (const char *) argv1.data;
     lens[5] = argv1.len;
     argv[6] = NGX_CDP_TICK_LIMIT;
     lens[6] = sizeof(NGX_CDP_TICK_LIMIT) - 1;
 
     if (ngx_cdp_redis_call(&ngx_cdp_tick_call, 7, argv, lens) != NGX_OK) {
-        /* Redis is away: the next second */
+        /* Redis (the shard's master) is away: the next second */
+        ngx_cdp_tick_shard = 0;
+        ngx_cdp_tick_due = 0;
         ngx_add_timer(&ngx_cdp_tick_ev, NGX_CDP_TICK_EVERY);
     }
 }
@@ -531,20 +553,30 @@ ngx_cdp_audience_ticked(ngx_cdp_redis_call_t *call, void *data)
     if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 3) {
         ngx_cdp_count(NGX_CDP_C_SEG_EVALUATED, reply->element[0]->integer);
         ngx_cdp_count(NGX_CDP_C_SEG_EVENTS, reply->element[2]->integer);
-
-        if (ngx_cdp_counters) {
-            ngx_cdp_counters[NGX_CDP_C_SEG_DUE] =
-                                             reply->element[1]->integer;
-        }
-
-        if (reply->element[1]->integer > 0) {
-            /* more are due than a tick takes: at once again */
-            next = 1;
-        }
+        ngx_cdp_tick_due += reply->element[1]->integer;
 
     } else if (reply && reply->type == REDIS_REPLY_ERROR) {
         ngx_log_error(NGX_LOG_ERR, ngx_cdp_tick_ev.log, 0,
                       "cdp: cdp_segments_tick failed: %s", reply->str);
+    }
+
+    if (++ngx_cdp_tick_shard < ngx_cdp_audience_shards) {
+        /* the next shard's, at once */
+        next = 1;
+
+    } else {
+        /* the round is over */
+        if (ngx_cdp_counters) {
+            ngx_cdp_counters[NGX_CDP_C_SEG_DUE] = ngx_cdp_tick_due;
+        }
+
+        if (ngx_cdp_tick_due > 0) {
+            /* more are due than a tick takes: at once again */
+            next = 1;
+        }
+
+        ngx_cdp_tick_shard = 0;
+        ngx_cdp_tick_due = 0;
     }
 
     if (!ngx_exiting && !ngx_terminate && !ngx_quit) {
@@ -571,7 +603,7 @@ ngx_cdp_audience_backfill(ngx_event_t *ev)
         return;
     }
 
-    ngx_cdp_ingest_argv1(&argv1, &stream, 0);
+    ngx_cdp_ingest_argv1(&argv1, &stream, ngx_cdp_backfill_shard);
 
     argv[0] = "FCALL";
     lens[0] = 5;
@@ -601,17 +633,30 @@ ngx_cdp_audience_backfilled(ngx_cdp_redis_call_t *call, void *data)
 {
     redisReply  *reply = data;
 
+    ngx_uint_t   done;
+
     if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 3) {
+        done = (reply->element[0]->integer == 1);
+
+        if (done) {
+            ngx_cdp_backfill_sum += reply->element[1]->integer;
+            ngx_cdp_backfill_shard++;
+        }
+
+        done = (ngx_cdp_backfill_shard == ngx_cdp_audience_shards);
+
         if (ngx_cdp_counters) {
+            /* the profiles of the shards done, and of the one under way */
             ngx_cdp_counters[NGX_CDP_C_SEG_BACKFILLED] =
-                                             reply->element[1]->integer;
-            ngx_cdp_counters[NGX_CDP_C_SEG_BACKFILL_DONE] =
-                                             reply->element[0]->integer;
+                ngx_cdp_backfill_sum
+                + (reply->element[0]->integer == 1
+                   ? 0 : reply->element[1]->integer);
+            ngx_cdp_counters[NGX_CDP_C_SEG_BACKFILL_DONE] = done;
         }
 
         ngx_cdp_count(NGX_CDP_C_SEG_EVENTS, reply->element[2]->integer);
 
-        if (reply->element[0]->integer == 1) {
+        if (done) {
             return;
         }
 

@@ -80,7 +80,9 @@ struct ngx_cdp_batch_s {
     ngx_uint_t                 nevents;
     size_t                     keys_len;
     size_t                     args_len;
+    redisReply                *follow;      /* held until a replica has it */
     unsigned                   tried:1;     /* sent at least once */
+    unsigned                   holds:1;     /* its group, for the follow */
     u_char                     data[1];     /* keys, then args */
 };
 
@@ -136,7 +138,11 @@ static void ngx_cdp_ingest_ready(void);
 static ngx_int_t ngx_cdp_ingest_append(ngx_cdp_ingest_t *ig, ngx_str_t *key,
     ngx_uint_t kind, ngx_str_t *attrs, ngx_str_t *payload, ngx_str_t *route,
     ngx_uint_t counter);
-static void ngx_cdp_ingest_follow(ngx_cdp_ingest_t *ig, redisReply *reply,
+static redisReply *ngx_cdp_ingest_detach(redisReply *reply);
+static void ngx_cdp_ingest_follow_reply(ngx_cdp_ingest_t *ig,
+    redisReply *reply);
+static void ngx_cdp_ingest_free(ngx_cdp_batch_t *b);
+static void ngx_cdp_ingest_follow(ngx_cdp_ingest_t *ig, redisReply *f,
     ngx_cdp_ingest_group_t *group);
 static void ngx_cdp_ingest_flush(ngx_cdp_ingest_t *ig);
 static void ngx_cdp_ingest_flush_one(ngx_cdp_ingest_t *ig,
@@ -420,7 +426,7 @@ ngx_cdp_ingest_exit_process(ngx_cycle_t *cycle)
             }
 
             ngx_cdp_ingest_dequeued(ig, b->nevents);
-            ngx_free(b);
+            ngx_cdp_ingest_free(b);
         }
     }
 
@@ -853,6 +859,8 @@ ngx_cdp_ingest_flush_one(ngx_cdp_ingest_t *ig, ngx_cdp_ingest_cur_t *cur,
 
     b->next = NULL;
     b->group = group;
+    b->follow = NULL;
+    b->holds = 0;
     b->slot = slot;
     b->shard = cur->shard;
     b->seq = ig->seq++;
@@ -1168,6 +1176,7 @@ ngx_cdp_ingest_batch_done(redisReply *reply, void *data)
     ngx_cdp_ingest_t        *ig = ngx_cdp_ingest;
 
     ngx_int_t                rc;
+    redisReply              *follow;
     ngx_cdp_ingest_group_t  *group;
 
     /* replies come in order per master, not across them */
@@ -1207,11 +1216,41 @@ ngx_cdp_ingest_batch_done(redisReply *reply, void *data)
             group->pending++;
         }
 
+        /*
+         * What the store hands back: this reply's, or, when it says the
+         * batch was applied before ("APPLIED": sent again after its WAIT
+         * was lost), those of that application, held since
+         */
+
+        if (rc == NGX_OK) {
+            follow = ngx_cdp_ingest_detach(reply);
+
+            if (b->follow) {
+                freeReplyObject(b->follow);
+            }
+
+            b->follow = follow;
+        }
+
         if (ngx_cdp_ingest_replicate(ig, b) == NGX_OK) {
-            /* kept (and spooled at exit) until a replica has it */
+            /*
+             * kept (and spooled at exit) until a replica has it, and so
+             * are its follow-ups: taken then, so that a batch applied
+             * again by a replica promoted meanwhile (which never saw it)
+             * does not forward its events or start its sagas twice
+             */
             ngx_queue_insert_tail(&ig->sent, &b->queue);
 
+            if (group && b->follow) {
+                b->holds = 1;
+                group = NULL;
+            }
+
+            follow = NULL;
+
         } else {
+            follow = b->follow;
+            b->follow = NULL;
             ngx_cdp_ingest_done(ig, b, NGX_OK);
         }
 
@@ -1220,8 +1259,9 @@ ngx_cdp_ingest_batch_done(redisReply *reply, void *data)
          * store handed back may be queued, flushed and sent now
          */
 
-        if (rc == NGX_OK) {
-            ngx_cdp_ingest_follow(ig, reply, group);
+        if (follow) {
+            ngx_cdp_ingest_follow(ig, follow, group);
+            freeReplyObject(follow);
         }
 
         if (group) {
@@ -1300,29 +1340,59 @@ ngx_cdp_ingest_wait_done(redisReply *reply, void *data)
     ngx_cdp_batch_t   *b = data;
     ngx_cdp_ingest_t  *ig = ngx_cdp_ingest;
 
+    ngx_int_t                rc;
+    redisReply              *follow;
+    ngx_cdp_ingest_group_t  *group;
+
     ngx_queue_remove(&b->queue);
 
-    if (reply == NULL) {
-        /* applied, perhaps not replicated: again, to whoever has the slot */
-        if (b->group) {
-            ngx_cdp_count(NGX_CDP_C_DROP_UNCONFIRMED, b->nevents);
-            ngx_cdp_ingest_done(ig, b, NGX_ERROR);
+    if (reply == NULL && b->group == NULL) {
+        /*
+         * applied, perhaps not replicated: again, to whoever has the
+         * slot (its follow-ups held: the store answers "APPLIED" if it
+         * has the batch, or applies it and hands back its own)
+         */
+        ngx_cdp_ingest_keep(ig, b);
+        return;
+    }
 
-        } else {
-            ngx_cdp_ingest_keep(ig, b);
+    if (reply == NULL) {
+        /* the API's: 503, the client sends it again */
+        ngx_cdp_count(NGX_CDP_C_DROP_UNCONFIRMED, b->nevents);
+        rc = NGX_ERROR;
+
+    } else if (reply->type == REDIS_REPLY_INTEGER && reply->integer >= 1) {
+        rc = NGX_OK;
+
+    } else {
+        ngx_cdp_count(NGX_CDP_C_UNREPLICATED, 1);
+        ig->nowait[b->shard] = ngx_current_msec + NGX_CDP_NOWAIT_TIME;
+        rc = b->group ? NGX_ERROR : NGX_OK;
+    }
+
+    /*
+     * the follow-ups of a batch done: taken (an API batch that failed
+     * leaves them: its client sends its messages again); the group that
+     * waits for them is held until they are
+     */
+
+    follow = b->follow;
+    group = b->holds ? b->group : NULL;
+    b->follow = NULL;
+
+    ngx_cdp_ingest_done(ig, b, rc);
+
+    if (follow) {
+        if (rc == NGX_OK) {
+            ngx_cdp_ingest_follow(ig, follow, group);
         }
 
-        return;
+        freeReplyObject(follow);
     }
 
-    if (reply->type == REDIS_REPLY_INTEGER && reply->integer >= 1) {
-        ngx_cdp_ingest_done(ig, b, NGX_OK);
-        return;
+    if (group) {
+        ngx_cdp_ingest_group_done(group, rc);
     }
-
-    ngx_cdp_count(NGX_CDP_C_UNREPLICATED, 1);
-    ig->nowait[b->shard] = ngx_current_msec + NGX_CDP_NOWAIT_TIME;
-    ngx_cdp_ingest_done(ig, b, b->group ? NGX_ERROR : NGX_OK);
 }
 
 
@@ -1352,7 +1422,7 @@ ngx_cdp_ingest_replay_done(redisReply *reply, void *data)
         ig->replay_stale--;
 
         if (ngx_cdp_ingest_counts(ig, reply, n) == NGX_OK) {
-            ngx_cdp_ingest_follow(ig, reply, NULL);
+            ngx_cdp_ingest_follow_reply(ig, reply);
         }
 
         return;
@@ -1365,7 +1435,7 @@ ngx_cdp_ingest_replay_done(redisReply *reply, void *data)
 
         if (rc == NGX_OK) {
             ngx_cdp_count(NGX_CDP_C_REPLAYED, n);
-            ngx_cdp_ingest_follow(ig, reply, NULL);
+            ngx_cdp_ingest_follow_reply(ig, reply);
         }
 
     } else if (ngx_cdp_ingest_retryable(ig, reply)) {
@@ -1455,8 +1525,13 @@ ngx_cdp_ingest_counts(ngx_cdp_ingest_t *ig, redisReply *reply, ngx_uint_t n)
  *                                      on key (whole, prefix and all)
  *                                      with state
  *
- * Taken from a reply that was counted only (never "APPLIED"): the store
- * hands each back once.  Called once the batch is settled: a forwarded
+ * f is that element, detached from its reply (ngx_cdp_ingest_detach()):
+ * on a master with replicas it is held with its batch until a replica
+ * has the batch (ngx_cdp_ingest_wait_done()), and taken from the reply
+ * of the batch's application that a replica has (a batch sent again
+ * after a lost WAIT is "APPLIED", or applied anew by a promoted replica
+ * that never saw it: its own follow-ups then, the held ones dropped).
+ * Called once the batch is settled: a forwarded
  * event may flush a batch, whose sending may fail a connection and call
  * the handlers of the batches in flight.  group: the API's batch's
  * (NULL for others, and spool replays: the API's batches are never
@@ -1466,24 +1541,52 @@ ngx_cdp_ingest_counts(ngx_cdp_ingest_t *ig, redisReply *reply, ngx_uint_t n)
  * on without a waiter.)
  */
 
+static redisReply *
+ngx_cdp_ingest_detach(redisReply *reply)
+{
+    redisReply  *f;
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 8) {
+        return NULL;
+    }
+
+    f = reply->element[reply->elements - 1];
+
+    if (f == NULL || f->type != REDIS_REPLY_ARRAY || f->elements == 0) {
+        return NULL;
+    }
+
+    /* the reply is freed without it (freeReplyObject() skips a NULL) */
+    reply->element[reply->elements - 1] = NULL;
+
+    return f;
+}
+
+
+/* a spool replay's: taken at once (its batches do not wait for WAIT) */
+
 static void
-ngx_cdp_ingest_follow(ngx_cdp_ingest_t *ig, redisReply *reply,
+ngx_cdp_ingest_follow_reply(ngx_cdp_ingest_t *ig, redisReply *reply)
+{
+    redisReply  *f;
+
+    f = ngx_cdp_ingest_detach(reply);
+
+    if (f) {
+        ngx_cdp_ingest_follow(ig, f, NULL);
+        freeReplyObject(f);
+    }
+}
+
+
+static void
+ngx_cdp_ingest_follow(ngx_cdp_ingest_t *ig, redisReply *f,
     ngx_cdp_ingest_group_t *group)
 {
     size_t       i, k, n;
     ngx_str_t    v[6];
     ngx_uint_t   kind;
-    redisReply  *f, *e;
-
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 8) {
-        return;
-    }
-
-    f = reply->element[reply->elements - 1];
-
-    if (f->type != REDIS_REPLY_ARRAY) {
-        return;
-    }
+    redisReply  *e;
 
     for (i = 0; i < f->elements; i += n) {
         e = f->element[i];
@@ -1612,6 +1715,17 @@ ngx_cdp_ingest_done(ngx_cdp_ingest_t *ig, ngx_cdp_batch_t *b, ngx_int_t rc)
 
     if (b->group) {
         ngx_cdp_ingest_group_done(b->group, rc);
+    }
+
+    ngx_cdp_ingest_free(b);
+}
+
+
+static void
+ngx_cdp_ingest_free(ngx_cdp_batch_t *b)
+{
+    if (b->follow) {
+        freeReplyObject(b->follow);
     }
 
     ngx_free(b);

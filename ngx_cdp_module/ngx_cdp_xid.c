@@ -71,7 +71,8 @@
 #define NGX_CDP_XID_SWEEP_NEXT    1         /* ms to the next target */
 #define NGX_CDP_XID_WAIT_TIMEOUT  "100"     /* ms */
 #define NGX_CDP_XID_FIXED         2         /* a kind's fixed ARGV */
-#define NGX_CDP_XID_NARGS         128       /* a step's state ARGV */
+#define NGX_CDP_XID_NARGS         160       /* a step's state ARGV: GET
+                                               segments' first, 6 + 2 x 64 */
 
 /* how a saga ends */
 #define NGX_CDP_XID_DONE          0
@@ -198,9 +199,9 @@ static ngx_cdp_xid_t  *ngx_cdp_xid;
 static ngx_cdp_xid_kind_t  ngx_cdp_xid_kinds[] = {
 
     /* cdp_xid <key> <argv1> <prefix>: <state>: {next key, next state,
-       delay, merges, switches, refused, erased} */
+       delay, merges, switches, refused, erased, duplicates} */
     { "identity", "cdp_identity_sagas_total", ngx_string("cdp_xid"), 2,
-      { ngx_null_string, ngx_null_string }, 7, -1,
+      { ngx_null_string, ngx_null_string }, 8, -1,
       ngx_cdp_xid_identity_counts, 100, 0,
       NGX_CDP_C_SAGAS_RUNNING, NGX_CDP_C_SAGAS_DONE, NGX_CDP_C_SAGAS_SWEPT,
       NGX_CDP_C_SAGAS_ABANDONED, NGX_CDP_C_SAGAS_ABANDONED, NULL },
@@ -442,7 +443,10 @@ ngx_cdp_xid_swept_handler(ngx_uint_t kind, ngx_cdp_xid_done_pt handler)
 }
 
 
-/* cdp_xid's counts: merges, switches, refused, erased */
+/*
+ * cdp_xid's counts: merges, switches, refused, erased, and api messages
+ * a client sent again while their first saga ran (stored once)
+ */
 
 static void
 ngx_cdp_xid_identity_counts(redisReply **e)
@@ -452,9 +456,10 @@ ngx_cdp_xid_identity_counts(redisReply **e)
     static ngx_uint_t  counters[] = { NGX_CDP_C_MERGES,
                                       NGX_CDP_C_SHARED_DEVICE,
                                       NGX_CDP_C_IDENT_REFUSED,
-                                      NGX_CDP_C_DROP_ERASED };
+                                      NGX_CDP_C_DROP_ERASED,
+                                      NGX_CDP_C_API_DUPLICATES };
 
-    for (i = 0; i < 4; i++) {
+    for (i = 0; i < 5; i++) {
         if (e[3 + i]->type == REDIS_REPLY_INTEGER && e[3 + i]->integer > 0) {
             ngx_cdp_count(counters[i], (ngx_atomic_int_t) e[3 + i]->integer);
         }

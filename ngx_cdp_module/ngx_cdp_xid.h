@@ -18,9 +18,10 @@
  *             Cluster")
  *   admin     FCALL cdp_admin_x 1 <key> <prefix>|<N> <state>, reply
  *             {next key, next state, ms to wait, result}: an erasure,
- *             export or profile read of the admin API, whose first call
- *             is on <prefix>:audit with "begin ..." (docs/privacy.md, "On
- *             Redis Cluster")
+ *             export, profile read, segment list or page of a segment's
+ *             members of the admin API, whose first call is on
+ *             <prefix>:audit with "begin ..." (docs/privacy.md, "On Redis
+ *             Cluster")
  *
  * A reply names the next call ("" when done, and the admin kind's
  * result is then the standalone function's reply).  Every step is

@@ -617,16 +617,6 @@ ngx_http_cdp_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (mcf->redis.seeds && (mcf->segments || mcf->facts)) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "%s needs cdp_redis: with cdp_redis_cluster, "
-                           "segments and profile facts are not supported "
-                           "yet",
-                           mcf->segments ? "cdp_segment"
-                           : "cdp_profile_event");
-        return NGX_CONF_ERROR;
-    }
-
     if (ngx_cdp_audience_init_main_conf(cf, mcf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }

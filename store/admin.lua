@@ -9,8 +9,9 @@
 -- and computes its key names from it (a person's keys are only known once
 -- their links are followed), with numkeys 0: a standalone Redis only
 -- (Redis Cluster refuses undeclared keys of other slots).  On Redis
--- Cluster, cdp_admin_x does what cdp_erase, cdp_export and cdp_read do as
--- a saga of one-slot calls that nginx drives (near the end of this file).
+-- Cluster, cdp_admin_x does what cdp_erase, cdp_export, cdp_read,
+-- cdp_segments and cdp_segment_members do as a saga of one-slot calls
+-- that nginx drives (near the end of this file).
 --
 -- Keys are sharded as store/cdp.lua shards them (store/README.md,
 -- "Shards"): ARGV[1] is "<prefix>" (16 shards) or "<prefix>|<N>" (N 1 to
@@ -28,11 +29,12 @@
 --   <prefix>:suppressed:{<tag_i>}          a copy a shard, all equal:
 --                                          written to all, read in shard 0
 -- per shard too: :out:{<tag>}:<NAME>, :dead:{<tag>}:<NAME>,
--- :sent:{<tag>}:<pid>; and, not sharded: <prefix>:audit, :destinations,
--- :segment:<NAME>, :segments:due and the
--- legacy :browser:<aid>.  A merge leaves the absorbed profile's events
--- in its shard (its link keeps timeline and first_event): a person's
--- events are those of all their nodes, each read in its own shard.
+-- :sent:{<tag>}:<pid>, :segment:{<tag>}:<NAME> (segment NAME's members
+-- of the shard), :segments:due:{<tag>}; and, not sharded: <prefix>:audit,
+-- :destinations and the legacy :browser:<aid>.  A merge leaves the
+-- absorbed profile's events in its shard (its link keeps timeline and
+-- first_event): a person's events are those of all their nodes, each read
+-- in its own shard.
 --
 -- Identifiers are "type:value" strings, hashed by nginx before the call:
 --   user_id:<h>  email:<h>  phone:<h>   h = 64 lowercase hex (HMAC-SHA256)
@@ -316,6 +318,63 @@ end
 -- the copy of the suppression set that is read: shard 0's
 local function sup_key(prefix)
     return prefix .. ':suppressed:' .. shard_tag(0)
+end
+
+-- segment name's members of shard i: <prefix>:segment:{<tag_i>}:<name>
+local function seg_key(prefix, i, name)
+    return prefix .. ':segment:' .. shard_tag(i) .. ':' .. name
+end
+
+-- the segments' clock of x's shard: <prefix>:segments:due:{<tag(x)>}
+local function due_key(prefix, x)
+    return prefix .. ':segments:due:' .. tag(x)
+end
+
+-- a segment's name as nginx allows it (cdp_segment)
+local function is_segment_name(s)
+    return #s <= 64 and s:find('^[%w_%-]+$') ~= nil
+end
+
+-- the segments a live profile is in, its field "segments" ("a,b"); a
+-- name nginx would not allow is skipped: its key could be in another slot
+local function segments_of(fields)
+    local t = {}
+    for name in string.gmatch(field(fields, 'segments') or '', '[^,]+') do
+        if is_segment_name(name) then
+            t[#t + 1] = name
+        end
+    end
+    return t
+end
+
+--
+-- An erasure's segment keys, those of shard ONLY (without: every shard's):
+-- each person's live pid leaves the sets its "segments" (p.segs, as
+-- segments_of) names, in the pid's shard, and every node of theirs leaves
+-- the segments' clock of its own shard.  {key, type, member}..., the
+-- types for check_types.
+--
+local function segment_plan(prefix, people)
+    local t = {}
+    for _, p in ipairs(people) do
+        if in_only(p.pid) then
+            -- (none in a journal entry of an older revision)
+            for _, name in ipairs(p.segs or {}) do
+                t[#t + 1] = {prefix .. ':segment:' .. tag(p.pid) .. ':'
+                             .. name, 'set', p.pid}
+            end
+        end
+        for x in pairs(only_nodes(p.nodes)) do
+            t[#t + 1] = {due_key(prefix, x), 'zset', x}
+        end
+    end
+    return t
+end
+
+local function segments_leave(plan)
+    for _, e in ipairs(plan) do
+        redis.call(e[2] == 'set' and 'SREM' or 'ZREM', e[1], e[3])
+    end
 end
 
 -- ---------------------------------------------------------------------
@@ -1386,19 +1445,20 @@ local function cdp_erase(keys, args)
 
     local plan = dest_plan(prefix, people, ev)
 
+    -- out of every segment (the live profile's "segments" field), and
+    -- off the segments' clock, each in its shard
+    for _, p in ipairs(people) do
+        p.segs = segments_of(p.fields)
+    end
+    local segs = segment_plan(prefix, people)
+    ok, terr = check_types(fn, segs)
+    if not ok then
+        return fail(fn, terr)
+    end
+
     -- then write
 
-    -- out of every segment (the live profile's "segments" field), and
-    -- off the segments' clock
-    for _, p in ipairs(people) do
-        for name in string.gmatch(field(p.fields, 'segments') or '',
-                                  '[^,]+') do
-            redis.call('SREM', prefix .. ':segment:' .. name, p.pid)
-        end
-        for x in pairs(p.nodes) do
-            redis.call('ZREM', prefix .. ':segments:due', x)
-        end
-    end
+    segments_leave(segs)
 
     local removed, notices = dest_apply(prefix, req, people, plan)
     local events = xdel_by(ev.by)
@@ -1715,13 +1775,19 @@ local function cdp_replay(keys, args)
 end
 
 --
--- The audit entry of a segment operation (no person named: a segment)
+-- Segments (store/README.md, "Segments"): segment NAME's members are
+-- sharded, <prefix>:segment:{<tag_i>}:<NAME> holding those of shard i, and
+-- a profile's fields are in its own shard: a count sums the shards' sets,
+-- a page of members walks the shards in order.  cdp_admin_x does the
+-- same on Redis Cluster, a shard a call.
 --
-local function audit_segment(prefix, receipt, role, now, op, name, n, t0)
-    redis.call('XADD', prefix .. ':audit', '*', 'receipt', receipt,
-               'op', op, 'role', role, 'ids', 'segment:' .. name,
+
+-- the audit entry of a segment operation (no person named: a segment)
+local function audit_segment(prefix, rq, op, name, n, took)
+    redis.call('XADD', prefix .. ':audit', '*', 'receipt', rq.receipt,
+               'op', op, 'role', rq.role, 'ids', 'segment:' .. name,
                'profiles', int(n), 'identifiers', '0', 'events', '0',
-               'at', now, 'took_us', int(now_us() - t0))
+               'at', rq.now, 'took_us', int(took))
 end
 
 -- the prefix, or nil and the error
@@ -1730,11 +1796,43 @@ local function segment_args(fn, keys, args, min)
     if not prefix
             or #args[2] > 128 or not args[2]:find('^[%w_.:%-]+$')
             or #args[3] > 64 or not args[3]:find('^[%w_.%-]+$')
-            or not args[4]:find('^[0-9]+$') then
+            or #args[4] > 16 or not args[4]:find('^[0-9]+$') then
         return nil, fail(fn, 'want 0 keys, ARGV prefix, receipt, role, '
                          .. 'now_ms, ...')
     end
     return prefix
+end
+
+-- cdp_segments' request from its ARGV (after segment_args): receipt,
+-- role, now, the segments' names and rules; or nil and the error
+local function segments_request(fn, args)
+    local q = {rq = {receipt = args[2], role = args[3], now = args[4]},
+               names = {}, rules = {}}
+    for i = 5, #args - 1, 2 do
+        if not is_segment_name(args[i]) then
+            return nil, fail(fn, 'bad segment name at ' .. i)
+        end
+        q.names[#q.names + 1] = args[i]
+        q.rules[#q.rules + 1] = args[i + 1]
+    end
+    return q
+end
+
+-- segment names' members in shard i, added to counts
+local function count_shard(prefix, i, names, counts)
+    for j, name in ipairs(names) do
+        counts[j] = (counts[j] or 0) + redis.call('SCARD',
+                                                  seg_key(prefix, i, name))
+    end
+end
+
+local function segments_json(q, counts)
+    local out = {}
+    for j, name in ipairs(q.names) do
+        out[j] = '{"name":' .. jstr(name) .. ',"rule":' .. jstr(q.rules[j])
+            .. ',"members":' .. int(counts[j] or 0) .. '}'
+    end
+    return jarr(out)
 end
 
 --
@@ -1743,7 +1841,8 @@ end
 --   KEYS: none
 --   ARGV[1] prefix   ARGV[2] receipt   ARGV[3] role   ARGV[4] now_ms
 --   ARGV[5..] name, rule, name, rule... (the rules as nginx.conf has them)
---   reply: JSON [{"name":..,"rule":..,"members":N}..]
+--   reply: JSON [{"name":..,"rule":..,"members":N}..], N the SCARD of
+--          the name's sets summed over the shards
 --
 local function cdp_segments(keys, args)
     local fn = 'cdp_segments'
@@ -1752,34 +1851,110 @@ local function cdp_segments(keys, args)
     if not prefix then
         return err
     end
-    local out, total = {}, 0
-    for i = 5, #args - 1, 2 do
-        if not args[i]:find('^[%w_%-]+$') then
-            return fail(fn, 'bad segment name at ' .. i)
-        end
-        local n = redis.call('SCARD', prefix .. ':segment:' .. args[i])
-        total = total + n
-        out[#out + 1] = '{"name":' .. jstr(args[i]) .. ',"rule":'
-            .. jstr(args[i + 1]) .. ',"members":' .. int(n) .. '}'
+    local q, qerr = segments_request(fn, args)
+    if not q then
+        return qerr
     end
-    audit_segment(prefix, args[2], args[3], args[4], 'segments', '*', 0,
-                  t0)
-    return jarr(out)
+    local counts = {}
+    for i = 0, NSH - 1 do
+        count_shard(prefix, i, q.names, counts)
+    end
+    audit_segment(prefix, q.rq, 'segments', '*', 0, now_us() - t0)
+    return segments_json(q, counts)
 end
 
 --
--- cdp_segment_members: one page of a segment's members, with the profile
--- fields asked for (audited, op segment_read).
---   KEYS: none
---   ARGV[1] prefix   ARGV[2] receipt   ARGV[3] role   ARGV[4] now_ms
---   ARGV[5] name   ARGV[6] cursor (SSCAN's; "0" to start)
---   ARGV[7] count (1..1000)   ARGV[8] format: json, ndjson or csv
---   ARGV[9..] profile field names
---   reply: json: {"segment":..,"cursor":"..","members":[{"profile_id":..,
---          "fields":{..}}..]} ("0": the last page); ndjson and csv:
---          {cursor, text} (a profile a line; csv: a header line first,
---          RFC 4180 quoting)
+-- A page's cursor: "0" (the first page, and after the last) or
+-- "<shard>.<cursor>", the shard to go on with and SSCAN's cursor in its
+-- set (both in decimal, without leading zeros; shard < N, cursor <
+-- 2^64).  Returns shard, cursor or nil.
 --
+local function parse_cursor(cur)
+    if cur == '0' then
+        return 0, '0'
+    end
+    local s, c = cur:match('^(%d+)%.(%d+)$')
+    if not s or #s > 4 or #c > 20 or s:find('^0.') or c:find('^0.')
+       or (#c == 20 and c > '18446744073709551615')
+    then
+        return nil
+    end
+    s = tonumber(s)
+    if s >= NSH then
+        return nil
+    end
+    return s, c
+end
+
+-- cdp_segment_members' request from its ARGV (after segment_args), or
+-- nil and the error
+local function members_request(fn, args)
+    local name, format = args[5], args[8]
+    local shard, cursor = parse_cursor(args[6])
+    local count = args[7]:find('^[0-9]+$') and #args[7] <= 4
+                  and tonumber(args[7])
+    if not is_segment_name(name) or not shard
+       or not count or count < 1 or count > 1000
+       or (format ~= 'json' and format ~= 'ndjson' and format ~= 'csv')
+    then
+        return nil, fail(fn, 'bad name, cursor, count or format')
+    end
+    local q = {rq = {receipt = args[2], role = args[3], now = args[4]},
+               name = name, shard = shard, cursor = cursor, count = count,
+               format = format, fields = {}}
+    for i = 9, #args do
+        q.fields[#q.fields + 1] = args[i]
+    end
+    return q
+end
+
+local PAGE_SCANS = 1000     -- SSCAN calls in one shard's set, a call
+
+--
+-- Members of segment q.name in shard s, from SSCAN cursor c on, into rows
+-- ({pid, {the values of q.fields, false for none}}...), until q.count
+-- rows or the end of the shard's set (or PAGE_SCANS calls of SSCAN: a
+-- short page).  Returns SSCAN's cursor to go on with in the shard ("0":
+-- its set is done).  A member of another shard (none, by the layout)
+-- comes without fields: its profile is in another slot.
+--
+local function page_shard(prefix, q, s, c, rows)
+    local key = seg_key(prefix, s, q.name)
+    local fields = q.fields
+    for _ = 1, PAGE_SCANS do
+        local page = redis.call('SSCAN', key, c, 'COUNT', q.count - #rows)
+        c = page[1]
+        for _, pid in ipairs(page[2]) do
+            local vals = {}
+            if #fields > 0 and shard_of(pid) == s then
+                vals = redis.call('HMGET', pkey(prefix, pid),
+                                  unpack(fields))
+            end
+            rows[#rows + 1] = {pid, vals}
+        end
+        if c == '0' or #rows >= q.count then
+            break
+        end
+    end
+    return c
+end
+
+-- after page_shard left cursor c in shard s: the page's cursor when the
+-- page ends there, or nil and the shard to go on with
+local function page_next(q, s, c, rows)
+    if c ~= '0' then
+        return s .. '.' .. c        -- full (or short: SSCAN's calls)
+    end
+    s = s + 1
+    if s >= NSH then
+        return '0'
+    end
+    if #rows >= q.count then
+        return s .. '.0'
+    end
+    return nil, s
+end
+
 local function csv(v)
     v = v or ''
     if v:find('[",\r\n]') then
@@ -1788,42 +1963,10 @@ local function csv(v)
     return v
 end
 
-local function cdp_segment_members(keys, args)
-    local fn = 'cdp_segment_members'
-    local t0 = now_us()
-    local prefix, err = segment_args(fn, keys, args, 8)
-    if not prefix then
-        return err
-    end
-    local name, cursor = args[5], args[6]
-    local count = tonumber(args[7])
-    local format = args[8]
-    if not name:find('^[%w_%-]+$') or not cursor:find('^[0-9]+$')
-            or not count or count < 1 or count > 1000
-            or (format ~= 'json' and format ~= 'ndjson'
-                and format ~= 'csv') then
-        return fail(fn, 'bad name, cursor, count or format')
-    end
-    local fields = {}
-    for i = 9, #args do
-        fields[#fields + 1] = args[i]
-    end
-
-    local page = redis.call('SSCAN', prefix .. ':segment:' .. name, cursor,
-                            'COUNT', count)
-    local rows = {}
-    for _, pid in ipairs(page[2]) do
-        local vals = {}
-        if #fields > 0 then
-            vals = redis.call('HMGET', pkey(prefix, pid),
-                              unpack(fields))
-        end
-        rows[#rows + 1] = {pid, vals}
-    end
-    audit_segment(prefix, args[2], args[3], args[4], 'segment_read', name,
-                  #rows, t0)
-
-    if format == 'csv' then
+-- a page's text: json, the "members" array; ndjson and csv, the lines
+local function page_text(q, rows)
+    local fields = q.fields
+    if q.format == 'csv' then
         local lines = {}
         local head = {'profile_id'}
         for _, f in ipairs(fields) do
@@ -1837,7 +1980,7 @@ local function cdp_segment_members(keys, args)
             end
             lines[#lines + 1] = table.concat(l, ',')
         end
-        return {page[1], table.concat(lines, '\r\n') .. '\r\n'}
+        return table.concat(lines, '\r\n') .. '\r\n'
     end
 
     local items = {}
@@ -1852,18 +1995,71 @@ local function cdp_segment_members(keys, args)
         items[#items + 1] = '{"profile_id":' .. jstr(row[1])
             .. ',"fields":' .. jobj_flat(flat) .. '}'
     end
+    if q.format == 'ndjson' then
+        return #items > 0 and table.concat(items, '\n') .. '\n' or ''
+    end
+    return jarr(items)
+end
 
-    if format == 'ndjson' then
-        return {page[1], #items > 0 and table.concat(items, '\n') .. '\n'
-                                     or ''}
+local function page_json(q, cursor, text)
+    return '{"segment":' .. jstr(q.name) .. ',"cursor":' .. jstr(cursor)
+        .. ',"members":' .. text .. '}'
+end
+
+--
+-- cdp_segment_members: one page of a segment's members, with the profile
+-- fields asked for (audited, op segment_read).
+--   KEYS: none
+--   ARGV[1] prefix   ARGV[2] receipt   ARGV[3] role   ARGV[4] now_ms
+--   ARGV[5] name   ARGV[6] cursor ("0" to start, then the one the
+--   previous page gave: "<shard>.<SSCAN cursor>")
+--   ARGV[7] count (1..1000)   ARGV[8] format: json, ndjson or csv
+--   ARGV[9..] profile field names
+--   The shards' sets in turn, from the cursor's on, until count members
+--   (or a few more: SSCAN's COUNT is a hint) or the last shard's end; a
+--   page may be short, even empty, before the last.  A member comes once
+--   over the pages while it stays in the segment (SSCAN's guarantee).
+--   reply: json: {"segment":..,"cursor":"..","members":[{"profile_id":..,
+--          "fields":{..}}..]} ("0": the last page); ndjson and csv:
+--          {cursor, text} (a profile a line; csv: a header line first,
+--          RFC 4180 quoting)
+--
+local function cdp_segment_members(keys, args)
+    local fn = 'cdp_segment_members'
+    local t0 = now_us()
+    local prefix, err = segment_args(fn, keys, args, 8)
+    if not prefix then
+        return err
+    end
+    local q, qerr = members_request(fn, args)
+    if not q then
+        return qerr
     end
 
-    return '{"segment":' .. jstr(name) .. ',"cursor":' .. jstr(page[1])
-        .. ',"members":' .. jarr(items) .. '}'
+    local rows = {}
+    local s, c = q.shard, q.cursor
+    local cursor
+    while true do
+        c = page_shard(prefix, q, s, c, rows)
+        cursor, s = page_next(q, s, c, rows)
+        if cursor then
+            break
+        end
+        c = '0'
+    end
+    audit_segment(prefix, q.rq, 'segment_read', q.name, #rows,
+                  now_us() - t0)
+
+    local text = page_text(q, rows)
+    if q.format == 'json' then
+        return page_json(q, cursor, text)
+    end
+    return {cursor, text}
 end
 
 -- ---------------------------------------------------------------------
--- Redis Cluster: erase, export and read as sagas of one-slot calls
+-- Redis Cluster: erase, export, read and the segments' views as sagas of
+-- one-slot calls
 --
 -- On a cluster an FCALL touches the keys of one slot only, and a person's
 -- keys are in many (store/README.md, "Shards").  So there nginx drives
@@ -1885,6 +2081,10 @@ end
 --   export      col (each shard: events of the people's nodes there,
 --               merges and consent_log entries naming them), fin
 --   read        rcol (each shard holding nodes: the newest events), fin
+--   segments    scnt (each shard: its members of each segment), fin
+--   members     mem (a shard at a time from the cursor's: a page's
+--               members there with their fields, until the page is
+--               full or the last shard is done), fin
 --
 -- X: op, p (prefix), n (shards), id (the saga's: receipt.<us>), rq (the
 -- request: receipt, role, now, ids, recent), st (next step), k (its
@@ -1896,13 +2096,19 @@ end
 -- (identifiers), c (erase's counts: events, merges, consent_log,
 -- destination entries, deletion notices), E, M, C (export: each
 -- person's events, the merges and consent entries), sh, F (read: the
--- shards, the events found).
+-- shards, the events found), sg (segments and members: the request, as
+-- segments_request and members_request make it), cnt (segments: the
+-- counts), cu, R (members: SSCAN's cursor in shard s, the rows found).
+--
+-- The segments' sagas begin in the audit's slot too (the arguments
+-- checked), visit the shards in their slots and end there: the audit
+-- entry and the reply.  They read only, but for the audit entry.
 --
 -- Each step is idempotent: a del step's work and counts are recorded in
 -- its slot (<prefix>:adone:{<tag>}:<id>, a day) and a step sent again
 -- returns the counts recorded; fin writes the audit entry once (the
--- journal entry it deletes in the same call, or for export and read its
--- own record).  An erase's journal (<prefix>:erasing:{<prefix>:audit},
+-- journal entry it deletes in the same call, or for the others its own
+-- record).  An erase's journal (<prefix>:erasing:{<prefix>:audit},
 -- id -> the state as the sup steps start; <prefix>:erasing_at:{...} by
 -- time) lets a sweep resume an erasure whose driver stopped.
 --
@@ -1915,14 +2121,15 @@ local ARESULT           -- the saga's reply, once done (false: nil)
 
 local AX_STALE = 10000  -- ms: a journal entry a sweep resumes
 local AX_KEEP = 86400   -- s: an erasure's records of steps done kept
-local AX_KEEP_READ = 3600   -- s: an export's or read's record of its audit
+local AX_KEEP_READ = 3600   -- s: another op's record of its audit
 
-local AX_FN = {erase = 'cdp_erase', export = 'cdp_export', read = 'cdp_read'}
+local AX_FN = {erase = 'cdp_erase', export = 'cdp_export', read = 'cdp_read',
+               segments = 'cdp_segments', members = 'cdp_segment_members'}
 
 -- the steps a state may name
 local AX_STEPS = {idx = true, walk = true, dests = true, chk = true,
                   jnl = true, sup = true, del = true, col = true,
-                  rcol = true, fin = true}
+                  rcol = true, scnt = true, mem = true, fin = true}
 
 -- the slot of a key, as Redis Cluster computes it
 local function key_slot(key)
@@ -2093,9 +2300,10 @@ function AX.resolved()
     X.x, X.ch, X.hops, X.ix = nil, nil, nil, nil
     X.s = 0
     if X.op == 'erase' then
-        -- the fields serve segments only (none on a cluster): not carried
-        -- along, nor into the journal
+        -- the fields serve segments only: their names carried along (and
+        -- into the journal), not the rest
         for _, p in ipairs(X.P) do
+            p.segs = segments_of(p.fields)
             p.fields = nil
         end
         return AP .. ':destinations', 'dests'
@@ -2153,6 +2361,9 @@ function AX.chk()
     ONLY = s
     local want = shard_streams(s)
     want[#want + 1] = {sh_key('suppressed', s), 'set'}
+    for _, e in ipairs(segment_plan(AP, X.P)) do
+        want[#want + 1] = e
+    end
     ax_check(want)
     for i, p in ipairs(X.P) do
         for x in pairs(only_nodes(p.nodes)) do
@@ -2268,7 +2479,8 @@ local function erase_shard()
     -- shard (chk)
     plan.sent = X.sent
 
-    -- (segments: none on a cluster)
+    -- the people's segment sets and due times of this shard
+    segments_leave(segment_plan(prefix, people))
     local removed, notices = dest_apply(prefix, X.rq, people, plan)
     local events = xdel_by(ev.by)
     local merges = xdel_by(merge_ids)
@@ -2346,6 +2558,32 @@ function AX.rcol()
         return sh_key('events', X.sh[X.s]), 'rcol'
     end
     return audit_key(), 'fin'
+end
+
+-- segments
+
+-- shard s: its members of each segment
+function AX.scnt()
+    ONLY = X.s
+    count_shard(AP, X.s, X.sg.names, X.cnt)
+    return next_shard('segments:due', 'scnt', function()
+        return audit_key(), 'fin'
+    end)
+end
+
+-- shard s: the page's members there from cursor cu, with their fields
+-- (in the same shard); then the next shard, or the page's end
+function AX.mem()
+    local s = X.s
+    ONLY = s
+    X.cu = page_shard(AP, X.sg, s, X.cu, X.R)
+    local cursor, next_s = page_next(X.sg, s, X.cu, X.R)
+    if cursor then
+        X.cu = cursor
+        return audit_key(), 'fin'
+    end
+    X.s, X.cu = next_s, '0'
+    return sh_key('segments:due', next_s), 'mem'
 end
 
 -- the last step (the audit's slot): the audit entry, once, and the reply
@@ -2438,6 +2676,30 @@ local function fin_read(first, took)
         .. jarr(events) .. '}'
 end
 
+local function fin_segments(first, took)
+    if first then
+        audit_segment(AP, X.rq, 'segments', '*', 0, took)
+    end
+    return segments_json(X.sg, X.cnt)
+end
+
+-- json: cdp_segment_members' reply; ndjson and csv: the cursor, a
+-- newline, the text (a saga's result is one string)
+local function fin_members(first, took)
+    local q = X.sg
+    if first then
+        audit_segment(AP, X.rq, 'segment_read', q.name, #X.R, took)
+    end
+    local text = page_text(q, X.R)
+    if q.format == 'json' then
+        return page_json(q, X.cu, text)
+    end
+    return X.cu .. '\n' .. text
+end
+
+local AX_FIN = {export = fin_export, read = fin_read,
+                segments = fin_segments, members = fin_members}
+
 function AX.fin()
     ax_check({{audit_key(), 'stream'}})
     local took = X.us + now_us() - AT0
@@ -2447,10 +2709,54 @@ function AX.fin()
         redis.call('SET', rk, '1', 'EX', AX_KEEP)
     else
         local first = redis.call('SET', rk, '1', 'NX', 'EX', AX_KEEP_READ)
-        local f = X.op == 'export' and fin_export or fin_read
-        ARESULT = f(first ~= false and first ~= nil, took)
+        ARESULT = AX_FIN[X.op](first ~= false and first ~= nil, took)
     end
     return '', nil
+end
+
+-- a saga's id: the receipt and Redis's clock, receipt.<us>
+local function ax_id(receipt)
+    local t = redis.call('TIME')
+    return receipt .. '.' .. t[1] .. string.format('%06d', tonumber(t[2]))
+end
+
+-- the first call of the segments' sagas, rargs the standalone function's
+-- ARGV: nil and the error reply, or the first step's key
+local function ax_begin_segments(keys, op, fn, rargs)
+    local prefix, err = segment_args(fn, {}, rargs,
+                                     op == 'members' and 8 or 4)
+    if not prefix then
+        return nil, err
+    end
+    AP = prefix
+    if keys[1] ~= audit_key() then
+        return nil, fail('cdp_admin_x', 'begin wants the key <prefix>:audit')
+    end
+    local q
+    q, err = (op == 'members' and members_request
+              or segments_request)(fn, rargs)
+    if not q then
+        return nil, err
+    end
+    local ok, terr = check_types(fn, {{audit_key(), 'stream'}})
+    if not ok then
+        return nil, fail(fn, terr)
+    end
+    X = {op = op, p = AP, n = NSH, id = ax_id(q.rq.receipt), rq = q.rq,
+         sg = q, us = 0, s = 0}
+    q.rq = nil
+    if op == 'members' then
+        X.s, X.cu, X.R = q.shard, q.cursor, {}
+        return sh_key('segments:due', X.s), 'mem'
+    end
+    X.cnt = {}
+    for j = 1, #q.names do
+        X.cnt[j] = 0
+    end
+    if #q.names == 0 then
+        return audit_key(), 'fin'
+    end
+    return sh_key('segments:due', 0), 'scnt'
 end
 
 -- the first call: the request checked as the standalone function checks
@@ -2459,8 +2765,8 @@ local function ax_begin(keys, args)
     local op = args[3]
     local fn = AX_FN[op or '']
     if not fn then
-        return nil, fail('cdp_admin_x', 'unknown op (want erase, export or '
-                         .. 'read)')
+        return nil, fail('cdp_admin_x', 'unknown op (want erase, export, '
+                         .. 'read, segments or members)')
     end
     if #args < 7 then
         return nil, fail('cdp_admin_x', 'want ARGV prefix, begin, op, '
@@ -2482,6 +2788,9 @@ local function ax_begin(keys, args)
     for i = 8, #args do
         rargs[#rargs + 1] = args[i]
     end
+    if op == 'segments' or op == 'members' then
+        return ax_begin_segments(keys, op, fn, rargs)
+    end
     local req, err = parse_request({}, rargs, ALL_TYPES)
     if not req then
         return nil, fail(fn, err)
@@ -2499,10 +2808,7 @@ local function ax_begin(keys, args)
     if not ok then
         return nil, fail(fn, terr)
     end
-    local t = redis.call('TIME')
-    X = {op = op, p = AP, n = NSH,
-         id = req.receipt .. '.' .. t[1] .. string.format('%06d',
-                                                          tonumber(t[2])),
+    X = {op = op, p = AP, n = NSH, id = ax_id(req.receipt),
          rq = {receipt = req.receipt, role = req.role, now = req.now,
                ids = req.ids, recent = recent},
          P = {}, O = {nodes = {}, aids = {}, values = {}, keys = {},
@@ -2547,25 +2853,30 @@ local function ax_sweep(age)
 end
 
 --
--- cdp_admin_x: cdp_erase, cdp_export and cdp_read on Redis Cluster, a
--- saga of one-slot calls (above) that nginx drives.
+-- cdp_admin_x: cdp_erase, cdp_export, cdp_read, cdp_segments and
+-- cdp_segment_members on Redis Cluster, a saga of one-slot calls (above)
+-- that nginx drives.
 --   KEYS[1]  the first call and a sweep: <prefix>:audit; then the key
 --            the previous call named
 --   ARGV[1]  prefix ("<prefix>" or "<prefix>|<N>", as the others)
---   ARGV[2]  "begin", then ARGV[3] op (erase, export or read), ARGV[4]
---            receipt, ARGV[5] role, ARGV[6] now_ms, ARGV[7] recent (read;
---            "0" otherwise), ARGV[8..] identifiers (1 to 100; read: 1);
+--   ARGV[2]  "begin", then ARGV[3] op (erase, export, read, segments or
+--            members), ARGV[4] receipt, ARGV[5] role, ARGV[6] now_ms,
+--            ARGV[7] recent (read; "0" otherwise), ARGV[8..] identifiers
+--            (1 to 100; read: 1), or for segments and members the
+--            standalone function's ARGV[5..] (segments: name, rule...;
+--            members: name, cursor, count, format, field...);
 --            or the state the previous call returned; or "sweep"
 --            ("sweep:<ms>": a journal entry older than that, at most
 --            10000)
 --   reply: {next key, next state, ms to wait before the next call,
 --          result}: next key "" ends the saga and result is the
---          standalone function's reply (nil: a read of nobody); else
---          result is nil.  A sweep: the next call of the erasure it
---          resumes, or "" when none is left.
+--          standalone function's reply (nil: a read of nobody; members
+--          as ndjson or csv: the cursor, "\n", the text); else result is
+--          nil.  A sweep: the next call of the erasure it resumes, or ""
+--          when none is left.
 --   The steps of the slot at hand run in this call; a step sent again
 --   does nothing twice.
---   errors: as cdp_erase, cdp_export and cdp_read ("ERR cdp_erase: ..."),
+--   errors: as the standalone functions ("ERR cdp_erase: ..."),
 --           the first call's before anything is written; "ERR
 --           cdp_admin_x: ..." for a malformed call or state; "TRYAGAIN
 --           cdp_admin_x: ..." when the slot is moving (send it again)

@@ -194,6 +194,27 @@ local function sibling(kind, pk)
     return P .. kind .. string.sub(pk, #P + 8)
 end
 
+-- a segment's set of the profiles of pid's shard, and that shard's due
+-- times (store/README.md, "Segments")
+local function seg_key(pid, name)
+    return P .. 'segment:' .. tag(pid) .. ':' .. name
+end
+
+local function due_key(pid)
+    return P .. 'segments:due:' .. tag(pid)
+end
+
+-- profile pid, absorbed or erased, leaves the segments it was in ("a,b",
+-- its field "segments") and the segments' clock: all in pid's slot
+local function segments_leave(pid, list)
+    for name in string.gmatch(list or '', '[^,]+') do
+        redis.call('SREM', seg_key(pid, name), pid)
+    end
+    if SEGS then
+        redis.call('ZREM', due_key(pid), pid)
+    end
+end
+
 local function aidh(aid)
     return redis.sha1hex('anonymous_id:' .. aid)
 end
@@ -621,12 +642,7 @@ local function merge(s, l, reason, t, id, ts)
     end
 
     -- l leaves every segment it was in; s is evaluated again (whole)
-    for name in string.gmatch(L.segments or '', '[^,]+') do
-        redis.call('SREM', P .. 'segment:' .. name, l)
-    end
-    if L.segments then
-        redis.call('ZREM', P .. 'segments:due', l)
-    end
+    segments_leave(l, L.segments)
     if MERGED then
         MERGED[s] = true
     end
@@ -1518,7 +1534,6 @@ local function segments_parse(prefix, spec)
         i = at + n
         if g then
             g.name = name
-            g.key = prefix .. 'segment:' .. name
             list[#list + 1] = g
         end
     end
@@ -1746,12 +1761,12 @@ local function segments_update(pid, all, fname)
     for _, g in ipairs(todo) do
         local r, d = prog_eval(g.ops, F)
         if r and not cur[g.name] then
-            call('SADD', g.key, pid)
+            call('SADD', seg_key(pid, g.name), pid)
             cur[g.name] = true
             changed = true
             segment_event(pid, F, g.name, 'Segment Entered')
         elseif not r and cur[g.name] then
-            call('SREM', g.key, pid)
+            call('SREM', seg_key(pid, g.name), pid)
             cur[g.name] = nil
             changed = true
             segment_event(pid, F, g.name, 'Segment Exited')
@@ -1778,9 +1793,9 @@ local function segments_update(pid, all, fname)
     end
 
     if due then
-        call('ZADD', P .. 'segments:due', due, pid)
+        call('ZADD', due_key(pid), due, pid)
     elseif timed and all then
-        call('ZREM', P .. 'segments:due', pid)
+        call('ZREM', due_key(pid), pid)
     end
 end
 
@@ -1997,7 +2012,7 @@ end
 
 local XS = {}           -- the saga's steps
 local X                 -- its state
-local XOUT              -- {merges, switches, refused, erased}
+local XOUT              -- {merges, switches, refused, erased, duplicates}
 local HERE              -- the hash tag of this call's slot
 
 local XJ_STALE = 10000      -- ms: a journal entry the sweeper finishes
@@ -2401,6 +2416,16 @@ local function xid_finish(S)
     then
         return
     end
+    if (X.mid or '') ~= '' and redis.call('SET', P .. 'xdone:' .. tag(S)
+                                          .. ':m' .. X.mid, '1', 'NX', 'EX',
+                                          2 * DEDUP) == false
+    then
+        -- the same api message, sent again by its client while its first
+        -- saga ran, was stored by one of the two: not again (both reach
+        -- the same person, whose slot this is)
+        XOUT[5] = XOUT[5] + 1
+        return
+    end
     local pk = pkey(S)
     local set = (X.kd == 'i' or X.kd == nil) and traits_pairs(X.tr, X.ts)
                 or {}
@@ -2678,6 +2703,14 @@ function XS.freeze()
     redis.call('SET', kkey('xfer', l), cjson.encode(X.xf), 'EX', XF_KEEP)
     redis.call('ZADD', P .. 'xfers:' .. tag(l), xnow(), l)
     redis.call('DEL', lk, kkey('ids', l))
+    -- l leaves its segments here; S is evaluated again where applied
+    local segs
+    for j = 1, #h - 1, 2 do
+        if h[j] == 'segments' then
+            segs = h[j + 1]
+        end
+    end
+    segments_leave(l, segs)
     if v[3] then
         redis.call('HSET', lk, 'merged_into', S, 'at', X.ts,
                    'first_event', v[3])
@@ -2720,6 +2753,9 @@ function XS.apply()
             push_chunks('SADD', sids, xf.m, 1, #xf.m)
         end
         redis.call('SADD', sids, marker)
+        if #xf.h > 0 and SEGS then
+            segments_update(s, true, nil)
+        end
         if #xf.h > 0 or #xf.m > 0 then
             -- (a browser without a record is linked: nothing merged)
             merges_log(xf.l, s, xf.why or 'identify',
@@ -2998,7 +3034,8 @@ end
 --            few seconds; "sweep:<ms>": older than that, if less)
 --   reply: {next key ("": done), next state, ms to wait before it,
 --          merges, shared-device switches, identifiers refused, dropped
---          as erased}
+--          as erased, api messages not stored again (their first saga
+--          stored them)}
 --   The steps of the slot at hand run in this call; a step sent again
 --   (its reply was lost) does nothing twice.
 --
@@ -3028,7 +3065,7 @@ local function cdp_xid(keys, args)
               or WIRE_SHARDS
         TAG_OF, call = {}, redis.call
     end
-    XOUT = {0, 0, 0, 0}
+    XOUT = {0, 0, 0, 0, 0}
 
     local st, delay
     local age = string.match(state, '^sweep:?(%d*)$')
@@ -3067,7 +3104,8 @@ local function cdp_xid(keys, args)
         X.st = st
         out = cjson.encode(X)
     end
-    return {key, out, delay or 0, XOUT[1], XOUT[2], XOUT[3], XOUT[4]}
+    return {key, out, delay or 0, XOUT[1], XOUT[2], XOUT[3], XOUT[4],
+            XOUT[5]}
 end
 
 
@@ -3465,9 +3503,12 @@ end
 -- cdp_segments_tick: the segments whose result changes with time alone
 -- (before(), within()): the profiles due by now are evaluated again, at
 -- most limit of them.
---   KEYS[1]  the event stream, <prefix>:events
---   KEYS[2]  <prefix>:segments:due
+--   KEYS[1]  a shard's event stream, <prefix>:events:{<tag>}
+--   KEYS[2]  that shard's <prefix>:segments:due:{<tag>}
 --   ARGV[1]  as cdp_ingest's   ARGV[2] limit
+--   On a standalone Redis the call takes every shard's due set (nginx
+--   sends shard 0's keys); on Redis Cluster (ARGV[1]) its shard's only,
+--   and nginx calls each shard in turn.
 --   reply: {profiles evaluated, still due (past now), segment events}
 --
 local function cdp_segments_tick(keys, args)
@@ -3475,31 +3516,49 @@ local function cdp_segments_tick(keys, args)
         return redis.error_reply('ERR cdp_segments_tick: no segments in '
                                  .. 'ARGV[1]')
     end
+    if keys[2] ~= P .. 'segments:due:' .. OWN then
+        return redis.error_reply('ERR cdp_segments_tick: KEYS[2] is not '
+                                 .. 'the due set of KEYS[1]\'s shard')
+    end
 
     local limit = tonumber(args[2]) or 1000
-    local due = redis.call('ZRANGEBYSCORE', keys[2], '-inf', NOW,
-                           'LIMIT', 0, limit)
+    local n, left = 0, 0
 
-    for _, pid in ipairs(due) do
-        redis.call('ZREM', keys[2], pid)
-        segments_update(pid, true, nil)
+    for i = 0, ONE_SLOT and 0 or NSH - 1 do
+        local dk = ONE_SLOT and keys[2]
+                   or P .. 'segments:due:' .. shard_tag(i)
+        if n < limit then
+            local due = redis.call('ZRANGEBYSCORE', dk, '-inf', NOW,
+                                   'LIMIT', 0, limit - n)
+            for _, pid in ipairs(due) do
+                redis.call('ZREM', dk, pid)
+                segments_update(pid, true, nil)
+            end
+            n = n + #due
+        end
+        -- (every shard's: those past the limit are still due)
+        left = left + redis.call('ZCOUNT', dk, '-inf', NOW)
     end
 
     trim_streams()
 
-    return {#due, redis.call('ZCOUNT', keys[2], '-inf', NOW),
-            stats.segment_events}
+    return {n, left, stats.segment_events}
 end
 
 
 --
 -- cdp_segments_backfill: a new or changed set of segments (after a reload)
 -- is evaluated over the profiles that exist, a bounded step at a time:
--- one SCAN of count keys of <prefix>:profile:* a call.  Where it is, by
--- the segments' version (SHA1 of their part of ARGV[1]), is kept in the
--- hash <prefix>:segments:backfill (version, cursor, scanned, done).
---   KEYS[1]  the event stream, <prefix>:events
+-- one SCAN of count keys a call.  Where it is, by the segments' version
+-- (SHA1 of their part of ARGV[1]), is kept in the hash
+-- <prefix>:segments:backfill:{<tag>} (version, cursor, scanned, done).
+--   KEYS[1]  a shard's event stream, <prefix>:events:{<tag>}
 --   ARGV[1]  as cdp_ingest's   ARGV[2] count (keys a SCAN step)
+--   On a standalone Redis the SCAN takes every <prefix>:profile:* (nginx
+--   sends shard 0's stream); on Redis Cluster only the shard's
+--   <prefix>:profile:{<tag>}:*, and nginx calls each shard in turn
+--   (SCAN walks the node's whole key space: the node's slots are not
+--   scanned apart).
 --   reply: {done (0 or 1), profiles evaluated so far, segment events}
 --
 local function cdp_segments_backfill(keys, args)
@@ -3508,7 +3567,7 @@ local function cdp_segments_backfill(keys, args)
                                  .. 'in ARGV[1]')
     end
 
-    local state = P .. 'segments:backfill'
+    local state = P .. 'segments:backfill:' .. OWN
     local version = SEGS_VERSION
     local v = redis.call('HMGET', state, 'version', 'cursor', 'scanned',
                          'done')
@@ -3523,7 +3582,9 @@ local function cdp_segments_backfill(keys, args)
         return {1, tonumber(v[3]), 0}
     end
 
-    local page = redis.call('SCAN', v[2], 'MATCH', P .. 'profile:*',
+    local match = ONE_SLOT and P .. 'profile:' .. OWN .. ':*'
+                  or P .. 'profile:*'
+    local page = redis.call('SCAN', v[2], 'MATCH', match,
                             'COUNT', tonumber(args[2]) or 1000)
     local scanned = tonumber(v[3])
 

@@ -46,8 +46,12 @@
 --                     <prefix>:migration:destinations (their own phases
 --                     move them), with, at the SCAN's end, the names
 --                     <prefix>:destinations lists
---            The other keys (audit, seq:profile, destinations,
---            segment:*, segments:*, browser:*) keep their names.
+--              segment:<NAME>      NAME added to the set
+--                     <prefix>:migration:segments (phase segments moves
+--                     its members: a set may have millions)
+--            The other keys (audit, seq:profile, destinations, browser:*)
+--            keep their names; segments:due and segments:backfill have
+--            their phases (segments, finish).
 --   events   the old stream <prefix>:events, in id order (XRANGE from the
 --            cursor): each entry is added with its own id to the stream
 --            of the shard the index names (the shard of the profile whose
@@ -74,10 +78,25 @@
 --   dead     the old dead letters <prefix>:dead:<NAME> so too, to
 --            dead:{<tag(p)>}:<NAME>; a dead letter whose shard's stream
 --            has a newer id gets a new one (its id names nothing).
+--   segments for each name of the set <prefix>:migration:segments, the
+--            members of the old set <prefix>:segment:<NAME> (SPOP, at
+--            most step a call) each to segment:{<tag(pid)>}:<NAME> in
+--            the same call (into it when a new version wrote one); then
+--            the old <prefix>:segments:due (ZPOPMIN) each to
+--            segments:due:{<tag(pid)>} with its score (ZADD LT: the
+--            earlier time when the new set has one).  A member whose
+--            profile is a link (merged_into) is dropped: the new version
+--            evaluates profiles, never links, so a link would stay in
+--            the set for good.  An old set that is empty is gone (Redis
+--            deletes it), its name taken off the set of names.
 --   finish   the index is deleted (unless the old stream has entries
---            left), so is the set of destination names; a segment
---            backfill that was under way starts over (its SCAN cursor
---            named the old keys).
+--            left), so are the sets of destination and segment names;
+--            the segment backfill's state, old (segments:backfill) and
+--            new (segments:backfill:{<tag>}), is deleted: a backfill
+--            under the old name had a SCAN cursor of the old keys, and
+--            one under the new name ran before this pass moved profiles
+--            (a new nginx started too early): the next backfill starts
+--            over and evaluates every profile (no harm done twice).
 --   done     nothing more; "again" (ARGV[3]) starts another pass, for
 --            keys an old nginx wrote after the first one (the counts of
 --            conflicts and left are the last pass's).
@@ -107,10 +126,11 @@ local MAX_CONFLICT_NAMES = 1000
 local COUNTS = {'scanned', 'profile', 'ids', 'timeline', 'timeline_old',
                 'idx', 'indexed', 'agg', 'msgids', 'suppressed', 'once',
                 'events', 'orphans', 'merges', 'consent_log', 'sent',
-                'out', 'dead', 'groups', 'conflicts', 'left'}
+                'out', 'dead', 'groups', 'segment', 'due', 'segment_links',
+                'conflicts', 'left'}
 
 local PHASES = {'keys', 'events', 'merges', 'consent', 'out', 'dead',
-                'finish', 'done'}
+                'segments', 'finish', 'done'}
 
 
 -- ---------------------------------------------------------------------
@@ -203,6 +223,7 @@ local STATE                 -- <prefix>:migration
 local WHERE                 -- <prefix>:migration:where
 local CONFLICTS             -- <prefix>:migration:conflicts
 local NAMES                 -- <prefix>:migration:destinations
+local SEGMENTS              -- <prefix>:migration:segments
 local C = {}                -- the counters, read at the call's start
 
 local function fail(msg)
@@ -436,10 +457,19 @@ local function migrate_key(key)
         -- (an old nginx may have had destinations <prefix>:destinations
         -- does not list any more)
         redis.call('SADD', NAMES, tail)
+    elseif kind == 'segment' and tail ~= '' then
+        -- a segment's set: its name, for phase segments (a set may be
+        -- too big to move in one call)
+        if redis.call('TYPE', key)['ok'] == 'set' then
+            redis.call('SADD', SEGMENTS, tail)
+        elseif redis.call('EXISTS', key) == 1 then
+            conflict(key)       -- not ours: left where it is
+        end
     end
-    -- events, merges and consent_log are streams of their own phases;
-    -- the rest (audit, seq, destinations, segment, segments, browser,
-    -- migration) keeps its name
+    -- events, merges and consent_log are streams of their own phases,
+    -- segments:due and segments:backfill have theirs (segments, finish);
+    -- the rest (audit, seq, destinations, browser, migration) keeps its
+    -- name
 end
 
 local function step_keys(st, step)
@@ -728,6 +758,140 @@ end
 
 
 -- ---------------------------------------------------------------------
+-- segments: the members of the old sets, each to its shard's
+
+-- a link (a merged profile) holds no membership: the new version
+-- evaluates profiles, not links, so one moved would never leave (shard:
+-- pid's, known already: the CRC16 is most of this phase's time)
+local function is_link(pid, shard)
+    return redis.call('HEXISTS', P .. 'profile:' .. shard_tag(shard) .. ':'
+                      .. pid, 'merged_into') == 1
+end
+
+-- every shard's key (name_of(i)) is free or of type want: the members
+-- can go there (else SADD or ZADD would fail the call half done)
+local function shard_keys_free(name_of, want)
+    for i = 0, NSH - 1 do
+        local t = redis.call('TYPE', name_of(i))['ok']
+        if t ~= 'none' and t ~= want then
+            return false
+        end
+    end
+    return true
+end
+
+--
+-- Members (and, for a zset, their scores: a list beside, else nil) added
+-- to their shards' keys name_of(shard), CHUNK at a time; links dropped.
+--
+local function spread_members(members, scores, name_of, count)
+    local by = {}                       -- [shard] -> arguments
+    local function flush(s)
+        local args = by[s]
+        if scores then
+            -- the earlier time wins: a rule evaluated early only sets its
+            -- next time, one evaluated late has missed a flip
+            redis.call('ZADD', name_of(s), 'LT', unpack(args))
+        else
+            redis.call('SADD', name_of(s), unpack(args))
+        end
+        by[s] = nil
+    end
+    for j, pid in ipairs(members) do
+        local s = shard_of(pid)
+        if is_link(pid, s) then
+            bump('segment_links')
+        else
+            local args = by[s]
+            if not args then
+                args = {}
+                by[s] = args
+            end
+            if scores then
+                args[#args + 1] = scores[j]
+            end
+            args[#args + 1] = pid
+            if #args >= CHUNK then
+                flush(s)
+            end
+            bump(count)
+        end
+    end
+    for s in pairs(by) do
+        flush(s)
+    end
+end
+
+-- up to step members of the set <prefix>:segment:<name>; the number
+-- taken, and whether the set is done with (gone, or not movable)
+local function move_segment(name, step)
+    local key = P .. 'segment:' .. name
+    local function dst(i)
+        return P .. 'segment:' .. shard_tag(i) .. ':' .. name
+    end
+    local t = redis.call('TYPE', key)['ok']
+    if t == 'none' then
+        return 0, true                  -- moved already
+    end
+    if t ~= 'set' or not shard_keys_free(dst, 'set') then
+        conflict(key)                   -- left where it is
+        return 0, true
+    end
+    -- SPOP takes them out in the call that adds them: a call is atomic,
+    -- so each member moves once, whenever the run stops
+    local members = redis.call('SPOP', key, step)
+    spread_members(members, nil, dst, 'segment')
+    return #members, redis.call('EXISTS', key) == 0
+end
+
+-- up to step entries of the old <prefix>:segments:due; true when done
+local function move_due(step)
+    local key = P .. 'segments:due'
+    local function dst(i)
+        return P .. 'segments:due:' .. shard_tag(i)
+    end
+    local t = redis.call('TYPE', key)['ok']
+    if t == 'none' then
+        return true
+    end
+    if t ~= 'zset' or not shard_keys_free(dst, 'zset') then
+        conflict(key)
+        return true
+    end
+    local flat = redis.call('ZPOPMIN', key, step)
+    local members, scores = {}, {}
+    for j = 1, #flat, 2 do
+        members[#members + 1] = flat[j]
+        scores[#scores + 1] = flat[j + 1]
+    end
+    spread_members(members, scores, dst, 'due')
+    return redis.call('EXISTS', key) == 0
+end
+
+-- a step of phase segments: at most step members of the old sets (of any
+-- names: many small segments take one call), then of the due set; true
+-- when all are done with
+local function step_segments(st, step)
+    local left = step
+    while left > 0 do
+        local name = redis.call('SRANDMEMBER', SEGMENTS)
+        if not name then
+            st.name = ''
+            return move_due(left)
+        end
+        st.name = name
+        local n, over = move_segment(name, left)
+        if over then
+            redis.call('SREM', SEGMENTS, name)
+        end
+        -- a name found gone or in conflict counts one: bounded anyway
+        left = left - math.max(n, 1)
+    end
+    return false
+end
+
+
+-- ---------------------------------------------------------------------
 -- finish
 
 local function step_finish()
@@ -735,14 +899,19 @@ local function step_finish()
     if redis.call('EXISTS', P .. 'events') == 0 then
         redis.call('UNLINK', WHERE)
     end
-    -- the next pass's SCAN finds the old out-streams with entries left
-    redis.call('UNLINK', NAMES)
-    -- a backfill under way went on with a SCAN cursor of the old names:
-    -- it starts over (one more evaluation of every profile, no harm)
-    local bf = P .. 'segments:backfill'
-    if redis.call('TYPE', bf)['ok'] == 'hash'
-       and redis.call('HGET', bf, 'done') ~= '1' then
-        redis.call('HSET', bf, 'cursor', '0', 'scanned', '0')
+    -- the next pass's SCAN finds the old out-streams with entries left,
+    -- and the old segment sets
+    redis.call('UNLINK', NAMES, SEGMENTS)
+    -- the backfill's state: the old one had a SCAN cursor of the old
+    -- names, a new one (a new nginx started too early) scanned before
+    -- this pass moved the profiles; without one the next backfill starts
+    -- over (one more evaluation of every profile, no harm)
+    local bf = {P .. 'segments:backfill'}
+    for i = 0, NSH - 1 do
+        bf[#bf + 1] = P .. 'segments:backfill:' .. shard_tag(i)
+    end
+    for j = 1, #bf, CHUNK do
+        redis.call('UNLINK', unpack(bf, j, math.min(j + CHUNK - 1, #bf)))
     end
     return true
 end
@@ -785,8 +954,9 @@ end
 --   KEYS: none
 --   ARGV[1]  "<prefix>" (16 shards) or "<prefix>|<N>": the prefix and
 --            shards of the nginx that will use the store
---   ARGV[2]  the step: keys a SCAN visits, or stream entries moved (1 to
---            100000; default 1000); a call ends at the end of a stream
+--   ARGV[2]  the step: keys a SCAN visits, or stream entries or segment
+--            members moved (1 to 100000; default 1000); a call ends at
+--            the end of a stream
 --   ARGV[3]  optional "again": when the migration is done, another pass
 --   reply: {done (0 or 1), the phase now, "pass=.. steps=.. scanned=..
 --          profile=.. ...": the counters since the first call}
@@ -818,6 +988,7 @@ local function cdp_migrate_step(keys, args)
     WHERE = STATE .. ':where'
     CONFLICTS = STATE .. ':conflicts'
     NAMES = STATE .. ':destinations'
+    SEGMENTS = STATE .. ':segments'
     TOP = {}
     C = {}
 
@@ -873,6 +1044,8 @@ local function cdp_migrate_step(keys, args)
         finished = step_stream(st, step, stream_move(st.phase))
     elseif st.phase == 'out' or st.phase == 'dead' then
         finished = step_destinations(st, step, st.phase)
+    elseif st.phase == 'segments' then
+        finished = step_segments(st, step)
     elseif st.phase == 'finish' then
         finished = step_finish()
     else

@@ -16,8 +16,8 @@
 #   --shards N   the shards of the nginx that will use the store
 #                (cdp_redis ... shards=, default 16)
 #   --step K     keys a call visits, or stream entries (events, merges,
-#                destinations' out-streams...) a call moves (default 1000:
-#                a call of some milliseconds)
+#                destinations' out-streams...) or segment members a call
+#                moves (default 1000: a call of some milliseconds)
 #   --again      after a migration that is done, one more pass (for keys an
 #                old nginx wrote after it)
 #

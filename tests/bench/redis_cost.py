@@ -36,18 +36,21 @@ the store in Redis does not have to be guessed from it.  This script:
 4. the segments' clock: a dataset of TICK_PROFILES profiles (default
    100000; 1000000 takes about 1 GB in Redis and 2 minutes more), made
    directly in Redis in the shape cdp_ingest writes them, 1% of them due
-   (in <prefix>:segments:due with a time in the past, each one a rule flip
-   away: leaving recent or new_today, entering lapsed or abandoned), the
-   rest due in the future.  One `FCALL cdp_segments_tick ... 1000` (the
-   ARGV[1] nginx sent in the capture) is timed on a plain redis-server
-   (INFO commandstats usec, latencystats, SLOWLOG, the client's wall
-   time) until nothing is due, then counted under
-   callgrind on the same data (its RDB), with an idle tick (nothing due).
+   (in its shard's <prefix>:segments:due:{<tag>} with a time in the past,
+   each one a rule flip away: leaving recent or new_today, entering lapsed
+   or abandoned), the rest due in the future.  One `FCALL
+   cdp_segments_tick ... 1000` (the ARGV[1] nginx sent in the capture) is
+   timed on a plain redis-server (INFO commandstats usec, latencystats,
+   SLOWLOG, the client's wall time) until nothing is due, then counted
+   under callgrind on the same data (its RDB), with an idle tick (nothing
+   due).
 
 The capture with segments and the tick's dataset are checked against a
 reference evaluation of the 10 rules (in Lua, RULES_LUA): each profile's
-`segments` field, the sets <prefix>:segment:<NAME> and, for the clock, one
-segment event per due profile.  A mismatch is printed, not fatal.
+`segments` field, the sets <prefix>:segment:{<tag>}:<NAME> (a profile in
+its shard's; a segment's members: the sum over the shards' sets) and, for
+the clock, one segment event per due profile.  A mismatch is printed, not
+fatal.
 
 Counts are exact for one capture; two captures differ by the batch sizes
 nginx happened to make (a few hundred instructions an event).
@@ -55,7 +58,10 @@ nginx happened to make (a few hundred instructions an event).
 The store's keys are sharded (store/README.md, "Shards"; SHARDS of them,
 16 as by default): a capture waits on every shard's event stream, and the
 profiles and timelines made and checked here are named with the hash tag
-of their shard (tests/integration/cdp_shard.py computes the tags).
+of their shard (tests/integration/cdp_shard.py computes the tags), and so
+are the segments' sets and due sets: one a shard (store/README.md,
+"Segments"); the clock's tick is called on shard 0's stream and due set,
+and takes every shard's on this standalone Redis.
 
 Environment: SECONDS_PER_PHASE (wrk seconds, default 1), REPLAY_FCALLS
 (FCALLs counted a phase, default 150), STORE_REVS, MIX (mixed or pages),
@@ -96,6 +102,8 @@ SHARDS = 16                   # cdp_redis shards=, the module's default
 TAGS = ' '.join(cdp_shard.shard_tag(i, SHARDS) for i in range(SHARDS))
 # every shard's event stream
 STREAMS = ['%s:events:{%s}' % (PREFIX, t) for t in TAGS.split()]
+# every shard's due set of the segments' clock
+DUES = ['%s:segments:due:{%s}' % (PREFIX, t) for t in TAGS.split()]
 PHASES = ('mint', 'new', 'returning')
 MARK = 'cdp-cost:'
 TARGET = 1.20                 # the issue: at most +20% with 10 segments
@@ -274,12 +282,32 @@ local function sharded(P, tags)
     return P .. kind .. ':' .. tag(pid) .. ':' .. pid
   end
 end
+-- (after sharded()) the segments' keys, as store/cdp.lua names them: a
+-- segment's set of pid's shard, <P>segment:{<tag>}:<NAME>, and that
+-- shard's due set, <P>segments:due:{<tag>}; every shard's set of a
+-- segment (NAME) or every due set (NAME nil)
+local function seg_key(P, pid, name)
+  return P .. 'segment:' .. tag(pid) .. ':' .. name
+end
+local function due_key(P, pid)
+  return P .. 'segments:due:' .. tag(pid)
+end
+local function every_shard(P, name)
+  local keys = {}
+  for i = 0, NSH - 1 do
+    keys[#keys + 1] = name and P .. 'segment:' .. shard_tag(i) .. ':' .. name
+                      or P .. 'segments:due:' .. shard_tag(i)
+  end
+  return keys
+end
 """
 
 # The profiles (ARGV[2] = "scan": every <prefix>:profile:*, else the
 # members of the set ARGV[2]; ARGV[3]: the shards' tags) against the
-# reference: {checked, "segments" field wrong, set membership unlike the
-# field, examples, per segment "NAME SCARD expected"}.
+# reference: {checked, "segments" field wrong, set membership (the sets
+# of the profile's shard) unlike the field, examples, per segment "NAME
+# SCARD expected" (SCARD: summed over the segment's shards' sets), the keys
+# of the unsharded layout there are}.
 CHECK_LUA = RULES_LUA + SHARD_LUA + r"""
 local P, from = ARGV[1], ARGV[2]
 local key = sharded(P, ARGV[3])
@@ -295,7 +323,7 @@ local function check(pid)
   local want, have = table.concat(list, ','), F.segments or ''
   local sets = {}
   for _, r in ipairs(RULES) do
-    if redis.call('SISMEMBER', P .. 'segment:' .. r[1], pid) == 1 then
+    if redis.call('SISMEMBER', seg_key(P, pid, r[1]), pid) == 1 then
       sets[#sets + 1] = r[1]
     end
   end
@@ -325,20 +353,34 @@ if from == 'scan' then
 else
   for _, pid in ipairs(redis.call('SMEMBERS', from)) do check(pid) end
 end
+-- a segment's members: the sum over its shards' sets
 local counts = {}
 for _, r in ipairs(RULES) do
-  counts[#counts + 1] = r[1] .. ' ' .. redis.call('SCARD', P .. 'segment:'
-                                                   .. r[1]) .. ' ' .. expect[r[1]]
+  local card = 0
+  for _, k in ipairs(every_shard(P, r[1])) do
+    card = card + redis.call('SCARD', k)
+  end
+  counts[#counts + 1] = r[1] .. ' ' .. card .. ' ' .. expect[r[1]]
 end
-return {checked, bad_field, bad_set, examples, counts}
+-- keys of the unsharded layout (<P>segment:<NAME>, <P>segments:due): none
+local stray = {}
+for _, r in ipairs(RULES) do
+  if redis.call('EXISTS', P .. 'segment:' .. r[1]) == 1 then
+    stray[#stray + 1] = P .. 'segment:' .. r[1]
+  end
+end
+if redis.call('EXISTS', P .. 'segments:due') == 1 then
+  stray[#stray + 1] = P .. 'segments:due'
+end
+return {checked, bad_field, bad_set, examples, counts, stray}
 """
 
 
 def store_check(c, prefix, what):
     """Prints what CHECK_LUA finds; returns True when all agree."""
-    checked, bad_field, bad_set, examples, counts = c.eval(
+    checked, bad_field, bad_set, examples, counts, stray = c.eval(
         CHECK_LUA, 0, prefix, what, TAGS)
-    ok = bad_field == 0 and bad_set == 0
+    ok = bad_field == 0 and bad_set == 0 and not stray
     counts = [x.decode().split(' ') for x in counts]
     scan = what == 'scan'
     if scan:
@@ -351,6 +393,9 @@ def store_check(c, prefix, what):
             '%s %s/%s' % tuple(x) for x in counts))
     for e in examples:
         print('      e.g. ' + e.decode())
+    if stray:
+        print('    keys of the unsharded layout: %s   <-- MISMATCH' %
+              ', '.join(k.decode() for k in stray))
     return ok
 
 
@@ -996,9 +1041,9 @@ for i = i0, i0 + cnt - 1 do
   end
   redis.call('HSET', key('profile', pid), unpack(flat))
   for _, name in ipairs(list) do
-    redis.call('SADD', P .. 'segment:' .. name, pid)
+    redis.call('SADD', seg_key(P, pid, name), pid)
   end
-  if due then redis.call('ZADD', P .. 'segments:due', due, pid) end
+  if due then redis.call('ZADD', due_key(P, pid), due, pid) end
   if isdue then
     due_n = due_n + 1
     redis.call('SADD', 'cdp-bench:due', pid)
@@ -1012,9 +1057,15 @@ return {cnt, due_n, odd}
 
 
 def tick_call(c, argv1):
-    """As nginx calls it: on shard 0's stream."""
+    """As nginx calls it: on shard 0's stream and due set (on a standalone
+    Redis one call takes every shard's due set)."""
     return c.execute_command('FCALL', 'cdp_segments_tick', 2, STREAMS[0],
-                             PREFIX + ':segments:due', argv1, TICK_LIMIT)
+                             DUES[0], argv1, TICK_LIMIT)
+
+
+def zcount_due(c, lo, hi):
+    """ZCOUNT summed over the shards' due sets."""
+    return sum(c.zcount(k, lo, hi) for k in DUES)
 
 
 def clock(procs, tmp, argv1, nprof):
@@ -1037,8 +1088,8 @@ def clock(procs, tmp, argv1, nprof):
     print('  made in %.1fs: %d profiles, %d due (ZCOUNT past: %d, future: %d)'
           ', used_memory %s, %d keys' % (
               time.time() - t0, made, due,
-              c.zcount(PREFIX + ':segments:due', '-inf', T),
-              c.zcount(PREFIX + ':segments:due', '(%d' % T, '+inf'),
+              zcount_due(c, '-inf', T),
+              zcount_due(c, '(%d' % T, '+inf'),
               mem['used_memory_human'], c.dbsize()))
     if odd:
         print('  (%d due profiles with another flip near theirs)' % odd)

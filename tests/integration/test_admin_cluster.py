@@ -31,6 +31,7 @@ import redis
 import cdp_harness as h
 import cdp_shard as cs
 import test_admin as ta
+import test_store_admin as tsa
 from test_xid import H, Store, aids_in_shards
 
 PFX = 'cdp'                 # the libraries' prefix (cdp.lua's "cdp:")
@@ -60,6 +61,16 @@ def kk(kind, x):
 
 def shard_key(kind, i):
     return '%s:%s:{%s}' % (PFX, kind, cs.shard_tag(i, N))
+
+
+def seg_key(name, x):
+    """Segment name's members of x's shard."""
+    return '%s:segment:%s:%s' % (PFX, tag(x), name)
+
+
+def due_key(x):
+    """The segments' clock of x's shard."""
+    return '%s:segments:due:%s' % (PFX, tag(x))
 
 
 # --------------------------------------------------------------------------
@@ -241,8 +252,20 @@ def build(store):
             'entry': json.dumps({'aid': aidh(x), 'granted': ['analytics'],
                                  'source': 'form', 'timestamp': 1})})
 
+    # segments: Zoe in loyal and vip, Wes in loyal, each in the sets of
+    # the live profile's shard; the segments' clock holds every node of
+    # theirs and Dan's, each in its own shard's
+    r.hset(kk('profile', pa), 'segments', 'loyal,vip')
+    r.hset(kk('profile', pw), 'segments', 'loyal')
+    r.sadd(seg_key('loyal', pa), pa)
+    r.sadd(seg_key('vip', pa), pa)
+    r.sadd(seg_key('loyal', pw), pw)
+    for x in zoe_nodes + [pw, w, d]:
+        r.zadd(due_key(x), {x: 1700000009000})
+
     wd.a, wd.b, wd.c, wd.d, wd.w, wd.stranger = a, b, c, d, w, stranger
     wd.pa, wd.pb, wd.pw = pa, pb, pw
+    wd.zoe_nodes = zoe_nodes
     return wd
 
 
@@ -538,6 +561,166 @@ def test_a_resumed_erasure_meets_its_late_driver(cl, solo, world,
         new_ids(snapshot([solo]), before)
     assert audit_of([redis_cluster.client()], 'r-1') == audit_of([solo],
                                                                  'r-1')
+
+
+def seg_members(c, name):
+    """Every shard's members of segment name."""
+    out = set()
+    for i in range(N):
+        out |= c.smembers('%s:segment:{%s}:%s' % (PFX, cs.shard_tag(i, N),
+                                                  name))
+    return out
+
+
+def test_erase_leaves_the_segments_in_each_shard(cl, solo, world,
+                                                  redis_cluster):
+    """Zoe leaves loyal and vip (the sets of her live profile's shard), and
+    each node of hers the segments' clock of its own shard, in the
+    deletion step of that shard; Wes and Dan stay: as cdp_erase."""
+    r = redis_cluster.client()
+    zoe = world.zoe_nodes
+    assert len({tag(x) for x in zoe}) >= 4
+    assert seg_members(r, 'loyal') == {world.pa, world.pw}
+    assert seg_members(r, 'vip') == {world.pa}
+    ids = ids_of(world, 'zoe')
+    reference_erase(solo, ids)
+    cl.do('erase', 'r-1', ids)
+    for c in (r, solo):
+        assert seg_members(c, 'loyal') == {world.pw}
+        assert seg_members(c, 'vip') == set()
+        for x in zoe:
+            assert c.zscore(due_key(x), x) is None, x
+        for x in (world.pw, world.w, world.d):
+            assert c.zscore(due_key(x), x) == 1700000009000, x
+
+
+def test_a_segment_key_of_another_type_stops_an_erasure_unwritten(
+        cl, solo, world, redis_cluster):
+    """The chk step of a shard checks its segment keys as cdp_erase checks
+    them: the same error, before the journal."""
+    r = redis_cluster.client()
+    for c in (r, solo):
+        c.delete(seg_key('vip', world.pa))
+        c.set(seg_key('vip', world.pa), 'oops')
+    before = cluster_snapshot(redis_cluster)
+    ids = ids_of(world, 'zoe')
+    want = error_of(lambda: solo.fcall('cdp_erase', 0, PFX, 'r', 'p', NOW,
+                                       *ids))
+    assert 'is a string, not a set' in want
+    assert error_of(lambda: cl.do('erase', 'r', ids)) == want
+    assert cluster_snapshot(redis_cluster) == before
+    assert r.exists(AUDIT) == 0 and journal(redis_cluster) == {}
+
+
+# --------------------------------------------------------------------------
+# the segments' views: a call a shard
+
+SEGS = ['loyal', 'events >= 1', 'vip', 'trait("plan") == "pro"',
+        'empty', 'events >= 1000']
+
+
+@pytest.fixture
+def segs(cl, solo, redis_cluster):
+    """40 more members of loyal over the shards, on the cluster and on the
+    standalone copy alike: {pid: its fields of tsa.SEG_FIELDS} of every
+    member of loyal."""
+    pids = ['p%d' % i for i in range(3000, 3040)]
+    r = redis_cluster.client()
+    for c in (r, solo):
+        tsa.add_members(c, 'loyal', pids, prefix=PFX)
+    want = {}
+    for pid in seg_members(solo, 'loyal'):
+        vals = solo.hmget(kk('profile', pid), tsa.SEG_FIELDS)
+        want[pid] = {f: v for f, v in zip(tsa.SEG_FIELDS, vals) if v}
+    assert len(want) == 42
+    return want
+
+
+def test_segments_is_cdp_segments(cl, solo, segs, redis_cluster):
+    """GET segments on a cluster: a call in the audit's slot, one a shard
+    (its members of each segment), the last in the audit's slot again:
+    the counts and the audit entry cdp_segments makes; sent twice,
+    audited once; without segments, one call."""
+    before = cluster_snapshot(redis_cluster)
+    want = solo.fcall('cdp_segments', 0, PFX, 's-1', 'marketer', NOW, *SEGS)
+    assert [x['members'] for x in json.loads(want)] == [42, 1, 0]
+    cl.calls = 0
+    assert cl.do('segments', 's-1', SEGS, role='marketer') == want
+    assert cl.calls == N + 2
+    assert cluster_snapshot(redis_cluster) == before
+    clients = [redis_cluster.client()]
+    assert audit_of(clients, 's-1') == audit_of([solo], 's-1')
+    assert len(audit_of(clients, 's-1')) == 1
+    assert cl.do('segments', 's-2', SEGS, twice=True,
+                 role='marketer') == want
+    assert len(audit_of(clients, 's-2')) == 1
+    cl.calls = 0
+    assert cl.do('segments', 's-3', [], role='marketer') == '[]'
+    assert cl.calls == 1
+    assert [a['op'] for a in audit_of(clients, 's-3')] == ['segments']
+
+
+@pytest.mark.parametrize('fmt', ['json', 'ndjson', 'csv'])
+@pytest.mark.parametrize('count', [1, 7, 1000])
+def test_segment_members_is_cdp_segment_members(cl, solo, segs,
+                                                redis_cluster, fmt, count):
+    """A page of members on a cluster: from its cursor's shard on, a call
+    a shard until the page is full (its members' fields read in their
+    shard), between two calls in the audit's slot; followed to "0", every
+    member once, as cdp_segment_members gives them on the same data; an
+    audit entry a page."""
+    before = cluster_snapshot(redis_cluster)
+    calls = []
+
+    def args(cursor):
+        return ['loyal', cursor, str(count), fmt] + tsa.SEG_FIELDS
+
+    def page(cursor):
+        cl.calls = 0
+        rep = cl.do('members', 'm-1', args(cursor), role='marketer')
+        calls.append(cl.calls)
+        return rep
+
+    pages = tsa.walk_pages(page, fmt)
+    tsa.check_pages(pages, segs)
+    tsa.check_pages(tsa.walk_pages(lambda cursor: solo.fcall(
+        'cdp_segment_members', 0, PFX, 'm-2', 'marketer', NOW,
+        *args(cursor)), fmt), segs)
+    # each shard visited once, but the one a page stops in (again by the
+    # next page)
+    assert sum(calls) <= 2 * len(pages) + N + len(pages) - 1, calls
+    if count == 1000:
+        assert calls == [N + 2]
+    if count == 7:
+        assert any(len({cs.shard_of(p, N) for p, _ in rows}) > 1
+                   for _, rows in pages), pages
+    assert cluster_snapshot(redis_cluster) == before
+    reads = audit_of([redis_cluster.client()], 'm-1')
+    assert [(a['op'], a['ids'], int(a['profiles'])) for a in reads] == [
+        ('segment_read', 'segment:loyal', len(rows)) for _, rows in pages]
+    # sent twice: the same page, audited once
+    first = cl.do('members', 'm-3', args('0'), twice=True, role='marketer')
+    assert tsa.parse_page(fmt, first)[0] == pages[0][0]
+    assert len(audit_of([redis_cluster.client()], 'm-3')) == 1
+
+
+def test_segment_refusals_are_the_standalone_functions(cl, solo,
+                                                       redis_cluster):
+    r = redis_cluster.client()
+    for args in (['loyal', '16.0', '10', 'json'], ['loyal', '5', '10', 'json'],
+                 ['lo yal', '0', '10', 'json'], ['loyal', '0', '0', 'json'],
+                 ['loyal', '0', '10', 'xml'], ['loyal', '0', '10']):
+        want = error_of(lambda: solo.fcall('cdp_segment_members', 0, PFX,
+                                           'r', 'marketer', NOW, *args))
+        assert want.startswith('cdp_segment_members: '), want
+        assert error_of(lambda: cl.begin('members', 'r', args,
+                                         role='marketer')) == want, args
+    want = error_of(lambda: solo.fcall('cdp_segments', 0, PFX, 'r',
+                                       'marketer', NOW, 'a b', 'x'))
+    assert want == 'cdp_segments: bad segment name at 5'
+    assert error_of(lambda: cl.begin('segments', 'r', ['a b', 'x'],
+                                     role='marketer')) == want
+    assert r.exists(AUDIT) == 0
 
 
 # --------------------------------------------------------------------------
@@ -884,9 +1067,11 @@ def test_nginx_erases_a_person_from_every_shard(redis_cluster,
     j = ta.err(ta.admin(ngx, 'POST', 'replay', 'admin',
                         {'destination': 'x'}), 501, 'not_supported')
     assert 'replay' in j['message'], j
-    # no cdp_segment on a cluster: none listed, the listing audited (one
-    # call in the audit's slot)
+    # no cdp_segment here: none listed, the listing audited (a saga of
+    # one call, in the audit's slot)
+    st0 = ngx.status()
     assert ta.ok_json(ta.admin(ngx, 'GET', 'segments', 'marketer')) == []
+    assert admin_sagas(ngx.status().delta(st0), 'done') == 1
     assert [a['op'] for a in ta.ok_json(ta.admin(
         ngx, 'GET', 'audit?since=0'))][-1] == 'segments'
     ta.check_graph(ngx)

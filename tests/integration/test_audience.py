@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import secrets
+import subprocess
 import time
 
 import pytest
@@ -149,6 +150,9 @@ MEMBERSHIP = """
                     uri=/_dest/trig flush=50ms;
 """
 
+SEGMENT_NAMES = ('loyal', 'big_spender', 'dormant', 'recent', 'pro',
+                 'abandoned', 'marketable')
+
 
 PRIVACY_TOKEN = 'prv-' + secrets.token_urlsafe(24)
 MARKETER_TOKEN = 'mkt-' + secrets.token_urlsafe(24)
@@ -172,7 +176,21 @@ def seg(nginx_factory, redis_server, sink, workdir):
 
 
 def members(ngx, name):
-    return ngx.rc().smembers('%s:segment:%s' % (ngx.prefix, name))
+    # one set a shard: <prefix>:segment:{<tag>}:<name> (store/README.md)
+    rc, out = ngx.rc(), set()
+    for k in ngx.shard_keys('segment', name):
+        out |= rc.smembers(k)
+    return out
+
+
+def shard_members(ngx, name):
+    # {member: the shard key it is in}, and every member once
+    rc, out = ngx.rc(), {}
+    for k in ngx.shard_keys('segment', name):
+        for m in rc.smembers(k):
+            assert m not in out, (m, k, out[m])
+            out[m] = k
+    return out
 
 
 def segment_events(ngx, pid=None):
@@ -203,6 +221,15 @@ def test_loyal_and_big_spender_enter_with_the_event_that_makes_them(seg,
     ev = segment_events(seg, b.aid)
     assert ev.count(('Segment Entered', 'loyal')) == 1, ev
     assert ev.count(('Segment Entered', 'big_spender')) == 1, ev
+
+    # cdp-key names the sets: the member is in its shard's
+    out = subprocess.run(
+        [os.path.join(h.MAIN, 'scripts', 'cdp-key'), '--prefix', seg.prefix,
+         '--shards', str(seg.shards), 'segment', 'loyal'],
+        capture_output=True, text=True, timeout=30, check=True).stdout
+    assert out.split() == seg.shard_keys('segment', 'loyal')
+    assert shard_members(seg, 'loyal')[b.aid] == \
+        '%s:segment:%s:loyal' % (seg.prefix, seg.tag_of(b.aid))
 
     # a fourth order changes nothing: no second entry
     b.view('e=Order%20Completed&p.revenue=1')
@@ -279,9 +306,11 @@ def test_a_merge_and_an_erasure_keep_memberships_exact(seg, workdir):
     b.login(uid='u-seg-1')
     seg.wait_settled()
     pid = h.idx(seg, 'user_id', 'u-seg-1')
-    # the browser's profile was merged away: the person is the member
+    # the browser's profile was merged away: the person is the member,
+    # in the set of the person's shard
     assert b.aid not in members(seg, 'loyal')
-    assert pid in members(seg, 'loyal')
+    assert shard_members(seg, 'loyal')[pid] == \
+        '%s:segment:%s:loyal' % (seg.prefix, seg.tag_of(pid))
     for name in ('recent', 'marketable'):
         assert b.aid not in members(seg, name)
         assert pid in members(seg, name)
@@ -292,11 +321,13 @@ def test_a_merge_and_an_erasure_keep_memberships_exact(seg, workdir):
                       body=b'{"user_id":"u-seg-1"}')
     assert r.status == 200, r.body
     rc = seg.rc()
-    for key in rc.keys('%s:segment:*' % seg.prefix):
-        assert pid not in rc.smembers(key), key
-        assert b.aid not in rc.smembers(key), key
-    due = rc.zrange('%s:segments:due' % seg.prefix, 0, -1)
-    assert pid not in due and b.aid not in due
+    for name in SEGMENT_NAMES:
+        for key in seg.shard_keys('segment', name):
+            assert pid not in rc.smembers(key), key
+            assert b.aid not in rc.smembers(key), key
+    for key in seg.shard_keys('segments:due'):
+        due = rc.zrange(key, 0, -1)
+        assert pid not in due and b.aid not in due, key
 
 
 def test_admin_segment_api(seg):
@@ -342,10 +373,15 @@ def test_admin_segment_api(seg):
     seen = [json.loads(x)['profile_id'] for x in r.body.decode().split()]
     cursor = r.header('X-CDP-Cursor')
     while cursor != '0':
+        # "<shard>.<SSCAN cursor>": the shards' sets in turn
+        shard, dot, n = cursor.partition('.')
+        assert shard.isdigit() and dot and n.isdigit(), cursor
         r = get('segment?name=recent&format=ndjson&count=1&cursor=' + cursor)
         seen += [json.loads(x)['profile_id'] for x in r.body.decode().split()]
         cursor = r.header('X-CDP-Cursor')
-    assert sorted(set(seen)) == sorted([b.aid, c.aid])
+    assert sorted(seen) == sorted([b.aid, c.aid])      # each once
+    r = get('segment?name=recent&cursor=123')          # not a cursor now
+    assert r.status == 400 and json.loads(r.body)['field'] == 'cursor'
 
     r = get('segment?name=nope')
     assert r.status == 404 and json.loads(r.body)['error'] == \
@@ -375,7 +411,7 @@ def test_a_rule_added_by_reload_is_backfilled(nginx_factory, redis_server):
         ngx.wait_settled()
     y.view('e=Order%20Completed')
     ngx.wait_settled()
-    assert not ngx.rc().exists('%s:segment:loyal' % ngx.prefix)
+    assert members(ngx, 'loyal') == set()
 
     ngx.write_conf(http_extra=backend
                    + '    cdp_profile_event "Order Completed";\n'

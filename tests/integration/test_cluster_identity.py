@@ -193,3 +193,60 @@ def test_profile_location_follows_the_browser_to_its_person(redis_cluster,
         pytest.fail('no browser in another shard than its person')
     assert resolve(ngx, b.aid) == pid
     assert view(ngx, b.aid)[1] == pid
+
+
+SEGMENTS = """
+    cdp_segment loyal 'count("Order Completed") >= 3';
+    cdp_segment viewer 'events >= 1';
+    cdp_segment recent 'seen_within(1h)';
+"""
+
+
+def test_segments_follow_the_person_across_slots(redis_cluster,
+                                                 nginx_factory):
+    """Browsers in different slots, each with one order, log in at once
+    as one person: the person (in its shard's sets) is in every segment
+    the sum of their facts puts it in, entered once; no browser is left
+    in a segment set or on the segments' clock."""
+    ngx = start(nginx_factory, redis_cluster, http_extra=SEGMENTS,
+                workers=2)
+    pool = [Browser(ngx) for _ in range(8)]
+    for b in pool:
+        assert b.view('e=Order%20Completed&p.revenue=5').status == 200
+    # (8 browsers in 16 shards: in at most 2 once in 10^5 runs)
+    assert len({cdp_shard.shard_of(b.aid, ngx.shards) for b in pool}) >= 3
+    settle(ngx)
+    rc = ngx.rc()
+
+    def sets(name):
+        return {k: rc.smembers(k) for k in ngx.shard_keys('segment', name)}
+
+    assert {m for ms in sets('viewer').values() for m in ms} == \
+        {b.aid for b in pool}
+    assert not any(sets('loyal').values())
+
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        res = list(ex.map(lambda b: b.login(uid='u-seg'), pool))
+    assert all(r.status == 200 for r in res)
+    st = settle(ngx, timeout=30)
+    assert sagas(st, 'abandoned') == 0, st
+
+    pid = idx(ngx, 'user_id', 'u-seg')
+    assert {resolve(ngx, b.aid) for b in pool} == {pid}
+    assert profile(ngx, pid)['ev.count:Order Completed'] == '8'
+    own = ngx.tag_of(pid)
+    for name in ('loyal', 'viewer', 'recent'):
+        by_key = sets(name)
+        assert {k: v for k, v in by_key.items() if v} == {
+            '%s:segment:%s:%s' % (ngx.prefix, own, name): {pid}}, by_key
+    due = {k: rc.zrange(k, 0, -1) for k in ngx.shard_keys('segments:due')}
+    assert {k: v for k, v in due.items() if v} == {
+        '%s:segments:due:%s' % (ngx.prefix, own): [pid]}, due
+    assert set(profile(ngx, pid)['segments'].split(',')) == \
+        {'loyal', 'viewer', 'recent'}
+
+    entered = collections.Counter(
+        e['properties']['segment'] for e in ngx.events()
+        if e.get('event') == 'Segment Entered'
+        and e.get('userId') == 'u-seg')
+    assert entered['loyal'] == 1, entered

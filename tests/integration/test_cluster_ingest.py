@@ -14,12 +14,14 @@ import time
 import urllib.parse
 
 import pytest
+from redis.exceptions import RedisError
 
 import cdp_harness as h
 import cdp_shard
 from test_spool import (Load, wait_stored, assert_exactly_once,
                         assert_no_bad_answers, spool_nginx, nonzero,
                         all_dropped, cdp_log_lines)
+from test_identity import LOCATIONS as IDENTIFY_LOCATIONS
 from test_capture import (sign_url, UA_GMAIL, UA_YAHOO, timeline_and_first,
                           anon_profile_keys)
 
@@ -248,6 +250,219 @@ def test_master_failover_under_load_every_hit_once(redis_cluster_replicas,
     assert_all_stored_once(ngx, load, st0)
 
 
+def master_of(cl, ngx, id_):
+    """Port of the live master that owns the shard of a profile id."""
+    return cl.master_of_slot(cdp_shard.key_slot(ngx.stream_of(id_)))
+
+
+def load_marks_of(got, warm):
+    """{browser index: markers of the load (warmup ones left out) in the
+    streams}."""
+    out = collections.defaultdict(set)
+    for m in got.marks:
+        if m not in warm:
+            out[int(m.split('.')[1])].add(m)
+    return out
+
+
+def blocked_clients(cl, port):
+    c = cl.node_client(port, socket_timeout=0.5)
+    try:
+        return c.info('clients').get('blocked_clients', 0)
+    except RedisError:
+        return 0
+    finally:
+        c.close()
+
+
+def kill_while_waiting(cl, victim, tries=20):
+    """kill -9 of the master victim while batches it applied wait (WAIT 1)
+    for its replica: the replica is stopped (SIGSTOP, for less than WAIT's
+    100 ms and the node timeout) until the master has a blocked client,
+    then the master is killed and the replica resumed.  What the master
+    wrote to the replica's socket before it died reaches the replica, so
+    the batches whose WAIT was lost are APPLIED there when sent again.
+    Returns the blocked clients seen (0: the master was killed without a
+    WAIT seen pending, after `tries` stops of 80 ms)."""
+    replica = cl.node(cl.replicas(of=victim)[0])
+    n = 0
+    for _ in range(tries):
+        replica.pause()
+        try:
+            n = h.wait_until(lambda: blocked_clients(cl, victim), 0.08,
+                             0.002)
+            if n:
+                cl.kill(victim)
+        finally:
+            replica.resume()
+        if n:
+            return n
+        # (none blocked: no WAIT timed out either, none was pending)
+        assert h.wait_until(replica.ping, 2, 0.01)
+    cl.kill(victim)
+    return 0
+
+
+def test_master_failover_under_load_forwarded_hits_once(
+        redis_cluster_replicas, nginx_factory):
+    """12 browsers, each logged in (linked) to a person whose profile is on
+    another master than the browser's, send hits: each is counted in the
+    browser's shard's cdp_ingest, handed back and forwarded by nginx to
+    the person's shard.  The master that owns the shards of several of
+    the browsers (their first hop), and of one of the persons (the second
+    hop of the others), is killed (-9) while batches of it wait for its
+    replica (stopped for a moment: kill_while_waiting), and the replica is
+    promoted; the hits go on.  A batch of the dead master is sent again
+    to the promoted replica, which has it (APPLIED: the follow-ups held
+    until its WAIT are taken then) or applies it anew (its own follow-ups
+    are taken, the held ones dropped): every answered hit is stored
+    exactly once, in its person's shard, forwarded once
+    (cdp_events_forwarded_total counts each stored one once), and each
+    person's profile counts its browsers' hits once."""
+    cl = redis_cluster_replicas
+    bport = str(h.free_port())
+    ngx = spool_nginx(nginx_factory, cl,
+                      http_extra=h.IDENTIFY_BACKEND.replace('@BPORT@', bport)
+                      + 'cdp_queue_size 256;',
+                      locations=IDENTIFY_LOCATIONS.replace('@BPORT@', bport))
+    load = Load(ngx, 12, 'g')
+    load.warmup()
+
+    # the victim: a master with a replica (an earlier test of the module
+    # may have left one without) owning the shards of the most browsers
+    on = collections.defaultdict(list)
+    for b in load.browsers:
+        on[master_of(cl, ngx, b.aid)].append(b)
+    victim = max((p for p in cl.masters() if cl.replicas(of=p)),
+                 key=lambda p: len(on[p]))
+    others = sorted(p for p in cl.masters() if p != victim)
+    assert len(on[victim]) >= 2, {p: len(v) for p, v in on.items()}
+
+    # persons: seed browsers log in until there is one on the victim and
+    # one on each other master (pids are p<N> of one counter: shards as
+    # they come)
+    persons = collections.defaultdict(list)          # master -> [pid]
+    n_seed = 0
+    while not (persons[victim] and all(persons[p] for p in others)):
+        assert n_seed < 40, dict(persons)
+        uid = 'u-g-%d' % n_seed
+        n_seed += 1
+        assert h.Browser(ngx).login(uid=uid).status == 200
+        assert settle(ngx), nonzero(ngx.status())
+        pid = h.idx(ngx, 'user_id', uid)
+        assert pid, uid
+        persons[master_of(cl, ngx, pid)].append((uid, pid))
+
+    # each load browser logs in as a person of another master: those of
+    # the victim's shards to the others' persons (first hop on the
+    # victim), the others to the victim's person or the third master's
+    # (second hop on the victim for some)
+    person_of = {}                                   # browser idx -> pid
+    turn = collections.Counter()
+    for b in load.browsers:
+        mb = master_of(cl, ngx, b.aid)
+        choices = [persons[p][0] for p in [victim] + others if p != mb]
+        uid, pid = choices[turn[mb] % len(choices)]
+        turn[mb] += 1
+        assert ngx.tag_of(pid) != ngx.tag_of(b.aid)
+        hb = h.Browser(ngx)
+        hb.cookie = b.cookie
+        assert hb.login(uid=uid).status == 200
+        assert hb.aid == b.aid, (hb.cookie, b.cookie)
+        b.cookie = hb.cookie
+        person_of[b.idx] = pid
+    assert settle(ngx, timeout=30), nonzero(ngx.status())
+    assert h.wait_until(lambda: all(
+        h.resolve(ngx, b.aid) == person_of[b.idx] for b in load.browsers),
+        20, 0.1), {b.idx: (b.aid, h.resolve(ngx, b.aid), person_of[b.idx])
+                   for b in load.browsers}
+    pids = sorted(set(person_of.values()))
+    assert any(master_of(cl, ngx, p) == victim for p in pids), pids
+    assert any(master_of(cl, ngx, p) != victim for p in pids), pids
+    before = {p: int(h.profile(ngx, p).get('events', 0)) for p in pids}
+    warm = set(load.answered('warmup'))
+
+    st0 = ngx.status()
+    load.start(interval=0.02, phase='load')
+    try:
+        assert h.wait_until(lambda: load.n_answered() >= 12 + 200, 10), (
+            'the load does not flow: %d answered' % load.n_answered())
+        # the browsers' hits are forwarded before the kill already
+        assert h.wait_until(lambda: ngx.status().delta(st0).c(
+            'cdp_events_forwarded_total') > 0, 10), nonzero(
+                ngx.status().delta(st0))
+        # the victim's batches wait for its replica (the workers' map
+        # lists it)
+        w0 = wait_calls(cl, victim)
+        assert h.wait_until(lambda: wait_calls(cl, victim) > w0 + 10, 15,
+                            0.1), (wait_calls(cl, victim), w0)
+        pending = kill_while_waiting(cl, victim)
+        cl.wait_failover(victim, timeout=20)
+        n = load.n_answered()
+        assert h.wait_until(lambda: load.n_answered() >= n + 600, 20), (
+            'the load does not flow after the failover: %d answered'
+            % (load.n_answered() - n))
+    finally:
+        load.stop()
+
+    assert_no_bad_answers(load)
+    got = wait_stored(ngx, load,
+                      lambda: all_dropped(ngx.status().delta(st0)),
+                      timeout=30)
+    answered, unknown = load.answered(), load.unknown
+    st = ngx.wait_settled(20)
+    d = st.delta(st0)
+    why = ('%d hits answered (%d unanswered, %d of those stored), %d '
+           'markers in the streams; %d WAITs pending at the kill of %d; '
+           'counters since the load %r\n%s' % (
+               len(answered), len(unknown), len(unknown & set(got.marks)),
+               len(got.marks), pending, victim, nonzero(d),
+               cdp_log_lines(ngx)))
+    twice = {m: c for m, c in got.marks.items() if c > 1}
+    assert not twice, ('%d events stored more than once, e.g. %r; %s' % (
+        len(twice), sorted(twice.items())[:5], why))
+    missing = sorted(set(answered) - set(got.marks))
+    assert not missing, ('%d answered hits not stored, e.g. %r; %s' % (
+        len(missing), missing[:5], why))
+    strangers = sorted(set(got.marks) - set(answered) - unknown)
+    assert not strangers, 'events nobody sent: %r; %s' % (strangers[:5],
+                                                          why)
+    assert all_dropped(d) == 0, 'events dropped: %s' % why
+
+    # each load hit was forwarded: stored in its person's shard, and
+    # forwarded (counted) once
+    mine = load_marks_of(got, warm)
+    n_load = sum(len(v) for v in mine.values())
+    assert n_load >= len(answered) - len(warm)
+    for b in load.browsers:
+        streams = {k for k, _i in got.ids[b.aid]}
+        assert streams <= {ngx.stream_of(b.aid),
+                           ngx.stream_of(person_of[b.idx])}
+        assert len(got.ids[b.aid]) == 1 + len(mine[b.idx]), b.idx
+    on_person = collections.Counter()
+    for b in load.browsers:
+        for k, _i in got.ids[b.aid]:
+            on_person[k == ngx.stream_of(person_of[b.idx])] += 1
+    # (the warmup hits, before the logins, in the browsers' shards)
+    assert on_person[True] == n_load, (on_person, n_load)
+    assert d.c('cdp_events_forwarded_total') == n_load, (
+        'forwarded %d, load hits stored %d; %s' % (
+            d.c('cdp_events_forwarded_total'), n_load, why))
+
+    # each person counts its browsers' hits once
+    want = {p: before[p] + sum(len(mine[b.idx]) for b in load.browsers
+                               if person_of[b.idx] == p) for p in pids}
+    have = {}
+
+    def counted():
+        have.update({p: int(h.profile(ngx, p).get('events', 0))
+                     for p in pids})
+        return have == want
+    assert h.wait_until(counted, 10, 0.1), (
+        'person events %r, want %r (before the load %r)' % (have, want,
+                                                           before))
+
+
 def test_resharding_under_load_loses_nothing(redis_cluster, nginx_factory):
     """12 browsers send hits while redis-cli --cluster reshard moves 2000
     slots (with the shards of some browsers) from one master to another:
@@ -270,32 +485,24 @@ def test_resharding_under_load_loses_nothing(redis_cluster, nginx_factory):
 
 
 # --------------------------------------------------------------------------
-# what needs a single Redis for now
+# what nginx -t takes on a cluster
 
 CLUSTER = 'cdp_redis_cluster 127.0.0.1:7000;'
-NOT_YET = [
-    ({'http_extra': "cdp_segment fans 'count(\"Liked\") >= 1';"},
-     'cdp_segment needs cdp_redis'),
-    ({'http_extra': 'cdp_profile_event Liked;'},
-     'cdp_profile_event needs cdp_redis'),
+AUDIENCES = [
+    "cdp_segment fans 'count(\"Liked\") >= 1';",
+    'cdp_profile_event Liked;',
 ]
 
 
-@pytest.mark.parametrize('parts,message', NOT_YET)
-def test_cross_slot_features_refused_on_a_cluster(nginx_factory, parts,
-                                                   message):
-    """nginx -t refuses what would cross slots, naming the directive, and
-    accepts the same with cdp_redis."""
+@pytest.mark.parametrize('extra', AUDIENCES)
+def test_audiences_accepted_on_a_cluster(nginx_factory, extra):
+    """Segments and profile facts are kept in each profile's shard
+    (test_audience.py runs on a cluster too): nginx -t takes them with
+    cdp_redis_cluster as with cdp_redis."""
     ngx = nginx_factory(None, start=False)
-    tokens = os.path.join(ngx.dir, 'tokens')
-    with open(tokens, 'w') as f:
-        f.write('privacy %s\n' % hashlib.sha256(b'tok').hexdigest())
-    parts = {k.upper(): v.replace('@TOKENS@', tokens)
-             for k, v in parts.items()}
-    rc, out, _ = ngx.test_config(redis=CLUSTER, **parts)
-    assert rc != 0 and '[emerg]' in out and message in out, out
-    rc, out, _ = ngx.test_config(redis='cdp_redis 127.0.0.1:6379;', **parts)
-    assert rc == 0, out
+    for redis in (CLUSTER, 'cdp_redis 127.0.0.1:6379;'):
+        rc, out, _ = ngx.test_config(redis=redis, http_extra=extra)
+        assert rc == 0 and '[emerg]' not in out, out
 
 
 def test_cdp_api_accepted_on_a_cluster(nginx_factory):

@@ -40,13 +40,17 @@ LOAD = os.path.join(h.MAIN, 'store', 'load.sh')
 # the kinds of key the migration renames (their old names: no '{', but
 # sent:{<pid>})
 MOVED = ('profile', 'ids', 'timeline', 'timeline_old', 'idx', 'agg',
-         'msgids', 'once', 'out', 'dead')
+         'msgids', 'once', 'out', 'dead', 'segment')
 OLD_NAME_RE = re.compile(r'^%s:(?:(?:%s):[^{]|(?:events|merges|consent_log'
-                         r'|suppressed)$|sent:\{[^{}]*\}$)'
+                         r'|suppressed|segments:due|segments:backfill)$'
+                         r'|sent:\{[^{}]*\}$)'
                          % (P, '|'.join(MOVED)))
 # what keeps its name
 UNCHANGED_RE = re.compile(r'^%s:(audit|seq:profile|destinations'
-                          r'|segment:.*|segments:.*|browser:.*)$' % P)
+                          r'|browser:.*)$' % P)
+# the old segment sets (build_old): their names
+SEGMENTS = ('vip', 'eu', 'big')
+SEGMENT_RE = re.compile(r'^%s:segment:([^{]+)$' % P)
 # the old nginx's destinations: crm (analytics, delivered by nginx through
 # the group cdp) and wh (marketing, read by nobody, and no longer in
 # <prefix>:destinations); "gone" is listed, with no stream
@@ -351,12 +355,59 @@ def build_old(c):
     assert c.xpending(k('out', 'crm'), GROUP)['pending'] == 20
     assert c.xlen(k('dead', 'crm')) == 2
 
-    # keys whose names do not change
-    c.sadd(k('segment:vip'), 'p1')
+    # segments (written by hand: the old library's need nginx's compiled
+    # rules): the known profiles (one of them a link since u-1 and jane
+    # merged), browsers (C and D2 links to a person's), and a set of many
+    # (more than a step of the tests' small steps), spread over the
+    # shards; the time-based rules' due set; a backfill under way
+    people = [c.get(k('idx', 'user_id', ihash('user_id', 'u-1'))), jane]
+    assert len(set(people)) == 2 and any(
+        c.hget(k('profile', p), 'merged_into') for p in people), people
+    c.sadd(k('segment', 'vip'), *people)
+    c.sadd(k('segment', 'eu'), *ANON[:4], LONG, C, D2)
+    c.sadd(k('segment', 'big'), *ANON, *(aid_of('seg-%d' % i)
+                                        for i in range(300)))
+    c.zadd(k('segments', 'due'), {x: o.ts + 1000 * i for i, x in
+                                  enumerate([D2, LONG] + ANON + [
+                                      aid_of('seg-%d' % i)
+                                      for i in range(0, 300, 5)])})
     c.hset(k('segments:backfill'), mapping={'version': 'v', 'cursor': '77',
                                             'scanned': '3', 'done': '0'})
+    # keys whose names do not change
     c.hset(k('browser', ANON[5]), mapping={'events': '9'})
     return o
+
+
+def old_segments(c):
+    """The old segment sets {name: members} and due set {pid: score},
+    without the links (a merged profile's id: dropped), and the links."""
+    sets = {m.group(1): c.smembers(key) for key in keys_of(c)
+            for m in [SEGMENT_RE.match(key)] if m}
+    due = dict(c.zrange(k('segments', 'due'), 0, -1, withscores=True))
+    every = set(due).union(*sets.values())
+    links = {x for x in every if c.hget(k('profile', x), 'merged_into')}
+    return ({name: v - links for name, v in sets.items()},
+            {x: v for x, v in due.items() if x not in links}, links)
+
+
+def new_segments(c, names):
+    """The sharded segment sets and due sets, checked to hold each
+    member in its own shard's only: ({name: members}, {pid: score})."""
+    sets = {}
+    for name in names:
+        sets[name] = set()
+        for i in range(N):
+            got = c.smembers(k('segment', tag(i), name))
+            assert {cdp_shard.shard_of(x, N) for x in got} <= {i}, (name, i)
+            assert not got & sets[name]
+            sets[name] |= got
+    due = {}
+    for i in range(N):
+        for x, v in c.zrange(k('segments', 'due', tag(i)), 0, -1,
+                             withscores=True):
+            assert cdp_shard.shard_of(x, N) == i and x not in due, (x, i)
+            due[x] = v
+    return sets, due
 
 
 def content(c, key):
@@ -524,6 +575,12 @@ def test_migration_moves_every_key_and_event(redis_server, old):
     sent = {m.group(1): v for key, v in before.items()
             for m in [re.match(r'^%s:sent:\{([^{}]+)\}$' % P, key)] if m}
     assert len(sent) > 4 and any(pid.startswith('p') for pid in sent), sent
+    seg_sets, seg_due, seg_links = old_segments(c)
+    assert set(seg_sets) == set(SEGMENTS) and len(seg_sets['big']) > 300
+    # C and D2 (browsers linked to their person) in eu, D2 in the due set,
+    # the person's merged profile in vip
+    assert len(seg_links) == 3 and {C, D2} < seg_links, seg_links
+    assert len(seg_due) > 60
 
     load_current(redis_server)
     rc, out, err = migrate(redis_server)
@@ -551,7 +608,7 @@ def test_migration_moves_every_key_and_event(redis_server, old):
         if m:
             assert content(c, new_name('idx', m.groups())) == (t, v), key
             continue
-        if UNCHANGED_RE.match(key) and key != k('segments:backfill'):
+        if UNCHANGED_RE.match(key):
             assert content(c, key) == (t, v), key
 
     # every event once, with its id, in the stream of the shard of the
@@ -627,9 +684,15 @@ def test_migration_moves_every_key_and_event(redis_server, old):
     # what each destination was sent about a profile, in its shard
     for pid, v in sent.items():
         assert content(c, k('sent', tag_of(pid), pid)) == v, pid
-    # a backfill under way starts over
-    assert c.hgetall(k('segments:backfill')) == {
-        'version': 'v', 'cursor': '0', 'scanned': '0', 'done': '0'}
+    # every segment member in its shard's set, but the links; the due
+    # set's with their times; the old sets, the due set, the backfill
+    # under way (it starts over, under its new name) gone
+    assert new_segments(c, SEGMENTS) == (seg_sets, seg_due)
+    assert len({cdp_shard.shard_of(x, N)
+                for x in seg_sets['big']}) == N         # every shard's
+    assert not c.exists(*(k('segment', name) for name in SEGMENTS),
+                        k('segments', 'due'), k('segments:backfill'),
+                        k('migration', 'segments'))
 
     st = c.hgetall(k('migration'))
     assert st['phase'] == 'done' and st['shards'] == str(N), st
@@ -641,6 +704,9 @@ def test_migration_moves_every_key_and_event(redis_server, old):
     assert int(st['dead']) == len(old_dead), st
     assert int(st['sent']) == len(sent), st
     assert st['groups'] == '1', st
+    assert int(st['segment']) == sum(map(len, seg_sets.values())), st
+    assert int(st['due']) == len(seg_due), st
+    assert st['segment_links'] == '4', st
     assert st['conflicts'] == '0' and st['left'] == '0', st
     assert not c.exists(k('migration', 'destinations'))
 
@@ -695,6 +761,39 @@ def test_interrupted_migration_ends_as_an_uninterrupted_one(redis_server,
     st = c.hgetall(k('migration'))
     assert st['name'] == 'crm' and st['cursor'] and int(st['out']) >= 21, st
     assert c.xlen(k('out', 'crm')) > 0 and c.exists(k('out', 'wh'))
+
+    # on into the segments phase: a call moves at most its step of members
+    # (of one set or more), the old sets shrink as the new ones fill
+    while c.hget(k('migration'), 'phase') != 'segments':
+        r = step(c, 50)
+        assert r[0] == 0, r
+    old_total = sum(c.scard(k('segment', name)) for name in SEGMENTS)
+    moved = 0
+    for _ in range(4):
+        r = step(c, 25)
+        assert r[1] == 'segments', r
+        st = c.hgetall(k('migration'))
+        now = sum(int(st[x]) for x in ('segment', 'due', 'segment_links'))
+        assert 0 < now - moved <= 25, (now, moved)
+        moved = now
+    left = sum(c.scard(k('segment', name)) for name in SEGMENTS)
+    assert left == old_total - moved > 0, (left, old_total, moved)
+    assert c.exists(k('segment', 'big'), k('segments', 'due'))
+    assert sum(c.scard(k('segment', tag(i), name)) for i in range(N)
+               for name in SEGMENTS) == int(st['segment']) > 0
+
+    # killed in it (step 1: a call per member)
+    p = subprocess.Popen([MIGRATE, '--prefix', P, '--step', '1', '-p',
+                          str(redis_server.port)], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        assert h.wait_until(lambda: int(c.hget(k('migration'), 'segment'))
+                            >= int(st['segment']) + 10, 30)
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(10)
+    assert c.hget(k('migration'), 'phase') == 'segments'
+    assert c.exists(k('segment', 'big'), k('segments', 'due'))
 
     # then to the end
     rc, out, err = migrate(redis_server, '--step', '50')
@@ -878,6 +977,72 @@ def test_a_redis_restart_mid_scan_starts_the_scan_over(redis_factory):
         if m:
             assert content(c, new_name(m.group(1), m.group(2))) == (t, v), key
     assert int(c.hget(k('migration'), 'events')) > 100
+    c.close()
+
+
+def test_segments_join_the_new_sets(redis_server):
+    """Old segment members go into the sharded sets a new version wrote
+    already (a union), a due time into the new due set keeps the earlier
+    of the two; a new name of another type is a conflict (the old set
+    stays whole); links are dropped; every backfill state, old or new, is
+    deleted.  --again moves what is resolved, and a set an old nginx wrote
+    after the migration."""
+    c = redis_server.client()
+    ids = [aid_of('s%d' % i) for i in range(200)]
+    a = ids[0]
+    b = next(x for x in ids if cdp_shard.shard_of(x, N)
+             != cdp_shard.shard_of(a, N))
+    x = next(x for x in ids[1:] if cdp_shard.shard_of(x, N)
+             == cdp_shard.shard_of(a, N))
+    link = aid_of('link')
+    c.hset(k('profile', link), mapping={'merged_into': 'p9'})
+    c.sadd(k('segment', 's1'), a, b, link)
+    c.sadd(k('segment', tag_of(a), 's1'), x)
+    c.zadd(k('segments', 'due'), {a: 100, b: 500, link: 50})
+    c.zadd(k('segments', 'due', tag_of(a)), {a: 300})
+    c.zadd(k('segments', 'due', tag_of(b)), {b: 200})
+    c.set(k('segment', 's2'), 'not a set')
+    c.sadd(k('segment', 's3'), *ids)
+    c.set(k('segment', tag_of(b), 's3'), 'not a set')
+    c.hset(k('segments:backfill'), mapping={'cursor': '5', 'done': '0'})
+    c.hset(k('segments', 'backfill', tag(0)), mapping={'done': '1'})
+
+    rc, out, err = migrate(redis_server, '--step', '10')
+    assert rc == 2, (out, err)
+    assert 'conflicts=2' in out and 'segment=2 due=2 segment_links=2' in out
+    assert c.smembers(k('migration', 'conflicts')) == {k('segment', 's2'),
+                                                       k('segment', 's3')}
+    assert c.smembers(k('segment', tag_of(a), 's1')) == {a, x}
+    assert c.smembers(k('segment', tag_of(b), 's1')) == {b}
+    assert c.zrange(k('segments', 'due', tag_of(a)), 0, -1,
+                    withscores=True) == [(a, 100)]
+    assert c.zrange(k('segments', 'due', tag_of(b)), 0, -1,
+                    withscores=True) == [(b, 200)]
+    assert not c.exists(k('segment', tag_of(link), 's1'),
+                        k('segments', 'due', tag_of(link)))
+    assert c.smembers(k('segment', 's3')) == set(ids)
+    assert c.get(k('segment', 's2')) == 'not a set'
+    assert not c.exists(k('segment', 's1'), k('segments', 'due'),
+                        k('segments:backfill'),
+                        k('segments', 'backfill', tag(0)),
+                        k('migration', 'segments'))
+
+    # resolved by hand; an old nginx wrote a segment meanwhile
+    c.delete(k('segment', tag_of(b), 's3'), k('segment', 's2'))
+    c.sadd(k('segment', 's4'), *ids[:50])
+    rc, out, err = migrate(redis_server, '--step', '10', '--again')
+    assert rc == 0, (out, err)
+    assert 'conflicts=0' in out, out
+    for name, want in (('s3', ids), ('s4', ids[:50])):
+        got = {i: c.smembers(k('segment', tag(i), name)) for i in range(N)}
+        assert set().union(*got.values()) == set(want), name
+        for i, v in got.items():
+            assert {cdp_shard.shard_of(y, N) for y in v} <= {i}, (name, i)
+        assert not c.exists(k('segment', name))
+    st = c.hgetall(k('migration'))
+    # at most 10 members a call: 250 of them in more than 25
+    assert st['segment'] == str(2 + 200 + 50), st
+    assert int(st['steps']) > 25, st
     c.close()
 
 

@@ -1,11 +1,13 @@
 """store/admin.lua (library cdp_admin_v1) called directly in a real Redis:
-resolution, profile, erasure, export, suppression and audit, on profiles
-built by hand in the layout of spec/identity.md, sharded (store/README.md,
-"Shards"): the prefix is "t", the shards the default 16 unless a test says
-"t|<N>"."""
+resolution, profile, erasure, export, suppression, audit and the segments'
+views, on profiles built by hand in the layout of spec/identity.md, sharded
+(store/README.md, "Shards"): the prefix is "t", the shards the default 16
+unless a test says "t|<N>"."""
 
+import csv
 import hashlib
 import hmac
+import io
 import itertools
 import json
 import os
@@ -1291,3 +1293,217 @@ def test_replay_moves_each_shards_dead_letters_to_its_out_stream(admin):
     (a,) = audit_entries(c)
     assert a['op'] == 'replay' and a['events'] == '3'
     assert a['ids'] == 'destination:' + name
+
+
+# --------------------------------------------------------------------------
+# segments: a set a shard, <prefix>:segment:{<tag>}:<NAME> (store/README.md,
+# "Segments"), read by cdp_segments and cdp_segment_members, left by an
+# erased person
+
+SEG_FIELDS = ['user_id', 'trait.plan', 'nope']
+CURSOR_RE = re.compile(r'^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$')
+
+
+def seg_key(name, x, n=N, prefix=P):
+    """<prefix>:segment:{<tag(x)>}:<name>: segment name's members of the
+    shard of x."""
+    return '%s:segment:%s:%s' % (prefix, tag(x, n), name)
+
+
+def due_key(x, n=N, prefix=P):
+    """<prefix>:segments:due:{<tag(x)>}: the segments' clock of x's
+    shard."""
+    return '%s:segments:due:%s' % (prefix, tag(x, n))
+
+
+def add_members(c, name, pids, n=N, prefix=P):
+    """Profiles in segment name, each in its shard's set; their fields
+    (some with a comma, quotes and a newline: CSV's quoting).  Returns
+    {pid: the fields of SEG_FIELDS they have}."""
+    want = {}
+    for i, pid in enumerate(pids):
+        f = {'user_id': 'u-' + pid}
+        if i % 3 == 0:
+            f['trait.plan'] = 'gold, "vip"\nline 2'
+        c.hset(kk('profile', pid, n, prefix), mapping=dict(
+            f, segments=name, events=1))
+        c.sadd(seg_key(name, pid, n, prefix), pid)
+        want[pid] = f
+    return want
+
+
+def parse_page(fmt, reply):
+    """(cursor, [(pid, {field: value})...]) of a page of members: the
+    standalone function's reply (json text, or [cursor, text]) or a saga's
+    result (json text, or "<cursor>\\n<text>")."""
+    if fmt == 'json':
+        doc = json.loads(reply)
+        return doc['cursor'], [(m['profile_id'], m['fields'])
+                               for m in doc['members']]
+    if isinstance(reply, list):
+        cursor, text = reply
+    else:
+        cursor, text = reply.split('\n', 1)
+    if fmt == 'ndjson':
+        assert text == '' or text.endswith('\n'), text
+        return cursor, [(m['profile_id'], m['fields'])
+                        for m in map(json.loads, text.splitlines())]
+    rows = list(csv.reader(io.StringIO(text, newline='')))
+    assert rows[0] == ['profile_id'] + SEG_FIELDS, rows
+    return cursor, [(r[0], {f: v for f, v in zip(SEG_FIELDS, r[1:]) if v})
+                    for r in rows[1:]]
+
+
+def walk_pages(fetch, fmt, limit=500):
+    """Every page from cursor "0" until a page answers the cursor "0":
+    [(cursor answered, rows)...].  fetch(cursor) is the page's reply."""
+    cursor, pages = '0', []
+    for _ in range(limit):
+        cursor, rows = parse_page(fmt, fetch(cursor))
+        pages.append((cursor, rows))
+        if cursor == '0':
+            return pages
+        assert CURSOR_RE.match(cursor), cursor
+    raise AssertionError('more than %d pages' % limit)
+
+
+def check_pages(pages, want, n=N):
+    """Every member exactly once, with its fields; the shards in order
+    (a page's members are in shards at or after the previous page's)."""
+    rows = [r for _, page in pages for r in page]
+    pids = [pid for pid, _ in rows]
+    assert len(pids) == len(set(pids)), pids
+    assert dict(rows) == want
+    last = 0
+    for cursor, page in pages:
+        shards = [shard_of(pid, n) for pid, _ in page]
+        assert all(s >= last for s in shards), (last, shards)
+        last = max(shards + [last])
+        if cursor != '0':
+            # the cursor goes on in the page's last shard, or after it
+            assert int(cursor.split('.')[0]) >= last, (cursor, shards)
+
+
+def members_page(c, name, cursor, count, fmt, prefix=P, role='marketer'):
+    return c.fcall('cdp_segment_members', 0, prefix, 'r-m', role, str(T0),
+                   name, cursor, str(count), fmt, *SEG_FIELDS)
+
+
+def test_segments_sum_every_shards_set(admin):
+    c = admin
+    pids = ['p%d' % i for i in range(1000, 1040)]
+    add_members(c, 'loyal', pids)
+    add_members(c, 'vip', pids[:5])
+    assert len({shard_of(p) for p in pids}) >= 10
+    # the unsharded name of earlier versions counts no more
+    c.sadd(k('segment', 'loyal'), 'p1', 'p2')
+    r = c.fcall('cdp_segments', 0, P, 'r-s', 'marketer', str(T0),
+                'loyal', 'events >= 1', 'vip', 'trait("plan") == "x"',
+                'empty', 'events >= 1000')
+    assert json.loads(r) == [
+        {'name': 'loyal', 'rule': 'events >= 1', 'members': 40},
+        {'name': 'vip', 'rule': 'trait("plan") == "x"', 'members': 5},
+        {'name': 'empty', 'rule': 'events >= 1000', 'members': 0}]
+    (a,) = audit_entries(c)
+    assert (a['op'], a['ids'], a['role'], a['receipt'], a['profiles']) == \
+        ('segments', 'segment:*', 'marketer', 'r-s', '0')
+    # with 4 shards, the 4 shards' sets of that layout
+    add_members(c, 'loyal', pids[:9], n=4)
+    r = c.fcall('cdp_segments', 0, P + '|4', 'r-s', 'marketer', str(T0),
+                'loyal', 'events >= 1')
+    assert json.loads(r)[0]['members'] == 9
+    with pytest.raises(redis.ResponseError, match='bad segment name at 7'):
+        c.fcall('cdp_segments', 0, P, 'r-s', 'marketer', str(T0),
+                'loyal', 'x', 'no{pe}', 'x')
+    assert len(audit_entries(c)) == 2
+
+
+@pytest.mark.parametrize('fmt', ['json', 'ndjson', 'csv'])
+@pytest.mark.parametrize('count', [1, 7, 1000])
+def test_segment_members_pages_walk_the_shards(admin, fmt, count):
+    """A page goes on from shard to shard until it has count members; the
+    cursor "<shard>.<SSCAN cursor>" followed to "0" gives every member
+    once, with the fields asked for."""
+    c = admin
+    pids = ['p%d' % i for i in range(2000, 2040)]
+    want = add_members(c, 'loyal', pids)
+    add_members(c, 'other', ['p9'])
+    pages = walk_pages(lambda cur: members_page(c, 'loyal', cur, count,
+                                                fmt), fmt)
+    check_pages(pages, want)
+    if count == 1000:
+        assert len(pages) == 1
+    else:
+        assert len(pages) >= 40 // (count + 2)
+    if count == 7:
+        # a page spans shards
+        assert any(len({shard_of(p) for p, _ in page}) > 1
+                   for _, page in pages), pages
+    reads = [a for a in audit_entries(c) if a['op'] == 'segment_read']
+    assert len(reads) == len(pages)
+    assert [int(a['profiles']) for a in reads] == [len(p) for _, p in pages]
+    assert {a['ids'] for a in reads} == {'segment:loyal'}
+
+
+def test_segment_members_cursor_is_checked(admin):
+    """A cursor is "0" or "<shard>.<cursor>" of this number of shards, in
+    decimal without leading zeros (the earlier SSCAN cursor alone is
+    refused); refused, nothing is audited."""
+    c = admin
+    pfx = P + '|4'
+    want = add_members(c, 'loyal', ['p%d' % i for i in range(30)], n=4)
+    for bad in ('4.0', '01.0', '1.01', '1.', '.5', '1234', '-1.0', '1.-1',
+                '1.2.3', ' 1.0', '1.18446744073709551616', '10000.0', 'x',
+                '', '00'):
+        with pytest.raises(redis.ResponseError,
+                           match='bad name, cursor, count or format'):
+            members_page(c, 'loyal', bad, 10, 'json', prefix=pfx)
+    for bad in ('0', '1001', '1.5', '-1', '0x10'):
+        with pytest.raises(redis.ResponseError,
+                           match='bad name, cursor, count or format'):
+            members_page(c, 'loyal', '0', bad, 'json', prefix=pfx)
+    assert audit_entries(c) == []
+    # a walk from shard 3 on: shard 3's members only
+    cursor, rows = parse_page('json', members_page(c, 'loyal', '3.0', 1000,
+                                                   'json', prefix=pfx))
+    assert cursor == '0'
+    assert dict(rows) == {p: f for p, f in want.items()
+                          if shard_of(p, 4) == 3}
+    assert rows
+
+
+def test_erase_leaves_each_shards_segment_sets_and_clock(world):
+    """The erased person's live pid leaves the sets its field "segments"
+    names, in the pid's shard; every node of theirs leaves the due times
+    of its own shard; bob (the same shard as alice) stays."""
+    c, alice, bob, _anon = world
+    assert tag(alice.pid) == tag(bob.pid)
+    c.hset(kk('profile', alice.pid), 'segments', 'loyal,vip')
+    c.sadd(seg_key('loyal', alice.pid), alice.pid, bob.pid)
+    c.sadd(seg_key('vip', alice.pid), alice.pid)
+    nodes = [alice.pid] + alice.aids
+    assert len({tag(x) for x in nodes}) > 1
+    for x in nodes + [bob.pid]:
+        c.zadd(due_key(x), {x: T0 + 1000})
+    erase(c, 'email:' + alice.hashed['email'])
+    assert c.smembers(seg_key('loyal', alice.pid)) == {bob.pid}
+    assert not c.exists(seg_key('vip', alice.pid))
+    for x in nodes:
+        assert c.zscore(due_key(x), x) is None, x
+    assert c.zscore(due_key(bob.pid), bob.pid) == T0 + 1000
+
+
+def test_erase_checks_the_segment_keys_types_first(world):
+    c, alice, _bob, _anon = world
+    c.hset(kk('profile', alice.pid), 'segments', 'loyal')
+    c.set(seg_key('loyal', alice.pid), 'not a set')
+    before = snapshot(c)
+    with pytest.raises(redis.ResponseError, match='is a string, not a set'):
+        erase(c, 'email:' + alice.hashed['email'])
+    assert snapshot(c) == before
+    c.delete(seg_key('loyal', alice.pid))
+    c.set(due_key(alice.aids[0]), 'x')
+    before = snapshot(c)
+    with pytest.raises(redis.ResponseError, match='is a string, not a zset'):
+        erase(c, 'email:' + alice.hashed['email'])
+    assert snapshot(c) == before

@@ -563,3 +563,46 @@ def test_api_alias_merges_the_previous_user(store):
     assert store.root(c) == pn
     assert 'anonymous_id:' + c in store.r.smembers(store.key('ids', pn))
     assert store.left() == []
+
+
+def test_an_api_message_sent_again_during_its_saga_is_stored_once(store):
+    """A client's retry while the first saga still runs (its messageId is
+    not a duplicate yet): two sagas, one event stored, the other counted
+    as a duplicate; a message with another messageId is stored."""
+    a, = aids_in_shards(1, 16, start=600)
+    store.hits(a, 1)
+    mid = 'c1' * 16
+    attrs = api_attrs('track', mid=mid, uid='u-r', uidh=H('r'))
+    key = store.key('profile', a)
+    sagas = []
+    for _ in range(2):
+        rep = store.ingest(None, [('api', attrs, '{"type":"track"}')],
+                           key=key)
+        assert rep[6] == 0, rep         # not a duplicate at hand-off
+        sagas += store.follow_ups(rep)[0]
+    assert len(sagas) == 2
+    dups = 0
+    # the two driven step by step, interleaved
+    (k1, s1), (k2, s2) = sagas
+    for _ in range(400):
+        if not k1 and not k2:
+            break
+        if k1:
+            r = store.step(k1, s1)
+            k1, s1, dups = r[0], r[1], dups + r[7]
+        if k2:
+            r = store.step(k2, s2)
+            k2, s2, dups = r[0], r[1], dups + r[7]
+    assert not k1 and not k2
+    assert dups == 1
+    pid = store.root(a)
+    assert store.r.hget(store.key('profile', pid), 'events') == '2'
+    tracks = [e for e in store.r.xrange(PRE + 'events:' + store.tag(pid))
+              if '"track"' in e[1]['event']]
+    assert len(tracks) == 1, tracks
+    # a duplicate from now on, at hand-off
+    rep = store.ingest(None, [('api', attrs, '{"type":"track"}')], key=key)
+    assert rep[6] == 1 and not store.follow_ups(rep)[0]
+    api(store, a, 'track', mid='c2' * 16, uid='u-r', uidh=H('r'))
+    assert store.r.hget(store.key('profile', pid), 'events') == '3'
+    assert store.left() == []
