@@ -18,14 +18,17 @@
  * call per request, without blocking the worker.
  *
  * On Redis Cluster a call stays in one slot: erase, export, profiles,
- * segments and segment are each a saga of cdp_admin_x calls
- * (ngx_cdp_xid.h) that ends with what the standalone function answers
- * (the same answers here; a page of members as NDJSON or CSV comes as
- * its cursor, a newline and the text); the audit is one call sent to the
- * node of the audit's slot, the only keys it touches; unsuppress and
- * replay write every shard in one call: 501 there.  An erasure whose
- * request gave up (timeout, client gone) goes on; one whose worker
- * stopped is finished by worker 0's sweep.
+ * segments, segment, unsuppress and replay are each a saga of
+ * cdp_admin_x calls (ngx_cdp_xid.h) that ends with what the standalone
+ * function answers (the same answers here; a page of members as NDJSON
+ * or CSV comes as its cursor, a newline and the text); the audit is one
+ * call sent to the node of the audit's slot, the only keys it touches.
+ * An erasure whose request gave up (timeout, client gone) goes on; one
+ * whose worker stopped is finished by worker 0's sweep.  An unsuppress
+ * or a replay whose request gave up goes on too, and one whose worker
+ * stopped is left half done (the store has no journal of them: some
+ * shards still suppress the person, some dead letters still wait), for
+ * the client's retry to complete.
  */
 
 
@@ -78,7 +81,6 @@ typedef struct {
 #define NGX_CDP_ADMIN_C_LOCAL     0         /* no call */
 #define NGX_CDP_ADMIN_C_SAGA      1         /* cdp_admin_x, a saga */
 #define NGX_CDP_ADMIN_C_AUDIT     2         /* in the audit's slot */
-#define NGX_CDP_ADMIN_C_NO        3         /* every shard: 501 */
 
 /* identifier types, as ngx_cdp_admin_types[] names them */
 #define NGX_CDP_ID_USER_ID        0
@@ -142,10 +144,10 @@ static ngx_cdp_admin_op_t  ngx_cdp_admin_ops[] = {
     { NGX_CDP_ADMIN_EXPORT, "export", NGX_HTTP_GET|NGX_HTTP_POST,
       NGX_CDP_ROLE_PRIVACY|NGX_CDP_ROLE_ADMIN,
       "cdp_export", 1, NGX_CDP_ADMIN_C_SAGA, "export" },
-    /* every shard's copy of the suppression set in one call */
+    /* every shard's copy of the suppression set: a call a shard */
     { NGX_CDP_ADMIN_UNSUPPRESS, "unsuppress", NGX_HTTP_POST,
       NGX_CDP_ROLE_PRIVACY|NGX_CDP_ROLE_ADMIN,
-      "cdp_unsuppress", 1, NGX_CDP_ADMIN_C_NO, NULL },
+      "cdp_unsuppress", 1, NGX_CDP_ADMIN_C_SAGA, "unsuppress" },
     /* <prefix>:audit only */
     { NGX_CDP_ADMIN_AUDIT, "audit", NGX_HTTP_GET,
       NGX_CDP_ROLE_PRIVACY|NGX_CDP_ROLE_ADMIN,
@@ -153,9 +155,9 @@ static ngx_cdp_admin_op_t  ngx_cdp_admin_ops[] = {
     /* from this nginx's counters: no call */
     { NGX_CDP_ADMIN_DESTINATIONS, "destinations", NGX_HTTP_GET,
       NGX_CDP_ROLE_ADMIN, NULL, 0, NGX_CDP_ADMIN_C_LOCAL, NULL },
-    /* every shard's dead letters in one call */
+    /* every shard's dead letters: a call a shard */
     { NGX_CDP_ADMIN_REPLAY, "replay", NGX_HTTP_POST,
-      NGX_CDP_ROLE_ADMIN, "cdp_replay", 1, NGX_CDP_ADMIN_C_NO, NULL },
+      NGX_CDP_ROLE_ADMIN, "cdp_replay", 1, NGX_CDP_ADMIN_C_SAGA, "replay" },
     /*
      * audited: written with FCALL; a segment's members are in a set a
      * shard: on a cluster a call a shard, a saga
@@ -611,22 +613,6 @@ ngx_cdp_admin_start(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx)
 
     bad = NULL;
     since_len = 0;
-
-    if (mcf->redis.seeds && actx->op->cluster == NGX_CDP_ADMIN_C_NO) {
-        /* one call would write every shard: no protocol of its own yet */
-        p = ngx_pnalloc(r->pool, ngx_strlen(actx->op->name)
-                                 + sizeof(" is not supported on Redis "
-                                          "Cluster yet"));
-        if (p == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        *ngx_sprintf(p, "%s is not supported on Redis Cluster yet",
-                     actx->op->name) = '\0';
-
-        return ngx_cdp_admin_error(r, NGX_HTTP_NOT_IMPLEMENTED,
-                                   "not_supported", (const char *) p, NULL);
-    }
 
     if (actx->op->id == NGX_CDP_ADMIN_DESTINATIONS) {
         return ngx_cdp_admin_destinations(r, mcf);
@@ -1519,12 +1505,14 @@ ngx_cdp_admin_add_id(ngx_http_request_t *r, ngx_cdp_admin_ctx_t *actx,
 
 
 /*
- * Redis Cluster: erase, export, profiles, segments and segment as a saga
- * of cdp_admin_x, FCALL cdp_admin_x 1 <prefix>:audit <prefix>|<N> begin
- * <op> <receipt> <role> <now_ms> <recent> <identifier>... (the standalone
- * function's arguments; profiles: the first identifier, as cdp_read;
- * segments and segment: the segments' arguments, as their "identifiers"),
- * whose end answers the request as the standalone function's reply would.
+ * Redis Cluster: erase, export, profiles, segments, segment, unsuppress
+ * and replay as a saga of cdp_admin_x, FCALL cdp_admin_x 1 <prefix>:audit
+ * <prefix>|<N> begin <op> <receipt> <role> <now_ms> <recent>
+ * <identifier>... (the standalone function's arguments; profiles: the
+ * first identifier, as cdp_read; segments and segment: the segments'
+ * arguments, and replay: the destination's name, as their
+ * "identifiers"), whose end answers the request as the standalone
+ * function's reply would.
  */
 
 static ngx_int_t

@@ -5,7 +5,9 @@
  * On a cluster an FCALL stays in one slot, and some operations touch
  * keys of many: an identify's keys (its identifiers, the browser's
  * profile, the profiles a merge absorbs), an erasure's, export's or
- * profile read's (a person's keys in every shard, the audit).  The store
+ * profile read's (a person's keys in every shard, the audit), an
+ * unsuppression's or a replay's (every shard's copy of the suppression
+ * set or dead letters, the audit).  The store
  * does such an operation as a chain of single-slot calls, a saga, and
  * the worker drives it.  Two kinds of saga, each a function of the store
  * with fixed arguments before the state:
@@ -18,10 +20,10 @@
  *             Cluster")
  *   admin     FCALL cdp_admin_x 1 <key> <prefix>|<N> <state>, reply
  *             {next key, next state, ms to wait, result}: an erasure,
- *             export, profile read, segment list or page of a segment's
- *             members of the admin API, whose first call is on
- *             <prefix>:audit with "begin ..." (docs/privacy.md, "On Redis
- *             Cluster")
+ *             export, profile read, segment list, page of a segment's
+ *             members, unsuppress or replay of the admin API, whose first
+ *             call is on <prefix>:audit with "begin ..." (docs/privacy.md,
+ *             "On Redis Cluster")
  *
  * A reply names the next call ("" when done, and the admin kind's
  * result is then the standalone function's reply).  Every step is

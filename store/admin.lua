@@ -10,8 +10,8 @@
 -- their links are followed), with numkeys 0: a standalone Redis only
 -- (Redis Cluster refuses undeclared keys of other slots).  On Redis
 -- Cluster, cdp_admin_x does what cdp_erase, cdp_export, cdp_read,
--- cdp_segments and cdp_segment_members do as a saga of one-slot calls
--- that nginx drives (near the end of this file).
+-- cdp_segments, cdp_segment_members, cdp_unsuppress and cdp_replay do as
+-- a saga of one-slot calls that nginx drives (near the end of this file).
 --
 -- Keys are sharded as store/cdp.lua shards them (store/README.md,
 -- "Shards"): ARGV[1] is "<prefix>" (16 shards) or "<prefix>|<N>" (N 1 to
@@ -1099,12 +1099,19 @@ local function dest_apply(prefix, req, people, plan)
     return removed, notices
 end
 
-local function audit(prefix, req, op, profiles, identifiers, events, took)
+-- an audit entry; ids: what it names, already as the audit shows it
+local function audit_as(prefix, req, op, ids, profiles, identifiers, events,
+                        took)
     redis.call('XADD', prefix .. ':audit', '*',
                'receipt', req.receipt, 'op', op, 'role', req.role,
-               'ids', audit_ids(req.ids), 'profiles', int(profiles),
+               'ids', ids, 'profiles', int(profiles),
                'identifiers', int(identifiers), 'events', int(events),
                'at', req.now, 'took_us', int(took))
+end
+
+local function audit(prefix, req, op, profiles, identifiers, events, took)
+    audit_as(prefix, req, op, audit_ids(req.ids), profiles, identifiers,
+             events, took)
 end
 
 -- {key, type} of every shard's key of kind
@@ -1711,6 +1718,62 @@ local function cdp_audit(keys, args)
 end
 
 --
+-- cdp_replay's request: prefix, receipt, role, now_ms, destination (the
+-- receipt and role as the audited functions take them: they go into the
+-- audit); nil and the error reply, or the request
+--
+local function replay_request(fn, keys, args)
+    local prefix = #keys == 0 and #args == 5 and use_prefix(args[1])
+    if not prefix
+            or #args[2] > 128 or not args[2]:find('^[%w_.:%-]+$')
+            or #args[3] > 64 or not args[3]:find('^[%w_.%-]+$')
+            or #args[4] > 16 or not args[4]:find('^[0-9]+$')
+            or #args[5] > 64 or not args[5]:find('^[%w_%-]+$') then
+        return nil, fail(fn, 'want 0 keys, ARGV prefix, receipt, role, '
+                         .. 'now_ms, destination')
+    end
+    return {prefix = prefix, receipt = args[2], role = args[3],
+            now = args[4], name = args[5]}
+end
+
+--
+-- The oldest (at most left) entries of the dead-letter stream dead back
+-- into the out-stream out (their event or delete, and p; new ids), each
+-- XDEL beside its XADD: an entry is moved once.  Returns the entries
+-- moved and the entries taken (one without those fields is only
+-- deleted).
+--
+local function replay_shard(dead, out, left)
+    local moved, list = 0, {}
+    if left > 0 then
+        list = redis.call('XRANGE', dead, '-', '+', 'COUNT', left)
+    end
+    for _, e in ipairs(list) do
+        local f = {}
+        for _, k in ipairs({'event', 'delete', 'p'}) do
+            local v = field(e[2], k)
+            if v then
+                f[#f + 1] = k
+                f[#f + 1] = v
+            end
+        end
+        if #f > 0 then
+            redis.call('XADD', out, '*', unpack(f))
+            moved = moved + 1
+        end
+        redis.call('XDEL', dead, e[1])
+    end
+    return moved, #list
+end
+
+local REPLAY_MAX = 10000    -- dead letters moved by one request
+
+local function replay_json(req, name, moved)
+    return '{"receipt":' .. jstr(req.receipt) .. ',"destination":'
+        .. jstr(name) .. ',"replayed":' .. int(moved) .. '}'
+end
+
+--
 -- cdp_replay: a destination's dead letters back into its out-stream (the
 -- admin role), oldest first, at most 10000 a call; each gets a new id.
 --   KEYS: none
@@ -1718,17 +1781,17 @@ end
 --   ARGV[5] the destination's name
 --   reply: JSON {"receipt":..,"destination":..,"replayed":N}; audited
 --          (op replay, events = N)
---   errors: "ERR cdp_replay: ..." on bad arguments
+--   errors: "ERR cdp_replay: ..." on bad arguments or a key of the wrong
+--           type; nothing is written then
 --
 local function cdp_replay(keys, args)
     local fn = 'cdp_replay'
     local t0 = now_us()
-    local prefix = #keys == 0 and #args == 5 and use_prefix(args[1])
-    if not prefix or not args[5]:find('^[%w_%-]+$') then
-        return fail(fn, 'want 0 keys, ARGV prefix, receipt, role, now_ms, '
-                    .. 'destination')
+    local req, err = replay_request(fn, keys, args)
+    if not req then
+        return err
     end
-    local name = args[5]
+    local prefix, name = req.prefix, req.name
     -- each shard's dead letters back to its own out-stream
     local pairs_, want = {}, {{prefix .. ':audit', 'stream'}}
     local outs, deads = shard_keys(prefix, 'out'), shard_keys(prefix, 'dead')
@@ -1742,36 +1805,14 @@ local function cdp_replay(keys, args)
     if not ok then
         return fail(fn, terr)
     end
-    local moved, left = 0, 10000
+    local moved, left = 0, REPLAY_MAX
     for _, pr in ipairs(pairs_) do
-        local dead, out = pr[1], pr[2]
-        local list = left > 0
-                     and redis.call('XRANGE', dead, '-', '+', 'COUNT', left)
-                     or {}
-        left = left - #list
-        for _, e in ipairs(list) do
-            local f = {}
-            for _, k in ipairs({'event', 'delete', 'p'}) do
-                local v = field(e[2], k)
-                if v then
-                    f[#f + 1] = k
-                    f[#f + 1] = v
-                end
-            end
-            if #f > 0 then
-                redis.call('XADD', out, '*', unpack(f))
-                moved = moved + 1
-            end
-            redis.call('XDEL', dead, e[1])
-        end
+        local m, taken = replay_shard(pr[1], pr[2], left)
+        moved, left = moved + m, left - taken
     end
-    local req = {receipt = args[2], role = args[3], now = args[4], ids = {}}
-    redis.call('XADD', prefix .. ':audit', '*', 'receipt', req.receipt,
-               'op', 'replay', 'role', req.role, 'ids', 'destination:' .. name,
-               'profiles', '0', 'identifiers', '0', 'events', int(moved),
-               'at', req.now, 'took_us', int(now_us() - t0))
-    return '{"receipt":' .. jstr(req.receipt) .. ',"destination":'
-        .. jstr(name) .. ',"replayed":' .. int(moved) .. '}'
+    audit_as(prefix, req, 'replay', 'destination:' .. name, 0, 0, moved,
+             now_us() - t0)
+    return replay_json(req, name, moved)
 end
 
 --
@@ -2058,8 +2099,8 @@ local function cdp_segment_members(keys, args)
 end
 
 -- ---------------------------------------------------------------------
--- Redis Cluster: erase, export, read and the segments' views as sagas of
--- one-slot calls
+-- Redis Cluster: erase, export, read, the segments' views, unsuppress and
+-- replay as sagas of one-slot calls
 --
 -- On a cluster an FCALL touches the keys of one slot only, and a person's
 -- keys are in many (store/README.md, "Shards").  So there nginx drives
@@ -2085,6 +2126,10 @@ end
 --   members     mem (a shard at a time from the cursor's: a page's
 --               members there with their fields, until the page is
 --               full or the last shard is done), fin
+--   unsuppress  uns (each shard, shard 0's copy last: the identifiers
+--               leave its copy of the suppression set), fin
+--   replay      rpl (each shard from 0, until 10000 are moved: its dead
+--               letters back into its out-stream), fin
 --
 -- X: op, p (prefix), n (shards), id (the saga's: receipt.<us>), rq (the
 -- request: receipt, role, now, ids, recent), st (next step), k (its
@@ -2098,15 +2143,25 @@ end
 -- person's events, the merges and consent entries), sh, F (read: the
 -- shards, the events found), sg (segments and members: the request, as
 -- segments_request and members_request make it), cnt (segments: the
--- counts), cu, R (members: SSCAN's cursor in shard s, the rows found).
+-- counts), cu, R (members: SSCAN's cursor in shard s, the rows found),
+-- m, hit (unsuppress: the set's members to remove, as the audit shows
+-- them; '1' for each found in a copy so far, else '0'), dst, left, moved
+-- (replay: the destination, the entries a shard may still take, those
+-- moved).
 --
 -- The segments' sagas begin in the audit's slot too (the arguments
 -- checked), visit the shards in their slots and end there: the audit
--- entry and the reply.  They read only, but for the audit entry.
+-- entry and the reply.  They read only, but for the audit entry.  So do
+-- unsuppress and replay, which write a shard in each of its steps: they
+-- have no journal, because what a stopped one leaves is no privacy risk
+-- (some copies of the suppression set still suppress the person: it
+-- fails closed; some dead letters still wait), and asking again (the
+-- request was answered 503) completes it.
 --
--- Each step is idempotent: a del step's work and counts are recorded in
--- its slot (<prefix>:adone:{<tag>}:<id>, a day) and a step sent again
--- returns the counts recorded; fin writes the audit entry once (the
+-- Each step is idempotent: a del, uns or rpl step's work and counts are
+-- recorded in its slot (<prefix>:adone:{<tag>}:<id>, a day for del, an
+-- hour for the others) and a step sent again does nothing and returns
+-- the counts recorded; fin writes the audit entry once (the
 -- journal entry it deletes in the same call, or for the others its own
 -- record).  An erase's journal (<prefix>:erasing:{<prefix>:audit},
 -- id -> the state as the sup steps start; <prefix>:erasing_at:{...} by
@@ -2124,12 +2179,14 @@ local AX_KEEP = 86400   -- s: an erasure's records of steps done kept
 local AX_KEEP_READ = 3600   -- s: another op's record of its audit
 
 local AX_FN = {erase = 'cdp_erase', export = 'cdp_export', read = 'cdp_read',
-               segments = 'cdp_segments', members = 'cdp_segment_members'}
+               segments = 'cdp_segments', members = 'cdp_segment_members',
+               unsuppress = 'cdp_unsuppress', replay = 'cdp_replay'}
 
 -- the steps a state may name
 local AX_STEPS = {idx = true, walk = true, dests = true, chk = true,
                   jnl = true, sup = true, del = true, col = true,
-                  rcol = true, scnt = true, mem = true, fin = true}
+                  rcol = true, scnt = true, mem = true, uns = true,
+                  rpl = true, fin = true}
 
 -- the slot of a key, as Redis Cluster computes it
 local function key_slot(key)
@@ -2586,6 +2643,77 @@ function AX.mem()
     return sh_key('segments:due', next_s), 'mem'
 end
 
+-- unsuppress
+
+-- the hits of a and b ('1' or '0' each), either's
+local function hits_or(a, b)
+    local t = {}
+    for j = 1, #a do
+        t[j] = (a:sub(j, j) == '1' or b:sub(j, j) == '1') and '1' or '0'
+    end
+    return table.concat(t)
+end
+
+-- shard s: the identifiers leave its copy of the suppression set; which
+-- were there is recorded, so that the step sent again (the copy no longer
+-- has them) counts them all the same.  From the last shard down: shard
+-- 0's copy, the one the edges read (cdp_suppressed, nginx's sync), goes
+-- last, so that a browser is let in at the edges once every shard's
+-- store would take its events.
+function AX.uns()
+    local s = X.s
+    local key = sh_key('suppressed', s)
+    local rk = done_key(shard_tag(s))
+    local hit = redis.call('GET', rk)
+    if not hit then
+        ax_check({{key, 'set'}})
+        local t = {}
+        for j, found in ipairs(redis.call('SMISMEMBER', key,
+                                          unpack(X.m))) do
+            t[j] = found == 1 and '1' or '0'
+        end
+        hit = table.concat(t)
+        redis.call('SREM', key, unpack(X.m))
+        redis.call('SET', rk, hit, 'EX', AX_KEEP_READ)
+    end
+    X.hit = hits_or(X.hit, hit)
+    if s == 0 then
+        return audit_key(), 'fin'
+    end
+    X.s = s - 1
+    return sh_key('suppressed', X.s), 'uns'
+end
+
+-- replay
+
+local function dead_key(i)
+    return sh_key('dead', i) .. ':' .. X.dst
+end
+
+-- shard s: the oldest of its dead letters (as many as the request may
+-- still move) back into its out-stream, each XADD beside its XDEL; its
+-- counts recorded, so that the step sent again moves nothing more and
+-- counts the same.  Shard 0 first, as cdp_replay; no call after the
+-- 10000th entry.
+function AX.rpl()
+    local s = X.s
+    local rk = done_key(shard_tag(s))
+    local rec = redis.call('GET', rk)
+    local c = rec and cjson.decode(rec)
+    if not c then
+        local dead, out = dead_key(s), sh_key('out', s) .. ':' .. X.dst
+        ax_check({{dead, 'stream'}, {out, 'stream'}})
+        c = {replay_shard(dead, out, X.left)}
+        redis.call('SET', rk, cjson.encode(c), 'EX', AX_KEEP_READ)
+    end
+    X.moved, X.left = X.moved + c[1], X.left - c[2]
+    X.s = s + 1
+    if X.left > 0 and X.s < NSH then
+        return dead_key(X.s), 'rpl'
+    end
+    return audit_key(), 'fin'
+end
+
 -- the last step (the audit's slot): the audit entry, once, and the reply
 
 local function by_first(a, b)
@@ -2697,8 +2825,27 @@ local function fin_members(first, took)
     return X.cu .. '\n' .. text
 end
 
+local function fin_unsuppress(first, took)
+    local removed = select(2, string.gsub(X.hit, '1', ''))
+    if first then
+        audit_as(AP, X.rq, 'unsuppress', table.concat(X.m, ','), 0, removed,
+                 0, took)
+    end
+    return '{"receipt":' .. jstr(X.rq.receipt) .. ',"removed":'
+        .. int(removed) .. '}'
+end
+
+local function fin_replay(first, took)
+    if first then
+        audit_as(AP, X.rq, 'replay', 'destination:' .. X.dst, 0, 0,
+                 X.moved, took)
+    end
+    return replay_json(X.rq, X.dst, X.moved)
+end
+
 local AX_FIN = {export = fin_export, read = fin_read,
-                segments = fin_segments, members = fin_members}
+                segments = fin_segments, members = fin_members,
+                unsuppress = fin_unsuppress, replay = fin_replay}
 
 function AX.fin()
     ax_check({{audit_key(), 'stream'}})
@@ -2759,6 +2906,46 @@ local function ax_begin_segments(keys, op, fn, rargs)
     return sh_key('segments:due', 0), 'scnt'
 end
 
+-- the first call of unsuppress and replay, rargs the standalone
+-- function's ARGV: nil and the error reply, or the first step's key
+local function ax_begin_shards(keys, op, fn, rargs)
+    local req, err
+    if op == 'replay' then
+        req, err = replay_request(fn, {}, rargs)
+        if not req then
+            return nil, err
+        end
+    else
+        req, err = parse_request({}, rargs, SUPPRESSIBLE)
+        if not req then
+            return nil, fail(fn, err)
+        end
+    end
+    AP = req.prefix
+    if keys[1] ~= audit_key() then
+        return nil, fail('cdp_admin_x', 'begin wants the key <prefix>:audit')
+    end
+    local ok, terr = check_types(fn, {{audit_key(), 'stream'}})
+    if not ok then
+        return nil, fail(fn, terr)
+    end
+    X = {op = op, p = AP, n = NSH, id = ax_id(req.receipt),
+         rq = {receipt = req.receipt, role = req.role, now = req.now},
+         us = 0}
+    if op == 'replay' then
+        X.dst, X.left, X.moved, X.s = req.name, REPLAY_MAX, 0, 0
+        return dead_key(0), 'rpl'
+    end
+    -- the members as the set holds them (an aid as its aidh): no raw
+    -- browser id in the state
+    X.m = {}
+    for _, id in ipairs(req.ids) do
+        X.m[#X.m + 1] = audit_form(id[1], id[2])
+    end
+    X.hit, X.s = string.rep('0', #X.m), NSH - 1
+    return sh_key('suppressed', X.s), 'uns'
+end
+
 -- the first call: the request checked as the standalone function checks
 -- it (the same errors); nil and the error reply, or the first step's key
 local function ax_begin(keys, args)
@@ -2766,7 +2953,8 @@ local function ax_begin(keys, args)
     local fn = AX_FN[op or '']
     if not fn then
         return nil, fail('cdp_admin_x', 'unknown op (want erase, export, '
-                         .. 'read, segments or members)')
+                         .. 'read, segments, members, unsuppress or '
+                         .. 'replay)')
     end
     if #args < 7 then
         return nil, fail('cdp_admin_x', 'want ARGV prefix, begin, op, '
@@ -2790,6 +2978,9 @@ local function ax_begin(keys, args)
     end
     if op == 'segments' or op == 'members' then
         return ax_begin_segments(keys, op, fn, rargs)
+    end
+    if op == 'unsuppress' or op == 'replay' then
+        return ax_begin_shards(keys, op, fn, rargs)
     end
     local req, err = parse_request({}, rargs, ALL_TYPES)
     if not req then
@@ -2853,18 +3044,19 @@ local function ax_sweep(age)
 end
 
 --
--- cdp_admin_x: cdp_erase, cdp_export, cdp_read, cdp_segments and
--- cdp_segment_members on Redis Cluster, a saga of one-slot calls (above)
--- that nginx drives.
+-- cdp_admin_x: cdp_erase, cdp_export, cdp_read, cdp_segments,
+-- cdp_segment_members, cdp_unsuppress and cdp_replay on Redis Cluster, a
+-- saga of one-slot calls (above) that nginx drives.
 --   KEYS[1]  the first call and a sweep: <prefix>:audit; then the key
 --            the previous call named
 --   ARGV[1]  prefix ("<prefix>" or "<prefix>|<N>", as the others)
---   ARGV[2]  "begin", then ARGV[3] op (erase, export, read, segments or
---            members), ARGV[4] receipt, ARGV[5] role, ARGV[6] now_ms,
---            ARGV[7] recent (read; "0" otherwise), ARGV[8..] identifiers
---            (1 to 100; read: 1), or for segments and members the
---            standalone function's ARGV[5..] (segments: name, rule...;
---            members: name, cursor, count, format, field...);
+--   ARGV[2]  "begin", then ARGV[3] op (erase, export, read, segments,
+--            members, unsuppress or replay), ARGV[4] receipt, ARGV[5]
+--            role, ARGV[6] now_ms, ARGV[7] recent (read; "0" otherwise),
+--            ARGV[8..] identifiers (1 to 100; read: 1), or for segments,
+--            members and replay the standalone function's ARGV[5..]
+--            (segments: name, rule...; members: name, cursor, count,
+--            format, field...; replay: the destination);
 --            or the state the previous call returned; or "sweep"
 --            ("sweep:<ms>": a journal entry older than that, at most
 --            10000)

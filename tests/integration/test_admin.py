@@ -519,12 +519,6 @@ def status_delta(ngx, before):
     return ngx.status().delta(before)
 
 
-def on_cluster(ngx):
-    """CDP_TEST_REDIS=cluster: unsuppress (and replay) write every shard
-    in one call, so the admin API answers them 501 there."""
-    return isinstance(ngx.redis, h.RedisCluster)
-
-
 # --------------------------------------------------------------------------
 # erasure
 
@@ -1071,9 +1065,7 @@ def test_export_holds_events_merges_and_consent(ngx):
         ['profiles'] == []
 
 
-# unsuppress writes every shard's copy of the suppression set in one call:
-# 501 on Redis Cluster (test_admin_cluster.py checks that answer)
-@pytest.mark.standalone
+# (on Redis Cluster unsuppress is a saga, a call a shard: the same answers)
 def test_unsuppress_lets_them_come_back(ngx):
     alice, bob = Person(ngx, 'alice'), Person(ngx, 'bob')
     old_pid = build_simple_person(ngx, alice, consent=False)
@@ -1120,8 +1112,6 @@ def test_unsuppress_lets_them_come_back(ngx):
     check_graph(ngx)
 
 
-# unsuppress: 501 on Redis Cluster, as above
-@pytest.mark.standalone
 def test_unsuppress_profile_id_is_a_bad_request(ngx):
     # profile ids are never suppressed (docs/privacy.md): a client error
     alice = Person(ngx, 'alice')
@@ -1139,22 +1129,15 @@ def test_audit_entries(ngx):
     ex = ok_json(admin(ngx, 'GET', 'export?user_id=' + alice.uid, 'admin'))
     rec = erase(ngx, 'privacy', email=alice.email,
                 anonymous_id=alice.aids[1])
-    r = admin(ngx, 'POST', 'unsuppress', 'privacy', {
-        'anonymous_id': alice.aids[0], 'phone': alice.phone})
-    if on_cluster(ngx):
-        # one call would write every shard: refused, nothing audited
-        assert err(r, 501, 'not_supported')['message'] == (
-            'unsuppress is not supported on Redis Cluster yet')
-    else:
-        un = ok_json(r)
+    un = ok_json(admin(ngx, 'POST', 'unsuppress', 'privacy', {
+        'anonymous_id': alice.aids[0], 'phone': alice.phone}))
     t1 = int(time.time() * 1000)
 
     # (on a cluster the audit is read from the node of its slot)
     audit = ok_json(admin(ngx, 'GET', 'audit?since=%d' % t0))
     want = [('export', 'admin', ex['receipt']),
-            ('erase', 'privacy', rec['receipt'])]
-    if not on_cluster(ngx):
-        want.append(('unsuppress', 'privacy', un['receipt']))
+            ('erase', 'privacy', rec['receipt']),
+            ('unsuppress', 'privacy', un['receipt'])]
     assert [(a['op'], a['role'], a['receipt']) for a in audit] == want, \
         audit
     e_ex, e_er = audit[:2]
@@ -1162,12 +1145,11 @@ def test_audit_entries(ngx):
     assert sorted(e_er['ids']) == sorted([
         'email:' + hsh(ngx, 'email', alice.email),
         'anonymous_id:' + aidh(alice.aids[1])]), e_er
-    if not on_cluster(ngx):
-        e_un = audit[2]
-        assert sorted(e_un['ids']) == sorted([
-            'anonymous_id:' + aidh(alice.aids[0]),
-            'phone:' + hsh(ngx, 'phone', alice.phone)]), e_un
-        assert e_un['identifiers'] == 2 and e_un['profiles'] == 0, e_un
+    e_un = audit[2]
+    assert sorted(e_un['ids']) == sorted([
+        'anonymous_id:' + aidh(alice.aids[0]),
+        'phone:' + hsh(ngx, 'phone', alice.phone)]), e_un
+    assert e_un['identifiers'] == 2 and e_un['profiles'] == 0, e_un
     assert e_ex['profiles'] == 1 and e_ex['events'] == len(
         ex['profiles'][0]['events']), e_ex
     assert e_er['profiles'] == 1 and e_er['events'] == rec['events'], e_er

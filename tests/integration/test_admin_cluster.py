@@ -11,10 +11,15 @@ operation: it leaves the same keys, answers the same JSON and writes the
 same audit entry; also when its driver stops after any step and the
 sweeper finishes, or every step is sent twice.
 
+The same for unsuppress and replay (cdp_unsuppress and cdp_replay: a call
+a shard), also when their driver stops half way (no journal: the retry
+completes them).
+
 Then through nginx (ngx_cdp_admin.c, ngx_cdp_xid.c): the admin API on a
-cluster erases a person from every shard, answers what it cannot do in
-one slot 501, and an erasure survives a master killed mid-way, and a
-worker killed mid-way (worker 0's sweep finishes it)."""
+cluster erases a person from every shard and unsuppresses them, replays
+a destination's dead letters of every shard, and an erasure survives a
+master killed mid-way, and a worker killed mid-way (worker 0's sweep
+finishes it)."""
 
 import hashlib
 import itertools
@@ -779,6 +784,284 @@ def test_read_is_cdp_read(cl, solo, world, redis_cluster, ident, recent):
 
 
 # --------------------------------------------------------------------------
+# unsuppress and replay: a call a shard
+
+COPIES = [shard_key('suppressed', i) for i in range(N)]
+WES = 'user_id:' + H('9')           # suppressed, never asked for
+
+
+def suppress_some(c, world):
+    """Copies that differ (as a half-done unsuppress leaves them): Zoe's
+    e-mail in every copy, her user id in shards 0 and 5 only, her browser
+    a in every copy but shard 0's, Wes's user id in every copy; her phone
+    in none.  The request: {members asked for (as the set holds them)}."""
+    zoe_a = 'anonymous_id:' + aidh(world.a)
+    for i, key in enumerate(COPIES):
+        c.delete(key)
+        c.sadd(key, 'email:' + H('2'), WES)
+        if i in (0, 5):
+            c.sadd(key, 'user_id:' + H('1'))
+        if i != 0:
+            c.sadd(key, zoe_a)
+    return ['email:' + H('2'), 'user_id:' + H('1'),
+            'anonymous_id:' + world.a, 'phone:' + H('3'), 'email:' + H('2')]
+
+
+def copies_of(c):
+    return [c.smembers(k) for k in COPIES]
+
+
+@pytest.mark.parametrize('twice', [False, True])
+def test_unsuppress_is_cdp_unsuppress(cl, solo, world, redis_cluster,
+                                      twice):
+    """A call in the audit's slot, one a shard (its copy of the suppression
+    set), the last in the audit's slot: every copy loses the identifiers,
+    the reply counts those that were in any copy, the audit entry is
+    cdp_unsuppress's; every step sent twice changes nothing of that."""
+    r = redis_cluster.client()
+    ids = suppress_some(r, world)
+    suppress_some(solo, world)
+    before = cluster_snapshot(redis_cluster)
+    want = solo.fcall('cdp_unsuppress', 0, PFX, 'u-1', 'privacy', NOW, *ids)
+    assert json.loads(want) == {'receipt': 'u-1', 'removed': 3}
+    cl.calls = 0
+    assert cl.do('unsuppress', 'u-1', ids, twice=twice) == want
+    assert cl.calls == (2 * N + 3 if twice else N + 2)
+    assert copies_of(r) == [{WES}] * N
+    snap = cluster_snapshot(redis_cluster)
+    assert snap == snapshot([solo]) and snap != before
+    assert audit_of([r], 'u-1') == audit_of([solo], 'u-1')
+    (entry,) = audit_of([r], 'u-1')
+    assert (entry['op'], entry['identifiers']) == ('unsuppress', '3')
+    assert world.a not in json.dumps(entry)
+    # its records: the steps of each shard and the audit's, an hour
+    assert len(saga_keys(redis_cluster)) == N + 1
+    for key in saga_keys(redis_cluster):
+        assert 0 < r.ttl(key) <= 3600
+    # again: nothing left to remove, audited all the same
+    want = solo.fcall('cdp_unsuppress', 0, PFX, 'u-2', 'privacy', NOW, *ids)
+    assert json.loads(want)['removed'] == 0
+    assert cl.do('unsuppress', 'u-2', ids) == want
+    assert audit_of([r], 'u-2') == audit_of([solo], 'u-2')
+
+
+def test_unsuppress_leaves_the_copy_the_edges_read_last(cl, world,
+                                                        redis_cluster):
+    """Shard 0's copy (cdp_suppressed's, nginx's sync's) loses the
+    identifiers in the last step of a shard: until then the edges still
+    refuse the browser."""
+    r = redis_cluster.client()
+    ids = suppress_some(r, world)
+    members = set.union(*copies_of(r)) - {WES}
+    rep = cl.begin('unsuppress', 'u-1', ids)
+    order = []
+    while rep[0]:
+        st = json.loads(rep[1])
+        if st['st'] == 'uns':
+            order.append(st['s'])
+            assert r.smembers(COPIES[0]) & members
+        rep = cl.call(rep[0], rep[1])
+    assert order == list(range(N - 1, -1, -1))
+    assert copies_of(r) == [{WES}] * N
+
+
+def test_an_unsuppress_stopped_half_way_fails_closed(cl, solo, world,
+                                                     redis_cluster):
+    """The driver stops after k calls, for every k: the copies visited have
+    lost the identifiers, the others (shard 0's among them until the last)
+    still suppress the person; nothing is audited and the sweeper leaves
+    it (no journal: not a privacy risk); the privacy officer's retry
+    completes it, audited once, counting those it still found."""
+    r = redis_cluster.client()
+    ids = suppress_some(solo, world)
+    asked = {'email:' + H('2'), 'user_id:' + H('1'),
+             'anonymous_id:' + aidh(world.a), 'phone:' + H('3')}
+    full = copies_of(solo)
+    solo.fcall('cdp_unsuppress', 0, PFX, 'u-0', 'privacy', NOW, *ids)
+    for k in range(1, N + 2):
+        suppress_some(r, world)
+        rep = cl.begin('unsuppress', 'u-%d' % k, ids)
+        for _ in range(k - 1):
+            rep = cl.call(rep[0], rep[1])
+        assert rep[0], k
+        done = set(range(N - k + 1, N))     # the shards visited
+        left = copies_of(r)
+        for i in range(N):
+            assert left[i] == (full[i] - asked if i in done else full[i]), \
+                (k, i)
+        if k <= N:
+            assert left[0] & asked
+        assert audit_of([r], 'u-%d' % k) == []
+        assert cl.sweep() == 0 and copies_of(r) == left
+        still = len(set.union(*left) & asked)
+        got = json.loads(cl.do('unsuppress', 'r-%d' % k, ids))
+        assert got == {'receipt': 'r-%d' % k, 'removed': still}, k
+        assert cluster_snapshot(redis_cluster) == snapshot([solo]), k
+        (entry,) = audit_of([r], 'r-%d' % k)
+        assert entry['identifiers'] == str(still)
+
+
+def test_a_key_of_the_wrong_type_stops_them_in_its_shard(cl, solo, world,
+                                                        redis_cluster):
+    """A copy of the suppression set, a dead-letter stream of the wrong
+    type: the error the standalone function gives (which writes nothing),
+    from the step of that shard; the shards before it are done, the
+    others (shard 0's copy among them) untouched, nothing audited."""
+    r = redis_cluster.client()
+    ids = suppress_some(r, world)
+    suppress_some(solo, world)
+    full = copies_of(r)
+    for c in (r, solo):
+        c.set(COPIES[5], 'oops')
+    want = error_of(lambda: solo.fcall('cdp_unsuppress', 0, PFX, 'u', 'p',
+                                       NOW, *ids))
+    assert want == 'cdp_unsuppress: %s is a string, not a set' % COPIES[5]
+    assert error_of(lambda: cl.do('unsuppress', 'u', ids)) == want
+    left = [r.smembers(k) for k in COPIES[:5]]
+    assert left == full[:5]
+    assert [r.smembers(k) for k in COPIES[6:]] == [{WES}] * (N - 6)
+    assert r.exists(AUDIT) == 0
+
+    for c in (r, solo):
+        dead_letters(c, world)
+    dks = ['%s:dead:{%s}:crm' % (PFX, cs.shard_tag(i, N)) for i in range(N)]
+    full = [i for i in range(N) if r.xlen(dks[i])]
+    assert len(full) >= 3, full
+    bad = full[1]
+    for c in (r, solo):
+        c.delete(dks[bad])
+        c.set(dks[bad], 'oops')
+    counts = [r.xlen(k) if i != bad else 0 for i, k in enumerate(dks)]
+    assert sum(counts[:bad]) and sum(counts[bad + 1:])
+    want = error_of(lambda: solo.fcall('cdp_replay', 0, PFX, 'p', 'admin',
+                                       NOW, 'crm'))
+    assert want == 'cdp_replay: %s is a string, not a stream' % dks[bad]
+    assert error_of(lambda: cl.do('replay', 'p', ['crm'],
+                                  role='admin')) == want
+    assert [r.xlen(k) if i != bad else 0 for i, k in enumerate(dks)] == \
+        [0] * bad + counts[bad:]
+    assert r.exists(AUDIT) == 0
+
+
+def dead_letters(c, world):
+    """crm's dead letters over several shards (an event with its profile, a
+    deletion notice, one with neither: only deleted), besides the
+    world's two; under the same ids in every store."""
+    ids = ('2999999999000-%d' % j for j in itertools.count())
+    for i, x in enumerate([world.a, world.b, world.w, world.d, world.pw,
+                           world.pa]):
+        key = '%s:dead:%s:crm' % (PFX, tag(x))
+        c.xadd(key, {'id': '1-%d' % i, 'status': '500', 'response': 'no',
+                     'event': '{"n":%d}' % i, 'p': x}, id=next(ids))
+        if i % 2:
+            c.xadd(key, {'id': '2-%d' % i, 'status': '500',
+                         'delete': '{"type":"delete","n":%d}' % i},
+                   id=next(ids))
+        if i == 3:
+            c.xadd(key, {'id': '3-%d' % i, 'status': '400'}, id=next(ids))
+
+
+def dead_len(c, name):
+    return sum(c.xlen('%s:dead:{%s}:%s' % (PFX, cs.shard_tag(i, N), name))
+               for i in range(N))
+
+
+@pytest.mark.parametrize('twice', [False, True])
+def test_replay_is_cdp_replay(cl, solo, world, redis_cluster, twice):
+    """A call in the audit's slot, one a shard (its dead letters back into
+    its out-stream), the last in the audit's slot: the same streams as
+    cdp_replay leaves (new ids aside), the same reply and audit entry;
+    every step sent twice moves nothing twice."""
+    r = redis_cluster.client()
+    for c in (r, solo):
+        dead_letters(c, world)
+    before = cluster_snapshot(redis_cluster)
+    assert before == snapshot([solo])
+    want = solo.fcall('cdp_replay', 0, PFX, 'p-1', 'admin', NOW, 'crm')
+    assert json.loads(want) == {'receipt': 'p-1', 'destination': 'crm',
+                                'replayed': 10}
+    cl.calls = 0
+    assert cl.do('replay', 'p-1', ['crm'], twice=twice, role='admin') == want
+    assert cl.calls == (2 * N + 3 if twice else N + 2)
+    assert dead_len(r, 'crm') == 0 and dead_len(r, 'mail') == 1
+    assert new_ids(cluster_snapshot(redis_cluster), before) == \
+        new_ids(snapshot([solo]), before)
+    assert audit_of([r], 'p-1') == audit_of([solo], 'p-1')
+    (entry,) = audit_of([r], 'p-1')
+    assert (entry['op'], entry['ids'], entry['events']) == (
+        'replay', 'destination:crm', '10')
+    # nothing left: a call a shard all the same
+    cl.calls = 0
+    assert json.loads(cl.do('replay', 'p-2', ['crm'], role='admin'))[
+        'replayed'] == 0
+    assert cl.calls == N + 2
+
+
+def test_replay_moves_10000_a_request(cl, solo, world, redis_cluster):
+    """11010 dead letters of sms in shards 1, 3 and 9: the first request
+    moves 10000 (shard 1's 6000, then 4000 of shard 3's, oldest first)
+    and stops there (6 calls), as cdp_replay; the second the 1010 left."""
+    r = redis_cluster.client()
+    for c in (r, solo):
+        for shard, n in ((1, 6000), (3, 5000), (9, 10)):
+            p = c.pipeline(transaction=False)
+            for j in range(n):
+                p.xadd('%s:dead:{%s}:sms' % (PFX, cs.shard_tag(shard, N)),
+                       {'id': '1-%d' % j, 'event': '{"j":%d}' % j,
+                        'p': 'p%d' % shard}, id='5-%d' % (j + 1))
+            p.execute()
+    before = cluster_snapshot(redis_cluster)
+    for receipt, moved, calls in (('p-1', 10000, 6), ('p-2', 1010, N + 2)):
+        want = solo.fcall('cdp_replay', 0, PFX, receipt, 'admin', NOW, 'sms')
+        assert json.loads(want)['replayed'] == moved
+        cl.calls = 0
+        assert cl.do('replay', receipt, ['sms'], role='admin') == want
+        assert cl.calls == calls
+        assert new_ids(cluster_snapshot(redis_cluster), before) == \
+            new_ids(snapshot([solo]), before)
+        assert audit_of([r], receipt) == audit_of([solo], receipt)
+    assert dead_len(r, 'sms') == 0
+
+
+def test_a_replay_stopped_half_way_is_completed_by_a_retry(
+        cl, solo, world, redis_cluster):
+    """The driver stops after k calls, for every k: the shards visited have
+    moved their dead letters (once), the others not; nothing is audited
+    and the sweeper leaves it; the retry moves the rest: together what
+    one cdp_replay moves, in the same streams."""
+    r = redis_cluster.client()
+    dead_letters(solo, world)
+    base = snapshot([solo])
+    dks = ['%s:dead:{%s}:crm' % (PFX, cs.shard_tag(i, N)) for i in range(N)]
+    counts = [solo.xlen(k) for k in dks]
+    movable = [sum(1 for _i, f in solo.xrange(k)
+                   if {'event', 'delete', 'p'} & set(f)) for k in dks]
+    assert sum(counts) == 11 and sum(movable) == 10
+    assert len([n for n in counts if n]) >= 4
+    solo.fcall('cdp_replay', 0, PFX, 'p-0', 'admin', NOW, 'crm')
+    final = new_ids(snapshot([solo]), base)
+    for k in range(1, N + 2):
+        redis_cluster.flush()
+        c = redis_cluster.client(decode_responses=False)
+        restore(c, world.saved)
+        c.close()
+        dead_letters(r, world)
+        rep = cl.begin('replay', 'p-%d' % k, ['crm'], role='admin')
+        for _ in range(k - 1):
+            rep = cl.call(rep[0], rep[1])
+        assert rep[0], k
+        # shards 0 .. k - 2 visited
+        assert [r.xlen(key) for key in dks] == [0] * (k - 1) + counts[k - 1:]
+        assert audit_of([r], 'p-%d' % k) == []
+        assert cl.sweep() == 0
+        assert [r.xlen(key) for key in dks] == [0] * (k - 1) + counts[k - 1:]
+        got = json.loads(cl.do('replay', 'q-%d' % k, ['crm'], role='admin'))
+        assert got['replayed'] == sum(movable[k - 1:]), k
+        assert new_ids(cluster_snapshot(redis_cluster), base) == final, k
+        assert len(audit_of([r], 'q-%d' % k)) == 1
+
+
+# --------------------------------------------------------------------------
 # refusals
 
 HX = 'c' * 64
@@ -802,6 +1085,19 @@ BAD = [
     ['a b|16', 'r', 'privacy', '1', 'email:' + HX],
 ]
 
+BAD_REPLAY = [
+    [PFX, 'r', 'admin', '1'],
+    [PFX, 'r', 'admin', '1', 'crm', 'mail'],
+    [PFX, 'r', 'admin', '1', 'c r m'],
+    [PFX, 'r', 'admin', '1', 'crm:x'],
+    [PFX, 'r', 'admin', '1', 'c' * 65],
+    [PFX, 'r x', 'admin', '1', 'crm'],
+    [PFX, 'r', 'ad min', '1', 'crm'],
+    [PFX, 'r', 'admin', 'now', 'crm'],
+    [PFX + '|0', 'r', 'admin', '1', 'crm'],
+    ['a b|16', 'r', 'admin', '1', 'crm'],
+]
+
 BAD_READ = [
     [PFX, 'r', 'privacy', '1', 'email:' + HX, '1001'],
     [PFX, 'r', 'privacy', '1', 'email:' + HX, 'x'],
@@ -822,8 +1118,9 @@ def error_of(f):
 def test_refusals_are_the_standalone_functions(cl, solo, redis_cluster):
     before = cluster_snapshot(redis_cluster)
     n = 0
-    for op in ('erase', 'export'):
-        for args in BAD:
+    for op, bad in (('erase', BAD), ('export', BAD), ('unsuppress', BAD),
+                    ('replay', BAD_REPLAY)):
+        for args in bad:
             want = error_of(lambda: solo.fcall('cdp_' + op, 0, *args))
             assert want.startswith('cdp_' + op + ': ')
             # the prefix is always ARGV[1]; a bad one names another key
@@ -841,7 +1138,7 @@ def test_refusals_are_the_standalone_functions(cl, solo, redis_cluster):
         assert got == want, args
         n += 1
     assert cluster_snapshot(redis_cluster) == before
-    assert n == 2 * len(BAD) + len(BAD_READ)
+    assert n == 3 * len(BAD) + len(BAD_REPLAY) + len(BAD_READ)
 
     # the saga's own
     for args, msg in (
@@ -998,7 +1295,8 @@ def test_nginx_erases_a_person_from_every_shard(redis_cluster,
     shard's copy of the suppression set has them, the audit (one call in
     its slot) has one entry; the browser's later hits are refused at the
     edge and the store drops what the server API sends of them as
-    erased.  unsuppress and replay, one call over every shard, are 501."""
+    erased.  unsuppress (a saga too) takes her e-mail address out of every
+    shard's copy of the suppression set."""
     ngx = nginx_on(redis_cluster, nginx_factory, workdir)
     alice, bob = ta.Person(ngx, 'alice'), ta.Person(ngx, 'bob')
     pid = ta.build_merged_person(ngx, alice)
@@ -1059,14 +1357,25 @@ def test_nginx_erases_a_person_from_every_shard(redis_cluster,
     assert ngx.xlen() == xlen
     ta.assert_gone(ngx, alice)
 
-    # one call over every shard: not on a cluster (yet)
-    j = ta.err(ta.admin(ngx, 'POST', 'unsuppress', 'privacy',
-                        {'email': alice.email}), 501, 'not_supported')
-    assert j['message'] == 'unsuppress is not supported on Redis Cluster ' \
-                           'yet', j
-    j = ta.err(ta.admin(ngx, 'POST', 'replay', 'admin',
-                        {'destination': 'x'}), 501, 'not_supported')
-    assert 'replay' in j['message'], j
+    # unsuppress: a call a shard, every copy (ta.suppressed checks them
+    # all equal) loses her e-mail address, nothing else
+    sup = ta.suppressed(ngx)
+    mail = 'email:' + ta.hsh(ngx, 'email', alice.email)
+    st0 = ngx.status()
+    un = ta.ok_json(ta.admin(ngx, 'POST', 'unsuppress', 'privacy',
+                             {'email': [alice.email, 'x@example.org']}))
+    assert un['removed'] == 1 and un['receipt'].startswith('r-'), un
+    assert ta.suppressed(ngx) == sup - {mail}
+    assert admin_sagas(ngx.status().delta(st0), 'done') == 1
+    (a,) = [a for a in ta.ok_json(ta.admin(ngx, 'GET', 'audit?since=0'))
+            if a['op'] == 'unsuppress']
+    assert (a['receipt'], a['identifiers'], a['ids'][0]) == (
+        un['receipt'], 1, mail), a
+    assert ta.err(ta.admin(ngx, 'POST', 'unsuppress', 'privacy',
+                           {'profile_id': 'p1'}), 400, 'invalid_field')
+    # replay of a destination nginx does not have: refused before the store
+    ta.err(ta.admin(ngx, 'POST', 'replay', 'admin', {'destination': 'x'}),
+           404, 'unknown_destination')
     # no cdp_segment here: none listed, the listing audited (a saga of
     # one call, in the audit's slot)
     st0 = ngx.status()
@@ -1075,6 +1384,51 @@ def test_nginx_erases_a_person_from_every_shard(redis_cluster,
     assert [a['op'] for a in ta.ok_json(ta.admin(
         ngx, 'GET', 'audit?since=0'))][-1] == 'segments'
     ta.check_graph(ngx)
+
+
+def test_nginx_replays_the_dead_letters_of_every_shard(
+        redis_cluster, nginx_factory, workdir, sink):
+    """A destination refused (400) the hits of browsers in several shards,
+    on several masters: POST replay (a saga, a call a shard) puts every
+    shard's dead letters back into its out-stream, the destination gets
+    them, the answer and the audit entry count them; again: none."""
+    import test_destinations as td
+    # every worker's deliverers of 16 shards may connect at once
+    sink.server.socket.listen(1024)
+    sink.respond = lambda req: (400, b'{"error":"no"}')
+    redis_cluster.flush()
+    ngx = td.start(nginx_factory, redis_cluster, workdir, sink,
+                   ['seg purpose=analytics uri=/_dest/seg flush=50ms'])
+    ngx.expected_log_re = re.compile(r'refused \d+ events with 400')
+    names = ['Refused%d' % i for i in range(12)]
+    for e in names:
+        assert ngx.hit('e=' + e).status == 200
+    assert h.wait_until(lambda: ngx.dead_len('seg') == 12, 30), \
+        ngx.dead_entries('seg')
+    assert h.wait_until(lambda: ngx.out_len('seg') == 0, 10)
+    keys = {k for k, _i, _f in ngx.dead_entries('seg')}
+    assert len({redis_cluster.master_of_slot(cs.key_slot(k))
+                for k in keys}) >= 2, keys
+
+    sink.respond = lambda req: (200, b'{}')
+    st0 = ngx.status()
+    r = td.admin(ngx, 'POST', 'replay', {'destination': 'seg'})
+    assert r.status == 200, r.body
+    rec = json.loads(r.body)
+    assert (rec['destination'], rec['replayed']) == ('seg', 12), rec
+    assert admin_sagas(ngx.status().delta(st0), 'done') == 1
+    got = td.wait_events(sink, '/seg', 12)
+    assert sorted(e['event'] for e in got) == sorted(names), got
+    assert ngx.dead_len('seg') == 0
+    assert h.wait_until(lambda: ngx.out_len('seg') == 0, 10)
+    r = td.admin(ngx, 'GET', 'audit?since=0')
+    assert r.status == 200, r.body
+    (a,) = [a for a in json.loads(r.body) if a['op'] == 'replay']
+    assert (a['receipt'], a['role'], a['ids'], a['events']) == (
+        rec['receipt'], 'admin', ['destination:seg'], 12), a
+    r = td.admin(ngx, 'POST', 'replay', {'destination': 'seg'})
+    assert json.loads(r.body)['replayed'] == 0, r.body
+    assert len(td.wait_events(sink, '/seg', 12)) == 12
 
 
 def erasure_under_way(ngx, person, cluster, workers=2):

@@ -62,12 +62,6 @@ def write_tokens(path):
                                  hashlib.sha256(tok.encode()).hexdigest()))
 
 
-def on_cluster(redis):
-    """CDP_TEST_REDIS=cluster: unsuppress and replay, which write every
-    shard in one call, are answered 501."""
-    return isinstance(redis, h.RedisCluster)
-
-
 def start(nginx_factory, redis, workdir, http_extra='', sink=None, **kw):
     bport = h.free_port()
     tokens = os.path.join(workdir, 'tokens-%s' % secrets.token_hex(4))
@@ -345,33 +339,23 @@ def test_export_erase_unsuppress_audit(ngx, adm, sam, tmp_path):
     assert len({frozenset(s) for s in suppressed(ngx)}) == 1
     assert len(suppressed(ngx)[0]) == 4, suppressed(ngx)[0]
 
-    # unsuppress
-    unsuppressed = ['unsuppress'] * 3
-    if on_cluster(ngx.redis):
-        # one call would write every shard: refused, nothing done
-        r = adm('unsuppress', '--email', sam.email, rc=1)
-        assert r.err.strip() == ('cdp-admin: 501 not_supported: unsuppress '
-                                 'is not supported on Redis Cluster yet'), r
-        assert len(suppressed(ngx)[0]) == 4, suppressed(ngx)[0]
-        unsuppressed = []
-    else:
-        rec = adm('unsuppress', '--email', sam.email, '--user-id', sam.uid,
-                  '--json').json()
-        assert rec['removed'] == 2 and RECEIPT_RE.match(rec['receipt']), rec
-        r = adm('unsuppress', '--anonymous-id', sam.aid, '--phone',
-                sam.phone)
-        assert re.search(r'^removed +2 entries from the suppression set$',
-                         r.out, re.M), r
-        r = adm('unsuppress', '--email', sam.email)
-        assert re.search(r'^removed +0 entries', r.out, re.M), r
-        left = suppressed(ngx)
-        assert left == [set()] * ngx.shards, left
+    # unsuppress (on a cluster a saga, a call a shard: the same)
+    rec = adm('unsuppress', '--email', sam.email, '--user-id', sam.uid,
+              '--json').json()
+    assert rec['removed'] == 2 and RECEIPT_RE.match(rec['receipt']), rec
+    r = adm('unsuppress', '--anonymous-id', sam.aid, '--phone', sam.phone)
+    assert re.search(r'^removed +2 entries from the suppression set$',
+                     r.out, re.M), r
+    r = adm('unsuppress', '--email', sam.email)
+    assert re.search(r'^removed +0 entries', r.out, re.M), r
+    left = suppressed(ngx)
+    assert left == [set()] * ngx.shards, left
 
     # the audit trail: every one of them, hashed
     entries = adm('audit', '--since', str(t0), '--json').json()
     ops = [e['op'] for e in entries]
     assert ops == ['export', 'export', 'erase', 'read', 'read', 'erase',
-                   'erase'] + unsuppressed, ops
+                   'erase', 'unsuppress', 'unsuppress', 'unsuppress'], ops
     assert receipt in [e['receipt'] for e in entries if e['op'] == 'erase']
     r = adm('audit', '--since', '1h')
     lines = r.out.splitlines()
@@ -776,22 +760,19 @@ def test_destinations_and_replay(nginx_factory, redis_server, workdir, sink,
     lines = r.out.splitlines()
     assert lines[0].split()[:3] == ['name', 'purpose', 'format'], r
     assert lines[1].split()[:3] == ['seg', 'analytics', 'segment'], r
-    if on_cluster(redis_server):
-        # every shard's dead letters in one call: refused
-        r = run(base + ['replay', 'seg'], rc=1)
-        assert r.err.strip() == ('cdp-admin: 501 not_supported: replay is '
-                                 'not supported on Redis Cluster yet'), r
-    else:
-        rec = run(base + ['replay', 'seg', '--json']).json()
-        assert rec['destination'] == 'seg' and rec['replayed'] == 0, rec
-        r = run(base + ['replay', 'seg'])
-        assert re.search(r'^replayed +0 dead letters of seg', r.out,
-                         re.M), r
-    if not on_cluster(redis_server):
-        r = run(base + ['replay', 'nope'], rc=1)
-        assert r.err.strip() == ('cdp-admin: 404 unknown_destination '
-                                 '(destination): no cdp_destination of '
-                                 'this name'), r
+    # (on a cluster a saga, a call a shard: the same)
+    rec = run(base + ['replay', 'seg', '--json']).json()
+    assert rec['destination'] == 'seg' and rec['replayed'] == 0, rec
+    r = run(base + ['replay', 'seg'])
+    assert re.search(r'^replayed +0 dead letters of seg', r.out, re.M), r
+    r = run(base + ['replay', 'nope'], rc=1)
+    assert r.err.strip() == ('cdp-admin: 404 unknown_destination '
+                             '(destination): no cdp_destination of '
+                             'this name'), r
+    audit = run(['--url', url_of(ngx), '--token-file', tokfile('admin'),
+                 'audit', '--json']).json()
+    assert [(a['op'], a['ids'], a['events']) for a in audit] == [
+        ('replay', ['destination:seg'], 0)] * 2, audit
     r = run(['--url', url_of(ngx), '--token-file', tokfile('privacy'),
              'destinations'], rc=1)
     assert '403 forbidden' in r.err, r

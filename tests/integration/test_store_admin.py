@@ -29,6 +29,11 @@ N = SHARDS_DEFAULT              # its shards
 KEY = secrets.token_bytes(32)   # the identity key (HMAC) of these tests
 T0 = 1700000000000              # ms
 
+# the standalone functions (numkeys 0, every shard's keys in one call):
+# a standalone Redis only; test_admin_cluster.py compares them with
+# cdp_admin_x on a cluster
+pytestmark = pytest.mark.standalone
+
 
 @pytest.fixture
 def admin(redis_server):
@@ -1293,6 +1298,33 @@ def test_replay_moves_each_shards_dead_letters_to_its_out_stream(admin):
     (a,) = audit_entries(c)
     assert a['op'] == 'replay' and a['events'] == '3'
     assert a['ids'] == 'destination:' + name
+
+
+@pytest.mark.parametrize('args', [
+    [P, 'r', 'admin', str(T0)],
+    [P, 'r', 'admin', str(T0), 'crm', 'mail'],
+    [P, 'r', 'admin', str(T0), 'c r m'],
+    [P, 'r', 'admin', str(T0), 'c' * 65],
+    [P, 'r,x', 'admin', str(T0), 'crm'],
+    [P, 'r', 'ad\nmin', str(T0), 'crm'],
+    [P, 'r', 'admin', 'now', 'crm'],
+    [P + '|0', 'r', 'admin', str(T0), 'crm'],
+])
+def test_replay_bad_arguments_write_nothing(admin, args):
+    """cdp_replay checks its receipt and role as the audited functions do
+    (they go into the audit entry), and the destination's name as nginx
+    allows it: a bad call moves nothing, audits nothing."""
+    c = admin
+    c.xadd(dk('crm', 'p101'), {'id': '1-1', 'event': '{}', 'p': 'p101'})
+    before = snapshot(c)
+    with pytest.raises(redis.ResponseError) as e:
+        c.fcall('cdp_replay', 0, *args)
+    assert str(e.value) == ('cdp_replay: want 0 keys, ARGV prefix, receipt, '
+                            'role, now_ms, destination'), e.value
+    assert snapshot(c) == before
+    # the same call made right moves it
+    assert json.loads(c.fcall('cdp_replay', 0, P, 'r', 'admin', str(T0),
+                              'crm'))['replayed'] == 1
 
 
 # --------------------------------------------------------------------------
