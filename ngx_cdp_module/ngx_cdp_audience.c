@@ -531,10 +531,11 @@ ngx_cdp_audience_tick(ngx_event_t *ev)
     lens[6] = sizeof(NGX_CDP_TICK_LIMIT) - 1;
 
     if (ngx_cdp_redis_call(&ngx_cdp_tick_call, 7, argv, lens) != NGX_OK) {
-        /* Redis (the shard's master) is away: the next second */
-        ngx_cdp_tick_shard = 0;
-        ngx_cdp_tick_due = 0;
-        ngx_add_timer(&ngx_cdp_tick_ev, NGX_CDP_TICK_EVERY);
+        /*
+         * Redis (the shard's master) is away: the other shards go on, and
+         * this one is asked again the next round
+         */
+        ngx_cdp_audience_ticked(&ngx_cdp_tick_call, NULL);
     }
 }
 

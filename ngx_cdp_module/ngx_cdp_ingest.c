@@ -142,6 +142,7 @@ static redisReply *ngx_cdp_ingest_detach(redisReply *reply);
 static void ngx_cdp_ingest_follow_reply(ngx_cdp_ingest_t *ig,
     redisReply *reply);
 static void ngx_cdp_ingest_free(ngx_cdp_batch_t *b);
+static void ngx_cdp_ingest_take_held(ngx_cdp_ingest_t *ig);
 static void ngx_cdp_ingest_follow(ngx_cdp_ingest_t *ig, redisReply *f,
     ngx_cdp_ingest_group_t *group);
 static void ngx_cdp_ingest_flush(ngx_cdp_ingest_t *ig);
@@ -386,6 +387,15 @@ ngx_cdp_ingest_exit_process(ngx_cycle_t *cycle)
     }
 
     ig->hold = 0;
+
+    /*
+     * the follow-ups held for a WAIT that will not be read: taken now,
+     * their forwards spooled with the current batches (a batch replayed
+     * from the spool is "APPLIED", and hands nothing back then)
+     */
+
+    ngx_cdp_ingest_take_held(ig);
+
     ngx_cdp_ingest_flush(ig);
 
     /* in flight, oldest first, then those to retry */
@@ -1248,6 +1258,9 @@ ngx_cdp_ingest_batch_done(redisReply *reply, void *data)
 
             follow = NULL;
 
+            /* b may be done (and freed) by this, if the write fails */
+            ngx_cdp_redis_send();
+
         } else {
             follow = b->follow;
             b->follow = NULL;
@@ -1328,7 +1341,11 @@ ngx_cdp_ingest_replicate(ngx_cdp_ingest_t *ig, ngx_cdp_batch_t *b)
         return NGX_DECLINED;
     }
 
-    ngx_cdp_redis_send();
+    /*
+     * not sent here: a write that fails calls the handlers of what is
+     * pending at once, ngx_cdp_ingest_wait_done() with it, which needs
+     * the batch in ig->sent first (the caller sends)
+     */
 
     return NGX_OK;
 }
@@ -1718,6 +1735,69 @@ ngx_cdp_ingest_done(ngx_cdp_ingest_t *ig, ngx_cdp_batch_t *b, ngx_int_t rc)
     }
 
     ngx_cdp_ingest_free(b);
+}
+
+
+static void
+ngx_cdp_ingest_take_held(ngx_cdp_ingest_t *ig)
+{
+    ngx_uint_t        i, n;
+    ngx_queue_t      *q;
+    redisReply      **held;
+    ngx_cdp_batch_t  *b;
+
+    /* collected first: taking them may send, and fail, batches */
+
+    n = 0;
+
+    for (q = ngx_queue_head(&ig->sent);
+         q != ngx_queue_sentinel(&ig->sent);
+         q = ngx_queue_next(q))
+    {
+        b = ngx_queue_data(q, ngx_cdp_batch_t, queue);
+        n += (b->follow != NULL);
+    }
+
+    for (b = ig->retry; b; b = b->next) {
+        n += (b->follow != NULL);
+    }
+
+    if (n == 0) {
+        return;
+    }
+
+    held = ngx_alloc(n * sizeof(redisReply *), ig->log);
+    if (held == NULL) {
+        return;
+    }
+
+    i = 0;
+
+    for (q = ngx_queue_head(&ig->sent);
+         q != ngx_queue_sentinel(&ig->sent);
+         q = ngx_queue_next(q))
+    {
+        b = ngx_queue_data(q, ngx_cdp_batch_t, queue);
+
+        if (b->follow) {
+            held[i++] = b->follow;
+            b->follow = NULL;
+        }
+    }
+
+    for (b = ig->retry; b; b = b->next) {
+        if (b->follow) {
+            held[i++] = b->follow;
+            b->follow = NULL;
+        }
+    }
+
+    for (i = 0; i < n; i++) {
+        ngx_cdp_ingest_follow(ig, held[i], NULL);
+        freeReplyObject(held[i]);
+    }
+
+    ngx_free(held);
 }
 
 

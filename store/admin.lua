@@ -2058,8 +2058,9 @@ end
 --   ARGV[9..] profile field names
 --   The shards' sets in turn, from the cursor's on, until count members
 --   (or a few more: SSCAN's COUNT is a hint) or the last shard's end; a
---   page may be short, even empty, before the last.  A member comes once
---   over the pages while it stays in the segment (SSCAN's guarantee).
+--   page may be short, even empty, before the last.  A member comes at
+--   least once over the pages while it stays in the segment (SSCAN's
+--   guarantee: twice if its set is rehashed between two pages).
 --   reply: json: {"segment":..,"cursor":"..","members":[{"profile_id":..,
 --          "fields":{..}}..]} ("0": the last page); ndjson and csv:
 --          {cursor, text} (a profile a line; csv: a header line first,
@@ -2536,7 +2537,32 @@ local function erase_shard()
     -- shard (chk)
     plan.sent = X.sent
 
-    -- the people's segment sets and due times of this shard
+    -- the people's segment sets and due times of this shard: with the
+    -- names a live pid of this shard gained since the saga read its
+    -- field (an event before the suppression, the segments' clock), their
+    -- keys checked here (a key of another type is left, not an error
+    -- half-way through the step)
+    for _, p in ipairs(people) do
+        if in_only(p.pid) then
+            local had = {}
+            for _, name in ipairs(p.segs or {}) do
+                had[name] = true
+            end
+            local now = redis.call('HGET', pkey(prefix, p.pid), 'segments')
+            for name in string.gmatch(now or '', '[^,]+') do
+                if not had[name] and is_segment_name(name) then
+                    local k = prefix .. ':segment:' .. tag(p.pid) .. ':'
+                              .. name
+                    local t = redis.call('TYPE', k).ok
+                    if t == 'set' or t == 'none' then
+                        p.segs = p.segs or {}
+                        p.segs[#p.segs + 1] = name
+                        had[name] = true
+                    end
+                end
+            end
+        end
+    end
     segments_leave(segment_plan(prefix, people))
     local removed, notices = dest_apply(prefix, X.rq, people, plan)
     local events = xdel_by(ev.by)

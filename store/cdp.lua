@@ -1430,7 +1430,8 @@ end
 -- the programs of ngx_cdp_rule.h (format 1), parsed once per spec into
 -- lists of ops.  A segment is evaluated after an event when it reads a
 -- profile field (every event changes some) or the event's own facts; on
--- time, from <prefix>:segments:due (cdp_segments_tick); after a merge.
+-- time, from <prefix>:segments:due:{<tag>} (cdp_segments_tick); after a
+-- merge.
 --
 local SEG_SPECS = {}
 
@@ -1709,9 +1710,9 @@ end
 --
 -- Membership of profile pid after a change: the segments that this
 -- change may affect (all: every one) are evaluated on its fields; entries
--- and exits update <prefix>:segment:<name>, the profile's "segments"
--- field, and make their events; the next due time goes to
--- <prefix>:segments:due.
+-- and exits update the set of pid's shard <prefix>:segment:{<tag>}:<name>,
+-- the profile's "segments" field, and make their events; the next due
+-- time goes to the shard's <prefix>:segments:due:{<tag>}.
 --
 local function segments_update(pid, all, fname)
     if not SEGS or #SEGS == 0 or pid == nil or pid == '' then
@@ -1770,6 +1771,12 @@ local function segments_update(pid, all, fname)
             cur[g.name] = nil
             changed = true
             segment_event(pid, F, g.name, 'Segment Exited')
+        elseif all then
+            -- evaluated whole (a backfill, the clock, a merge): the set
+            -- made to agree with the field, without an event (a store
+            -- upgraded or migrated with sets that lag their fields; a
+            -- no-op SADD or SREM is not replicated)
+            call(r and 'SADD' or 'SREM', seg_key(pid, g.name), pid)
         end
         if g.time then
             timed = true
@@ -2018,6 +2025,7 @@ local HERE              -- the hash tag of this call's slot
 local XJ_STALE = 10000      -- ms: a journal entry the sweeper finishes
 local XF_STALE = 30000      -- ms: a transfer record the sweeper applies
 local XF_KEEP = 604800      -- s: a transfer record kept at most
+local XM_KEEP = 3600        -- s: an api message stored by a saga, kept
 local X_TRIES = 8           -- restarts of a saga
 local X_WAITS = 100         -- waits (20 ms) for a busy profile
 
@@ -2418,11 +2426,15 @@ local function xid_finish(S)
     end
     if (X.mid or '') ~= '' and redis.call('SET', P .. 'xdone:' .. tag(S)
                                           .. ':m' .. X.mid, '1', 'NX', 'EX',
-                                          2 * DEDUP) == false
+                                          math.min(2 * DEDUP, XM_KEEP))
+                                == false
     then
         -- the same api message, sent again by its client while its first
         -- saga ran, was stored by one of the two: not again (both reach
-        -- the same person, whose slot this is)
+        -- the same person, whose slot this is; a retry after the first
+        -- saga's end meets its messageId in the dedup set instead, so an
+        -- hour is enough, and never longer than the dedup window: the
+        -- message is new again after it)
         XOUT[5] = XOUT[5] + 1
         return
     end
@@ -3570,12 +3582,16 @@ local function cdp_segments_backfill(keys, args)
     local state = P .. 'segments:backfill:' .. OWN
     local version = SEGS_VERSION
     local v = redis.call('HMGET', state, 'version', 'cursor', 'scanned',
-                         'done')
+                         'done', 'node')
+    -- a SCAN cursor means something on the node that gave it only: after
+    -- a failover or a restart (a new run_id) the scan starts over
+    local node = string.match(redis.call('INFO', 'server'),
+                              'run_id:(%x+)') or ''
 
-    if v[1] ~= version then
+    if v[1] ~= version or (v[4] ~= '1' and v[5] ~= node) then
         v = {version, '0', '0', '0'}
         redis.call('HSET', state, 'version', version, 'cursor', '0',
-                   'scanned', '0', 'done', '0')
+                   'scanned', '0', 'done', '0', 'node', node)
     end
 
     if v[4] == '1' then

@@ -617,6 +617,81 @@ def test_a_segment_key_of_another_type_stops_an_erasure_unwritten(
     assert r.exists(AUDIT) == 0 and journal(redis_cluster) == {}
 
 
+@pytest.mark.parametrize('gained', ['NEW', 'NEW2,NEW'])
+@pytest.mark.parametrize('when', ['resolved', 'del'])
+def test_an_erasure_leaves_the_segments_gained_on_its_way(
+        cl, solo, world, redis_cluster, when, gained):
+    """Zoe's live profile gains a segment after the saga read its field
+    "segments" (at the resolution): an event stored before the
+    suppression, the segments' clock.  The deletion step of its shard
+    reads the field again: she leaves the new segment's set too, and is in
+    no segment and no segments' clock at the end.  A gained name whose key
+    is of another type (NEW2: a string) is left as it is, and the erasure
+    still ends.  Otherwise the same as cdp_erase on the data with the set
+    gained: keys, JSON and audit entry."""
+    r = redis_cluster.client()
+    pa = world.pa
+    home = cs.shard_of(pa, N)
+    other = seg_key('NEW2', pa)
+    ids = ids_of(world, 'zoe')
+    # the reference: cdp_erase, the segment gained before it (its string
+    # key would stop it: cdp_erase checks every name it reads)
+    solo.hset(kk('profile', pa), 'segments', 'loyal,vip,NEW')
+    solo.sadd(seg_key('NEW', pa), pa, 'p-other')
+    before, want = reference_erase(solo, ids)
+
+    # the saga, up to the point where the segment is gained: just after
+    # the resolution, or just before the deletion step of pa's shard
+    rep = cl.begin('erase', 'r-1', ids)
+    while True:
+        assert rep[0], 'the saga ended before the segment was gained'
+        st = json.loads(rep[1])
+        if when == 'resolved' and st['st'] not in ('idx', 'walk'):
+            assert st['st'] in ('dests', 'chk'), st['st']
+            break
+        if when == 'del' and st['st'] == 'del' and st['s'] == home:
+            assert journal(redis_cluster)
+            break
+        assert st['st'] != 'del' or st['s'] < home
+        rep = cl.call(rep[0], rep[1])
+    assert [(p['pid'], p['segs']) for p in st['P']] == \
+        [(pa, ['loyal', 'vip'])]
+    assert r.sismember(seg_key('vip', pa), pa)
+    assert r.hget(kk('profile', pa), 'segments') == 'loyal,vip'
+
+    r.hset(kk('profile', pa), 'segments', 'loyal,%s,vip' % gained)
+    r.sadd(seg_key('NEW', pa), pa, 'p-other')
+    if 'NEW2' in gained:
+        r.set(other, 'oops')
+    got = cl.run(rep)
+
+    assert no_took(got) == no_took(want)
+    snap = cluster_snapshot(redis_cluster)
+    if 'NEW2' in gained:
+        assert snap.pop(other) == 'oops'
+        assert r.ttl(other) == -1
+    assert new_ids(snap, before) == new_ids(snapshot([solo]), before)
+    assert audit_of([r], 'r-1') == audit_of([solo], 'r-1')
+    assert len(audit_of([r], 'r-1')) == 1
+    assert journal(redis_cluster) == {}
+    # pa in no segment of any name, NEW's other member stays; no node of
+    # Zoe's in any shard's segments' clock
+    sets = [k for k in snap
+            if k.startswith(PFX + ':segment:') and r.type(k) == 'set']
+    assert seg_key('NEW', pa) in sets
+    for k in sets:
+        assert pa not in snap[k], k
+    assert seg_members(r, 'NEW') == {'p-other'}
+    assert seg_members(r, 'loyal') == {world.pw}
+    assert seg_members(r, 'vip') == set()
+    zoe = set(world.zoe_nodes)
+    for i in range(N):
+        key = '%s:segments:due:{%s}' % (PFX, cs.shard_tag(i, N))
+        assert not zoe & set(r.zrange(key, 0, -1)), key
+    for x in (world.pw, world.w, world.d):
+        assert r.zscore(due_key(x), x) == 1700000009000, x
+
+
 # --------------------------------------------------------------------------
 # the segments' views: a call a shard
 

@@ -426,6 +426,49 @@ def test_a_rule_added_by_reload_is_backfilled(nginx_factory, redis_server):
     assert ev.count(('Segment Entered', 'loyal')) == 1, ev
 
 
+def test_the_backfill_repairs_sets_that_lag_their_fields(nginx_factory,
+                                                         redis_server):
+    """A store whose sets lag the profiles' "segments" field (upgraded
+    from the unsharded sets without the migration, or one that kept a
+    member its field no longer names): the backfill of the next start
+    makes the sets agree with the fields, without an event."""
+    bport = h.free_port()
+    backend = h.IDENTIFY_BACKEND.replace('@BPORT@', str(bport))
+    conf = dict(http_extra=backend + '    cdp_profile_event "Order Completed";'
+                '\n    cdp_segment loyal \'count("Order Completed") >= 2\';',
+                locations=LOCATIONS.replace('@BPORT@', str(bport)))
+    ngx = nginx_factory(redis_server, **conf)
+    x, y = h.Browser(ngx), h.Browser(ngx)
+    for _ in range(2):
+        x.view('e=Order%20Completed')
+        ngx.wait_settled()
+    y.view()
+    ngx.wait_settled()
+    assert h.wait_until(lambda: ngx.status().c('cdp_segment_backfill_done')
+                        == 1, 15), ngx.status()
+    assert members(ngx, 'loyal') == {x.aid}
+    entered = segment_events(ngx, x.aid).count(('Segment Entered', 'loyal'))
+    assert entered == 1
+
+    # x's membership lost from its set, y in a set its field does not name
+    rc = ngx.rc()
+    assert rc.srem('%s:segment:%s:loyal' % (ngx.prefix, ngx.tag_of(x.aid)),
+                   x.aid) == 1
+    rc.sadd('%s:segment:%s:loyal' % (ngx.prefix, ngx.tag_of(y.aid)), y.aid)
+    for k in ngx.shard_keys('segments:backfill'):
+        rc.delete(k)
+    assert members(ngx, 'loyal') == {y.aid}
+
+    ngx.reload()
+    assert h.wait_until(lambda: members(ngx, 'loyal') == {x.aid}, 15), \
+        members(ngx, 'loyal')
+    assert h.wait_until(lambda: ngx.status().c('cdp_segment_backfill_done')
+                        == 1, 15), ngx.status()
+    assert segment_events(ngx, x.aid).count(
+        ('Segment Entered', 'loyal')) == entered
+    assert ('Segment Exited', 'loyal') not in segment_events(ngx, y.aid)
+
+
 def test_segments_reach_the_upstream_with_personalization_consent(
         nginx_factory, redis_server):
     bport, eport = h.free_port(), h.free_port()

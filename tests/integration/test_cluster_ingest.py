@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import time
 import urllib.parse
 
@@ -20,7 +21,8 @@ import cdp_harness as h
 import cdp_shard
 from test_spool import (Load, wait_stored, assert_exactly_once,
                         assert_no_bad_answers, spool_nginx, nonzero,
-                        all_dropped, cdp_log_lines)
+                        all_dropped, cdp_log_lines, SPOOLED, REPLAYED,
+                        ALREADY_APPLIED)
 from test_identity import LOCATIONS as IDENTIFY_LOCATIONS
 from test_capture import (sign_url, UA_GMAIL, UA_YAHOO, timeline_and_first,
                           anon_profile_keys)
@@ -461,6 +463,232 @@ def test_master_failover_under_load_forwarded_hits_once(
     assert h.wait_until(counted, 10, 0.1), (
         'person events %r, want %r (before the load %r)' % (have, want,
                                                            before))
+
+
+def test_reload_while_waits_pending_loses_no_forward(
+        redis_cluster_replicas, nginx_factory):
+    """24 browsers, each logged in (linked) to a person whose profile is on
+    another master than the browser's, send hits: each is counted in the
+    browser's shard's cdp_ingest, handed back and forwarded by nginx to
+    the person's shard, the follow-ups held until the batch's WAIT 1
+    returns.  nginx is reloaded (SIGHUP, as nginx -s reload) under that
+    load, the replicas stopped (SIGSTOP) around the moment the old workers
+    are told to quit, so that batches' WAITs are pending then (up to
+    100 ms).  First plainly: an old worker waits for its replies (a
+    pending one holds a timer) and exits with nothing left.  Then with
+    worker_shutdown_timeout 30ms: an old worker's connections to Redis
+    are closed while WAITs are pending, and it exits with those batches
+    (applied, perhaps not replicated) to keep: they are spooled (replayed:
+    APPLIED, which hands nothing back), and their held follow-ups are
+    taken at exit: the forwards are spooled too.  Every answered hit is
+    stored exactly once, in its person's shard, forwarded once, and each
+    person's profile counts its browsers' hits once."""
+    cl = redis_cluster_replicas
+    bport = str(h.free_port())
+    ngx = spool_nginx(nginx_factory, cl,
+                      http_extra=h.IDENTIFY_BACKEND.replace('@BPORT@', bport)
+                      + 'cdp_queue_size 256;',
+                      locations=IDENTIFY_LOCATIONS.replace('@BPORT@', bport))
+    load = Load(ngx, 24, 'q')
+    load.warmup()
+    masters = sorted(cl.masters())
+    # the masters whose batches WAIT: those with a replica (an earlier
+    # test of the module may have left some without), owning the shards
+    # of some of the browsers (their first hop)
+    waiting = [p for p in masters if cl.replicas(of=p)]
+    on = collections.Counter(master_of(cl, ngx, b.aid)
+                             for b in load.browsers)
+    assert sum(on[p] for p in waiting) >= 2, (waiting, on)
+
+    # persons: seed browsers log in until each master has one
+    persons = collections.defaultdict(list)          # master -> [pid]
+    n_seed = 0
+    while not all(persons[p] for p in masters):
+        assert n_seed < 40, dict(persons)
+        uid = 'u-q-%d' % n_seed
+        n_seed += 1
+        assert h.Browser(ngx).login(uid=uid).status == 200
+        assert settle(ngx), nonzero(ngx.status())
+        pid = h.idx(ngx, 'user_id', uid)
+        assert pid, uid
+        persons[master_of(cl, ngx, pid)].append((uid, pid))
+
+    # each load browser logs in as a person of another master
+    person_of = {}                                   # browser idx -> pid
+    turn = collections.Counter()
+    for b in load.browsers:
+        mb = master_of(cl, ngx, b.aid)
+        choices = [persons[p][0] for p in masters if p != mb]
+        uid, pid = choices[turn[mb] % len(choices)]
+        turn[mb] += 1
+        assert ngx.tag_of(pid) != ngx.tag_of(b.aid)
+        hb = h.Browser(ngx)
+        hb.cookie = b.cookie
+        assert hb.login(uid=uid).status == 200
+        assert hb.aid == b.aid, (hb.cookie, b.cookie)
+        b.cookie = hb.cookie
+        person_of[b.idx] = pid
+    assert settle(ngx, timeout=30), nonzero(ngx.status())
+    assert h.wait_until(lambda: all(
+        h.resolve(ngx, b.aid) == person_of[b.idx] for b in load.browsers),
+        20, 0.1), {b.idx: (b.aid, h.resolve(ngx, b.aid), person_of[b.idx])
+                   for b in load.browsers}
+    pids = sorted(set(person_of.values()))
+    before = {p: int(h.profile(ngx, p).get('events', 0)) for p in pids}
+    warm = set(load.answered('warmup'))
+    replicas = [cl.node(cl.replicas(of=m)[0]) for m in waiting]
+
+    def quitting(pid):
+        """The worker was told to quit (nginx retitles it "worker process
+        is shutting down"), or is gone."""
+        try:
+            with open('/proc/%d/cmdline' % pid, 'rb') as f:
+                return b'shutting down' in f.read()
+        except OSError:
+            return True
+
+    def reload_with_waits_pending():
+        """A reload, the replicas stopped from just before the master tells
+        the old workers to quit (it starts the new ones, sleeps 100 ms,
+        then sends QUIT) until 50 ms after; returns what was seen."""
+        # the batches of every master wait for its replica (the workers'
+        # map lists them; and a shard whose WAIT timed out waits again
+        # after a second)
+        w0 = {m: wait_calls(cl, m) for m in waiting}
+        assert h.wait_until(lambda: all(
+            wait_calls(cl, m) > w0[m] + 5 for m in waiting), 15, 0.05), (
+                w0, {m: wait_calls(cl, m) for m in waiting})
+        s0 = ngx.status()
+        a0 = load.n_answered()
+        old = set(ngx.worker_pids())
+        t0 = time.monotonic()
+        os.kill(ngx.master_pid, signal.SIGHUP)           # nginx -s reload
+        assert h.wait_until(lambda: len(
+            set(ngx.worker_pids()) - old) >= ngx.workers, 5, 0.002), (
+                old, ngx.worker_pids())
+        time.sleep(0.06)
+        for x in replicas:
+            x.pause()
+        seen = []
+        try:
+            # (stopped for less than the node timeout, 1 s)
+            def pending_at_quit():
+                q = sum(quitting(p) for p in old)
+                n = sum(blocked_clients(cl, m) for m in waiting)
+                if q and n:
+                    seen.append((round(time.monotonic() - t0, 3), n))
+                return q and n
+            h.wait_until(pending_at_quit, 0.4, 0.002)
+            time.sleep(0.05)
+        finally:
+            for x in replicas:
+                x.resume()
+        assert h.wait_until(lambda: not any(h.pid_alive(p) for p in old),
+                            10, 0.005), (
+            'old workers %s still running' % sorted(
+                p for p in old if h.pid_alive(p)))
+        t_gone = time.monotonic() - t0
+        assert h.wait_until(lambda: load.n_answered() >= a0 + 100, 10), (
+            'the load does not flow after the reload')
+        d = ngx.status().delta(s0)
+        return {'waits_pending_at_quit': seen[0] if seen else None,
+                'old_gone_s': round(t_gone, 3),
+                'spooled': d.c(SPOOLED),
+                'replayed': d.c(REPLAYED),
+                'applied': d.c(ALREADY_APPLIED),
+                'unreplicated': d.c('cdp_redis_unreplicated_batches_total'),
+                'disconnects': d.c('cdp_redis_disconnects_total')}
+
+    st0 = ngx.status()
+    load.start(interval=0.02, phase='load')
+    plain, bounded = [], []
+    try:
+        assert h.wait_until(lambda: load.n_answered() >= 24 + 200, 10), (
+            'the load does not flow: %d answered' % load.n_answered())
+        assert h.wait_until(lambda: ngx.status().delta(st0).c(
+            'cdp_events_forwarded_total') > 0, 10), nonzero(
+                ngx.status().delta(st0))
+        for r in range(3):
+            plain.append(reload_with_waits_pending())
+        # the old workers' shutdown bounded: they do not wait for the WAITs
+        with open(ngx.conf_path) as f:
+            conf = f.read()
+        assert '\nworker_processes ' in conf, conf
+        with open(ngx.conf_path, 'w') as f:
+            f.write(conf.replace('\nworker_processes ',
+                                 '\nworker_shutdown_timeout 30ms;\n'
+                                 'worker_processes ', 1))
+        ngx.reload()
+        for r in range(4):
+            bounded.append(reload_with_waits_pending())
+    finally:
+        for x in replicas:
+            x.resume()
+        load.stop()
+
+    # the scenario happened: WAITs pending on the masters while old workers
+    # were quitting, plainly and bounded; bounded, the old workers' exit
+    # spooled batches (those to keep: their connections were closed with
+    # WAITs pending) and the new workers replayed them
+    rounds = 'plain reloads %r; bounded (worker_shutdown_timeout) %r' % (
+        plain, bounded)
+    assert any(r['waits_pending_at_quit'] for r in plain), rounds
+    assert any(r['waits_pending_at_quit'] and r['spooled'] and
+               r['disconnects'] for r in bounded), rounds
+    assert h.wait_until(lambda: ngx.status().c('cdp_spool_bytes') == 0,
+                        20, 0.1), (rounds, nonzero(ngx.status()))
+
+    assert_no_bad_answers(load)
+    got = wait_stored(ngx, load,
+                      lambda: all_dropped(ngx.status().delta(st0)),
+                      timeout=30)
+    answered, unknown = load.answered(), load.unknown
+    st = ngx.wait_settled(20)
+    d = st.delta(st0)
+    why = ('%d hits answered (%d unanswered, %d of those stored), %d '
+           'markers in the streams; %s; counters since the load %r\n%s' % (
+               len(answered), len(unknown), len(unknown & set(got.marks)),
+               len(got.marks), rounds, nonzero(d), cdp_log_lines(ngx)))
+    twice = {m: c for m, c in got.marks.items() if c > 1}
+    assert not twice, ('%d events stored more than once, e.g. %r; %s' % (
+        len(twice), sorted(twice.items())[:5], why))
+    missing = sorted(set(answered) - set(got.marks))
+    assert not missing, ('%d answered hits not stored, e.g. %r; %s' % (
+        len(missing), missing[:5], why))
+    strangers = sorted(set(got.marks) - set(answered) - unknown)
+    assert not strangers, 'events nobody sent: %r; %s' % (strangers[:5],
+                                                          why)
+    assert all_dropped(d) == 0, 'events dropped: %s' % why
+
+    # each load hit was forwarded: stored in its person's shard (none in
+    # the browser's but the warmup's), and forwarded (counted) once
+    mine = load_marks_of(got, warm)
+    n_load = sum(len(v) for v in mine.values())
+    assert n_load >= len(answered) - len(warm)
+    for b in load.browsers:
+        on_person = [k for k, _i in got.ids[b.aid]
+                     if k == ngx.stream_of(person_of[b.idx])]
+        assert len(got.ids[b.aid]) == 1 + len(mine[b.idx]), b.idx
+        assert len(on_person) == len(mine[b.idx]), (
+            'browser %d: %d load hits stored, %d of them in its person\'s '
+            'shard; %s' % (b.idx, len(mine[b.idx]), len(on_person), why))
+    assert d.c('cdp_events_forwarded_total') == n_load, (
+        'forwarded %d, load hits stored %d; %s' % (
+            d.c('cdp_events_forwarded_total'), n_load, why))
+
+    # each person counts its browsers' hits once
+    want = {p: before[p] + sum(len(mine[b.idx]) for b in load.browsers
+                               if person_of[b.idx] == p) for p in pids}
+    have = {}
+
+    def counted():
+        have.update({p: int(h.profile(ngx, p).get('events', 0))
+                     for p in pids})
+        return have == want
+    assert h.wait_until(counted, 10, 0.1), (
+        'person events %r, want %r (before the load %r); %s' % (
+            have, want, before, rounds))
+    print('\n' + rounds)
 
 
 def test_resharding_under_load_loses_nothing(redis_cluster, nginx_factory):
