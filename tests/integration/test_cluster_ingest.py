@@ -305,6 +305,84 @@ def kill_while_waiting(cl, victim, tries=20):
     return 0
 
 
+def assert_markers_once(got, answered, unknown, d, why):
+    """Every answered marker stored once across the streams, none twice,
+    none that no hit asked for (unknown: hits whose answer never came),
+    nothing dropped (d: the counters' delta)."""
+    twice = {m: c for m, c in got.marks.items() if c > 1}
+    assert not twice, ('%d events stored more than once, e.g. %r; %s' % (
+        len(twice), sorted(twice.items())[:5], why))
+    missing = sorted(set(answered) - set(got.marks))
+    assert not missing, ('%d answered hits not stored, e.g. %r; %s' % (
+        len(missing), missing[:5], why))
+    strangers = sorted(set(got.marks) - set(answered) - unknown)
+    assert not strangers, 'events nobody sent: %r; %s' % (strangers[:5],
+                                                          why)
+    assert all_dropped(d) == 0, 'events dropped: %s' % why
+
+
+def assert_persons_count(ngx, load, person_of, mine, before, why):
+    """Each person's profile counts its browsers' load hits (mine: the
+    markers stored, by browser) once, on top of what it had before."""
+    pids = sorted(before)
+    want = {p: before[p] + sum(len(mine[b.idx]) for b in load.browsers
+                               if person_of[b.idx] == p) for p in pids}
+    have = {}
+
+    def counted():
+        have.update({p: int(h.profile(ngx, p).get('events', 0))
+                     for p in pids})
+        return have == want
+    assert h.wait_until(counted, 10, 0.1), (
+        'person events %r, want %r (before the load %r); %s' % (
+            have, want, before, why))
+
+
+def seed_persons(cl, ngx, masters, tag):
+    """Seed browsers log in (user ids u-<tag>-<n>) until each of masters
+    owns the shard of a person: {master: [(uid, pid)...]} (pids are p<N>
+    of one counter: shards as they come)."""
+    persons = collections.defaultdict(list)
+    n_seed = 0
+    while not all(persons[p] for p in masters):
+        assert n_seed < 40, dict(persons)
+        uid = 'u-%s-%d' % (tag, n_seed)
+        n_seed += 1
+        assert h.Browser(ngx).login(uid=uid).status == 200
+        assert settle(ngx), nonzero(ngx.status())
+        pid = h.idx(ngx, 'user_id', uid)
+        assert pid, uid
+        persons[master_of(cl, ngx, pid)].append((uid, pid))
+    return persons
+
+
+def link_browsers(cl, ngx, load, persons, order):
+    """Each load browser logs in (with its cookie) as the first person
+    of a master other than its own, those of order in turn: ({browser
+    idx: pid}, the pids), once every browser leads to its person."""
+    person_of = {}
+    turn = collections.Counter()
+    for b in load.browsers:
+        mb = master_of(cl, ngx, b.aid)
+        choices = [persons[p][0] for p in order if p != mb]
+        uid, pid = choices[turn[mb] % len(choices)]
+        turn[mb] += 1
+        assert ngx.tag_of(pid) != ngx.tag_of(b.aid)
+        hb = h.Browser(ngx)
+        hb.cookie = b.cookie
+        assert hb.login(uid=uid).status == 200
+        assert hb.aid == b.aid, (hb.cookie, b.cookie)
+        b.cookie = hb.cookie
+        person_of[b.idx] = pid
+    assert settle(ngx, timeout=30), nonzero(ngx.status())
+    assert h.wait_until(lambda: all(
+        h.resolve(ngx, b.aid) == person_of[b.idx] for b in load.browsers),
+        20, 0.1), {b.idx: (b.aid, h.resolve(ngx, b.aid), person_of[b.idx])
+                   for b in load.browsers}
+    pids = sorted(set(person_of.values()))
+    return person_of, pids
+
+
 def test_master_failover_under_load_forwarded_hits_once(
         redis_cluster_replicas, nginx_factory):
     """12 browsers, each logged in (linked) to a person whose profile is on
@@ -340,45 +418,14 @@ def test_master_failover_under_load_forwarded_hits_once(
     others = sorted(p for p in cl.masters() if p != victim)
     assert len(on[victim]) >= 2, {p: len(v) for p, v in on.items()}
 
-    # persons: seed browsers log in until there is one on the victim and
-    # one on each other master (pids are p<N> of one counter: shards as
-    # they come)
-    persons = collections.defaultdict(list)          # master -> [pid]
-    n_seed = 0
-    while not (persons[victim] and all(persons[p] for p in others)):
-        assert n_seed < 40, dict(persons)
-        uid = 'u-g-%d' % n_seed
-        n_seed += 1
-        assert h.Browser(ngx).login(uid=uid).status == 200
-        assert settle(ngx), nonzero(ngx.status())
-        pid = h.idx(ngx, 'user_id', uid)
-        assert pid, uid
-        persons[master_of(cl, ngx, pid)].append((uid, pid))
-
-    # each load browser logs in as a person of another master: those of
-    # the victim's shards to the others' persons (first hop on the
-    # victim), the others to the victim's person or the third master's
-    # (second hop on the victim for some)
-    person_of = {}                                   # browser idx -> pid
-    turn = collections.Counter()
-    for b in load.browsers:
-        mb = master_of(cl, ngx, b.aid)
-        choices = [persons[p][0] for p in [victim] + others if p != mb]
-        uid, pid = choices[turn[mb] % len(choices)]
-        turn[mb] += 1
-        assert ngx.tag_of(pid) != ngx.tag_of(b.aid)
-        hb = h.Browser(ngx)
-        hb.cookie = b.cookie
-        assert hb.login(uid=uid).status == 200
-        assert hb.aid == b.aid, (hb.cookie, b.cookie)
-        b.cookie = hb.cookie
-        person_of[b.idx] = pid
-    assert settle(ngx, timeout=30), nonzero(ngx.status())
-    assert h.wait_until(lambda: all(
-        h.resolve(ngx, b.aid) == person_of[b.idx] for b in load.browsers),
-        20, 0.1), {b.idx: (b.aid, h.resolve(ngx, b.aid), person_of[b.idx])
-                   for b in load.browsers}
-    pids = sorted(set(person_of.values()))
+    # a person on the victim and on each other master; each load browser
+    # logs in as a person of another master: those of the victim's shards
+    # to the others' persons (first hop on the victim), the others to the
+    # victim's person or the third master's (second hop on the victim for
+    # some)
+    persons = seed_persons(cl, ngx, [victim] + others, 'g')
+    person_of, pids = link_browsers(cl, ngx, load, persons,
+                                    [victim] + others)
     assert any(master_of(cl, ngx, p) == victim for p in pids), pids
     assert any(master_of(cl, ngx, p) != victim for p in pids), pids
     before = {p: int(h.profile(ngx, p).get('events', 0)) for p in pids}
@@ -420,16 +467,7 @@ def test_master_failover_under_load_forwarded_hits_once(
                len(answered), len(unknown), len(unknown & set(got.marks)),
                len(got.marks), pending, victim, nonzero(d),
                cdp_log_lines(ngx)))
-    twice = {m: c for m, c in got.marks.items() if c > 1}
-    assert not twice, ('%d events stored more than once, e.g. %r; %s' % (
-        len(twice), sorted(twice.items())[:5], why))
-    missing = sorted(set(answered) - set(got.marks))
-    assert not missing, ('%d answered hits not stored, e.g. %r; %s' % (
-        len(missing), missing[:5], why))
-    strangers = sorted(set(got.marks) - set(answered) - unknown)
-    assert not strangers, 'events nobody sent: %r; %s' % (strangers[:5],
-                                                          why)
-    assert all_dropped(d) == 0, 'events dropped: %s' % why
+    assert_markers_once(got, answered, unknown, d, why)
 
     # each load hit was forwarded: stored in its person's shard, and
     # forwarded (counted) once
@@ -452,17 +490,7 @@ def test_master_failover_under_load_forwarded_hits_once(
             d.c('cdp_events_forwarded_total'), n_load, why))
 
     # each person counts its browsers' hits once
-    want = {p: before[p] + sum(len(mine[b.idx]) for b in load.browsers
-                               if person_of[b.idx] == p) for p in pids}
-    have = {}
-
-    def counted():
-        have.update({p: int(h.profile(ngx, p).get('events', 0))
-                     for p in pids})
-        return have == want
-    assert h.wait_until(counted, 10, 0.1), (
-        'person events %r, want %r (before the load %r)' % (have, want,
-                                                           before))
+    assert_persons_count(ngx, load, person_of, mine, before, '')
 
 
 def test_reload_while_waits_pending_loses_no_forward(
@@ -500,40 +528,10 @@ def test_reload_while_waits_pending_loses_no_forward(
                              for b in load.browsers)
     assert sum(on[p] for p in waiting) >= 2, (waiting, on)
 
-    # persons: seed browsers log in until each master has one
-    persons = collections.defaultdict(list)          # master -> [pid]
-    n_seed = 0
-    while not all(persons[p] for p in masters):
-        assert n_seed < 40, dict(persons)
-        uid = 'u-q-%d' % n_seed
-        n_seed += 1
-        assert h.Browser(ngx).login(uid=uid).status == 200
-        assert settle(ngx), nonzero(ngx.status())
-        pid = h.idx(ngx, 'user_id', uid)
-        assert pid, uid
-        persons[master_of(cl, ngx, pid)].append((uid, pid))
-
-    # each load browser logs in as a person of another master
-    person_of = {}                                   # browser idx -> pid
-    turn = collections.Counter()
-    for b in load.browsers:
-        mb = master_of(cl, ngx, b.aid)
-        choices = [persons[p][0] for p in masters if p != mb]
-        uid, pid = choices[turn[mb] % len(choices)]
-        turn[mb] += 1
-        assert ngx.tag_of(pid) != ngx.tag_of(b.aid)
-        hb = h.Browser(ngx)
-        hb.cookie = b.cookie
-        assert hb.login(uid=uid).status == 200
-        assert hb.aid == b.aid, (hb.cookie, b.cookie)
-        b.cookie = hb.cookie
-        person_of[b.idx] = pid
-    assert settle(ngx, timeout=30), nonzero(ngx.status())
-    assert h.wait_until(lambda: all(
-        h.resolve(ngx, b.aid) == person_of[b.idx] for b in load.browsers),
-        20, 0.1), {b.idx: (b.aid, h.resolve(ngx, b.aid), person_of[b.idx])
-                   for b in load.browsers}
-    pids = sorted(set(person_of.values()))
+    # a person on each master; each load browser logs in as a person of
+    # another master
+    persons = seed_persons(cl, ngx, masters, 'q')
+    person_of, pids = link_browsers(cl, ngx, load, persons, masters)
     before = {p: int(h.profile(ngx, p).get('events', 0)) for p in pids}
     warm = set(load.answered('warmup'))
     replicas = [cl.node(cl.replicas(of=m)[0]) for m in waiting]
@@ -649,16 +647,7 @@ def test_reload_while_waits_pending_loses_no_forward(
            'markers in the streams; %s; counters since the load %r\n%s' % (
                len(answered), len(unknown), len(unknown & set(got.marks)),
                len(got.marks), rounds, nonzero(d), cdp_log_lines(ngx)))
-    twice = {m: c for m, c in got.marks.items() if c > 1}
-    assert not twice, ('%d events stored more than once, e.g. %r; %s' % (
-        len(twice), sorted(twice.items())[:5], why))
-    missing = sorted(set(answered) - set(got.marks))
-    assert not missing, ('%d answered hits not stored, e.g. %r; %s' % (
-        len(missing), missing[:5], why))
-    strangers = sorted(set(got.marks) - set(answered) - unknown)
-    assert not strangers, 'events nobody sent: %r; %s' % (strangers[:5],
-                                                          why)
-    assert all_dropped(d) == 0, 'events dropped: %s' % why
+    assert_markers_once(got, answered, unknown, d, why)
 
     # each load hit was forwarded: stored in its person's shard (none in
     # the browser's but the warmup's), and forwarded (counted) once
@@ -677,17 +666,7 @@ def test_reload_while_waits_pending_loses_no_forward(
             d.c('cdp_events_forwarded_total'), n_load, why))
 
     # each person counts its browsers' hits once
-    want = {p: before[p] + sum(len(mine[b.idx]) for b in load.browsers
-                               if person_of[b.idx] == p) for p in pids}
-    have = {}
-
-    def counted():
-        have.update({p: int(h.profile(ngx, p).get('events', 0))
-                     for p in pids})
-        return have == want
-    assert h.wait_until(counted, 10, 0.1), (
-        'person events %r, want %r (before the load %r); %s' % (
-            have, want, before, rounds))
+    assert_persons_count(ngx, load, person_of, mine, before, rounds)
     print('\n' + rounds)
 
 
