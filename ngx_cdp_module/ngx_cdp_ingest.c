@@ -80,9 +80,10 @@ struct ngx_cdp_batch_s {
     ngx_uint_t                 nevents;
     size_t                     keys_len;
     size_t                     args_len;
-    redisReply                *follow;      /* held until a replica has it */
+    redisReply                *follow;      /* held until a replica has it;
+                                               an API batch's holds its
+                                               group too */
     unsigned                   tried:1;     /* sent at least once */
-    unsigned                   holds:1;     /* its group, for the follow */
     u_char                     data[1];     /* keys, then args */
 };
 
@@ -870,7 +871,6 @@ ngx_cdp_ingest_flush_one(ngx_cdp_ingest_t *ig, ngx_cdp_ingest_cur_t *cur,
     b->next = NULL;
     b->group = group;
     b->follow = NULL;
-    b->holds = 0;
     b->slot = slot;
     b->shard = cur->shard;
     b->seq = ig->seq++;
@@ -1251,8 +1251,8 @@ ngx_cdp_ingest_batch_done(redisReply *reply, void *data)
              */
             ngx_queue_insert_tail(&ig->sent, &b->queue);
 
-            if (group && b->follow) {
-                b->holds = 1;
+            if (b->follow) {
+                /* its group is released when they are taken */
                 group = NULL;
             }
 
@@ -1394,7 +1394,7 @@ ngx_cdp_ingest_wait_done(redisReply *reply, void *data)
      */
 
     follow = b->follow;
-    group = b->holds ? b->group : NULL;
+    group = follow ? b->group : NULL;
     b->follow = NULL;
 
     ngx_cdp_ingest_done(ig, b, rc);
@@ -1746,7 +1746,11 @@ ngx_cdp_ingest_take_held(ngx_cdp_ingest_t *ig)
     redisReply      **held;
     ngx_cdp_batch_t  *b;
 
-    /* collected first: taking them may send, and fail, batches */
+    /*
+     * collected first: taking them may send, and fail, batches.  An API
+     * batch's are left (freed with it): its request fails, and its client
+     * sends the messages again
+     */
 
     n = 0;
 
@@ -1755,7 +1759,7 @@ ngx_cdp_ingest_take_held(ngx_cdp_ingest_t *ig)
          q = ngx_queue_next(q))
     {
         b = ngx_queue_data(q, ngx_cdp_batch_t, queue);
-        n += (b->follow != NULL);
+        n += (b->follow != NULL && b->group == NULL);
     }
 
     for (b = ig->retry; b; b = b->next) {
@@ -1779,7 +1783,7 @@ ngx_cdp_ingest_take_held(ngx_cdp_ingest_t *ig)
     {
         b = ngx_queue_data(q, ngx_cdp_batch_t, queue);
 
-        if (b->follow) {
+        if (b->follow && b->group == NULL) {
             held[i++] = b->follow;
             b->follow = NULL;
         }

@@ -24,6 +24,7 @@ from test_spool import (Load, wait_stored, assert_exactly_once,
                         all_dropped, cdp_log_lines, SPOOLED, REPLAYED,
                         ALREADY_APPLIED)
 from test_identity import LOCATIONS as IDENTIFY_LOCATIONS
+from test_cluster_identity import settle
 from test_capture import (sign_url, UA_GMAIL, UA_YAHOO, timeline_and_first,
                           anon_profile_keys)
 
@@ -735,14 +736,6 @@ def test_cdp_admin_accepted_on_a_cluster(nginx_factory):
         locations='location /admin { cdp_admin; }')
     assert rc == 0, out
     assert 'cdp_admin needs' not in out, out
-
-
-def settle(ngx, timeout=20.0):
-    """Every event stored and every saga done."""
-    def f():
-        st = ngx.wait_settled(timeout)
-        return st if st.c('cdp_identity_sagas_running') == 0 else None
-    return h.wait_until(f, timeout, 0.05)
 
 
 def test_mail_proxy_open_stored_on_the_person(redis_cluster, nginx_factory):
